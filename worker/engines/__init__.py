@@ -1,0 +1,9 @@
+"""Engines that run Rex-Omni: one interface, several implementations.
+
+Implementations are imported lazily by :func:`worker.engines.registry.create_engine`
+so that importing this package never imports torch or vLLM.
+"""
+
+from worker.engines.base import Engine, GenerationRequest, GenerationResult, SamplingSettings
+
+__all__ = ["Engine", "GenerationRequest", "GenerationResult", "SamplingSettings"]

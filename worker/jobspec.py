@@ -1,0 +1,215 @@
+"""The JSON contract between whoever plans work (backend, CLI) and the worker.
+
+A *chunk* is a list of images, each with the model calls to make on it. Queue
+payloads are plain JSON (RQ's JSONSerializer); these dataclasses only validate
+and convert. No torch here.
+
+Chunk payload::
+
+    {"images": [{"id": "42", "image": "/data/upload/1/a.jpg", "task_id": 42,
+                 "calls": [ModelCall.to_dict(), ...]}],
+     "generation": {"max_new_tokens": 2048}}          # optional overrides
+
+Chunk result::
+
+    {"images": [{"id": "42", "width": 640, "height": 480, "error": None,
+                 "calls": [CallResult.to_dict(), ...]}],
+     "timings": {...}}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from converters.prediction import Prediction, predictions_from_dicts, predictions_to_dicts
+from converters.tasks import Task
+
+
+class JobSpecError(ValueError):
+    """A job payload is malformed; the message names the bad field."""
+
+
+MASK_OUTPUTS = ("none", "rle", "brush", "polygon")
+"""What SAM output a call wants on its boxes: none, COCO RLE, LS brush, polygon."""
+
+
+@dataclass
+class ModelCall:
+    """One question to the model about one image.
+
+    ``categories`` are the phrases asked for; ``labels`` maps each phrase the
+    model may answer with to the label the caller wants (identity if empty).
+    ``visual_prompt_boxes`` are xyxy pixel boxes of the original image.
+    ``sam_points`` are ``[x, y, positive]`` pixel clicks for a point-prompted
+    mask (no model generation then). ``masks`` asks SAM for masks of the boxes.
+    ``score_threshold`` drops predictions scoring below it.
+    """
+
+    task: Task
+    categories: list[str] = field(default_factory=list)
+    keypoint_type: str | None = None
+    visual_prompt_boxes: list[list[float]] | None = None
+    sam_points: list[list[float]] | None = None
+    masks: str = "none"
+    score_threshold: float | None = None
+    max_instances: int | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    """Caller's tag to find this call's result (e.g. the control tag name)."""
+
+    def __post_init__(self) -> None:
+        try:
+            self.task = Task.from_value(self.task)
+        except ValueError as exc:
+            raise JobSpecError(f"call.task: {exc}") from None
+        if isinstance(self.categories, str):
+            self.categories = [self.categories]
+        if self.masks not in MASK_OUTPUTS:
+            raise JobSpecError(
+                f"call.masks must be one of {', '.join(MASK_OUTPUTS)}, got {self.masks!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task.value,
+            "categories": list(self.categories),
+            "keypoint_type": self.keypoint_type,
+            "visual_prompt_boxes": self.visual_prompt_boxes,
+            "sam_points": self.sam_points,
+            "masks": self.masks,
+            "score_threshold": self.score_threshold,
+            "max_instances": self.max_instances,
+            "generation": dict(self.generation),
+            "key": self.key,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCall:
+        if not isinstance(data, dict) or "task" not in data:
+            raise JobSpecError(f"a call must be an object with 'task', got {data!r}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise JobSpecError(f"call has unknown field(s) {unknown}")
+        return cls(**data)
+
+
+@dataclass
+class ImageJob:
+    """One image and its calls. ``image`` is a path, file:// or http(s) URL, or
+    a Label Studio URL (``/data/upload/...``, ``s3://`` with ``task_id``)."""
+
+    id: str
+    image: str
+    calls: list[ModelCall]
+    task_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "image": self.image,
+            "task_id": self.task_id,
+            "calls": [c.to_dict() for c in self.calls],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageJob:
+        if not isinstance(data, dict):
+            raise JobSpecError(f"an image entry must be an object, got {data!r}")
+        for key in ("id", "image", "calls"):
+            if key not in data:
+                raise JobSpecError(f"image entry is missing {key!r}: {data!r}")
+        if not isinstance(data["calls"], list) or not data["calls"]:
+            raise JobSpecError(f"image {data['id']!r}: 'calls' must be a non-empty list")
+        return cls(
+            id=str(data["id"]),
+            image=str(data["image"]),
+            calls=[ModelCall.from_dict(c) for c in data["calls"]],
+            task_id=data.get("task_id"),
+        )
+
+
+@dataclass
+class CallResult:
+    """What one call produced: predictions plus the evidence behind them."""
+
+    key: str
+    task: Task
+    predictions: list[Prediction]
+    raw_text: str = ""
+    truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "task": Task.from_value(self.task).value,
+            "predictions": predictions_to_dicts(self.predictions),
+            "raw_text": self.raw_text,
+            "truncated": self.truncated,
+            "warnings": list(self.warnings),
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "timings": dict(self.timings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallResult:
+        return cls(
+            key=data.get("key", ""),
+            task=Task.from_value(data["task"]),
+            predictions=predictions_from_dicts(data.get("predictions", [])),
+            raw_text=data.get("raw_text", ""),
+            truncated=bool(data.get("truncated", False)),
+            warnings=list(data.get("warnings", [])),
+            finish_reason=data.get("finish_reason", ""),
+            prompt_tokens=int(data.get("prompt_tokens", 0)),
+            output_tokens=int(data.get("output_tokens", 0)),
+            timings=dict(data.get("timings", {})),
+        )
+
+
+@dataclass
+class ImageResult:
+    """All calls' results for one image, or the reason it failed."""
+
+    id: str
+    width: int = 0
+    height: int = 0
+    calls: list[CallResult] = field(default_factory=list)
+    error: str | None = None
+    task_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "width": self.width,
+            "height": self.height,
+            "calls": [c.to_dict() for c in self.calls],
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageResult:
+        return cls(
+            id=str(data["id"]),
+            task_id=data.get("task_id"),
+            width=int(data.get("width", 0)),
+            height=int(data.get("height", 0)),
+            calls=[CallResult.from_dict(c) for c in data.get("calls", [])],
+            error=data.get("error"),
+        )
+
+
+def parse_chunk(payload: dict[str, Any]) -> list[ImageJob]:
+    """Validate a chunk payload; JobSpecError names the first bad field."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("images"), list):
+        raise JobSpecError("a chunk must be an object with an 'images' list")
+    return [ImageJob.from_dict(item) for item in payload["images"]]

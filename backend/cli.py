@@ -1,0 +1,71 @@
+"""The ``rexlabel`` command line.
+
+Usage::
+
+    rexlabel serve                      # the Label Studio ML backend on :9090
+    rexlabel worker                     # a GPU worker listening on Redis queues
+    rexlabel predict IMG --task detection --categories "person,car"
+    rexlabel make-test-model DIR --train-steps 400
+    rexlabel prelabel IMAGES... --task detection --categories person --out out.coco.json
+    rexlabel export --project 1 --out coco.json
+    rexlabel convert FILE --out coco.json
+    rexlabel jobs list|status ID|cancel ID|resume ID
+    rexlabel config | rexlabel doctor
+
+Each subcommand lives in ``backend/commands/<name>.py`` and exposes
+``add_parser(subparsers)``, which registers the command with ``func`` set to a
+callable taking the parsed arguments and returning an exit code. Heavy imports
+(torch, transformers, Flask) happen inside those functions, so ``rexlabel --help``
+stays fast and the backend never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "serve",
+    "worker",
+    "predict",
+    "make_test_model",
+    "prelabel",
+    "export",
+    "convert",
+    "jobs",
+    "config",
+    "doctor",
+)
+"""Modules under ``backend.commands``, in the order ``--help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rexlabel",
+        description="Model-assisted labeling with Rex-Omni.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module_name = f"backend.commands.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # command not installed in this build
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

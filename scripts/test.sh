@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs (idempotent) and run it.
+#   scripts/test.sh               # the whole suite, slow tests included
+#   scripts/test.sh -m "not slow" # fast unit tests only
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c requirements/test-constraints.txt -e ".[worker,dev]"
+
+# Separate environments whose pins must not mix with ours (each script is idempotent).
+[ -f scripts/setup-vllm-venv.sh ] && bash scripts/setup-vllm-venv.sh
+[ -f scripts/setup-labelstudio-venv.sh ] && bash scripts/setup-labelstudio-venv.sh
+
+# Redis for the queue tests.
+if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
+  if ! command -v redis-server >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq redis-server
+  fi
+  redis-server --bind 127.0.0.1 --port 6379 --daemonize yes
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
+fi
+
+export HF_HUB_OFFLINE=1
+exec .venv/bin/python -m pytest "$@"

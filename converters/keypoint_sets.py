@@ -7,6 +7,7 @@ COCO ``keypoints`` triplets. Skeleton edges are pairs of joint names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 
 @dataclass(frozen=True)
@@ -24,19 +25,40 @@ class KeypointSet:
 PERSON = KeypointSet(
     name="person",
     joints=(
-        "nose", "left eye", "right eye", "left ear", "right ear",
-        "left shoulder", "right shoulder", "left elbow", "right elbow",
-        "left wrist", "right wrist", "left hip", "right hip",
-        "left knee", "right knee", "left ankle", "right ankle",
+        "nose",
+        "left eye",
+        "right eye",
+        "left ear",
+        "right ear",
+        "left shoulder",
+        "right shoulder",
+        "left elbow",
+        "right elbow",
+        "left wrist",
+        "right wrist",
+        "left hip",
+        "right hip",
+        "left knee",
+        "right knee",
+        "left ankle",
+        "right ankle",
     ),
     skeleton=(
-        ("nose", "left eye"), ("nose", "right eye"), ("left eye", "left ear"),
-        ("right eye", "right ear"), ("left shoulder", "right shoulder"),
-        ("left shoulder", "left elbow"), ("right shoulder", "right elbow"),
-        ("left elbow", "left wrist"), ("right elbow", "right wrist"),
-        ("left shoulder", "left hip"), ("right shoulder", "right hip"),
-        ("left hip", "right hip"), ("left hip", "left knee"),
-        ("right hip", "right knee"), ("left knee", "left ankle"),
+        ("nose", "left eye"),
+        ("nose", "right eye"),
+        ("left eye", "left ear"),
+        ("right eye", "right ear"),
+        ("left shoulder", "right shoulder"),
+        ("left shoulder", "left elbow"),
+        ("right shoulder", "right elbow"),
+        ("left elbow", "left wrist"),
+        ("right elbow", "right wrist"),
+        ("left shoulder", "left hip"),
+        ("right shoulder", "right hip"),
+        ("left hip", "right hip"),
+        ("left hip", "left knee"),
+        ("right hip", "right knee"),
+        ("left knee", "left ankle"),
         ("right knee", "right ankle"),
     ),
 )
@@ -44,20 +66,42 @@ PERSON = KeypointSet(
 ANIMAL = KeypointSet(
     name="animal",
     joints=(
-        "left eye", "right eye", "nose", "neck", "root of tail",
-        "left shoulder", "left elbow", "left front paw",
-        "right shoulder", "right elbow", "right front paw",
-        "left hip", "left knee", "left back paw",
-        "right hip", "right knee", "right back paw",
+        "left eye",
+        "right eye",
+        "nose",
+        "neck",
+        "root of tail",
+        "left shoulder",
+        "left elbow",
+        "left front paw",
+        "right shoulder",
+        "right elbow",
+        "right front paw",
+        "left hip",
+        "left knee",
+        "left back paw",
+        "right hip",
+        "right knee",
+        "right back paw",
     ),
     skeleton=(
-        ("left eye", "right eye"), ("left eye", "nose"), ("right eye", "nose"),
-        ("nose", "neck"), ("neck", "left shoulder"), ("neck", "right shoulder"),
-        ("left shoulder", "left elbow"), ("right shoulder", "right elbow"),
-        ("left elbow", "left front paw"), ("right elbow", "right front paw"),
-        ("neck", "left hip"), ("neck", "right hip"), ("left hip", "left knee"),
-        ("right hip", "right knee"), ("left knee", "left back paw"),
-        ("right knee", "right back paw"), ("neck", "root of tail"),
+        ("left eye", "right eye"),
+        ("left eye", "nose"),
+        ("right eye", "nose"),
+        ("nose", "neck"),
+        ("neck", "left shoulder"),
+        ("neck", "right shoulder"),
+        ("left shoulder", "left elbow"),
+        ("right shoulder", "right elbow"),
+        ("left elbow", "left front paw"),
+        ("right elbow", "right front paw"),
+        ("neck", "left hip"),
+        ("neck", "right hip"),
+        ("left hip", "left knee"),
+        ("right hip", "right knee"),
+        ("left knee", "left back paw"),
+        ("right knee", "right back paw"),
+        ("neck", "root of tail"),
     ),
 )
 
@@ -81,7 +125,7 @@ def _hand() -> KeypointSet:
         chain = _finger_joints(finger)
         joints.extend(chain)
         edges.append(("wrist", chain[0]))
-        edges.extend(zip(chain, chain[1:], strict=False))
+        edges.extend(pairwise(chain))
     return KeypointSet(name="hand", joints=tuple(joints), skeleton=tuple(edges))
 
 
@@ -96,7 +140,9 @@ def get_keypoint_set(name: str) -> KeypointSet:
         return KEYPOINT_SETS[str(name).strip().lower()]
     except KeyError:
         known = ", ".join(KEYPOINT_SETS)
-        raise ValueError(f"Unknown keypoint type {name!r}; expected one of: {known}") from None
+        raise ValueError(
+            f"Unknown keypoint type {name!r}; expected one of: {known}"
+        ) from None
 
 
 def guess_keypoint_set(joint_names) -> KeypointSet | None:
@@ -115,8 +161,6 @@ def guess_keypoint_set(joint_names) -> KeypointSet | None:
     if best is not None:
         return best
     # Partial cover: choose the set sharing the most joints, if it shares most of them.
-    scored = sorted(
-        KEYPOINT_SETS.values(), key=lambda s: -len(names & set(s.joints))
-    )
+    scored = sorted(KEYPOINT_SETS.values(), key=lambda s: -len(names & set(s.joints)))
     top = scored[0]
     return top if len(names & set(top.joints)) * 2 > len(names) else None

@@ -97,7 +97,8 @@ class Prediction:
         else:
             if not isinstance(self.coords, (list, tuple)) or len(self.coords) < 3:
                 raise PredictionError(
-                    f"polygon coords must be at least 3 [x, y] vertices, got {self.coords!r}"
+                    "polygon coords must be at least 3 [x, y] vertices, "
+                    f"got {self.coords!r}"
                 )
             self.coords = tuple(
                 _point(p, f"polygon vertex {i}") for i, p in enumerate(self.coords)

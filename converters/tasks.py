@@ -19,14 +19,16 @@ class Task(str, Enum):
 
     @classmethod
     def from_value(cls, value: Task | str) -> Task:
-        """Accept a Task or its name in any case; raise ValueError naming the choices."""
+        """A Task from itself or its name in any case; ValueError names the choices."""
         if isinstance(value, Task):
             return value
         try:
             return cls(str(value).strip().lower())
         except ValueError:
             choices = ", ".join(t.value for t in cls)
-            raise ValueError(f"Unknown task {value!r}; expected one of: {choices}") from None
+            raise ValueError(
+                f"Unknown task {value!r}; expected one of: {choices}"
+            ) from None
 
     @property
     def is_ocr(self) -> bool:

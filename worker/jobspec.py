@@ -22,7 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from converters.prediction import Prediction, predictions_from_dicts, predictions_to_dicts
+from converters.prediction import (
+    Prediction,
+    predictions_from_dicts,
+    predictions_to_dicts,
+)
 from converters.tasks import Task
 
 
@@ -67,7 +71,8 @@ class ModelCall:
             self.categories = [self.categories]
         if self.masks not in MASK_OUTPUTS:
             raise JobSpecError(
-                f"call.masks must be one of {', '.join(MASK_OUTPUTS)}, got {self.masks!r}"
+                f"call.masks must be one of {', '.join(MASK_OUTPUTS)}, "
+                f"got {self.masks!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,7 +126,9 @@ class ImageJob:
             if key not in data:
                 raise JobSpecError(f"image entry is missing {key!r}: {data!r}")
         if not isinstance(data["calls"], list) or not data["calls"]:
-            raise JobSpecError(f"image {data['id']!r}: 'calls' must be a non-empty list")
+            raise JobSpecError(
+                f"image {data['id']!r}: 'calls' must be a non-empty list"
+            )
         return cls(
             id=str(data["id"]),
             image=str(data["image"]),

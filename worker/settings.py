@@ -83,7 +83,8 @@ class Setting:
             raise SettingsError(f"{self.name}={raw!r} is not valid: {exc}") from None
         if self.choices and value not in self.choices:
             raise SettingsError(
-                f"{self.name}={raw!r} is not valid: expected one of {', '.join(self.choices)}"
+                f"{self.name}={raw!r} is not valid: "
+                f"expected one of {', '.join(self.choices)}"
             )
         if self.minimum is not None and value < self.minimum:
             raise SettingsError(
@@ -94,54 +95,118 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     # Label Studio -------------------------------------------------------------
-    Setting("LABEL_STUDIO_URL", str, "",
-            "Base URL of Label Studio, for image downloads and posting predictions; "
-            "empty means task images must be local paths or allowed URLs.",
-            aliases=("LABEL_STUDIO_HOST",)),
-    Setting("LABEL_STUDIO_API_KEY", str, "",
-            "Legacy token or personal access token (exchanged for a 5-minute access "
-            "token as the SDK does).",
-            aliases=("LABEL_STUDIO_ACCESS_TOKEN",), secret=True),
+    Setting(
+        "LABEL_STUDIO_URL",
+        str,
+        "",
+        "Base URL of Label Studio, for image downloads and posting predictions; "
+        "empty means task images must be local paths or allowed URLs.",
+        aliases=("LABEL_STUDIO_HOST",),
+    ),
+    Setting(
+        "LABEL_STUDIO_API_KEY",
+        str,
+        "",
+        "Legacy token or personal access token (exchanged for a 5-minute access "
+        "token as the SDK does).",
+        aliases=("LABEL_STUDIO_ACCESS_TOKEN",),
+        secret=True,
+    ),
     # Backend server -----------------------------------------------------------
-    Setting("BASIC_AUTH_USER", str, "",
-            "User name Label Studio must send (basic auth); empty disables auth."),
+    Setting(
+        "BASIC_AUTH_USER",
+        str,
+        "",
+        "User name Label Studio must send (basic auth); empty disables auth.",
+    ),
     Setting("BASIC_AUTH_PASS", str, "", "Password for BASIC_AUTH_USER.", secret=True),
-    Setting("PORT", int, 9090,
-            "Port of the backend: 9090 is what Label Studio's docs use for ML backends.",
-            minimum=1),
+    Setting(
+        "PORT",
+        int,
+        9090,
+        "Port of the backend: 9090 is what Label Studio's docs use for ML backends.",
+        minimum=1,
+    ),
     # Queue --------------------------------------------------------------------
-    Setting("REDIS_URL", str, "",
-            "Redis for RQ jobs; empty runs jobs in-process so one command serves.",
-            secret=True),
+    Setting(
+        "REDIS_URL",
+        str,
+        "",
+        "Redis for RQ jobs; empty runs jobs in-process so one command serves.",
+        secret=True,
+    ),
     # Model and engine ---------------------------------------------------------
-    Setting("REXLABEL_MODEL", str, "IDEA-Research/Rex-Omni",
-            "Hub id or local directory of the Rex-Omni weights."),
-    Setting("REXLABEL_ENGINE", str, "transformers",
-            "transformers runs everywhere; vllm is faster on GPUs; openai calls a "
-            "served model.",
-            choices=("transformers", "vllm", "openai")),
-    Setting("REXLABEL_DEVICE", str, "auto",
-            "auto picks cuda when visible, else cpu."),
-    Setting("REXLABEL_OPENAI_URL", str, "",
-            "Base URL (…/v1) of an OpenAI-compatible server for the openai engine."),
-    Setting("REXLABEL_OPENAI_API_KEY", str, "EMPTY",
-            "API key for that server; vLLM accepts any value unless started with one.",
-            secret=True),
-    Setting("REXLABEL_MAX_NEW_TOKENS", int, 4096,
-            "Upstream's default output cap; dense scenes need it.", minimum=1),
-    Setting("REXLABEL_MAX_INSTANCES", int, 300,
-            "Runaway guard: stop a generation past this many items (upstream users "
-            "see hundreds of boxes on textured images).", minimum=1),
+    Setting(
+        "REXLABEL_MODEL",
+        str,
+        "IDEA-Research/Rex-Omni",
+        "Hub id or local directory of the Rex-Omni weights.",
+    ),
+    Setting(
+        "REXLABEL_ENGINE",
+        str,
+        "transformers",
+        "transformers runs everywhere; vllm is faster on GPUs; openai calls a "
+        "served model.",
+        choices=("transformers", "vllm", "openai"),
+    ),
+    Setting("REXLABEL_DEVICE", str, "auto", "auto picks cuda when visible, else cpu."),
+    Setting(
+        "REXLABEL_OPENAI_URL",
+        str,
+        "",
+        "Base URL (…/v1) of an OpenAI-compatible server for the openai engine.",
+    ),
+    Setting(
+        "REXLABEL_OPENAI_API_KEY",
+        str,
+        "EMPTY",
+        "API key for that server; vLLM accepts any value unless started with one.",
+        secret=True,
+    ),
+    Setting(
+        "REXLABEL_MAX_NEW_TOKENS",
+        int,
+        4096,
+        "Upstream's default output cap; dense scenes need it.",
+        minimum=1,
+    ),
+    Setting(
+        "REXLABEL_MAX_INSTANCES",
+        int,
+        300,
+        "Runaway guard: stop a generation past this many items (upstream users "
+        "see hundreds of boxes on textured images).",
+        minimum=1,
+    ),
     # SAM ----------------------------------------------------------------------
-    Setting("SAM_CHECKPOINT", str, "",
-            "Local path to a segment-anything checkpoint; empty disables masks."),
-    Setting("SAM_MODEL_TYPE", str, "",
-            "vit_h, vit_l or vit_b; empty guesses it from the checkpoint file name."),
+    Setting(
+        "SAM_CHECKPOINT",
+        str,
+        "",
+        "Local path to a segment-anything checkpoint; empty disables masks.",
+    ),
+    Setting(
+        "SAM_MODEL_TYPE",
+        str,
+        "",
+        "vit_h, vit_l or vit_b; empty guesses it from the checkpoint file name.",
+    ),
     # Logging ------------------------------------------------------------------
-    Setting("LOG_LEVEL", str, "INFO", "Python logging level.",
-            choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
-    Setting("LOG_FORMAT", str, "text", "json gives one JSON object per line.",
-            choices=("text", "json")),
+    Setting(
+        "LOG_LEVEL",
+        str,
+        "INFO",
+        "Python logging level.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    ),
+    Setting(
+        "LOG_FORMAT",
+        str,
+        "text",
+        "json gives one JSON object per line.",
+        choices=("text", "json"),
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -4,6 +4,11 @@ Implementations are imported lazily by :func:`worker.engines.registry.create_eng
 so that importing this package never imports torch or vLLM.
 """
 
-from worker.engines.base import Engine, GenerationRequest, GenerationResult, SamplingSettings
+from worker.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    SamplingSettings,
+)
 
 __all__ = ["Engine", "GenerationRequest", "GenerationResult", "SamplingSettings"]

@@ -24,7 +24,7 @@ DEFAULT_TOP_K = 1
 DEFAULT_REPETITION_PENALTY = 1.05
 """Upstream's default; it changes greedy outputs, so keep it."""
 DEFAULT_MAX_INSTANCES = 300
-"""Runaway guard: stop a generation after this many items (upstream issues #150, #178)."""
+"""Runaway guard: stop after this many items (upstream issues #150, #178)."""
 DEFAULT_MAX_REPEATS = 3
 """Runaway guard: stop when the same item is written this many times in a row."""
 

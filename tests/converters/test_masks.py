@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+
+from converters import masks
+
+
+def _blob(height: int = 48, width: int = 64) -> np.ndarray:
+    """A disc plus a detached rectangle: two components, no straight-only shape."""
+    yy, xx = np.mgrid[:height, :width]
+    disc = (xx - 20) ** 2 + (yy - 22) ** 2 <= 12**2
+    mask = disc.astype(np.uint8)
+    mask[5:12, 45:60] = 1
+    return mask
+
+
+def test_rle_round_trip_is_exact_and_counts_is_str():
+    mask = _blob()
+    rle = masks.mask_to_rle(mask)
+    assert rle["size"] == [48, 64]
+    assert isinstance(rle["counts"], str)
+    np.testing.assert_array_equal(masks.rle_to_mask(rle), mask)
+
+
+def test_rle_accepts_bytes_and_uncompressed_counts():
+    mask = np.zeros((4, 3), np.uint8)
+    mask[1:3, 1] = 1
+    rle = masks.mask_to_rle(mask)
+    as_bytes = {"size": rle["size"], "counts": rle["counts"].encode()}
+    np.testing.assert_array_equal(masks.rle_to_mask(as_bytes), mask)
+    # Uncompressed COCO RLE: column-major run lengths starting with zeros.
+    uncompressed = {"size": [4, 3], "counts": [5, 2, 5]}
+    np.testing.assert_array_equal(masks.rle_to_mask(uncompressed), mask)
+
+
+def test_area_and_bbox_from_rle():
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:15, 10:30] = 1
+    rle = masks.mask_to_rle(mask)
+    assert masks.rle_area(rle) == 200
+    assert masks.rle_bbox(rle) == (10.0, 5.0, 30.0, 15.0)
+
+
+def test_box_to_rle_covers_exactly_the_box_pixels():
+    rle = masks.box_to_rle((10, 5, 30, 15), 40, 30)
+    mask = masks.rle_to_mask(rle)
+    assert mask.sum() == 200
+    assert mask[5:15, 10:30].all()
+
+
+def test_brush_round_trip_is_exact():
+    mask = _blob()
+    brush = masks.mask_to_brush_rle(mask)
+    assert all(isinstance(v, int) and 0 <= v <= 255 for v in brush)
+    np.testing.assert_array_equal(masks.brush_rle_to_mask(brush, 64, 48), mask)
+
+
+def test_brush_matches_sdk_decoding_of_alpha_channel():
+    from label_studio_sdk.converter.brush import decode_rle
+
+    mask = _blob()
+    rgba = decode_rle(masks.mask_to_brush_rle(mask)).reshape(48, 64, 4)
+    np.testing.assert_array_equal(rgba[:, :, 3], mask * 255)
+
+
+def test_brush_coco_rle_conversions_agree():
+    mask = _blob()
+    rle = masks.mask_to_rle(mask)
+    brush = masks.rle_to_brush_rle(rle)
+    assert masks.brush_rle_to_rle(brush, 64, 48) == rle
+
+
+def test_brush_with_wrong_size_names_the_sizes():
+    brush = masks.mask_to_brush_rle(_blob())
+    with pytest.raises(masks.MaskError, match="original_width"):
+        masks.brush_rle_to_mask(brush, 63, 48)
+
+
+def test_mask_to_polygons_largest_first_and_close_to_mask():
+    mask = _blob()
+    polygons = masks.mask_to_polygons(mask, largest_only=False)
+    assert len(polygons) == 2
+    largest = masks.polygon_to_mask(polygons[0], 64, 48)
+    disc = mask.copy()
+    disc[5:12, 45:60] = 0
+    iou = (largest & disc).sum() / (largest | disc).sum()
+    assert iou > 0.85
+    # Every vertex lies inside the mask's pixels (on a boundary pixel centre).
+    for x, y in polygons[0]:
+        assert mask[int(y), int(x)] == 1
+
+
+def test_mask_to_polygon_simplifies_straight_edges():
+    mask = np.zeros((50, 80), np.uint8)
+    mask[10:40, 20:70] = 1
+    polygon = masks.mask_to_polygon(mask)
+    assert sorted(polygon) == [(20.5, 10.5), (20.5, 39.5), (69.5, 10.5), (69.5, 39.5)]
+
+
+def test_tolerance_trades_vertices_for_precision():
+    mask = _blob()
+    fine = masks.mask_to_polygon(mask, tolerance=0.5)
+    coarse = masks.mask_to_polygon(mask, tolerance=4.0)
+    assert len(coarse) < len(fine)
+
+
+def test_empty_mask_has_no_polygon():
+    assert masks.mask_to_polygons(np.zeros((5, 5))) == []
+    assert masks.mask_to_polygon(np.zeros((5, 5))) is None
+
+
+def test_polygon_to_mask_follows_coco_rasterisation():
+    mask = masks.polygon_to_mask([(2, 2), (12, 2), (12, 8), (2, 8)], 20, 20)
+    assert mask.sum() == 60
+    assert mask[2:8, 2:12].all()
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(masks.MaskError, match="2-D"):
+        masks.mask_to_rle(np.zeros((2, 2, 3)))
+    with pytest.raises(masks.MaskError, match="COCO RLE"):
+        masks.rle_to_mask({"counts": "abc"})
+    with pytest.raises(masks.MaskError, match="at least 3"):
+        masks.polygon_to_rle([(0, 0), (1, 1)], 4, 4)

@@ -127,6 +127,52 @@ SETTINGS: tuple[Setting, ...] = (
         "Port of the backend: 9090 is what Label Studio's docs use for ML backends.",
         minimum=1,
     ),
+    Setting(
+        "REXLABEL_HOST",
+        str,
+        "0.0.0.0",
+        "Interface `rexlabel serve` listens on: all, since Label Studio usually "
+        "runs in another container or host.",
+    ),
+    Setting(
+        "REXLABEL_WEBHOOK_TOKEN",
+        str,
+        "",
+        "Secret /webhook requires as ?token=... (Label Studio sends webhooks "
+        "without basic auth); empty accepts any webhook.",
+        secret=True,
+    ),
+    Setting(
+        "REXLABEL_PREDICT_TIMEOUT",
+        float,
+        90.0,
+        "Seconds /predict waits for the model: under Label Studio's 100 s "
+        "ML_TIMEOUT_PREDICT, so a late answer still arrives.",
+        minimum=1,
+    ),
+    Setting(
+        "REXLABEL_SYNC_TASK_LIMIT",
+        int,
+        16,
+        "Most tasks one /predict answers while Label Studio waits (16 images at "
+        "up to 5 s each fit the timeout); more become a background bulk job.",
+        minimum=1,
+    ),
+    Setting(
+        "REXLABEL_PREDICT_CHUNK_SIZE",
+        int,
+        4,
+        "Images per queued job of a synchronous /predict: batched on one worker, "
+        "yet spread over several workers.",
+        minimum=1,
+    ),
+    Setting(
+        "REXLABEL_STATE_PATH",
+        str,
+        "",
+        "SQLite file for per-project state (extra params) without Redis; empty "
+        "keeps it in memory (one backend process).",
+    ),
     # Queue --------------------------------------------------------------------
     Setting(
         "REDIS_URL",
@@ -134,6 +180,35 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Redis for RQ jobs; empty runs jobs in-process so one command serves.",
         secret=True,
+    ),
+    # Images -------------------------------------------------------------------
+    Setting(
+        "REXLABEL_ALLOWED_HOSTS",
+        str,
+        "",
+        "Comma-separated hosts image URLs may come from besides Label Studio "
+        "(exact, *.suffix, or * for any public host); empty blocks others (SSRF).",
+    ),
+    Setting(
+        "LOCAL_FILES_DOCUMENT_ROOT",
+        str,
+        "",
+        "Label Studio's local-files root, mounted here: read those files from "
+        "disk instead of through Label Studio.",
+    ),
+    Setting(
+        "REXLABEL_MAX_IMAGE_PIXELS",
+        int,
+        100_000_000,
+        "Above any camera photo, yet refuses decompression bombs.",
+        minimum=1,
+    ),
+    Setting(
+        "REXLABEL_IMAGE_CACHE_MB",
+        int,
+        256,
+        "Downloaded-image cache (LRU by URL): about a hundred photos; 0 disables.",
+        minimum=0,
     ),
     # Model and engine ---------------------------------------------------------
     Setting(
@@ -163,6 +238,28 @@ SETTINGS: tuple[Setting, ...] = (
         "EMPTY",
         "API key for that server; vLLM accepts any value unless started with one.",
         secret=True,
+    ),
+    Setting(
+        "REXLABEL_OPENAI_CONCURRENCY",
+        int,
+        8,
+        "Requests in flight to the OpenAI-compatible server, which batches them.",
+        minimum=1,
+    ),
+    Setting(
+        "REXLABEL_VLLM_MAX_MODEL_LEN",
+        int,
+        8192,
+        "Prompt (up to ~2,700 tokens with the image) plus 4,096 output tokens; "
+        "upstream's 4,096 cuts dense scenes.",
+        minimum=256,
+    ),
+    Setting(
+        "REXLABEL_VLLM_GPU_MEMORY_UTILIZATION",
+        float,
+        0.8,
+        "Upstream's share of GPU memory for vLLM.",
+        minimum=0.05,
     ),
     Setting(
         "REXLABEL_MAX_NEW_TOKENS",
@@ -206,6 +303,16 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         "json gives one JSON object per line.",
         choices=("text", "json"),
+    ),
+    # Metrics ------------------------------------------------------------------
+    Setting(
+        "REXLABEL_WORKER_METRICS_PORT",
+        int,
+        9191,
+        "Port of a worker's Prometheus /metrics (the backend serves its own on "
+        "PORT), clear of node_exporter's 9100; 0 turns it off. A second worker "
+        "on the same host finds it taken and runs without one.",
+        minimum=0,
     ),
 )
 

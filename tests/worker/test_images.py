@@ -1,0 +1,388 @@
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from tests.worker.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, make_pat
+from worker import settings
+from worker.images import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ByteCache,
+    HostGuard,
+    ImageAccessDenied,
+    ImageDecodeError,
+    ImageLoader,
+    ImageLoadError,
+    ImageNotFound,
+    ImageRefused,
+    ImageTooLarge,
+    decode_image,
+    load_image,
+    parse_allowed_hosts,
+)
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+EXIF_ORIENTATION = 0x0112
+ROTATE_90_CW = 6
+"""EXIF orientation 6: the stored pixels must be turned 90 degrees clockwise."""
+
+
+def _encoded(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _two_colour(width=40, height=20, mode="RGB") -> Image.Image:
+    """Left half red, right half blue."""
+    image = Image.new("RGB", (width, height), BLUE)
+    image.paste(Image.new("RGB", (width // 2, height), RED), (0, 0))
+    return image.convert(mode)
+
+
+def _close(pixel, colour, tolerance=40):
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=True))
+
+
+def _png_with_size(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (the pixel data is tiny)."""
+    data = bytearray(_encoded(Image.new("L", (1, 1))))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    start = 8 + 8  # signature, then IHDR length + type
+    data[start : start + 13] = ihdr
+    data[start + 13 : start + 17] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+@pytest.fixture
+def ls(tmp_path):
+    with FakeLabelStudio(tmp_path / "root") as server:
+        yield server
+
+
+# Decoding -----------------------------------------------------------------------
+
+
+def test_exif_orientation_is_applied_as_label_studio_shows_it(tmp_path):
+    stored = _two_colour(40, 20)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = ROTATE_90_CW
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(_encoded(stored, "JPEG", exif=exif, quality=95))
+
+    image = load_image(str(path), loader=ImageLoader())
+
+    assert image.size == (20, 40)
+    assert image.mode == "RGB"
+    # Turned clockwise, the stored left (red) half ends on top.
+    assert _close(image.getpixel((10, 5)), RED)
+    assert _close(image.getpixel((10, 35)), BLUE)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "CMYK"])
+def test_every_mode_becomes_rgb(mode):
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    image = decode_image(_encoded(_two_colour(mode=mode), fmt), source="x")
+    assert image.mode == "RGB"
+    assert image.size == (40, 20)
+
+
+def test_more_pixels_than_the_limit_is_refused_before_decoding():
+    # The header claims 5000 x 5000 but the pixel data is one byte: the
+    # refusal must come from the size check, not from a decode error.
+    with pytest.raises(
+        ImageTooLarge, match=r"25000000 pixels.*REXLABEL_MAX_IMAGE_PIXELS"
+    ):
+        decode_image(_png_with_size(5000, 5000), source="bomb.png", max_pixels=10**6)
+
+
+def test_a_decompression_bomb_beyond_pillows_own_limit_is_too_large():
+    with pytest.raises(ImageTooLarge, match=r"bomb.png"):
+        decode_image(_png_with_size(40_000, 40_000), source="bomb.png")
+
+
+def test_an_image_at_the_limit_loads():
+    image = decode_image(_encoded(_two_colour(40, 20)), source="x", max_pixels=800)
+    assert image.size == (40, 20)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_truncated_file_is_a_decode_error_naming_it(tmp_path, fmt):
+    data = _encoded(Image.effect_noise((64, 64), 50).convert("RGB"), fmt)
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageDecodeError, match="cut"):
+        ImageLoader().load(str(path))
+
+
+def test_a_non_image_is_a_decode_error(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("not an image at all")
+    with pytest.raises(ImageDecodeError, match=r"notes.jpg.*not an image"):
+        ImageLoader().load(str(path))
+
+
+def test_a_missing_file_is_not_found(tmp_path):
+    with pytest.raises(ImageNotFound, match="does not exist"):
+        ImageLoader().load(str(tmp_path / "nope.png"))
+    with pytest.raises(ImageNotFound, match="is a directory"):
+        ImageLoader().load(str(tmp_path))
+
+
+def test_file_urls_load(tmp_path):
+    path = tmp_path / "a b.png"
+    path.write_bytes(_encoded(_two_colour()))
+    image = ImageLoader().load("file://" + str(path).replace(" ", "%20"))
+    assert image.size == (40, 20)
+
+
+def test_errors_share_one_base_class():
+    for cls in (ImageNotFound, ImageAccessDenied, ImageDecodeError, ImageTooLarge):
+        assert issubclass(cls, ImageLoadError)
+
+
+# Label Studio downloads -----------------------------------------------------------
+
+
+def test_upload_with_a_legacy_token(ls):
+    ls.files["1/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    image = loader.load("/data/upload/1/a.png")
+    assert image.size == (40, 20)
+    assert ls.requests[-1][2] == f"Token {LEGACY_TOKEN}"
+
+
+def test_upload_falls_back_to_the_legacy_route_on_404(ls):
+    ls.storage_data_enabled = False
+    ls.files["1/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    assert loader.load("/data/upload/1/a.png").size == (40, 20)
+    assert ls.paths_requested() == [
+        "/storage-data/uploaded/?filepath=upload/1/a.png",
+        "/data/upload/1/a.png",
+    ]
+
+
+def test_upload_with_a_personal_access_token_is_exchanged_once(ls):
+    for i in range(3):
+        ls.files[f"1/{i}.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token=ls.pat)
+    for i in range(3):
+        loader.load(f"/data/upload/1/{i}.png")
+    assert ls.refreshes == 1
+    downloads = [r for r in ls.requests if r[0] == "GET"]
+    assert all(auth.startswith("Bearer ") for _, _, auth in downloads)
+
+
+def test_an_access_token_revoked_early_is_renewed_once(ls):
+    ls.files["1/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token=ls.pat)
+    loader.auth.access_token()
+    ls._issued.clear()  # the server forgets the token (restart, revocation)
+    assert loader.load("/data/upload/1/a.png").size == (40, 20)
+    assert ls.refreshes == 2
+
+
+def test_401_names_the_token_problem(ls):
+    ls.files["1/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token="f" * 40)
+    with pytest.raises(
+        ImageAccessDenied, match=r"HTTP 401.*legacy token.*LABEL_STUDIO_API_KEY"
+    ):
+        loader.load("/data/upload/1/a.png")
+
+
+def test_a_rejected_personal_access_token_names_the_setting(ls):
+    loader = ImageLoader(label_studio_url=ls.url, token=make_pat(user_id=42))
+    with pytest.raises(ImageAccessDenied, match="personal access token"):
+        loader.load("/data/upload/1/a.png")
+
+
+def test_no_token_and_a_login_redirect_says_to_set_one(ls):
+    ls.files["1/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url)
+    with pytest.raises(
+        ImageAccessDenied, match=r"login page.*set LABEL_STUDIO_API_KEY"
+    ):
+        loader.load("/data/upload/1/a.png")
+
+
+def test_404_is_not_found(ls):
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    with pytest.raises(ImageNotFound, match="HTTP 404"):
+        loader.load("/data/upload/1/missing.png")
+
+
+def test_cloud_uri_is_presigned_and_the_token_stays_with_label_studio(ls):
+    ls.cloud["s3://bucket/photos/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token=ls.pat)
+    image = loader.load("s3://bucket/photos/a.png", task_id=12)
+    assert image.size == (40, 20)
+    presign, cloud = [r for r in ls.requests if r[0] == "GET"]
+    assert presign[1].startswith("/tasks/12/presign/?fileuri=")
+    assert presign[2].startswith("Bearer ")
+    assert cloud[1].startswith("cloud:/bucket?key=s3://bucket/photos/a.png")
+    assert cloud[2] == ""  # the cloud server would answer 403 to a stray token
+
+
+def test_local_files_through_label_studio_and_from_disk(ls, tmp_path):
+    (ls.local_root / "photos").mkdir(parents=True)
+    (ls.local_root / "photos" / "a.png").write_bytes(_encoded(_two_colour()))
+    value = "/data/local-files/?d=photos/a.png"
+
+    via_ls = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    assert via_ls.load(value).size == (40, 20)
+    assert ls.paths_requested() == [value]
+
+    from_disk = ImageLoader(
+        label_studio_url=ls.url, token=LEGACY_TOKEN, local_files_root=str(ls.local_root)
+    )
+    assert from_disk.load(value).size == (40, 20)
+    assert ls.paths_requested() == [value]  # no second request
+
+
+def test_cache_hit_makes_no_request(ls):
+    ls.files["1/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    first = loader.load("/data/upload/1/a.png")
+    count = len(ls.requests)
+    second = loader.load("/data/upload/1/a.png")
+    assert len(ls.requests) == count
+    assert loader.cache.hits == 1
+    assert first.tobytes() == second.tobytes()
+
+
+def test_cloud_uris_are_cached_by_uri_not_by_presigned_url(ls):
+    ls.cloud["gs://b/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    loader.load("gs://b/a.png", task_id=1)
+    count = len(ls.requests)
+    loader.load("gs://b/a.png", task_id=1)
+    assert len(ls.requests) == count
+
+
+def test_a_download_larger_than_the_byte_limit_is_refused(ls):
+    ls.files["1/big.png"] = _encoded(Image.effect_noise((200, 200), 50))
+    loader = ImageLoader(
+        label_studio_url=ls.url, token=LEGACY_TOKEN, max_download_bytes=1000
+    )
+    with pytest.raises(ImageTooLarge, match="1000"):
+        loader.load("/data/upload/1/big.png")
+
+
+def test_a_downloaded_non_image_is_a_decode_error(ls):
+    ls.files["1/a.png"] = b"<html>oops</html>"
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    with pytest.raises(ImageDecodeError, match=r"/data/upload/1/a.png"):
+        loader.load("/data/upload/1/a.png")
+
+
+# SSRF guard ---------------------------------------------------------------------
+
+
+def test_plain_urls_from_other_hosts_are_refused(ls):
+    ls.files["1/a.png"] = _encoded(_two_colour())
+    # The cloud server is another host:port on loopback: not Label Studio.
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    with pytest.raises(ImageRefused, match="REXLABEL_ALLOWED_HOSTS"):
+        loader.load(ls.cloud_url + "/bucket?key=x")
+    assert not any(path.startswith("cloud:") for path in ls.paths_requested())
+
+
+def test_no_label_studio_and_no_allow_list_refuses_every_url():
+    with pytest.raises(ImageRefused, match="not allowed"):
+        ImageLoader().load("http://127.0.0.1:1/a.png")
+
+
+def test_loopback_needs_an_explicit_entry_not_the_wildcard(ls):
+    ls.cloud["k"] = _encoded(_two_colour())
+    url = ls.cloud_url + "/bucket?key=k"
+    with pytest.raises(ImageRefused, match=r"non-public address 127.0.0.1"):
+        ImageLoader(allowed_hosts="*").load(url)
+    assert ImageLoader(allowed_hosts="127.0.0.1").load(url).size == (40, 20)
+
+
+def test_each_redirect_hop_of_a_plain_url_is_checked(ls):
+    ls.cloud["k"] = _encoded(_two_colour())
+    # Served by 127.0.0.1, redirecting to the same loopback server named "localhost".
+    target = ls.cloud_url.replace("127.0.0.1", "localhost") + "/bucket?key=k"
+    url = f"{ls.url}/redirect?to={target}"
+    with pytest.raises(ImageRefused, match="'localhost'"):
+        ImageLoader(allowed_hosts="127.0.0.1").load(url)
+    assert not any(path.startswith("cloud:") for path in ls.paths_requested())
+    image = ImageLoader(allowed_hosts="127.0.0.1, localhost").load(url)
+    assert image.size == (40, 20)
+
+
+def test_host_guard_patterns_and_public_resolution():
+    def resolver(host):
+        return {"cdn.example.com": ["93.184.216.34"], "evil.example.com": ["10.0.0.5"]}[
+            host
+        ]
+
+    guard = HostGuard(("*.images.org", "*"), "http://ls:8080", resolver)
+    guard.check("http://ls:8080/data/upload/1/a.png")
+    guard.check("https://a.images.org/x.png")
+    guard.check("https://cdn.example.com/x.png")
+    with pytest.raises(ImageRefused, match=r"10.0.0.5"):
+        guard.check("https://evil.example.com/x.png")
+    with pytest.raises(ImageRefused, match="http"):
+        guard.check("gopher://cdn.example.com/x")
+    strict = HostGuard(("images.org",), "", resolver)
+    with pytest.raises(ImageRefused):
+        strict.check("https://cdn.example.com/x.png")
+
+
+def test_parse_allowed_hosts():
+    assert parse_allowed_hosts(" A.com, *.b.org ,, * ") == ("a.com", "*.b.org", "*")
+    assert parse_allowed_hosts("") == ()
+    assert parse_allowed_hosts(None) == ()
+
+
+# Cache and settings -------------------------------------------------------------
+
+
+def test_byte_cache_evicts_least_recently_used_within_its_size():
+    cache = ByteCache(10)
+    cache.put("a", b"aaaa")
+    cache.put("b", b"bbbb")
+    assert cache.get("a") == b"aaaa"  # a is now the most recent
+    cache.put("c", b"cccc")  # 12 bytes > 10: evict b
+    assert cache.get("b") is None
+    assert cache.get("a") == b"aaaa" and cache.get("c") == b"cccc"
+    assert cache.size_bytes == 8
+    cache.put("huge", b"x" * 11)  # larger than the cache: not stored
+    assert cache.get("huge") is None and len(cache) == 2
+
+
+def test_loader_from_settings_reads_the_environment(tmp_path):
+    env = {
+        "LABEL_STUDIO_URL": "http://ls:8080/",
+        "LABEL_STUDIO_API_KEY": LEGACY_TOKEN,
+        "REXLABEL_ALLOWED_HOSTS": "cdn.example.com",
+        "LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path),
+        "REXLABEL_MAX_IMAGE_PIXELS": "1234",
+        "REXLABEL_IMAGE_CACHE_MB": "2",
+    }
+    loader = ImageLoader.from_settings(env)
+    assert loader.label_studio_url == "http://ls:8080"
+    assert loader.auth.kind == "legacy"
+    assert loader.guard.allowed == ("cdn.example.com",)
+    assert loader.local_files_root == str(tmp_path)
+    assert loader.max_pixels == 1234
+    assert loader.cache.capacity_bytes == 2 * 1024 * 1024
+    assert ImageLoader.from_settings(env, max_pixels=99).max_pixels == 99
+
+
+def test_setting_defaults_match_the_named_constants():
+    assert (
+        settings.setting("REXLABEL_MAX_IMAGE_PIXELS").default
+        == DEFAULT_MAX_IMAGE_PIXELS
+    )
+    assert (
+        settings.setting("REXLABEL_IMAGE_CACHE_MB").default * 1024**2
+        == DEFAULT_CACHE_BYTES
+    )

@@ -1,0 +1,216 @@
+"""The worker process: load the engine once, then serve the RQ queues.
+
+``rexlabel worker`` runs :func:`main`. It loads the engine (and SAM) into
+:mod:`worker.jobs` before it listens, then executes chunks in this very process
+(a non-forking worker, so CUDA is never initialised before a fork and the model
+is never loaded twice).
+
+Liveness: while a chunk runs, a thread sends heartbeats every
+``heartbeat_interval`` seconds; each one pushes the chunk's execution in RQ's
+StartedJobRegistry ``execution_ttl`` seconds ahead. A worker killed with
+``kill -9`` stops sending them, its execution expires, and the next registry
+clean-up (any worker's maintenance, or a waiting bulk job) re-enqueues the
+chunk when it has retries left (jobs are enqueued with ``Retry``).
+
+Shutdown: SIGTERM (or Ctrl-C) lets the running chunk finish, then exits; a
+second signal stops at once (the chunk is then re-run elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker, WorkerStatus
+
+from worker import settings
+from worker.jobs import QUEUES
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 5
+"""Seconds between heartbeats while a chunk runs: cheap (one Redis pipeline)."""
+EXECUTION_TTL_S = 20
+"""A running chunk whose worker sent no heartbeat for this long counts as
+abandoned and is re-enqueued: four missed heartbeats, so a slow Redis round trip
+never re-runs a healthy chunk, while a killed worker's chunk moves on quickly."""
+WORKER_TTL_S = 30
+"""How long the worker's own key lives without a heartbeat. RQ blocks on the
+queues for ``WORKER_TTL_S - 15`` seconds at a time, so an idle worker wakes up
+every 15 s to run its maintenance (registry clean-up) at the latest."""
+MAINTENANCE_INTERVAL_S = 10
+"""How often a worker cleans the registries (re-enqueues abandoned chunks);
+RQ's default of 10 minutes would leave a dead worker's chunk waiting that long."""
+
+
+class RexWorker(SimpleWorker):
+    """An RQ worker that runs jobs in its own process and heartbeats meanwhile.
+
+    ``SimpleWorker`` does not fork (the loaded model stays usable) but, unlike
+    RQ's forking worker, sends no heartbeat while a job runs; this class adds a
+    heartbeat thread and a short execution TTL so that a dead worker is noticed
+    in seconds rather than after the job timeout.
+    """
+
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_S
+    execution_ttl: int = EXECUTION_TTL_S
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """Seconds until this chunk counts as abandoned unless heartbeats come."""
+        return int(self.execution_ttl)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        stop = threading.Event()
+        beats = threading.Thread(
+            target=self._beat_until,
+            args=(stop, job, execution),
+            name=f"rexlabel-heartbeat-{job.id}",
+            daemon=True,
+        )
+        beats.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            beats.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat_until(self, stop: threading.Event, job: Job, execution: Any) -> None:
+        while not stop.wait(self.heartbeat_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception:  # a missed beat is harmless; the next one retries
+                log.warning("heartbeat for job %s failed", job.id, exc_info=True)
+
+
+def build_worker(
+    connection: Redis,
+    queues: tuple[str, ...] | list[str] = QUEUES,
+    *,
+    name: str | None = None,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_S,
+    execution_ttl: int = EXECUTION_TTL_S,
+    worker_ttl: int = WORKER_TTL_S,
+    maintenance_interval: int = MAINTENANCE_INTERVAL_S,
+) -> RexWorker:
+    """A worker on ``queues`` (listened to in that order), JSON payloads only."""
+    if execution_ttl <= heartbeat_interval:
+        raise ValueError(
+            f"execution_ttl ({execution_ttl}s) must be longer than "
+            f"heartbeat_interval ({heartbeat_interval}s)"
+        )
+    worker = RexWorker(
+        list(queues),
+        name=name,
+        connection=connection,
+        serializer=JSONSerializer,
+        worker_ttl=worker_ttl,
+        maintenance_interval=maintenance_interval,
+        job_monitoring_interval=max(1, int(heartbeat_interval)),
+    )
+    worker.heartbeat_interval = heartbeat_interval
+    worker.execution_ttl = execution_ttl
+    return worker
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rexlabel worker",
+        description="Load Rex-Omni once and run chunks from the Redis queues.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The worker's options (shared with ``rexlabel worker``)."""
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis to listen on (default: REDIS_URL).",
+    )
+    parser.add_argument(
+        "--queues",
+        default=",".join(QUEUES),
+        help="Comma-separated queues, highest priority first (default: %(default)s).",
+    )
+    parser.add_argument("--name", default=None, help="Worker name (default: random).")
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="Quit when the queues are empty instead of waiting for work.",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=HEARTBEAT_INTERVAL_S,
+        help="Seconds between heartbeats while a chunk runs (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--execution-ttl",
+        type=int,
+        default=EXECUTION_TTL_S,
+        help="Seconds without a heartbeat after which a running chunk is re-run "
+        "elsewhere (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--worker-ttl",
+        type=int,
+        default=WORKER_TTL_S,
+        help="Seconds the worker key lives without a heartbeat (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--maintenance-interval",
+        type=int,
+        default=MAINTENANCE_INTERVAL_S,
+        help="Seconds between registry clean-ups (default: %(default)s).",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, connect, and work until stopped. Returns an exit code."""
+    from worker.jobs import load_runtime
+
+    level = settings.get("LOG_LEVEL")
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+    redis_url = args.redis_url or settings.get("REDIS_URL")
+    if not redis_url:
+        log.error("rexlabel worker needs Redis: set REDIS_URL or pass --redis-url")
+        return 2
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    if not queues:
+        log.error("--queues names no queue")
+        return 2
+    connection = Redis.from_url(redis_url)
+    connection.ping()  # fail before the (slow) model load when Redis is wrong
+    runtime = load_runtime()
+    log.info("engine %s ready with model %s", runtime.engine.name, runtime.model_id)
+    worker = build_worker(
+        connection,
+        queues,
+        name=args.name,
+        heartbeat_interval=args.heartbeat_interval,
+        execution_ttl=args.execution_ttl,
+        worker_ttl=args.worker_ttl,
+        maintenance_interval=args.maintenance_interval,
+    )
+    try:
+        worker.work(burst=args.burst, logging_level=level)
+    finally:
+        runtime.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

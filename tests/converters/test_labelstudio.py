@@ -1,0 +1,598 @@
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from label_studio_sdk.label_interface import LabelInterface
+
+from converters import masks
+from converters.keypoint_sets import ANIMAL, PERSON
+from converters.labelstudio import (
+    KEYPOINT_SIZE_PERCENT,
+    LabelStudioError,
+    from_labelstudio,
+    to_labelstudio,
+    to_labelstudio_prediction,
+)
+from converters.prediction import Prediction, RegionType
+
+W, H = 640, 480
+
+DETECTION_CONFIG = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="label" toName="image">
+  <Label value="Car"/><Label value="Person"/><Label value="Text"/>
+</RectangleLabels>
+<TextArea name="transcription" toName="image" perRegion="true"
+  displayMode="region-list"/>
+</View>"""
+
+POLYGON_CONFIG = """<View><Image name="image" value="$image"/>
+<PolygonLabels name="poly" toName="image"><Label value="Car"/></PolygonLabels>
+<TextArea name="transcription" toName="image" perRegion="true"
+  displayMode="region-list"/>
+</View>"""
+
+BRUSH_CONFIG = """<View><Image name="image" value="$image"/>
+<BrushLabels name="brush" toName="image"><Label value="Car"/></BrushLabels>
+</View>"""
+
+POINT_CONFIG = """<View><Image name="image" value="$image"/>
+<KeyPointLabels name="kp" toName="image"><Label value="Banana"/></KeyPointLabels>
+</View>"""
+
+OCR_CONFIG = """<View><Image name="image" value="$ocr"/>
+<Labels name="label" toName="image">
+  <Label value="Text"/><Label value="Handwriting"/>
+</Labels>
+<Rectangle name="bbox" toName="image"/>
+<Polygon name="poly" toName="image"/>
+<TextArea name="transcription" toName="image" editable="true" perRegion="true"
+  displayMode="region-list"/>
+</View>"""
+
+
+def _keypoint_config(kp_set) -> str:
+    joints = "".join(f'<Label value="{j}"/>' for j in kp_set.joints)
+    return f"""<View><Image name="image" value="$image"/>
+<RectangleLabels name="box" toName="image"><Label value="{kp_set.name}"/>
+</RectangleLabels>
+<KeyPointLabels name="kp" toName="image">{joints}</KeyPointLabels>
+</View>"""
+
+
+def _validate(config: str, results: list[dict]) -> None:
+    prediction = to_labelstudio_prediction(results, model_version="test")
+    errors = LabelInterface(config).validate_prediction(prediction, return_errors=True)
+    assert errors == []
+
+
+def _assert_same(got: list[Prediction], expected: list[Prediction]) -> None:
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert a.type is b.type
+        assert a.label == b.label
+        assert a.text == b.text
+        assert a.score == pytest.approx(b.score)
+        assert np.allclose(np.asarray(a.coords), np.asarray(b.coords), atol=1e-9)
+        assert a.mask == b.mask
+        assert a.instance_id == b.instance_id
+        if b.keypoints is not None:
+            assert list(a.keypoints) == list(b.keypoints)
+            for name, xy in b.keypoints.items():
+                if xy is None:
+                    assert a.keypoints[name] is None
+                else:
+                    assert a.keypoints[name] == pytest.approx(xy)
+
+
+def _person(n: int, dx: float = 0.0) -> Prediction:
+    joints = {
+        j: None if i % 4 == 3 else (100 + dx + i * 3.5, 50 + i * 11.25)
+        for i, j in enumerate(PERSON.joints)
+    }
+    return Prediction(
+        type="keypoint",
+        label="person",
+        coords=(90 + dx, 40, 170 + dx, 260),
+        keypoints=joints,
+        instance_id=f"person{n}",
+        score=0.75,
+    )
+
+
+# Shapes of the results --------------------------------------------------------
+def test_rectangle_result_matches_protocol_shape():
+    box = Prediction(type="box", label="Car", coords=(64, 96, 256, 168), score=0.91)
+    (result,) = to_labelstudio(
+        [box], from_name="label", to_name="image", width=W, height=H
+    )
+    assert result["type"] == "rectanglelabels"
+    assert result["from_name"] == "label" and result["to_name"] == "image"
+    assert result["original_width"] == W and result["original_height"] == H
+    assert result["image_rotation"] == 0
+    assert result["score"] == 0.91
+    assert result["value"] == {
+        "x": 10.0,
+        "y": 20.0,
+        "width": 30.0,
+        "height": 15.0,
+        "rotation": 0,
+        "rectanglelabels": ["Car"],
+    }
+
+
+def test_percent_coordinates_are_clamped():
+    box = Prediction(type="box", label="Car", coords=(-20, -5, 700, 500))
+    poly = Prediction(type="polygon", label="Car", coords=[(-1, 5), (650, 5), (5, 490)])
+    rect, polygon = to_labelstudio(
+        [box, poly], from_name="label", to_name="image", width=W, height=H
+    )
+    assert rect["value"]["x"] == 0 and rect["value"]["y"] == 0
+    assert rect["value"]["width"] == 100 and rect["value"]["height"] == 100
+    for x, y in polygon["value"]["points"]:
+        assert 0 <= x <= 100 and 0 <= y <= 100
+    assert "score" not in rect
+
+
+def test_ids_are_stable_across_processes_and_unique():
+    boxes = [
+        Prediction(type="box", label="Car", coords=(10, 10, 50, 50)),
+        Prediction(type="box", label="Car", coords=(10, 10, 50, 50)),
+        Prediction(type="box", label="Person", coords=(10, 10, 50, 50)),
+    ]
+    ids = [
+        r["id"]
+        for r in to_labelstudio(
+            boxes, from_name="label", to_name="image", width=W, height=H
+        )
+    ]
+    assert len(set(ids)) == 3
+    assert all(i.isalnum() for i in ids)
+    code = (
+        "from converters.labelstudio import to_labelstudio\n"
+        "from converters.prediction import Prediction\n"
+        "b=[Prediction(type='box',label='Car',coords=(10,10,50,50))]*2\n"
+        "b.append(Prediction(type='box',label='Person',coords=(10,10,50,50)))\n"
+        "print(' '.join(r['id'] for r in to_labelstudio(b,from_name='label',"
+        "to_name='image',width=640,height=480)))\n"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "12345", "PATH": ""},
+        cwd=str(_repo_root()),
+    )
+    assert other.stdout.split() == ids
+    # Another control tag gives other ids (results of two tags can share a task).
+    again = to_labelstudio(boxes, from_name="other", to_name="image", width=W, height=H)
+    assert not set(ids) & {r["id"] for r in again}
+
+
+def _repo_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2]
+
+
+def test_label_map_dict_callable_and_drop():
+    preds = [
+        Prediction(type="box", label="car", coords=(1, 1, 5, 5)),
+        Prediction(type="box", label="person", coords=(1, 1, 5, 5)),
+        Prediction(type="box", label="tree", coords=(1, 1, 5, 5)),
+    ]
+    out = to_labelstudio(
+        preds,
+        from_name="label",
+        to_name="image",
+        width=W,
+        height=H,
+        label_map={"car": "Car", "tree": None},
+    )
+    assert [r["value"]["rectanglelabels"] for r in out] == [["Car"], ["person"]]
+    out = to_labelstudio(
+        preds,
+        from_name="label",
+        to_name="image",
+        width=W,
+        height=H,
+        label_map=str.title,
+    )
+    assert [r["value"]["rectanglelabels"][0] for r in out] == ["Car", "Person", "Tree"]
+
+
+def test_points_cannot_be_rectangles():
+    point = Prediction(type="point", label="Car", coords=(5, 5))
+    with pytest.raises(LabelStudioError, match=r"prediction 0 \(point 'Car'\)"):
+        to_labelstudio(
+            [point],
+            from_name="label",
+            to_name="image",
+            width=W,
+            height=H,
+            output="rectanglelabels",
+        )
+
+
+def test_task_prediction_score_is_mean_of_regions():
+    preds = [
+        Prediction(type="box", label="Car", coords=(1, 1, 5, 5), score=0.5, text="a"),
+        Prediction(type="box", label="Car", coords=(2, 1, 5, 5), score=1.0, text="b"),
+    ]
+    results = to_labelstudio(
+        preds,
+        from_name="label",
+        to_name="image",
+        width=W,
+        height=H,
+        text_from_name="transcription",
+    )
+    task = to_labelstudio_prediction(results, model_version="rex-1")
+    assert task == {"result": results, "score": 0.75, "model_version": "rex-1"}
+    assert to_labelstudio_prediction([], model_version="v")["score"] == 0.0
+    with pytest.raises(LabelStudioError, match="model_version"):
+        to_labelstudio_prediction([], model_version="")
+
+
+# Each config kind: valid for the SDK, and reads back the same -----------------
+def test_boxes_with_ocr_text_validate_and_round_trip():
+    preds = [
+        Prediction(type="box", label="Car", coords=(64, 96, 256, 168), score=0.91),
+        Prediction(
+            type="box",
+            label="Text",
+            coords=(10.5, 20.25, 99.75, 40),
+            score=0.88,
+            text="ABC-123",
+        ),
+    ]
+    results = to_labelstudio(
+        preds,
+        from_name="label",
+        to_name="image",
+        width=W,
+        height=H,
+        text_from_name="transcription",
+    )
+    assert [r["type"] for r in results] == [
+        "rectanglelabels",
+        "rectanglelabels",
+        "textarea",
+    ]
+    assert results[1]["id"] == results[2]["id"]
+    assert results[2]["value"]["text"] == ["ABC-123"]
+    _validate(DETECTION_CONFIG, results)
+    parsed = from_labelstudio(results)
+    assert parsed.warnings == []
+    _assert_same(parsed.predictions, preds)
+
+
+def test_polygons_validate_and_round_trip():
+    preds = [
+        Prediction(
+            type="polygon",
+            label="Car",
+            coords=[(10, 10), (40.5, 12), (35, 40)],
+            score=0.4,
+            text="hello",
+        ),
+    ]
+    results = to_labelstudio(
+        preds,
+        from_name="poly",
+        to_name="image",
+        width=W,
+        height=H,
+        text_from_name="transcription",
+    )
+    assert results[0]["value"]["closed"] is True
+    _validate(POLYGON_CONFIG, results)
+    _assert_same(from_labelstudio(results).predictions, preds)
+
+
+def test_mask_as_polygon_uses_the_largest_contour():
+    mask = np.zeros((H, W), np.uint8)
+    mask[100:200, 300:400] = 1
+    mask[10:14, 10:14] = 1
+    box = Prediction(
+        type="box",
+        label="Car",
+        coords=(300, 100, 400, 200),
+        mask=masks.mask_to_rle(mask),
+    )
+    empty = Prediction(
+        type="box",
+        label="Car",
+        coords=(1, 2, 3, 4),
+        mask=masks.mask_to_rle(np.zeros((H, W))),
+    )
+    results = to_labelstudio(
+        [box, empty],
+        from_name="poly",
+        to_name="image",
+        width=W,
+        height=H,
+        output="polygonlabels",
+    )
+    _validate(POLYGON_CONFIG, results)
+    back = from_labelstudio(results).predictions
+    xs = [x for x, _ in back[0].coords]
+    assert min(xs) == pytest.approx(300.5) and max(xs) == pytest.approx(399.5)
+    # An empty mask falls back to the box corners.
+    assert back[1].bbox == pytest.approx((1, 2, 3, 4))
+
+
+def test_brush_masks_validate_and_round_trip():
+    mask = np.zeros((H, W), np.uint8)
+    yy, xx = np.mgrid[:H, :W]
+    mask[(xx - 300) ** 2 + (yy - 200) ** 2 <= 50**2] = 1
+    rle = masks.mask_to_rle(mask)
+    preds = [
+        Prediction(
+            type="box", label="Car", coords=masks.rle_bbox(rle), mask=rle, score=0.6
+        )
+    ]
+    results = to_labelstudio(
+        preds,
+        from_name="brush",
+        to_name="image",
+        width=W,
+        height=H,
+        output="brushlabels",
+    )
+    assert results[0]["value"]["format"] == "rle"
+    _validate(BRUSH_CONFIG, results)
+    _assert_same(from_labelstudio(results).predictions, preds)
+
+
+def test_brush_without_mask_rasterises_the_box():
+    box = Prediction(type="box", label="Car", coords=(10, 20, 30, 60))
+    results = to_labelstudio(
+        [box],
+        from_name="brush",
+        to_name="image",
+        width=W,
+        height=H,
+        output="brushlabels",
+    )
+    (back,) = from_labelstudio(results).predictions
+    assert masks.rle_area(back.mask) == 20 * 40
+    assert back.coords == (10, 20, 30, 60)
+
+
+def test_brush_mask_of_wrong_size_is_refused():
+    rle = masks.mask_to_rle(np.ones((10, 10)))
+    box = Prediction(type="box", label="Car", coords=(0, 0, 10, 10), mask=rle)
+    with pytest.raises(LabelStudioError, match="original size"):
+        to_labelstudio(
+            [box],
+            from_name="brush",
+            to_name="image",
+            width=W,
+            height=H,
+            output="brushlabels",
+        )
+
+
+def test_points_validate_and_round_trip():
+    preds = [Prediction(type="point", label="Banana", coords=(320, 240), score=0.3)]
+    results = to_labelstudio(preds, from_name="kp", to_name="image", width=W, height=H)
+    assert results[0]["value"] == {
+        "x": 50.0,
+        "y": 50.0,
+        "width": KEYPOINT_SIZE_PERCENT,
+        "keypointlabels": ["Banana"],
+    }
+    _validate(POINT_CONFIG, results)
+    _assert_same(from_labelstudio(results).predictions, preds)
+
+
+@pytest.mark.parametrize("kp_set", [PERSON, ANIMAL], ids=lambda s: s.name)
+def test_keypoint_instances_validate_and_round_trip(kp_set):
+    def instance(n: int, dx: float) -> Prediction:
+        joints = {
+            j: None if i % 5 == 4 else (100 + dx + i * 3.5, 50 + i * 11.25)
+            for i, j in enumerate(kp_set.joints)
+        }
+        return Prediction(
+            type="keypoint",
+            label=kp_set.name,
+            coords=(90 + dx, 40, 170 + dx, 260),
+            keypoints=joints,
+            instance_id=f"{kp_set.name}{n}",
+            score=0.75,
+        )
+
+    preds = [instance(1, 0.0), instance(2, 200.0)]
+    results = to_labelstudio(
+        preds,
+        from_name="kp",
+        to_name="image",
+        width=W,
+        height=H,
+        keypoint_box_from_name="box",
+    )
+    boxes = [r for r in results if r["type"] == "rectanglelabels"]
+    joints = [r for r in results if r["type"] == "keypointlabels"]
+    visible = sum(xy is not None for xy in preds[0].keypoints.values())
+    assert len(boxes) == 2 and len(joints) == 2 * visible
+    assert {j["parentID"] for j in joints} == {b["id"] for b in boxes}
+    assert len({r["id"] for r in results}) == len(results)
+    _validate(_keypoint_config(kp_set), results)
+    parsed = from_labelstudio(results)
+    assert parsed.warnings == []
+    _assert_same(parsed.predictions, preds)
+
+
+def test_keypoints_without_box_control_read_back_as_points():
+    results = to_labelstudio(
+        [_person(1)], from_name="kp", to_name="image", width=W, height=H
+    )
+    assert all("parentID" not in r for r in results)
+    back = from_labelstudio(results).predictions
+    assert {p.type for p in back} == {RegionType.POINT}
+    assert [p.label for p in back] == [
+        j for j, xy in _person(1).keypoints.items() if xy is not None
+    ]
+
+
+def test_joint_labels_mapped_to_config_case_read_back_canonically():
+    results = to_labelstudio(
+        [_person(1)],
+        from_name="kp",
+        to_name="image",
+        width=W,
+        height=H,
+        keypoint_box_from_name="box",
+        label_map=str.title,
+    )
+    assert results[1]["value"]["keypointlabels"] == ["Nose"]
+    (back,) = from_labelstudio(results).predictions
+    assert back.label == "Person"
+    assert list(back.keypoints) == list(PERSON.joints)
+
+
+@pytest.mark.parametrize("kind", ["box", "polygon"])
+def test_stock_ocr_template_validates_and_round_trips(kind):
+    coords = (64, 96, 256, 168) if kind == "box" else [(10, 10), (40, 12), (35, 40)]
+    preds = [
+        Prediction(
+            type=kind, label="Text", coords=coords, score=0.8, text="Hello\nworld"
+        )
+    ]
+    geometry = "bbox" if kind == "box" else "poly"
+    results = to_labelstudio(
+        preds,
+        from_name="label",
+        to_name="image",
+        width=W,
+        height=H,
+        output="labels",
+        geometry_from_name=geometry,
+        text_from_name="transcription",
+    )
+    expected = "rectangle" if kind == "box" else "polygon"
+    assert [r["type"] for r in results] == [expected, "labels", "textarea"]
+    assert len({r["id"] for r in results}) == 1
+    _validate(OCR_CONFIG, results)
+    parsed = from_labelstudio(results)
+    assert parsed.warnings == []
+    _assert_same(parsed.predictions, preds)
+
+
+# from_labelstudio on its own ---------------------------------------------------
+def test_rotated_rectangle_becomes_clockwise_polygon():
+    result = {
+        "id": "r",
+        "type": "rectanglelabels",
+        "from_name": "label",
+        "to_name": "image",
+        "original_width": 200,
+        "original_height": 100,
+        "value": {
+            "x": 10,
+            "y": 20,
+            "width": 20,
+            "height": 10,
+            "rotation": 90,
+            "rectanglelabels": ["Car"],
+        },
+    }
+    (poly,) = from_labelstudio([result]).predictions
+    assert poly.type is RegionType.POLYGON
+    # Pixels: top-left (20, 20), 40 x 10; 90 degrees clockwise (y down) sends the
+    # top edge downwards and the left edge to the left.
+    expected = [(20, 20), (20, 60), (10, 60), (10, 20)]
+    for got, want in zip(poly.coords, expected, strict=True):
+        assert got == pytest.approx(want, abs=1e-9)
+    thirty = dict(result, value=dict(result["value"], rotation=30))
+    (poly,) = from_labelstudio([thirty]).predictions
+    x1, y1 = poly.coords[1]
+    assert (x1, y1) == pytest.approx(
+        (20 + 40 * math.cos(math.pi / 6), 20 + 40 * math.sin(math.pi / 6))
+    )
+
+
+def test_unknown_and_whole_image_results_are_skipped_with_warnings():
+    results = [
+        {
+            "from_name": "quality",
+            "to_name": "image",
+            "type": "choices",
+            "value": {"choices": ["good"]},
+        },
+        {
+            "id": "t",
+            "from_name": "caption",
+            "to_name": "image",
+            "type": "textarea",
+            "value": {"text": ["a cat"]},
+        },
+        {
+            "id": "b",
+            "from_name": "label",
+            "to_name": "image",
+            "type": "rectanglelabels",
+            "original_width": 100,
+            "original_height": 100,
+            "value": {
+                "x": 1,
+                "y": 2,
+                "width": 3,
+                "height": 4,
+                "rectanglelabels": ["Car"],
+            },
+        },
+    ]
+    parsed = from_labelstudio(results)
+    assert [p.label for p in parsed.predictions] == ["Car"]
+    assert len(parsed.warnings) == 2
+    assert "'choices'" in parsed.warnings[0]
+    assert "'t'" in parsed.warnings[1]
+
+
+def test_missing_size_uses_fallback_or_warns():
+    result = {
+        "id": "b",
+        "type": "rectanglelabels",
+        "value": {
+            "x": 10,
+            "y": 10,
+            "width": 10,
+            "height": 10,
+            "rectanglelabels": ["Car"],
+        },
+    }
+    parsed = from_labelstudio([result])
+    assert parsed.predictions == []
+    assert "original_width" in parsed.warnings[0]
+    (box,) = from_labelstudio([result], width=200, height=100).predictions
+    assert box.coords == pytest.approx((20, 10, 40, 20))
+
+
+def test_keypoint_with_unknown_parent_reads_as_point():
+    result = {
+        "id": "k",
+        "type": "keypointlabels",
+        "parentID": "nope",
+        "original_width": 100,
+        "original_height": 100,
+        "value": {"x": 10, "y": 10, "width": 1, "keypointlabels": ["nose"]},
+    }
+    parsed = from_labelstudio([result])
+    assert parsed.predictions[0].type is RegionType.POINT
+    assert "'nope'" in parsed.warnings[0]
+
+
+def test_validator_used_above_rejects_labels_not_in_the_config():
+    box = Prediction(type="box", label="Bicycle", coords=(1, 1, 5, 5))
+    results = to_labelstudio(
+        [box], from_name="label", to_name="image", width=W, height=H
+    )
+    prediction = to_labelstudio_prediction(results, model_version="test")
+    errors = LabelInterface(DETECTION_CONFIG).validate_prediction(
+        prediction, return_errors=True
+    )
+    assert errors and "Bicycle" in errors[0]

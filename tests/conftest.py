@@ -1,0 +1,134 @@
+"""Session fixtures shared by every test package.
+
+- ``tiny_model_dir``: the tiny Qwen2.5-VL with random weights (plumbing tests).
+- ``trained_model_dir``: the same model trained to find one coloured shape on
+  112x112 synthetic images (tests that assert on what the model found).
+- ``tiny_engine`` / ``trained_engine``: a ``TransformersEngine`` on each.
+
+Model directories are built once and cached by a hash of the source files that
+make them, in ``$REXLABEL_TEST_CACHE`` or ``<repo>/.cache/test-models``
+(gitignored), so a CI run trains once and later runs reuse the result. Builds
+are safe with several pytest processes: one builds under a file lock, into a
+temporary directory that is renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+"""The spec/vectors folder beside the checkout (never copied into the repo)."""
+
+TRAINED_MODEL_STEPS = 600
+"""Training steps of ``trained_model_dir``: reaches mean IoU >= 0.7 reliably
+on the held-out synthetic set (see tests/worker/test_trainer.py)."""
+
+_TINY_SOURCES = ("worker/tiny_model.py", "converters/keypoint_sets.py")
+_TRAINED_SOURCES = (
+    *_TINY_SOURCES,
+    "worker/trainer.py",
+    "worker/synthetic.py",
+    "converters/answer.py",
+    "converters/prompts.py",
+    "converters/geometry.py",
+)
+
+
+def test_cache_dir() -> Path:
+    path = os.environ.get("REXLABEL_TEST_CACHE") or REPO_ROOT / ".cache" / "test-models"
+    return Path(path)
+
+
+test_cache_dir.__test__ = False  # a helper, not a test
+
+
+def _source_hash(sources: tuple[str, ...], extra: str) -> str:
+    import transformers
+
+    digest = hashlib.sha256(f"{extra}|transformers={transformers.__version__}".encode())
+    for name in sources:
+        path = REPO_ROOT / name
+        digest.update(name.encode())
+        digest.update(path.read_bytes() if path.exists() else b"<missing>")
+    return digest.hexdigest()[:16]
+
+
+def cached_model_dir(
+    name: str, sources: tuple[str, ...], build: Callable[[Path], None]
+):
+    """The directory ``build`` writes, built once per source hash (locked)."""
+    cache = test_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"{name}-{_source_hash(sources, name)}"
+    if (target / "config.json").exists():
+        return target
+    with open(cache / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (target / "config.json").exists():
+                return target
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))
+            try:
+                build(tmp)
+                os.rename(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """A tiny Qwen2.5-VL (Rex-Omni vocabulary) with random weights."""
+    from worker.tiny_model import make_test_model
+
+    return cached_model_dir(
+        "tiny-random", _TINY_SOURCES, lambda out: make_test_model(out, seed=0)
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir() -> Path:
+    """The tiny model trained on synthetic single-shape detection images."""
+    from worker.tiny_model import make_test_model
+
+    return cached_model_dir(
+        f"tiny-detection-{TRAINED_MODEL_STEPS}",
+        _TRAINED_SOURCES,
+        lambda out: make_test_model(
+            out, train_steps=TRAINED_MODEL_STEPS, task="detection", seed=0
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    """A TransformersEngine on the random tiny model, on the CPU."""
+    from worker.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(str(tiny_model_dir), device="cpu")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def trained_engine(trained_model_dir):
+    """A TransformersEngine on the trained tiny model, on the CPU."""
+    from worker.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(str(trained_model_dir), device="cpu")
+    yield engine
+    engine.close()

@@ -1,0 +1,424 @@
+"""The transformers engine: Rex-Omni through ``Qwen2_5_VLForConditionalGeneration``.
+
+Runs everywhere (bf16 on a GPU, fp32 on a CPU) and is the engine the tests use
+on the tiny model. A batch of requests becomes one ``generate`` call per group
+of identical sampling settings, with left padding. Per token it keeps the id,
+its text and the log-probability the model gave it (raw logits, before the
+repetition penalty), so ``worker.scoring`` can score each prediction.
+
+Stages (as transformers pipelines): preprocess (chat template, image
+processor) -> generate (the only step on the device) -> postprocess (decode).
+torch and transformers are imported lazily: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib.util
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from converters.geometry import MAX_PIXELS, MIN_PIXELS
+from converters.prompts import build_messages
+from worker.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    SamplingSettings,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH_SIZE = 16
+"""Requests per ``generate`` call: enough to fill a GPU on Rex-Omni's 3B model
+at typical image sizes without the padded KV cache outgrowing 80 GB."""
+STOP_TOKEN = "<|im_end|>"
+"""The chat turn's end: generation stops there (upstream ignores its stop list)."""
+PAD_TOKEN = "<|endoftext|>"
+"""Qwen's padding token, used for left padding and finished rows."""
+FLASH_ATTENTION = "flash_attention_2"
+"""Upstream's attention on GPUs, used when the flash_attn package is importable."""
+SDPA_ATTENTION = "sdpa"
+"""PyTorch's fused attention: the portable fallback (CPU, GPUs without flash_attn)."""
+IMAGE_PROCESSOR_BACKEND = "pil"
+"""Upstream loads the processor with ``use_fast=False``: the PIL image processor,
+whose bicubic resize matches the one the model was trained with."""
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``auto``/None -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def default_dtype(device: str):
+    """bf16 on GPUs (Rex-Omni's weights), fp32 elsewhere (bf16 is slow on CPUs)."""
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def default_attention(device: str) -> str:
+    if device.startswith("cuda") and importlib.util.find_spec("flash_attn"):
+        return FLASH_ATTENTION
+    return SDPA_ATTENTION
+
+
+def load_processor(
+    model_id: str, *, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+):
+    """The model's processor with upstream's pixel bounds; left padding.
+
+    The image processor is swapped for its PIL variant (``backend`` applies to
+    every sub-processor in ``AutoProcessor``, and the video one has no PIL
+    variant)."""
+    from transformers import AutoImageProcessor, AutoProcessor
+
+    bounds = {"min_pixels": min_pixels, "max_pixels": max_pixels}
+    processor = AutoProcessor.from_pretrained(model_id, **bounds)
+    processor.image_processor = AutoImageProcessor.from_pretrained(
+        model_id, backend=IMAGE_PROCESSOR_BACKEND, **bounds
+    )
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def load_model(
+    model_id: str,
+    device: str | None = "auto",
+    *,
+    dtype: Any = None,
+    attn_implementation: str | None = None,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+):
+    """Load ``(model, processor)`` from a hub id or a local directory.
+
+    The one loading path for the real Rex-Omni and the tiny test model.
+    """
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    device = resolve_device(device)
+    dtype = dtype or default_dtype(device)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    attn = attn_implementation or default_attention(device)
+    processor = load_processor(model_id, min_pixels=min_pixels, max_pixels=max_pixels)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        model_id, dtype=dtype, attn_implementation=attn
+    )
+    model.to(device)
+    model.eval()
+    return model, processor
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 byte-level BPE's byte -> printable character table (Qwen uses it)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+class TokenTexts:
+    """Per-token texts whose concatenation is exactly the decoded text.
+
+    A byte-level token can hold part of a UTF-8 character; such bytes are
+    given to the token that completes the character, so character offsets in
+    the text map to tokens without gaps or overlaps.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._byte_of = {ch: b for b, ch in _bytes_to_unicode().items()}
+        self._added = {
+            idx: tok.content for idx, tok in tokenizer.added_tokens_decoder.items()
+        }
+
+    def _token_bytes(self, token_id: int, token: str | None) -> bytes:
+        if token_id in self._added:
+            return self._added[token_id].encode("utf-8")
+        if token is None:  # an id past the tokenizer (padded model vocabulary)
+            return b""
+        if all(ch in self._byte_of for ch in token):
+            return bytes(self._byte_of[ch] for ch in token)
+        return self.tokenizer.decode([token_id]).encode("utf-8")
+
+    def __call__(self, token_ids: list[int]) -> list[str]:
+        tokens = self.tokenizer.convert_ids_to_tokens(token_ids)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        texts = [
+            decoder.decode(self._token_bytes(i, t))
+            for i, t in zip(token_ids, tokens, strict=True)
+        ]
+        if texts:
+            texts[-1] += decoder.decode(b"", final=True)
+        return texts
+
+
+def _group_by_settings(
+    requests: list[GenerationRequest], max_batch_size: int
+) -> list[list[int]]:
+    """Indices of requests sharing sampling settings, in batches, order kept."""
+    groups: dict[SamplingSettings, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(request.sampling, []).append(index)
+    batches = []
+    for indices in groups.values():
+        for start in range(0, len(indices), max_batch_size):
+            batches.append(indices[start : start + max_batch_size])
+    return batches
+
+
+class TransformersEngine(Engine):
+    """Rex-Omni on transformers.
+
+    Args:
+        model: hub id or local directory (default: setting ``REXLABEL_MODEL``).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ... (default: setting
+            ``REXLABEL_DEVICE``).
+        dtype / attn_implementation: override bf16-on-GPU/fp32-on-CPU and
+            flash-attention-2-when-importable-else-sdpa.
+        max_batch_size: most requests per ``generate`` call.
+        generate_kwargs: extra ``generate`` arguments for every call (benches
+            force lengths with ``min_new_tokens``).
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        *,
+        dtype: Any = None,
+        attn_implementation: str | None = None,
+        min_pixels: int = MIN_PIXELS,
+        max_pixels: int = MAX_PIXELS,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        generate_kwargs: dict[str, Any] | None = None,
+        loaded: tuple[Any, Any] | None = None,
+    ) -> None:
+        from worker import settings
+
+        self._model_id = model or settings.get("REXLABEL_MODEL")
+        self.device = resolve_device(device or settings.get("REXLABEL_DEVICE"))
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.max_batch_size = max_batch_size
+        self.generate_kwargs = dict(generate_kwargs or {})
+        if loaded is not None:
+            self.model, self.processor = loaded
+            self.processor.tokenizer.padding_side = "left"
+        else:
+            self.model, self.processor = load_model(
+                self._model_id,
+                self.device,
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                min_pixels=min_pixels,
+                max_pixels=max_pixels,
+            )
+        tokenizer = self.processor.tokenizer
+        self.stop_id = tokenizer.convert_tokens_to_ids(STOP_TOKEN)
+        self.pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+        self.token_texts = TokenTexts(tokenizer)
+        from worker.guard import GrammarTokens
+
+        self.grammar = GrammarTokens.from_tokenizer(
+            tokenizer, vocab_size=self.model.config.get_text_config().vocab_size
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    # Engine API -----------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        results: list[GenerationResult | None] = [None] * len(requests)
+        for indices in _group_by_settings(requests, self.max_batch_size):
+            batch = [requests[i] for i in indices]
+            for index, result in zip(indices, self._generate_batch(batch), strict=True):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    # Stages ---------------------------------------------------------------
+    def preprocess(self, requests: Iterable[GenerationRequest]) -> dict[str, Any]:
+        """Chat template + image processor for a batch, left-padded, on device."""
+        requests = list(requests)
+        texts = [
+            self.processor.apply_chat_template(
+                build_messages(r.prompt, r.image),
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for r in requests
+        ]
+        images = [r.image.convert("RGB") for r in requests]
+        inputs = self.processor(
+            text=texts, images=images, padding=True, return_tensors="pt"
+        )
+        return inputs.to(self.device)
+
+    def _generate_batch(
+        self, requests: list[GenerationRequest]
+    ) -> list[GenerationResult]:
+        import torch
+
+        sampling = requests[0].sampling
+        started = time.perf_counter()
+        inputs = self.preprocess(requests)
+        prompt_len = inputs["input_ids"].shape[1]
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        self._sync()
+        preprocessed = time.perf_counter()
+
+        guard, collector, processors, config = self._generation_setup(
+            sampling, len(requests)
+        )
+        with torch.inference_mode():
+            sequences = self.model.generate(
+                **inputs,
+                generation_config=config,
+                logits_processor=processors,
+                stopping_criteria=[guard, collector],
+                **self.generate_kwargs,
+            )
+        self._sync()
+        generated = time.perf_counter()
+
+        new_tokens = sequences[:, prompt_len:].tolist()
+        logprobs = collector.logprobs(len(new_tokens[0]) if new_tokens else 0)
+        triggered = guard.triggered.tolist()
+        results = []
+        for row, ids in enumerate(new_tokens):
+            results.append(
+                self._result(
+                    ids,
+                    logprobs[row],
+                    runaway=triggered[row],
+                    max_new_tokens=sampling.max_new_tokens,
+                    prompt_tokens=int(prompt_tokens[row]),
+                )
+            )
+        finished = time.perf_counter()
+        timings = {
+            "preprocess": preprocessed - started,
+            "generate": generated - preprocessed,
+            "postprocess": finished - generated,
+            "batch_size": float(len(requests)),
+        }
+        for result in results:
+            result.timings = dict(timings)
+        return results
+
+    def _generation_setup(self, sampling: SamplingSettings, batch_size: int):
+        """Guard, log-prob recorder and our own processor list (raw log-probs
+        are read before the repetition penalty and the sampling warpers)."""
+        from transformers import (
+            GenerationConfig,
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        from worker.engines.hf_hooks import LogprobCollector, LogprobRecorder
+        from worker.guard import RunawayGuard
+
+        guard = RunawayGuard(
+            self.grammar,
+            max_repeats=sampling.max_repeats,
+            max_instances=sampling.max_instances,
+            batch_size=batch_size,
+            device=self.device,
+        )
+        recorder = LogprobRecorder()
+        processors = LogitsProcessorList([recorder])
+        if sampling.repetition_penalty != 1.0:
+            processors.append(
+                RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty)
+            )
+        do_sample = sampling.temperature > 0
+        if do_sample:
+            processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_k > 0:
+                processors.append(TopKLogitsWarper(sampling.top_k))
+            if sampling.top_p < 1.0:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+        # Everything the defaults would add is already in ``processors``; the
+        # neutral values keep generate from adding it twice.
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=do_sample,
+            temperature=1.0,
+            top_k=None,
+            top_p=1.0,
+            repetition_penalty=1.0,
+            eos_token_id=self.stop_id,
+            pad_token_id=self.pad_id,
+            bos_token_id=None,
+        )
+        collector = LogprobCollector(recorder, batch_size)
+        return guard, collector, processors, config
+
+    def _result(
+        self,
+        ids: list[int],
+        logprobs: list[float],
+        *,
+        runaway: bool,
+        max_new_tokens: int,
+        prompt_tokens: int,
+    ) -> GenerationResult:
+        if self.stop_id in ids:
+            end = ids.index(self.stop_id) + 1
+            finish = "stop"
+        else:
+            end = len(ids)
+            while end and ids[end - 1] == self.pad_id and runaway:
+                end -= 1  # rows stopped by the guard are padded afterwards
+            finish = "runaway" if runaway else "length"
+        ids = ids[:end]
+        texts = self.token_texts(ids)
+        text = "".join(texts[:-1] if finish == "stop" else texts)
+        if finish == "length" and len(ids) < max_new_tokens:
+            finish = "stop"  # cannot happen with an EOS; kept for odd models
+        return GenerationResult(
+            text=text,
+            token_ids=ids,
+            token_texts=texts,
+            token_logprobs=logprobs[:end],
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            output_tokens=len(ids),
+        )
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def close(self) -> None:
+        self.model = None
+        self.processor = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()

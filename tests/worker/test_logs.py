@@ -1,0 +1,260 @@
+"""worker.logs: text/JSON lines, one line per job with timings, nothing secret."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from converters.prediction import Prediction
+from converters.tasks import Task
+from worker import logs
+from worker.jobspec import CallResult, ImageResult
+from worker.settings import SettingsError
+
+LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _jwt(claims: dict) -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJlcw"
+
+
+PAT = _jwt({"token_type": "refresh", "exp": 9_999_999_999, "user_id": 1})
+ACCESS = _jwt({"token_type": "access", "exp": 1_900_000_000, "jti": "a1"})
+PNG_B64 = base64.b64encode(bytes(range(256)) * 4).decode()
+
+
+@pytest.fixture
+def root_logger():
+    """Restore the root logger's handlers and level after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield root
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _configure(fmt: str, environ: dict[str, str] | None = None) -> io.StringIO:
+    stream = io.StringIO()
+    env = {"LOG_LEVEL": "DEBUG", "LOG_FORMAT": fmt, **(environ or {})}
+    logs.configure_logging(stream=stream, environ=env)
+    return stream
+
+
+def _lines(stream: io.StringIO) -> list[str]:
+    return [line for line in stream.getvalue().splitlines() if line]
+
+
+def _results() -> list[ImageResult]:
+    box = Prediction(type="box", label="cat", coords=[1.0, 2.0, 30.0, 40.0])
+    ok = ImageResult(
+        id="7",
+        task_id=7,
+        width=64,
+        height=48,
+        calls=[
+            CallResult(
+                key="k",
+                task=Task.DETECTION,
+                predictions=[box],
+                prompt_tokens=120,
+                output_tokens=30,
+                truncated=True,
+                timings={"download": 0.5, "preprocess": 0.25, "generate": 2.0},
+            ),
+            CallResult(
+                key="k2",
+                task=Task.DETECTION,
+                predictions=[],
+                prompt_tokens=100,
+                output_tokens=10,
+                timings={"generate": 1.0, "postprocess": 0.125, "sam": 0.75},
+            ),
+        ],
+    )
+    failed = ImageResult(id="8", task_id=8, error="HTTP 404 for /data/upload/1/x.jpg")
+    return [ok, failed]
+
+
+def test_json_job_line_has_task_ids_timings_and_token_counts(root_logger):
+    stream = _configure("json")
+    summary = logs.summarize_results(_results())
+    logs.log_job(
+        logging.getLogger("rexlabel.test"),
+        job_id="p1-v1-c0",
+        task_ids=summary["task_ids"],
+        duration_s=4.5,
+        timings={**summary["timings"], "write": 0.0625},
+        images=summary["images"],
+        prompt_tokens=summary["prompt_tokens"],
+        output_tokens=summary["output_tokens"],
+        truncated=summary["truncated"],
+        queue="rexlabel:bulk",
+    )
+    (line,) = _lines(stream)
+    entry = json.loads(line)
+    assert entry["level"] == "INFO"
+    assert entry["logger"] == "rexlabel.test"
+    assert entry["msg"] == "job p1-v1-c0 done"
+    assert entry["job_id"] == "p1-v1-c0"
+    assert entry["task_ids"] == [7, 8] and entry["task_count"] == 2
+    assert entry["images"] == 2
+    assert entry["duration_s"] == 4.5
+    assert entry["download_s"] == 0.5
+    assert entry["preprocess_s"] == 0.25
+    assert entry["generate_s"] == 3.0
+    assert entry["parse_s"] == 0.125  # "postprocess" maps onto parse
+    assert entry["sam_s"] == 0.75
+    assert entry["write_s"] == 0.0625
+    assert entry["prompt_tokens"] == 220 and entry["output_tokens"] == 40
+    assert entry["truncated"] == 1
+    assert entry["queue"] == "rexlabel:bulk"
+    assert entry["ts"].endswith("+00:00")
+
+
+def test_summarize_results_counts_failed_images_and_accepts_dicts():
+    results = _results()
+    from_objects = logs.summarize_results(results)
+    from_dicts = logs.summarize_results([r.to_dict() for r in results])
+    assert from_objects == from_dicts
+    assert from_objects["failed"] == 1
+    assert from_objects["timings"]["generate"] == 3.0
+
+
+def test_text_line_appends_fields_as_key_value(root_logger):
+    stream = _configure("text")
+    logs.log_request(
+        logging.getLogger("rexlabel.requests"),
+        method="POST",
+        path="/predict",
+        status=200,
+        duration_s=0.25,
+        task_ids=[1, 2],
+    )
+    (line,) = _lines(stream)
+    assert "INFO rexlabel.requests: POST /predict 200" in line
+    assert "status=200" in line and "duration_s=0.250" in line
+    assert "task_ids=[1, 2]" in line and "task_count=2" in line
+
+
+def test_a_job_line_caps_the_task_id_list():
+    record = logging.LogRecord("x", logging.INFO, "", 0, "", (), None)
+    ids = list(range(logs.MAX_TASK_IDS_LOGGED * 3))
+    fields = logs._task_id_fields(ids)
+    record.__dict__.update(fields)
+    assert len(record.task_ids) == logs.MAX_TASK_IDS_LOGGED
+    assert record.task_count == len(ids)
+
+
+def test_no_token_header_key_or_image_reaches_the_output(root_logger):
+    environ = {"LABEL_STUDIO_API_KEY": PAT, "BASIC_AUTH_PASS": "hunter2-basic-pass"}
+    stream = _configure("json", environ)
+    log = logging.getLogger("urllib3.connectionpool")  # a library's logger
+    log.debug("POST /api/token/refresh/ body=%s", json.dumps({"refresh": PAT}))
+    log.debug("headers: %s", {"Authorization": f"Bearer {ACCESS}"})
+    log.info("GET /data/upload/1/a.jpg Authorization: Token %s", LEGACY_TOKEN)
+    log.info("user pass is hunter2-basic-pass")
+    log.info("payload data:image/png;base64,%s trailing", PNG_B64)
+    log.info("raw %s", PNG_B64)
+    logging.getLogger("rexlabel").info(
+        "sent", extra={"api_key": "sk-abcdef123456", "headers": {"Cookie": "s=1"}}
+    )
+    out = stream.getvalue()
+    for secret in (
+        PAT,
+        ACCESS,
+        LEGACY_TOKEN,
+        "hunter2-basic-pass",
+        PNG_B64,
+        "sk-abcdef123456",
+        "s=1",
+    ):
+        assert secret not in out
+    for entry in map(json.loads, _lines(stream)):  # still one JSON object per line
+        assert entry["level"] in ("DEBUG", "INFO")
+    assert "data:image/png;base64,<redacted> trailing" in out
+    assert f"<redacted {len(PNG_B64)} base64 chars>" in out
+
+
+def test_tracebacks_are_redacted_too(root_logger):
+    stream = _configure("text", {"LABEL_STUDIO_API_KEY": LEGACY_TOKEN})
+    try:
+        raise RuntimeError(f"401 for Token {LEGACY_TOKEN}")
+    except RuntimeError:
+        logging.getLogger("rexlabel").exception("download failed")
+    out = stream.getvalue()
+    assert "RuntimeError: 401 for Token ***" in out
+    assert LEGACY_TOKEN not in out
+
+
+def test_redis_password_is_hidden_but_the_host_stays():
+    text = logs.redact_text("connecting to redis://:p4ssw0rd@redis:6379/0")
+    assert text == "connecting to redis://:***@redis:6379/0"
+    assert logs.configured_secrets({"REDIS_URL": "redis://u:p4ssw0rd@h:1/0"}) == [
+        "p4ssw0rd"
+    ]
+
+
+def test_ordinary_fields_survive_redaction():
+    text = "prompt_tokens=12 output_tokens=40 Token exchange failed id=abc123 sha=" + (
+        "a" * 64
+    )
+    assert logs.redact_text(text) == text
+    assert logs.redact({"prompt_tokens": 5, "token_count": 3}) == {
+        "prompt_tokens": 5,
+        "token_count": 3,
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    token=st.text(alphabet="0123456789abcdef", min_size=40, max_size=40),
+    prefix=st.text(max_size=30),
+    style=st.sampled_from(
+        [
+            "Authorization: Token {t}",
+            '{{"Authorization": "Bearer {t}"}}',
+            "GET /x?access_token={t}&a=1",
+            "api_key={t}",
+            "token: {t}",
+        ]
+    ),
+)
+def test_tokens_in_any_header_or_query_style_are_removed(token, prefix, style):
+    line = prefix + " " + style.format(t=token)
+    assert token not in logs.redact_text(line)
+
+
+def test_configuring_twice_keeps_one_handler(root_logger):
+    _configure("text")
+    _configure("json")
+    ours = [h for h in root_logger.handlers if h.get_name() == "rexlabel"]
+    assert len(ours) == 1
+    assert isinstance(ours[0].formatter, logs.JsonFormatter)
+
+
+def test_a_bad_log_format_names_the_variable(root_logger):
+    with pytest.raises(SettingsError, match="LOG_FORMAT"):
+        logs.configure_logging(environ={"LOG_FORMAT": "yaml"})
+
+
+def test_phase_timer_sums_repeated_phases():
+    timer = logs.PhaseTimer()
+    for _ in range(3):
+        with timer.phase("download"):
+            pass
+    timer.add("generate", 0.5)
+    timer.add("generate", 0.25)
+    assert set(timer.seconds) == {"download", "generate"}
+    assert timer.seconds["generate"] == 0.75
+    assert 0 <= timer.seconds["download"] < 1
+    fields = logs.phase_fields(timer.seconds)
+    assert fields["generate_s"] == 0.75 and fields["write_s"] == 0.0

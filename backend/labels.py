@@ -1,0 +1,124 @@
+"""Map the phrases Rex-Omni writes back to the labels of a Label Studio control.
+
+The model is asked for phrases (a ``<Label>``'s value, or each of its
+``predicted_values`` aliases) and may answer with a slightly different phrase
+(``robot-shope`` came back as ``robot-shape``). A phrase maps to a label by,
+in order: an exact match, a case- and whitespace-insensitive match, then a
+close fuzzy match (difflib). A phrase that matches nothing is reported, never
+silently given another label.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+FUZZY_CUTOFF = 0.8
+"""difflib ratio a phrase needs to map to a label: one or two typos in a word
+pass (``robot-shape`` vs ``robot-shope`` is 0.91), other words do not (``cat``
+vs ``car`` is 0.67)."""
+
+ALIAS_SEPARATOR = ","
+"""``predicted_values="car,truck"`` and ``rex_categories`` list phrases with commas."""
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_phrase(phrase: str) -> str:
+    """Lower-case, trimmed, inner whitespace collapsed to one space."""
+    return _SPACES.sub(" ", str(phrase)).strip().casefold()
+
+
+def split_phrases(value: str | None) -> list[str]:
+    """``"car, truck,,"`` -> ``["car", "truck"]`` (blank pieces dropped)."""
+    if not value:
+        return []
+    return [p.strip() for p in str(value).split(ALIAS_SEPARATOR) if p.strip()]
+
+
+@dataclass
+class LabelMap:
+    """Phrases to ask the model, and the label each answer phrase maps to.
+
+    Attributes:
+        phrases: model phrase -> Label Studio label, in the order the phrases
+            are asked (the prompt lists them in this order).
+        free: True when the control has no fixed labels: an unmatched phrase
+            is then its own label instead of being reported.
+    """
+
+    phrases: dict[str, str] = field(default_factory=dict)
+    free: bool = False
+    _normalized: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._normalized = {}
+        for phrase, label in self.phrases.items():
+            self._normalized.setdefault(normalize_phrase(phrase), label)
+        for label in self.labels:
+            self._normalized.setdefault(normalize_phrase(label), label)
+
+    @classmethod
+    def from_labels(
+        cls, labels: Iterable[str], aliases: Mapping[str, Iterable[str]] | None = None
+    ) -> LabelMap:
+        """One entry per label, or one per alias where a label has aliases."""
+        aliases = aliases or {}
+        phrases: dict[str, str] = {}
+        for label in labels:
+            names = list(aliases.get(label) or []) or [label]
+            for name in names:
+                phrases.setdefault(name, label)
+        return cls(phrases=phrases)
+
+    @classmethod
+    def free_phrases(cls, phrases: Iterable[str]) -> LabelMap:
+        """Each phrase is its own label (controls without fixed labels)."""
+        return cls(phrases={p: p for p in phrases}, free=True)
+
+    @property
+    def categories(self) -> list[str]:
+        """The phrases to ask the model for, in order."""
+        return list(self.phrases)
+
+    @property
+    def labels(self) -> list[str]:
+        """The distinct labels, in order of first appearance."""
+        return list(dict.fromkeys(self.phrases.values()))
+
+    def resolve(self, phrase: str) -> str | None:
+        """The label for a phrase the model wrote, or None when nothing matches
+        (the phrase itself for a free map)."""
+        if phrase in self.phrases:
+            return self.phrases[phrase]
+        key = normalize_phrase(phrase)
+        if key in self._normalized:
+            return self._normalized[key]
+        close = difflib.get_close_matches(
+            key, list(self._normalized), n=1, cutoff=FUZZY_CUTOFF
+        )
+        if close:
+            return self._normalized[close[0]]
+        return phrase if self.free else None
+
+    def restricted_to(self, phrases: Iterable[str]) -> LabelMap:
+        """A map asking only ``phrases``, each mapped through this map.
+
+        Raises ValueError naming the phrases that match no label (free maps
+        keep them as their own labels).
+        """
+        mapped: dict[str, str] = {}
+        unknown: list[str] = []
+        for phrase in phrases:
+            label = self.resolve(phrase)
+            if label is None:
+                unknown.append(phrase)
+            else:
+                mapped[phrase] = label
+        if unknown:
+            raise ValueError(
+                f"phrase(s) {unknown} match no label; labels: {self.labels}"
+            )
+        return LabelMap(phrases=mapped, free=self.free)

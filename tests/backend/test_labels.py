@@ -1,0 +1,68 @@
+"""Phrase -> label mapping: exact, case/space-insensitive, fuzzy, never silent."""
+
+from __future__ import annotations
+
+import difflib
+
+import pytest
+
+from backend.labels import (
+    FUZZY_CUTOFF,
+    LabelMap,
+    normalize_phrase,
+    split_phrases,
+)
+
+
+def test_normalize_and_split() -> None:
+    assert normalize_phrase("  Traffic\t  LIGHT ") == "traffic light"
+    assert split_phrases("car, truck,, ") == ["car", "truck"]
+    assert split_phrases(None) == []
+
+
+def test_labels_without_aliases_are_their_own_phrases() -> None:
+    m = LabelMap.from_labels(["Car", "Person"])
+    assert m.categories == ["Car", "Person"]
+    assert m.labels == ["Car", "Person"]
+    assert m.resolve("Car") == "Car"
+
+
+def test_predicted_values_aliases_replace_the_label_as_phrases() -> None:
+    m = LabelMap.from_labels(["Vehicle", "Person"], {"Vehicle": ["car", "truck"]})
+    assert m.categories == ["car", "truck", "Person"]
+    assert m.resolve("truck") == "Vehicle"
+    assert m.resolve("car") == "Vehicle"
+    # The label itself still maps (the model may echo it).
+    assert m.resolve("vehicle") == "Vehicle"
+
+
+def test_case_and_space_insensitive() -> None:
+    m = LabelMap.from_labels(["Traffic Light"])
+    assert m.resolve("traffic   light") == "Traffic Light"
+    assert m.resolve(" TRAFFIC LIGHT") == "Traffic Light"
+
+
+def test_close_typo_maps_but_other_words_do_not() -> None:
+    m = LabelMap.from_labels(["robot-shope", "car"])
+    assert m.resolve("robot-shape") == "robot-shope"
+    # "cat" is close to "car" by edit distance but below the cutoff.
+    ratio = difflib.SequenceMatcher(None, "cat", "car").ratio()
+    assert ratio < FUZZY_CUTOFF
+    assert m.resolve("cat") is None
+
+
+def test_free_map_keeps_unknown_phrases() -> None:
+    m = LabelMap.free_phrases(["word"])
+    assert m.free
+    assert m.resolve("word") == "word"
+    assert m.resolve("zebra") == "zebra"
+
+
+def test_restricted_to_asks_only_given_phrases() -> None:
+    m = LabelMap.from_labels(["Car", "Person"], {"Car": ["car", "auto"]})
+    r = m.restricted_to(["auto", "person"])
+    assert r.categories == ["auto", "person"]
+    assert r.resolve("auto") == "Car"
+    assert r.resolve("person") == "Person"
+    with pytest.raises(ValueError, match="zebra"):
+        m.restricted_to(["zebra"])

@@ -181,6 +181,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Redis for RQ jobs; empty runs jobs in-process so one command serves.",
         secret=True,
     ),
+    Setting(
+        "REXLABEL_JOBS_DIR",
+        str,
+        "",
+        "Where bulk jobs keep their image list, part files and progress; empty "
+        "means ~/.local/state/rexlabel/jobs (state that must survive a reboot).",
+    ),
     # Images -------------------------------------------------------------------
     Setting(
         "REXLABEL_ALLOWED_HOSTS",

@@ -3,7 +3,9 @@
 Pure Python: no torch, no network, no Redis.
 """
 
+from converters.geometry import bin_to_pixel, pixel_to_bin, smart_resize
 from converters.keypoint_sets import KEYPOINT_SETS, KeypointSet, get_keypoint_set
+from converters.parser import parse_output
 from converters.prediction import (
     ParseResult,
     Prediction,
@@ -12,17 +14,25 @@ from converters.prediction import (
     predictions_from_dicts,
     predictions_to_dicts,
 )
+from converters.prompts import SYSTEM_PROMPT, build_messages, build_prompt
 from converters.tasks import Task
 
 __all__ = [
     "KEYPOINT_SETS",
+    "SYSTEM_PROMPT",
     "KeypointSet",
     "ParseResult",
     "Prediction",
     "PredictionError",
     "RegionType",
     "Task",
+    "bin_to_pixel",
+    "build_messages",
+    "build_prompt",
     "get_keypoint_set",
+    "parse_output",
+    "pixel_to_bin",
     "predictions_from_dicts",
     "predictions_to_dicts",
+    "smart_resize",
 ]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +36,58 @@ def redis_or_skip(flush: bool = True):
     if flush:
         connection.flushdb()
     return connection
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKER_START_TIMEOUT_S = 120.0
+"""A worker that loads the tiny model starts in seconds; CI machines are slow."""
+
+
+def start_worker(
+    command: list[str], connection, *, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start a worker process from the repo root; wait until it is registered.
+
+    The caller stops it with :func:`stop_worker`.
+    """
+    from rq import Worker
+
+    before = Worker.count(connection=connection)
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while Worker.count(connection=connection) <= before:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"worker exited with {process.returncode}:\n{output}")
+        if time.monotonic() > deadline:
+            stop_worker(process)
+            raise RuntimeError("worker did not register in time")
+        time.sleep(0.05)
+    return process
+
+
+def stop_worker(process: subprocess.Popen) -> str:
+    """SIGTERM (warm shutdown), then kill if needed; returns its output."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.stdout.read() if process.stdout else ""
+
+
+def test_worker_command(name: str) -> list[str]:
+    """rexlabel's worker class running test job functions (no model)."""
+    return [sys.executable, "-m", "tests.backend.worker_main", redis_url(), name]
+
+
+test_worker_command.__test__ = False  # a helper, not a test

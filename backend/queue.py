@@ -1,0 +1,332 @@
+"""Run chunks on the workers and wait for them: through Redis/RQ, or in-process.
+
+With ``REDIS_URL`` set, chunks are enqueued by dotted path
+(``worker.jobs.run_chunk``) on RQ queues with RQ's JSON serializer (never
+pickle: a Redis others can reach must not mean code execution on the GPU
+boxes), and the request waits for their results with a deadline below Label
+Studio's 100 s timeout. Without Redis the same job function runs in this
+process (the model is loaded on first use), so one command serves on a laptop.
+
+Queue choice (see ``backend.app``): everything a person waits for goes to
+``rexlabel:interactive`` -- a click with Auto-Annotation is put at the *front*
+of it, a synchronous ``/predict`` (task opened, label stream, a small
+"Retrieve Predictions") at the back; background work goes to ``rexlabel:bulk``,
+which workers take only when no interactive work waits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from worker.jobs import QUEUE_INTERACTIVE, QUEUES, RUN_CHUNK
+
+log = logging.getLogger(__name__)
+
+JOB_TIMEOUT_S = 600
+"""RQ stops a chunk running longer: far above any synchronous chunk, which the
+backend gives up on after REXLABEL_PREDICT_TIMEOUT anyway."""
+
+RESULT_TTL_S = 300
+"""Seconds a finished chunk's result stays in Redis: the waiting request reads
+it within milliseconds; the margin covers slow clients and debugging."""
+
+FAILURE_TTL_S = 86_400
+"""A failed chunk's traceback stays a day for `rq info` and post-mortems."""
+
+WAIT_SLICE_S = 1.0
+"""Longest single blocking read while waiting: a cancelled or lost job is
+noticed within this time; a result arrives without any delay."""
+
+HEALTH_TIMEOUT_S = 0.3
+"""Socket timeouts of the health check's Redis connection: Label Studio gives
+``/health`` one second in all."""
+
+
+class QueueError(RuntimeError):
+    """A chunk could not be run; the message says why."""
+
+
+class DeadlineExceeded(QueueError):
+    """The chunk did not finish before the deadline."""
+
+
+class JobFailed(QueueError):
+    """The worker raised while running the chunk; the message is its error."""
+
+
+@dataclass
+class ChunkOutcome:
+    """The result of one chunk, or the error that replaced it."""
+
+    payload: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class ChunkRunner(ABC):
+    """Runs chunk payloads (``worker.jobspec``) and returns their results."""
+
+    mode: str = "runner"
+
+    @abstractmethod
+    def run_many(
+        self,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        timeout: float,
+        urgent: bool = False,
+    ) -> list[ChunkOutcome]:
+        """One outcome per payload, in order, within ``timeout`` seconds.
+
+        ``urgent`` work (a click) goes ahead of other interactive work. A chunk
+        that fails or misses the deadline gets ``error``; the others are kept.
+        """
+
+    @abstractmethod
+    def status(self) -> dict[str, Any]:
+        """``{"mode", "queue_up", "workers", ...}`` for ``/health``; fast.
+
+        ``workers`` counts those serving the interactive queue (what /predict
+        needs)."""
+
+    def close(self) -> None:  # pragma: no cover - nothing to release by default
+        """Release connections."""
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "the worker gave no reason"
+
+
+class RQRunner(ChunkRunner):
+    """Chunks go through Redis to ``rexlabel worker`` processes."""
+
+    mode = "redis"
+
+    def __init__(
+        self,
+        connection: Any,
+        *,
+        health_connection: Any = None,
+        job_timeout: int = JOB_TIMEOUT_S,
+        function: str = RUN_CHUNK,
+    ) -> None:
+        from rq import Queue
+        from rq.serializers import JSONSerializer
+
+        self.connection = connection
+        self.health_connection = health_connection or connection
+        self.job_timeout = job_timeout
+        self.function = function
+        self.serializer = JSONSerializer
+        self.queues = {
+            name: Queue(name, connection=connection, serializer=JSONSerializer)
+            for name in QUEUES
+        }
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RQRunner:
+        from redis import Redis
+
+        return cls(
+            Redis.from_url(url),
+            health_connection=Redis.from_url(
+                url,
+                socket_connect_timeout=HEALTH_TIMEOUT_S,
+                socket_timeout=HEALTH_TIMEOUT_S,
+            ),
+            **kwargs,
+        )
+
+    def enqueue(
+        self,
+        payload: dict[str, Any],
+        *,
+        queue: str = QUEUE_INTERACTIVE,
+        urgent: bool = False,
+    ) -> Any:
+        """Put one chunk on ``queue``; returns the RQ job."""
+        return self.queues[queue].enqueue(
+            self.function,
+            payload,
+            job_id=f"rexlabel-{uuid.uuid4().hex}",
+            job_timeout=self.job_timeout,
+            result_ttl=RESULT_TTL_S,
+            failure_ttl=FAILURE_TTL_S,
+            at_front=urgent,
+            description=f"{self.function} ({len(payload.get('images') or [])} images)",
+        )
+
+    def wait(self, job: Any, deadline: float) -> dict[str, Any]:
+        """The chunk's result; DeadlineExceeded / JobFailed otherwise.
+
+        ``deadline`` is a ``time.monotonic()`` value. Reads RQ's result stream
+        with blocking XREADs, so a result is seen the moment it is written.
+        """
+        from rq.exceptions import InvalidJobOperation
+        from rq.job import JobStatus
+        from rq.results import Result
+
+        key = Result.get_key(job.id)
+        last_id = "0-0"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"job {job.id} did not finish in time")
+            block_ms = max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
+            response = self.connection.xread({key: last_id}, block=block_ms)
+            for entry_id, fields in response[0][1] if response else []:
+                last_id = entry_id
+                result = Result.restore(
+                    job.id,
+                    entry_id.decode(),
+                    fields,
+                    connection=self.connection,
+                    serializer=self.serializer,
+                )
+                if result.type is Result.Type.SUCCESSFUL:
+                    if not isinstance(result.return_value, dict):
+                        kind = type(result.return_value).__name__
+                        raise JobFailed(f"job {job.id} returned {kind}, not a result")
+                    return result.return_value
+                if result.type in (
+                    Result.Type.FAILED,
+                    Result.Type.STOPPED,
+                    Result.Type.MAX_RETRIES_EXCEEDED,
+                ):
+                    raise JobFailed(_last_line(result.exc_string))
+                # RETRIED: the job runs again; keep waiting for its next result.
+            if response:
+                continue
+            try:
+                status = job.get_status(refresh=True)
+            except InvalidJobOperation:
+                raise JobFailed(f"job {job.id} vanished from Redis") from None
+            if status in (JobStatus.CANCELED, JobStatus.STOPPED):
+                raise JobFailed(f"job {job.id} was {status.value}")
+
+    def cancel(self, job: Any) -> None:
+        """Take a job that has not started off its queue (best effort)."""
+        try:
+            from rq.job import JobStatus
+
+            if job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.DEFERRED):
+                job.cancel()
+        except Exception:  # the job may have started or vanished meanwhile
+            log.debug("could not cancel job %s", job.id, exc_info=True)
+
+    def run_many(
+        self,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        timeout: float,
+        urgent: bool = False,
+    ) -> list[ChunkOutcome]:
+        deadline = time.monotonic() + timeout
+        outcomes = [ChunkOutcome(payload=dict(p)) for p in payloads]
+        jobs: list[Any] = []
+        for outcome in outcomes:  # all first, so workers run them side by side
+            try:
+                jobs.append((outcome, self.enqueue(outcome.payload, urgent=urgent)))
+            except Exception as exc:  # Redis down
+                outcome.error = f"could not enqueue the job: {exc}"
+        for outcome, job in jobs:
+            try:
+                outcome.result = self.wait(job, deadline)
+            except DeadlineExceeded:
+                outcome.error = (
+                    f"no worker finished the job within {timeout:.0f} s "
+                    "(are workers running? see /health)"
+                )
+                self.cancel(job)
+            except JobFailed as exc:
+                outcome.error = f"the worker failed: {exc}"
+            except Exception as exc:  # Redis went away while waiting
+                outcome.error = f"lost the job while waiting: {exc}"
+        return outcomes
+
+    def status(self) -> dict[str, Any]:
+        from rq import Worker
+
+        out: dict[str, Any] = {"mode": self.mode, "queue_up": False, "workers": 0}
+        try:
+            self.health_connection.ping()
+            out["queue_up"] = True
+            conn = self.health_connection
+            per_queue = {
+                name: Worker.count(connection=conn, queue=queue)
+                for name, queue in self.queues.items()
+            }
+            out["workers"] = per_queue[QUEUE_INTERACTIVE]
+            out["workers_per_queue"] = per_queue
+            out["queued"] = {
+                name: conn.llen(queue.key) for name, queue in self.queues.items()
+            }
+        except Exception as exc:
+            out["error"] = f"Redis: {exc}"
+        return out
+
+    def close(self) -> None:
+        for connection in {
+            id(c): c for c in (self.connection, self.health_connection)
+        }.values():
+            try:
+                connection.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                pass
+
+
+class InProcessRunner(ChunkRunner):
+    """No Redis: run the job function here, one chunk at a time.
+
+    ``worker.jobs`` is imported on first use, so a backend that never runs a
+    chunk never loads the model (nor torch).
+    """
+
+    mode = "in-process"
+
+    def __init__(self, function: str = RUN_CHUNK) -> None:
+        self.function = function
+        self._lock = threading.Lock()
+
+    def job_function(self) -> Any:
+        module, name = self.function.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+
+    def run_many(
+        self,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        timeout: float,
+        urgent: bool = False,
+    ) -> list[ChunkOutcome]:
+        deadline = time.monotonic() + timeout
+        outcomes = [ChunkOutcome(payload=dict(p)) for p in payloads]
+        run_chunk = self.job_function()
+        for outcome in outcomes:
+            if time.monotonic() >= deadline:
+                outcome.error = f"not started: the {timeout:.0f} s deadline passed"
+                continue
+            try:
+                with self._lock:
+                    outcome.result = run_chunk(outcome.payload)
+            except Exception as exc:
+                log.warning("in-process chunk failed", exc_info=True)
+                outcome.error = f"the worker failed: {type(exc).__name__}: {exc}"
+        return outcomes
+
+    def status(self) -> dict[str, Any]:
+        return {"mode": self.mode, "queue_up": True, "workers": 1}
+
+
+def create_runner(redis_url: str = "") -> ChunkRunner:
+    """RQ when ``redis_url`` is set, else in-process."""
+    return RQRunner.from_url(redis_url) if redis_url else InProcessRunner()

@@ -128,23 +128,23 @@ class _Writer:
         self.point_size = float(point_size)
         self.polygon_tolerance = polygon_tolerance
         self.seed = zlib.crc32(from_name.encode("utf-8"))
-        self.label_seeds: dict[str, int] = {}
+        self.prefix = ""
 
-    # ids: stable for the same input (a crc32 of from_name, label and geometry),
-    # unique within the call (the fixed-width hash is followed by the index).
-    def region_id(self, index: int, label: str, p: Prediction) -> str:
-        seed = self.label_seeds.get(label)
-        if seed is None:
-            seed = self.label_seeds[label] = zlib.crc32(label.encode(), self.seed)
-        c = p.coords
-        kind = p.type
-        if kind is RegionType.POLYGON:
-            data = _pack4(*c[0], *c[-1])
-        elif kind is RegionType.POINT:
-            data = _pack4(*c, *c)
-        else:
-            data = _pack4(*c)
-        return f"{zlib.crc32(data, seed):08x}{index}"
+    # ids: a digest of the whole call (from_name, labels, geometry) followed by
+    # the index: stable for the same input, unique within the call, alphanumeric.
+    def digest(self, predictions: Sequence[Prediction]) -> str:
+        crc = self.seed
+        for p in predictions:
+            c = p.coords
+            kind = p.type
+            if kind is RegionType.POLYGON:
+                data = _pack4(*c[0], *c[-1])
+            elif kind is RegionType.POINT:
+                data = _pack4(*c, *c)
+            else:
+                data = _pack4(*c)
+            crc = zlib.crc32(p.label.encode(), zlib.crc32(data, crc))
+        return f"{crc:08x}"
 
     def result(
         self, rid: str, from_name: str, kind: str, value: dict, score: float | None
@@ -226,7 +226,8 @@ class _Writer:
                 f"[{self.height}, {self.width}]: masks must be at the original size"
             )
 
-    # one prediction per method; each returns (id, geometry value) for the text --
+    # one prediction per method; each returns (id, value, its label key) so the
+    # textarea can repeat the geometry.
     def rectangle(self, index: int, p: Prediction, label: str, out: list):
         kind = p.type
         if kind is RegionType.POINT:
@@ -234,32 +235,34 @@ class _Writer:
         geometry = self.rect_value(
             p.coords if kind is not RegionType.POLYGON else p.bbox
         )
-        rid = self.region_id(index, label, p)
-        value = {**geometry, "rectanglelabels": [label]}
-        out.append(self.result(rid, self.from_name, "rectanglelabels", value, p.score))
-        return rid, geometry
+        rid = self.prefix + str(index)
+        geometry["rectanglelabels"] = [label]
+        out.append(
+            self.result(rid, self.from_name, "rectanglelabels", geometry, p.score)
+        )
+        return rid, geometry, "rectanglelabels"
 
     def polygon(self, index: int, p: Prediction, label: str, out: list):
         if p.type is RegionType.POINT:
             raise _unsupported(index, p, Output.POLYGON_LABELS)
         geometry = self.poly_value(self.polygon_of(p))
-        rid = self.region_id(index, label, p)
-        value = {**geometry, "polygonlabels": [label]}
-        out.append(self.result(rid, self.from_name, "polygonlabels", value, p.score))
-        return rid, geometry
+        rid = self.prefix + str(index)
+        geometry["polygonlabels"] = [label]
+        out.append(self.result(rid, self.from_name, "polygonlabels", geometry, p.score))
+        return rid, geometry, "polygonlabels"
 
     def brush(self, index: int, p: Prediction, label: str, out: list):
         if p.type is RegionType.POINT:
             raise _unsupported(index, p, Output.BRUSH_LABELS)
         rle = self.rle_of(p)
-        rid = self.region_id(index, label, p)
+        rid = self.prefix + str(index)
         value = {
             "format": "rle",
             "rle": masks.rle_to_brush_rle(rle),
             "brushlabels": [label],
         }
         out.append(self.result(rid, self.from_name, "brushlabels", value, p.score))
-        return rid, None
+        return rid, None, None
 
     def keypoint(self, index: int, p: Prediction, label: str, out: list):
         if p.type is RegionType.KEYPOINT:
@@ -267,10 +270,12 @@ class _Writer:
         if p.type is not RegionType.POINT:
             raise _unsupported(index, p, Output.KEYPOINT_LABELS)
         geometry = self.point_value(p.coords)
-        rid = self.region_id(index, label, p)
-        value = {**geometry, "keypointlabels": [label]}
-        out.append(self.result(rid, self.from_name, "keypointlabels", value, p.score))
-        return rid, geometry
+        rid = self.prefix + str(index)
+        geometry["keypointlabels"] = [label]
+        out.append(
+            self.result(rid, self.from_name, "keypointlabels", geometry, p.score)
+        )
+        return rid, geometry, "keypointlabels"
 
     def labels(self, index: int, p: Prediction, label: str, out: list):
         """The stock OCR template: geometry result + labels result, one id."""
@@ -281,7 +286,7 @@ class _Writer:
             geometry, geometry_kind = self.point_value(p.coords), "keypoint"
         else:
             geometry, geometry_kind = self.rect_value(p.coords), "rectangle"
-        rid = self.region_id(index, label, p)
+        rid = self.prefix + str(index)
         score = p.score
         if self.geometry_from_name is not None:
             out.append(
@@ -291,18 +296,18 @@ class _Writer:
             )
         value = {**geometry, "labels": [label]}
         out.append(self.result(rid, self.from_name, "labels", value, score))
-        return rid, geometry
+        return rid, geometry, None
 
     def instance(self, index: int, p: Prediction, label: str, out: list):
         """A keypoint instance: one keypointlabels result per visible joint, with
         the instance rectangle as their parent when a box control is named.
         Without that rectangle there is no region for its text, which is dropped."""
         score = p.score
-        rid = self.region_id(index, label, p)
+        rid = self.prefix + str(index)
         parent = geometry = None
         if self.keypoint_box_from_name is not None:
             geometry = self.rect_value(p.coords)
-            value = {**geometry, "rectanglelabels": [label]}
+            value = {**geometry, "rectanglelabels": [label]}  # geometry: for text
             out.append(
                 self.result(
                     rid, self.keypoint_box_from_name, "rectanglelabels", value, score
@@ -322,7 +327,7 @@ class _Writer:
             if parent is not None:
                 result["parentID"] = parent
             out.append(result)
-        return (rid, geometry) if parent is not None else (None, None)
+        return (rid, geometry, None) if parent is not None else (None, None, None)
 
 
 def _unsupported(index: int, p: Prediction, output: Output) -> LabelStudioError:
@@ -398,8 +403,9 @@ def to_labelstudio(
     Returns:
         Plain result dicts with percent coordinates clamped to 0..100,
         ``original_width``/``original_height``/``image_rotation`` and ``score``
-        when known. Region ids are stable for the same input: a hash of
-        ``from_name`` and the geometry followed by the prediction's index.
+        when known. Region ids are stable for the same input: a crc32 of
+        ``from_name`` and all labels and geometry, followed by the prediction's
+        index (joints add ``k`` and the joint's index).
     """
     writer = _Writer(
         from_name=from_name,
@@ -413,6 +419,8 @@ def to_labelstudio(
         point_size=point_size,
         polygon_tolerance=polygon_tolerance,
     )
+    predictions = list(predictions)
+    writer.prefix = writer.digest(predictions)
     fixed = None if output is None else _METHODS[Output(output)]
     inferred = {kind: _METHODS[out] for kind, out in _INFERRED_OUTPUT.items()}
     text_from_name = writer.text_from_name
@@ -422,11 +430,13 @@ def to_labelstudio(
         label = label_of(p.label)
         if label is None:
             continue
-        rid, geometry = (fixed or inferred[p.type])(writer, index, p, label, out)
+        rid, geometry, label_key = (fixed or inferred[p.type])(
+            writer, index, p, label, out
+        )
         if p.text is not None and text_from_name is not None and rid is not None:
-            value = {"text": [p.text]}
-            if geometry is not None:
-                value = {**geometry, **value}
+            value = {} if geometry is None else dict(geometry)
+            value.pop(label_key, None)
+            value["text"] = [p.text]
             out.append(writer.result(rid, text_from_name, "textarea", value, p.score))
     return out
 

@@ -4,6 +4,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from label_studio_sdk.label_interface import LabelInterface
 
 from converters import masks
@@ -596,3 +598,60 @@ def test_validator_used_above_rejects_labels_not_in_the_config():
         prediction, return_errors=True
     )
     assert errors and "Bicycle" in errors[0]
+
+
+_coord = st.floats(min_value=0, max_value=1, allow_nan=False)
+
+
+@st.composite
+def _regions(draw):
+    width = draw(st.integers(1, 5000))
+    height = draw(st.integers(1, 5000))
+    preds = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["box", "polygon", "point"]))
+        score = draw(st.none() | _coord)
+        text = draw(st.none() | st.text(min_size=1, max_size=8))
+        if kind == "box":
+            xs = sorted(draw(_coord) * width for _ in range(2))
+            ys = sorted(draw(_coord) * height for _ in range(2))
+            coords = (xs[0], ys[0], xs[1], ys[1])
+        elif kind == "polygon":
+            n = draw(st.integers(3, 8))
+            coords = [(draw(_coord) * width, draw(_coord) * height) for _ in range(n)]
+        else:
+            coords = (draw(_coord) * width, draw(_coord) * height)
+        label = draw(st.sampled_from(["Car", "Person", "a b"]))
+        preds.append(
+            Prediction(type=kind, label=label, coords=coords, score=score, text=text)
+        )
+    return width, height, preds
+
+
+@settings(max_examples=200, deadline=None)
+@given(_regions())
+def test_round_trip_property(case):
+    width, height, preds = case
+    results = to_labelstudio(
+        preds,
+        from_name="label",
+        to_name="image",
+        width=width,
+        height=height,
+        text_from_name="transcription",
+    )
+    assert len({r["id"] for r in results if r["type"] != "textarea"}) == len(preds)
+    for r in results:
+        value = r["value"]
+        for key in ("x", "y"):
+            if key in value:
+                assert 0 <= value[key] <= 100
+    parsed = from_labelstudio(results)
+    assert parsed.warnings == []
+    for got, want in zip(parsed.predictions, preds, strict=True):
+        assert got.type is want.type and got.label == want.label
+        assert got.text == want.text and got.score == want.score
+        scale = max(width, height)
+        assert np.allclose(
+            np.asarray(got.coords), np.asarray(want.coords), rtol=0, atol=1e-9 * scale
+        )

@@ -1,0 +1,485 @@
+"""Bulk jobs as functions: create, run, list, status, cancel, resume, retry.
+
+What the CLI (``rexlabel prelabel`` / ``rexlabel jobs``) and the backend's HTTP
+layer call. A job's id is derived from its inputs, so running the same command
+again finds the same job and continues it.
+
+With a Redis connection chunks go to ``rexlabel:bulk`` workers; without one
+(``--inline``, or no ``REDIS_URL``) the same chunk function runs in this
+process, loading the model on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from backend.bulk.executors import InlineExecutor, RQExecutor
+from backend.bulk.runner import JobRun, failures
+from backend.bulk.sources import expand_inputs
+from backend.bulk.store import JobDir, JobError, JobRecord, JobSpec, JobStore
+from backend.bulk.writers import FilesSink, LabelStudioSink
+from worker import settings
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 32
+"""Images per chunk: "a few dozen". Big enough that queue and bookkeeping
+costs vanish beside the model and the engine gets full batches; small enough
+that a worker killed mid-chunk costs seconds of GPU time, and progress moves."""
+
+
+def redis_connection(url: str | None = None) -> Any:
+    """A Redis connection for REDIS_URL (or ``url``), or None when neither is set."""
+    url = url if url is not None else settings.get("REDIS_URL")
+    if not url:
+        return None
+    from redis import Redis
+
+    return Redis.from_url(url)
+
+
+def open_store(connection: Any = None, root: Path | None = None) -> JobStore:
+    return JobStore(root, connection)
+
+
+def default_raw_path(coco_path: str | Path) -> Path:
+    """``labels.coco.json`` -> ``labels.coco.jsonl`` beside it (raw text + parsed)."""
+    path = Path(coco_path)
+    name = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
+    return path.with_name(name + ".jsonl")
+
+
+class _Digest:
+    """Streams references into ``images.jsonl`` lines while hashing them."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def lines(self, refs: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+        for item in refs:
+            self.sha.update(json.dumps(item, sort_keys=True).encode() + b"\n")
+            self.count += 1
+            yield dict(item)
+
+
+def _spool(items: Iterable[dict[str, Any]], store: JobStore) -> tuple[Path, _Digest]:
+    """Write ``items`` to a temporary JSONL in the jobs root (memory stays flat)."""
+    import tempfile
+
+    store.root.mkdir(parents=True, exist_ok=True)
+    digest = _Digest()
+    handle = tempfile.NamedTemporaryFile(
+        "w",
+        dir=store.root,
+        prefix=".images-",
+        suffix=".jsonl",
+        delete=False,
+        encoding="utf-8",
+    )
+    with handle:
+        for item in digest.lines(items):
+            handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+    return Path(handle.name), digest
+
+
+def _read_spool(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            yield json.loads(line)
+
+
+def _create(store: JobStore, spec: JobSpec, spool: Path) -> JobDir:
+    try:
+        return store.create(spec, _read_spool(spool))
+    finally:
+        spool.unlink(missing_ok=True)
+
+
+# Files jobs ------------------------------------------------------------------------
+
+
+def create_files_job(
+    inputs: Iterable[str],
+    calls: list[dict[str, Any]],
+    *,
+    out: str | Path,
+    raw_out: str | Path | None = None,
+    draw_dir: str | Path | None = None,
+    manifests: Iterable[str] = (),
+    generation: Mapping[str, Any] | None = None,
+    model_version: str = "",
+    chunk_size: int = CHUNK_SIZE,
+    store: JobStore | None = None,
+) -> JobDir:
+    """The job for these images and calls (new, or the existing one to resume).
+
+    ``calls`` are ``ModelCall`` dicts asked of every image; ``out`` is the COCO
+    file, ``raw_out`` the JSONL of raw text and parsed predictions (default
+    beside ``out``), ``draw_dir`` a folder for annotated previews.
+
+    Raises:
+        SourceError: an input names no image. JobError: no image at all.
+    """
+    from worker.jobspec import ModelCall
+
+    store = store or open_store()
+    calls = [ModelCall.from_dict(c).to_dict() for c in calls]  # validate early
+    refs = (
+        {"id": str(i), "image": ref}
+        for i, ref in enumerate(expand_inputs(inputs, manifests))
+    )
+    spool, digest = _spool(refs, store)
+    if digest.count == 0:
+        spool.unlink(missing_ok=True)
+        raise JobError("no images to label: the inputs name none")
+    out = Path(out).expanduser().resolve()
+    outputs = {
+        "coco": str(out),
+        "raw": str(
+            Path(raw_out).expanduser().resolve() if raw_out else default_raw_path(out)
+        ),
+        "draw": str(Path(draw_dir).expanduser().resolve()) if draw_dir else None,
+    }
+    if not model_version:
+        from backend.model_version import model_version as version_of
+
+        model_version = version_of(json.dumps(calls, sort_keys=True))
+    spec = JobSpec(
+        kind="files",
+        total=digest.count,
+        inputs_digest=digest.sha.hexdigest(),
+        chunk_size=int(chunk_size),
+        calls=calls,
+        generation=dict(generation or {}),
+        model_version=model_version,
+        outputs=outputs,
+    )
+    return _create(store, spec, spool)
+
+
+# Label Studio project jobs ---------------------------------------------------------
+
+
+def _task_lines(
+    plan: Any, tasks: Iterable[Mapping[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    for task in tasks:
+        for image_job in plan.image_jobs(task):
+            line = image_job.to_dict()
+            yield line
+
+
+def _project_spec(
+    *,
+    project: Any,
+    label_config: str,
+    extra_params: Mapping[str, Any] | None,
+    model_version: str,
+    url: str,
+    view: Any,
+    digest: _Digest,
+    chunk_size: int,
+) -> JobSpec:
+    return JobSpec(
+        kind="project",
+        total=digest.count,
+        inputs_digest=digest.sha.hexdigest(),
+        chunk_size=int(chunk_size),
+        calls=[],
+        generation={},  # each planned call carries its own overrides
+        model_version=model_version,
+        project={
+            "id": str(project),
+            "view": view,
+            "url": url,
+            "label_config": label_config,
+            "extra_params": dict(extra_params or {}),
+        },
+    )
+
+
+def create_project_job(
+    client: Any,
+    project: int,
+    *,
+    view: str | int | None = None,
+    extra_params: Mapping[str, Any] | None = None,
+    model_version: str = "",
+    chunk_size: int = CHUNK_SIZE,
+    store: JobStore | None = None,
+    latest: bool = False,
+) -> tuple[JobDir, int]:
+    """The job pre-labeling a Label Studio project (all tasks, or a view).
+
+    Tasks that already hold a prediction of this ``model_version`` are left
+    out (Label Studio would show them twice). The plan comes from the
+    project's labeling config exactly as the backend's ``/predict`` makes it.
+    Returns the job and the number of tasks left out. An unfinished job for
+    the same project, view and model version is resumed rather than replaced;
+    ``latest`` returns the newest such job even when done (to retry failures).
+    """
+    from backend.lsapi import prediction_model_versions
+    from backend.model_version import model_version as version_of
+    from backend.planner import plan_config
+
+    store = store or open_store()
+    info = client.get_project(project)
+    label_config = info.get("label_config") or ""
+    plan = plan_config(label_config, extra_params or {})
+    model_version = model_version or version_of(label_config, extra_params or {})
+    view_id = client.find_view(project, view) if view not in (None, "") else None
+    family = {
+        "project": str(project),
+        "view": view_id,
+        "model_version": model_version,
+        "url": client.url,
+    }
+    existing = _project_job(store, family, unfinished_only=not latest)
+    if existing is not None:
+        return existing, 0
+    skipped = 0
+
+    def pending() -> Iterator[Mapping[str, Any]]:
+        nonlocal skipped
+        for task in client.iter_tasks(project, view=view_id, fields="all"):
+            if model_version in prediction_model_versions(task):
+                skipped += 1
+                continue
+            yield task
+
+    spool, digest = _spool(_task_lines(plan, pending()), store)
+    if digest.count == 0:
+        spool.unlink(missing_ok=True)
+        raise JobError(
+            f"nothing to pre-label in project {project}: every task already has a "
+            f"prediction of {model_version} ({skipped} task(s))"
+        )
+    spec = _project_spec(
+        project=project,
+        label_config=label_config,
+        extra_params=extra_params,
+        model_version=model_version,
+        url=client.url,
+        view=view_id,
+        digest=digest,
+        chunk_size=chunk_size,
+    )
+    return _create(store, spec, spool), skipped
+
+
+def _project_job(
+    store: JobStore, family: Mapping[str, Any], *, unfinished_only: bool
+) -> JobDir | None:
+    """The newest job of this project/view/model version (unfinished only, or any)."""
+    if not store.root.is_dir():
+        return None
+    found: list[tuple[float, JobDir]] = []
+    for path in store.root.glob("project-*"):
+        job = JobDir(path)
+        try:
+            spec = job.read_spec()
+        except JobError:
+            continue
+        mine = {
+            "project": spec.project.get("id"),
+            "view": spec.project.get("view"),
+            "model_version": spec.model_version,
+            "url": spec.project.get("url"),
+        }
+        if mine != dict(family):
+            continue
+        record = job.read_status()
+        if unfinished_only and record is not None and record.status == "done":
+            continue
+        found.append((spec.created_at, job))
+    return max(found, key=lambda item: item[0])[1] if found else None
+
+
+def start_for_tasks(
+    tasks: list[Mapping[str, Any]],
+    *,
+    project: Any,
+    label_config: str,
+    extra_params: Mapping[str, Any] | None,
+    model_version: str,
+    hostname: str = "",
+    source: str = "",
+    store: JobStore | None = None,
+    background: bool = True,
+) -> str:
+    """Pre-label these Label Studio tasks in the background; returns the job id.
+
+    The backend calls this for a ``/predict`` too large to answer in time and
+    for ``TASKS_CREATED`` webhooks. Predictions are posted to Label Studio
+    (``hostname`` or LABEL_STUDIO_URL, with LABEL_STUDIO_API_KEY) as chunks
+    finish.
+
+    Raises:
+        RuntimeError: Label Studio's URL or token is not configured.
+    """
+    from backend.lsapi import LabelStudioAPIError, LabelStudioClient
+    from backend.planner import plan_config
+
+    url = settings.get("LABEL_STUDIO_URL") or hostname
+    try:
+        client = LabelStudioClient(url, settings.get("LABEL_STUDIO_API_KEY"))
+    except LabelStudioAPIError as exc:
+        raise RuntimeError(f"background jobs post predictions to Label Studio: {exc}")
+    connection = redis_connection()
+    store = store or open_store(connection)
+    plan = plan_config(label_config, extra_params or {})
+    spool, digest = _spool(_task_lines(plan, tasks), store)
+    spec = _project_spec(
+        project=project,
+        label_config=label_config,
+        extra_params=extra_params,
+        model_version=model_version,
+        url=client.url,
+        view=None,
+        digest=digest,
+        chunk_size=CHUNK_SIZE,
+    )
+    spec.project["source"] = source
+    job = _create(store, spec, spool)
+    if background:
+        thread = threading.Thread(
+            target=_run_quietly,
+            args=(job, store, connection, client),
+            name=f"rexlabel-job-{job.id}",
+            daemon=True,
+        )
+        thread.start()
+    else:
+        run_job(job, store, connection=connection, client=client)
+    return job.id
+
+
+def _run_quietly(job: JobDir, store: JobStore, connection: Any, client: Any) -> None:
+    try:
+        run_job(job, store, connection=connection, client=client)
+    except Exception:
+        log.exception("background job %s failed", job.id)
+
+
+# Running -------------------------------------------------------------------------
+
+
+def sink_for(spec: JobSpec, job: JobDir, client: Any = None) -> Any:
+    if spec.kind == "files":
+        return FilesSink()
+    if spec.kind == "project":
+        if client is None:
+            from backend.lsapi import LabelStudioClient
+
+            client = LabelStudioClient(
+                spec.project.get("url") or settings.get("LABEL_STUDIO_URL"),
+                settings.get("LABEL_STUDIO_API_KEY"),
+            )
+        return LabelStudioSink(client, job)
+    raise JobError(f"job {spec.id}: unknown kind {spec.kind!r}")
+
+
+def executor_for(connection: Any) -> Any:
+    return RQExecutor(connection) if connection is not None else InlineExecutor()
+
+
+def run_job(
+    job: JobDir,
+    store: JobStore,
+    *,
+    connection: Any = None,
+    executor: Any = None,
+    client: Any = None,
+    on_progress: Callable[[JobRecord], None] | None = None,
+    retry_failed: bool = False,
+) -> JobRecord:
+    """Run what is left of ``job`` (or its failed images) to the end.
+
+    Chunks go to RQ workers when ``connection`` is given, else run in this
+    process. A pending cancel is cleared first: running a job resumes it.
+    """
+    spec = job.read_spec()
+    store.clear_cancel(spec.id)
+    run = JobRun(
+        job,
+        store,
+        executor or executor_for(connection),
+        sink_for(spec, job, client),
+        on_progress=on_progress,
+    )
+    return run.run(retry_failed=retry_failed)
+
+
+def list_jobs(store: JobStore | None = None) -> list[dict[str, Any]]:
+    """Every known job's record (newest first), as plain dicts."""
+    return [
+        r.to_dict() for r in (store or open_store(redis_connection())).list_records()
+    ]
+
+
+def job_status(job_id: str, store: JobStore | None = None) -> dict[str, Any]:
+    """A job's record plus its first failures (``failures``)."""
+    store = store or open_store(redis_connection())
+    record = store.record(job_id).to_dict()
+    job = store.job_dir(job_id)
+    record["failures"] = failures(job, limit=20) if job.exists() else []
+    return record
+
+
+def cancel_job(job_id: str, store: JobStore | None = None) -> dict[str, Any]:
+    """Ask the process running the job to stop; queued chunks are withdrawn."""
+    store = store or open_store(redis_connection())
+    store.record(job_id)  # JobError for an unknown id
+    store.request_cancel(job_id)
+    job = store.job_dir(job_id)
+    if job.exists() and not job.is_running():
+        record = store.record(job_id)
+        if record.status not in ("done",):
+            record.status = "cancelled"
+            record.message = "cancelled; jobs resume continues it"
+            store.save_record(job, record)
+    return store.record(job_id).to_dict()
+
+
+def resume_job(
+    job_id: str,
+    store: JobStore | None = None,
+    *,
+    connection: Any = None,
+    on_progress: Callable[[JobRecord], None] | None = None,
+    retry_failed: bool = False,
+    background: bool = False,
+) -> dict[str, Any] | str:
+    """Continue a stopped job here (``background``: in a thread; returns its id)."""
+    store = store or open_store(connection)
+    job = store.get(job_id)
+    if background:
+        thread = threading.Thread(
+            target=_resume_quietly,
+            args=(job, store, connection, retry_failed),
+            name=f"rexlabel-job-{job_id}",
+            daemon=True,
+        )
+        thread.start()
+        return job_id
+    return run_job(
+        job,
+        store,
+        connection=connection,
+        on_progress=on_progress,
+        retry_failed=retry_failed,
+    ).to_dict()
+
+
+def _resume_quietly(job: JobDir, store: JobStore, connection: Any, retry: bool) -> None:
+    try:
+        run_job(job, store, connection=connection, retry_failed=retry)
+    except Exception:
+        log.exception("background job %s failed", job.id)

@@ -1,0 +1,322 @@
+"""Drive a stored job to the end: chunks out, results written, progress recorded.
+
+The loop is the same for every destination and executor:
+
+1. chunks without a part file are sent to the executor (RQ or inline);
+2. each chunk's result goes to the sink (Label Studio, or nothing for file
+   jobs whose output is built from the parts at the end);
+3. only then is the chunk's part file written: the done-record;
+4. at the end the sink finishes (file jobs: merge parts into COCO + JSONL).
+
+Stopping at any point (Ctrl-C, kill, crash, Redis restart) loses at most the
+chunks in flight, which the next run sends again (or adopts from Redis); a
+chunk is never recorded twice because its part file is written once, whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from backend.bulk.progress import ProgressMeter
+from backend.bulk.store import JobDir, JobRecord, JobSpec, JobStore
+
+log = logging.getLogger(__name__)
+
+RECORD_INTERVAL_S = 1.0
+"""Progress records are saved at most once a second (and after the last chunk)."""
+CANCEL_CHECK_INTERVAL_S = 0.25
+"""How often the cancel flag (a file stat and one Redis EXISTS) is read."""
+FAILURES_SHOWN = 20
+"""Failed images listed at the end of a run; the rest are counted."""
+
+
+class Sink(Protocol):
+    """Where results go. ``deliver`` may mark lines failed (``error``) or
+    ``status: skipped``; it must be idempotent for a chunk delivered again."""
+
+    def deliver(
+        self, spec: JobSpec, chunk: int, lines: list[dict[str, Any]]
+    ) -> None: ...
+
+    def recorded(self, chunk: int) -> None: ...
+
+    def finish(self, job: JobDir, spec: JobSpec) -> dict[str, Any]: ...
+
+
+class Executor(Protocol):
+    def run(
+        self,
+        chunks: Any,
+        on_result: Callable[..., None],
+        should_stop: Callable[[], bool],
+        *,
+        job_id: str = "",
+        round_: int = 0,
+    ) -> bool: ...
+
+
+def image_payload(spec: JobSpec, image: dict[str, Any]) -> dict[str, Any]:
+    """The ImageJob dict for one line of ``images.jsonl``."""
+    return {
+        "id": image["id"],
+        "image": image["image"],
+        "task_id": image.get("task_id"),
+        "calls": image.get("calls") or spec.calls,
+    }
+
+
+def chunk_payload(
+    spec: JobSpec, index: int, images: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``worker.jobs.run_chunk`` payload of chunk ``index``."""
+    return {
+        "job": spec.id,
+        "chunk": index,
+        "images": [image_payload(spec, image) for image in images],
+        "generation": dict(spec.generation),
+    }
+
+
+def result_lines(
+    payload: dict[str, Any], result: dict[str, Any] | None, error: str | None
+) -> list[dict[str, Any]]:
+    """One line per planned image: its result, or an error saying why not."""
+    by_id = {r["id"]: r for r in (result or {}).get("images", [])}
+    lines = []
+    for planned in payload["images"]:
+        found = by_id.get(planned["id"])
+        if found is None:
+            line = {
+                "id": planned["id"],
+                "task_id": planned.get("task_id"),
+                "error": error or "the worker returned no result for this image",
+                "calls": [],
+            }
+        else:
+            line = dict(found)
+        line["image"] = planned["image"]
+        lines.append(line)
+    return lines
+
+
+def line_outcome(line: dict[str, Any]) -> str:
+    """``failed``, ``skipped`` or ``done``."""
+    if line.get("error"):
+        return "failed"
+    if line.get("status") == "skipped":
+        return "skipped"
+    return "done"
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.done = self.failed = self.skipped = 0
+
+    def add(self, lines: list[dict[str, Any]], sign: int = 1) -> None:
+        for line in lines:
+            outcome = line_outcome(line)
+            setattr(self, outcome, getattr(self, outcome) + sign)
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed + self.skipped
+
+
+class JobRun:
+    """One run of a job by this process (first run, resume, or retry of failures)."""
+
+    def __init__(
+        self,
+        job: JobDir,
+        store: JobStore,
+        executor: Executor,
+        sink: Sink,
+        *,
+        on_progress: Callable[[JobRecord], None] | None = None,
+    ) -> None:
+        self.job = job
+        self.store = store
+        self.executor = executor
+        self.sink = sink
+        self.on_progress = on_progress
+        self.spec = job.read_spec()
+        self.counts = _Counts()
+        self.record = JobRecord(
+            id=self.spec.id,
+            kind=self.spec.kind,
+            total=self.spec.total,
+            chunks_total=self.spec.chunk_count,
+            outputs=dict(self.spec.outputs),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        self._last_saved = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+        self.meter: ProgressMeter | None = None
+
+    # Bookkeeping -----------------------------------------------------------------
+    def _scan(self) -> set[int]:
+        done = self.job.done_chunks()
+        for chunk in done:
+            self.counts.add(self.job.read_part(chunk))
+        return done
+
+    def _save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_saved < RECORD_INTERVAL_S:
+            return
+        self._last_saved = now
+        r = self.record
+        r.done, r.failed, r.skipped = (
+            self.counts.done,
+            self.counts.failed,
+            self.counts.skipped,
+        )
+        r.chunks_done = len(self.job.done_chunks()) if force else r.chunks_done
+        if self.meter is not None:
+            r.rate = self.meter.rate
+            r.eta_s = self.meter.eta_s if r.status == "running" else None
+        self.store.save_record(self.job, r)
+        if self.on_progress is not None:
+            self.on_progress(r)
+
+    def _should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_cancel_check >= CANCEL_CHECK_INTERVAL_S:
+            self._last_cancel_check = now
+            self._cancelled = self.store.cancel_requested(self.spec.id)
+        return self._cancelled
+
+    # Results ---------------------------------------------------------------------
+    def _on_chunk(
+        self,
+        index: int,
+        payload: dict[str, Any],
+        result: dict[str, Any] | None,
+        error: str | None,
+    ) -> None:
+        lines = result_lines(payload, result, error)
+        self.sink.deliver(self.spec, index, lines)
+        self.job.write_part(index, lines)  # the done-record, after the write
+        self.sink.recorded(index)
+        self.counts.add(lines)
+        self.record.chunks_done += 1
+        if self.meter is not None:
+            self.meter.add(len(lines))
+        self._save()
+
+    def _on_retried(
+        self,
+        index: int,
+        payload: dict[str, Any],
+        result: dict[str, Any] | None,
+        error: str | None,
+    ) -> None:
+        fresh = {line["id"]: line for line in result_lines(payload, result, error)}
+        old = self.job.read_part(index)
+        replaced = [line for line in old if line["id"] in fresh]
+        self.sink.deliver(self.spec, index, list(fresh.values()))
+        merged = [fresh.get(line["id"], line) for line in old]
+        self.job.write_part(index, merged)
+        self.sink.recorded(index)
+        self.counts.add(replaced, sign=-1)
+        self.counts.add(list(fresh.values()))
+        if self.meter is not None:
+            self.meter.add(len(fresh))
+        self._save()
+
+    # Runs ----------------------------------------------------------------------------
+    def _pending_chunks(self, done: set[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+        for index, images in self.job.iter_chunks(self.spec.chunk_size, skip=done):
+            yield index, chunk_payload(self.spec, index, images)
+
+    def _failed_chunks(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Chunks holding failed images, with only those images in the payload."""
+        done = self.job.done_chunks()
+        for index, images in self.job.iter_chunks(self.spec.chunk_size):
+            if index not in done:
+                continue
+            failed = {
+                line["id"] for line in self.job.read_part(index) if line.get("error")
+            }
+            retry = [image for image in images if image["id"] in failed]
+            if retry:
+                yield index, chunk_payload(self.spec, index, retry)
+
+    def run(self, *, retry_failed: bool = False) -> JobRecord:
+        """Run what is left (or only the failed images); returns the final record."""
+        self.job.acquire()
+        try:
+            return self._run(retry_failed)
+        finally:
+            self.job.release()
+
+    def _run(self, retry_failed: bool) -> JobRecord:
+        done = self._scan()
+        self.record.started_at = time.time()
+        self.record.status = "running"
+        self.record.chunks_done = len(done)
+        self.record.message = ""
+        if retry_failed:
+            self.spec.retry_round += 1
+            self.job.write_spec(self.spec)
+            self.meter = ProgressMeter(self.counts.failed)
+            self.meter.total = self.counts.failed
+            self.meter.finished = 0
+            chunks: Iterator[tuple[int, dict[str, Any]]] = self._failed_chunks()
+            on_result = self._on_retried
+            round_ = self.spec.retry_round
+        else:
+            self.meter = ProgressMeter(self.spec.total, already=self.counts.finished)
+            chunks = self._pending_chunks(done)
+            on_result = self._on_chunk
+            round_ = 0
+        self._save(force=True)
+        try:
+            completed = self.executor.run(
+                chunks, on_result, self._should_stop, job_id=self.spec.id, round_=round_
+            )
+        except KeyboardInterrupt:
+            self.record.status = "interrupted"
+            self.record.message = (
+                "interrupted; run the same command (or jobs resume) to go on"
+            )
+            self._save(force=True)
+            raise
+        except BaseException as exc:
+            self.record.status = "failed"
+            self.record.message = f"{type(exc).__name__}: {exc}"
+            self._save(force=True)
+            raise
+        if not completed:
+            self.record.status = "cancelled"
+            self.record.message = "cancelled; jobs resume continues it"
+            self._save(force=True)
+            return self.record
+        outputs = self.sink.finish(self.job, self.spec)
+        self.record.outputs.update(outputs or {})
+        self.record.status = "done"
+        self.record.finished_at = time.time()
+        if self.counts.failed:
+            self.record.message = (
+                f"{self.counts.failed} image(s) failed; --retry-failed runs them again"
+            )
+        self._save(force=True)
+        return self.record
+
+
+def failures(job: JobDir, limit: int | None = None) -> list[dict[str, Any]]:
+    """``{"id", "image", "task_id", "error"}`` of failed images, in image order."""
+    found = []
+    for line in job.iter_results():
+        if line.get("error"):
+            found.append({k: line.get(k) for k in ("id", "image", "task_id", "error")})
+            if limit is not None and len(found) >= limit:
+                break
+    return found

@@ -1,0 +1,467 @@
+"""Where a bulk job keeps what it is and what it has done.
+
+One directory per job under the jobs root (``REXLABEL_JOBS_DIR``)::
+
+    <root>/<job id>/job.json           the spec (what to run, where to write)
+    <root>/<job id>/images.jsonl       the images, one JSON object a line, in order
+    <root>/<job id>/parts/c000012.jsonl  chunk 12's results, written atomically
+    <root>/<job id>/status.json        the last progress record
+    <root>/<job id>/cancel             present while a cancel is requested
+    <root>/<job id>/lock               flock'ed by the process running the job
+
+A chunk is done exactly when its part file exists: it is written (tmp +
+``os.replace``) only after its results reached their destination. The progress
+record is mirrored to Redis (``rexlabel:job:<id>``) when Redis is in use, so
+``rexlabel jobs`` and the backend's ``/jobs`` see jobs of other processes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker import settings
+
+DEFAULT_JOBS_DIR = "~/.local/state/rexlabel/jobs"
+"""XDG state directory: job records must survive reboots, unlike a cache."""
+JOB_ID_CHARS = 16
+"""Hex digits of the spec digest in a job id: collisions are out of reach."""
+REDIS_RECORD_PREFIX = "rexlabel:job:"
+"""Redis key of a job's progress record (JSON) is this prefix plus the id."""
+REDIS_JOBS_SET = "rexlabel:jobs"
+"""Redis set of every job id with a record."""
+REDIS_CANCEL_SUFFIX = ":cancel"
+"""Redis key ``<record key>:cancel`` exists while a cancel is requested."""
+PART_PREFIX = "c"
+"""Part files are ``c<chunk index, 6 digits>.jsonl``."""
+
+
+class JobError(RuntimeError):
+    """A job cannot be found, started or read; the message says which and why."""
+
+
+class JobBusyError(JobError):
+    """Another process is running this job right now."""
+
+
+def jobs_root() -> Path:
+    """The jobs directory (REXLABEL_JOBS_DIR, else ``DEFAULT_JOBS_DIR``)."""
+    return Path(settings.get("REXLABEL_JOBS_DIR") or DEFAULT_JOBS_DIR).expanduser()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file,
+    never a partial one (temporary file in the same folder, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class JobSpec:
+    """What a bulk job runs; its id is a digest of all of it.
+
+    Attributes:
+        kind: ``files`` (images on disk or URLs -> COCO + JSONL) or ``project``
+            (a Label Studio project -> predictions posted to it).
+        total: number of images (lines of ``images.jsonl``).
+        inputs_digest: sha256 of the image list, so the same command over the
+            same images is the same job (and resumes it).
+        chunk_size: images per chunk (fixed for the job's life: chunk ``i`` is
+            always the same images).
+        calls: ``ModelCall`` dicts run on every image (files jobs; project jobs
+            store per-task calls in ``images.jsonl``).
+        generation: sampling overrides for every call.
+        model_version: the name results are recorded under (Label Studio's
+            ``model_version``; also the COCO ``info``).
+        outputs: files jobs: ``coco``, ``raw`` and ``draw`` paths (absolute).
+        project: project jobs: ``id``, ``view``, ``url`` and the plan.
+        retry_round: how many ``--retry-failed`` runs the job has had.
+    """
+
+    kind: str
+    total: int
+    inputs_digest: str
+    chunk_size: int
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    generation: dict[str, Any] = field(default_factory=dict)
+    model_version: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    project: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    retry_round: int = 0
+    id: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the job (not its history)."""
+        data = asdict(self)
+        for key in ("id", "created_at", "retry_round"):
+            data.pop(key)
+        return data
+
+    def compute_id(self) -> str:
+        digest = hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()
+        return f"{self.kind}-{digest[:JOB_ID_CHARS]}"
+
+    @property
+    def chunk_count(self) -> int:
+        return (self.total + self.chunk_size - 1) // self.chunk_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class JobRecord:
+    """A job's progress as ``rexlabel jobs status`` shows it.
+
+    ``status`` is one of :data:`STATUSES`. Counts are images; ``rate`` is images
+    per second over the recent past; ``eta_s`` is None while unknown.
+    """
+
+    id: str
+    kind: str = ""
+    status: str = "pending"
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
+    rate: float = 0.0
+    eta_s: float | None = None
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    message: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    host: str = ""
+    pid: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+STATUSES = ("pending", "running", "done", "cancelled", "interrupted", "failed")
+"""``interrupted``: the process running it stopped (Ctrl-C, crash); resume it."""
+
+
+class JobDir:
+    """The on-disk half of a job (see the module docstring for the layout)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._lock_handle: Any = None
+
+    @property
+    def id(self) -> str:
+        return self.root.name
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / "job.json"
+
+    @property
+    def images_path(self) -> Path:
+        return self.root / "images.jsonl"
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.root / "parts"
+
+    @property
+    def status_path(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def cancel_path(self) -> Path:
+        return self.root / "cancel"
+
+    def exists(self) -> bool:
+        return self.spec_path.is_file()
+
+    # Spec and images ---------------------------------------------------------
+    def read_spec(self) -> JobSpec:
+        try:
+            return JobSpec.from_dict(json.loads(self.spec_path.read_text("utf-8")))
+        except FileNotFoundError:
+            raise JobError(f"no job {self.id!r} in {self.root.parent}") from None
+        except (ValueError, TypeError) as exc:
+            raise JobError(
+                f"job {self.id!r}: {self.spec_path} is unreadable: {exc}"
+            ) from None
+
+    def write_spec(self, spec: JobSpec) -> None:
+        write_atomic(self.spec_path, json.dumps(spec.to_dict(), indent=1) + "\n")
+
+    def iter_images(self) -> Iterator[dict[str, Any]]:
+        """The job's images in order (streamed)."""
+        with open(self.images_path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+
+    def iter_chunks(
+        self, chunk_size: int, skip: set[int] | frozenset[int] = frozenset()
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """``(chunk index, images)`` in order, leaving out the chunks in ``skip``."""
+        batch: list[dict[str, Any]] = []
+        index = 0
+        for image in self.iter_images():
+            batch.append(image)
+            if len(batch) == chunk_size:
+                if index not in skip:
+                    yield index, batch
+                batch, index = [], index + 1
+        if batch and index not in skip:
+            yield index, batch
+
+    # Parts ---------------------------------------------------------------------
+    def part_path(self, chunk: int) -> Path:
+        return self.parts_dir / f"{PART_PREFIX}{chunk:06d}.jsonl"
+
+    def done_chunks(self) -> set[int]:
+        """Indices of chunks whose part file exists."""
+        if not self.parts_dir.is_dir():
+            return set()
+        done = set()
+        for path in self.parts_dir.iterdir():
+            name = path.name
+            if name.startswith(PART_PREFIX) and name.endswith(".jsonl"):
+                digits = name[len(PART_PREFIX) : -len(".jsonl")]
+                if digits.isdigit():
+                    done.add(int(digits))
+        return done
+
+    def write_part(self, chunk: int, lines: Iterable[dict[str, Any]]) -> None:
+        """Record chunk ``chunk`` as done with these per-image lines (atomic)."""
+        text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+        write_atomic(self.part_path(chunk), text)
+
+    def read_part(self, chunk: int) -> list[dict[str, Any]]:
+        with open(self.part_path(chunk), encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def iter_results(self) -> Iterator[dict[str, Any]]:
+        """Every image's recorded result, in image order (one part in memory)."""
+        for chunk in sorted(self.done_chunks()):
+            yield from self.read_part(chunk)
+
+    # Status, cancel, lock ----------------------------------------------------
+    def read_status(self) -> JobRecord | None:
+        try:
+            return JobRecord.from_dict(json.loads(self.status_path.read_text("utf-8")))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+    def write_status(self, record: JobRecord) -> None:
+        write_atomic(self.status_path, json.dumps(record.to_dict(), indent=1) + "\n")
+
+    def acquire(self) -> None:
+        """Take the job's lock; JobBusyError if another process holds it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / "lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise JobBusyError(
+                f"job {self.id} is already running ({holder or 'another process'})"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._lock_handle = handle
+
+    def release(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def is_running(self) -> bool:
+        """Whether some process holds the job's lock now."""
+        lock = self.root / "lock"
+        if not lock.exists():
+            return False
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+
+class JobStore:
+    """All jobs: directories under ``root``, records mirrored to Redis if given."""
+
+    def __init__(self, root: Path | None = None, connection: Any = None) -> None:
+        self.root = Path(root) if root is not None else jobs_root()
+        self.connection = connection
+
+    def job_dir(self, job_id: str) -> JobDir:
+        if not job_id or "/" in job_id or job_id.startswith("."):
+            raise JobError(f"{job_id!r} is not a job id")
+        return JobDir(self.root / job_id)
+
+    def create(self, spec: JobSpec, images: Iterable[dict[str, Any]]) -> JobDir:
+        """Store a new job (or return the existing one with the same id).
+
+        ``images`` is consumed only when the job is new.
+        """
+        spec.id = spec.id or spec.compute_id()
+        job = self.job_dir(spec.id)
+        if job.exists():
+            return job
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{spec.id}.", dir=self.root))
+        try:
+            count = 0
+            with open(staging / "images.jsonl", "w", encoding="utf-8") as handle:
+                for image in images:
+                    handle.write(json.dumps(image, ensure_ascii=False) + "\n")
+                    count += 1
+            if count != spec.total:
+                raise JobError(
+                    f"job {spec.id}: {count} images listed, spec says {spec.total}"
+                )
+            spec.created_at = spec.created_at or time.time()
+            JobDir(staging).write_spec(spec)
+            try:
+                os.rename(staging, job.root)
+            except OSError:
+                if not job.exists():  # not a concurrent creation of the same job
+                    raise
+        finally:
+            if staging.exists():
+                for path in staging.iterdir():
+                    path.unlink()
+                staging.rmdir()
+        return job
+
+    def get(self, job_id: str) -> JobDir:
+        job = self.job_dir(job_id)
+        if not job.exists():
+            raise JobError(f"no job {job_id!r} in {self.root}")
+        return job
+
+    # Records ---------------------------------------------------------------------
+    def save_record(self, job: JobDir, record: JobRecord) -> None:
+        record.updated_at = time.time()
+        job.write_status(record)
+        if self.connection is not None:
+            key = REDIS_RECORD_PREFIX + record.id
+            with self.connection.pipeline() as pipe:
+                pipe.set(key, json.dumps(record.to_dict()))
+                pipe.sadd(REDIS_JOBS_SET, record.id)
+                pipe.execute()
+
+    def record(self, job_id: str) -> JobRecord:
+        """The latest record of a job (Redis or disk, whichever is newer)."""
+        found: list[JobRecord] = []
+        job = self.job_dir(job_id)
+        on_disk = job.read_status() if job.root.exists() else None
+        if on_disk is not None:
+            found.append(on_disk)
+        if self.connection is not None:
+            raw = self.connection.get(REDIS_RECORD_PREFIX + job_id)
+            if raw:
+                found.append(JobRecord.from_dict(json.loads(raw)))
+        if not found:
+            if job.exists():
+                spec = job.read_spec()
+                return JobRecord(
+                    id=job_id,
+                    kind=spec.kind,
+                    total=spec.total,
+                    chunks_total=spec.chunk_count,
+                    outputs=spec.outputs,
+                )
+            raise JobError(f"no job {job_id!r} (looked in {self.root} and Redis)")
+        record = max(found, key=lambda r: r.updated_at)
+        if record.status == "running" and job.root.exists() and not job.is_running():
+            if record.host in ("", socket.gethostname()):
+                record.status = "interrupted"
+        return record
+
+    def list_records(self) -> list[JobRecord]:
+        """Every known job, newest first."""
+        ids: set[str] = set()
+        if self.root.is_dir():
+            ids.update(
+                p.name
+                for p in self.root.iterdir()
+                if p.is_dir() and not p.name.startswith(".")
+            )
+        if self.connection is not None:
+            ids.update(
+                m.decode() if isinstance(m, bytes) else m
+                for m in self.connection.smembers(REDIS_JOBS_SET)
+            )
+        records = []
+        for job_id in ids:
+            try:
+                records.append(self.record(job_id))
+            except JobError:
+                continue
+        return sorted(records, key=lambda r: r.updated_at, reverse=True)
+
+    # Cancel ----------------------------------------------------------------------
+    def request_cancel(self, job_id: str) -> None:
+        job = self.job_dir(job_id)
+        if job.root.exists():
+            job.cancel_path.touch()
+        if self.connection is not None:
+            self.connection.set(REDIS_RECORD_PREFIX + job_id + REDIS_CANCEL_SUFFIX, "1")
+
+    def clear_cancel(self, job_id: str) -> None:
+        job = self.job_dir(job_id)
+        job.cancel_path.unlink(missing_ok=True)
+        if self.connection is not None:
+            self.connection.delete(REDIS_RECORD_PREFIX + job_id + REDIS_CANCEL_SUFFIX)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        if self.job_dir(job_id).cancel_path.exists():
+            return True
+        if self.connection is not None:
+            return bool(
+                self.connection.exists(
+                    REDIS_RECORD_PREFIX + job_id + REDIS_CANCEL_SUFFIX
+                )
+            )
+        return False

@@ -1,0 +1,89 @@
+"""``rexlabel export``: a Label Studio project -> COCO that keeps everything.
+
+Usage::
+
+    rexlabel export --project 3 --out coco.json              # annotations
+    rexlabel export --project 3 --out preds.json --predictions [--model-version V]
+    rexlabel export --project 3 --out coco.json --keep-json export.json
+
+Downloads the project's JSON export (LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY)
+and converts it: brush masks become COCO RLE, keypoints stay one annotation
+per instance, OCR text and scores are kept (Label Studio's own COCO export
+drops masks and text and merges keypoints). Categories follow the labeling
+config's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a Label Studio project to COCO (masks, keypoints, text, scores)",
+        description="Export a Label Studio project to COCO without losing anything.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--project", type=int, required=True)
+    parser.add_argument("--out", required=True, help="COCO JSON to write")
+    parser.add_argument(
+        "--predictions",
+        action="store_true",
+        help="export predictions instead of annotations",
+    )
+    parser.add_argument(
+        "--model-version",
+        default=None,
+        help="with --predictions: only this model version's",
+    )
+    parser.add_argument(
+        "--keep-json",
+        default=None,
+        metavar="FILE",
+        help="also keep Label Studio's JSON export here",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.bulk.convert import (
+        ConvertError,
+        config_categories,
+        config_image_key,
+        iter_json_list,
+        labelstudio_to_coco,
+    )
+    from backend.lsapi import LabelStudioAPIError, LabelStudioClient
+    from backend.planner import PlanError
+
+    try:
+        client = LabelStudioClient.from_settings()
+        label_config = client.get_project(args.project).get("label_config") or ""
+        with tempfile.TemporaryDirectory(prefix="rexlabel-export-") as tmp:
+            path = Path(args.keep_json) if args.keep_json else Path(tmp) / "export.json"
+            client.export_json(args.project, path)
+            try:
+                categories = config_categories(label_config)
+                image_key = config_image_key(label_config)
+            except PlanError:
+                categories, image_key = [], None
+            stats = labelstudio_to_coco(
+                iter_json_list(path),
+                args.out,
+                source="predictions" if args.predictions else "annotations",
+                model_version=args.model_version,
+                categories=categories,
+                image_key=image_key,
+            )
+    except (LabelStudioAPIError, ConvertError) as exc:
+        print(f"rexlabel export: {exc}", file=sys.stderr)
+        return 2
+    for warning in stats.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.out}: {stats.images} images, {stats.annotations} annotations")
+    return 0

@@ -1,0 +1,360 @@
+"""``rexlabel export`` and ``rexlabel convert``: nothing lost on the way to COCO.
+
+A Label Studio export with a scored box, a brush mask, a two-instance keypoint
+annotation and OCR text goes through the real CLI; pycocotools reads the
+result and each piece is checked against what went in.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from backend.cli import main
+from converters import masks
+from converters.labelstudio import from_labelstudio
+from tests.backend.fake_ls_api import LEGACY_TOKEN, FakeLabelStudioAPI
+
+W, H = 200, 100
+SIZE = {"original_width": W, "original_height": H, "image_rotation": 0}
+
+CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="label" toName="image">'
+    '<Label value="person"/><Label value="car"/></RectangleLabels>'
+    '<BrushLabels name="brush" toName="image"><Label value="road"/></BrushLabels>'
+    '<KeyPointLabels name="kp" toName="image">'
+    '<Label value="nose"/><Label value="left eye"/></KeyPointLabels>'
+    '<TextArea name="text" toName="image" perRegion="true"/>'
+    "</View>"
+)
+
+
+def _pct(x, y):
+    return {"x": 100 * x / W, "y": 100 * y / H}
+
+
+def _box(rid, label, x0, y0, x1, y1, **extra):
+    value = {
+        **_pct(x0, y0),
+        "width": 100 * (x1 - x0) / W,
+        "height": 100 * (y1 - y0) / H,
+        "rotation": 0,
+        "rectanglelabels": [label],
+    }
+    return {
+        "id": rid,
+        "from_name": "label",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "value": value,
+        **SIZE,
+        **extra,
+    }
+
+
+def _joint(rid, parent, name, x, y):
+    return {
+        "id": rid,
+        "from_name": "kp",
+        "to_name": "image",
+        "type": "keypointlabels",
+        "parentID": parent,
+        "value": {**_pct(x, y), "width": 0.5, "keypointlabels": [name]},
+        **SIZE,
+    }
+
+
+@pytest.fixture
+def road_mask():
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[60:90, 10:150] = 1
+    return mask
+
+
+@pytest.fixture
+def export_tasks(road_mask):
+    brush = {
+        "id": "m1",
+        "from_name": "brush",
+        "to_name": "image",
+        "type": "brushlabels",
+        "value": {
+            "format": "rle",
+            "rle": masks.mask_to_brush_rle(road_mask * 255),
+            "brushlabels": ["road"],
+        },
+        **SIZE,
+    }
+    ocr_box = _box("t1", "car", 150, 10, 190, 30)
+    ocr_text = {
+        **ocr_box,
+        "from_name": "text",
+        "type": "textarea",
+        "value": {**ocr_box["value"], "text": ["AB-123"]},
+    }
+    annotation = [
+        _box("b1", "car", 20, 10, 60, 40, score=0.9),
+        brush,
+        _box("p1", "person", 70, 5, 110, 55),
+        _joint("j1", "p1", "nose", 90, 15),
+        _joint("j2", "p1", "left eye", 85, 12),
+        _box("p2", "person", 120, 5, 140, 50),
+        _joint("j3", "p2", "nose", 130, 10),
+        ocr_box,
+        ocr_text,
+    ]
+    prediction = [_box("x1", "car", 22, 12, 58, 38, score=0.7)]
+    return [
+        {
+            "id": 1,
+            "data": {"image": "/data/upload/1/street.jpg"},
+            "annotations": [
+                {
+                    "id": 10,
+                    "result": annotation,
+                    "was_cancelled": False,
+                    "updated_at": "2026-01-02T00:00:00Z",
+                },
+                {
+                    "id": 11,
+                    "result": [_box("zz", "car", 0, 0, 5, 5)],
+                    "was_cancelled": True,
+                    "updated_at": "2026-01-03T00:00:00Z",
+                },
+            ],
+            "predictions": [
+                {"id": 5, "model_version": "rex-1", "result": prediction, "score": 0.7}
+            ],
+        },
+        {
+            "id": 2,
+            "data": {"image": "/data/upload/1/empty.jpg"},
+            "annotations": [],
+            "predictions": [],
+        },
+    ]
+
+
+def _check_everything_kept(path, road_mask):
+    coco = COCO(str(path))
+    assert [img["file_name"] for img in coco.dataset["images"]] == [
+        "/data/upload/1/street.jpg",
+        "/data/upload/1/empty.jpg",
+    ]
+    street = coco.dataset["images"][0]
+    assert (street["width"], street["height"]) == (W, H)
+    cats = {c["name"]: c for c in coco.dataset["categories"]}
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[street["id"]]))
+    by_cat = {}
+    for ann in anns:
+        by_cat.setdefault(coco.cats[ann["category_id"]]["name"], []).append(ann)
+    # the scored box (the cancelled annotation is not used)
+    car_boxes = [a for a in by_cat["car"] if "text" not in a]
+    assert len(car_boxes) == 1
+    assert car_boxes[0]["bbox"] == pytest.approx([20, 10, 40, 30])
+    assert car_boxes[0]["score"] == pytest.approx(0.9)
+    # the brush mask is a COCO RLE equal to the painted pixels
+    road = by_cat["road"][0]
+    decoded = mask_utils.decode(road["segmentation"])
+    assert np.array_equal(decoded, road_mask)
+    assert road["area"] == int(road_mask.sum())
+    # keypoints: one annotation per instance, joints in the category's order
+    people = sorted(by_cat["person"], key=lambda a: a["bbox"][0])
+    assert len(people) == 2
+    joints = cats["person"]["keypoints"]
+    first = dict(
+        zip(joints, np.reshape(people[0]["keypoints"], (-1, 3)).tolist(), strict=True)
+    )
+    assert first["nose"] == pytest.approx([90, 15, 2])
+    assert first["left eye"] == pytest.approx([85, 12, 2])
+    assert people[0]["num_keypoints"] == 2 and people[1]["num_keypoints"] == 1
+    # OCR text kept on its box
+    texts = [a["text"] for a in anns if a.get("text")]
+    assert texts == ["AB-123"]
+    return coco
+
+
+def test_convert_export_file_keeps_masks_keypoints_text_scores(
+    tmp_path, export_tasks, road_mask, capsys
+):
+    src = tmp_path / "export.json"
+    src.write_text(json.dumps(export_tasks))
+    out = tmp_path / "coco.json"
+    assert main(["convert", str(src), "--out", str(out)]) == 0
+    assert "2 images" in capsys.readouterr().out
+    _check_everything_kept(out, road_mask)
+
+
+def test_convert_predictions_evaluate_against_annotations(tmp_path, export_tasks):
+    src = tmp_path / "export.json"
+    src.write_text(json.dumps(export_tasks))
+    gt_path, dt_path = tmp_path / "gt.json", tmp_path / "dt.json"
+    assert main(["convert", str(src), "--out", str(gt_path)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(src),
+                "--out",
+                str(dt_path),
+                "--predictions",
+                "--model-version",
+                "rex-1",
+            ]
+        )
+        == 0
+    )
+    predicted = json.loads(dt_path.read_text())
+    assert len(predicted["annotations"]) == 1
+    assert predicted["annotations"][0]["score"] == pytest.approx(0.7)
+    # the prediction (IoU 0.8 with the car box) scores as a hit for that category
+    gt = COCO(str(gt_path))
+    car = next(c["id"] for c in gt.dataset["categories"] if c["name"] == "car")
+    ann = predicted["annotations"][0]
+    dt = gt.loadRes(
+        [
+            {
+                "image_id": 1,
+                "category_id": car,
+                "bbox": ann["bbox"],
+                "score": ann["score"],
+            }
+        ]
+    )
+    evaluator = COCOeval(gt, dt, "bbox")
+    evaluator.params.catIds = [car]
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert evaluator.stats[1] == pytest.approx(0.5, abs=0.01)  # AP50: 1 of 2 car boxes
+
+
+def test_export_project_from_label_studio(
+    tmp_path, export_tasks, road_mask, monkeypatch
+):
+    with FakeLabelStudioAPI() as ls:
+        ls.add_project(4, CONFIG)
+        for task in export_tasks:
+            ls.add_task(4, task["id"], task["data"])
+            ls.tasks[task["id"]]["annotations"] = task["annotations"]
+        monkeypatch.setenv("LABEL_STUDIO_URL", ls.url)
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+        out = tmp_path / "coco.json"
+        kept = tmp_path / "export.json"
+        assert (
+            main(
+                [
+                    "export",
+                    "--project",
+                    "4",
+                    "--out",
+                    str(out),
+                    "--keep-json",
+                    str(kept),
+                ]
+            )
+            == 0
+        )
+    coco = _check_everything_kept(out, road_mask)
+    # categories follow the config (keypoint labels are joints, not categories)
+    names = [c["name"] for c in coco.dataset["categories"]]
+    assert names[:3] == ["person", "car", "road"]
+    assert "nose" not in names
+    assert [t["id"] for t in json.loads(kept.read_text())] == [1, 2]
+
+
+def test_export_without_credentials_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_ACCESS_TOKEN", raising=False)
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    assert main(["export", "--project", "1", "--out", str(tmp_path / "x.json")]) == 2
+    assert "LABEL_STUDIO_API_KEY" in capsys.readouterr().err
+
+
+RAW_LINES = [
+    {
+        "image_path": "a.jpg",
+        "width": 1000,
+        "height": 500,
+        "task_name": "common_object_detection",
+        "categories": ["person", "car"],
+        "raw_response": "<|object_ref_start|>person<|object_ref_end|><|box_start|>"
+        "<100><200><300><400>,<500><0><999><999><|box_end|>"
+        "<|object_ref_start|>car<|object_ref_end|><|box_start|>"
+        "<0><0><99><99><|box_end|><|im_end|>",
+    },
+    {
+        "image_path": "b.jpg",
+        "width": 640,
+        "height": 480,
+        "task": "pointing",
+        "categories": "cup",
+        "raw_response": "<|object_ref_start|>cup<|object_ref_end|><|box_start|>"
+        "<500><500><|box_end|>",
+    },
+]
+
+
+def test_convert_raw_outputs_to_coco_and_to_labelstudio(tmp_path, capsys):
+    src = tmp_path / "outputs.jsonl"
+    src.write_text("".join(json.dumps(line) + "\n" for line in RAW_LINES))
+    out = tmp_path / "coco.json"
+    assert (
+        main(
+            ["convert", "--raw", str(src), "--out", str(out), "--image-root", "/images"]
+        )
+        == 0
+    )
+    coco = COCO(str(out))
+    assert [i["file_name"] for i in coco.dataset["images"]] == [
+        "/images/a.jpg",
+        "/images/b.jpg",
+    ]
+    names = {c["id"]: c["name"] for c in coco.dataset["categories"]}
+    anns = coco.dataset["annotations"]
+    assert [names[a["category_id"]] for a in anns] == ["person", "person", "car", "cup"]
+    assert anns[0]["bbox"] == pytest.approx(
+        [100 / 999 * 1000, 200 / 999 * 500, 200 / 999 * 1000, 200 / 999 * 500]
+    )
+    assert anns[3]["point"] == pytest.approx([500 / 999 * 640, 500 / 999 * 480])
+
+    tasks_path = tmp_path / "tasks.json"
+    assert (
+        main(
+            [
+                "convert",
+                "--raw",
+                str(src),
+                "--to",
+                "labelstudio",
+                "--out",
+                str(tasks_path),
+                "--model-version",
+                "rex-eval",
+            ]
+        )
+        == 0
+    )
+    tasks = json.loads(tasks_path.read_text())
+    assert [t["data"]["image"] for t in tasks] == ["a.jpg", "b.jpg"]
+    prediction = tasks[0]["predictions"][0]
+    assert prediction["model_version"] == "rex-eval"
+    back = from_labelstudio(prediction["result"]).predictions
+    assert [p.label for p in back] == ["person", "person", "car"]
+    assert back[0].coords == pytest.approx(
+        (100 / 999 * 1000, 200 / 999 * 500, 300 / 999 * 1000, 400 / 999 * 500), abs=1e-6
+    )
+    assert tasks[1]["predictions"][0]["result"][0]["type"] == "keypointlabels"
+
+
+def test_convert_raw_line_without_answer_names_the_line(tmp_path, capsys):
+    src = tmp_path / "outputs.jsonl"
+    src.write_text(json.dumps({"image_path": "a.jpg", "width": 5, "height": 5}) + "\n")
+    assert main(["convert", "--raw", str(src), "--out", str(tmp_path / "c.json")]) == 2
+    assert "line 1" in capsys.readouterr().err

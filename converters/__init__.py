@@ -3,8 +3,15 @@
 Pure Python: no torch, no network, no Redis.
 """
 
+from converters.coco import CocoCategory, CocoImage, from_coco, to_coco, to_coco_results
+from converters.draw import draw
 from converters.geometry import bin_to_pixel, pixel_to_bin, smart_resize
 from converters.keypoint_sets import KEYPOINT_SETS, KeypointSet, get_keypoint_set
+from converters.labelstudio import (
+    from_labelstudio,
+    to_labelstudio,
+    to_labelstudio_prediction,
+)
 from converters.parser import parse_output
 from converters.prediction import (
     ParseResult,
@@ -20,6 +27,8 @@ from converters.tasks import Task
 __all__ = [
     "KEYPOINT_SETS",
     "SYSTEM_PROMPT",
+    "CocoCategory",
+    "CocoImage",
     "KeypointSet",
     "ParseResult",
     "Prediction",
@@ -29,10 +38,17 @@ __all__ = [
     "bin_to_pixel",
     "build_messages",
     "build_prompt",
+    "draw",
+    "from_coco",
+    "from_labelstudio",
     "get_keypoint_set",
     "parse_output",
     "pixel_to_bin",
     "predictions_from_dicts",
     "predictions_to_dicts",
     "smart_resize",
+    "to_coco",
+    "to_coco_results",
+    "to_labelstudio",
+    "to_labelstudio_prediction",
 ]

@@ -1,0 +1,91 @@
+"""The ``model_version`` string Label Studio files predictions under.
+
+Label Studio skips tasks that already have a prediction of the current
+version, so the version must change whenever predictions would: the model,
+the engine, the prompt templates, a prediction-changing setting, the label
+config or the project's extra params. It must also be *exactly* the same for
+``/setup`` and the ``/predict`` that follows (a different string adds
+duplicates on every "Retrieve Predictions"), so it is a pure function of those
+inputs: ``rexlabel-<package version>-<12 hex digits>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import metadata
+from typing import Any
+
+from worker import settings
+
+VERSION_PREFIX = "rexlabel"
+"""First part of every version string, so Label Studio users see whose it is."""
+
+DIGEST_CHARS = 12
+"""Hex digits of the SHA-256 kept: 48 bits, no collision among a project's
+versions in practice, short enough to read in Label Studio's UI."""
+
+PREDICTION_SETTINGS = (
+    "REXLABEL_MODEL",
+    "REXLABEL_ENGINE",
+    "REXLABEL_MAX_NEW_TOKENS",
+    "REXLABEL_MAX_INSTANCES",
+    "REXLABEL_VLLM_MAX_MODEL_LEN",
+    "SAM_CHECKPOINT",
+    "SAM_MODEL_TYPE",
+)
+"""Settings whose value changes what the model answers (the worker must run
+with the same values as the backend; share one environment file)."""
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("rexlabel")
+    except metadata.PackageNotFoundError:  # running from a plain checkout
+        return "0"
+
+
+@lru_cache(maxsize=1)
+def prompts_fingerprint() -> str:
+    """A hash of the prompt templates and system prompt in ``converters.prompts``."""
+    from converters import prompts
+
+    templates = {
+        getattr(task, "value", str(task)): text
+        for task, text in prompts.PROMPT_TEMPLATES.items()
+    }
+    text = json.dumps(
+        {"templates": templates, "system": prompts.SYSTEM_PROMPT}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def settings_fingerprint(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The prediction-changing settings that exist in the registry, by name."""
+    out: dict[str, Any] = {}
+    for name in PREDICTION_SETTINGS:
+        try:
+            out[name] = settings.get(name, environ)
+        except KeyError:  # not (yet) a registered setting
+            continue
+    return out
+
+
+def model_version(
+    label_config: str | None = None,
+    extra_params: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """``rexlabel-<version>-<digest>`` for this config, params and environment."""
+    parts = {
+        "package": package_version(),
+        "prompts": prompts_fingerprint(),
+        "settings": settings_fingerprint(environ),
+        "label_config": (label_config or "").strip(),
+        "extra_params": dict(extra_params or {}),
+    }
+    text = json.dumps(parts, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
+    return f"{VERSION_PREFIX}-{parts['package']}-{digest}"

@@ -1,0 +1,217 @@
+"""Worker results -> one Label Studio prediction per task.
+
+A task's image results (``worker.jobspec.ImageResult``) are turned into
+Label Studio result dicts control by control with
+:func:`converters.labelstudio.to_labelstudio`, using the plan that asked for
+them: the call's ``key`` names its control, the plan says which result type,
+which per-region TextArea gets OCR text and how model phrases map to labels.
+
+Model phrases that match no label are dropped and reported (warnings), never
+given another label. A task whose image failed gets the empty prediction
+``{"result": [], "score": 0, "model_version": ...}`` and its reason in
+``errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend.labels import normalize_phrase
+from backend.planner import DRAWN_BOX_IOU, ControlPlan, Plan
+from converters.labelstudio import (
+    LabelStudioError,
+    Output,
+    to_labelstudio,
+    to_labelstudio_prediction,
+)
+from converters.prediction import Prediction
+from worker.jobspec import CallResult, ImageResult
+
+log = logging.getLogger(__name__)
+
+_LABELLED_OUTPUT = {
+    "RectangleLabels": Output.RECTANGLE_LABELS,
+    "Rectangle": Output.RECTANGLE_LABELS,
+    "PolygonLabels": Output.POLYGON_LABELS,
+    "Polygon": Output.POLYGON_LABELS,
+    "BrushLabels": Output.BRUSH_LABELS,
+    "Brush": Output.BRUSH_LABELS,
+    "KeyPointLabels": Output.KEYPOINT_LABELS,
+    "KeyPoint": Output.KEYPOINT_LABELS,
+}
+"""Writer output per control tag; label-less tags are written labelled, then
+the label key is removed (see :func:`_strip_labels`)."""
+
+_UNLABELLED = {
+    "Rectangle": "rectangle",
+    "Polygon": "polygon",
+    "Brush": "brush",
+    "KeyPoint": "keypoint",
+}
+"""Result type of label-less region controls."""
+
+
+def empty_prediction(model_version: str) -> dict[str, Any]:
+    """What a task gets when nothing could be predicted for it."""
+    return {"result": [], "score": 0, "model_version": model_version}
+
+
+@dataclass
+class TaskPrediction:
+    """One task's prediction plus what went wrong on the way.
+
+    ``errors`` mean the task (or one of its images) got nothing; ``warnings``
+    mean something was dropped (unmatched phrases, a truncated answer).
+    """
+
+    prediction: dict[str, Any]
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _iou(a: tuple[float, ...], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _kept(control: ControlPlan, predictions: Iterable[Prediction]) -> list[Prediction]:
+    """Predictions above the threshold and not a box the user drew."""
+    threshold = control.call.score_threshold
+    out = []
+    for p in predictions:
+        if threshold is not None and p.score is not None and p.score < threshold:
+            continue
+        if control.drop_boxes and any(
+            _iou(p.bbox, box) >= DRAWN_BOX_IOU for box in control.drop_boxes
+        ):
+            continue
+        out.append(p)
+    return out
+
+
+def _labeller(control: ControlPlan, unmatched: list[str]) -> Callable[[str], Any]:
+    """Phrase -> label for the writer; unmatched phrases are recorded, not kept."""
+    if control.relabel is not None:
+        relabel = control.relabel
+        return lambda phrase: relabel
+    if control.keypoint_set is not None:
+        from converters.keypoint_sets import get_keypoint_set
+
+        joints = set(get_keypoint_set(control.keypoint_set).joints)
+        mapping = control.label_map
+
+        def joint_label(phrase: str) -> Any:
+            if normalize_phrase(phrase) in joints:
+                return mapping.resolve(phrase)  # None: joint not in the config
+            return phrase  # the instance's category (person1 -> person)
+
+        return joint_label
+    mapping = control.label_map
+
+    def label(phrase: str) -> Any:
+        resolved = mapping.resolve(phrase)
+        if resolved is None and phrase not in unmatched:
+            unmatched.append(phrase)
+        return resolved
+
+    return label
+
+
+def _strip_labels(results: list[dict[str, Any]], control: ControlPlan) -> None:
+    """Make labelled results of a label-less control plain geometry results."""
+    plain = _UNLABELLED[control.tag]
+    labelled = plain + "labels"
+    for r in results:
+        if r.get("from_name") == control.control and r.get("type") == labelled:
+            r["type"] = plain
+            r["value"].pop(labelled, None)
+
+
+def call_results(
+    control: ControlPlan, call: CallResult, width: int, height: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Label Studio results of one call, and warnings about what was dropped."""
+    warnings: list[str] = []
+    unmatched: list[str] = []
+    predictions = _kept(control, call.predictions)
+    kwargs: dict[str, Any] = {
+        "to_name": control.to_name,
+        "width": width,
+        "height": height,
+        "label_map": _labeller(control, unmatched),
+        "text_from_name": control.text_control,
+    }
+    if control.labels_control is not None:
+        results = to_labelstudio(
+            predictions,
+            from_name=control.labels_control,
+            output=Output.LABELS,
+            geometry_from_name=control.control,
+            **{**kwargs, "label_map": _labels_tag_labeller(control)},
+        )
+    else:
+        results = to_labelstudio(
+            predictions,
+            from_name=control.control,
+            output=_LABELLED_OUTPUT[control.tag],
+            **kwargs,
+        )
+        if control.tag in _UNLABELLED:
+            _strip_labels(results, control)
+    if unmatched:
+        warnings.append(
+            f"{control.tag} {control.control!r}: model phrase(s) "
+            f"{', '.join(repr(u) for u in unmatched)} match no label "
+            f"({', '.join(control.label_map.labels) or 'none'}); dropped"
+        )
+    if call.truncated:
+        warnings.append(
+            f"{control.tag} {control.control!r}: the model's answer was cut off "
+            f"({call.finish_reason or 'truncated'}); later regions may be missing"
+        )
+    return results, warnings
+
+
+def _labels_tag_labeller(control: ControlPlan) -> Callable[[str], Any]:
+    labels_map = control.labels_map
+    return lambda phrase: labels_map.resolve(phrase) if labels_map else None
+
+
+def task_prediction(
+    plan: Plan, images: Iterable[ImageResult], model_version: str
+) -> TaskPrediction:
+    """The prediction of one task from its image results (all of its images)."""
+    results: list[dict[str, Any]] = []
+    errors: list[str] = []
+    warnings: list[str] = []
+    for image in images:
+        if image.error:
+            errors.append(f"image {image.id}: {image.error}")
+            continue
+        for call in image.calls:
+            try:
+                control = plan.control(call.key)
+            except KeyError:
+                warnings.append(
+                    f"image {image.id}: result for unknown call {call.key!r}"
+                )
+                continue
+            try:
+                found, dropped = call_results(control, call, image.width, image.height)
+            except (LabelStudioError, ValueError) as exc:
+                errors.append(
+                    f"image {image.id}, {control.tag} {control.control!r}: {exc}"
+                )
+                continue
+            results.extend(found)
+            warnings.extend(dropped)
+    if errors and not results:
+        return TaskPrediction(empty_prediction(model_version), errors, warnings)
+    prediction = to_labelstudio_prediction(results, model_version=model_version)
+    return TaskPrediction(prediction, errors, warnings)

@@ -1,0 +1,55 @@
+"""model_version changes exactly when predictions would."""
+
+from __future__ import annotations
+
+import re
+
+from backend import model_version as mv
+
+CONFIG = '<View><Image name="i" value="$i"/></View>'
+ENV = {"REXLABEL_MODEL": "/models/rex", "REXLABEL_ENGINE": "transformers"}
+
+
+def test_same_inputs_same_version_and_readable_shape() -> None:
+    a = mv.model_version(CONFIG, {"x": 1}, ENV)
+    assert a == mv.model_version(CONFIG, {"x": 1}, dict(ENV))
+    assert re.fullmatch(r"rexlabel-[\w.+-]+-[0-9a-f]{12}", a)
+    # Surrounding whitespace of the config does not matter.
+    assert a == mv.model_version(f"  {CONFIG}\n", {"x": 1}, ENV)
+
+
+def test_every_prediction_changing_input_changes_it() -> None:
+    base = mv.model_version(CONFIG, {}, ENV)
+    changed = {
+        mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_MODEL": "/models/other"}),
+        mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_ENGINE": "vllm"}),
+        mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_MAX_NEW_TOKENS": "128"}),
+        mv.model_version(CONFIG, {}, {**ENV, "SAM_CHECKPOINT": "/sam_vit_b.pth"}),
+        mv.model_version(CONFIG.replace("$i", "$img"), {}, ENV),
+        mv.model_version(CONFIG, {"model_score_threshold": 0.5}, ENV),
+    }
+    assert base not in changed
+    assert len(changed) == 6
+
+
+def test_settings_that_do_not_change_predictions_do_not_change_it() -> None:
+    base = mv.model_version(CONFIG, {}, ENV)
+    assert base == mv.model_version(CONFIG, {}, {**ENV, "BASIC_AUTH_USER": "ls"})
+    assert base == mv.model_version(CONFIG, {}, {**ENV, "PORT": "9999"})
+
+
+def test_prompt_templates_are_part_of_it(monkeypatch) -> None:
+    from converters import prompts
+
+    base = mv.model_version(CONFIG, {}, ENV)
+    changed = dict(prompts.PROMPT_TEMPLATES)
+    first = next(iter(changed))
+    changed[first] = changed[first] + " Please."
+    monkeypatch.setattr(prompts, "PROMPT_TEMPLATES", changed)
+    mv.prompts_fingerprint.cache_clear()
+    try:
+        assert mv.model_version(CONFIG, {}, ENV) != base
+    finally:
+        monkeypatch.undo()
+        mv.prompts_fingerprint.cache_clear()
+    assert mv.model_version(CONFIG, {}, ENV) == base

@@ -1,0 +1,265 @@
+"""Worker results + plan -> one Label Studio prediction per task."""
+
+from __future__ import annotations
+
+import numpy as np
+from label_studio_sdk.label_interface import LabelInterface
+
+from backend.planner import plan_config, plan_interactive
+from backend.predictions import empty_prediction, task_prediction
+from converters.masks import mask_to_rle
+from converters.prediction import Prediction, RegionType
+from converters.tasks import Task
+from worker.jobspec import CallResult, ImageResult
+
+W, H = 640, 480
+VERSION = "rexlabel-test-1"
+IMAGE = '<Image name="image" value="$image"/>'
+
+
+def view(*tags: str) -> str:
+    return "<View>" + IMAGE + "".join(tags) + "</View>"
+
+
+def box(label: str, xyxy=(64, 48, 320, 240), score=0.9, text=None) -> Prediction:
+    return Prediction(
+        type=RegionType.BOX, label=label, coords=xyxy, score=score, text=text
+    )
+
+
+def image_result(*calls: CallResult, error: str | None = None) -> ImageResult:
+    return ImageResult(id="1", width=W, height=H, calls=list(calls), error=error)
+
+
+def valid(config: str, results: list[dict]) -> None:
+    """Label Studio's own validator accepts the regions."""
+    li = LabelInterface(config)
+    assert li.validate_prediction({"result": results, "score": 0.5}) is True, results
+
+
+RECT = view(
+    '<RectangleLabels name="label" toName="image">'
+    '<Label value="Car" predicted_values="car,truck"/><Label value="Person"/>'
+    "</RectangleLabels>"
+)
+
+
+def test_detection_labels_mapped_and_unmatched_reported() -> None:
+    plan = plan_config(RECT)
+    call = CallResult(
+        key="label",
+        task=Task.DETECTION,
+        predictions=[
+            box("truck"),
+            box("PERSON", (0, 0, 32, 48), score=0.5),
+            box("zebra", score=0.99),
+        ],
+    )
+    out = task_prediction(plan, [image_result(call)], VERSION)
+    results = out.prediction["result"]
+    assert [r["value"]["rectanglelabels"] for r in results] == [["Car"], ["Person"]]
+    assert results[0]["value"]["x"] == 10.0
+    assert results[0]["value"]["width"] == 40.0
+    assert out.prediction["model_version"] == VERSION
+    assert out.prediction["score"] == 0.7
+    assert out.errors == []
+    (warning,) = out.warnings
+    assert "'zebra' match no label" in warning
+    valid(RECT, results)
+
+
+def test_score_threshold_drops_low_scores() -> None:
+    plan = plan_config(
+        RECT.replace(
+            'toName="image">', 'toName="image" model_score_threshold="0.6">', 1
+        )
+    )
+    call = CallResult(
+        key="label",
+        task=Task.DETECTION,
+        predictions=[box("car", score=0.59), box("car")],
+    )
+    assert (
+        len(task_prediction(plan, [image_result(call)], VERSION).prediction["result"])
+        == 1
+    )
+
+
+def test_failed_image_gives_the_empty_prediction() -> None:
+    out = task_prediction(
+        plan_config(RECT), [image_result(error="HTTP 401 from Label Studio")], VERSION
+    )
+    assert (
+        out.prediction
+        == empty_prediction(VERSION)
+        == {
+            "result": [],
+            "score": 0,
+            "model_version": VERSION,
+        }
+    )
+    assert out.errors == ["image 1: HTTP 401 from Label Studio"]
+
+
+def test_truncated_answer_is_a_warning() -> None:
+    call = CallResult(
+        key="label",
+        task=Task.DETECTION,
+        predictions=[box("car")],
+        truncated=True,
+        finish_reason="length",
+    )
+    out = task_prediction(plan_config(RECT), [image_result(call)], VERSION)
+    assert len(out.prediction["result"]) == 1
+    assert "cut off (length)" in out.warnings[0]
+
+
+OCR = view(
+    '<Labels name="label" toName="image">'
+    '<Label value="Text" predicted_values="text line"/></Labels>',
+    '<Rectangle name="bbox" toName="image"/>',
+    '<TextArea name="transcription" toName="image" editable="true" perRegion="true"/>',
+)
+
+
+def test_ocr_regions_share_an_id_across_geometry_labels_and_text() -> None:
+    plan = plan_config(OCR)
+    call = CallResult(
+        key="bbox",
+        task=Task.OCR_BOX,
+        predictions=[
+            box("text line", text="HELLO"),
+            box("text line", (0, 0, 10, 10), text="HELLO"),
+        ],
+    )
+    out = task_prediction(plan, [image_result(call)], VERSION)
+    results = out.prediction["result"]
+    assert [r["type"] for r in results] == ["rectangle", "labels", "textarea"] * 2
+    assert len({r["id"] for r in results[:3]}) == 1
+    assert results[0]["id"] != results[3]["id"]
+    assert results[1]["value"]["labels"] == ["Text"]
+    assert results[2]["value"]["text"] == ["HELLO"]
+    valid(OCR, results)
+
+
+def test_ocr_without_labels_tag_is_plain_geometry_plus_text() -> None:
+    config = view(
+        '<Polygon name="poly" toName="image"/>',
+        '<TextArea name="transcription" toName="image" perRegion="true"/>',
+    )
+    polygon = Prediction(
+        type=RegionType.POLYGON,
+        label="text line",
+        coords=[(0, 0), (64, 0), (64, 48)],
+        text="ok",
+    )
+    call = CallResult(key="poly", task=Task.OCR_POLYGON, predictions=[polygon])
+    results = task_prediction(
+        plan_config(config), [image_result(call)], VERSION
+    ).prediction["result"]
+    assert [r["type"] for r in results] == ["polygon", "textarea"]
+    assert "polygonlabels" not in results[0]["value"]
+    assert results[0]["value"]["points"][1] == [10.0, 0.0]
+    valid(config, results)
+
+
+def test_keypoint_joints_take_the_configs_spelling() -> None:
+    config = view(
+        '<KeyPointLabels name="kp" toName="image">'
+        '<Label value="Nose"/><Label value="Left Eye"/></KeyPointLabels>'
+    )
+    person = Prediction(
+        type=RegionType.KEYPOINT,
+        label="person",
+        coords=(0, 0, 320, 480),
+        score=0.8,
+        keypoints={
+            "nose": (64, 48),
+            "left eye": (128, 96),
+            "right eye": (1, 1),
+            "left ear": None,
+        },
+        instance_id="person1",
+    )
+    call = CallResult(key="kp", task=Task.KEYPOINT, predictions=[person])
+    out = task_prediction(plan_config(config), [image_result(call)], VERSION)
+    results = out.prediction["result"]
+    # "right eye" is not in the config: dropped quietly (not an unmatched phrase).
+    assert [r["value"]["keypointlabels"] for r in results] == [["Nose"], ["Left Eye"]]
+    assert out.warnings == []
+    valid(config, results)
+
+
+def test_brush_mask_and_polygon_from_sam() -> None:
+    config = view(
+        '<BrushLabels name="brush" toName="image"><Label value="Car"/></BrushLabels>',
+        '<PolygonLabels name="poly" toName="image">'
+        '<Label value="Car"/></PolygonLabels>',
+    )
+    mask = np.zeros((H, W), dtype=bool)
+    mask[100:200, 50:150] = True
+    with_mask = box("car", (50, 100, 150, 200)).with_(mask=mask_to_rle(mask))
+    calls = [
+        CallResult(key="brush", task=Task.DETECTION, predictions=[with_mask]),
+        CallResult(
+            key="poly", task=Task.DETECTION, predictions=[box("car")]
+        ),  # no SAM: corners
+    ]
+    results = task_prediction(
+        plan_config(config), [image_result(*calls)], VERSION
+    ).prediction["result"]
+    assert [r["type"] for r in results] == ["brushlabels", "polygonlabels"]
+    assert results[0]["value"]["format"] == "rle"
+    assert len(results[1]["value"]["points"]) == 4
+    valid(config, results)
+
+
+def test_visual_prompt_relabels_and_drops_the_drawn_box() -> None:
+    drawn = {
+        "id": "d",
+        "from_name": "label",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": W,
+        "original_height": H,
+        "value": {
+            "x": 10,
+            "y": 10,
+            "width": 40,
+            "height": 40,
+            "rotation": 0,
+            "rectanglelabels": ["Person"],
+        },
+    }
+    plan = plan_interactive(RECT, {"result": [drawn]})
+    found = [box("object_1", (64, 48, 320, 240)), box("object_1", (400, 300, 500, 400))]
+    call = CallResult(key="label", task=Task.VISUAL_PROMPTING, predictions=found)
+    results = task_prediction(plan, [image_result(call)], VERSION).prediction["result"]
+    assert len(results) == 1
+    assert results[0]["value"]["rectanglelabels"] == ["Person"]
+
+
+def test_unknown_call_key_is_a_warning() -> None:
+    call = CallResult(key="ghost", task=Task.DETECTION, predictions=[box("car")])
+    out = task_prediction(plan_config(RECT), [image_result(call)], VERSION)
+    assert out.prediction["result"] == []
+    assert "unknown call 'ghost'" in out.warnings[0]
+
+
+def test_unwritable_prediction_is_an_error_for_that_control_only() -> None:
+    config = view(
+        '<RectangleLabels name="label" toName="image">'
+        '<Label value="Car"/></RectangleLabels>',
+        '<KeyPointLabels name="kp" toName="image">'
+        '<Label value="Car"/></KeyPointLabels>',
+    )
+    point = Prediction(type=RegionType.POINT, label="Car", coords=(5, 5), score=0.5)
+    calls = [
+        CallResult(
+            key="label", task=Task.DETECTION, predictions=[point]
+        ),  # a point as a box
+        CallResult(key="kp", task=Task.POINTING, predictions=[point]),
+    ]
+    out = task_prediction(plan_config(config), [image_result(*calls)], VERSION)
+    assert [r["type"] for r in out.prediction["result"]] == ["keypointlabels"]
+    assert "RectangleLabels 'label'" in out.errors[0]

@@ -1,0 +1,447 @@
+"""``rexlabel doctor`` against a working and a broken set-up.
+
+Real pieces: Redis on 127.0.0.1:6379 (its own database, so a registered test
+worker never meets other tests' queues), a local HTTP server answering like
+Label Studio 1.23 (health, token refresh, whoami, projects, tasks, uploads), the
+tiny model directory, and subprocess probes for the GPU.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
+from redis import Redis
+from rq import Queue, Worker
+
+from backend import doctor
+from backend.cli import main
+from worker.jobs import QUEUES
+from worker.settings import SETTINGS
+
+REDIS_DB_URL = "redis://127.0.0.1:6379/14"
+LEGACY_TOKEN = "c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ff"
+LABEL_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="label" toName="image"><Label value="cat"/>'
+    "</RectangleLabels></View>"
+)
+
+
+def _jwt(claims: dict) -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+PAT = _jwt({"token_type": "refresh", "exp": int(time.time()) + 10**9, "user_id": 1})
+
+
+def _png(width: int = 40, height: int = 30) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class FakeLabelStudio:
+    """Label Studio 1.23's answers for what the doctor asks (and nothing else)."""
+
+    def __init__(self, *, legacy_enabled: bool = True, served_models=()) -> None:
+        self.legacy_enabled = legacy_enabled
+        self.served_models = list(served_models)
+        self.access_tokens: set[str] = set()
+        self.files = {"1/cat.png": _png()}
+        self.projects = [{"id": 3, "title": "cats", "label_config": LABEL_CONFIG}]
+        self.tasks = {3: [{"id": 17, "data": {"image": "/data/upload/1/cat.png"}}]}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakeLabelStudio:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def authorized(self, header: str) -> bool:
+        if header == f"Token {LEGACY_TOKEN}":
+            return self.legacy_enabled
+        return header.startswith("Bearer ") and header[7:] in self.access_tokens
+
+    def _handler(self):
+        ls = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body=b"", content_type="application/json"):
+                if isinstance(body, (dict, list)):
+                    body = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path != "/api/token/refresh/":
+                    return self._send(404, {"detail": "Not found."})
+                if body.get("refresh") != PAT:
+                    return self._send(401, {"detail": "Token is invalid or expired"})
+                access = _jwt({"token_type": "access", "exp": time.time() + 300})
+                ls.access_tokens.add(access)
+                return self._send(200, {"access": access})
+
+            def do_GET(self):
+                parts = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                if parts.path == "/health":
+                    return self._send(200, {"status": "UP"})
+                if parts.path == "/v1/models":
+                    data = [{"id": m, "object": "model"} for m in ls.served_models]
+                    return self._send(200, {"object": "list", "data": data})
+                if not ls.authorized(self.headers.get("Authorization", "")):
+                    return self._send(401, {"detail": "Invalid token."})
+                if parts.path == "/api/current-user/whoami":
+                    return self._send(200, {"id": 1, "email": "admin@example.com"})
+                if parts.path == "/api/projects/":
+                    results = ls.projects[: int(query.get("page_size", 30))]
+                    return self._send(
+                        200,
+                        {"count": len(ls.projects), "next": None, "results": results},
+                    )
+                if parts.path == "/api/tasks/":
+                    tasks = ls.tasks.get(int(query["project"]), [])
+                    return self._send(200, {"tasks": tasks, "total": len(tasks)})
+                if parts.path.startswith("/data/upload/"):
+                    data = ls.files.get(parts.path[len("/data/upload/") :])
+                    if data is None:
+                        return self._send(404, {"detail": "Not found."})
+                    return self._send(200, data, "image/png")
+                if parts.path == "/storage-data/uploaded/":
+                    data = ls.files.get(
+                        query.get("filepath", "").removeprefix("upload/")
+                    )
+                    if data is None:
+                        return self._send(404, {"detail": "Not found."})
+                    return self._send(200, data, "image/png")
+                return self._send(404, {"detail": "Not found."})
+
+        return Handler
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def redis_db():
+    conn = Redis.from_url(REDIS_DB_URL)
+    try:
+        conn.ping()
+    except Exception as exc:  # pragma: no cover - CI starts Redis
+        pytest.skip(f"Redis is not running on 127.0.0.1:6379: {exc}")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def registered_worker(redis_db):
+    """An RQ worker registered on rexlabel's queues (in the doctor's database)."""
+    worker = Worker(
+        [Queue(name, connection=redis_db) for name in QUEUES],
+        connection=redis_db,
+        name=f"doctor-test-{uuid.uuid4().hex[:8]}",
+    )
+    worker.register_birth()
+    yield worker
+    worker.register_death()
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for item in SETTINGS:
+        for name in (item.name, *item.aliases):
+            monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def sam_checkpoint(tmp_path) -> Path:
+    path = tmp_path / "sam_vit_b_test.pth"
+    path.write_bytes(b"\0" * 2048)
+    return path
+
+
+def _by_name(checks) -> dict[str, doctor.Check]:
+    return {check.name: check for check in checks}
+
+
+def _working_env(env, ls, model_dir, sam_checkpoint) -> None:
+    env.setenv("REDIS_URL", REDIS_DB_URL)
+    env.setenv("LABEL_STUDIO_URL", ls.url)
+    env.setenv("LABEL_STUDIO_API_KEY", PAT)
+    env.setenv("REXLABEL_MODEL", str(model_dir))
+    env.setenv("REXLABEL_DEVICE", "cpu")
+    env.setenv("SAM_CHECKPOINT", str(sam_checkpoint))
+
+
+def test_a_working_setup_passes(
+    clean_env, registered_worker, tiny_model_dir, sam_checkpoint, capsys
+):
+    with FakeLabelStudio(legacy_enabled=False) as ls:
+        _working_env(clean_env, ls, tiny_model_dir, sam_checkpoint)
+        code = main(["doctor"])
+        out = capsys.readouterr().out
+        assert ls.access_tokens, "the personal access token was exchanged"
+    assert code == 0, out
+    assert "FAIL" not in out
+    for line in (
+        "OK    settings",
+        "OK    redis ",
+        "OK    workers",
+        "OK    label studio ",
+        "OK    label studio token",
+        "OK    image download",
+        "OK    model",
+        "OK    gpu",
+        "OK    sam",
+    ):
+        assert line in out, f"{line!r} missing from:\n{out}"
+    assert "personal access token (exchanged for an access token) accepted" in out
+    assert "/data/upload/1/cat.png (task 17) downloaded: 40x30" in out
+    assert PAT not in out
+
+
+def test_a_legacy_token_works_when_the_organization_allows_it(clean_env, redis_db):
+    with FakeLabelStudio(legacy_enabled=True) as ls:
+        values, _ = doctor.read_settings(
+            {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LEGACY_TOKEN}
+        )
+        checks = _by_name(doctor.check_label_studio(values))
+    assert checks["label studio token"].status is doctor.Status.OK
+    assert "legacy token accepted" in checks["label studio token"].detail
+    assert checks["image download"].status is doctor.Status.OK
+
+
+def test_a_broken_setup_fails_and_says_how_to_fix_it(clean_env, capsys):
+    with FakeLabelStudio(legacy_enabled=False) as ls:
+        clean_env.setenv("REDIS_URL", f"redis://:pw-secret@127.0.0.1:{_free_port()}/0")
+        clean_env.setenv("LABEL_STUDIO_URL", ls.url)
+        clean_env.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)  # legacy disabled
+        clean_env.setenv("REXLABEL_MAX_NEW_TOKENS", "many")
+        clean_env.setenv("REXLABEL_DEVICE", "cpu")  # no GPU probe: seconds saved
+        code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL  settings" in out and "REXLABEL_MAX_NEW_TOKENS='many'" in out
+    assert "FAIL  redis" in out and "cannot reach Redis" in out
+    assert "fix: start Redis or fix REDIS_URL" in out
+    assert "FAIL  label studio token" in out
+    assert "rejected the legacy token in LABEL_STUDIO_API_KEY (HTTP 401)" in out
+    assert "use a Personal Access Token" in out
+    assert LEGACY_TOKEN not in out and "pw-secret" not in out
+
+
+def test_a_wrong_personal_access_token_is_reported(clean_env):
+    wrong = _jwt({"token_type": "refresh", "exp": int(time.time()) + 100, "u": 2})
+    with FakeLabelStudio() as ls:
+        values, _ = doctor.read_settings(
+            {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": wrong}
+        )
+        checks = _by_name(doctor.check_label_studio(values))
+    token = checks["label studio token"]
+    assert token.status is doctor.Status.FAIL
+    assert "rejected the personal access token" in token.detail
+    assert "image download" not in checks
+
+
+def test_unreachable_label_studio_and_missing_token(clean_env):
+    values, _ = doctor.read_settings(
+        {"LABEL_STUDIO_URL": f"http://127.0.0.1:{_free_port()}"}
+    )
+    (check,) = doctor.check_label_studio(values)
+    assert check.status is doctor.Status.FAIL
+    assert "service name" in check.fix
+    with FakeLabelStudio() as ls:
+        values, _ = doctor.read_settings({"LABEL_STUDIO_URL": ls.url})
+        checks = _by_name(doctor.check_label_studio(values))
+    assert checks["label studio"].status is doctor.Status.OK
+    assert checks["label studio token"].status is doctor.Status.FAIL
+    assert "LABEL_STUDIO_API_KEY is not set" in checks["label studio token"].detail
+
+
+def test_a_missing_image_is_a_failure_and_no_task_a_skip(clean_env):
+    with FakeLabelStudio() as ls:
+        values, _ = doctor.read_settings(
+            {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LEGACY_TOKEN}
+        )
+        checks = _by_name(
+            doctor.check_label_studio(values, image="/data/upload/1/gone.png")
+        )
+        assert checks["image download"].status is doctor.Status.FAIL
+        assert "not found" in checks["image download"].detail
+        ls.tasks = {}
+        checks = _by_name(doctor.check_label_studio(values))
+        assert checks["image download"].status is doctor.Status.SKIP
+
+
+def test_redis_without_workers_fails(clean_env, redis_db):
+    queues = (f"doctor-empty-{uuid.uuid4().hex}",)
+    checks = _by_name(doctor.check_redis(REDIS_DB_URL, queues))
+    assert checks["redis"].status is doctor.Status.OK
+    assert checks["workers"].status is doctor.Status.FAIL
+    assert "rexlabel worker" in checks["workers"].fix
+    assert checks["redis persistence"].status in (doctor.Status.OK, doctor.Status.WARN)
+
+
+def test_model_checks(tmp_path, tiny_model_dir):
+    def model(**values):
+        base = {
+            "REXLABEL_ENGINE": "transformers",
+            "REXLABEL_MODEL": "",
+            "REXLABEL_OPENAI_URL": "",
+            "REXLABEL_OPENAI_API_KEY": "EMPTY",
+        }
+        return doctor.check_model({**base, **values})
+
+    assert model(REXLABEL_MODEL=str(tiny_model_dir)).status is doctor.Status.OK
+    incomplete = tmp_path / "half"
+    incomplete.mkdir()
+    (incomplete / "config.json").write_text("{}")
+    check = model(REXLABEL_MODEL=str(incomplete))
+    assert check.status is doctor.Status.FAIL
+    assert "weights" in check.detail and "preprocessor_config.json" in check.detail
+    check = model(REXLABEL_MODEL=str(tmp_path / "nowhere" / "rex"))
+    assert check.status is doctor.Status.FAIL and "not a directory" in check.detail
+
+    with FakeLabelStudio(served_models=["IDEA-Research/Rex-Omni"]) as server:
+        served = model(
+            REXLABEL_ENGINE="openai",
+            REXLABEL_OPENAI_URL=f"{server.url}/v1",
+            REXLABEL_MODEL="IDEA-Research/Rex-Omni",
+        )
+        other = model(
+            REXLABEL_ENGINE="openai",
+            REXLABEL_OPENAI_URL=f"{server.url}/v1",
+            REXLABEL_MODEL="someone/else",
+        )
+    assert served.status is doctor.Status.OK
+    assert other.status is doctor.Status.FAIL and "served model name" in other.fix
+    unset = model(REXLABEL_ENGINE="openai")
+    assert unset.status is doctor.Status.FAIL and "REXLABEL_OPENAI_URL" in unset.detail
+
+
+class _RunOnce:
+    """subprocess.run that really runs the first probe and replays its answer
+    (importing torch takes seconds; the answer cannot change within a test)."""
+
+    def __init__(self) -> None:
+        self.result: subprocess.CompletedProcess | None = None
+
+    def __call__(self, *args, **kwargs) -> subprocess.CompletedProcess:
+        if self.result is None:
+            self.result = subprocess.run(*args, **kwargs)
+        return self.result
+
+
+def test_gpu_from_nvidia_smi(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 81559 MiB'\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    values = {"REXLABEL_ENGINE": "transformers", "SAM_CHECKPOINT": ""}
+    check = doctor.check_gpu({**values, "REXLABEL_DEVICE": "cuda"})
+    assert check.status is doctor.Status.OK
+    assert "1 GPU(s) via nvidia-smi: NVIDIA H100 80GB HBM3, 81559 MiB" in check.detail
+
+
+@pytest.mark.slow
+def test_no_gpu_fails_for_cuda_and_warns_for_auto(monkeypatch):
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)  # no nvidia-smi
+    run = _RunOnce()
+    gpus, how = doctor.probe_gpus(run)  # torch in a subprocess decides
+    if gpus:
+        pytest.skip(f"this machine has a GPU: {gpus}")
+    assert how == "torch"
+    values = {"REXLABEL_ENGINE": "transformers", "SAM_CHECKPOINT": ""}
+    check = doctor.check_gpu({**values, "REXLABEL_DEVICE": "cuda"}, run)
+    assert check.status is doctor.Status.FAIL
+    assert "REXLABEL_DEVICE=cuda but no GPU is visible (torch)" in check.detail
+    check = doctor.check_gpu({**values, "REXLABEL_DEVICE": "auto"}, run)
+    assert check.status is doctor.Status.WARN
+    assert doctor.check_gpu({**values, "REXLABEL_DEVICE": "cpu"}, run).status is (
+        doctor.Status.OK
+    )
+
+
+def test_sam_checks(tmp_path, sam_checkpoint):
+    def sam(**values):
+        return doctor.check_sam({"SAM_CHECKPOINT": "", "SAM_MODEL_TYPE": "", **values})
+
+    assert sam().status is doctor.Status.SKIP
+    ok = sam(SAM_CHECKPOINT=str(sam_checkpoint))
+    assert ok.status is doctor.Status.OK and "vit_b" in ok.detail
+    unnamed = tmp_path / "weights.pth"
+    unnamed.write_bytes(b"\0" * 16)
+    check = sam(SAM_CHECKPOINT=str(unnamed))
+    assert check.status is doctor.Status.FAIL and "SAM_MODEL_TYPE" in check.fix
+    assert sam(SAM_CHECKPOINT=str(unnamed), SAM_MODEL_TYPE="vit_l").status is (
+        doctor.Status.OK
+    )
+    missing = sam(SAM_CHECKPOINT=str(tmp_path / "sam_vit_h.pth"))
+    assert missing.status is doctor.Status.FAIL
+
+
+@pytest.mark.slow
+def test_the_doctor_never_imports_torch_in_its_own_process():
+    code = (
+        "import sys\n"
+        "from backend.doctor import run_checks\n"
+        "checks = run_checks({'REXLABEL_DEVICE': 'auto'})\n"
+        "assert any(c.name == 'gpu' for c in checks)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_json_output_is_one_row_per_check(clean_env, capsys):
+    clean_env.setenv("REXLABEL_DEVICE", "cpu")
+    main(["doctor", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert {row["name"] for row in rows} >= {"settings", "redis", "model", "gpu", "sam"}
+    assert all(row["status"] in ("ok", "warn", "fail", "skip") for row in rows)

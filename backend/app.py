@@ -1,0 +1,525 @@
+"""The Flask app Label Studio talks to (the ML-backend protocol).
+
+Routes (``label-studio-protocol.md`` section 1):
+
+- ``GET /health`` (and ``/``): fast JSON, with whether the queue and a worker
+  are up; 503 when Redis is unreachable.
+- ``POST /setup``: stores the project's ``extra_params`` and answers the
+  ``model_version`` (a pure function of model, engine, prompts, settings,
+  label config and extra params; see :mod:`backend.model_version`).
+- ``GET /versions``: ``{"versions": [...]}``, newest first.
+- ``POST /predict``: one prediction per task, in order, always with
+  ``model_version``. A task that fails gets ``{"result": [], "score": 0,
+  "model_version": ...}`` and its reason in the logs and in ``errors``
+  (``[{"task": id, "error": "..."}]``); it never takes other tasks down.
+  Interactive requests (``params.context.result``) reply ``{"results":
+  [{"result": [...], ...}]}`` the same way.
+- ``GET /metrics``: Prometheus metrics (``worker.metrics``), behind basic auth.
+- ``POST /webhook``: answers at once, works in the background
+  (``TASKS_CREATED`` starts pre-annotation when the project's extra params
+  say ``"prelabel_on_import": true``).
+
+Queues: all work someone waits for goes to ``rexlabel:interactive`` (a click
+with Auto-Annotation at the front); a ``/predict`` with more than
+``REXLABEL_SYNC_TASK_LIMIT`` tasks becomes a background bulk job on
+``rexlabel:bulk`` (``backend.bulk``) that posts predictions to Label Studio's
+API as chunks finish; the reply then has no results (Label Studio stores
+nothing and logs it) and says which job took over.
+
+Auth: basic auth (``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``) on every route but
+``/webhook``, which takes ``?token=`` (``REXLABEL_WEBHOOK_TOKEN``); see
+:mod:`backend.auth`.
+
+Production::
+
+    gunicorn -k gthread -w 1 --threads 8 -b 0.0.0.0:9090 'backend.app:create_app()'
+
+(threads, not processes, unless ``REDIS_URL`` or ``REXLABEL_STATE_PATH`` is
+set: without them project state lives in the process's memory).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from backend.auth import WEBHOOK_TOKEN_HEADER, WEBHOOK_TOKEN_PARAM, AuthConfig
+from backend.model_version import model_version
+from backend.planner import Plan, PlanError, plan_config, plan_interactive, task_id_of
+from backend.predictions import TaskPrediction, empty_prediction, task_prediction
+from backend.queue import ChunkRunner, create_runner
+from backend.state import StateError, StateStore, make_state, open_store, project_id
+from worker import settings
+from worker.jobspec import ImageResult
+from worker.metrics import instrument_flask
+
+log = logging.getLogger(__name__)
+
+MODEL_CLASS = "RexOmni"
+"""Reported by /health as Label Studio's own backends do (``model_class``)."""
+
+WEBHOOK_THREADS = 2
+"""Background threads for webhook work: events are rare and their work
+(starting a bulk job) is short."""
+
+PRELABEL_PARAM = "prelabel_on_import"
+"""Extra param that makes TASKS_CREATED start background pre-annotation."""
+
+BULK_MODULE = "backend.bulk"
+BULK_FUNCTION = "start_for_tasks"
+"""The bulk helper's entry point: ``start_for_tasks(tasks, *, project,
+label_config, extra_params, model_version, hostname, source)`` -> job id."""
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """What the app reads from the environment (``worker.settings``)."""
+
+    auth: AuthConfig
+    redis_url: str = ""
+    state_path: str = ""
+    predict_timeout: float = 90.0
+    sync_task_limit: int = 16
+    chunk_size: int = 4
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BackendConfig:
+        def get(name: str) -> Any:
+            return settings.get(name, environ)
+
+        return cls(
+            auth=AuthConfig(
+                user=get("BASIC_AUTH_USER"),
+                password=get("BASIC_AUTH_PASS"),
+                webhook_token=get("REXLABEL_WEBHOOK_TOKEN"),
+            ),
+            redis_url=get("REDIS_URL"),
+            state_path=get("REXLABEL_STATE_PATH"),
+            predict_timeout=get("REXLABEL_PREDICT_TIMEOUT"),
+            sync_task_limit=get("REXLABEL_SYNC_TASK_LIMIT"),
+            chunk_size=get("REXLABEL_PREDICT_CHUNK_SIZE"),
+        )
+
+
+class BadRequest(ValueError):
+    """The request body is unusable; answered 400 with the message."""
+
+
+def _start_bulk_job(**kwargs: Any) -> Any:
+    """Hand tasks to the bulk helper; RuntimeError when it is not installed."""
+    try:
+        module = importlib.import_module(BULK_MODULE)
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(f"background jobs are not available: {exc}") from None
+    start = getattr(module, BULK_FUNCTION, None)
+    if start is None:
+        raise RuntimeError(
+            f"background jobs are not available: {BULK_MODULE}.{BULK_FUNCTION} "
+            "does not exist in this build"
+        )
+    return start(**kwargs)
+
+
+class Backend:
+    """The routes' logic, separate from Flask so it can be called directly."""
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        runner: ChunkRunner,
+        store: StateStore,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.runner = runner
+        self.store = store
+        self.environ = environ
+        self.background = ThreadPoolExecutor(
+            max_workers=WEBHOOK_THREADS, thread_name_prefix="rexlabel-webhook"
+        )
+        self.versions: list[str] = []
+
+    # -- helpers ---------------------------------------------------------------
+    def version_for(self, label_config: str | None, extra: Mapping[str, Any]) -> str:
+        version = model_version(label_config, extra, self.environ)
+        if version not in self.versions:
+            self.versions.insert(0, version)
+            del self.versions[32:]
+        return version
+
+    def extra_params(self, project: Any) -> dict[str, Any]:
+        if project is None:
+            return {}
+        try:
+            return self.store.extra_params(project)
+        except StateError:
+            return {}
+
+    # -- routes ----------------------------------------------------------------
+    def health(self) -> tuple[dict[str, Any], int]:
+        queue = self.runner.status()
+        body = {
+            "status": "UP" if queue.get("queue_up") else "DOWN",
+            "model_class": MODEL_CLASS,
+            "model_version": self.version_for(None, {}),
+            "queue": queue,
+            "workers_up": bool(queue.get("workers")),
+        }
+        return body, 200 if queue.get("queue_up") else 503
+
+    def setup(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            state = make_state(
+                body.get("project"),
+                body.get("extra_params"),
+                hostname=body.get("hostname"),
+                label_config=body.get("schema"),
+            )
+        except StateError as exc:
+            raise BadRequest(str(exc)) from None
+        self.store.put(state)
+        version = self.version_for(state.label_config, state.extra_params)
+        log.info("setup: project %s -> %s", state.project, version)
+        return {"model_version": version}
+
+    def webhook(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        action = str(body.get("action") or "")
+        self.background.submit(self._webhook_work, dict(body))
+        return {"status": "accepted", "action": action}
+
+    def _webhook_work(self, body: dict[str, Any]) -> None:
+        action = body.get("action")
+        try:
+            if action == "TASKS_CREATED":
+                self._on_tasks_created(body)
+            elif action == "START_TRAINING":
+                log.info("webhook START_TRAINING ignored: rexlabel does not train")
+            else:
+                log.debug("webhook %s ignored", action)
+        except Exception:
+            log.exception("webhook %s failed", action)
+
+    def _on_tasks_created(self, body: dict[str, Any]) -> None:
+        project = body.get("project") or {}
+        pid = project.get("id") if isinstance(project, Mapping) else project
+        extra = self.extra_params(pid)
+        if not extra.get(PRELABEL_PARAM):
+            log.debug("TASKS_CREATED for project %s: %s is off", pid, PRELABEL_PARAM)
+            return
+        tasks = [t for t in body.get("tasks") or [] if isinstance(t, Mapping)]
+        label_config = (
+            project.get("label_config") if isinstance(project, Mapping) else None
+        )
+        state = self.store.get(pid) if pid is not None else None
+        label_config = label_config or (state.label_config if state else "")
+        version = self.version_for(label_config, extra)
+        try:
+            job = _start_bulk_job(
+                tasks=tasks,
+                project=str(pid),
+                label_config=label_config,
+                extra_params=extra,
+                model_version=version,
+                hostname=state.hostname if state else "",
+                source="webhook",
+            )
+        except RuntimeError as exc:
+            log.warning("TASKS_CREATED for project %s: not pre-annotated: %s", pid, exc)
+            return
+        log.info(
+            "TASKS_CREATED: %d tasks of project %s -> job %s", len(tasks), pid, job
+        )
+
+    def predict(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            raise BadRequest("'tasks' must be a list of task objects")
+        if not tasks:
+            raise BadRequest("'tasks' is empty")
+        params = body.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise BadRequest("'params' must be an object")
+        project = body.get("project")
+        extra = self.extra_params(project)
+        label_config = body.get("label_config")
+        if not label_config and project is not None:
+            try:
+                state = self.store.get(project)
+            except StateError:
+                state = None
+            label_config = state.label_config if state else ""
+        version = self.version_for(label_config, extra)
+        context = params.get("context")
+        interactive = isinstance(context, Mapping) and bool(context.get("result"))
+
+        started = time.perf_counter()
+        try:
+            plan = (
+                plan_interactive(label_config or "", context, extra)
+                if interactive
+                else plan_config(label_config or "", extra)
+            )
+        except PlanError as exc:
+            log.warning("predict: cannot plan project %s: %s", project, exc)
+            return self._all_failed(tasks, version, str(exc))
+
+        if not interactive and len(tasks) > self.config.sync_task_limit:
+            return self._to_background(tasks, project, label_config, extra, version)
+
+        outcomes = self._run(plan, tasks, version, urgent=interactive)
+        results = [o.prediction for o in outcomes]
+        errors = [
+            {"task": task_id_of(t), "error": "; ".join(o.errors)}
+            for t, o in zip(tasks, outcomes, strict=True)
+            if o.errors
+        ]
+        warnings = [
+            {"task": task_id_of(t), "warning": w}
+            for t, o in zip(tasks, outcomes, strict=True)
+            for w in o.warnings
+        ]
+        for item in errors:
+            log.warning("predict: task %s: %s", item["task"], item["error"])
+        for item in warnings:
+            log.info("predict: task %s: %s", item["task"], item["warning"])
+        log.info(
+            "predict: %d task(s)%s in %.0f ms, %d failed",
+            len(tasks),
+            " (interactive)" if interactive else "",
+            (time.perf_counter() - started) * 1000,
+            len(errors),
+        )
+        reply: dict[str, Any] = {"results": results, "model_version": version}
+        if errors:
+            reply["errors"] = errors
+        if warnings:
+            reply["warnings"] = warnings
+        if plan.notes:
+            reply["notes"] = list(plan.notes)
+        return reply
+
+    def _all_failed(self, tasks: list, version: str, error: str) -> dict[str, Any]:
+        return {
+            "results": [empty_prediction(version) for _ in tasks],
+            "model_version": version,
+            "errors": [{"task": task_id_of(t), "error": error} for t in tasks],
+        }
+
+    def _to_background(
+        self,
+        tasks: list,
+        project: Any,
+        label_config: str,
+        extra: dict[str, Any],
+        version: str,
+    ) -> dict[str, Any]:
+        limit = self.config.sync_task_limit
+        reason = (
+            f"{len(tasks)} tasks are more than REXLABEL_SYNC_TASK_LIMIT={limit} "
+            "can answer within Label Studio's timeout"
+        )
+        try:
+            pid = project_id(project)
+        except StateError:
+            pid = None
+        state = self.store.get(pid) if pid else None
+        try:
+            job = _start_bulk_job(
+                tasks=list(tasks),
+                project=pid,
+                label_config=label_config,
+                extra_params=extra,
+                model_version=version,
+                hostname=state.hostname if state else "",
+                source="predict",
+            )
+        except RuntimeError as exc:
+            log.warning("predict: %s, and %s", reason, exc)
+            raise NoBackgroundJobs(f"{reason}, and {exc}") from None
+        log.info("predict: %s: background job %s", reason, job)
+        return {
+            "results": [],
+            "model_version": version,
+            "background_job": job,
+            "message": (
+                f"{reason}: background job {job} posts the predictions to Label "
+                "Studio as they finish"
+            ),
+        }
+
+    def _run(
+        self, plan: Plan, tasks: list, version: str, *, urgent: bool
+    ) -> list[TaskPrediction]:
+        """Plan, queue and convert; one TaskPrediction per task, in order."""
+        errors: dict[int, str] = {}
+        image_ids: dict[int, list[str]] = {}
+        images: list[dict[str, Any]] = []
+        for index, task in enumerate(tasks):
+            if not isinstance(task, Mapping):
+                errors[index] = f"task {index} is not an object"
+                continue
+            try:
+                jobs = plan.image_jobs(task)
+            except PlanError as exc:
+                errors[index] = str(exc)
+                continue
+            image_ids[index] = []
+            for job in jobs:
+                # Unique per request even if two tasks share an id.
+                job.id = f"{index}:{job.id}"
+                image_ids[index].append(job.id)
+                images.append(job.to_dict())
+
+        size = self.config.chunk_size
+        payloads = [
+            {"images": images[i : i + size]} for i in range(0, len(images), size)
+        ]
+        found: dict[str, ImageResult] = {}
+        for outcome in self.runner.run_many(
+            payloads, timeout=self.config.predict_timeout, urgent=urgent
+        ):
+            if outcome.error is not None:
+                for image in outcome.payload["images"]:
+                    found[image["id"]] = ImageResult(
+                        id=image["id"], error=outcome.error
+                    )
+                continue
+            for item in (outcome.result or {}).get("images") or []:
+                try:
+                    result = ImageResult.from_dict(item)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("predict: unreadable image result: %s", exc)
+                    continue
+                found[result.id] = result
+
+        out: list[TaskPrediction] = []
+        for index, _task in enumerate(tasks):
+            if index in errors:
+                out.append(TaskPrediction(empty_prediction(version), [errors[index]]))
+                continue
+            results = [
+                found.get(i) or ImageResult(id=i, error="the worker returned no result")
+                for i in image_ids[index]
+            ]
+            for result in results:
+                result.id = result.id.split(":", 1)[1]
+            out.append(task_prediction(plan, results, version))
+        return out
+
+
+class NoBackgroundJobs(RuntimeError):
+    """A /predict too large to answer in time, and no bulk jobs to take it."""
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+def create_app(
+    environ: Mapping[str, str] | None = None,
+    *,
+    runner: ChunkRunner | None = None,
+    store: StateStore | None = None,
+) -> Flask:
+    """The app; settings come from ``environ`` (default: ``os.environ``).
+
+    ``runner`` and ``store`` default to Redis when ``REDIS_URL`` is set, else
+    in-process jobs and in-memory (or ``REXLABEL_STATE_PATH``) state.
+    """
+    config = BackendConfig.from_env(environ)
+    if runner is None:
+        runner = create_runner(config.redis_url)
+    if store is None:
+        redis_connection = getattr(runner, "connection", None)
+        if redis_connection is None and config.redis_url:
+            from redis import Redis
+
+            redis_connection = Redis.from_url(config.redis_url)
+        store = open_store(redis_connection, config.state_path)
+    backend = Backend(config, runner, store, environ)
+
+    app = Flask(__name__)
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions["rexlabel"] = backend
+    health_connection = getattr(runner, "health_connection", None)
+    instrument_flask(
+        app, connection=(lambda: health_connection) if health_connection else None
+    )
+
+    @app.before_request
+    def require_auth() -> Response | None:
+        if request.path.rstrip("/") == "/webhook":
+            token = request.args.get(WEBHOOK_TOKEN_PARAM) or request.headers.get(
+                WEBHOOK_TOKEN_HEADER
+            )
+            if not config.auth.check_webhook(token):
+                return _error("webhook token missing or wrong", 401)
+            return None
+        if not config.auth.check_basic(request.headers.get("Authorization")):
+            response = _error("authentication required", 401)
+            response.headers["WWW-Authenticate"] = 'Basic realm="rexlabel"'
+            return response
+        return None
+
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest) -> Response:
+        return _error(str(exc), 400)
+
+    @app.errorhandler(NoBackgroundJobs)
+    def no_background(exc: NoBackgroundJobs) -> Response:
+        return _error(str(exc), 503)
+
+    @app.errorhandler(404)
+    def not_found(_exc: Any) -> Response:
+        return _error(f"no route {request.method} {request.path}", 404)
+
+    @app.errorhandler(405)
+    def not_allowed(_exc: Any) -> Response:
+        return _error(f"{request.method} is not allowed on {request.path}", 405)
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> tuple[Response, int]:
+        body, status = backend.health()
+        return jsonify(body), status
+
+    @app.post("/setup")
+    def setup() -> Response:
+        return jsonify(backend.setup(_json_body()))
+
+    @app.get("/versions")
+    def versions() -> Response:
+        return jsonify(
+            {"versions": list(backend.versions) or [backend.version_for(None, {})]}
+        )
+
+    @app.post("/webhook")
+    def webhook() -> Response:
+        return jsonify(backend.webhook(_json_body()))
+
+    @app.post("/predict")
+    def predict() -> Response:
+        return jsonify(backend.predict(_json_body()))
+
+    return app
+
+
+def _error(message: str, status: int) -> Response:
+    response = jsonify({"error": message, "status": status})
+    response.status_code = status
+    return response

@@ -1,0 +1,552 @@
+"""Every endpoint and error path of the Flask app, through Flask's test client.
+
+Most tests run the chunks with :func:`tests.backend.jobfuncs.planned_chunk`, a
+stand-in worker that answers each call from its parameters, in-process or
+through a real Redis and a real rexlabel worker process. The end-to-end tests
+at the bottom run the real job function (``worker.jobs.run_chunk``) on the
+tiny model, in-process and through Redis + ``rexlabel worker``.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+import backend.app as app_module
+from backend.app import create_app
+from backend.queue import InProcessRunner, RQRunner
+from backend.state import MemoryStore
+from tests.backend.redis_helpers import (
+    redis_or_skip,
+    redis_url,
+    start_worker,
+    stop_worker,
+    test_worker_command,
+)
+
+PLANNED = "tests.backend.jobfuncs.planned_chunk"
+PROJECT = "3.1795697856"
+CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="label" toName="image">'
+    '<Label value="Car" predicted_values="car,truck"/><Label value="Person"/>'
+    "</RectangleLabels>"
+    '<TextArea name="prompt" toName="image" editable="true"/>'
+    "</View>"
+)
+
+
+OWN_STORE = object()
+"""make_client's default: a fresh MemoryStore (None lets the app choose)."""
+
+
+def make_client(env: dict | None = None, runner=None, store=OWN_STORE):
+    app = create_app(
+        {"REXLABEL_MODEL": "/models/test", **(env or {})},
+        runner=runner or InProcessRunner(function=PLANNED),
+        store=MemoryStore() if store is OWN_STORE else store,
+    )
+    app.testing = True
+    return app.test_client()
+
+
+def task(tid: int, url: str | None = "/data/upload/3/a.jpg") -> dict:
+    data = {} if url is None else {"image": url}
+    return {"id": tid, "data": data, "meta": {}, "project": 3}
+
+
+def predict_body(tasks: list[dict], config: str = CONFIG, context=None) -> dict:
+    return {
+        "tasks": tasks,
+        "project": PROJECT,
+        "label_config": config,
+        "params": {"login": None, "password": None, "context": context},
+    }
+
+
+def basic(user: str, password: str) -> dict:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+# /health, /, errors ---------------------------------------------------------------
+def test_health_and_root_answer_json() -> None:
+    client = make_client()
+    for path in ("/health", "/"):
+        response = client.get(path)
+        assert response.status_code == 200
+        body = response.get_json()
+        assert body["status"] == "UP"
+        assert body["model_class"] == "RexOmni"
+        assert body["queue"]["mode"] == "in-process"
+        assert body["workers_up"] is True
+        assert body["model_version"].startswith("rexlabel-")
+
+
+def test_health_is_503_when_redis_is_down() -> None:
+    client = make_client(runner=RQRunner.from_url("redis://127.0.0.1:1/0"))
+    response = client.get("/health")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "DOWN"
+    assert "Redis" in body["queue"]["error"]
+
+
+def test_unknown_route_and_method_are_json_errors() -> None:
+    client = make_client()
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "no route GET /nope"
+    response = client.get("/predict")
+    assert response.status_code == 405
+    assert "GET is not allowed" in response.get_json()["error"]
+
+
+def test_metrics_endpoint_counts_requests() -> None:
+    client = make_client()
+    client.get("/health")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "rexlabel_requests_total" in text
+
+
+# Auth -----------------------------------------------------------------------------
+AUTH_ENV = {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pw"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/health"),
+        ("get", "/"),
+        ("get", "/versions"),
+        ("get", "/metrics"),
+        ("post", "/setup"),
+        ("post", "/predict"),
+    ],
+)
+def test_basic_auth_guards_every_route_but_webhook(method: str, path: str) -> None:
+    client = make_client(AUTH_ENV)
+    response = getattr(client, method)(path, json={})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    response = getattr(client, method)(path, json={}, headers=basic("ls", "nope"))
+    assert response.status_code == 401
+    response = getattr(client, method)(path, json={}, headers=basic("ls", "pw"))
+    assert response.status_code != 401
+
+
+def test_webhook_needs_no_basic_auth_but_its_token_when_set() -> None:
+    client = make_client(AUTH_ENV)
+    assert (
+        client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 200
+    )
+    client = make_client({**AUTH_ENV, "REXLABEL_WEBHOOK_TOKEN": "hook-secret"})
+    event = {"action": "PROJECT_UPDATED"}
+    assert client.post("/webhook", json=event).status_code == 401
+    assert client.post("/webhook?token=wrong", json=event).status_code == 401
+    assert client.post("/webhook?token=hook-secret", json=event).status_code == 200
+    headers = {"X-Rexlabel-Webhook-Token": "hook-secret"}
+    assert client.post("/webhook", json=event, headers=headers).status_code == 200
+
+
+# /setup and /versions -------------------------------------------------------------
+def test_setup_stores_extra_params_and_returns_the_predict_version() -> None:
+    store = MemoryStore()
+    client = make_client(store=store)
+    body = {
+        "project": PROJECT,
+        "schema": CONFIG,
+        "hostname": "http://ls:8080",
+        "access_token": "legacy",
+        "extra_params": {"model_score_threshold": 0.5},
+    }
+    response = client.post("/setup", json=body)
+    assert response.status_code == 200
+    version = response.get_json()["model_version"]
+    assert store.extra_params(3) == {"model_score_threshold": 0.5}
+    assert store.get(3).hostname == "http://ls:8080"
+    # The /predict that follows files its predictions under the same version.
+    reply = client.post("/predict", json=predict_body([task(1)])).get_json()
+    assert reply["model_version"] == version
+    assert reply["results"][0]["model_version"] == version
+    # Other extra params -> another version; /versions lists both.
+    other = client.post("/setup", json={**body, "extra_params": None}).get_json()
+    assert other["model_version"] != version
+    versions = client.get("/versions").get_json()["versions"]
+    assert versions[:2] == [other["model_version"], version]
+
+
+def test_setup_is_fast() -> None:
+    client = make_client()
+    started = time.perf_counter()
+    response = client.post("/setup", json={"project": PROJECT, "schema": CONFIG})
+    assert response.status_code == 200
+    assert time.perf_counter() - started < 3.0  # Label Studio's ML_TIMEOUT_SETUP
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"schema": CONFIG}, "project"),
+        ({"project": "abc", "schema": CONFIG}, "project"),
+        ({"project": PROJECT, "extra_params": "{bad"}, "extra_params"),
+        ({"project": PROJECT, "extra_params": [1]}, "extra_params"),
+    ],
+)
+def test_setup_errors_name_the_field(body: dict, message: str) -> None:
+    response = make_client().post("/setup", json=body)
+    assert response.status_code == 400
+    assert message in response.get_json()["error"]
+
+
+def test_non_json_bodies_are_400() -> None:
+    client = make_client()
+    for path in ("/setup", "/predict", "/webhook"):
+        response = client.post(path, data="not json", content_type="text/plain")
+        assert response.status_code == 400
+        assert response.get_json()["error"] == "the request body must be a JSON object"
+
+
+def test_versions_before_any_setup() -> None:
+    versions = make_client().get("/versions").get_json()["versions"]
+    assert len(versions) == 1
+    assert versions[0].startswith("rexlabel-")
+
+
+# /webhook -------------------------------------------------------------------------
+def created_event(tasks: list[dict]) -> dict:
+    return {
+        "action": "TASKS_CREATED",
+        "tasks": tasks,
+        "project": {"id": 3, "label_config": CONFIG},
+    }
+
+
+def test_tasks_created_starts_a_bulk_job_when_asked(monkeypatch) -> None:
+    calls: list[dict] = []
+
+    def fake_start(**kwargs):  # the bulk helper's entry point (backend.bulk)
+        calls.append(kwargs)
+        return "job-1"
+
+    monkeypatch.setattr(app_module, "_start_bulk_job", fake_start)
+    store = MemoryStore()
+    client = make_client(store=store)
+    client.post("/setup", json={"project": PROJECT, "schema": CONFIG})
+    started = time.perf_counter()
+    response = client.post("/webhook", json=created_event([task(1), task(2)]))
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "accepted", "action": "TASKS_CREATED"}
+    assert time.perf_counter() - started < 1.0  # Label Studio's WEBHOOK_TIMEOUT
+    time.sleep(0.3)
+    assert calls == []  # prelabel_on_import is off
+
+    setup = {
+        "project": PROJECT,
+        "schema": CONFIG,
+        "extra_params": {"prelabel_on_import": True},
+    }
+    version = client.post("/setup", json=setup).get_json()["model_version"]
+    client.post("/webhook", json=created_event([task(1), task(2)]))
+    wait_for(lambda: calls)
+    (call,) = calls
+    assert [t["id"] for t in call["tasks"]] == [1, 2]
+    assert call["project"] == "3"
+    assert call["model_version"] == version
+    assert call["label_config"] == CONFIG
+    assert call["source"] == "webhook"
+
+
+def test_webhook_start_training_and_others_are_accepted() -> None:
+    client = make_client()
+    for action in ("START_TRAINING", "ANNOTATION_CREATED", "PROJECT_UPDATED"):
+        response = client.post(
+            "/webhook", json={"action": action, "project": {"id": 3}}
+        )
+        assert response.status_code == 200
+        assert response.get_json()["action"] == action
+
+
+# /predict -------------------------------------------------------------------------
+def test_predict_one_result_per_task_in_order() -> None:
+    client = make_client()
+    tasks = [task(11), task(12, "/data/upload/3/zebra.jpg"), task(13)]
+    reply = client.post("/predict", json=predict_body(tasks)).get_json()
+    results = reply["results"]
+    assert len(results) == 3
+    for result in results:
+        assert result["model_version"] == reply["model_version"]
+        labels = sorted(r["value"]["rectanglelabels"][0] for r in result["result"])
+        # car and truck both map to Car; the unmatched "zebra" is dropped.
+        assert labels == ["Car", "Car", "Person"]
+        assert result["score"] == pytest.approx(0.9)
+    assert "errors" not in reply
+    (warning,) = reply["warnings"]
+    assert warning["task"] == 12
+    assert "'zebra' match no label" in warning["warning"]
+
+
+def test_a_failing_task_gets_an_empty_result_and_an_error() -> None:
+    client = make_client()
+    tasks = [task(1), task(2, "/data/upload/3/unreadable.jpg"), task(3, None), "junk"]
+    reply = client.post("/predict", json=predict_body(tasks)).get_json()
+    results = reply["results"]
+    version = reply["model_version"]
+    assert len(results[0]["result"]) == 3
+    empty = {"result": [], "score": 0, "model_version": version}
+    assert results[1] == results[2] == results[3] == empty
+    errors = {e["task"]: e["error"] for e in reply["errors"]}
+    assert "not an image" in errors[2]
+    assert "data['image']" in errors[3]
+    assert "task 3 is not an object" in errors[None]
+
+
+def test_unsupported_config_fails_every_task_with_the_tag_named() -> None:
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<EllipseLabels name="ell" toName="image"><Label value="A"/>'
+        "</EllipseLabels></View>"
+    )
+    reply = (
+        make_client()
+        .post("/predict", json=predict_body([task(1), task(2)], config))
+        .get_json()
+    )
+    assert [r["result"] for r in reply["results"]] == [[], []]
+    assert all(r["model_version"] == reply["model_version"] for r in reply["results"])
+    assert [e["task"] for e in reply["errors"]] == [1, 2]
+    assert "EllipseLabels 'ell'" in reply["errors"][0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"project": PROJECT}, "'tasks' must be a list"),
+        ({"tasks": {}, "project": PROJECT}, "'tasks' must be a list"),
+        ({"tasks": [], "project": PROJECT}, "'tasks' is empty"),
+        ({"tasks": [task(1)], "params": "x"}, "'params' must be an object"),
+    ],
+)
+def test_predict_bad_bodies_are_400(body: dict, message: str) -> None:
+    response = make_client().post("/predict", json=body)
+    assert response.status_code == 400
+    assert message in response.get_json()["error"]
+
+
+def test_predict_without_label_config_uses_the_one_from_setup() -> None:
+    client = make_client()
+    client.post("/setup", json={"project": PROJECT, "schema": CONFIG})
+    body = predict_body([task(1)])
+    del body["label_config"]
+    reply = client.post("/predict", json=body).get_json()
+    assert len(reply["results"][0]["result"]) == 3
+
+
+def test_extra_params_apply_to_predict() -> None:
+    client = make_client()
+    setup = {
+        "project": PROJECT,
+        "schema": CONFIG,
+        "extra_params": {"model_score_threshold": 0.95},
+    }
+    client.post("/setup", json=setup)
+    reply = client.post("/predict", json=predict_body([task(1)])).get_json()
+    assert reply["results"][0]["result"] == []  # every fake box scores 0.9
+
+
+def test_predict_deadline_gives_empty_results_and_says_why() -> None:
+    client = make_client(
+        {"REXLABEL_PREDICT_TIMEOUT": "1", "REXLABEL_PREDICT_CHUNK_SIZE": "1"}
+    )
+    tasks = [task(1, "/data/upload/3/a.jpg?sleep=1.2"), task(2)]
+    reply = client.post("/predict", json=predict_body(tasks)).get_json()
+    assert len(reply["results"][0]["result"]) == 3  # finished, late but started
+    assert reply["results"][1]["result"] == []
+    assert "deadline passed" in reply["errors"][0]["error"]
+
+
+def test_too_many_tasks_without_bulk_jobs_is_a_clear_503(monkeypatch) -> None:
+    monkeypatch.setattr(app_module, "BULK_FUNCTION", "no_such_function")
+    client = make_client({"REXLABEL_SYNC_TASK_LIMIT": "2"})
+    response = client.post("/predict", json=predict_body([task(i) for i in range(3)]))
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert "REXLABEL_SYNC_TASK_LIMIT=2" in error
+    assert "background jobs are not available" in error
+
+
+def test_too_many_tasks_become_a_background_job(monkeypatch) -> None:
+    calls: list[dict] = []
+    monkeypatch.setattr(
+        app_module, "_start_bulk_job", lambda **kw: calls.append(kw) or "job-7"
+    )
+    client = make_client({"REXLABEL_SYNC_TASK_LIMIT": "2"})
+    reply = client.post(
+        "/predict", json=predict_body([task(i) for i in range(3)])
+    ).get_json()
+    assert reply["results"] == []  # Label Studio stores nothing; the job posts them
+    assert reply["background_job"] == "job-7"
+    assert "job-7" in reply["message"]
+    assert calls[0]["source"] == "predict"
+    assert calls[0]["model_version"] == reply["model_version"]
+    assert len(calls[0]["tasks"]) == 3
+
+
+# Interactive ------------------------------------------------------------------------
+def rect(rid: str, x: float, label: str = "Car") -> dict:
+    return {
+        "id": rid,
+        "from_name": "label",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "origin": "manual",
+        "original_width": 640,
+        "original_height": 480,
+        "image_rotation": 0,
+        "value": {
+            "x": x,
+            "y": 10,
+            "width": 20,
+            "height": 20,
+            "rotation": 0,
+            "rectanglelabels": [label],
+        },
+    }
+
+
+def test_interactive_drawn_box_finds_similar_objects() -> None:
+    client = make_client()
+    context = {"result": [rect("a", 10, "Person")]}
+    reply = client.post(
+        "/predict", json=predict_body([task(5)], context=context)
+    ).get_json()
+    (prediction,) = reply["results"]
+    # The stand-in returns the drawn box (dropped) and one more, labelled like it.
+    (region,) = prediction["result"]
+    assert region["value"]["rectanglelabels"] == ["Person"]
+    assert region["value"]["x"] == pytest.approx(500 / 640 * 100)
+    assert prediction["model_version"] == reply["model_version"]
+
+
+def test_interactive_text_prompt_detects_the_phrase() -> None:
+    context = {
+        "result": [
+            {
+                "id": "p",
+                "from_name": "prompt",
+                "to_name": "image",
+                "type": "textarea",
+                "value": {"text": ["truck"]},
+            }
+        ]
+    }
+    reply = (
+        make_client()
+        .post("/predict", json=predict_body([task(5)], context=context))
+        .get_json()
+    )
+    (region,) = reply["results"][0]["result"]
+    assert region["value"]["rectanglelabels"] == ["Car"]
+
+
+def test_interactive_prompt_without_label_reports_the_error() -> None:
+    context = {
+        "result": [
+            {
+                "id": "p",
+                "from_name": "prompt",
+                "to_name": "image",
+                "type": "textarea",
+                "value": {"text": ["zebra"]},
+            }
+        ]
+    }
+    reply = (
+        make_client()
+        .post("/predict", json=predict_body([task(5)], context=context))
+        .get_json()
+    )
+    assert reply["results"] == [
+        {"result": [], "score": 0, "model_version": reply["model_version"]}
+    ]
+    assert "prompt 'zebra' matches no label" in reply["errors"][0]["error"]
+
+
+def test_interactive_keypoint_clicks_give_a_brush_mask() -> None:
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<KeyPointLabels name="tag2" toName="image" smart="true">'
+        '<Label value="Car"/></KeyPointLabels>'
+        '<BrushLabels name="brush" toName="image"><Label value="Car"/>'
+        "</BrushLabels></View>"
+    )
+    click = {
+        "id": "k",
+        "from_name": "tag2",
+        "to_name": "image",
+        "type": "keypointlabels",
+        "original_width": 640,
+        "original_height": 480,
+        "is_positive": True,
+        "value": {"x": 50, "y": 50, "width": 0.3, "keypointlabels": ["Car"]},
+    }
+    body = predict_body([task(5)], config, context={"result": [click]})
+    (region,) = (
+        make_client().post("/predict", json=body).get_json()["results"][0]["result"]
+    )
+    assert region["type"] == "brushlabels"
+    assert region["from_name"] == "brush"
+    assert region["value"]["brushlabels"] == ["Car"]
+    from label_studio_sdk.converter.brush import decode_rle
+
+    alpha = decode_rle(region["value"]["rle"]).reshape(480, 640, 4)[:, :, 3]
+    assert alpha[240, 320] == 255 and alpha[0, 0] == 0
+
+
+# Through Redis and a rexlabel worker process --------------------------------------
+@pytest.fixture(scope="module")
+def redis_worker():
+    connection = redis_or_skip()
+    process = start_worker(test_worker_command("app-test-worker"), connection)
+    yield connection
+    stop_worker(process)
+
+
+def test_predict_through_redis_and_a_worker(redis_worker) -> None:
+    runner = RQRunner.from_url(redis_url(), function=PLANNED)
+    client = make_client(runner=runner, env={"REXLABEL_PREDICT_CHUNK_SIZE": "1"})
+    health = client.get("/health").get_json()
+    assert health["queue"]["mode"] == "redis"
+    assert health["workers_up"] is True
+    tasks = [task(1), task(2, "/data/upload/3/unreadable.jpg"), task(3)]
+    reply = client.post("/predict", json=predict_body(tasks)).get_json()
+    assert [len(r["result"]) for r in reply["results"]] == [3, 0, 3]
+    assert [e["task"] for e in reply["errors"]] == [2]
+
+
+def test_project_state_is_shared_through_redis(redis_worker) -> None:
+    first = make_client(
+        runner=RQRunner.from_url(redis_url(), function=PLANNED), store=None
+    )
+    second = make_client(
+        runner=RQRunner.from_url(redis_url(), function=PLANNED), store=None
+    )
+    setup = {
+        "project": PROJECT,
+        "schema": CONFIG,
+        "extra_params": {"model_score_threshold": 0.95},
+    }
+    version = first.post("/setup", json=setup).get_json()["model_version"]
+    reply = second.post("/predict", json=predict_body([task(1)])).get_json()
+    assert reply["model_version"] == version
+    assert reply["results"][0]["result"] == []

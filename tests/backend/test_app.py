@@ -550,3 +550,21 @@ def test_project_state_is_shared_through_redis(redis_worker) -> None:
     reply = second.post("/predict", json=predict_body([task(1)])).get_json()
     assert reply["model_version"] == version
     assert reply["results"][0]["result"] == []
+
+
+def test_too_many_tasks_without_label_studio_access_is_a_clear_503(monkeypatch) -> None:
+    # The real backend.bulk.start_for_tasks: it posts to Label Studio, so it
+    # refuses to start without Label Studio's URL and token.
+    for name in (
+        "LABEL_STUDIO_URL",
+        "LABEL_STUDIO_HOST",
+        "LABEL_STUDIO_API_KEY",
+        "LABEL_STUDIO_ACCESS_TOKEN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    client = make_client({"REXLABEL_SYNC_TASK_LIMIT": "1"})
+    response = client.post("/predict", json=predict_body([task(1), task(2)]))
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error.startswith("2 tasks are more than REXLABEL_SYNC_TASK_LIMIT=1")
+    assert "Label Studio" in error.split(", and ", 1)[1]

@@ -53,6 +53,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from backend.labels import LabelMap, normalize_phrase, split_phrases
@@ -69,6 +70,9 @@ Label Studio's OCR template transcribes per region."""
 DRAWN_BOX_IOU = 0.8
 """Visual prompting finds the drawn box again; answers overlapping a drawn box
 this much are that box, so they are not suggested a second time."""
+
+PARSED_CONFIG_CACHE = 64
+"""Parsed label configs kept: one per active project is plenty."""
 
 IMAGE_TAGS = frozenset({"Image"})
 """Object tags rexlabel can send to the model."""
@@ -237,11 +241,20 @@ def task_id_of(task: Any) -> Any:
 
 
 def parse_config(label_config: str) -> Any:
-    """The SDK's ``LabelInterface``; PlanError when the XML is unusable."""
-    from label_studio_sdk.label_interface import LabelInterface
+    """The SDK's ``LabelInterface``; PlanError when the XML is unusable.
 
+    Parsed configs are cached (a project's config arrives with every request);
+    callers only read them.
+    """
     if not isinstance(label_config, str) or not label_config.strip():
         raise PlanError("label_config is empty")
+    return _parse_config(label_config)
+
+
+@lru_cache(maxsize=PARSED_CONFIG_CACHE)
+def _parse_config(label_config: str) -> Any:
+    from label_studio_sdk.label_interface import LabelInterface
+
     try:
         return LabelInterface(label_config)
     except Exception as exc:  # the SDK raises many kinds on bad XML

@@ -29,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from converters.geometry import MAX_PIXELS, MIN_PIXELS, smart_resize
 from worker import settings
 from worker.labelstudio_media import (
     LabelStudioAuth,
@@ -125,6 +126,24 @@ def decode_image(
     finally:
         if isinstance(data, Path):
             image.close()
+
+
+def resize_for_model(
+    image: Image.Image, *, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
+    """The image at its smart_resize size (PIL bicubic), as upstream's vLLM path
+    sends it (``qwen_vl_utils.fetch_image``); the processor then keeps that size.
+
+    Coordinates stay relative to the original image: the model's bins are
+    fractions of the width and height, whatever the pixel size.
+    """
+    height, width = smart_resize(
+        image.height, image.width, min_pixels=min_pixels, max_pixels=max_pixels
+    )
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if (width, height) == rgb.size:
+        return rgb
+    return rgb.resize((width, height), Image.Resampling.BICUBIC)
 
 
 # Cache ----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from worker.images import (
     decode_image,
     load_image,
     parse_allowed_hosts,
+    resize_for_model,
 )
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -386,3 +387,25 @@ def test_setting_defaults_match_the_named_constants():
         settings.setting("REXLABEL_IMAGE_CACHE_MB").default * 1024**2
         == DEFAULT_CACHE_BYTES
     )
+
+
+# Model-size resize ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((1440, 810), (1428, 812)),
+        ((2246, 1590), (1680, 1176)),
+        ((112, 112), (112, 112)),
+    ],
+)
+def test_resize_for_model_uses_smart_resize_sizes(size, expected):
+    resized = resize_for_model(Image.new("L", size, 128))
+    assert resized.size == expected
+    assert resized.mode == "RGB"
+
+
+def test_resize_for_model_keeps_an_image_already_at_size():
+    image = _two_colour(56, 28)
+    assert resize_for_model(image, min_pixels=28 * 28) is image

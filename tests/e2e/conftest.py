@@ -1,0 +1,491 @@
+"""Fixtures that run a real Label Studio and a real rexlabel backend.
+
+One Label Studio 1.23.2 per test session (from ``.venv-ls``; create it with
+``scripts/setup-labelstudio-venv.sh``), bound to 127.0.0.1 on a free port,
+with a temporary data dir, and the environment ``label-studio-protocol.md`` §8
+asks for. The rexlabel backend (``rexlabel serve``) and, for the queue path,
+``rexlabel worker`` run as subprocesses of this session. Every wait is
+bounded; every process is killed at teardown, also after a failure.
+
+Label Studio's cold start is mostly database migrations (40 s to minutes on
+2 cores). ``scripts/setup-labelstudio-venv.sh`` migrates an empty database
+once into ``.venv-ls/e2e-data-template``; each session copies it into its
+temporary data dir and starts in seconds (without it: a full cold start).
+``REXLABEL_E2E_LS_DATA_DIR`` (test harness only) keeps a data dir across
+sessions instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.lsclient import LabelStudioClient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LS_VENV = REPO_ROOT / ".venv-ls"
+LS_EXECUTABLE = LS_VENV / "bin" / "label-studio"
+REXLABEL_EXECUTABLE = Path(sys.executable).parent / "rexlabel"
+"""The console script of the venv running pytest (``.venv/bin/rexlabel``)."""
+
+LS_VERSION = "1.23.2"
+"""The Label Studio release the protocol spec was read from."""
+LS_DATA_TEMPLATE = LS_VENV / "e2e-data-template"
+LS_DATA_TEMPLATE_STAMP = LS_DATA_TEMPLATE / f".migrated-{LS_VERSION}"
+"""Written by the setup script once the template's migrations completed."""
+
+LS_START_TIMEOUT_S = 300.0
+"""A fresh data dir runs all migrations: 40-75 s measured on 2 busy cores;
+the margin covers CI runners doing other work."""
+
+LS_START_ATTEMPTS = 3
+"""Label Studio moves to the next port when its port is taken (a race with
+another process after we picked it); retry with a new port this many times."""
+
+BACKEND_START_TIMEOUT_S = 180.0
+"""``rexlabel serve`` imports Flask and the SDK (a few seconds); a worker also
+loads the tiny model. Generous for a loaded CI runner."""
+
+POLL_INTERVAL_S = 0.5
+"""Between readiness probes."""
+
+STOP_TIMEOUT_S = 15.0
+"""SIGTERM grace period before SIGKILL at teardown."""
+
+LOG_TAIL_CHARS = 4000
+"""How much of a server log a failure message shows."""
+
+LS_USERNAME = "e2e@rexlabel.test"
+LS_PASSWORD = "rexlabel-e2e-password"
+LS_LEGACY_TOKEN = "e2e0c0ffee0123456789abcdef0123456789abcd"
+"""Fixed credentials: a reused data dir keeps the user created on first start."""
+
+E2E_REDIS_DB = 14
+"""A Redis database used only by these tests (flushed at start): job ids are
+deterministic per (project, model_version, chunk) and Label Studio project ids
+restart at 1 in every fresh data dir, so a stale record must not survive."""
+
+DATA_DIR_ENV = "REXLABEL_E2E_LS_DATA_DIR"
+PAT_FILE_NAME = "rexlabel-e2e-pat.txt"
+"""Label Studio shows a PAT only once and allows one per user: kept beside the DB."""
+
+
+# -- process helpers -------------------------------------------------------
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as exc:
+        return f"<no log: {exc}>"
+
+
+@dataclass
+class ManagedProcess:
+    """A server subprocess in its own process group, with its log file."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    @classmethod
+    def start(
+        cls, name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path
+    ) -> ManagedProcess:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: teardown kills children too
+            )
+        return cls(name, popen, log_path)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def describe(self) -> str:
+        state = "running" if self.alive() else f"exited {self.popen.returncode}"
+        return f"{self.name} ({state}), log {self.log_path}:\n{tail(self.log_path)}"
+
+    def stop(self) -> None:
+        """SIGTERM the process group, then SIGKILL what is left."""
+        if self.popen.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        # Children (e.g. an RQ work horse) may outlive the leader: kill the group.
+        self._signal(signal.SIGKILL)
+        try:
+            self.popen.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # pragma: no cover - kernel trouble
+            pass
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def wait_until(
+    probe: Callable[[], bool], timeout_s: float, what: str, process: ManagedProcess
+) -> float:
+    """Poll ``probe`` until true; fail naming ``what`` with the process log.
+
+    Returns the seconds it took."""
+    start = time.monotonic()
+    deadline = start + timeout_s
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise RuntimeError(f"{what}: process died. {process.describe()}")
+        try:
+            if probe():
+                return time.monotonic() - start
+        except requests.RequestException:
+            pass
+        time.sleep(POLL_INTERVAL_S)
+    raise TimeoutError(
+        f"{what}: not ready after {timeout_s:.0f} s. {process.describe()}"
+    )
+
+
+def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
+    return requests.get(url, headers=headers, timeout=2.0).status_code == 200
+
+
+# -- Label Studio ------------------------------------------------------------
+@dataclass
+class LabelStudio:
+    """A running Label Studio: URL, credentials, dirs and a REST client."""
+
+    url: str
+    port: int
+    legacy_token: str
+    data_dir: Path
+    files_root: Path
+    process: ManagedProcess
+    start_seconds: float
+    fresh_data_dir: bool
+    client: LabelStudioClient
+    _pat: str | None = field(default=None, repr=False)
+
+    def personal_access_token(self) -> str:
+        """This user's PAT (created on first use, kept in the data dir)."""
+        if self._pat is None:
+            pat_file = self.data_dir / PAT_FILE_NAME
+            if pat_file.exists():
+                self._pat = pat_file.read_text().strip()
+            else:
+                self._pat = self.client.create_personal_access_token()
+                pat_file.write_text(self._pat)
+        return self._pat
+
+
+def label_studio_env(files_root: Path) -> dict[str, str]:
+    """The environment for ``label-studio start`` (protocol spec §8)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        # It reads these too; stray values would move its host, port or user.
+        if k not in ("HOST", "PORT", "USERNAME", "PASSWORD")
+    }
+    env.update(
+        LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+        # A backend on 127.0.0.1 is refused (403) unless both are off (1.23.1+).
+        ML_BLOCK_LOCAL_IP="false",
+        SSRF_PROTECTION_ENABLED="false",
+        LOCAL_FILES_SERVING_ENABLED="true",
+        LOCAL_FILES_DOCUMENT_ROOT=str(files_root),
+        # No internet: no error reporting, version check or analytics.
+        SENTRY_DSN="",
+        FRONTEND_SENTRY_DSN="",
+        LATEST_VERSION_CHECK="false",
+        COLLECT_ANALYTICS="false",
+        # Its version probe runs `git` from its package dir, which lies inside
+        # this checkout: keep it out of our repository (and its index lock).
+        GIT_CEILING_DIRECTORIES=str(REPO_ROOT),
+    )
+    return env
+
+
+def _started_on(log_path: Path, port: int) -> bool:
+    """Label Studio logs the address it really bound (it may silently move)."""
+    return f"Starting development server at http://127.0.0.1:{port}/" in tail(
+        log_path, 1_000_000
+    )
+
+
+def start_label_studio(data_dir: Path, files_root: Path, log_dir: Path) -> LabelStudio:
+    fresh = not (data_dir / "label_studio.sqlite3").exists()
+    last_error: Exception | None = None
+    for attempt in range(1, LS_START_ATTEMPTS + 1):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [
+            str(LS_EXECUTABLE),
+            "start",
+            # --host is the public URL (sent to backends in /setup; must start
+            # with http://); --internal-host is the bind address (default 0.0.0.0).
+            "--host",
+            url,
+            "--internal-host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--no-browser",
+            "--username",
+            LS_USERNAME,
+            "--password",
+            LS_PASSWORD,
+            "--user-token",
+            LS_LEGACY_TOKEN,
+            "--enable-legacy-api-token",
+        ]
+        process = ManagedProcess.start(
+            "label-studio",
+            argv,
+            label_studio_env(files_root),
+            log_dir / f"label-studio-{attempt}.log",
+            cwd=data_dir,
+        )
+        try:
+            client = LabelStudioClient(url, LS_LEGACY_TOKEN)
+            seconds = wait_until(
+                lambda: (
+                    _started_on(process.log_path, port) and _http_ok(f"{url}/health")
+                ),
+                LS_START_TIMEOUT_S,
+                f"Label Studio on {url}",
+                process,
+            )
+            # Whoever answers must be ours: our user, our token, our version.
+            whoami = client.whoami()
+            if whoami.get("email") != LS_USERNAME:
+                raise RuntimeError(f"{url} is not our Label Studio: {whoami}")
+            version = client.get_json("/api/version").get("release")
+            if version != LS_VERSION:
+                raise RuntimeError(f"expected Label Studio {LS_VERSION}, got {version}")
+            return LabelStudio(
+                url=url,
+                port=port,
+                legacy_token=LS_LEGACY_TOKEN,
+                data_dir=data_dir,
+                files_root=files_root,
+                process=process,
+                start_seconds=seconds,
+                fresh_data_dir=fresh,
+                client=client,
+            )
+        except Exception as exc:
+            process.stop()
+            last_error = exc
+            if "not ready after" in str(exc) or attempt == LS_START_ATTEMPTS:
+                break
+    raise RuntimeError(f"Label Studio did not start: {last_error}")
+
+
+E2E_TIMINGS: dict[str, str] = {}
+"""Figures printed in the terminal summary (never asserted on)."""
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudio]:
+    if not LS_EXECUTABLE.exists():
+        pytest.skip(
+            f"no Label Studio at {LS_EXECUTABLE}: run scripts/setup-labelstudio-venv.sh"
+        )
+    root = tmp_path_factory.mktemp("label-studio")
+    data_dir = Path(os.environ.get(DATA_DIR_ENV) or root / "data")
+    if not data_dir.exists() and LS_DATA_TEMPLATE_STAMP.exists():
+        shutil.copytree(LS_DATA_TEMPLATE, data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    files_root = root / "files"
+    files_root.mkdir()
+    ls = start_label_studio(data_dir, files_root, root / "logs")
+    if ls.fresh_data_dir:
+        kind = "cold: fresh data dir, migrations"
+    elif (data_dir / LS_DATA_TEMPLATE_STAMP.name).exists():
+        kind = "migrated template copied"
+    else:
+        kind = "reused data dir"
+    E2E_TIMINGS["Label Studio start"] = f"{ls.start_seconds:.1f} s ({kind})"
+    try:
+        yield ls
+    finally:
+        ls.process.stop()
+
+
+# -- rexlabel backend and worker --------------------------------------------
+@dataclass
+class Backend:
+    """A running ``rexlabel serve`` (and optionally ``rexlabel worker``)."""
+
+    url: str
+    token_kind: str
+    processes: list[ManagedProcess]
+    env: dict[str, str]
+
+    def logs(self) -> str:
+        return "\n\n".join(p.describe() for p in self.processes)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def backend_env(
+    ls: LabelStudio, model_dir: Path, api_key: str, redis_url: str | None
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LABEL_STUDIO_", "REXLABEL_", "REDIS_"))
+        and k not in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS")
+    }
+    env.update(
+        LABEL_STUDIO_URL=ls.url,
+        LABEL_STUDIO_API_KEY=api_key,
+        REXLABEL_MODEL=str(model_dir),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def redis_url_for_tests() -> str:
+    """The e2e Redis database, flushed; skips when Redis is not running."""
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{E2E_REDIS_DB}"
+    connection = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        connection.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis on 127.0.0.1:6379 for the queue path: {exc}")
+    connection.flushdb()
+    return url
+
+
+def start_backend(
+    ls: LabelStudio,
+    model_dir: Path,
+    log_dir: Path,
+    token_kind: str = "legacy",
+    redis_url: str | None = None,
+) -> Backend:
+    """``rexlabel serve`` on a free port; with ``redis_url`` also a worker."""
+    if not REXLABEL_EXECUTABLE.exists():
+        pytest.fail(f"{REXLABEL_EXECUTABLE} missing: pip install -e . into the venv")
+    api_key = ls.legacy_token if token_kind == "legacy" else ls.personal_access_token()
+    env = backend_env(ls, model_dir, api_key, redis_url)
+    processes: list[ManagedProcess] = []
+    backend = Backend("", token_kind, processes, env)
+    try:
+        if redis_url:
+            worker = ManagedProcess.start(
+                "rexlabel worker",
+                [str(REXLABEL_EXECUTABLE), "worker"],
+                env,
+                log_dir / f"worker-{token_kind}.log",
+                cwd=REPO_ROOT,
+            )
+            processes.append(worker)
+        port = free_port()
+        serve = ManagedProcess.start(
+            "rexlabel serve",
+            [
+                str(REXLABEL_EXECUTABLE),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env,
+            log_dir / f"serve-{token_kind}.log",
+            cwd=REPO_ROOT,
+        )
+        processes.append(serve)
+        backend.url = f"http://127.0.0.1:{port}"
+        seconds = wait_until(
+            lambda: _http_ok(f"{backend.url}/health"),
+            BACKEND_START_TIMEOUT_S,
+            f"rexlabel serve on {backend.url}",
+            serve,
+        )
+        E2E_TIMINGS[f"rexlabel serve start ({token_kind})"] = f"{seconds:.1f} s"
+        return backend
+    except BaseException:
+        backend.stop()
+        raise
+
+
+@pytest.fixture(scope="session")
+def backend_logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rexlabel-logs")
+
+
+@pytest.fixture(scope="session")
+def rexlabel_backend(
+    label_studio: LabelStudio, trained_model_dir: Path, backend_logs_dir: Path
+) -> Iterator[Backend]:
+    """The backend with Label Studio's legacy token, jobs run in-process."""
+    backend = start_backend(label_studio, trained_model_dir, backend_logs_dir)
+    try:
+        yield backend
+    finally:
+        backend.stop()
+
+
+@pytest.fixture(scope="session")
+def rexlabel_backend_queue(
+    label_studio: LabelStudio, trained_model_dir: Path, backend_logs_dir: Path
+) -> Iterator[Backend]:
+    """The backend with a personal access token, jobs through Redis + a worker."""
+    backend = start_backend(
+        label_studio,
+        trained_model_dir,
+        backend_logs_dir,
+        token_kind="pat",
+        redis_url=redis_url_for_tests(),
+    )
+    try:
+        yield backend
+    finally:
+        backend.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if E2E_TIMINGS:
+        terminalreporter.section("rexlabel e2e timings")
+        for name, figure in E2E_TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {figure}")

@@ -1,0 +1,39 @@
+"""Gunicorn settings for the backend image (and for running it the same way by hand).
+
+    gunicorn --config docker/gunicorn.conf.py "backend.app:create_app()"
+
+Run from the repository root (the image's working directory is laid out the
+same way). ``GUNICORN_CMD_ARGS`` overrides any of these (e.g. ``--threads 16``).
+"""
+
+from worker import settings
+from worker.logs import configure_logging
+
+bind = f"{settings.get('REXLABEL_HOST')}:{settings.get('PORT')}"
+worker_class = "gthread"
+workers = 1
+"""One process: metrics and in-process state live in it; threads give the
+concurrency (requests mostly wait on Redis)."""
+threads = 8
+"""A /predict waiting on the queue holds a thread; /health and /setup (Label
+Studio's 1 s and 3 s timeouts) must still find a free one."""
+timeout = 120
+"""gthread workers heartbeat from their main loop, so long requests do not trip
+this; it only restarts a process whose main loop hung. Above Label Studio's 100 s
+/predict timeout."""
+graceful_timeout = 30
+"""On SIGTERM, running requests get this long to finish."""
+keepalive = 5
+"""Seconds to hold an idle keep-alive connection from Label Studio."""
+preload_app = False
+"""The app is built in the worker process after the fork (never before: CUDA
+and Redis connections do not survive a fork)."""
+accesslog = None
+"""The app logs one line per request itself (worker.logs), redacted."""
+errorlog = "-"
+
+
+def post_fork(server, worker) -> None:
+    """Root logging for the app, set before the app is built: LOG_LEVEL and
+    LOG_FORMAT, secrets redacted."""
+    configure_logging()

@@ -1,0 +1,212 @@
+"""The Dockerfiles, checked without a Docker engine.
+
+What can be checked here: every COPY source exists, the images run as a
+non-root user with a HEALTHCHECK, nothing model-sized is copied in, hadolint is
+clean (when installed: scripts/setup-docker-tools.sh), the wheel builds from
+exactly the files the Dockerfiles copy, and the health-check script answers
+for a live backend and a live worker metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILES = ("backend.Dockerfile", "worker.Dockerfile")
+
+
+def _instructions(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined, comments dropped."""
+    text = (ROOT / "docker" / name).read_text()
+    text = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def _final_stage(name: str) -> list[tuple[str, str]]:
+    steps = _instructions(name)
+    last_from = max(i for i, (k, _) in enumerate(steps) if k == "FROM")
+    return steps[last_from:]
+
+
+def _copy_sources(name: str) -> list[str]:
+    sources = []
+    for keyword, args in _instructions(name):
+        if keyword == "COPY" and not args.startswith("--from"):
+            sources.extend(args.split()[:-1])
+    return sources
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_copied_files_exist_and_no_weights_are_copied(name):
+    sources = _copy_sources(name)
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), f"{name}: COPY {source} does not exist"
+        assert not re.search(r"\.(safetensors|pth|bin|pt)$", source)
+    text = (ROOT / ".dockerignore").read_text().split()
+    for heavy in (".venv", ".git", ".cache"):
+        assert heavy in text, f".dockerignore must exclude {heavy}"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_final_image_is_non_root_with_a_healthcheck(name):
+    final = _final_stage(name)
+    users = [args for keyword, args in final if keyword == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    health = [args for keyword, args in final if keyword == "HEALTHCHECK"]
+    assert len(health) == 1 and "docker/healthcheck.py" in health[0]
+    assert any(k == "CMD" for k, _ in final)
+
+
+def test_backend_image_is_slim_python_without_torch():
+    steps = _instructions("backend.Dockerfile")
+    assert ("ARG", "PYTHON_IMAGE=python:3.11-slim-bookworm") in steps
+    installs = " ".join(
+        args for k, args in _final_stage("backend.Dockerfile") if k == "RUN"
+    )
+    assert "pip install /wheels/*.whl" in installs and "[worker]" not in installs
+
+
+def test_worker_image_installs_the_worker_extra_and_optionally_vllm():
+    steps = _instructions("worker.Dockerfile")
+    args = {a.split("=")[0] for k, a in steps if k == "ARG"}
+    assert {"CUDA_IMAGE", "INSTALL_VLLM", "TORCH_INDEX_URL"} <= args
+    assert any(k == "ARG" and a.startswith("CUDA_IMAGE=nvidia/cuda:") for k, a in steps)
+    run = " ".join(a for k, a in steps if k == "RUN")
+    assert '"${wheel}[worker]"' in run and '"${wheel}[vllm]"' in run
+    assert "python3.11" in run
+    final = dict((k, a) for k, a in _final_stage("worker.Dockerfile") if k == "VOLUME")
+    assert "/models/hf" in final["VOLUME"]
+
+
+def test_hadolint_is_clean():
+    hadolint = shutil.which("hadolint") or ROOT / ".venv-tools" / "bin" / "hadolint"
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed: run scripts/setup-docker-tools.sh")
+    done = subprocess.run(
+        [str(hadolint), *(str(ROOT / "docker" / n) for n in DOCKERFILES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_the_wheel_builds_from_exactly_what_the_images_copy(tmp_path):
+    """The build stage of both images: ``pip wheel --no-deps .`` on the COPYs."""
+    context = tmp_path / "context"
+    for source in set(_copy_sources("backend.Dockerfile")) | {"pyproject.toml"}:
+        if source.startswith("docker/"):
+            continue
+        src = ROOT / source
+        if src.is_dir():
+            shutil.copytree(
+                src, context / source, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            (context / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, context / source)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path / "wheels"),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheels").glob("rexlabel-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "rexlabel = backend.cli:main" in archive.read(entry_points).decode()
+        metadata = archive.read(next(n for n in names if n.endswith("METADATA")))
+    for module in ("backend/app.py", "backend/cli.py", "worker/process.py"):
+        assert module in names
+    assert "converters/prediction.py" in names
+    requires = [
+        line for line in metadata.decode().splitlines() if line.startswith("Requires")
+    ]
+    base = [r for r in requires if "extra ==" not in r]
+    assert not any("torch" in r for r in base), "the base install must not pull torch"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthcheck(role: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "healthcheck.py"), role],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+
+
+def test_healthcheck_script_against_live_endpoints():
+    from flask import Flask, abort
+    from werkzeug.serving import make_server
+
+    from worker import metrics
+
+    port = metrics.start_worker_metrics_server(port=_free_port(), addr="127.0.0.1")
+    assert (
+        _healthcheck("worker", REXLABEL_WORKER_METRICS_PORT=str(port)).returncode == 0
+    )
+    closed = str(_free_port())
+    failed = _healthcheck("worker", REXLABEL_WORKER_METRICS_PORT=closed)
+    assert failed.returncode == 1 and "not reachable" in failed.stderr
+    assert _healthcheck("worker", REXLABEL_WORKER_METRICS_PORT="0").returncode == 0
+
+    app = Flask("health")
+    answers = {"status": 200}
+
+    @app.get("/health")
+    def health():
+        if answers["status"] != 200:
+            abort(answers["status"])
+        return {"status": "UP"}
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend_port = str(server.server_port)
+        assert _healthcheck("backend", PORT=backend_port).returncode == 0
+        answers["status"] = 401  # basic auth on: alive
+        assert _healthcheck("backend", PORT=backend_port).returncode == 0
+        answers["status"] = 503
+        down = _healthcheck("backend", PORT=backend_port)
+        assert down.returncode == 1 and "HTTP 503" in down.stderr
+    finally:
+        server.shutdown()
+    assert _healthcheck("backend", PORT=closed).returncode == 1
+    assert _healthcheck("nonsense").returncode == 2

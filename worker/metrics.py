@@ -41,12 +41,17 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from worker import settings
-from worker.logs import log_request, summarize_results
+from worker.logs import log_job, log_request, summarize_results
 
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
 """Where both the backend and the worker expose metrics (Prometheus' default)."""
+QUIET_ENDPOINTS = ("/health", METRICS_PATH)
+"""Polled every few seconds (Label Studio, Docker, Prometheus): their request
+lines are logged at DEBUG, so INFO logs show real work."""
+IN_PROCESS_QUEUE = "in-process"
+"""Queue label of chunks run without RQ (embedded backend, ``--inline`` jobs)."""
 UNMATCHED_ENDPOINT = "<unmatched>"
 """Endpoint label for requests no route matched: arbitrary paths (scanners, typos)
 must not each become a time series."""
@@ -265,7 +270,8 @@ def instrument_flask(
         REQUEST_SECONDS.labels(endpoint).observe(duration)
         if status >= 500:
             REQUEST_ERRORS.labels(endpoint).inc()
-        if log_requests and endpoint != METRICS_PATH:
+        if log_requests:
+            quiet = endpoint in QUIET_ENDPOINTS and status < 500
             body = request.get_json(silent=True) if request.is_json else None
             log_request(
                 request_log,
@@ -274,6 +280,7 @@ def instrument_flask(
                 status=status,
                 duration_s=duration,
                 task_ids=_task_ids_of(body),
+                level=logging.DEBUG if quiet else None,
                 endpoint=endpoint,
             )
 
@@ -348,6 +355,49 @@ def observe_job(
                 truncated=bool(call.get("truncated")),
             )
     return summarize_results(results)
+
+
+def record_chunk(
+    payload: Mapping[str, Any],
+    results: Iterable[Any],
+    duration_s: float,
+    *,
+    status: str = "done",
+    logger: logging.Logger | None = None,
+) -> dict[str, Any]:
+    """Metrics and the one log line for a chunk a worker (or in-process) ran.
+
+    The queue and job id come from the running RQ job when there is one, else
+    ``in-process`` and the payload's ``job``/``chunk``. Returns the summary.
+    """
+    results = list(results)
+    queue, job_id = IN_PROCESS_QUEUE, ""
+    try:
+        from rq import get_current_job
+
+        current = get_current_job()
+    except Exception:  # outside a worker, or RQ not importable
+        current = None
+    if current is not None:
+        queue, job_id = current.origin or queue, current.id
+    if not job_id:
+        job_id = "-".join(str(payload[k]) for k in ("job", "chunk") if k in payload)
+    summary = observe_job(queue, duration_s, results, status=status)
+    log_job(
+        logger or log,
+        job_id=job_id or "?",
+        task_ids=summary["task_ids"],
+        duration_s=duration_s,
+        timings=summary["timings"],
+        images=summary["images"],
+        prompt_tokens=summary["prompt_tokens"],
+        output_tokens=summary["output_tokens"],
+        truncated=summary["truncated"],
+        status=status,
+        queue=queue,
+        failed_images=summary["failed"],
+    )
+    return summary
 
 
 def start_worker_metrics_server(

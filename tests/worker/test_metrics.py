@@ -277,3 +277,43 @@ def test_port_zero_disables_and_the_healthcheck_fails_without_a_server(monkeypat
         f"http://127.0.0.1:{closed}/metrics", timeout=1
     )
     assert metrics.main(["--check", "--port", str(closed)]) == 1
+
+
+def chunk_job(payload: dict) -> dict:
+    """Run by a real RQ worker in the test below (importable by dotted path)."""
+    return metrics.record_chunk(payload, _chunk(), 0.25)
+
+
+def test_record_chunk_outside_rq_logs_one_line_and_counts(caplog):
+    before = _value("rexlabel_jobs_total", queue="in-process", status="done")
+    with caplog.at_level(logging.INFO, logger="worker.metrics"):
+        summary = metrics.record_chunk({"job": "j1", "chunk": 3}, _chunk(), 1.5)
+    assert summary["images"] == 2
+    assert _value("rexlabel_jobs_total", queue="in-process", status="done") == (
+        before + 1
+    )
+    (record,) = [r for r in caplog.records if getattr(r, "event", "") == "job"]
+    assert record.job_id == "j1-3" and record.queue == "in-process"
+    assert record.task_ids == [1, 2] and record.failed_images == 1
+    assert record.generate_s == 1.5 and record.prompt_tokens == 200
+
+
+def test_record_chunk_inside_an_rq_job_uses_its_queue_and_id(redis_conn):
+    from rq import SimpleWorker
+
+    name = f"rexlabel-test-{uuid.uuid4().hex}"
+    queue = Queue(name, connection=redis_conn, serializer=JSONSerializer)
+    before = _value("rexlabel_jobs_total", queue=name, status="done")
+    try:
+        job = queue.enqueue(
+            "tests.worker.test_metrics.chunk_job", {"job": "x"}, job_id=name
+        )
+        worker = SimpleWorker([queue], connection=redis_conn, serializer=JSONSerializer)
+        assert worker.work(burst=True)
+        job.refresh()
+        assert job.is_finished, job.latest_result()
+        assert job.return_value()["images"] == 2
+    finally:
+        queue.empty()
+        queue.delete(delete_jobs=True)
+    assert _value("rexlabel_jobs_total", queue=name, status="done") == before + 1

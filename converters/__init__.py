@@ -3,6 +3,7 @@
 Pure Python: no torch, no network, no Redis.
 """
 
+from converters.answer import format_answer
 from converters.coco import CocoCategory, CocoImage, from_coco, to_coco, to_coco_results
 from converters.draw import draw
 from converters.geometry import bin_to_pixel, pixel_to_bin, smart_resize
@@ -39,6 +40,7 @@ __all__ = [
     "build_messages",
     "build_prompt",
     "draw",
+    "format_answer",
     "from_coco",
     "from_labelstudio",
     "get_keypoint_set",

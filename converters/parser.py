@@ -746,10 +746,10 @@ def _keypoint_instance(
                     x, y = _clamp([x, y], f"{where} joint {name!r}", result)
                 point = (x / MAX_BIN * width, y / MAX_BIN * height)
         points[name] = point
-    label = _ID_LABEL.match(key.strip())
+    label = label_from_instance_id(key)
     return Prediction(
         type=RegionType.KEYPOINT,
-        label=label.group() if label else fallback_label,
+        label=label if label is not None else fallback_label,
         coords=(
             x0 / MAX_BIN * width,
             y0 / MAX_BIN * height,
@@ -760,3 +760,12 @@ def _keypoint_instance(
         instance_id=key,
         span=span,
     )
+
+
+def label_from_instance_id(instance_id: str) -> str | None:
+    """The label a keypoint instance id stands for (rule 10), None if it has no
+    letters: its leading words, without trailing ``_``/spaces and digits
+    (``person1`` -> ``person``, ``hand_1`` -> ``hand``, ``Person 3`` ->
+    ``Person``, ``0`` -> None)."""
+    match = _ID_LABEL.match(instance_id.strip())
+    return match.group() if match else None

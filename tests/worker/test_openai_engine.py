@@ -1,0 +1,290 @@
+"""The OpenAI engine against a small local chat-completions server (unit tests),
+then against a real vLLM OpenAI server on the tiny model (slow, see
+tests/worker/vllm_env.py)."""
+
+import base64
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from PIL import Image
+
+from worker.engines.base import GenerationRequest, SamplingSettings
+from worker.engines.openai_engine import (
+    OpenAIEngine,
+    OpenAIEngineError,
+    image_data_url,
+)
+
+GRAMMAR = (
+    "<|object_ref_start|>cat<|object_ref_end|><|box_start|><1><2><3><4><|box_end|>"
+)
+TOKENS = [
+    "<|object_ref_start|>",
+    "cat",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<1>",
+    "<2>",
+    "<3>",
+    "<4>",
+    "<|box_end|>",
+    "<|im_end|>",
+]
+
+
+class FakeChatServer:
+    """Answers /v1/models and /v1/chat/completions like vLLM, with switches:
+
+    - ``reject``: optional fields answered with 422 naming them (as
+      ``transformers serve`` does for skip_special_tokens);
+    - ``reject_silently``: any optional field gives a 400 naming none;
+    - ``no_logprobs``: ``logprobs: null`` in the answer;
+    - ``fail_first``: that many 503 answers before answering;
+    - ``delay_s``: seconds each completion takes.
+    """
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.reject: set[str] = set()
+        self.reject_silently = False
+        self.no_logprobs = False
+        self.fail_first = 0
+        self.delay_s = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self.models = ["rex"]
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _json(self, status, data):
+                body = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path == "/v1/models":
+                    return self._json(200, {"data": [{"id": m} for m in server.models]})
+                return self._json(404, {"detail": "not found"})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length))
+                return self._json(*server.answer(body))
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}
+        )
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def answer(self, body):
+        with self._lock:
+            self.bodies.append(body)
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return 503, {"error": "loading"}
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.delay_s)
+            rejected = sorted(name for name in self.reject if name in body)
+            if rejected:
+                return 422, {"detail": [{"loc": ["body", rejected[0]]}]}
+            optional = {"skip_special_tokens", "logprobs", "top_k"}
+            if self.reject_silently and optional & set(body):
+                return 400, {"error": "invalid request"}
+            keep = body.get("skip_special_tokens") is False
+            content = GRAMMAR + "<|im_end|>" if keep else "cat<1><2><3><4>"
+            logprobs = None
+            if body.get("logprobs") and not self.no_logprobs:
+                logprobs = {
+                    "content": [
+                        {"token": t, "logprob": -0.1 * i, "bytes": None}
+                        for i, t in enumerate(TOKENS)
+                    ]
+                }
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": logprobs,
+            }
+            if body.get("return_token_ids"):
+                choice["token_ids"] = list(range(100, 100 + len(TOKENS)))
+            usage = {"prompt_tokens": 42, "completion_tokens": len(TOKENS)}
+            return 200, {"choices": [choice], "usage": usage}
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    with FakeChatServer() as fake:
+        yield fake
+
+
+def _request(size=(64, 48), prompt="Detect cat.", **sampling):
+    image = Image.new("RGB", size, (10, 200, 30))
+    return GenerationRequest(image, prompt, SamplingSettings(**sampling))
+
+
+def _engine(server, **kwargs):
+    return OpenAIEngine("rex", base_url=server.url, api_key="k", **kwargs)
+
+
+def test_sends_upstream_settings_and_the_image_inline(server):
+    engine = _engine(server)
+    engine.generate([_request(max_new_tokens=77)])
+    body = server.bodies[-1]
+    assert body["model"] == "rex"
+    assert body["max_tokens"] == 77
+    assert body["temperature"] == 0.0 and body["top_p"] == 0.8
+    assert body["top_k"] == 1 and body["repetition_penalty"] == 1.05
+    assert body["skip_special_tokens"] is False
+    assert body["spaces_between_special_tokens"] is False
+    assert body["logprobs"] is True
+    system, user = body["messages"]
+    assert system == {"role": "system", "content": "You are a helpful assistant"}
+    image_part, text_part = user["content"]
+    assert text_part == {"type": "text", "text": "Detect cat."}
+    url = image_part["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    # 64x48 is below min_pixels: smart_resize scales it up to 140x112.
+    assert sent.size == (140, 112)
+
+
+def test_result_maps_text_tokens_logprobs_and_usage(server):
+    (result,) = _engine(server).generate([_request()])
+    assert result.text == GRAMMAR
+    assert result.token_texts == TOKENS
+    assert "".join(result.token_texts) == result.text + "<|im_end|>"
+    assert result.token_logprobs == pytest.approx([-0.1 * i for i in range(10)])
+    assert result.token_ids == list(range(100, 110))
+    assert result.finish_reason == "stop"
+    assert (result.prompt_tokens, result.output_tokens) == (42, 10)
+    assert result.timings["request"] > 0
+
+
+def test_a_rejected_skip_special_tokens_is_dropped_and_remembered(server, caplog):
+    server.reject = {"skip_special_tokens"}
+    engine = _engine(server)
+    with caplog.at_level("WARNING"):
+        (first,) = engine.generate([_request()])
+    assert "skip_special_tokens" in caplog.text and "grammar tokens" in caplog.text
+    assert engine.unsupported == {"skip_special_tokens"}
+    assert first.text == "cat<1><2><3><4>"  # what such a server gives
+    count = len(server.bodies)
+    engine.generate([_request()])
+    assert len(server.bodies) == count + 1  # no second 422 round trip
+    assert "skip_special_tokens" not in server.bodies[-1]
+
+
+def test_a_400_naming_no_field_is_an_error_and_changes_nothing(server):
+    server.reject_silently = True
+    engine = _engine(server)
+    with pytest.raises(OpenAIEngineError, match=r"HTTP 400.*invalid request"):
+        engine.generate([_request()])
+    assert engine.unsupported == set()
+    assert len(server.bodies) == 1
+
+
+def test_null_logprobs_give_none(server):
+    server.no_logprobs = True
+    (result,) = _engine(server).generate([_request()])
+    assert result.token_logprobs is None
+    assert result.text == GRAMMAR
+    assert "".join(result.token_texts).startswith(result.text)
+
+
+def test_transient_errors_are_retried(server, monkeypatch):
+    monkeypatch.setattr("worker.engines.openai_engine.RETRY_BACKOFF_S", 0.01)
+    server.fail_first = 2
+    (result,) = _engine(server).generate([_request()])
+    assert result.text == GRAMMAR
+    assert len(server.bodies) == 3
+
+
+def test_persistent_errors_name_the_server(server, monkeypatch):
+    monkeypatch.setattr("worker.engines.openai_engine.RETRY_BACKOFF_S", 0.01)
+    server.fail_first = 10
+    with pytest.raises(OpenAIEngineError, match="HTTP 503"):
+        _engine(server).generate([_request()])
+
+
+def test_requests_run_concurrently_up_to_the_bound(server):
+    server.delay_s = 0.2
+    engine = _engine(server, concurrency=3)
+    started = time.perf_counter()
+    results = engine.generate([_request(prompt=f"Detect {i}.") for i in range(6)])
+    elapsed = time.perf_counter() - started
+    assert len(results) == 6
+    assert server.max_in_flight == 3
+    assert elapsed < 6 * 0.2  # not one after another
+    prompts = [b["messages"][1]["content"][1]["text"] for b in server.bodies]
+    assert sorted(prompts) == [f"Detect {i}." for i in range(6)]
+
+
+def test_results_keep_request_order(server):
+    engine = _engine(server, concurrency=4)
+    results = engine.generate([_request(max_new_tokens=n) for n in (5, 6, 7)])
+    assert len(results) == 3 and all(r.text == GRAMMAR for r in results)
+
+
+def test_an_unserved_model_is_named(server):
+    with pytest.raises(OpenAIEngineError, match=r"'other'.*serves 'rex'"):
+        OpenAIEngine("other", base_url=server.url)
+
+
+def test_an_unreachable_server_is_named():
+    with pytest.raises(OpenAIEngineError, match="cannot reach"):
+        OpenAIEngine("rex", base_url="http://127.0.0.1:9/v1")
+
+
+def test_missing_url_names_the_setting(monkeypatch):
+    monkeypatch.delenv("REXLABEL_OPENAI_URL", raising=False)
+    with pytest.raises(OpenAIEngineError, match="REXLABEL_OPENAI_URL"):
+        OpenAIEngine("rex")
+
+
+def test_registry_builds_it_from_settings(server, monkeypatch):
+    from worker.engines.registry import create_engine
+
+    monkeypatch.setenv("REXLABEL_OPENAI_URL", server.url)
+    monkeypatch.setenv("REXLABEL_OPENAI_CONCURRENCY", "2")
+    engine = create_engine("openai", model="rex")
+    assert engine.name == "openai" and engine.concurrency == 2
+    assert engine.generate([_request()])[0].text == GRAMMAR
+
+
+def test_png_data_url_is_lossless():
+    image = Image.effect_noise((30, 20), 40).convert("RGB")
+    url = image_data_url(image, "PNG")
+    assert url.startswith("data:image/png;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert decoded.tobytes() == image.tobytes()

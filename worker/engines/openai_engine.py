@@ -1,0 +1,343 @@
+"""The OpenAI engine: Rex-Omni served by any OpenAI-compatible chat server.
+
+For example ``vllm serve IDEA-Research/Rex-Omni --tokenizer-mode slow`` (or
+``auto`` on vLLM versions without the slow mode), SGLang, or ``transformers
+serve``. Workers become thin HTTP clients and the server batches and scales.
+
+Each request sends the image inline (a base64 data URL, pre-resized with
+smart_resize as upstream's vLLM path does) and asks for the raw grammar:
+``skip_special_tokens: false`` (else the ``<|box_start|>``... tokens are lost,
+upstream issue 12), ``spaces_between_special_tokens: false`` (no spaces
+around them, issue 122) and ``logprobs: true``. Servers that reject one of
+these extra fields (``transformers serve`` answers 422 to
+``skip_special_tokens``) are asked again without it, and the engine remembers.
+Log-probabilities are optional: a server that returns none gives
+``token_logprobs=None``.
+
+Requests of a batch run concurrently (a bounded thread pool). Uses
+``requests``: no OpenAI SDK needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+from PIL import Image
+
+from converters.geometry import MAX_PIXELS, MIN_PIXELS
+from converters.prompts import SYSTEM_PROMPT
+from worker.engines.base import Engine, GenerationRequest, GenerationResult
+from worker.images import resize_for_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 8
+"""Requests in flight per batch: enough for the server to batch them, few
+enough not to queue past its own limits (setting REXLABEL_OPENAI_CONCURRENCY)."""
+CONNECT_TIMEOUT_S = 10.0
+"""A reachable server accepts a connection at once; longer means it is down."""
+DEFAULT_REQUEST_TIMEOUT_S = 600.0
+"""4,096 output tokens on a busy server can take minutes; beyond this, give up."""
+MAX_ATTEMPTS = 3
+"""Tries per request on connection errors and 502/503/504 (restarts, overload)."""
+RETRY_BACKOFF_S = 1.0
+"""Wait before the second try, doubled for each further one."""
+RETRY_STATUSES = frozenset({502, 503, 504})
+"""Statuses of a server (or its proxy) that is restarting or overloaded."""
+REJECTED_PARAM_STATUSES = frozenset({400, 422})
+"""How servers answer a request field they do not know or accept."""
+IMAGE_FORMAT = "JPEG"
+"""JPEG at high quality: a tenth of PNG's bytes for photos, no visible change."""
+JPEG_QUALITY = 95
+"""Quality for JPEG images sent to the server."""
+STOP_TOKEN = "<|im_end|>"
+"""End of the assistant turn; some servers keep it at the end of the content."""
+OPTIONAL_PARAMS = (
+    "skip_special_tokens",
+    "spaces_between_special_tokens",
+    "top_k",
+    "repetition_penalty",
+    "return_token_ids",
+    "logprobs",
+)
+"""Fields beyond the OpenAI standard, dropped for servers that reject them."""
+
+
+class OpenAIEngineError(RuntimeError):
+    """The server failed a request; the message names the server and the reason."""
+
+
+def image_data_url(
+    image: Image.Image, fmt: str = IMAGE_FORMAT, quality: int = JPEG_QUALITY
+) -> str:
+    """``data:image/...;base64,...`` of an RGB image."""
+    buffer = io.BytesIO()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if fmt.upper() == "JPEG":
+        rgb.save(buffer, format="JPEG", quality=quality)
+        mime = "image/jpeg"
+    else:
+        rgb.save(buffer, format="PNG")
+        mime = "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+class OpenAIEngine(Engine):
+    """Rex-Omni behind an OpenAI-compatible ``/v1/chat/completions``.
+
+    Args:
+        model: the served model name (default: setting ``REXLABEL_MODEL``,
+            which is also what ``vllm serve IDEA-Research/Rex-Omni`` serves).
+        device: accepted for the registry; the server owns the device.
+        base_url: ``http://host:port/v1`` (setting ``REXLABEL_OPENAI_URL``).
+        api_key: bearer key (setting ``REXLABEL_OPENAI_API_KEY``).
+        concurrency: requests in flight (setting ``REXLABEL_OPENAI_CONCURRENCY``).
+        timeout_s: read timeout of one request.
+        image_format: ``JPEG`` or ``PNG``.
+        check_model: ask ``/models`` at start-up whether ``model`` is served.
+        session: a ``requests.Session`` (connection pooling, tests).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int | None = None,
+        timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        image_format: str = IMAGE_FORMAT,
+        min_pixels: int = MIN_PIXELS,
+        max_pixels: int = MAX_PIXELS,
+        check_model: bool = True,
+        session: requests.Session | None = None,
+    ) -> None:
+        from worker import settings
+
+        self.base_url = (base_url or settings.get("REXLABEL_OPENAI_URL")).rstrip("/")
+        if not self.base_url:
+            raise OpenAIEngineError(
+                "the openai engine needs REXLABEL_OPENAI_URL (e.g. "
+                "http://127.0.0.1:8000/v1)"
+            )
+        self._model_id = model or settings.get("REXLABEL_MODEL")
+        self.api_key = (
+            api_key if api_key is not None else settings.get("REXLABEL_OPENAI_API_KEY")
+        )
+        self.concurrency = concurrency or settings.get("REXLABEL_OPENAI_CONCURRENCY")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        self.timeout_s = timeout_s
+        if image_format.upper() not in ("JPEG", "PNG"):
+            raise ValueError(f"image_format must be JPEG or PNG, got {image_format!r}")
+        self.image_format = image_format.upper()
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.session = session or requests.Session()
+        self.unsupported: set[str] = set()
+        """Optional fields this server rejected; not sent again."""
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="rexlabel-openai"
+        )
+        if check_model:
+            self._check_model()
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _check_model(self) -> None:
+        url = f"{self.base_url}/models"
+        try:
+            response = self.session.get(
+                url, headers=self._headers(), timeout=(CONNECT_TIMEOUT_S, 30)
+            )
+        except requests.RequestException as exc:
+            raise OpenAIEngineError(f"cannot reach {url}: {exc}") from None
+        if response.status_code == 401:
+            raise OpenAIEngineError(
+                f"{url} answered 401: set REXLABEL_OPENAI_API_KEY to the server's key"
+            )
+        if not response.ok:
+            log.warning("%s answered %s; not checking the model name", url, response)
+            return
+        try:
+            served = [m["id"] for m in response.json().get("data", [])]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        if served and self._model_id not in served:
+            raise OpenAIEngineError(
+                f"{self.base_url} does not serve model {self._model_id!r}; it serves "
+                f"{', '.join(map(repr, served))} (set REXLABEL_MODEL)"
+            )
+
+    # Request body ---------------------------------------------------------
+    def body(self, request: GenerationRequest) -> dict[str, Any]:
+        """The chat-completions body for one request (image resized and inline)."""
+        image = resize_for_model(
+            request.image, min_pixels=self.min_pixels, max_pixels=self.max_pixels
+        )
+        sampling = request.sampling
+        body: dict[str, Any] = {
+            "model": self._model_id,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image_url",
+                            "image_url": {
+                                "url": image_data_url(image, self.image_format)
+                            },
+                        },
+                        {"type": "text", "text": request.prompt},
+                    ],
+                },
+            ],
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k if sampling.top_k > 0 else -1,
+            "repetition_penalty": sampling.repetition_penalty,
+            "skip_special_tokens": False,
+            "spaces_between_special_tokens": False,
+            "logprobs": True,
+            "return_token_ids": True,
+        }
+        with self._lock:
+            for name in self.unsupported:
+                body.pop(name, None)
+        return body
+
+    # Engine API -----------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        if not requests:
+            return []
+        started = time.perf_counter()
+        bodies = [self.body(r) for r in requests]
+        preprocessed = time.perf_counter()
+        futures = [self._pool.submit(self._complete, b) for b in bodies]
+        responses = [f.result() for f in futures]
+        generated = time.perf_counter()
+        results = [self._result(r) for r in responses]
+        finished = time.perf_counter()
+        for result, (_, seconds) in zip(results, responses, strict=True):
+            result.timings = {
+                "preprocess": preprocessed - started,
+                "generate": generated - preprocessed,
+                "postprocess": finished - generated,
+                "request": seconds,
+                "batch_size": float(len(requests)),
+            }
+        return results
+
+    def _complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """POST one body; drops rejected optional fields and retries transient
+        failures. Returns the response JSON and the seconds it took."""
+        url = f"{self.base_url}/chat/completions"
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                response = self.session.post(
+                    url,
+                    json=body,
+                    headers=self._headers(),
+                    timeout=(CONNECT_TIMEOUT_S, self.timeout_s),
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt < MAX_ATTEMPTS:
+                    time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+                    continue
+                raise OpenAIEngineError(f"{url}: {exc}") from None
+            seconds = time.perf_counter() - started
+            if response.ok:
+                try:
+                    return response.json(), seconds
+                except ValueError:
+                    raise OpenAIEngineError(f"{url} returned non-JSON") from None
+            if response.status_code in REJECTED_PARAM_STATUSES:
+                rejected = self._rejected_params(body, response.text)
+                if rejected:
+                    self._forget(rejected, response)
+                    body = {k: v for k, v in body.items() if k not in rejected}
+                    attempt -= 1  # not a failure of the server
+                    continue
+            if response.status_code in RETRY_STATUSES and attempt < MAX_ATTEMPTS:
+                time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+                continue
+            raise OpenAIEngineError(
+                f"{url} answered HTTP {response.status_code}: {response.text[:500]}"
+            )
+
+    @staticmethod
+    def _rejected_params(body: dict[str, Any], message: str) -> set[str]:
+        """Optional fields a 400/422 message names (any other 400, such as a
+        prompt past the context length, keeps every field)."""
+        return {name for name in OPTIONAL_PARAMS if name in body and name in message}
+
+    def _forget(self, rejected: set[str], response: requests.Response) -> None:
+        with self._lock:
+            new = rejected - self.unsupported
+            self.unsupported |= rejected
+        if new:
+            log.warning(
+                "%s rejected %s (HTTP %s); asking without %s from now on%s",
+                self.base_url,
+                ", ".join(sorted(new)),
+                response.status_code,
+                "them" if len(new) > 1 else "it",
+                "; grammar tokens may be missing from its answers"
+                if "skip_special_tokens" in new
+                else "",
+            )
+
+    def _result(self, response: tuple[dict[str, Any], float]) -> GenerationResult:
+        data, _ = response
+        try:
+            choice = data["choices"][0]
+            content = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise OpenAIEngineError(
+                f"{self.base_url} returned no choice: {str(data)[:300]}"
+            ) from None
+        entries = (choice.get("logprobs") or {}).get("content") or None
+        texts = [e.get("token", "") for e in entries] if entries else []
+        logprobs = [float(e.get("logprob", 0.0)) for e in entries] if entries else None
+        token_ids = [int(t) for t in choice.get("token_ids") or []]
+        text = content[: -len(STOP_TOKEN)] if content.endswith(STOP_TOKEN) else content
+        if not texts:
+            texts = [content] if content else []
+        finish = choice.get("finish_reason") or "stop"
+        usage = data.get("usage") or {}
+        output_tokens = int(
+            usage.get("completion_tokens") or len(token_ids) or len(texts)
+        )
+        return GenerationResult(
+            text=text,
+            token_ids=token_ids,
+            token_texts=texts,
+            token_logprobs=logprobs,
+            finish_reason="length" if finish == "length" else "stop",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=output_tokens,
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.session.close()

@@ -79,10 +79,11 @@ def load_processor(
     variant)."""
     from transformers import AutoImageProcessor, AutoProcessor
 
-    bounds = {"min_pixels": min_pixels, "max_pixels": max_pixels}
-    processor = AutoProcessor.from_pretrained(model_id, **bounds)
+    processor = AutoProcessor.from_pretrained(model_id)
     processor.image_processor = AutoImageProcessor.from_pretrained(
-        model_id, backend=IMAGE_PROCESSOR_BACKEND, **bounds
+        model_id,
+        backend=IMAGE_PROCESSOR_BACKEND,
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
     )
     processor.tokenizer.padding_side = "left"
     return processor
@@ -196,6 +197,9 @@ class TransformersEngine(Engine):
         max_batch_size: most requests per ``generate`` call.
         generate_kwargs: extra ``generate`` arguments for every call (benches
             force lengths with ``min_new_tokens``).
+        logits_processors: extra ``LogitsProcessor``s run after the built-in
+            ones (repetition penalty, sampling), e.g. grammar constraints.
+        loaded: an already loaded ``(model, processor)`` pair to serve.
     """
 
     name = "transformers"
@@ -211,6 +215,7 @@ class TransformersEngine(Engine):
         max_pixels: int = MAX_PIXELS,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         generate_kwargs: dict[str, Any] | None = None,
+        logits_processors: list[Any] | None = None,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         from worker import settings
@@ -221,6 +226,7 @@ class TransformersEngine(Engine):
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
         self.generate_kwargs = dict(generate_kwargs or {})
+        self.logits_processors = list(logits_processors or [])
         if loaded is not None:
             self.model, self.processor = loaded
             self.processor.tokenizer.padding_side = "left"
@@ -361,6 +367,7 @@ class TransformersEngine(Engine):
                 processors.append(TopKLogitsWarper(sampling.top_k))
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
+        processors.extend(self.logits_processors)
         # Everything the defaults would add is already in ``processors``; the
         # neutral values keep generate from adding it twice.
         config = GenerationConfig(

@@ -1,0 +1,66 @@
+"""Engine names -> implementations, imported only when asked for.
+
+``create_engine()`` with no arguments builds the engine the settings name
+(``REXLABEL_ENGINE``, ``REXLABEL_MODEL``, ``REXLABEL_DEVICE``). Importing this
+module imports no torch, transformers, vLLM or HTTP client.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from worker.engines.base import Engine
+
+ENGINES: dict[str, str] = {
+    # name: "module:ClassName" (imported lazily by create_engine)
+    "transformers": "worker.engines.transformers_engine:TransformersEngine",
+    # --- openai / vllm engines (owned by the openai/vllm helper) -------------
+    "vllm": "worker.engines.vllm_engine:VLLMEngine",
+    "openai": "worker.engines.openai_engine:OpenAIEngine",
+    # --- end of openai / vllm engines ------------------------------------------
+}
+"""Every engine rexlabel can run; the keys are REXLABEL_ENGINE's choices."""
+
+
+class UnknownEngineError(ValueError):
+    """The engine name is not one of :data:`ENGINES`."""
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The class registered as ``name`` (imports its module)."""
+    try:
+        target = ENGINES[name]
+    except KeyError:
+        raise UnknownEngineError(
+            f"unknown engine {name!r}; expected one of: {', '.join(ENGINES)}"
+        ) from None
+    module_name, _, class_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)
+
+
+def create_engine(
+    name: str | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    **kwargs: Any,
+) -> Engine:
+    """Build an engine; unset arguments come from the settings.
+
+    Args:
+        name: ``transformers``, ``vllm`` or ``openai`` (REXLABEL_ENGINE).
+        model: hub id, local directory or served model name (REXLABEL_MODEL).
+        device: ``auto``, ``cpu``, ``cuda`` ... (REXLABEL_DEVICE); engines that
+            do not place the model themselves ignore it.
+        kwargs: engine-specific options, passed through.
+    """
+    from worker import settings
+
+    name = name or settings.get("REXLABEL_ENGINE")
+    cls = engine_class(name)
+    return cls(
+        model=model or settings.get("REXLABEL_MODEL"),
+        device=device or settings.get("REXLABEL_DEVICE"),
+        **kwargs,
+    )

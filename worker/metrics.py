@@ -401,15 +401,17 @@ def record_chunk(
 
 
 def start_worker_metrics_server(
-    port: int | None = None, addr: str = "0.0.0.0"
+    port: int | None = None, addr: str | None = None
 ) -> int | None:
     """Serve ``/metrics`` from a daemon thread; returns the port, or None.
 
-    ``port`` defaults to ``REXLABEL_WORKER_METRICS_PORT``; 0 disables it. A port
-    already taken (a second worker on the host) logs a warning and returns None:
-    metrics are not worth refusing to work over.
+    ``port`` and ``addr`` default to ``REXLABEL_WORKER_METRICS_PORT`` and
+    ``REXLABEL_WORKER_METRICS_HOST``; port 0 disables it. A port already taken
+    (a second worker on the host) logs a warning and returns None: metrics are
+    not worth refusing to work over.
     """
     port = settings.get("REXLABEL_WORKER_METRICS_PORT") if port is None else port
+    addr = settings.get("REXLABEL_WORKER_METRICS_HOST") if addr is None else addr
     if not port:
         return None
     try:

@@ -321,6 +321,13 @@ SETTINGS: tuple[Setting, ...] = (
         "on the same host finds it taken and runs without one.",
         minimum=0,
     ),
+    Setting(
+        "REXLABEL_WORKER_METRICS_HOST",
+        str,
+        "0.0.0.0",
+        "Interface of a worker's /metrics: all, since Prometheus scrapes workers "
+        "from another container or host; 127.0.0.1 keeps it local.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -375,6 +375,9 @@ def backend_env(
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONUNBUFFERED="1",
+        REXLABEL_DEVICE="cpu",
+        # The worker's metrics server would bind all interfaces: off in tests.
+        REXLABEL_WORKER_METRICS_PORT="0",
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
@@ -402,7 +405,10 @@ def start_backend(
     token_kind: str = "legacy",
     redis_url: str | None = None,
 ) -> Backend:
-    """``rexlabel serve`` on a free port; with ``redis_url`` also a worker."""
+    """``rexlabel serve`` on a free port; with ``redis_url`` also a worker.
+
+    The worker runs ``rexlabel worker`` through :mod:`tests.e2e.tiny_sam_rexlabel`
+    (a tiny random SAM installed), so Polygon/Brush projects get masks."""
     if not REXLABEL_EXECUTABLE.exists():
         pytest.fail(f"{REXLABEL_EXECUTABLE} missing: pip install -e . into the venv")
     api_key = ls.legacy_token if token_kind == "legacy" else ls.personal_access_token()
@@ -412,8 +418,8 @@ def start_backend(
     try:
         if redis_url:
             worker = ManagedProcess.start(
-                "rexlabel worker",
-                [str(REXLABEL_EXECUTABLE), "worker"],
+                "rexlabel worker (tiny SAM)",
+                [sys.executable, "-m", "tests.e2e.tiny_sam_rexlabel", "worker"],
                 env,
                 log_dir / f"worker-{token_kind}.log",
                 cwd=REPO_ROOT,
@@ -443,10 +449,23 @@ def start_backend(
             serve,
         )
         E2E_TIMINGS[f"rexlabel serve start ({token_kind})"] = f"{seconds:.1f} s"
+        if redis_url:
+            seconds = wait_until(
+                lambda: _worker_up(backend.url),
+                BACKEND_START_TIMEOUT_S,
+                "rexlabel worker registered (backend /health workers_up)",
+                worker,
+            )
+            E2E_TIMINGS["rexlabel worker ready"] = f"{seconds:.1f} s"
         return backend
     except BaseException:
         backend.stop()
         raise
+
+
+def _worker_up(url: str) -> bool:
+    response = requests.get(f"{url}/health", timeout=2.0)
+    return response.status_code == 200 and bool(response.json().get("workers_up"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,292 @@
+"""The vLLM engine: plumbing in the main venv (no vLLM there), then the real
+engine in .venv-vllm on the trained tiny model (slow), and the OpenAI engine
+against a real vLLM OpenAI server (slow)."""
+
+import json
+import math
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from converters.parser import parse_output
+from converters.prompts import build_prompt
+from converters.tasks import Task
+from tests.worker.vllm_env import (
+    REPO_ROOT,
+    TINY_MAX_MODEL_LEN,
+    VLLMServer,
+    require_vllm_venv,
+    vllm_env,
+)
+from worker.engines.base import GenerationRequest, SamplingSettings
+from worker.engines.vllm_engine import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_MAX_MODEL_LEN,
+    STOP_TOKEN,
+    VLLMEngine,
+    choose_tokenizer_mode,
+)
+from worker.settings import setting
+
+GRAMMAR_GROUP = (
+    r"^<\|object_ref_start\|>[^<]+<\|object_ref_end\|><\|box_start\|>"
+    r"(<\d{1,3}>){4}<\|box_end\|>$"
+)
+"""One phrase with one box: what the trained tiny model answers."""
+SUBPROCESS_TIMEOUT_S = 600
+"""Loading vLLM takes 5-60 s (more on a busy machine); the run is bounded."""
+HELD_OUT = 3
+"""Held-out synthetic images per slow test."""
+MAX_NEW_TOKENS = 48
+"""The trained model's answers are ~12 tokens; this bounds a wrong one."""
+
+
+# Plumbing (no vLLM needed) -------------------------------------------------------
+
+
+def test_tokenizer_mode_is_slow_where_vllm_has_it_else_auto():
+    assert choose_tokenizer_mode({"auto", "slow", "mistral"}) == "slow"
+    assert choose_tokenizer_mode({"auto", "hf", "mistral"}) == "auto"
+
+
+def test_importing_the_engine_does_not_import_vllm():
+    code = (
+        "import sys, worker.engines.vllm_engine, worker.engines.registry;"
+        "print('vllm' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_named_defaults_match_the_settings():
+    assert setting("REXLABEL_VLLM_MAX_MODEL_LEN").default == DEFAULT_MAX_MODEL_LEN
+    assert (
+        setting("REXLABEL_VLLM_GPU_MEMORY_UTILIZATION").default
+        == DEFAULT_GPU_MEMORY_UTILIZATION
+    )
+    # A dense scene: the largest image's tokens plus the full output budget.
+    assert DEFAULT_MAX_MODEL_LEN >= 2560 + 200 + 4096
+
+
+class _RecordingLLM:
+    """Stands in for ``vllm.LLM`` to check what the engine hands it and how it
+    reads vLLM's output objects (the real LLM runs in the slow tests)."""
+
+    def __init__(self, tokenizer, outputs):
+        self.tokenizer, self.outputs, self.calls = tokenizer, outputs, []
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    def generate(self, prompts, params, use_tqdm=True):
+        self.calls.append((prompts, params))
+        return self.outputs
+
+
+def _logprob(value, text):
+    return SimpleNamespace(logprob=value, rank=1, decoded_token=text)
+
+
+def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from worker.engines import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "sampling_params", vllm_engine.sampling_kwargs)
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pieces = ["<|object_ref_start|>", "<|box_start|>", "<1>", "<|im_end|>"]
+    ids = tokenizer.convert_tokens_to_ids(pieces)
+    entries = [
+        {ids[0]: _logprob(-0.5, pieces[0])},
+        {ids[1]: _logprob(-0.25, None)},  # no decoded text: the tokenizer's
+        {ids[2]: _logprob(-1.5, "<1>")},
+        {ids[3]: _logprob(float("-inf"), pieces[3])},
+    ]
+    completion = SimpleNamespace(
+        text="<|object_ref_start|><|box_start|><1>",
+        token_ids=ids,
+        logprobs=entries,
+        finish_reason="stop",
+    )
+    llm = _RecordingLLM(
+        tokenizer,
+        [SimpleNamespace(outputs=[completion], prompt_token_ids=list(range(30)))],
+    )
+    engine = VLLMEngine(str(tiny_model_dir), llm=llm)
+    image = Image.new("RGB", (300, 90), (1, 2, 3))
+    (result,) = engine.generate(
+        [GenerationRequest(image, "Detect cat.", SamplingSettings(max_new_tokens=9))]
+    )
+
+    ((prompt,), (params,)) = llm.calls[0]
+    assert params == {
+        "max_tokens": 9,
+        "temperature": 0.0,
+        "top_p": 0.8,
+        "top_k": 1,
+        "repetition_penalty": 1.05,
+        "skip_special_tokens": False,
+        "spaces_between_special_tokens": False,
+        "stop": ["<|im_end|>"],
+        "logprobs": 1,
+    }
+    assert prompt["prompt"].endswith(
+        "<|vision_start|><|image_pad|><|vision_end|>Detect cat.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert prompt["prompt"].startswith(
+        "<|im_start|>system\nYou are a helpful assistant"
+    )
+    assert prompt["multi_modal_data"]["image"].size == (308, 84)  # smart_resize
+    assert result.text == "<|object_ref_start|><|box_start|><1>"
+    assert result.token_texts == pieces
+    assert result.token_logprobs[:3] == [-0.5, -0.25, -1.5]
+    assert math.isinf(result.token_logprobs[3])
+    assert result.prompt_tokens == 30 and result.output_tokens == 4
+    assert result.finish_reason == "stop"
+
+    # A position without its token's log-prob: no log-probs rather than a guess.
+    entries[2] = None
+    (partial,) = engine.generate([GenerationRequest(image, "Detect cat.")])
+    assert partial.token_logprobs is None
+    assert partial.token_texts == pieces
+
+
+# Real vLLM (slow) ------------------------------------------------------------------
+
+
+def _held_out():
+    from worker.synthetic import held_out_samples
+
+    return held_out_samples(HELD_OUT, seed=7)
+
+
+def _check_grammar(result, sample):
+    """The answer is one well-formed group whose box overlaps the shape."""
+    import re
+
+    from worker.synthetic import box_iou
+
+    assert re.match(GRAMMAR_GROUP, result["text"]), result["text"]
+    assert result["finish_reason"] == "stop"
+    assert len(result["token_logprobs"]) == len(result["token_ids"])
+    assert all(lp <= 0 for lp in result["token_logprobs"])
+    assert "".join(result["token_texts"]) == result["text"] + STOP_TOKEN
+    parsed = parse_output(result["text"], Task.DETECTION, *sample.image.size)
+    (prediction,) = parsed.predictions
+    return box_iou(prediction.coords, sample.box)
+
+
+@pytest.mark.slow
+def test_in_process_vllm_engine_on_the_trained_model(
+    trained_model_dir, trained_engine, tmp_path, capsys
+):
+    """Our engine in .venv-vllm (its command line), all images in one batch."""
+    python = require_vllm_venv()
+    samples = _held_out()
+    command = [str(python), "-m", "worker.engines.vllm_engine", str(trained_model_dir)]
+    prompts = [build_prompt(Task.DETECTION, [s.phrase]) for s in samples]
+    for i, (sample, prompt) in enumerate(zip(samples, prompts, strict=True)):
+        path = tmp_path / f"{i}.png"
+        sample.image.save(path)
+        command += ["--image", str(path), "--prompt", prompt]
+    command += ["--max-new-tokens", str(MAX_NEW_TOKENS), "--dtype", "float32"]
+    command += ["--max-model-len", str(TINY_MAX_MODEL_LEN), "--enforce-eager"]
+    started = time.perf_counter()
+    out = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=vllm_env(),
+        cwd=REPO_ROOT,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    seconds = time.perf_counter() - started
+    assert out.returncode == 0, out.stderr[-3000:]
+    payload = json.loads(out.stdout.strip().splitlines()[-1])
+    assert payload["tokenizer_mode"] == "auto"  # vLLM 0.32 has no slow mode
+    results = payload["results"]
+    ious = [_check_grammar(r, s) for r, s in zip(results, samples, strict=True)]
+    assert sum(ious) / len(ious) > 0.5, ious
+
+    # The same greedy answer as the transformers engine on the same model.
+    references = trained_engine.generate(
+        [
+            GenerationRequest(s.image, p, SamplingSettings(max_new_tokens=48))
+            for s, p in zip(samples, prompts, strict=True)
+        ]
+    )
+    for ours, reference in zip(results, references, strict=True):
+        assert ours["text"] == reference.text
+        assert ours["token_ids"] == reference.token_ids
+        assert ours["token_logprobs"] == pytest.approx(
+            reference.token_logprobs, abs=0.05
+        )
+    with capsys.disabled():
+        timing = results[0]["timings"]
+        print(
+            f"\nvLLM in-process: load {payload['load_s']:.1f} s, first batch of "
+            f"{len(samples)} {timing['generate']:.2f} s, subprocess {seconds:.1f} s"
+        )
+
+
+@pytest.mark.slow
+def test_openai_engine_against_a_real_vllm_server(
+    trained_model_dir, trained_engine, tmp_path, capsys
+):
+    from worker.engines.openai_engine import OpenAIEngine
+
+    require_vllm_venv()
+    samples = _held_out()
+    with VLLMServer(trained_model_dir, tmp_path / "vllm-server.log") as server:
+        engine = OpenAIEngine("tiny", base_url=server.url, api_key="EMPTY")
+        requests_ = [
+            GenerationRequest(
+                s.image,
+                build_prompt(Task.DETECTION, [s.phrase]),
+                SamplingSettings(max_new_tokens=MAX_NEW_TOKENS),
+            )
+            for s in samples
+        ]
+        started = time.perf_counter()
+        first = engine.generate(requests_[:1])
+        first_s = time.perf_counter() - started
+        started = time.perf_counter()
+        results = engine.generate(requests_)
+        batch_s = time.perf_counter() - started
+        engine.close()
+    assert engine.unsupported == set()  # vLLM accepts every field we send
+    ious = []
+    for sample, result in zip(samples, results, strict=True):
+        as_dict = {
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "token_ids": result.token_ids,
+            "token_logprobs": result.token_logprobs,
+            "token_texts": result.token_texts,
+        }
+        ious.append(_check_grammar(as_dict, sample))
+        assert result.prompt_tokens > 16 and result.output_tokens == len(
+            result.token_ids
+        )
+    assert sum(ious) / len(ious) > 0.5, ious
+    assert first[0].text == results[0].text  # greedy: the same answer again
+    # The server gets the same greedy answer as the transformers engine
+    # (the image goes through JPEG, so allow the boxes to move by a bin or two).
+    (reference,) = trained_engine.generate(requests_[:1])
+    assert (
+        reference.text.split("<|box_start|>")[0]
+        == results[0].text.split("<|box_start|>")[0]
+    )
+    with capsys.disabled():
+        print(
+            f"\nvLLM server: ready in {server.startup_s:.1f} s, first request "
+            f"{first_s:.2f} s, {len(samples)} concurrent requests {batch_s:.2f} s"
+        )

@@ -1,0 +1,330 @@
+"""The vLLM engine: Rex-Omni in-process through ``vllm.LLM``, with upstream's settings.
+
+Faster than transformers on GPUs (continuous batching, paged KV cache). The
+whole batch goes to one ``LLM.generate`` call, each request with its own
+``SamplingParams``; images are pre-resized with smart_resize as upstream's
+vLLM path does. Per token it keeps the id, its text and its log-probability.
+
+vLLM is imported when the engine is built, never at module import: the package
+works without it. Smoke test from a venv that has vLLM::
+
+    python -m worker.engines.vllm_engine MODEL --image a.jpg --prompt "Detect cat."
+
+The runaway guard of the transformers engine is not applied here: vLLM stops
+at ``max_tokens`` (finish reason ``length``) and repetition_penalty keeps
+greedy loops rarer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+import typing
+from dataclasses import asdict
+from typing import Any
+
+from converters.geometry import MAX_PIXELS, MIN_PIXELS
+from converters.prompts import build_messages
+from worker.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    SamplingSettings,
+)
+from worker.images import resize_for_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MODEL_LEN = 8192
+"""Prompt (up to ~2,700 tokens: 2,560 image tokens plus text) plus 4,096 output
+tokens fit; upstream's 4,096 counts the prompt and cuts dense scenes."""
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.8
+"""Upstream's share of GPU memory for weights and KV cache."""
+LIMIT_MM_PER_PROMPT = {"image": 1}
+"""Rex-Omni answers about exactly one image per request."""
+STOP_TOKEN = "<|im_end|>"
+"""Upstream's stop string (also the EOS token): the end of the assistant turn."""
+UPSTREAM_TOKENIZER_MODE = "slow"
+"""Upstream passes ``tokenizer_mode="slow"``; newer vLLM has no such mode."""
+FALLBACK_TOKENIZER_MODE = "auto"
+"""Used where ``slow`` is gone (vLLM 0.32 measured here); the fast tokenizer
+decodes the added ``<0>``..``<999>`` tokens the same way."""
+LOGPROBS_PER_TOKEN = 1
+"""Ask vLLM for the sampled token's log-probability (plus the top-1)."""
+
+
+def supported_tokenizer_modes() -> set[str] | None:
+    """The ``tokenizer_mode`` values the installed vLLM declares, if it says."""
+    for module_name in ("vllm.config.model", "vllm.config"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        modes = getattr(module, "TokenizerMode", None)
+        if modes is not None:
+            return {str(mode) for mode in typing.get_args(modes)}
+    return None
+
+
+def choose_tokenizer_mode(modes: set[str] | None = None) -> str:
+    """``slow`` (upstream's choice) where vLLM still has it, else ``auto``."""
+    modes = supported_tokenizer_modes() if modes is None else modes
+    if modes is None or UPSTREAM_TOKENIZER_MODE in modes:
+        return UPSTREAM_TOKENIZER_MODE
+    return FALLBACK_TOKENIZER_MODE
+
+
+def sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
+    """``SamplingParams`` arguments for our settings, as upstream sets them, plus
+    exact grammar text (no spaces around special tokens) and log-probs."""
+    return {
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k if sampling.top_k > 0 else -1,
+        "repetition_penalty": sampling.repetition_penalty,
+        "skip_special_tokens": False,
+        "spaces_between_special_tokens": False,
+        "stop": [STOP_TOKEN],
+        "logprobs": LOGPROBS_PER_TOKEN,
+    }
+
+
+def sampling_params(sampling: SamplingSettings):
+    """vLLM ``SamplingParams`` for ``sampling`` (imports vLLM)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(**sampling_kwargs(sampling))
+
+
+class VLLMEngine(Engine):
+    """Rex-Omni on an in-process ``vllm.LLM``.
+
+    Args:
+        model: hub id or local directory (default: setting ``REXLABEL_MODEL``).
+        device: accepted for the registry; vLLM picks its platform itself.
+        max_model_len: prompt plus output tokens per request (setting
+            ``REXLABEL_VLLM_MAX_MODEL_LEN``).
+        gpu_memory_utilization: share of GPU memory vLLM may take (setting
+            ``REXLABEL_VLLM_GPU_MEMORY_UTILIZATION``).
+        tokenizer_mode: default: ``slow`` where supported, else ``auto``.
+        quantization: e.g. ``awq`` for ``IDEA-Research/Rex-Omni-AWQ``.
+        llm_kwargs: any other ``vllm.LLM`` argument (``dtype``,
+            ``enforce_eager``, ``tensor_parallel_size`` ...).
+        llm: an already built ``vllm.LLM`` to use instead of building one.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        *,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float | None = None,
+        tokenizer_mode: str | None = None,
+        quantization: str | None = None,
+        min_pixels: int = MIN_PIXELS,
+        max_pixels: int = MAX_PIXELS,
+        llm: Any = None,
+        **llm_kwargs: Any,
+    ) -> None:
+        from worker import settings
+
+        self._model_id = model or settings.get("REXLABEL_MODEL")
+        self.device = device
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.max_model_len = max_model_len or settings.get(
+            "REXLABEL_VLLM_MAX_MODEL_LEN"
+        )
+        self.tokenizer_mode = tokenizer_mode or choose_tokenizer_mode()
+        started = time.perf_counter()
+        if llm is None:
+            llm = self._build_llm(
+                gpu_memory_utilization
+                or settings.get("REXLABEL_VLLM_GPU_MEMORY_UTILIZATION"),
+                quantization,
+                llm_kwargs,
+            )
+        self.llm = llm
+        self.processor = self._load_processor()
+        self.tokenizer = self.llm.get_tokenizer()
+        log.info(
+            "vLLM engine on %s ready in %.1f s (tokenizer_mode=%s, max_model_len=%d)",
+            self._model_id,
+            time.perf_counter() - started,
+            self.tokenizer_mode,
+            self.max_model_len,
+        )
+
+    def _build_llm(
+        self, memory: float, quantization: str | None, extra: dict[str, Any]
+    ) -> Any:
+        from vllm import LLM
+
+        kwargs = dict(
+            model=self._model_id,
+            tokenizer=self._model_id,
+            max_model_len=self.max_model_len,
+            gpu_memory_utilization=memory,
+            limit_mm_per_prompt=dict(LIMIT_MM_PER_PROMPT),
+            tensor_parallel_size=1,
+            trust_remote_code=True,
+            quantization=quantization,
+        )
+        kwargs.update(extra)
+        try:
+            return LLM(tokenizer_mode=self.tokenizer_mode, **kwargs)
+        except ValueError as exc:
+            if self.tokenizer_mode != UPSTREAM_TOKENIZER_MODE or (
+                "tokenizer_mode" not in str(exc)
+            ):
+                raise
+            log.warning("vLLM has no slow tokenizer mode (%s); using auto", exc)
+            self.tokenizer_mode = FALLBACK_TOKENIZER_MODE
+            return LLM(tokenizer_mode=self.tokenizer_mode, **kwargs)
+
+    def _load_processor(self):
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(
+            self._model_id, min_pixels=self.min_pixels, max_pixels=self.max_pixels
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    # Engine API -----------------------------------------------------------
+    def preprocess(self, request: GenerationRequest) -> dict[str, Any]:
+        """Chat-template text plus the pre-resized image, as vLLM takes them."""
+        image = resize_for_model(
+            request.image, min_pixels=self.min_pixels, max_pixels=self.max_pixels
+        )
+        messages = build_messages(request.prompt, image)
+        text = self.processor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return {"prompt": text, "multi_modal_data": {"image": image}}
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        if not requests:
+            return []
+        started = time.perf_counter()
+        prompts = [self.preprocess(r) for r in requests]
+        params = [sampling_params(r.sampling) for r in requests]
+        preprocessed = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        generated = time.perf_counter()
+        results = [self._result(output) for output in outputs]
+        finished = time.perf_counter()
+        timings = {
+            "preprocess": preprocessed - started,
+            "generate": generated - preprocessed,
+            "postprocess": finished - generated,
+            "batch_size": float(len(requests)),
+        }
+        for result in results:
+            result.timings = dict(timings)
+        return results
+
+    def _token_text(self, token_id: int, entry: Any) -> str:
+        logprob = (entry or {}).get(token_id)
+        text = getattr(logprob, "decoded_token", None)
+        if text is None:
+            text = self.tokenizer.decode([token_id], skip_special_tokens=False)
+        return text
+
+    def _result(self, output: Any) -> GenerationResult:
+        completion = output.outputs[0]
+        ids = list(completion.token_ids)
+        entries = completion.logprobs or [None] * len(ids)
+        texts = [self._token_text(i, e) for i, e in zip(ids, entries, strict=False)]
+        logprobs: list[float] | None = None
+        if completion.logprobs is not None:
+            logprobs = []
+            for token_id, entry in zip(ids, completion.logprobs, strict=False):
+                value = entry.get(token_id) if entry else None
+                if value is None:  # vLLM always reports the sampled token
+                    logprobs = None
+                    break
+                logprobs.append(float(value.logprob))
+        finish = "length" if completion.finish_reason == "length" else "stop"
+        text = completion.text
+        if text.endswith(STOP_TOKEN):  # servers that keep the stop string
+            text = text[: -len(STOP_TOKEN)]
+        return GenerationResult(
+            text=text,
+            token_ids=ids,
+            token_texts=texts,
+            token_logprobs=logprobs,
+            finish_reason=finish,
+            prompt_tokens=len(output.prompt_token_ids or []),
+            output_tokens=len(ids),
+        )
+
+    def close(self) -> None:
+        self.llm = None
+        self.processor = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run images through the engine in one batch; print the results as JSON.
+
+    ``--image A.png --prompt "..." --image B.png --prompt "..."`` pairs each
+    image with the prompt in the same position.
+    """
+    from PIL import Image
+
+    parser = argparse.ArgumentParser(prog="python -m worker.engines.vllm_engine")
+    parser.add_argument("model", help="hub id or local model directory")
+    parser.add_argument("--image", action="append", required=True, help="image file")
+    parser.add_argument("--prompt", action="append", required=True, help="prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--max-model-len", type=int, default=None)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--enforce-eager", action="store_true")
+    args = parser.parse_args(argv)
+    if len(args.image) != len(args.prompt):
+        parser.error(
+            f"give one --prompt per --image ({len(args.image)} images, "
+            f"{len(args.prompt)} prompts)"
+        )
+
+    load_started = time.perf_counter()
+    engine = VLLMEngine(
+        args.model,
+        max_model_len=args.max_model_len,
+        dtype=args.dtype,
+        enforce_eager=args.enforce_eager,
+    )
+    loaded = time.perf_counter()
+    sampling = SamplingSettings().with_overrides(
+        {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else None
+    )
+    requests = [
+        GenerationRequest(Image.open(path).convert("RGB"), prompt, sampling)
+        for path, prompt in zip(args.image, args.prompt, strict=True)
+    ]
+    results = engine.generate(requests)
+    # vLLM logs to stdout too: the JSON is the last line.
+    sys.stdout.write("\n")
+    json.dump(
+        {
+            "load_s": loaded - load_started,
+            "tokenizer_mode": engine.tokenizer_mode,
+            "results": [asdict(r) for r in results],
+        },
+        sys.stdout,
+    )
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

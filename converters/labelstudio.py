@@ -232,24 +232,44 @@ class _Writer:
         kind = p.type
         if kind is RegionType.POINT:
             raise _unsupported(index, p, Output.RECTANGLE_LABELS)
-        geometry = self.rect_value(
-            p.coords if kind is not RegionType.POLYGON else p.bbox
-        )
+        value = self.rect_value(p.coords if kind is not RegionType.POLYGON else p.bbox)
+        value["rectanglelabels"] = [label]
         rid = self.prefix + str(index)
-        geometry["rectanglelabels"] = [label]
-        out.append(
-            self.result(rid, self.from_name, "rectanglelabels", geometry, p.score)
-        )
-        return rid, geometry, "rectanglelabels"
+        result = {
+            "id": rid,
+            "from_name": self.from_name,
+            "to_name": self.to_name,
+            "type": "rectanglelabels",
+            "original_width": self.width,
+            "original_height": self.height,
+            "image_rotation": IMAGE_ROTATION,
+            "value": value,
+        }
+        if p.score is not None:
+            result["score"] = p.score
+        out.append(result)
+        return rid, value, "rectanglelabels"
 
     def polygon(self, index: int, p: Prediction, label: str, out: list):
         if p.type is RegionType.POINT:
             raise _unsupported(index, p, Output.POLYGON_LABELS)
-        geometry = self.poly_value(self.polygon_of(p))
+        value = self.poly_value(self.polygon_of(p))
+        value["polygonlabels"] = [label]
         rid = self.prefix + str(index)
-        geometry["polygonlabels"] = [label]
-        out.append(self.result(rid, self.from_name, "polygonlabels", geometry, p.score))
-        return rid, geometry, "polygonlabels"
+        result = {
+            "id": rid,
+            "from_name": self.from_name,
+            "to_name": self.to_name,
+            "type": "polygonlabels",
+            "original_width": self.width,
+            "original_height": self.height,
+            "image_rotation": IMAGE_ROTATION,
+            "value": value,
+        }
+        if p.score is not None:
+            result["score"] = p.score
+        out.append(result)
+        return rid, value, "polygonlabels"
 
     def brush(self, index: int, p: Prediction, label: str, out: list):
         if p.type is RegionType.POINT:
@@ -424,10 +444,10 @@ def to_labelstudio(
     fixed = None if output is None else _METHODS[Output(output)]
     inferred = {kind: _METHODS[out] for kind, out in _INFERRED_OUTPUT.items()}
     text_from_name = writer.text_from_name
-    label_of = writer.label
+    label_of = None if label_map is None else writer.label
     out: list[dict[str, Any]] = []
     for index, p in enumerate(predictions):
-        label = label_of(p.label)
+        label = p.label if label_of is None else label_of(p.label)
         if label is None:
             continue
         rid, geometry, label_key = (fixed or inferred[p.type])(

@@ -521,16 +521,15 @@ class _Region:
         self.parent: str | None = None
 
 
-def _label_of(value: Mapping[str, Any], kind: str) -> str | None:
+def _labels_of(value: Mapping[str, Any], kind: str) -> list[str] | None:
+    """The labels a result gives its region, or None if it gives none."""
     key = (
         "labels" if kind in _LABEL_TYPES else kind if kind.endswith("labels") else None
     )
     if key is None or key not in value:
         return None
     labels = value[key]
-    if isinstance(labels, str):
-        return labels
-    return str(labels[0]) if labels else ""
+    return [labels] if isinstance(labels, str) else [str(v) for v in labels]
 
 
 class _Reader:
@@ -673,9 +672,13 @@ def from_labelstudio(
             region.score = float(r["score"])
         if r.get("parentID") is not None:
             region.parent = str(r["parentID"])
-        label = _label_of(value, kind)
-        if label is not None and region.label is None:
-            region.label = label
+        labels = _labels_of(value, kind)
+        if labels is not None and region.label is None:
+            region.label = labels[0] if labels else ""
+            if len(labels) > 1:
+                reader.warnings.append(
+                    f"region {rid!r} has several labels {labels}; kept the first"
+                )
         if kind in _TEXT_TYPES:
             text = value.get("text")
             region.text = "\n".join(text) if isinstance(text, list) else text

@@ -655,3 +655,22 @@ def test_round_trip_property(case):
         assert np.allclose(
             np.asarray(got.coords), np.asarray(want.coords), rtol=0, atol=1e-9 * scale
         )
+
+
+def test_several_labels_keep_the_first_with_a_warning():
+    result = {
+        "id": "m",
+        "type": "rectanglelabels",
+        "original_width": 100,
+        "original_height": 100,
+        "value": {
+            "x": 1,
+            "y": 1,
+            "width": 5,
+            "height": 5,
+            "rectanglelabels": ["Car", "Truck"],
+        },
+    }
+    parsed = from_labelstudio([result])
+    assert parsed.predictions[0].label == "Car"
+    assert "'m'" in parsed.warnings[0] and "Truck" in parsed.warnings[0]

@@ -40,6 +40,7 @@ PREDICTION_SETTINGS = (
 with the same values as the backend; share one environment file)."""
 
 
+@lru_cache(maxsize=1)
 def package_version() -> str:
     try:
         return metadata.version("rexlabel")

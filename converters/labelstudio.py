@@ -350,6 +350,14 @@ class _Writer:
         return (rid, geometry, None) if parent is not None else (None, None, None)
 
 
+def _output(value: Output | str) -> Output:
+    try:
+        return Output(value)
+    except ValueError:
+        choices = ", ".join(o.value for o in Output)
+        raise LabelStudioError(f"output {value!r} is not one of: {choices}") from None
+
+
 def _unsupported(index: int, p: Prediction, output: Output) -> LabelStudioError:
     return LabelStudioError(
         f"prediction {index} ({p.type.value} {p.label!r}) cannot be written as "
@@ -441,7 +449,7 @@ def to_labelstudio(
     )
     predictions = list(predictions)
     writer.prefix = writer.digest(predictions)
-    fixed = None if output is None else _METHODS[Output(output)]
+    fixed = None if output is None else _METHODS[_output(output)]
     inferred = {kind: _METHODS[out] for kind, out in _INFERRED_OUTPUT.items()}
     text_from_name = writer.text_from_name
     label_of = None if label_map is None else writer.label

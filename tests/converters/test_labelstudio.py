@@ -674,3 +674,10 @@ def test_several_labels_keep_the_first_with_a_warning():
     parsed = from_labelstudio([result])
     assert parsed.predictions[0].label == "Car"
     assert "'m'" in parsed.warnings[0] and "Truck" in parsed.warnings[0]
+
+
+def test_unknown_output_kind_names_the_choices():
+    with pytest.raises(LabelStudioError, match="'ellipse' is not one of: rect"):
+        to_labelstudio(
+            [], from_name="x", to_name="image", width=W, height=H, output="ellipse"
+        )

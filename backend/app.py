@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from backend.auth import WEBHOOK_TOKEN_HEADER, WEBHOOK_TOKEN_PARAM, AuthConfig
 from backend.model_version import model_version
@@ -147,9 +148,12 @@ class Backend:
         self.versions: list[str] = []
 
     # -- helpers ---------------------------------------------------------------
-    def version_for(self, label_config: str | None, extra: Mapping[str, Any]) -> str:
+    def version_for(
+        self, label_config: str | None, extra: Mapping[str, Any], record: bool = True
+    ) -> str:
+        """The model_version; ``record`` lists it in /versions (served ones only)."""
         version = model_version(label_config, extra, self.environ)
-        if version not in self.versions:
+        if record and version not in self.versions:
             self.versions.insert(0, version)
             del self.versions[32:]
         return version
@@ -168,7 +172,7 @@ class Backend:
         body = {
             "status": "UP" if queue.get("queue_up") else "DOWN",
             "model_class": MODEL_CLASS,
-            "model_version": self.version_for(None, {}),
+            "model_version": self.version_for(None, {}, record=False),
             "queue": queue,
             "workers_up": bool(queue.get("workers")),
         }
@@ -489,6 +493,8 @@ def create_app(
 
     @app.errorhandler(Exception)
     def internal(exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):  # 413, 415, ...: keep their status
+            return _error(exc.description or exc.name, exc.code or 500)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
 
@@ -504,9 +510,8 @@ def create_app(
 
     @app.get("/versions")
     def versions() -> Response:
-        return jsonify(
-            {"versions": list(backend.versions) or [backend.version_for(None, {})]}
-        )
+        default = [backend.version_for(None, {}, record=False)]
+        return jsonify({"versions": list(backend.versions) or default})
 
     @app.post("/webhook")
     def webhook() -> Response:

@@ -103,6 +103,13 @@ def test_every_variable_the_code_reads_is_a_setting():
     )
 
 
+def test_every_setting_is_used_somewhere_besides_the_registry():
+    registry = ROOT / "worker" / "settings.py"
+    text = "\n".join(p.read_text() for p in _sources() if p != registry)
+    unused = sorted(n for n in SETTING_NAMES if f'"{n}"' not in text)
+    assert not unused, f"settings nothing reads: {unused}"
+
+
 def test_env_example_documents_every_setting_and_alias():
     documented = env_example_variables()
     missing = sorted(SETTING_NAMES - documented)

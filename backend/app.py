@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +73,9 @@ WEBHOOK_THREADS = 2
 
 PRELABEL_PARAM = "prelabel_on_import"
 """Extra param that makes TASKS_CREATED start background pre-annotation."""
+
+VERSIONS_KEPT = 32
+"""Versions /versions lists (newest first): a few months of config edits."""
 
 BULK_MODULE = "backend.bulk"
 BULK_FUNCTION = "start_for_tasks"
@@ -146,6 +150,7 @@ class Backend:
             max_workers=WEBHOOK_THREADS, thread_name_prefix="rexlabel-webhook"
         )
         self.versions: list[str] = []
+        self._versions_lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------
     def version_for(
@@ -154,8 +159,10 @@ class Backend:
         """The model_version; ``record`` lists it in /versions (served ones only)."""
         version = model_version(label_config, extra, self.environ)
         if record and version not in self.versions:
-            self.versions.insert(0, version)
-            del self.versions[32:]
+            with self._versions_lock:
+                if version not in self.versions:
+                    self.versions.insert(0, version)
+                    del self.versions[VERSIONS_KEPT:]
         return version
 
     def extra_params(self, project: Any) -> dict[str, Any]:

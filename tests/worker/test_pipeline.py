@@ -1,0 +1,202 @@
+"""The pipeline on the real transformers engine and the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from converters.prediction import Prediction, RegionType
+from converters.tasks import Task
+from tests.worker.grammar import TemplateLogitsProcessor
+from worker.jobspec import ImageJob, ModelCall
+from worker.pipeline import (
+    PipelineError,
+    limit_predictions,
+    run_batch,
+    run_calls,
+    run_image_jobs,
+)
+
+BOX_GROUP = "<|object_ref_start|>{p}<|object_ref_end|><|box_start|>{items}<|box_end|>"
+B4 = "{B}{B}{B}{B}"
+
+
+@pytest.fixture
+def constrained(tiny_engine):
+    from worker.engines.transformers_engine import TransformersEngine
+
+    def make(templates: list[str]) -> TransformersEngine:
+        processor = TemplateLogitsProcessor(tiny_engine.processor.tokenizer, templates)
+        return TransformersEngine(
+            tiny_engine.model_id,
+            device="cpu",
+            loaded=(tiny_engine.model, tiny_engine.processor),
+            logits_processors=[processor],
+        )
+
+    return make
+
+
+def _image(width=320, height=240) -> Image.Image:
+    return Image.new("RGB", (width, height), (40, 90, 160))
+
+
+def test_mixed_calls_on_one_image(constrained):
+    engine = constrained(
+        [
+            BOX_GROUP.format(p="red square", items=f"{B4},{B4}")
+            + ", "
+            + BOX_GROUP.format(p="cat", items="None"),
+            BOX_GROUP.format(p="cat", items="{B}{B}"),
+            BOX_GROUP.format(p="STOP 42", items="{B}{B}{B}{B}{B}{B}{B}{B}"),
+            '```json\n{"person1": {"bbox": "{B}{B}{B}{B}", "keypoints": '
+            '{"nose": "{B}{B}", "left eye": "unvisible"}}}\n```',
+        ]
+    )
+    calls = [
+        ModelCall(task="detection", categories=["red square", "cat"], key="boxes"),
+        ModelCall(task="pointing", categories=["cat"], key="points"),
+        ModelCall(task="ocr_polygon", categories=["text line"], key="ocr"),
+        ModelCall(
+            task="keypoint", categories=["person"], keypoint_type="person", key="pose"
+        ),
+    ]
+    image = _image()
+    results = run_calls(engine, image, calls)
+    assert [r.key for r in results] == ["boxes", "points", "ocr", "pose"]
+    assert [r.task for r in results] == [
+        Task.DETECTION,
+        Task.POINTING,
+        Task.OCR_POLYGON,
+        Task.KEYPOINT,
+    ]
+    boxes, points, ocr, pose = results
+    assert [p.type for p in boxes.predictions] == [RegionType.BOX, RegionType.BOX]
+    assert {p.label for p in boxes.predictions} == {"red square"}
+    assert [p.type for p in points.predictions] == [RegionType.POINT]
+    assert ocr.predictions[0].type is RegionType.POLYGON
+    assert ocr.predictions[0].text == "STOP 42"
+    assert ocr.predictions[0].label == "text line"
+    assert pose.predictions[0].type is RegionType.KEYPOINT
+    assert pose.predictions[0].keypoints["left eye"] is None
+    for result in results:
+        assert result.finish_reason == "stop" and not result.truncated
+        assert result.prompt_tokens > 0 and result.output_tokens > 0
+        assert "parse" in result.timings and result.timings["batch_size"] == 4
+        for p in result.predictions:
+            assert p.score is not None and 0.0 <= p.score <= 1.0
+            x0, y0, x1, y1 = p.bbox
+            assert 0 <= x0 <= x1 <= image.width and 0 <= y0 <= y1 <= image.height
+    assert boxes.raw_text.startswith("<|object_ref_start|>red square")
+
+
+def test_max_instances_keeps_the_best_scored(constrained):
+    template = BOX_GROUP.format(p="cat", items=",".join([B4] * 3))
+    call = ModelCall(task="detection", categories=["cat"])
+    (full,) = run_calls(constrained([template]), _image(), [call])
+    assert len(full.predictions) == 3
+    limited_call = ModelCall(task="detection", categories=["cat"], max_instances=1)
+    (limited,) = run_calls(constrained([template]), _image(), [limited_call])
+    best = max(full.predictions, key=lambda p: p.score)
+    assert len(limited.predictions) == 1
+    assert limited.predictions[0].coords == best.coords
+    assert any("max_instances" in w for w in limited.warnings)
+
+
+def test_repeated_items_are_dropped_with_a_warning(constrained):
+    item = "<10><20><30><40>"
+    engine = constrained([BOX_GROUP.format(p="cat", items=f"{item},{item}")])
+    (result,) = run_calls(
+        engine, _image(), [ModelCall(task="detection", categories=["cat"])]
+    )
+    assert len(result.predictions) == 1
+    assert any("repeated" in w for w in result.warnings)
+
+
+def test_runaway_generation_is_reported_truncated(constrained):
+    engine = constrained(
+        [
+            "<|object_ref_start|>cat<|object_ref_end|><|box_start|>"
+            + "<1><2><3><4>," * 30
+        ]
+    )
+    (result,) = run_calls(
+        engine, _image(), [ModelCall(task="detection", categories=["cat"])]
+    )
+    assert result.finish_reason == "runaway"
+    assert result.truncated
+    assert len(result.predictions) == 1
+    assert any("runaway" in w for w in result.warnings)
+
+
+def test_score_threshold_and_limit_rules():
+    def box(score):
+        return Prediction(RegionType.BOX, "a", (0, 0, 1, 1), score=score)
+
+    items = [box(0.2), box(0.9), box(None), box(0.5), box(0.7)]
+    kept, notes = limit_predictions(items, score_threshold=0.4, max_instances=None)
+    assert [p.score for p in kept] == [0.9, None, 0.5, 0.7]
+    assert notes and "score_threshold" in notes[0]
+    kept, _ = limit_predictions(items, score_threshold=None, max_instances=2)
+    assert [p.score for p in kept] == [0.9, 0.7]  # best two, output order kept
+
+
+class RecordingMasker:
+    """Marks boxes with a tiny RLE so the hook's use is visible."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, image, predictions, call):
+        self.calls.append(call.key)
+        rle = {"size": [image.height, image.width], "counts": "0"}
+        return [p.with_(mask=rle) for p in predictions]
+
+
+def test_masker_hook_runs_only_for_calls_asking_for_masks(constrained):
+    engine = constrained([BOX_GROUP.format(p="cat", items=B4)] * 2)
+    masker = RecordingMasker()
+    calls = [
+        ModelCall(task="detection", categories=["cat"], masks="rle", key="masked"),
+        ModelCall(task="detection", categories=["cat"], key="plain"),
+    ]
+    masked, plain = run_calls(engine, _image(), calls, masker=masker)
+    assert masker.calls == ["masked"]
+    assert masked.predictions[0].mask is not None
+    assert plain.predictions[0].mask is None
+
+
+def test_masks_without_a_masker_name_the_call(tiny_engine):
+    call = ModelCall(task="detection", categories=["cat"], masks="polygon", key="seg")
+    with pytest.raises(PipelineError, match=r"'seg'.*SAM"):
+        run_batch(tiny_engine, [(_image(), call)])
+
+
+def test_image_jobs_isolate_failures(tiny_engine, tmp_path):
+    good = tmp_path / "good.png"
+    _image(200, 100).save(good)
+    ok_call = {
+        "task": "detection",
+        "categories": ["cat"],
+        "generation": {"max_new_tokens": 4},
+    }
+    jobs = [
+        ImageJob.from_dict({"id": "1", "image": str(good), "calls": [ok_call]}),
+        ImageJob.from_dict(
+            {"id": "2", "image": str(tmp_path / "missing.png"), "calls": [ok_call]}
+        ),
+        ImageJob.from_dict(
+            {
+                "id": "3",
+                "image": str(good),
+                "calls": [ok_call, {"task": "visual_prompting", "key": "vp"}],
+            }
+        ),
+    ]
+    results = run_image_jobs(tiny_engine, jobs)
+    assert [r.id for r in results] == ["1", "2", "3"]
+    assert results[0].error is None
+    assert (results[0].width, results[0].height) == (200, 100)
+    assert len(results[0].calls) == 1 and results[0].calls[0].output_tokens <= 4
+    assert "missing.png" in results[1].error
+    assert "'vp'" in results[2].error and results[2].calls == []

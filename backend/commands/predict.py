@@ -1,0 +1,192 @@
+"""``rexlabel predict``: run Rex-Omni on images from the command line.
+
+Usage::
+
+    rexlabel predict a.jpg b.jpg --task detection --categories "person,car"
+    rexlabel predict a.jpg --task keypoint --categories person --keypoint-type person
+    rexlabel predict a.jpg --task visual_prompting --box 10,20,110,140
+    rexlabel predict a.jpg --task ocr_box --categories word --json
+    rexlabel predict a.jpg --task pointing --categories cat --draw out/
+
+Images are local paths or URLs (``worker.images.load_image``). All images go to
+the engine in one batch. ``--json`` prints one JSON object with the canonical
+predictions per image; ``--draw DIR`` saves each image with its predictions
+drawn. The model, engine and device default to ``REXLABEL_MODEL``,
+``REXLABEL_ENGINE`` and ``REXLABEL_DEVICE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from converters.tasks import Task
+
+EXIT_BAD_INPUT = 2
+"""Exit code for bad arguments or unreadable images (like a usage error)."""
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="Run the model on images and print (or draw) its predictions.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="Paths or URLs.")
+    parser.add_argument(
+        "--task",
+        required=True,
+        choices=[t.value for t in Task],
+        help="The Rex-Omni task.",
+    )
+    parser.add_argument(
+        "--categories",
+        default="",
+        help='Comma-separated phrases, e.g. "person,car" (OCR: "word" or "text line").',
+    )
+    parser.add_argument(
+        "--keypoint-type", help="keypoint task: person, animal or hand."
+    )
+    parser.add_argument(
+        "--box",
+        action="append",
+        default=[],
+        metavar="X0,Y0,X1,Y1",
+        help="visual_prompting: a reference box in pixels (repeatable).",
+    )
+    parser.add_argument("--model", help="Hub id or local directory (REXLABEL_MODEL).")
+    parser.add_argument(
+        "--engine",
+        choices=("transformers", "vllm", "openai"),
+        help="Engine (REXLABEL_ENGINE).",
+    )
+    parser.add_argument("--device", help="auto, cpu, cuda ... (REXLABEL_DEVICE).")
+    parser.add_argument(
+        "--max-new-tokens", type=int, help="Output token cap (REXLABEL_MAX_NEW_TOKENS)."
+    )
+    parser.add_argument(
+        "--score-threshold", type=float, help="Drop predictions scoring below this."
+    )
+    parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+    parser.add_argument(
+        "--draw", metavar="DIR", help="Save each image with its predictions drawn."
+    )
+    parser.set_defaults(func=run)
+
+
+def parse_boxes(values: list[str]) -> list[list[float]]:
+    """``["10,20,110,140"]`` -> ``[[10.0, 20.0, 110.0, 140.0]]``; ValueError names
+    the bad box."""
+    boxes = []
+    for value in values:
+        parts = [p.strip() for p in value.split(",")]
+        try:
+            box = [float(p) for p in parts]
+        except ValueError:
+            box = []
+        if len(box) != 4:
+            raise ValueError(f"--box {value!r} must be four numbers X0,Y0,X1,Y1")
+        boxes.append(box)
+    return boxes
+
+
+def build_call(args: argparse.Namespace):
+    """The ModelCall the arguments describe (JobSpecError/ValueError if bad)."""
+    from worker.jobspec import ModelCall
+
+    generation = {}
+    if args.max_new_tokens is not None:
+        generation["max_new_tokens"] = args.max_new_tokens
+    return ModelCall(
+        task=args.task,
+        categories=[c.strip() for c in args.categories.split(",") if c.strip()],
+        keypoint_type=args.keypoint_type,
+        visual_prompt_boxes=parse_boxes(args.box) or None,
+        score_threshold=args.score_threshold,
+        generation=generation,
+        key="cli",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from worker.images import ImageLoadError, load_image
+
+    try:
+        call = build_call(args)
+        images = [load_image(ref) for ref in args.images]
+    except (ValueError, ImageLoadError) as exc:
+        print(f"rexlabel predict: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    from worker.engines.registry import create_engine
+    from worker.pipeline import PipelineError, run_batch
+
+    engine = create_engine(args.engine, args.model, args.device)
+    try:
+        results = run_batch(engine, [(image, call) for image in images])
+    except PipelineError as exc:
+        print(f"rexlabel predict: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        engine.close()
+
+    if args.draw:
+        _draw_all(Path(args.draw), args.images, images, results)
+    if args.json:
+        print(json.dumps(_report(engine.model_id, args.images, images, results)))
+    else:
+        _print_table(args.images, results)
+    return 0
+
+
+def _report(model_id: str, refs, images, results) -> dict[str, Any]:
+    return {
+        "model": model_id,
+        "images": [
+            {
+                "image": ref,
+                "width": image.width,
+                "height": image.height,
+                **result.to_dict(),
+            }
+            for ref, image, result in zip(refs, images, results, strict=True)
+        ],
+    }
+
+
+def _print_table(refs, results) -> None:
+    for ref, result in zip(refs, results, strict=True):
+        seconds = sum(
+            result.timings.get(k, 0.0)
+            for k in ("preprocess", "generate", "postprocess")
+        )
+        print(
+            f"{ref}: {len(result.predictions)} prediction(s), "
+            f"{result.output_tokens} tokens, {result.finish_reason}, {seconds:.2f} s"
+        )
+        for p in result.predictions:
+            score = "  -  " if p.score is None else f"{p.score:.3f}"
+            text = f" {p.text!r}" if p.text else ""
+            coords = json.dumps(p.to_dict().get("coords") or p.to_dict().get("bbox"))
+            print(f"  {score} {p.type.value:8} {p.label}{text} {coords}")
+        for warning in result.warnings:
+            print(f"  warning: {warning}")
+
+
+def _draw_all(out_dir: Path, refs, images, results) -> None:
+    from converters.draw import draw
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for index, (ref, image, result) in enumerate(
+        zip(refs, images, results, strict=True)
+    ):
+        stem = Path(str(ref).split("?")[0]).stem or f"image{index}"
+        name = f"{stem}.png" if f"{stem}.png" not in used else f"{stem}-{index}.png"
+        used.add(name)
+        draw(image, result.predictions, show_scores=True).save(out_dir / name)
+        print(f"drew {out_dir / name}", file=sys.stderr)

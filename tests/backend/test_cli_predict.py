@@ -1,0 +1,151 @@
+"""``rexlabel predict`` on the tiny model, end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from PIL import Image
+
+from backend.cli import main
+
+
+def _predict(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["predict", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_output_for_several_images(tiny_model_dir, tmp_path, capsys):
+    paths = []
+    for i, size in enumerate([(112, 112), (200, 150)]):
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", size, (30 * i, 100, 200)).save(path)
+        paths.append(str(path))
+    code, out, _ = _predict(
+        capsys,
+        *paths,
+        "--task",
+        "detection",
+        "--categories",
+        "red square, blue circle",
+        "--model",
+        str(tiny_model_dir),
+        "--engine",
+        "transformers",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "6",
+        "--json",
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert report["model"] == str(tiny_model_dir)
+    assert [item["image"] for item in report["images"]] == paths
+    assert [(i["width"], i["height"]) for i in report["images"]] == [
+        (112, 112),
+        (200, 150),
+    ]
+    for item in report["images"]:
+        assert item["task"] == "detection"
+        assert item["output_tokens"] <= 6
+        assert item["finish_reason"] in ("stop", "length", "runaway")
+        assert isinstance(item["predictions"], list)
+        assert item["timings"]["batch_size"] == 2
+
+
+@pytest.mark.slow
+def test_trained_model_finds_the_shape_and_draws_it(
+    trained_model_dir, tmp_path, capsys
+):
+    from worker.synthetic import box_iou, render_shape
+
+    sample = render_shape(random.Random(12345))
+    path = tmp_path / "shape.png"
+    sample.image.save(path)
+    code, out, _ = _predict(
+        capsys,
+        str(path),
+        "--task",
+        "detection",
+        "--categories",
+        sample.phrase,
+        "--model",
+        str(trained_model_dir),
+        "--device",
+        "cpu",
+        "--json",
+        "--draw",
+        str(tmp_path / "drawn"),
+    )
+    assert code == 0
+    (item,) = json.loads(out)["images"]
+    boxes = [p for p in item["predictions"] if p["type"] == "box"]
+    assert boxes, item["raw_text"]
+    assert box_iou(boxes[0]["coords"], sample.box) >= 0.5
+    assert 0 < boxes[0]["score"] <= 1
+    drawn = Image.open(tmp_path / "drawn" / "shape.png")
+    assert drawn.size == sample.image.size
+    assert drawn.tobytes() != sample.image.tobytes()
+
+
+def test_table_output(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (64, 64)).save(path)
+    code, out, _ = _predict(
+        capsys,
+        str(path),
+        "--task",
+        "pointing",
+        "--categories",
+        "cat",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "3",
+    )
+    assert code == 0
+    assert out.startswith(f"{path}: ")
+    assert "tokens" in out
+
+
+def test_bad_inputs_exit_2_naming_the_problem(tiny_model_dir, tmp_path, capsys):
+    code, _, err = _predict(
+        capsys,
+        str(tmp_path / "nope.png"),
+        "--task",
+        "detection",
+        "--categories",
+        "cat",
+        "--model",
+        str(tiny_model_dir),
+    )
+    assert code == 2 and "nope.png" in err
+    path = tmp_path / "a.png"
+    Image.new("RGB", (64, 64)).save(path)
+    code, _, err = _predict(
+        capsys,
+        str(path),
+        "--task",
+        "visual_prompting",
+        "--box",
+        "1,2,3",
+        "--model",
+        str(tiny_model_dir),
+    )
+    assert code == 2 and "--box '1,2,3'" in err
+    code, _, err = _predict(
+        capsys,
+        str(path),
+        "--task",
+        "detection",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+    )
+    assert code == 2 and "categor" in err.lower()

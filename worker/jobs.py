@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.jobspec import ImageJob, ImageResult, parse_chunk
+from worker.metrics import record_chunk
 
 log = logging.getLogger(__name__)
 
@@ -176,4 +177,5 @@ def run_chunk(payload: dict[str, Any]) -> dict[str, Any]:
     out["images"] = [r.to_dict() for r in results]
     out["model"] = runtime.model_id
     out["timings"] = {"total": time.perf_counter() - started}
+    record_chunk(payload, out["images"], out["timings"]["total"], logger=log)
     return out

@@ -27,10 +27,13 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from worker import settings
 from worker.jobs import QUEUES
+from worker.logs import configure_logging
+from worker.metrics import start_worker_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,27 @@ every 15 s to run its maintenance (registry clean-up) at the latest."""
 MAINTENANCE_INTERVAL_S = 10
 """How often a worker cleans the registries (re-enqueues abandoned chunks);
 RQ's default of 10 minutes would leave a dead worker's chunk waiting that long."""
+CLEANUP_LOCK_TTL_S = 30
+"""One cleaner per queue at a time (two would re-enqueue an abandoned chunk
+twice). RQ's own lock lives 15 minutes if its holder is killed mid-cleanup;
+ours lives 30 s, far longer than a cleanup takes."""
+CLEANUP_LOCK_PREFIX = "rexlabel:cleanup:"
+"""Redis key of a queue's cleanup lock is this prefix plus the queue name."""
+
+
+def clean_queue(queue: Queue, exception_handlers: list | None = None) -> bool:
+    """Re-enqueue a queue's abandoned jobs (retries left) or fail them, and tidy
+    RQ's other registries; skipped (False) while another process cleans it."""
+    from rq.registry import clean_registries
+
+    key = CLEANUP_LOCK_PREFIX + queue.name
+    if not queue.connection.set(key, 1, nx=True, ex=CLEANUP_LOCK_TTL_S):
+        return False
+    try:
+        clean_registries(queue, exception_handlers)
+    finally:
+        queue.connection.delete(key)
+    return True
 
 
 class RexWorker(SimpleWorker):
@@ -60,6 +84,16 @@ class RexWorker(SimpleWorker):
 
     heartbeat_interval: float = HEARTBEAT_INTERVAL_S
     execution_ttl: int = EXECUTION_TTL_S
+
+    def clean_registries(self) -> None:
+        """RQ's maintenance, under :func:`clean_queue`'s short lock."""
+        from rq import worker_registration
+
+        for queue in self.queues:
+            if clean_queue(queue, self._exc_handlers):
+                worker_registration.clean_worker_registry(queue)
+                queue.intermediate_queue.cleanup(self, queue)
+        self.last_cleaned_at = now()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """Seconds until this chunk counts as abandoned unless heartbeats come."""
@@ -179,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.jobs import load_runtime
 
     level = settings.get("LOG_LEVEL")
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()  # LOG_LEVEL / LOG_FORMAT, secrets redacted
     redis_url = args.redis_url or settings.get("REDIS_URL")
     if not redis_url:
         log.error("rexlabel worker needs Redis: set REDIS_URL or pass --redis-url")
@@ -190,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     connection = Redis.from_url(redis_url)
     connection.ping()  # fail before the (slow) model load when Redis is wrong
+    start_worker_metrics_server()  # up while the model loads: the health check
     runtime = load_runtime()
     log.info("engine %s ready with model %s", runtime.engine.name, runtime.model_id)
     worker = build_worker(

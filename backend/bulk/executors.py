@@ -170,7 +170,9 @@ class RQExecutor:
         self._last_housekeeping = now
         from rq import Worker
 
-        self.queue.started_job_registry.cleanup()
+        from worker.process import clean_queue
+
+        clean_queue(self.queue)
         workers = Worker.count(connection=self.connection, queue=self.queue)
         self._window = max(MIN_IN_FLIGHT, IN_FLIGHT_PER_WORKER * workers)
 

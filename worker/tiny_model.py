@@ -104,7 +104,7 @@ class TinyModelSizes:
     """Dimensions of the tiny model (about 1.1M parameters)."""
 
     hidden_size: int = 128
-    intermediate_size: int = 512
+    intermediate_size: int = 256
     num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2

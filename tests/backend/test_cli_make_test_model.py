@@ -1,0 +1,55 @@
+"""``rexlabel make-test-model``: builds a loadable model and reports training."""
+
+from __future__ import annotations
+
+import json
+
+from backend.cli import main
+
+
+def test_random_model_directory_loads(tmp_path, capsys):
+    out_dir = tmp_path / "tiny"
+    assert main(["make-test-model", str(out_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"directory": str(out_dir), "train_steps": 0}
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "processor_config.json",
+    ):
+        assert (out_dir / name).exists(), name
+
+    from worker.engines.transformers_engine import load_model
+
+    model, processor = load_model(str(out_dir), device="cpu")
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert processor.tokenizer.convert_tokens_to_ids("<999>") is not None
+
+
+def test_training_reports_held_out_metrics(tmp_path, capsys):
+    code = main(
+        [
+            "make-test-model",
+            str(tmp_path / "m"),
+            "--train-steps",
+            "2",
+            "--task",
+            "pointing",
+            "--seed",
+            "1",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    report = json.loads(captured.out)
+    assert report["task"] == "pointing" and report["train_steps"] == 2
+    assert 0.0 <= report["inside"] <= 1.0
+    assert 0.0 <= report["phrase_accuracy"] <= 1.0
+    assert "step 2/2 loss" in captured.err
+
+
+def test_negative_steps_exit_2(tmp_path, capsys):
+    assert main(["make-test-model", str(tmp_path / "m"), "--train-steps", "-1"]) == 2
+    assert "--train-steps" in capsys.readouterr().err

@@ -89,6 +89,14 @@ def load_processor(
     return processor
 
 
+PREFER_FLASH_OVER_CUDNN_SDPA = True
+"""On CUDA, turn off PyTorch's cuDNN attention backend (its first choice on
+Hopper): it builds a plan for each new attention shape, and real requests
+rarely repeat a shape (prompt length and image size vary). Measured on an H100
+(3B, bf16, 8 images x 128 tokens): cuDNN 11.8 s for the first batch of a shape
+and 4.2 s when it repeats; flash / memory-efficient kernels 6.2-6.5 s every time."""
+
+
 def load_model(
     model_id: str,
     device: str | None = "auto",
@@ -226,6 +234,10 @@ class TransformersEngine(Engine):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
+        if self.device.startswith("cuda") and PREFER_FLASH_OVER_CUDNN_SDPA:
+            import torch
+
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.generate_kwargs = dict(generate_kwargs or {})
         self.logits_processors = list(logits_processors or [])
         if loaded is not None:

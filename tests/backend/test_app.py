@@ -10,6 +10,7 @@ tiny model, in-process and through Redis + ``rexlabel worker``.
 from __future__ import annotations
 
 import base64
+import sys
 import time
 
 import pytest
@@ -218,9 +219,16 @@ def test_non_json_bodies_are_400() -> None:
 
 
 def test_versions_before_any_setup() -> None:
-    versions = make_client().get("/versions").get_json()["versions"]
+    client = make_client()
+    versions = client.get("/versions").get_json()["versions"]
     assert len(versions) == 1
     assert versions[0].startswith("rexlabel-")
+    # /health's version (no config) is not one predictions are filed under.
+    client.get("/health")
+    served = client.post("/setup", json={"project": PROJECT, "schema": CONFIG})
+    assert client.get("/versions").get_json()["versions"] == [
+        served.get_json()["model_version"]
+    ]
 
 
 # /webhook -------------------------------------------------------------------------
@@ -568,3 +576,127 @@ def test_too_many_tasks_without_label_studio_access_is_a_clear_503(monkeypatch) 
     error = response.get_json()["error"]
     assert error.startswith("2 tasks are more than REXLABEL_SYNC_TASK_LIMIT=1")
     assert "Label Studio" in error.split(", and ", 1)[1]
+
+
+# The real job function on the trained tiny model -----------------------------------
+REAL_SAMPLES = 4
+"""Images per end-to-end /predict: one task each, one chunk of 4 (default size)."""
+
+
+def shape_config(phrases: list[str]) -> str:
+    """Labels ``Shape 0..n`` asking for the synthetic shapes' phrases."""
+    labels = "".join(
+        f'<Label value="Shape {i}" predicted_values="{p}"/>'
+        for i, p in enumerate(phrases)
+    )
+    return (
+        '<View><Image name="image" value="$image"/>'
+        f'<RectangleLabels name="label" toName="image">{labels}'
+        "</RectangleLabels></View>"
+    )
+
+
+def shape_tasks(tmp_path) -> tuple[list[dict], list, str]:
+    from worker.synthetic import held_out_samples
+
+    samples = held_out_samples(REAL_SAMPLES, seed=7)
+    tasks = []
+    for i, sample in enumerate(samples):
+        path = tmp_path / f"shape{i}.png"
+        sample.image.save(path)
+        tasks.append(task(100 + i, str(path)))
+    phrases = list(dict.fromkeys(s.phrase for s in samples))
+    return tasks, samples, shape_config(phrases)
+
+
+def assert_found_the_shapes(reply: dict, samples: list, config: str) -> None:
+    """Each task: regions labelled like its shape; most boxes on the shape."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    from worker.synthetic import box_iou
+
+    assert "errors" not in reply, reply.get("errors")
+    li = LabelInterface(config)
+    labels = {
+        p: f"Shape {i}" for i, p in enumerate(dict.fromkeys(s.phrase for s in samples))
+    }
+    hits = 0
+    for prediction, sample in zip(reply["results"], samples, strict=True):
+        assert prediction["model_version"] == reply["model_version"]
+        assert li.validate_prediction(prediction) is True
+        regions = prediction["result"]
+        if not regions:
+            continue
+        region = max(regions, key=lambda r: r.get("score", 0))
+        assert region["value"]["rectanglelabels"] == [labels[sample.phrase]]
+        w, h = sample.image.size
+        v = region["value"]
+        found = (
+            v["x"] * w / 100,
+            v["y"] * h / 100,
+            (v["x"] + v["width"]) * w / 100,
+            (v["y"] + v["height"]) * h / 100,
+        )
+        hits += box_iou(found, sample.box) >= 0.5
+    assert hits >= REAL_SAMPLES - 1, f"only {hits} of {REAL_SAMPLES} shapes found"
+
+
+@pytest.mark.slow
+def test_real_worker_through_redis(tiny_model_dir, tmp_path) -> None:
+    """``rexlabel worker`` on the random tiny model: real plumbing end to end
+    (what it finds is noise; the trained model's test above checks findings)."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    from tests.backend.redis_helpers import REPO_ROOT
+
+    connection = redis_or_skip()
+    env = {
+        "REDIS_URL": redis_url(),
+        "REXLABEL_MODEL": str(tiny_model_dir),
+        "REXLABEL_ENGINE": "transformers",
+        "REXLABEL_DEVICE": "cpu",
+        "REXLABEL_MAX_NEW_TOKENS": "48",
+        "HF_HUB_OFFLINE": "1",
+        "SAM_CHECKPOINT": "",
+    }
+    rexlabel = REPO_ROOT / ".venv" / "bin" / "rexlabel"
+    command = (
+        [str(rexlabel), "worker"]
+        if rexlabel.exists()
+        else [sys.executable, "-m", "backend.cli", "worker"]
+    )
+    process = start_worker(command, connection, env=env)
+    try:
+        runner = RQRunner.from_url(redis_url())  # worker.jobs.run_chunk
+        client = make_client(env=env, runner=runner, store=None)
+        health = client.get("/health").get_json()
+        assert health["workers_up"] is True
+        tasks, _samples, config = shape_tasks(tmp_path)
+        missing = task(999, str(tmp_path / "missing.png"))
+        body = predict_body([*tasks, missing], config)
+        reply = client.post("/predict", json=body).get_json()
+        drawn = rect("d", 10)
+        drawn["original_width"] = drawn["original_height"] = 112
+        drawn["value"]["rectanglelabels"] = ["Shape 0"]
+        body = predict_body(tasks[:1], config, context={"result": [drawn]})
+        clicked = client.post("/predict", json=body).get_json()
+    finally:
+        output = stop_worker(process)
+    assert [e["task"] for e in reply.get("errors", [])] == [999], output[-3000:]
+    assert "cannot load image" in reply["errors"][0]["error"]
+    results = reply["results"]
+    assert len(results) == REAL_SAMPLES + 1
+    assert results[-1] == {
+        "result": [],
+        "score": 0,
+        "model_version": reply["model_version"],
+    }
+    li = LabelInterface(config)
+    for prediction in results:
+        assert prediction["model_version"] == reply["model_version"]
+        assert li.validate_prediction(prediction) is True
+    assert "errors" not in clicked, clicked.get("errors")
+    (interactive,) = clicked["results"]
+    assert all(
+        r["value"]["rectanglelabels"] == ["Shape 0"] for r in interactive["result"]
+    )

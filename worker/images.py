@@ -366,17 +366,19 @@ class ImageLoader:
             return cached
         if not location.label_studio:
             self.guard.check(location.urls[0])
-        last_404: ImageNotFound | None = None
-        for url in location.urls:
+        for index, url in enumerate(location.urls):
             try:
                 data = self._download(ref, url, location.label_studio)
-            except ImageNotFound as exc:
-                last_404 = exc
+            except (ImageNotFound, ImageFetchError, ImageAccessDenied):
+                # Uploads have two addresses and Label Studio answers 400, 403
+                # or 404 on the one its storage does not use: try the next one
+                # and report the last one's failure.
+                if index == len(location.urls) - 1:
+                    raise
                 continue
             self.cache.put(key, data)
             return data
-        assert last_404 is not None
-        raise last_404
+        raise ImageFetchError(f"{ref!r}: no address to download it from")
 
     def _download(self, ref: str, url: str, label_studio: bool) -> bytes:
         """GET ``url`` following redirects by hand: each hop off Label Studio is

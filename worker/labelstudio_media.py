@@ -71,8 +71,8 @@ class MediaLocation:
     Attributes:
         path: read this file (local path, ``file://``, local-files with a
             document root); ``urls`` is then empty.
-        urls: fetch the first of these that is not a 404 (uploads have a new
-            and a legacy address).
+        urls: fetch the first of these that answers (uploads have a legacy
+            and a storage-data address).
         label_studio: the URLs are Label Studio's: send its auth header, and
             trust its redirects (presigned cloud URLs).
         cache_key: a stable name for the content (the presigned URL changes on
@@ -197,10 +197,12 @@ def resolve_media(
             f"{value!r} is a Label Studio path: set LABEL_STUDIO_URL to download it"
         )
     if value.startswith(UPLOAD_PREFIX):
-        # The SDK asks the storage-data route first (it serves uploads from any
-        # default storage), then the legacy route older servers have.
+        # A plain `label-studio start` (local storage) serves /data/upload/ and
+        # answers 400 on /storage-data/uploaded/ (seen against 1.23.2); with a
+        # cloud default storage only the storage-data route has the file. The
+        # SDK asks storage-data first; the common case first saves a request.
         filepath = quote(value[len("/data/") :], safe="/")
-        urls = (f"{base}/storage-data/uploaded/?filepath={filepath}", base + value)
+        urls = (base + value, f"{base}/storage-data/uploaded/?filepath={filepath}")
         return MediaLocation(urls=urls, label_studio=True, cache_key=base + value)
     return MediaLocation(
         urls=(base + value,), label_studio=True, cache_key=base + value

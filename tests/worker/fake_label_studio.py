@@ -4,8 +4,9 @@ What it mimics (label-studio-protocol.md, sections 0.5 and 3):
 - ``Authorization: Token <legacy>`` and ``Bearer <access JWT>`` (expiring);
   a refresh JWT sent as Bearer gets 401, as in Label Studio 1.23.
 - ``POST /api/token/refresh/ {"refresh": PAT}`` -> ``{"access": JWT}``.
-- ``GET /data/upload/...``, ``/storage-data/uploaded/?filepath=...`` (can be
-  switched off to return 404, like an older server), ``/data/local-files/?d=``.
+- ``GET /data/upload/...`` (switched off: 404, as with a cloud default
+  storage), ``/storage-data/uploaded/?filepath=...`` (switched off: 400, as a
+  plain ``label-studio start`` answers), ``/data/local-files/?d=``.
 - ``GET /tasks/<id>/presign/?fileuri=<urlsafe b64>`` -> 302 to a second
   "cloud" server (another port, so another host) that needs no auth.
 - No ``Authorization`` header -> 302 to ``/user/login/`` (an HTML page).
@@ -54,7 +55,8 @@ class FakeLabelStudio:
         files: relative upload path (``1/a.jpg``) -> bytes, under /data/upload/.
         cloud: ``s3://bucket/key`` -> bytes, served by the cloud server.
         local_root: the local-files document root.
-        storage_data_enabled: serve uploads on /storage-data/ too (else 404).
+        legacy_upload_enabled: serve uploads on /data/upload/ (else 404).
+        storage_data_enabled: serve uploads on /storage-data/ too (else 400).
         access_lifetime_s: lifetime of issued access tokens.
         requests: the request log, ``(method, path_with_query, authorization)``.
     """
@@ -64,6 +66,7 @@ class FakeLabelStudio:
         self.cloud: dict[str, bytes] = {}
         self.local_root = Path(local_root)
         self.pat = pat or make_pat()
+        self.legacy_upload_enabled = True
         self.storage_data_enabled = True
         self.access_lifetime_s = 300
         self.requests: list[tuple[str, str, str]] = []
@@ -184,12 +187,14 @@ class FakeLabelStudio:
                     return self._send(401, b'{"detail":"Invalid token."}')
                 query = parse_qs(parts.query)
                 if parts.path.startswith("/data/upload/"):
+                    if not ls.legacy_upload_enabled:
+                        return self._send(404, b'{"detail":"not found"}')
                     return self._file(
                         ls.files.get(unquote(parts.path[len("/data/upload/") :]))
                     )
                 if parts.path == "/storage-data/uploaded/":
                     if not ls.storage_data_enabled:
-                        return self._send(404, b'{"detail":"not found"}')
+                        return self._send(400, b'{"detail":"bad request"}')
                     filepath = query.get("filepath", [""])[0]
                     return self._file(ls.files.get(filepath.removeprefix("upload/")))
                 if parts.path == "/data/local-files/":

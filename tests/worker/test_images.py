@@ -14,6 +14,7 @@ from worker.images import (
     HostGuard,
     ImageAccessDenied,
     ImageDecodeError,
+    ImageFetchError,
     ImageLoader,
     ImageLoadError,
     ImageNotFound,
@@ -156,15 +157,31 @@ def test_upload_with_a_legacy_token(ls):
     assert ls.requests[-1][2] == f"Token {LEGACY_TOKEN}"
 
 
-def test_upload_falls_back_to_the_legacy_route_on_404(ls):
-    ls.storage_data_enabled = False
+def test_upload_comes_from_the_legacy_route_in_one_request(ls):
+    ls.storage_data_enabled = False  # a plain `label-studio start` answers 400
+    ls.files["1/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    assert loader.load("/data/upload/1/a.png").size == (40, 20)
+    assert ls.paths_requested() == ["/data/upload/1/a.png"]
+
+
+def test_upload_falls_back_to_storage_data(ls):
+    ls.legacy_upload_enabled = False  # a cloud default storage
     ls.files["1/a.png"] = _encoded(_two_colour())
     loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
     assert loader.load("/data/upload/1/a.png").size == (40, 20)
     assert ls.paths_requested() == [
-        "/storage-data/uploaded/?filepath=upload/1/a.png",
         "/data/upload/1/a.png",
+        "/storage-data/uploaded/?filepath=upload/1/a.png",
     ]
+
+
+def test_upload_on_neither_route_reports_the_last_failure(ls):
+    ls.legacy_upload_enabled = False
+    ls.storage_data_enabled = False
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    with pytest.raises(ImageFetchError, match="HTTP 400"):
+        loader.load("/data/upload/1/a.png")
 
 
 def test_upload_with_a_personal_access_token_is_exchanged_once(ls):

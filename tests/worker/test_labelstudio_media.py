@@ -29,12 +29,12 @@ LS = "http://ls.example:8080"
 # resolve_media ----------------------------------------------------------------
 
 
-def test_upload_path_tries_storage_data_then_the_legacy_route():
+def test_upload_path_tries_the_legacy_route_then_storage_data():
     location = resolve_media("/data/upload/1/2ac9-up.jpg", label_studio_url=LS + "/")
     assert location.label_studio
     assert location.urls == (
-        f"{LS}/storage-data/uploaded/?filepath=upload/1/2ac9-up.jpg",
         f"{LS}/data/upload/1/2ac9-up.jpg",
+        f"{LS}/storage-data/uploaded/?filepath=upload/1/2ac9-up.jpg",
     )
     assert location.cache_key == f"{LS}/data/upload/1/2ac9-up.jpg"
     assert location.path is None

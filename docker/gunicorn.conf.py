@@ -6,6 +6,8 @@ Run from the repository root (the image's working directory is laid out the
 same way). ``GUNICORN_CMD_ARGS`` overrides any of these (e.g. ``--threads 16``).
 """
 
+from gunicorn.glogging import Logger
+
 from worker import settings
 from worker.logs import configure_logging
 
@@ -33,7 +35,22 @@ accesslog = None
 errorlog = "-"
 
 
+class RexlabelLogger(Logger):
+    """Gunicorn's own messages (start-up, worker boots, errors) go through the
+    root logger that ``configure_logging`` sets up: the same text or JSON lines,
+    redacted, as everything else."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        configure_logging()
+        for handler in list(self.error_log.handlers):
+            self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
+
+
+logger_class = RexlabelLogger
+
+
 def post_fork(server, worker) -> None:
-    """Root logging for the app, set before the app is built: LOG_LEVEL and
-    LOG_FORMAT, secrets redacted."""
+    """Root logging in each worker process, before the app is built."""
     configure_logging()

@@ -300,17 +300,18 @@ class PhaseTimer:
 
 
 def phase_fields(timings: Mapping[str, float]) -> dict[str, float]:
-    """``{"<phase>_s": seconds}`` for every :data:`JOB_PHASES` entry plus extras.
+    """``{"<phase>_s": seconds}`` for every :data:`JOB_PHASES` entry.
 
     Keys may be bare (``generate``) or suffixed (``generate_s``); engine names
-    are mapped through :data:`PHASE_ALIASES` and summed.
+    are mapped through :data:`PHASE_ALIASES` and summed. Other keys (an
+    engine's ``batch_size``, a ``total``) are not phases and are left out.
     """
     fields = {f"{phase}_s": 0.0 for phase in JOB_PHASES}
     for name, seconds in timings.items():
         base = name[:-2] if name.endswith("_s") else name
-        base = PHASE_ALIASES.get(base, base)
-        key = f"{base}_s"
-        fields[key] = round(fields.get(key, 0.0) + float(seconds), 4)
+        key = f"{PHASE_ALIASES.get(base, base)}_s"
+        if key in fields:
+            fields[key] = round(fields[key] + float(seconds), 4)
     return fields
 
 

@@ -28,7 +28,8 @@ from tests.ls_fake import LEGACY_TOKEN, PAT, FakeLabelStudio, make_jwt
 from worker.jobs import QUEUES
 from worker.settings import SETTINGS
 
-REDIS_DB_URL = "redis://127.0.0.1:6379/14"
+REDIS_DB_URL = "redis://127.0.0.1:6379/11"
+"""A database no other test module uses (12: backend, 14: e2e, 1-9: worker)."""
 
 
 def _free_port() -> int:

@@ -258,3 +258,6 @@ def test_phase_timer_sums_repeated_phases():
     assert 0 <= timer.seconds["download"] < 1
     fields = logs.phase_fields(timer.seconds)
     assert fields["generate_s"] == 0.75 and fields["write_s"] == 0.0
+    # counts and totals that engines put beside their timings are not phases
+    fields = logs.phase_fields({"generate": 1.0, "batch_size": 4, "total": 9.0})
+    assert set(fields) == {f"{p}_s" for p in logs.JOB_PHASES}

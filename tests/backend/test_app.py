@@ -700,3 +700,71 @@ def test_real_worker_through_redis(tiny_model_dir, tmp_path) -> None:
     assert all(
         r["value"]["rectanglelabels"] == ["Shape 0"] for r in interactive["result"]
     )
+
+
+@pytest.mark.slow
+def test_real_sam_clicks_and_brush_config_in_process(tiny_engine, tmp_path) -> None:
+    """Keypoint clicks -> the real pipeline's SAM point prompt (tiny random SAM)
+    -> a brush mask; a text prompt -> detection then SAM box masks."""
+    from label_studio_sdk.converter.brush import decode_rle
+    from label_studio_sdk.label_interface import LabelInterface
+    from PIL import Image
+
+    from worker.jobs import WorkerRuntime, install_runtime
+    from worker.sam import SamMasker, build_test_sam
+
+    Image.new("RGB", (160, 120), (40, 90, 200)).save(tmp_path / "blue.png")
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<KeyPointLabels name="tag2" toName="image" smart="true" rex_skip="true">'
+        '<Label value="Car"/></KeyPointLabels>'
+        '<BrushLabels name="brush" toName="image"><Label value="Car"/></BrushLabels>'
+        "</View>"
+    )
+    clicks = [
+        {
+            "id": f"k{i}",
+            "from_name": "tag2",
+            "to_name": "image",
+            "type": "keypointlabels",
+            "original_width": 160,
+            "original_height": 120,
+            "is_positive": positive,
+            "value": {"x": x, "y": 50, "width": 0.5, "keypointlabels": ["Car"]},
+        }
+        for i, (x, positive) in enumerate([(40, True), (80, False)])
+    ]
+    masker = SamMasker(build_test_sam(), device="cpu")
+    previous = install_runtime(WorkerRuntime(engine=tiny_engine, masker=masker))
+    try:
+        client = make_client(runner=InProcessRunner())
+        # A random model writes until max_new_tokens: keep its answers short.
+        setup = {"project": PROJECT, "schema": config}
+        setup["extra_params"] = {"generation": {"max_new_tokens": 24}}
+        client.post("/setup", json=setup)
+        body = predict_body(
+            [task(1, str(tmp_path / "blue.png"))], config, {"result": clicks}
+        )
+        reply = client.post("/predict", json=body).get_json()
+        plain = client.post(
+            "/predict", json=predict_body(body["tasks"], config)
+        ).get_json()
+    finally:
+        install_runtime(previous)
+    assert "errors" not in reply, reply.get("errors")
+    (region,) = reply["results"][0]["result"]
+    assert (region["from_name"], region["type"]) == ("brush", "brushlabels")
+    assert region["value"]["brushlabels"] == ["Car"]
+    alpha = decode_rle(region["value"]["rle"]).reshape(120, 160, 4)[:, :, 3]
+    assert set(np_unique(alpha)) <= {0, 255}
+    assert LabelInterface(config).validate_prediction(reply["results"][0]) is True
+    # Pre-annotation of the same config: detection + SAM box masks (possibly none
+    # from a random model), never an error.
+    assert "errors" not in plain, plain.get("errors")
+    assert all(r["type"] == "brushlabels" for r in plain["results"][0]["result"])
+
+
+def np_unique(array) -> list[int]:
+    import numpy as np
+
+    return [int(v) for v in np.unique(array)]

@@ -20,6 +20,7 @@ compiled regexes with ``pos``/``endpos``), so every prediction carries the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -70,24 +71,26 @@ _ITEM = re.compile(r"\s*(<\d+>(?:\s*<\d+>)*)\s*")
 _BOX_ITEM = re.compile(r"\s*<(\d+)>\s*<(\d+)>\s*<(\d+)>\s*<(\d+)>\s*")
 _POINT_ITEM = re.compile(r"\s*<(\d+)>\s*<(\d+)>\s*")
 _DIGITS = re.compile(r"\d+")
-_COMPACT_BOXES = re.compile(r"(?:<\d+><\d+><\d+><\d+>,)*<\d+><\d+><\d+><\d+>")
-_BOX_FIELDS = re.compile(r"<(\d+)><(\d+)><(\d+)><(\d+)>")
-_COMPACT_POINTS = re.compile(r"(?:<\d+><\d+>,)*<\d+><\d+>")
-_POINT_FIELDS = re.compile(r"<(\d+)><(\d+)>")
-_SPACED_BOXES = re.compile(
-    r"\s*(?:<\d+>\s*<\d+>\s*<\d+>\s*<\d+>\s*,\s*)*<\d+>\s*<\d+>\s*<\d+>\s*<\d+>\s*"
-)
-_SPACED_BOX_FIELDS = re.compile(r"<(\d+)>\s*<(\d+)>\s*<(\d+)>\s*<(\d+)>")
-_SPACED_POINTS = re.compile(r"\s*(?:<\d+>\s*<\d+>\s*,\s*)*<\d+>\s*<\d+>\s*")
-_SPACED_POINT_FIELDS = re.compile(r"<(\d+)>\s*<(\d+)>")
 _BIN_VALUE = {str(i): i for i in range(MAX_BIN + 1)}
-"""Bin token text -> int: a dict lookup is 3x faster than ``int()``."""
+"""Bin token text -> int: a dict lookup is 3x faster than ``int()``, and a miss
+means the text is not a plain bin (leading zeros, above 999, not digits)."""
 _BLANK = re.compile(r"\s*")
 _STRAY = re.compile(r"<\d+>|<\|[a-z_]+\|>")
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[{}\[\],]', re.DOTALL)
 _ID_LABEL = re.compile(r"[^\W\d_]+(?:[ _]+[^\W\d_]+)*")
 _JSON = json.JSONDecoder()
 
+_ORS_LENGTH = len(OBJECT_REF_START)
+_ORE_LENGTH = len(OBJECT_REF_END)
+_BS_LENGTH = len(BOX_START)
+_BE_LENGTH = len(BOX_END)
+_BLANK_FIELDS = {
+    spec.name: None if spec.default is dataclasses.MISSING else spec.default
+    for spec in dataclasses.fields(Prediction)
+}
+"""A Prediction's ``__dict__`` with every field at its default (None for the
+required ones): copied, then filled in."""
+_MIN_POLYGON_NUMBERS = 2 * MIN_POLYGON_VERTICES
 _BOX = RegionType.BOX
 _POINT = RegionType.POINT
 _POLYGON = RegionType.POLYGON
@@ -160,6 +163,23 @@ def _answer_end(text: str) -> int:
     return end
 
 
+Where = str | tuple
+"""Names a place in warnings: a str, or ``(group number, phrase or None)`` that
+is formatted only when a warning is actually written (``repr`` of a long
+phrase costs more than parsing its group)."""
+
+
+def _name(where: Where) -> str:
+    if isinstance(where, str):
+        return where
+    first, second = where
+    if first == "after":
+        return f"after {_name(second)}"
+    if second is None:
+        return f"group {first}"
+    return f"group {first} ({second!r})"
+
+
 def _excerpt(text: str) -> str:
     if len(text) > EXCERPT_CHARS:
         text = text[:EXCERPT_CHARS] + "..."
@@ -196,64 +216,64 @@ def _parse_groups(
     start = text.find(OBJECT_REF_START, 0, end)
     _warn_stray(text, 0, end if start < 0 else start, "before the first group", result)
     number = 0
+    find = text.find
     while start >= 0:
         number += 1
-        phrase_start = start + len(OBJECT_REF_START)
-        next_start = text.find(OBJECT_REF_START, phrase_start, end)
+        phrase_start = start + _ORS_LENGTH
+        next_start = find(OBJECT_REF_START, phrase_start, end)
         last = next_start < 0
         segment_end = end if last else next_start
         start = next_start
-        where = f"group {number}"
+        where = (number, None)
 
-        phrase_end = text.find(OBJECT_REF_END, phrase_start, segment_end)
+        phrase_end = find(OBJECT_REF_END, phrase_start, segment_end)
         if phrase_end < 0:
             if last:
                 result.truncated = True
-                warnings.append(f"{where} was cut off inside its phrase; dropped")
+                warnings.append(f"{_name(where)} was cut off inside its phrase")
             else:
-                warnings.append(f"{where} has no {OBJECT_REF_END}; dropped")
+                warnings.append(f"{_name(where)} has no {OBJECT_REF_END}; dropped")
             continue
         phrase = text[phrase_start:phrase_end].strip()
-        where = f"group {number} ({phrase!r})"
-        after_phrase = phrase_end + len(OBJECT_REF_END)
-        box_start = text.find(BOX_START, after_phrase, segment_end)
+        where = (number, phrase)
+        after_phrase = phrase_end + _ORE_LENGTH
+        box_start = find(BOX_START, after_phrase, segment_end)
         if box_start < 0:
             if last:
                 result.truncated = True
-                warnings.append(f"{where} was cut off before its coordinates")
+                warnings.append(f"{_name(where)} was cut off before its coordinates")
             else:
-                warnings.append(f"{where} has no {BOX_START}; dropped")
+                warnings.append(f"{_name(where)} has no {BOX_START}; dropped")
             continue
         if box_start > after_phrase and text[after_phrase:box_start].strip():
             warnings.append(
-                f"{where}: ignored text {_excerpt(text[after_phrase:box_start])} "
+                f"{_name(where)}: ignored text "
+                f"{_excerpt(text[after_phrase:box_start])} "
                 f"between {OBJECT_REF_END} and {BOX_START}"
             )
-        content_start = box_start + len(BOX_START)
-        box_end = text.find(BOX_END, content_start, segment_end)
+        content_start = box_start + _BS_LENGTH
+        box_end = find(BOX_END, content_start, segment_end)
         open_ended = False
         if box_end < 0:
             content_end = segment_end
             if last:
                 result.truncated = True
                 open_ended = True
-                warnings.append(f"{where} was cut off (no {BOX_END})")
+                warnings.append(f"{_name(where)} was cut off (no {BOX_END})")
             else:
                 warnings.append(
-                    f"{where} has no {BOX_END}; it ends where the next group starts"
+                    f"{_name(where)} has no {BOX_END}; "
+                    "it ends where the next group starts"
                 )
         else:
             content_end = box_end
-            _warn_stray(
-                text, box_end + len(BOX_END), segment_end, f"after {where}", result
-            )
+            if find("<", box_end + _BE_LENGTH, segment_end) >= 0:
+                _warn_stray(
+                    text, box_end + _BE_LENGTH, segment_end, ("after", where), result
+                )
         if not phrase and not ocr:
             warnings.append(f"group {number} has an empty phrase; dropped")
             continue
-        if ocr:
-            template = _template(ocr_label, phrase)
-        else:
-            template = _template(phrase, None)
         _parse_items(
             text,
             content_start,
@@ -262,36 +282,28 @@ def _parse_groups(
             kind,
             width,
             height,
-            template,
+            ocr_label if ocr else phrase,
+            phrase if ocr else None,
             where,
             result,
         )
 
 
-def _template(label: str, text: str | None) -> dict[str, Any]:
-    return {
-        "type": None,
-        "label": label,
-        "coords": None,
-        "score": None,
-        "text": text,
-        "keypoints": None,
-        "instance_id": None,
-        "mask": None,
-        "span": None,
-    }
-
-
-def _trusted(template: dict[str, Any], kind: RegionType, coords, span) -> Prediction:
+def _trusted(
+    kind: RegionType, label: str, coords: Any, text: str | None, span: tuple
+) -> Prediction:
     """A Prediction built without re-validation.
 
     The parser only makes finite float coordinates of the right shape, ordered
     box corners and string labels, i.e. what ``Prediction.__post_init__``
     would accept unchanged; skipping it makes parsing about 3x faster.
+    :func:`_parse_items` inlines the same steps for speed.
     """
-    fields = template.copy()
+    fields = _BLANK_FIELDS.copy()
     fields["type"] = kind
+    fields["label"] = label
     fields["coords"] = coords
+    fields["text"] = text
     fields["span"] = span
     prediction = _new(Prediction)
     prediction.__dict__ = fields
@@ -306,165 +318,113 @@ def _parse_items(
     kind: RegionType | None,
     width: float,
     height: float,
-    template: dict[str, Any],
-    where: str,
+    label: str,
+    ocr_text: str | None,
+    where: Where,
     result: ParseResult,
 ) -> None:
     """The comma-separated items of one group's coordinates ``text[start:end]``.
 
     ``open_ended``: the group was cut off, so its last item may be incomplete.
+    An item in the trained form (``<12><34><56><78>``, bins 0..999 without
+    leading zeros, of the task's kind) is built right here from
+    ``str.split`` and a dict lookup; everything else goes through
+    :func:`_general_item`, which checks and reports it.
     """
-    if end - start <= 12 and text[start:end].strip() == NONE_ANSWER:
+    content = text[start:end]
+    if len(content) <= 12 and content.strip() == NONE_ANSWER:
         return
-    if not open_ended or kind is not None:
-        # Fast paths for a well-formed list of boxes or points (rule 5: with
-        # no task, a cut-off group's last item is never typed by its count).
-        if kind is not _POINT and kind is not _POLYGON:
-            fields = _box_fields(text, start, end)
-            if fields is not None:
-                _fast_boxes(fields, width, height, template, where, result)
-                return
-        if kind is not _BOX and kind is not _POLYGON:
-            fields = _point_fields(text, start, end)
-            if fields is not None:
-                _fast_points(fields, width, height, template, where, result)
-                return
     append = result.predictions.append
-    found = False
+    value = _BIN_VALUE.get
+    new = _new
+    blank = _BLANK_FIELDS.copy
+    scale = MAX_BIN
+    pieces = content.split(",")
+    last = len(pieces) - 1
     position = start
-    while True:
-        comma = text.find(",", position, end)
-        piece_end = end if comma < 0 else comma
-        if _BLANK.fullmatch(text, position, piece_end) is None:
+    found = False
+    for index, piece in enumerate(pieces):
+        piece_start = position
+        position += len(piece) + 1
+        body = piece.strip()
+        if body[:1] == "<" and body[-1:] == ">":
+            inner = body[1:-1]
+            if " " in inner:  # vLLM puts one space between tokens
+                inner = inner.replace("> <", "><")
+            parts = inner.split("><")
+            count = len(parts)
+            coords = None
+            if kind is _BOX:
+                if count == 4:
+                    x0, y0, x1, y1 = map(value, parts)
+                    if (
+                        x0 is not None
+                        and y0 is not None
+                        and x1 is not None
+                        and y1 is not None
+                        and x0 < x1
+                        and y0 < y1
+                    ):
+                        coords = (
+                            x0 / MAX_BIN * width,
+                            y0 / MAX_BIN * height,
+                            x1 / MAX_BIN * width,
+                            y1 / MAX_BIN * height,
+                        )
+            elif kind is _POINT:
+                if count == 2:
+                    x, y = map(value, parts)
+                    if x is not None and y is not None:
+                        coords = (x / MAX_BIN * width, y / MAX_BIN * height)
+            elif (
+                kind is _POLYGON
+                and count >= _MIN_POLYGON_NUMBERS
+                and not count % 2
+                and not (open_ended and index == last)
+            ):
+                values = list(map(value, parts))
+                if None not in values:
+                    coords = tuple(
+                        [
+                            (x / scale * width, y / scale * height)
+                            for x, y in zip(values[0::2], values[1::2], strict=True)
+                        ]
+                    )
+            if coords is not None:
+                found = True
+                if body is not piece:
+                    piece_start += len(piece) - len(piece.lstrip())
+                fields = blank()
+                fields["type"] = kind
+                fields["label"] = label
+                fields["coords"] = coords
+                fields["text"] = ocr_text
+                fields["span"] = (piece_start, piece_start + len(body))
+                prediction = new(Prediction)
+                prediction.__dict__ = fields
+                append(prediction)
+                continue
+        if piece and not piece.isspace():
             found = True
             prediction = _general_item(
                 text,
-                position,
-                piece_end,
-                open_ended and comma < 0,
+                piece_start,
+                piece_start + len(piece),
+                open_ended and index == last,
                 kind,
                 width,
                 height,
-                template,
+                label,
+                ocr_text,
                 where,
                 result,
             )
             if prediction is not None:
                 append(prediction)
-        if comma < 0:
-            break
-        position = comma + 1
     if not found and not open_ended:
-        result.warnings.append(f"{where} has no coordinates (expected {NONE_ANSWER})")
-
-
-def _box_fields(text: str, start: int, end: int):
-    """``(a, b, c, d, span)`` per item when ``text[start:end]`` is a well-formed
-    list of boxes, else None. The trained grammar (no spaces) takes the
-    quickest route: spans follow from the token lengths."""
-    if _COMPACT_BOXES.fullmatch(text, start, end):
-        return _compact_box_fields(text, start, end)
-    if _SPACED_BOXES.fullmatch(text, start, end):
-        return (
-            (*match.groups(), match.span())
-            for match in _SPACED_BOX_FIELDS.finditer(text, start, end)
+        result.warnings.append(
+            f"{_name(where)} has no coordinates (expected {NONE_ANSWER})"
         )
-    return None
-
-
-def _compact_box_fields(text: str, start: int, end: int):
-    position = start
-    for a, b, c, d in _BOX_FIELDS.findall(text, start, end):
-        item_end = position + len(a) + len(b) + len(c) + len(d) + 8
-        yield a, b, c, d, (position, item_end)
-        position = item_end + 1
-
-
-def _point_fields(text: str, start: int, end: int):
-    """``(x, y, span)`` per item of a well-formed list of points, else None."""
-    if _COMPACT_POINTS.fullmatch(text, start, end):
-        return _compact_point_fields(text, start, end)
-    if _SPACED_POINTS.fullmatch(text, start, end):
-        return (
-            (*match.groups(), match.span())
-            for match in _SPACED_POINT_FIELDS.finditer(text, start, end)
-        )
-    return None
-
-
-def _compact_point_fields(text: str, start: int, end: int):
-    position = start
-    for x, y in _POINT_FIELDS.findall(text, start, end):
-        item_end = position + len(x) + len(y) + 4
-        yield x, y, (position, item_end)
-        position = item_end + 1
-
-
-def _fast_boxes(
-    fields,
-    width: float,
-    height: float,
-    template: dict[str, Any],
-    where: str,
-    result: ParseResult,
-) -> None:
-    """Boxes from :func:`_box_fields`, built without per-item validation."""
-    append = result.predictions.append
-    value = _BIN_VALUE.get
-    new = _new
-    box = _BOX
-    for a, b, c, d, span in fields:
-        x0, y0, x1, y1 = value(a), value(b), value(c), value(d)
-        if x0 is None or y0 is None or x1 is None or y1 is None:
-            # Leading zeros or a bin above 999.
-            x0, y0, x1, y1 = int(a), int(b), int(c), int(d)
-            if max(x0, y0, x1, y1) > MAX_BIN:
-                x0, y0, x1, y1 = _clamp([x0, y0, x1, y1], where, result)
-        if x0 >= x1 or y0 >= y1:
-            ordered = _ordered_box(x0, y0, x1, y1, where, result)
-            if ordered is None:
-                continue
-            x0, y0, x1, y1 = ordered
-        fields = template.copy()
-        fields["type"] = box
-        fields["coords"] = (
-            x0 / MAX_BIN * width,
-            y0 / MAX_BIN * height,
-            x1 / MAX_BIN * width,
-            y1 / MAX_BIN * height,
-        )
-        fields["span"] = span
-        prediction = new(Prediction)
-        prediction.__dict__ = fields
-        append(prediction)
-
-
-def _fast_points(
-    fields,
-    width: float,
-    height: float,
-    template: dict[str, Any],
-    where: str,
-    result: ParseResult,
-) -> None:
-    """Points from :func:`_point_fields`; see :func:`_fast_boxes`."""
-    append = result.predictions.append
-    value = _BIN_VALUE.get
-    new = _new
-    point = _POINT
-    for a, b, span in fields:
-        x, y = value(a), value(b)
-        if x is None or y is None:
-            x, y = int(a), int(b)
-            if max(x, y) > MAX_BIN:
-                x, y = _clamp([x, y], where, result)
-        fields = template.copy()
-        fields["type"] = point
-        fields["coords"] = (x / MAX_BIN * width, y / MAX_BIN * height)
-        fields["span"] = span
-        prediction = new(Prediction)
-        prediction.__dict__ = fields
-        append(prediction)
 
 
 def _general_item(
@@ -475,8 +435,9 @@ def _general_item(
     kind: RegionType | None,
     width: float,
     height: float,
-    template: dict[str, Any],
-    where: str,
+    label: str,
+    ocr_text: str | None,
+    where: Where,
     result: ParseResult,
 ) -> Prediction | None:
     """Any item the fast path did not take: polygons, count-typed items, and
@@ -486,13 +447,15 @@ def _general_item(
     if match is None:
         if unterminated:
             warnings.append(
-                f"{where}: cut-off item {_excerpt(text[start:end])} dropped"
+                f"{_name(where)}: cut-off item {_excerpt(text[start:end])} dropped"
             )
         elif text[start:end].strip() == NONE_ANSWER:
-            warnings.append(f"{where}: {NONE_ANSWER} mixed with coordinates; ignored")
+            warnings.append(
+                f"{_name(where)}: {NONE_ANSWER} mixed with coordinates; ignored"
+            )
         else:
             warnings.append(
-                f"{where}: malformed item {_excerpt(text[start:end])} dropped"
+                f"{_name(where)}: malformed item {_excerpt(text[start:end])} dropped"
             )
         return None
     token_start, token_end = match.span(1)
@@ -500,7 +463,9 @@ def _general_item(
     count = len(values)
     if unterminated and (kind is None or kind is _POLYGON):
         # Nothing after it proves the item complete (a cut quad is no triangle).
-        warnings.append(f"{where}: last item ({_numbers(count)}) was cut off; dropped")
+        warnings.append(
+            f"{_name(where)}: last item ({_numbers(count)}) was cut off; dropped"
+        )
         return None
     if kind is None:
         kind = (
@@ -513,7 +478,7 @@ def _general_item(
             else None
         )
         if kind is None:
-            warnings.append(f"{where}: item with {_numbers(count)} dropped")
+            warnings.append(f"{_name(where)}: item with {_numbers(count)} dropped")
             return None
     expected = {_BOX: "4", _POINT: "2", _POLYGON: "an even count of at least 6"}
     if (
@@ -523,7 +488,7 @@ def _general_item(
     ):
         what = "cut-off" if unterminated else "wrong-size"
         warnings.append(
-            f"{where}: {what} item with {_numbers(count)} dropped "
+            f"{_name(where)}: {what} item with {_numbers(count)} dropped "
             f"(a {kind.value} takes {expected[kind]})"
         )
         return None
@@ -548,46 +513,46 @@ def _general_item(
             (values[i] / MAX_BIN * width, values[i + 1] / MAX_BIN * height)
             for i in range(0, count, 2)
         )
-    return _trusted(template, kind, coords, span)
+    return _trusted(kind, label, coords, ocr_text, span)
 
 
 def _numbers(count: int) -> str:
     return f"{count} number" if count == 1 else f"{count} numbers"
 
 
-def _clamp(values: list[int], where: str, result: ParseResult) -> list[int]:
+def _clamp(values: list[int], where: Where, result: ParseResult) -> list[int]:
     result.warnings.append(
-        f"{where}: bin above {MAX_BIN} clamped to {MAX_BIN} in {values}"
+        f"{_name(where)}: bin above {MAX_BIN} clamped to {MAX_BIN} in {values}"
     )
     return [min(v, MAX_BIN) for v in values]
 
 
 def _ordered_box(
-    x0: int, y0: int, x1: int, y1: int, where: str, result: ParseResult
+    x0: int, y0: int, x1: int, y1: int, where: Where, result: ParseResult
 ) -> tuple[int, int, int, int] | None:
     """Corners in order (rule 7); None (with a warning) for a zero-area box."""
     if x0 == x1 or y0 == y1:
         result.warnings.append(
-            f"{where}: zero-area box <{x0}><{y0}><{x1}><{y1}> dropped"
+            f"{_name(where)}: zero-area box <{x0}><{y0}><{x1}><{y1}> dropped"
         )
         return None
     if x0 > x1 or y0 > y1:
         result.warnings.append(
-            f"{where}: box corners <{x0}><{y0}><{x1}><{y1}> put in order"
+            f"{_name(where)}: box corners <{x0}><{y0}><{x1}><{y1}> put in order"
         )
         x0, x1 = min(x0, x1), max(x0, x1)
         y0, y1 = min(y0, y1), max(y0, y1)
     return x0, y0, x1, y1
 
 
-def _warn_stray(text: str, start: int, end: int, where: str, result: ParseResult):
+def _warn_stray(text: str, start: int, end: int, where: Where, result: ParseResult):
     """Warn when text outside groups holds coordinate or grammar tokens."""
     if start >= end or text.find("<", start, end) < 0:
         return
     stray = _STRAY.search(text, start, end)
     if stray is not None:
         result.warnings.append(
-            f"ignored tokens {_excerpt(text[start:end].strip())} {where}"
+            f"ignored tokens {_excerpt(text[start:end].strip())} {_name(where)}"
         )
 
 

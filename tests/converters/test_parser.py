@@ -405,3 +405,32 @@ def test_no_text_makes_the_parser_raise(text, task):
         assert 0 <= start < end <= len(text)
         x0, y0, x1, y1 = prediction.bbox
         assert 0 <= x0 <= x1 <= 640 and 0 <= y0 <= y1 <= 480
+
+
+# The fast path and the checking path agree -----------------------------------
+
+bins = st.integers(0, 999).map(str) | st.sampled_from(["0999", "1000", "007", "5000"])
+items = st.lists(bins, min_size=1, max_size=10)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.lists(items, min_size=1, max_size=5), min_size=1, max_size=4),
+    st.sampled_from(ALL_TASKS),
+)
+def test_fast_path_and_checking_path_agree(groups, task):
+    """``<1><2>`` items take the fast path; the same items with two spaces
+    between tokens take the checking path: same predictions, same warnings."""
+
+    def answer(separator: str) -> str:
+        return ", ".join(
+            group(f"p{i}", ",".join(separator.join(f"<{b}>" for b in it) for it in its))
+            for i, its in enumerate(groups)
+        )
+
+    fast = parse_output(answer(""), task, 640, 480, category="word")
+    slow = parse_output(answer("  "), task, 640, 480, category="word")
+    assert [(p.type, p.label, p.text, p.coords) for p in fast.predictions] == [
+        (p.type, p.label, p.text, p.coords) for p in slow.predictions
+    ]
+    assert len(fast.warnings) == len(slow.warnings)

@@ -1,0 +1,305 @@
+"""Speed of the Rex-Omni grammar: parse_output, against an upstream-style parser.
+
+Run pinned to one core:  taskset -c 0 .venv/bin/python bench/bench_converters.py
+
+Cases (each answer is one generation, as the model writes it):
+
+* a dense detection scene: 300 boxes over 8 phrases, in the trained grammar and
+  with the spaces vLLM puts around every token;
+* an OCR page: 200 text lines, one quad polygon each;
+* a keypoint answer: 20 people with 17 joints each.
+
+For the group grammar the same text also goes through ``upstream_parse``, a
+regex parser written here from the description of upstream's parser in the
+spec (section 5), so the two figures compare like with like. The last lines
+time parse_output followed by ``converters.labelstudio.to_labelstudio`` (the
+backend's hot path). Every case runs REPEATS times and the best run counts,
+as timeit does: slower runs measure the neighbours on a shared machine.
+No assertions: goals are printed next to the figures.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Callable
+
+from converters.answer import format_answer
+from converters.parser import parse_output
+from converters.prediction import Prediction
+
+REPEATS = 7
+"""Runs per case; the fastest counts."""
+
+MIN_SECONDS = 0.3
+"""Each run repeats the parse until it has taken at least this long."""
+
+WIDTH, HEIGHT = 1920, 1080
+"""A full-HD image: bin scale factors are not round numbers."""
+
+SCENE_BOXES = 300
+"""A dense scene the model really produces (crowds, shelves) in one generation."""
+
+SCENE_PHRASES = (
+    "person", "car", "traffic light", "bicycle", "handbag", "dog",
+    "potted plant", "backpack",
+)  # fmt: skip
+"""Several phrases, as a multi-category detection prompt gives."""
+
+OCR_LINES = 200
+"""A dense document page."""
+
+KEYPOINT_PEOPLE = 20
+"""A crowd for the keypoint task."""
+
+PARSE_GOAL = "no slower than the upstream-style regex parser"
+LS_GOAL_REGIONS_PER_S = 100_000
+"""parse + Label Studio conversion target (regions per second, one core)."""
+
+
+# Upstream-style parser (spec section 5, "Standard parser") -------------------
+
+_UP_GROUP = re.compile(
+    r"<\|object_ref_start\|>\s*([^<]+?)\s*<\|object_ref_end\|>\s*"
+    r"<\|box_start\|>(.*?)<\|box_end\|>"
+)
+_UP_NUMBER = re.compile(r"<(\d+)>")
+
+
+def upstream_parse(text: str, width: float, height: float) -> dict[str, list]:
+    """phrase -> [{"type", "coords"}] the way upstream's parser works: cut at
+    <|im_end|>, append a missing <|box_end|>, one regex over all groups, split
+    each group's coordinates on "," and type each piece by its count."""
+    text = text.split("<|im_end|>")[0]
+    if not text.endswith("<|box_end|>"):
+        text += "<|box_end|>"
+    out: dict[str, list] = {}
+    for phrase, coords in _UP_GROUP.findall(text):
+        items = out.setdefault(phrase.strip(), [])
+        for piece in coords.split(","):
+            bins = [int(n) for n in _UP_NUMBER.findall(piece)]
+            if len(bins) == 2:
+                items.append(
+                    {
+                        "type": "point",
+                        "coords": [bins[0] / 999 * width, bins[1] / 999 * height],
+                    }
+                )
+            elif len(bins) == 4:
+                items.append(
+                    {
+                        "type": "box",
+                        "coords": [
+                            bins[0] / 999 * width,
+                            bins[1] / 999 * height,
+                            bins[2] / 999 * width,
+                            bins[3] / 999 * height,
+                        ],
+                    }
+                )
+            elif len(bins) > 4 and len(bins) % 2 == 0:
+                items.append(
+                    {
+                        "type": "polygon",
+                        "coords": [
+                            [bins[i] / 999 * width, bins[i + 1] / 999 * height]
+                            for i in range(0, len(bins), 2)
+                        ],
+                    }
+                )
+    return out
+
+
+# Realistic answers -----------------------------------------------------------
+
+
+def dense_scene(rng: random.Random) -> str:
+    """SCENE_BOXES boxes over SCENE_PHRASES, written by format_answer."""
+    predictions = []
+    for index in range(SCENE_BOXES):
+        phrase = SCENE_PHRASES[min(int(rng.expovariate(0.4)), len(SCENE_PHRASES) - 1)]
+        if index < len(SCENE_PHRASES):
+            phrase = SCENE_PHRASES[index]  # every phrase appears
+        w, h = rng.uniform(8, 300), rng.uniform(8, 300)
+        x0, y0 = rng.uniform(0, WIDTH - w), rng.uniform(0, HEIGHT - h)
+        predictions.append(Prediction("box", phrase, (x0, y0, x0 + w, y0 + h)))
+    return format_answer("detection", predictions, WIDTH, HEIGHT) + "<|im_end|>"
+
+
+def spaced(answer: str) -> str:
+    """The same answer with the spaces vLLM decodes around special tokens."""
+    for token in (
+        "<|object_ref_start|>",
+        "<|object_ref_end|>",
+        "<|box_start|>",
+        "<|box_end|>",
+    ):
+        answer = answer.replace(token, f" {token} ")
+    return answer.replace("><", "> <").replace(",", " , ")
+
+
+def ocr_page(rng: random.Random) -> str:
+    """OCR_LINES text lines, one slightly skewed quad each, in reading order."""
+    words = [
+        "Invoice",
+        "Total",
+        "12.50",
+        "EUR",
+        "Date:",
+        "2025-01-03",
+        "Qty",
+        "Item",
+        "—",
+        "Straße",
+        "No.",
+        "#42",
+        "(incl. VAT)",
+        "Page",
+        "1/3",
+    ]
+    predictions = []
+    for line in range(OCR_LINES):
+        y = 10 + line * (HEIGHT - 20) / OCR_LINES
+        x = rng.uniform(10, 200)
+        length = rng.uniform(100, 1500)
+        skew = rng.uniform(-2, 2)
+        quad = ((x, y), (x + length, y + skew), (x + length, y + skew + 4), (x, y + 4))
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+        predictions.append(Prediction("polygon", "text line", quad, text=text))
+    return format_answer("ocr_polygon", predictions, WIDTH, HEIGHT) + "<|im_end|>"
+
+
+def keypoint_answer(rng: random.Random) -> str:
+    from converters.keypoint_sets import PERSON
+
+    predictions = []
+    for _ in range(KEYPOINT_PEOPLE):
+        x0, y0 = rng.uniform(0, WIDTH - 200), rng.uniform(0, HEIGHT - 400)
+        joints = {
+            name: None
+            if rng.random() < 0.2
+            else (x0 + rng.uniform(0, 200), y0 + rng.uniform(0, 400))
+            for name in PERSON.joints
+        }
+        predictions.append(
+            Prediction(
+                "keypoint", "person", (x0, y0, x0 + 200, y0 + 400), keypoints=joints
+            )
+        )
+    return format_answer("keypoint", predictions, WIDTH, HEIGHT) + "<|im_end|>"
+
+
+# Timing ----------------------------------------------------------------------
+
+
+def best_rate(run: Callable[[], int]) -> float:
+    """Items per second of the fastest of REPEATS runs."""
+    rounds = 1
+    while True:  # calibrate: enough rounds for MIN_SECONDS
+        start = time.perf_counter()
+        for _ in range(rounds):
+            run()
+        if time.perf_counter() - start >= MIN_SECONDS:
+            break
+        rounds *= 2
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        items = 0
+        for _ in range(rounds):
+            items += run()
+        best = min(best, time.perf_counter() - start)
+    return items / best
+
+
+def report(name: str, rate: float, unit: str) -> None:
+    print(f"{name:<46} {rate:>12,.0f} {unit}/s")
+
+
+def compare(name: str, text: str, task: str, category: str | None = None) -> None:
+    ours = parse_output(text, task, WIDTH, HEIGHT, category=category)
+    theirs = upstream_parse(text, WIDTH, HEIGHT)
+    count = len(ours.predictions)
+    assert count == sum(len(v) for v in theirs.values()), "parsers disagree"
+    ours_rate = best_rate(
+        lambda: len(
+            parse_output(text, task, WIDTH, HEIGHT, category=category).predictions
+        )
+    )
+    theirs_rate = best_rate(
+        lambda: sum(len(v) for v in upstream_parse(text, WIDTH, HEIGHT).values())
+    )
+    unit = "boxes" if task != "ocr_polygon" else "polygons"
+    report(f"{name}: parse_output", ours_rate, unit)
+    report(f"{name}: upstream-style regex parser", theirs_rate, unit)
+    print(f"{'':<46} ratio {ours_rate / theirs_rate:.2f}x ({count} {unit})")
+
+
+def parse_and_convert(name: str, text: str, task: str, **ls_kwargs) -> float:
+    from converters.labelstudio import to_labelstudio
+
+    category = ls_kwargs.pop("category", None)
+
+    def run() -> int:
+        parsed = parse_output(text, task, WIDTH, HEIGHT, category=category)
+        to_labelstudio(
+            parsed.predictions,
+            from_name="label",
+            to_name="image",
+            width=WIDTH,
+            height=HEIGHT,
+            **ls_kwargs,
+        )
+        return len(parsed.predictions)
+
+    rate = best_rate(run)
+    report(f"{name}: parse + to_labelstudio", rate, "regions")
+    return rate
+
+
+def main() -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    print(
+        f"# CPU cores available to this process: {cores} "
+        "(run with `taskset -c 0` for one-core figures)"
+    )
+    rng = random.Random(0)
+    scene = dense_scene(rng)
+    page = ocr_page(rng)
+    people = keypoint_answer(rng)
+
+    compare("dense scene, trained grammar", scene, "detection")
+    compare("dense scene, vLLM spacing", spaced(scene), "detection")
+    compare("OCR page", page, "ocr_polygon", category="text line")
+    report(
+        "keypoints: parse_output",
+        best_rate(
+            lambda: len(parse_output(people, "keypoint", WIDTH, HEIGHT).predictions)
+        ),
+        "instances",
+    )
+    print(f"# parse goal: {PARSE_GOAL}")
+
+    try:
+        import converters.labelstudio  # noqa: F401
+    except ImportError:
+        print("# converters.labelstudio is not available: LS figures skipped")
+        return
+    rates = [
+        parse_and_convert("dense scene -> rectanglelabels", scene, "detection"),
+        parse_and_convert(
+            "OCR page -> polygonlabels + textarea",
+            page,
+            "ocr_polygon",
+            category="text line",
+            text_from_name="transcription",
+        ),
+    ]
+    verdict = "met" if min(rates) >= LS_GOAL_REGIONS_PER_S else "NOT met"
+    print(f"# parse + LS goal: >= {LS_GOAL_REGIONS_PER_S:,} regions/s: {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -182,8 +182,8 @@ def test_in_process_vllm_engine_on_the_trained_model(
     payload = json.loads(out.stdout.strip().splitlines()[-1])
     assert payload["tokenizer_mode"] == "auto"  # vLLM 0.32 has no slow mode
     results = payload["results"]
-    ious = [check_detection(r, s) for r, s in zip(results, samples, strict=True)]
-    assert sum(ious) / len(ious) > 0.5, ious
+    for result, sample in zip(results, samples, strict=True):
+        check_detection(result, sample)
 
     # The same greedy answer as the transformers engine on the same model.
     references = trained_engine.generate(

@@ -210,12 +210,16 @@ def held_out():
     return held_out_samples(HELD_OUT, seed=7)
 
 
-def check_detection(result: dict, sample, *, logprobs: bool = True) -> float:
-    """Assert ``result`` (a GenerationResult as a dict) is one well-formed group
-    for ``sample``; returns the IoU of its box with the truth."""
+def check_detection(result: dict, sample, *, logprobs: bool = True) -> None:
+    """Assert ``result`` (a GenerationResult as a dict) is one well-formed
+    group that parses to one box in ``sample``'s image.
+
+    How well the box fits the shape is the trained model's business (its own
+    tests measure it); engines are held to agreeing with the transformers
+    engine instead.
+    """
     from converters.parser import parse_output
     from converters.tasks import Task
-    from worker.synthetic import box_iou
 
     assert re.match(GRAMMAR_GROUP, result["text"]), result["text"]
     assert result["finish_reason"] == "stop"
@@ -227,4 +231,4 @@ def check_detection(result: dict, sample, *, logprobs: bool = True) -> float:
         assert len(result["token_ids"]) == len(result["token_texts"])
     parsed = parse_output(result["text"], Task.DETECTION, *sample.image.size)
     (prediction,) = parsed.predictions
-    return box_iou(prediction.coords, sample.box)
+    assert prediction.type.value == "box"

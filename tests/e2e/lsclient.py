@@ -144,16 +144,19 @@ class LabelStudioClient:
         url: str,
         title: str,
         is_interactive: bool = True,
+        extra_params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return self.post_json(
-            "/api/ml",
-            {
-                "url": url,
-                "project": project_id,
-                "title": title,
-                "is_interactive": is_interactive,
-            },
-        )
+        """Connect a model; ``extra_params`` is the dialog's "Extra params" JSON
+        (Label Studio sends it to the backend's /setup)."""
+        body: dict[str, Any] = {
+            "url": url,
+            "project": project_id,
+            "title": title,
+            "is_interactive": is_interactive,
+        }
+        if extra_params is not None:
+            body["extra_params"] = extra_params
+        return self.post_json("/api/ml", body)
 
     def ml_backends(self, project_id: int) -> list[dict[str, Any]]:
         return self.get_json("/api/ml", params={"project": project_id})

@@ -12,7 +12,9 @@ around them, issue 122) and ``logprobs: true``. Servers that reject one of
 these extra fields (``transformers serve`` answers 422 to
 ``skip_special_tokens``) are asked again without it, and the engine remembers.
 Log-probabilities are optional: a server that returns none gives
-``token_logprobs=None``.
+``token_logprobs=None`` and the whole content as the one ``token_texts``
+entry; ``token_ids`` are filled where the server returns them (vLLM's
+``return_token_ids``), else empty.
 
 Requests of a batch run concurrently (a bounded thread pool). Uses
 ``requests``: no OpenAI SDK needed.

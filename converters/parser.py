@@ -71,6 +71,11 @@ _ITEM = re.compile(r"\s*(<\d+>(?:\s*<\d+>)*)\s*")
 _BOX_ITEM = re.compile(r"\s*<(\d+)>\s*<(\d+)>\s*<(\d+)>\s*<(\d+)>\s*")
 _POINT_ITEM = re.compile(r"\s*<(\d+)>\s*<(\d+)>\s*")
 _DIGITS = re.compile(r"\d+")
+_PLAIN_GROUP = re.compile(
+    r"<\|object_ref_start\|>([^<]*)<\|object_ref_end\|>\s*<\|box_start\|>"
+    r"([^|]*)<\|box_end\|>"
+)
+"""A complete group whose phrase has no ``<`` and coordinates no ``|``."""
 _BIN_VALUE = {str(i): i for i in range(MAX_BIN + 1)}
 """Bin token text -> int: a dict lookup is 3x faster than ``int()``, and a miss
 means the text is not a plain bin (leading zeros, above 999, not digits)."""
@@ -213,6 +218,9 @@ def _parse_groups(
     kind = _item_kind(task)
     ocr = task in OCR_TASKS
     ocr_label = category if category is not None else DEFAULT_OCR_LABEL
+    if _parse_plain_groups(text, end, kind, ocr, ocr_label, width, height, result):
+        return
+    del result.predictions[:], result.warnings[:]
     start = text.find(OBJECT_REF_START, 0, end)
     _warn_stray(text, 0, end if start < 0 else start, "before the first group", result)
     number = 0
@@ -289,21 +297,65 @@ def _parse_groups(
         )
 
 
+def _parse_plain_groups(
+    text: str,
+    end: int,
+    kind: RegionType | None,
+    ocr: bool,
+    ocr_label: str,
+    width: float,
+    height: float,
+    result: ParseResult,
+) -> bool:
+    """Fast path of :func:`_parse_groups` for the common answer: complete
+    groups whose phrase has no ``<``, separated by text without ``<``.
+
+    One regex finds the groups; returns False (having appended partial
+    results, which the caller discards) as soon as anything between them
+    could be a token, so the careful scanner decides every unusual case.
+    """
+    previous = 0
+    find = text.find
+    number = 0
+    for number, match in enumerate(_PLAIN_GROUP.finditer(text, 0, end), 1):
+        if find("<", previous, match.start()) >= 0:
+            return False
+        previous = match.end()
+        phrase = match.group(1).strip()
+        if not phrase and not ocr:
+            result.warnings.append(f"group {number} has an empty phrase; dropped")
+            continue
+        start, stop = match.span(2)
+        _parse_items(
+            text,
+            start,
+            stop,
+            False,
+            kind,
+            width,
+            height,
+            ocr_label if ocr else phrase,
+            phrase if ocr else None,
+            (number, phrase),
+            result,
+        )
+    return find("<", previous, end) < 0
+
+
 def _trusted(
-    kind: RegionType, label: str, coords: Any, text: str | None, span: tuple
+    template: dict[str, Any], kind: RegionType, coords: Any, span: tuple[int, int]
 ) -> Prediction:
     """A Prediction built without re-validation.
 
     The parser only makes finite float coordinates of the right shape, ordered
     box corners and string labels, i.e. what ``Prediction.__post_init__``
     would accept unchanged; skipping it makes parsing about 3x faster.
-    :func:`_parse_items` inlines the same steps for speed.
+    ``template`` is a filled-in copy of ``_BLANK_FIELDS`` (label, text); the
+    fast loops in :func:`_parse_items` inline the same steps.
     """
-    fields = _BLANK_FIELDS.copy()
+    fields = template.copy()
     fields["type"] = kind
-    fields["label"] = label
     fields["coords"] = coords
-    fields["text"] = text
     fields["span"] = span
     prediction = _new(Prediction)
     prediction.__dict__ = fields
@@ -326,24 +378,76 @@ def _parse_items(
     """The comma-separated items of one group's coordinates ``text[start:end]``.
 
     ``open_ended``: the group was cut off, so its last item may be incomplete.
-    An item in the trained form (``<12><34><56><78>``, bins 0..999 without
-    leading zeros, of the task's kind) is built right here from
-    ``str.split`` and a dict lookup; everything else goes through
-    :func:`_general_item`, which checks and reports it.
+    An item in the trained form (``<12><34><56><78>``, or with one space
+    between tokens as vLLM writes it; bins 0..999 without leading zeros; of
+    the task's kind) is built right here from ``str.split`` and a dict lookup.
+    Anything else goes through :func:`_general_item`, which checks and reports
+    it. Predictions are appended in output order.
     """
     content = text[start:end]
     if len(content) <= 12 and content.strip() == NONE_ANSWER:
         return
+    predictions = result.predictions
+    count_before = len(predictions) + len(result.warnings)
+    template = _BLANK_FIELDS.copy()
+    template["type"] = kind
+    template["label"] = label
+    template["text"] = ocr_text
+    context = (text, kind, width, height, template, where, result)
+    if kind is _BOX:
+        _boxes(content, start, context)
+    elif kind is _POINT:
+        _points(content, start, context)
+    elif kind is _POLYGON:
+        _polygons(content, start, open_ended, context)
+    else:
+        position = start
+        for piece in content.split(","):
+            piece_start = position
+            position += len(piece) + 1
+            _fallback(piece, piece_start, open_ended and position > end, context)
+    if (
+        not open_ended
+        and len(predictions) + len(result.warnings) == count_before
+        and not content.replace(",", "").strip()
+    ):
+        result.warnings.append(
+            f"{_name(where)} has no coordinates (expected {NONE_ANSWER})"
+        )
+
+
+def _fallback(piece: str, start: int, unterminated: bool, context: tuple) -> None:
+    """Hand a piece the fast loops did not take to :func:`_general_item`."""
+    if not piece or piece.isspace():
+        return  # nothing between two commas, or after the last one
+    text, kind, width, height, template, where, result = context
+    prediction = _general_item(
+        text,
+        start,
+        start + len(piece),
+        unterminated,
+        kind,
+        width,
+        height,
+        template,
+        where,
+        result,
+    )
+    if prediction is not None:
+        result.predictions.append(prediction)
+
+
+def _boxes(content: str, start: int, context: tuple) -> None:
+    """Fast loop of :func:`_parse_items` for boxes (a box is never cut off:
+    its four tokens are all there or it has the wrong count)."""
+    _, _, width, height, template, _, result = context
     append = result.predictions.append
     value = _BIN_VALUE.get
+    copy = template.copy
     new = _new
-    blank = _BLANK_FIELDS.copy
     scale = MAX_BIN
-    pieces = content.split(",")
-    last = len(pieces) - 1
     position = start
-    found = False
-    for index, piece in enumerate(pieces):
+    for piece in content.split(","):
         piece_start = position
         position += len(piece) + 1
         body = piece.strip()
@@ -352,79 +456,102 @@ def _parse_items(
             if " " in inner:  # vLLM puts one space between tokens
                 inner = inner.replace("> <", "><")
             parts = inner.split("><")
+            if len(parts) == 4:
+                x0, y0, x1, y1 = map(value, parts)
+                try:  # None (not a plain bin) does not compare: TypeError
+                    ordered = x0 < x1 and y0 < y1
+                except TypeError:
+                    ordered = False
+                if ordered:
+                    if body is not piece:
+                        piece_start += len(piece) - len(piece.lstrip())
+                    fields = copy()
+                    fields["coords"] = (
+                        x0 / scale * width,
+                        y0 / scale * height,
+                        x1 / scale * width,
+                        y1 / scale * height,
+                    )
+                    fields["span"] = (piece_start, piece_start + len(body))
+                    prediction = new(Prediction)
+                    prediction.__dict__ = fields
+                    append(prediction)
+                    continue
+        _fallback(piece, piece_start, False, context)
+
+
+def _points(content: str, start: int, context: tuple) -> None:
+    """Fast loop of :func:`_parse_items` for points; see :func:`_boxes`."""
+    _, _, width, height, template, _, result = context
+    append = result.predictions.append
+    value = _BIN_VALUE.get
+    copy = template.copy
+    new = _new
+    scale = MAX_BIN
+    position = start
+    for piece in content.split(","):
+        piece_start = position
+        position += len(piece) + 1
+        body = piece.strip()
+        if body[:1] == "<" and body[-1:] == ">":
+            inner = body[1:-1]
+            if " " in inner:
+                inner = inner.replace("> <", "><")
+            parts = inner.split("><")
+            if len(parts) == 2:
+                x, y = map(value, parts)
+                if x is not None and y is not None:
+                    if body is not piece:
+                        piece_start += len(piece) - len(piece.lstrip())
+                    fields = copy()
+                    fields["coords"] = (x / scale * width, y / scale * height)
+                    fields["span"] = (piece_start, piece_start + len(body))
+                    prediction = new(Prediction)
+                    prediction.__dict__ = fields
+                    append(prediction)
+                    continue
+        _fallback(piece, piece_start, False, context)
+
+
+def _polygons(content: str, start: int, open_ended: bool, context: tuple) -> None:
+    """Fast loop of :func:`_parse_items` for polygons. The last polygon of a
+    cut-off group may be incomplete, so it always takes the checking path."""
+    _, _, width, height, template, _, result = context
+    append = result.predictions.append
+    value = _BIN_VALUE.get
+    new = _new
+    scale = MAX_BIN
+    end = start + len(content)
+    position = start
+    for piece in content.split(","):
+        piece_start = position
+        position += len(piece) + 1
+        unterminated = open_ended and position > end
+        body = piece.strip()
+        if not unterminated and body[:1] == "<" and body[-1:] == ">":
+            inner = body[1:-1]
+            if " " in inner:
+                inner = inner.replace("> <", "><")
+            parts = inner.split("><")
             count = len(parts)
-            coords = None
-            if kind is _BOX:
-                if count == 4:
-                    x0, y0, x1, y1 = map(value, parts)
-                    if (
-                        x0 is not None
-                        and y0 is not None
-                        and x1 is not None
-                        and y1 is not None
-                        and x0 < x1
-                        and y0 < y1
-                    ):
-                        coords = (
-                            x0 / MAX_BIN * width,
-                            y0 / MAX_BIN * height,
-                            x1 / MAX_BIN * width,
-                            y1 / MAX_BIN * height,
-                        )
-            elif kind is _POINT:
-                if count == 2:
-                    x, y = map(value, parts)
-                    if x is not None and y is not None:
-                        coords = (x / MAX_BIN * width, y / MAX_BIN * height)
-            elif (
-                kind is _POLYGON
-                and count >= _MIN_POLYGON_NUMBERS
-                and not count % 2
-                and not (open_ended and index == last)
-            ):
+            if count >= _MIN_POLYGON_NUMBERS and not count % 2:
                 values = list(map(value, parts))
                 if None not in values:
-                    coords = tuple(
+                    if body is not piece:
+                        piece_start += len(piece) - len(piece.lstrip())
+                    fields = template.copy()
+                    fields["coords"] = tuple(
                         [
                             (x / scale * width, y / scale * height)
                             for x, y in zip(values[0::2], values[1::2], strict=True)
                         ]
                     )
-            if coords is not None:
-                found = True
-                if body is not piece:
-                    piece_start += len(piece) - len(piece.lstrip())
-                fields = blank()
-                fields["type"] = kind
-                fields["label"] = label
-                fields["coords"] = coords
-                fields["text"] = ocr_text
-                fields["span"] = (piece_start, piece_start + len(body))
-                prediction = new(Prediction)
-                prediction.__dict__ = fields
-                append(prediction)
-                continue
-        if piece and not piece.isspace():
-            found = True
-            prediction = _general_item(
-                text,
-                piece_start,
-                piece_start + len(piece),
-                open_ended and index == last,
-                kind,
-                width,
-                height,
-                label,
-                ocr_text,
-                where,
-                result,
-            )
-            if prediction is not None:
-                append(prediction)
-    if not found and not open_ended:
-        result.warnings.append(
-            f"{_name(where)} has no coordinates (expected {NONE_ANSWER})"
-        )
+                    fields["span"] = (piece_start, piece_start + len(body))
+                    prediction = new(Prediction)
+                    prediction.__dict__ = fields
+                    append(prediction)
+                    continue
+        _fallback(piece, piece_start, unterminated, context)
 
 
 def _general_item(
@@ -435,8 +562,7 @@ def _general_item(
     kind: RegionType | None,
     width: float,
     height: float,
-    label: str,
-    ocr_text: str | None,
+    template: dict[str, Any],
     where: Where,
     result: ParseResult,
 ) -> Prediction | None:
@@ -513,7 +639,7 @@ def _general_item(
             (values[i] / MAX_BIN * width, values[i + 1] / MAX_BIN * height)
             for i in range(0, count, 2)
         )
-    return _trusted(kind, label, coords, ocr_text, span)
+    return _trusted(template, kind, coords, span)
 
 
 def _numbers(count: int) -> str:

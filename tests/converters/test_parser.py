@@ -434,3 +434,35 @@ def test_fast_path_and_checking_path_agree(groups, task):
         (p.type, p.label, p.text, p.coords) for p in slow.predictions
     ]
     assert len(fast.warnings) == len(slow.warnings)
+
+
+phrase_text = st.text(st.characters(exclude_characters="<|"), max_size=8)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(phrase_text, st.lists(items, max_size=3) | st.just(None)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([", ", ",", " , ", ",\n"]),
+    st.sampled_from(ALL_TASKS),
+)
+def test_plain_group_path_and_careful_scanner_agree(groups, separator, task):
+    """A trailing ``<`` sends an answer to the careful scanner: same result."""
+    text = separator.join(
+        group(
+            phrase,
+            "None"
+            if its is None
+            else ",".join("".join(f"<{b}>" for b in it) for it in its),
+        )
+        for phrase, its in groups
+    )
+    fast = parse_output(text, task, 640, 480, category="word")
+    careful = parse_output(text + "<", task, 640, 480, category="word")
+    assert fast.predictions == careful.predictions
+    assert [p.span for p in fast.predictions] == [p.span for p in careful.predictions]
+    assert fast.warnings == careful.warnings
+    assert fast.truncated == careful.truncated

@@ -249,7 +249,7 @@ def compare(name: str, text: str, task: str, category: str | None = None) -> Non
     unit = "boxes" if task != "ocr_polygon" else "polygons"
     report(f"{name}: parse_output", ours_rate, unit)
     report(f"{name}: upstream-style regex parser", theirs_rate, unit)
-    print(f"{'':<46} ratio {ours_rate / theirs_rate:.2f}x ({count} {unit})")
+    print(f"{'':<58} ratio {ours_rate / theirs_rate:.2f}x ({count} {unit})")
 
 
 def parse_and_convert(name: str, text: str, task: str, **ls_kwargs) -> float:
@@ -302,18 +302,19 @@ def main() -> None:
     except ImportError:
         print("# converters.labelstudio is not available: LS figures skipped")
         return
-    rates = [
-        parse_and_convert("dense scene -> rectanglelabels", scene, "detection"),
-        parse_and_convert(
+    cases = [
+        ("dense scene -> rectanglelabels", scene, "detection", {}),
+        (
             "OCR page -> polygonlabels + textarea",
             page,
             "ocr_polygon",
-            category="text line",
-            text_from_name="transcription",
+            {"category": "text line", "text_from_name": "transcription"},
         ),
     ]
-    verdict = "met" if min(rates) >= LS_GOAL_REGIONS_PER_S else "NOT met"
-    print(f"# parse + LS goal: >= {LS_GOAL_REGIONS_PER_S:,} regions/s: {verdict}")
+    for name, text, task, kwargs in cases:
+        rate = parse_and_convert(name, text, task, **kwargs)
+        verdict = "met" if rate >= LS_GOAL_REGIONS_PER_S else "NOT met"
+        print(f"# {name}: goal >= {LS_GOAL_REGIONS_PER_S:,} regions/s {verdict}")
 
 
 if __name__ == "__main__":

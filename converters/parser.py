@@ -535,17 +535,25 @@ def _polygons(content: str, start: int, open_ended: bool, context: tuple) -> Non
             parts = inner.split("><")
             count = len(parts)
             if count >= _MIN_POLYGON_NUMBERS and not count % 2:
-                values = list(map(value, parts))
-                if None not in values:
+                v = list(map(value, parts))
+                if None not in v:
                     if body is not piece:
                         piece_start += len(piece) - len(piece.lstrip())
                     fields = template.copy()
-                    fields["coords"] = tuple(
-                        [
-                            (x / scale * width, y / scale * height)
-                            for x, y in zip(values[0::2], values[1::2], strict=True)
-                        ]
-                    )
+                    if count == 8:  # a quad, the usual text region: unrolled
+                        fields["coords"] = (
+                            (v[0] / scale * width, v[1] / scale * height),
+                            (v[2] / scale * width, v[3] / scale * height),
+                            (v[4] / scale * width, v[5] / scale * height),
+                            (v[6] / scale * width, v[7] / scale * height),
+                        )
+                    else:
+                        fields["coords"] = tuple(
+                            [
+                                (x / scale * width, y / scale * height)
+                                for x, y in zip(v[0::2], v[1::2], strict=True)
+                            ]
+                        )
                     fields["span"] = (piece_start, piece_start + len(body))
                     prediction = new(Prediction)
                     prediction.__dict__ = fields
@@ -695,6 +703,7 @@ def _parse_keypoints(
 ) -> None:
     """Rule 10: the first fenced ``json`` block, else the first ``{...}``."""
     fence = text.find(JSON_FENCE, 0, end)
+    close = -1
     if fence >= 0:
         region_start = fence + len(JSON_FENCE)
         close = text.find(FENCE, region_start, end)
@@ -703,7 +712,10 @@ def _parse_keypoints(
         region_start, region_end = 0, end
     brace = text.find("{", region_start, region_end)
     if brace < 0:
-        if text[region_start:region_end].strip() or fence >= 0:
+        if fence >= 0 and close < 0:
+            result.truncated = True
+            result.warnings.append("keypoint answer was cut off before its JSON")
+        elif text[region_start:region_end].strip() or fence >= 0:
             result.warnings.append("no keypoint JSON object in the answer")
         return
     body = text[brace:region_end]

@@ -37,6 +37,15 @@ def close(got, want) -> bool:
     return got == want
 
 
+def test_vectors_cover_every_task_and_grammar(rex_vectors):
+    """Guards the parametrised tests below against silently testing little."""
+    tasks = {Task.from_value(v["task"]) for v in rex_vectors["parse_vectors"]}
+    assert tasks >= {Task.DETECTION, Task.POINTING, Task.KEYPOINT, Task.OCR_BOX}
+    assert any(v["expected"]["truncated"] for v in rex_vectors["parse_vectors"])
+    for section in ("prompt_vectors", "smart_resize_vectors", "pixel_to_bin_vectors"):
+        assert rex_vectors[section], section
+
+
 @pytest.mark.parametrize("vector", vector_params("parse_vectors"))
 def test_parse_vectors(vector):
     width, height = vector["image_size"]
@@ -321,6 +330,12 @@ def test_malformed_joints_become_not_visible_with_a_warning():
     assert cat.keypoints == {"nose": None, "eye": None, "ear": None, "hip": (999, 3)}
     assert cat.label == "cat" and cat.coords == (3.0, 2.0, 40.0, 4.0)
     assert len(result.warnings) == 4  # nose, ear, clamp, corner order
+
+
+def test_keypoint_answer_cut_right_after_the_fence_is_truncated():
+    result = parse_output("```json\n", "keypoint", 9, 9)
+    assert result.truncated and result.predictions == [] and result.warnings
+    assert not parse_output("No people.", "keypoint", 9, 9).truncated
 
 
 def test_keypoint_labels_and_braces_inside_strings():

@@ -124,11 +124,12 @@ def encode_batch(processor, examples: list[TrainingExample]) -> dict[str, Any]:
         padding=False,
         return_tensors=None,
     )
-    sequences, labels = [], []
+    sequences, labels, answer_lengths = [], [], []
     for prompt_ids, example in zip(inputs["input_ids"], examples, strict=True):
         answer = tokenizer(example.answer + STOP_TOKEN, add_special_tokens=False)
         sequences.append(list(prompt_ids) + answer["input_ids"])
         labels.append([IGNORE_INDEX] * len(prompt_ids) + answer["input_ids"])
+        answer_lengths.append(len(answer["input_ids"]))
     length = max(len(s) for s in sequences)
 
     def left_pad(rows, value):
@@ -141,8 +142,12 @@ def encode_batch(processor, examples: list[TrainingExample]) -> dict[str, Any]:
         "pixel_values": torch.as_tensor(_stack(inputs["pixel_values"])),
         "image_grid_thw": torch.as_tensor(_stack(inputs["image_grid_thw"])),
     }
-    if "mm_token_type_ids" in inputs:
-        batch["mm_token_type_ids"] = left_pad(inputs["mm_token_type_ids"], 0)
+    if "mm_token_type_ids" in inputs:  # image/text type per token: answers are text
+        types = [
+            list(t) + [0] * n
+            for t, n in zip(inputs["mm_token_type_ids"], answer_lengths, strict=True)
+        ]
+        batch["mm_token_type_ids"] = left_pad(types, 0)
     return batch
 
 

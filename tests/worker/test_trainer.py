@@ -87,6 +87,33 @@ def test_encode_batch_labels_only_the_answer(processor):
     assert batch["image_grid_thw"].tolist()[-1] == [1, 16, 16]
 
 
+def test_encoded_prompt_matches_what_generation_sees(processor):
+    """Training must place image tokens exactly where the engine's prompt has
+    them (ids and the image/text token types that drive M-RoPE positions)."""
+    from converters.prompts import build_messages
+
+    rng = random.Random(2)
+    examples = [make_example(render_shape(rng), Task.DETECTION) for _ in range(2)]
+    examples.append(make_example(render_shape(rng, size=168), Task.POINTING))
+    batch = encode_batch(processor, examples)
+    for row, example in enumerate(examples):
+        text = processor.apply_chat_template(
+            build_messages(example.prompt, example.image),
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        alone = processor(text=[text], images=[example.image], return_tensors="pt")
+        start = int((batch["attention_mask"][row] == 0).sum())
+        end = start + alone["input_ids"].shape[1]
+        assert (
+            batch["input_ids"][row, start:end].tolist()
+            == alone["input_ids"][0].tolist()
+        )
+        types = batch["mm_token_type_ids"][row]
+        assert types[start:end].tolist() == alone["mm_token_type_ids"][0].tolist()
+        assert not types[end:].any()  # the answer is text
+
+
 def test_synthetic_answers_use_the_training_grammar():
     sample = render_shape(random.Random(5))
     example = make_example(sample, Task.DETECTION)

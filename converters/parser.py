@@ -88,6 +88,8 @@ _PLAIN_GROUP = re.compile(
 _BIN_VALUE = {str(i): i for i in range(MAX_BIN + 1)}
 """Bin token text -> int: a dict lookup is 3x faster than ``int()``, and a miss
 means the text is not a plain bin (leading zeros, above 999, not digits)."""
+_TOKEN_VALUE = {f"<{i}>": i for i in range(MAX_BIN + 1)}
+"""Coordinate token text -> bin, for items with whitespace between tokens."""
 _BLANK = re.compile(r"\s*")
 _STRAY = re.compile(r"<\d+>|<\|[a-z_]+\|>")
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[{}\[\],]', re.DOTALL)
@@ -425,6 +427,13 @@ def _parse_items(
         )
 
 
+def _token_span(piece: str, start: int) -> tuple[int, int]:
+    """Offsets of ``piece`` without its surrounding whitespace."""
+    stripped = piece.strip()
+    lead = piece.index(stripped[:1]) if stripped else 0
+    return (start + lead, start + lead + len(stripped))
+
+
 def _fallback(piece: str, start: int, unterminated: bool, context: tuple) -> None:
     """Hand a piece the fast loops did not take to :func:`_general_item`."""
     if not piece or piece.isspace():
@@ -452,6 +461,7 @@ def _boxes(content: str, start: int, context: tuple) -> None:
     _, _, width, height, template, _, result = context
     append = result.predictions.append
     value = _BIN_VALUE.get
+    token_value = _TOKEN_VALUE.get
     copy = template.copy
     new = _new
     scale = MAX_BIN
@@ -459,21 +469,22 @@ def _boxes(content: str, start: int, context: tuple) -> None:
     for piece in content.split(","):
         piece_start = position
         position += len(piece) + 1
-        body = piece.strip()
-        if body[:1] == "<" and body[-1:] == ">":
-            inner = body[1:-1]
-            if " " in inner:  # vLLM puts one space between tokens
-                inner = inner.replace("> <", "><")
-            parts = inner.split("><")
+        parts = piece.split()
+        if len(parts) == 1:  # the trained form: <12><34><56><78>
+            body = parts[0]
+            lookup = value
+            parts = body[1:-1].split("><") if body[-1:] == ">" else ()
+        else:  # vLLM's form: <12> <34> <56> <78> (or nothing at all)
+            body = parts[0] if parts else ""
+            lookup = token_value
+        if body[:1] == "<":
             if len(parts) == 4:
-                x0, y0, x1, y1 = map(value, parts)
+                x0, y0, x1, y1 = map(lookup, parts)
                 try:  # None (not a plain bin) does not compare: TypeError
                     ordered = x0 < x1 and y0 < y1
                 except TypeError:
                     ordered = False
                 if ordered:
-                    if body is not piece:
-                        piece_start += len(piece) - len(piece.lstrip())
                     fields = copy()
                     fields["coords"] = (
                         x0 / scale * width,
@@ -481,7 +492,11 @@ def _boxes(content: str, start: int, context: tuple) -> None:
                         x1 / scale * width,
                         y1 / scale * height,
                     )
-                    fields["span"] = (piece_start, piece_start + len(body))
+                    fields["span"] = (
+                        (piece_start, position - 1)
+                        if body is piece
+                        else _token_span(piece, piece_start)
+                    )
                     prediction = new(Prediction)
                     prediction.__dict__ = fields
                     append(prediction)
@@ -494,6 +509,7 @@ def _points(content: str, start: int, context: tuple) -> None:
     _, _, width, height, template, _, result = context
     append = result.predictions.append
     value = _BIN_VALUE.get
+    token_value = _TOKEN_VALUE.get
     copy = template.copy
     new = _new
     scale = MAX_BIN
@@ -501,20 +517,25 @@ def _points(content: str, start: int, context: tuple) -> None:
     for piece in content.split(","):
         piece_start = position
         position += len(piece) + 1
-        body = piece.strip()
-        if body[:1] == "<" and body[-1:] == ">":
-            inner = body[1:-1]
-            if " " in inner:
-                inner = inner.replace("> <", "><")
-            parts = inner.split("><")
+        parts = piece.split()
+        if len(parts) == 1:
+            body = parts[0]
+            lookup = value
+            parts = body[1:-1].split("><") if body[-1:] == ">" else ()
+        else:
+            body = parts[0] if parts else ""
+            lookup = token_value
+        if body[:1] == "<":
             if len(parts) == 2:
-                x, y = map(value, parts)
+                x, y = map(lookup, parts)
                 if x is not None and y is not None:
-                    if body is not piece:
-                        piece_start += len(piece) - len(piece.lstrip())
                     fields = copy()
                     fields["coords"] = (x / scale * width, y / scale * height)
-                    fields["span"] = (piece_start, piece_start + len(body))
+                    fields["span"] = (
+                        (piece_start, position - 1)
+                        if body is piece
+                        else _token_span(piece, piece_start)
+                    )
                     prediction = new(Prediction)
                     prediction.__dict__ = fields
                     append(prediction)
@@ -528,6 +549,7 @@ def _polygons(content: str, start: int, open_ended: bool, context: tuple) -> Non
     _, _, width, height, template, _, result = context
     append = result.predictions.append
     value = _BIN_VALUE.get
+    token_value = _TOKEN_VALUE.get
     new = _new
     scale = MAX_BIN
     end = start + len(content)
@@ -536,18 +558,19 @@ def _polygons(content: str, start: int, open_ended: bool, context: tuple) -> Non
         piece_start = position
         position += len(piece) + 1
         unterminated = open_ended and position > end
-        body = piece.strip()
-        if not unterminated and body[:1] == "<" and body[-1:] == ">":
-            inner = body[1:-1]
-            if " " in inner:
-                inner = inner.replace("> <", "><")
-            parts = inner.split("><")
+        parts = piece.split()
+        if len(parts) == 1:
+            body = parts[0]
+            lookup = value
+            parts = body[1:-1].split("><") if body[-1:] == ">" else ()
+        else:
+            body = parts[0] if parts else ""
+            lookup = token_value
+        if not unterminated and body[:1] == "<":
             count = len(parts)
             if count >= _MIN_POLYGON_NUMBERS and not count % 2:
-                v = list(map(value, parts))
+                v = list(map(lookup, parts))
                 if None not in v:
-                    if body is not piece:
-                        piece_start += len(piece) - len(piece.lstrip())
                     fields = template.copy()
                     if count == 8:  # a quad, the usual text region: unrolled
                         fields["coords"] = (
@@ -563,7 +586,11 @@ def _polygons(content: str, start: int, open_ended: bool, context: tuple) -> Non
                                 for x, y in zip(v[0::2], v[1::2], strict=True)
                             ]
                         )
-                    fields["span"] = (piece_start, piece_start + len(body))
+                    fields["span"] = (
+                        (piece_start, position - 1)
+                        if body is piece
+                        else _token_span(piece, piece_start)
+                    )
                     prediction = new(Prediction)
                     prediction.__dict__ = fields
                     append(prediction)

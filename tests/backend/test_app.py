@@ -597,16 +597,22 @@ def shape_config(phrases: list[str]) -> str:
 
 
 def shape_tasks(tmp_path) -> tuple[list[dict], list, str]:
+    """Held-out synthetic images of ONE phrase (the tiny model was trained on
+    one-phrase prompts), one task each, and a config asking for that phrase."""
     from worker.synthetic import held_out_samples
 
-    samples = held_out_samples(REAL_SAMPLES, seed=7)
+    pool = held_out_samples(60, seed=7)
+    phrase = max(
+        dict.fromkeys(s.phrase for s in pool), key=[s.phrase for s in pool].count
+    )
+    samples = [s for s in pool if s.phrase == phrase][:REAL_SAMPLES]
+    assert len(samples) == REAL_SAMPLES, "not enough samples of one phrase"
     tasks = []
     for i, sample in enumerate(samples):
         path = tmp_path / f"shape{i}.png"
         sample.image.save(path)
         tasks.append(task(100 + i, str(path)))
-    phrases = list(dict.fromkeys(s.phrase for s in samples))
-    return tasks, samples, shape_config(phrases)
+    return tasks, samples, shape_config([phrase])
 
 
 def assert_found_the_shapes(reply: dict, samples: list, config: str) -> None:

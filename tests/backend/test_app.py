@@ -10,6 +10,7 @@ tiny model, in-process and through Redis + ``rexlabel worker``.
 from __future__ import annotations
 
 import base64
+import os
 import sys
 import time
 
@@ -525,7 +526,11 @@ def test_interactive_keypoint_clicks_give_a_brush_mask() -> None:
 @pytest.fixture(scope="module")
 def redis_worker():
     connection = redis_or_skip()
-    process = start_worker(test_worker_command("app-test-worker"), connection)
+    process = start_worker(
+        # Unique per run: a worker killed earlier stays registered until its TTL.
+        test_worker_command(f"app-test-worker-{os.getpid()}"),
+        connection,
+    )
     yield connection
     stop_worker(process)
 

@@ -27,6 +27,7 @@ from tests.backend.redis_helpers import (
     stop_worker,
     test_worker_command,
 )
+from tests.conftest import TRAINED_DETECTOR_GAP
 
 PLANNED = "tests.backend.jobfuncs.planned_chunk"
 PROJECT = "3.1795697856"
@@ -523,8 +524,10 @@ def test_interactive_keypoint_clicks_give_a_brush_mask() -> None:
 
 
 # Through Redis and a rexlabel worker process --------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture
 def redis_worker():
+    """A worker running test job functions, stopped after each test: a worker
+    left listening would take the real-model tests' jobs."""
     connection = redis_or_skip()
     process = start_worker(
         # Unique per run: a worker killed earlier stays registered until its TTL.
@@ -650,6 +653,24 @@ def assert_found_the_shapes(reply: dict, samples: list, config: str) -> None:
         )
         hits += box_iou(found, sample.box) >= 0.5
     assert hits >= REAL_SAMPLES - 1, f"only {hits} of {REAL_SAMPLES} shapes found"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason=TRAINED_DETECTOR_GAP, strict=False)
+def test_real_model_in_process(trained_engine, tmp_path) -> None:
+    """The trained tiny model through /predict: each shape found and labelled
+    through its <Label predicted_values> alias (xfail while the trainer falls
+    short: an unmatched phrase is then reported, never relabelled)."""
+    from worker.jobs import WorkerRuntime, install_runtime
+
+    previous = install_runtime(WorkerRuntime(engine=trained_engine))
+    try:
+        client = make_client(runner=InProcessRunner())  # worker.jobs.run_chunk
+        tasks, samples, config = shape_tasks(tmp_path)
+        reply = client.post("/predict", json=predict_body(tasks, config)).get_json()
+    finally:
+        install_runtime(previous)
+    assert_found_the_shapes(reply, samples, config)
 
 
 @pytest.mark.slow

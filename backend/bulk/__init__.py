@@ -15,7 +15,14 @@ from backend.bulk.api import (
     run_job,
     start_for_tasks,
 )
-from backend.bulk.store import JobBusyError, JobError, JobRecord, JobSpec, JobStore
+from backend.bulk.store import (
+    JobBusyError,
+    JobError,
+    JobRecord,
+    JobSpec,
+    JobStore,
+    NothingToDo,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -24,6 +31,7 @@ __all__ = [
     "JobRecord",
     "JobSpec",
     "JobStore",
+    "NothingToDo",
     "cancel_job",
     "create_files_job",
     "create_project_job",

@@ -22,7 +22,14 @@ from typing import Any
 from backend.bulk.executors import InlineExecutor, RQExecutor
 from backend.bulk.runner import JobRun, failures
 from backend.bulk.sources import expand_inputs
-from backend.bulk.store import JobDir, JobError, JobRecord, JobSpec, JobStore
+from backend.bulk.store import (
+    JobDir,
+    JobError,
+    JobRecord,
+    JobSpec,
+    JobStore,
+    NothingToDo,
+)
 from backend.bulk.writers import FilesSink, LabelStudioSink
 from worker import settings
 
@@ -170,10 +177,18 @@ def create_files_job(
 def _task_lines(
     plan: Any, tasks: Iterable[Mapping[str, Any]]
 ) -> Iterator[dict[str, Any]]:
+    """``images.jsonl`` lines of the tasks; a task the plan cannot serve (no
+    image under the config's data key) is logged and left out."""
+    from backend.planner import PlanError
+
     for task in tasks:
-        for image_job in plan.image_jobs(task):
-            line = image_job.to_dict()
-            yield line
+        try:
+            image_jobs = plan.image_jobs(task)
+        except PlanError as exc:
+            log.warning("left out: %s", exc)
+            continue
+        for image_job in image_jobs:
+            yield image_job.to_dict()
 
 
 def _project_spec(
@@ -257,7 +272,7 @@ def create_project_job(
     spool, digest = _spool(_task_lines(plan, pending()), store)
     if digest.count == 0:
         spool.unlink(missing_ok=True)
-        raise JobError(
+        raise NothingToDo(
             f"nothing to pre-label in project {project}: every task already has a "
             f"prediction of {model_version} ({skipped} task(s))"
         )

@@ -53,6 +53,32 @@ def rq_job_id(job_id: str, chunk: int, round_: int = 0) -> str:
     return f"rexlabel-{job_id}-{chunk:06d}{suffix}"
 
 
+def delete_job(job: Any) -> None:
+    """``job.delete()``, first dropping executions whose record has expired.
+
+    RQ 3.0 keeps an execution in the job's execution registry 60 s longer than
+    the execution itself lives; deleting a job whose worker died within that
+    minute raises "Execution ... not found in Redis". Those entries are stale
+    (the worker is gone), so they are removed first. A job that vanished
+    meanwhile (Redis emptied) is not an error.
+    """
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+    from rq.executions import Execution, ExecutionRegistry
+    from rq.results import Result
+
+    registry = ExecutionRegistry(job_id=job.id, connection=job.connection)
+    for raw in job.connection.zrange(registry.key, 0, -1):
+        execution_id = raw.decode() if isinstance(raw, bytes) else raw
+        execution = Execution(id=execution_id, job_id=job.id, connection=job.connection)
+        if not job.connection.exists(execution.key):
+            job.connection.zrem(registry.key, execution_id)
+    try:
+        job.delete()
+    except (InvalidJobOperation, NoSuchJobError, ValueError):
+        # gone meanwhile (Redis emptied, another process deleted it): drop the rest
+        job.connection.delete(job.key, Result.get_key(job.id))
+
+
 def _failure_reason(exc_string: str | None) -> str:
     """The last line of a traceback (the exception), or a generic reason."""
     lines = [line for line in (exc_string or "").strip().splitlines() if line.strip()]
@@ -149,7 +175,7 @@ class RQExecutor:
             ):
                 log.info("chunk %s: adopting RQ job %s (%s)", index, rq_id, status)
                 return
-            existing.delete()
+            delete_job(existing)
         self.queue.enqueue(
             RUN_CHUNK,
             payload,
@@ -192,6 +218,7 @@ class RQExecutor:
         chunks still queued are then removed from the queue.
         """
         import redis
+        from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
         pending: Iterator[tuple[int, dict[str, Any]]] = iter(chunks)
         exhausted = False
@@ -222,6 +249,10 @@ class RQExecutor:
                     "Redis unavailable (%s); retrying in %.0f s", exc, REDIS_RETRY_S
                 )
                 time.sleep(REDIS_RETRY_S)
+            except (InvalidJobOperation, NoSuchJobError) as exc:
+                # a job vanished between two reads (Redis restarted empty); the
+                # next poll finds it missing and enqueues it again
+                log.warning("RQ job changed under us (%s); polling again", exc)
 
     def _collect(
         self, in_flight: dict[str, tuple[int, dict[str, Any]]], on_result: ChunkCallback
@@ -246,7 +277,7 @@ class RQExecutor:
             if status == JobStatus.FINISHED:
                 result = job.return_value()
                 if result is None:  # finished but its result expired
-                    job.delete()
+                    delete_job(job)
                     self.submit(rq_id, index, payload)
                     continue
                 on_result(index, payload, result, None)
@@ -258,7 +289,7 @@ class RQExecutor:
                 on_result(index, payload, None, reason)
             else:
                 continue
-            job.delete()
+            delete_job(job)
             del in_flight[rq_id]
             handled += 1
         return handled
@@ -277,5 +308,5 @@ class RQExecutor:
                 JobStatus.SCHEDULED,
                 JobStatus.DEFERRED,
             ):
-                job.delete()
+                delete_job(job)
         in_flight.clear()

@@ -53,6 +53,10 @@ class JobBusyError(JobError):
     """Another process is running this job right now."""
 
 
+class NothingToDo(JobError):
+    """Every image or task the job would cover is already done."""
+
+
 def jobs_root() -> Path:
     """The jobs directory (REXLABEL_JOBS_DIR, else ``DEFAULT_JOBS_DIR``)."""
     return Path(settings.get("REXLABEL_JOBS_DIR") or DEFAULT_JOBS_DIR).expanduser()

@@ -246,12 +246,15 @@ def _connection() -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.bulk import JobError
+    from backend.bulk import JobError, NothingToDo
     from backend.bulk.sources import SourceError
     from backend.lsapi import LabelStudioAPIError
 
     try:
         return _run(args)
+    except NothingToDo as exc:
+        print(str(exc))
+        return EXIT_OK
     except UsageError as exc:
         print(f"rexlabel prelabel: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -304,11 +307,12 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "name images (files, folders, globs, *.jsonl) or --project"
             )
+        call = call_from_args(args)
         if not args.out:
             raise UsageError("--out is required (the COCO JSON to write)")
         job = create_files_job(
             args.images,
-            [call_from_args(args)],
+            [call],
             out=args.out,
             raw_out=args.raw_out,
             draw_dir=args.draw,
@@ -372,9 +376,10 @@ def summary(record: Any, failed: list[dict[str, Any]]) -> str:
         f"job {record.id}: {record.status}; {record.done} done, "
         f"{record.failed} failed, {record.skipped} skipped of {record.total}"
     ]
-    for name, value in (record.outputs or {}).items():
-        if value not in (None, ""):
-            lines.append(f"  {name}: {value}")
+    if record.status == "done":
+        for name, value in (record.outputs or {}).items():
+            if value not in (None, ""):
+                lines.append(f"  {name}: {value}")
     if failed:
         lines.append("failed images:")
         for item in failed:

@@ -1,0 +1,329 @@
+"""``rexlabel prelabel --project``: a Label Studio project pre-labeled as a job.
+
+Against a local fake of Label Studio's REST API (tests/backend/fake_ls_api.py)
+that also serves the task images behind its auth; chunks run in this process
+on the tiny model. Checked: one prediction per task with the backend's
+``model_version``, tasks that already have one skipped, views, no duplicates
+after a crash between posting and recording, failed tasks retried. (The same
+functions against a real Label Studio: tests/e2e.)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from backend.bulk import start_for_tasks
+from backend.bulk.store import JobDir
+from backend.cli import main
+from backend.model_version import model_version
+from tests.backend.fake_ls_api import FakeLabelStudioAPI
+from worker import images as worker_images
+from worker import jobs
+from worker.jobs import WorkerRuntime
+
+CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="label" toName="image">'
+    '<Label value="red square"/><Label value="blue circle"/></RectangleLabels></View>'
+)
+PROJECT = 7
+MAX_NEW_TOKENS = 32
+"""Enough for a box or two; the random model would otherwise write 4,096 tokens."""
+
+
+def _png(colour: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (112, 96), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def tiny_runtime(tiny_engine):
+    previous = jobs.install_runtime(WorkerRuntime(engine=tiny_engine))
+    yield
+    jobs.install_runtime(previous)
+
+
+@pytest.fixture
+def ls(tmp_path, monkeypatch, tiny_runtime):
+    with FakeLabelStudioAPI() as server:
+        server.add_project(PROJECT, CONFIG)
+        for task_id in range(1, 11):
+            name = f"{PROJECT}/t{task_id}.png"
+            server.files[name] = _png("red" if task_id % 2 else "blue")
+            server.add_task(PROJECT, task_id, {"image": f"/data/upload/{name}"})
+        server.add_view(PROJECT, 2, "Evens", [2, 4, 6])
+        monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.pat)
+        monkeypatch.setenv("REXLABEL_JOBS_DIR", str(tmp_path / "jobs"))
+        # the random tiny model rarely stops by itself: keep its answers short
+        monkeypatch.setenv("REXLABEL_MAX_NEW_TOKENS", str(MAX_NEW_TOKENS))
+        for name in ("REDIS_URL", "SAM_CHECKPOINT"):
+            monkeypatch.delenv(name, raising=False)
+        worker_images.default_loader.cache_clear()  # it read the old URL/token
+        yield server
+        worker_images.default_loader.cache_clear()
+
+
+def _version() -> str:
+    return model_version(CONFIG, {})
+
+
+def _per_task(ls) -> dict[int, list[dict]]:
+    return {t: ls.predictions_of(t) for t in sorted(ls.tasks)}
+
+
+def test_project_job_posts_one_prediction_per_task(ls, capsys):
+    ls.add_prediction(3, [], _version())  # already pre-labeled: left alone
+    ls.add_prediction(4, [], "some-other-model")
+    assert (
+        main(
+            [
+                "prelabel",
+                "--project",
+                str(PROJECT),
+                "--inline",
+                "--quiet",
+                "--chunk-size",
+                "4",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr()
+    assert "9 done" in printed.out
+    for task_id, predictions in _per_task(ls).items():
+        mine = [p for p in predictions if p["model_version"] == _version()]
+        assert len(mine) == 1, (task_id, predictions)
+        for region in mine[0]["result"]:
+            assert region["from_name"] == "label" and region["to_name"] == "image"
+            assert region["type"] == "rectanglelabels"
+            assert region["value"]["rectanglelabels"][0] in (
+                "red square",
+                "blue circle",
+            )
+            assert (region["original_width"], region["original_height"]) == (112, 96)
+    # images were fetched through Label Studio with an exchanged access token
+    assert ("POST", "/api/token/refresh/") in ls.requests
+    # a second run has nothing to do and posts nothing
+    before = len(ls.predictions)
+    assert main(["prelabel", "--project", str(PROJECT), "--inline", "--quiet"]) == 0
+    assert "nothing to pre-label" in capsys.readouterr().out
+    assert len(ls.predictions) == before
+
+
+def test_view_limits_the_tasks(ls):
+    assert (
+        main(
+            [
+                "prelabel",
+                "--project",
+                str(PROJECT),
+                "--view",
+                "evens",
+                "--inline",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    posted = {t for t, preds in _per_task(ls).items() if preds}
+    assert posted == {2, 4, 6}
+
+
+def test_crash_between_posting_and_recording_never_posts_twice(ls, monkeypatch):
+    calls = {"n": 0}
+    real = JobDir.write_part
+
+    def crash_on_second_chunk(self, chunk, lines):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the CLI dies after posting chunk 1
+        return real(self, chunk, lines)
+
+    monkeypatch.setattr(JobDir, "write_part", crash_on_second_chunk)
+    code = main(
+        [
+            "prelabel",
+            "--project",
+            str(PROJECT),
+            "--inline",
+            "--quiet",
+            "--chunk-size",
+            "3",
+        ]
+    )
+    assert code == 130
+    posted_before = {t for t, preds in _per_task(ls).items() if preds}
+    assert posted_before == {1, 2, 3, 4, 5, 6}  # chunk 1 posted, not recorded
+    monkeypatch.setattr(JobDir, "write_part", real)
+    assert (
+        main(
+            [
+                "prelabel",
+                "--project",
+                str(PROJECT),
+                "--inline",
+                "--quiet",
+                "--chunk-size",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert all(len(preds) == 1 for preds in _per_task(ls).values())
+
+
+def test_failed_tasks_are_not_posted_and_retry_alone(ls, capsys):
+    missing = f"{PROJECT}/t5.png"
+    saved = ls.files.pop(missing)
+    assert main(["prelabel", "--project", str(PROJECT), "--inline", "--quiet"]) == 3
+    printed = capsys.readouterr().out
+    assert "1 failed" in printed and "t5.png" in printed
+    assert ls.predictions_of(5) == []
+    ls.files[missing] = saved
+    posted = len(ls.predictions)
+    assert (
+        main(
+            [
+                "prelabel",
+                "--project",
+                str(PROJECT),
+                "--inline",
+                "--quiet",
+                "--retry-failed",
+            ]
+        )
+        == 0
+    )
+    assert len(ls.predictions) == posted + 1
+    assert len(ls.predictions_of(5)) == 1
+
+
+def test_backend_hands_big_predicts_to_a_background_job(ls, tmp_path):
+    tasks = [{"id": t, "data": ls.tasks[t]["data"]} for t in (1, 2, 3)]
+    job_id = start_for_tasks(
+        tasks,
+        project=str(PROJECT),
+        label_config=CONFIG,
+        extra_params={},
+        model_version="rexlabel-test",
+        hostname=ls.url,
+        source="predict",
+        background=False,
+    )
+    assert job_id.startswith("project-")
+    for task_id in (1, 2, 3):
+        assert [p["model_version"] for p in ls.predictions_of(task_id)] == [
+            "rexlabel-test"
+        ]
+    record = json.loads((tmp_path / "jobs" / job_id / "status.json").read_text())
+    assert record["status"] == "done" and record["done"] == 3
+
+
+def test_files_and_project_cannot_be_mixed(ls, tmp_path, capsys):
+    assert main(["prelabel", "--project", "7", str(tmp_path), "--inline"]) == 2
+    assert "--project takes no images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "keypoint", "--categories", "person"], "--keypoint-type"),
+        (["--task", "visual_prompting"], "--visual-prompt"),
+        (["--task", "detection"], "--categories"),
+        (["--task", "flying"], "Unknown task"),
+        (["--task", "visual_prompting", "--visual-prompt", "1,2,3"], "x0,y0,x1,y1"),
+        (["--task", "detection", "--categories", "a"], "--out is required"),
+    ],
+)
+def test_bad_options_are_named(tmp_path, capsys, args, message):
+    (tmp_path / "a.png").write_bytes(_png("red"))
+    assert main(["prelabel", str(tmp_path / "a.png"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_every_task_option_builds_a_valid_call(tmp_path):
+    from backend.cli import build_parser
+    from backend.commands.prelabel import call_from_args
+
+    parser = build_parser()
+
+    def call(*args):
+        return call_from_args(parser.parse_args(["prelabel", "x.png", *args]))
+
+    assert call("--task", "keypoint", "--keypoint-type", "hand")["categories"] == [
+        "hand"
+    ]
+    vp = call("--task", "visual_prompting", "--visual-prompt", "1,2,30,40;5,5,9,9")
+    assert vp["visual_prompt_boxes"] == [[1, 2, 30, 40], [5, 5, 9, 9]]
+    ocr = call("--task", "ocr_polygon", "--categories", "text line")
+    assert ocr["task"] == "ocr_polygon" and ocr["categories"] == ["text line"]
+    gui = call("--task", "gui_pointing", "--categories", "the OK button")
+    assert gui["task"] == "gui_pointing"
+    masked = call(
+        "--task",
+        "detection",
+        "--categories",
+        "car",
+        "--masks",
+        "--score-threshold",
+        "0.3",
+        "--max-new-tokens",
+        "99",
+    )
+    assert masked["masks"] == "rle" and masked["score_threshold"] == 0.3
+    assert masked["generation"] == {"max_new_tokens": 99}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--task", "pointing", "--categories", "red square"],
+        ["--task", "keypoint", "--keypoint-type", "person", "--categories", "person"],
+        ["--task", "ocr_box", "--categories", "word"],
+        ["--task", "ocr_polygon", "--categories", "text line"],
+        ["--task", "visual_prompting", "--visual-prompt", "10,10,60,50"],
+        ["--task", "gui_grounding", "--categories", "the OK button"],
+        ["--task", "gui_pointing", "--categories", "the OK button"],
+    ],
+    ids=lambda args: args[1],
+)
+def test_every_task_runs_as_a_files_job(
+    tiny_runtime, tmp_path, monkeypatch, capsys, args
+):
+    from pycocotools.coco import COCO
+
+    monkeypatch.setenv("REXLABEL_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"p{i}.png").write_bytes(_png("red" if i else "blue"))
+    out = tmp_path / "out.json"
+    code = main(
+        [
+            "prelabel",
+            str(folder),
+            *args,
+            "--max-new-tokens",
+            "32",
+            "--out",
+            str(out),
+            "--draw",
+            str(tmp_path / "previews"),
+            "--inline",
+            "--quiet",
+        ]
+    )
+    assert code == 0, capsys.readouterr()
+    coco = COCO(str(out))
+    assert len(coco.dataset["images"]) == 2
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [line["calls"][0]["task"] for line in lines] == [args[1]] * 2
+    assert all(line["calls"][0]["raw_text"] for line in lines)
+    assert len(list((tmp_path / "previews").glob("*.jpg"))) == 2

@@ -231,6 +231,23 @@ def watch_queues(
 # Backend: Flask ----------------------------------------------------------------
 
 
+def _logged_body(request: Any) -> Any:
+    """The request's JSON for the log line, or None when it cannot be read.
+
+    Reading the body again in an after-request hook must not change the
+    answer: a body over ``MAX_CONTENT_LENGTH`` raises RequestEntityTooLarge
+    (and a dropped client ClientDisconnected) on every read.
+    """
+    from werkzeug.exceptions import HTTPException
+
+    if not request.is_json:
+        return None
+    try:
+        return request.get_json(silent=True)
+    except HTTPException:
+        return None
+
+
 def _task_ids_of(body: Any) -> list[Any]:
     """Task ids in a Label Studio /predict body (``{"tasks": [{"id": ..}]}``)."""
     if not isinstance(body, dict) or not isinstance(body.get("tasks"), list):
@@ -272,14 +289,13 @@ def instrument_flask(
             REQUEST_ERRORS.labels(endpoint).inc()
         if log_requests:
             quiet = endpoint in QUIET_ENDPOINTS and status < 500
-            body = request.get_json(silent=True) if request.is_json else None
             log_request(
                 request_log,
                 method=request.method,
                 path=request.path,
                 status=status,
                 duration_s=duration,
-                task_ids=_task_ids_of(body),
+                task_ids=_task_ids_of(_logged_body(request)),
                 level=logging.DEBUG if quiet else None,
                 endpoint=endpoint,
             )

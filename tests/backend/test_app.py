@@ -122,6 +122,26 @@ def test_metrics_endpoint_counts_requests() -> None:
     assert "rexlabel_requests_total" in text
 
 
+BODY_LIMIT_BYTES = 2048
+"""MAX_CONTENT_LENGTH a deployment might set; the test's body is ~20 KB."""
+
+
+def test_a_body_over_max_content_length_is_a_json_413() -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"endpoint": "/predict", "method": "POST", "status": "413"}
+    before = REGISTRY.get_sample_value("rexlabel_requests_total", labels) or 0.0
+    client = make_client()
+    client.application.config["MAX_CONTENT_LENGTH"] = BODY_LIMIT_BYTES
+    body = predict_body([task(i) for i in range(200)])
+    response = client.post("/predict", json=body)
+    assert response.status_code == 413
+    reply = response.get_json()
+    assert reply["status"] == 413
+    assert "exceeds the capacity limit" in reply["error"]
+    assert REGISTRY.get_sample_value("rexlabel_requests_total", labels) == before + 1
+
+
 # Auth -----------------------------------------------------------------------------
 AUTH_ENV = {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pw"}
 

@@ -199,6 +199,86 @@ def test_each_request_logs_one_line_with_task_ids(unwatch):
     assert entry["duration_s"] >= 0
 
 
+MAX_BODY_BYTES = 1024
+"""Body limit of the 413 tests' app; their oversized bodies are ~10 KB."""
+
+
+def _oversized_body() -> dict:
+    return {"tasks": [{"id": i, "data": {"image": "x" * 64}} for i in range(100)]}
+
+
+def _limited_app() -> Flask:
+    """An app with MAX_CONTENT_LENGTH whose /predict reads the body, as the
+    backend's does, and whose basic auth answers before any view reads it."""
+    from flask import request
+
+    app = Flask("metrics-413-test")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    @app.post("/predict")
+    def predict():
+        return jsonify({"results": [None] * len(request.get_json()["tasks"])})
+
+    @app.before_request
+    def basic_auth():
+        if request.path == "/secret":
+            abort(401)
+
+    @app.post("/secret")
+    def secret():  # pragma: no cover - never reached
+        return "no"
+
+    metrics.instrument_flask(app, connection=None, queues=())
+    return app
+
+
+def test_an_oversized_body_stays_413_and_is_counted_as_413(unwatch):
+    client = _limited_app().test_client()
+    labels = {"endpoint": "/predict", "method": "POST"}
+    before = {
+        "413": _value("rexlabel_requests_total", **labels, status="413"),
+        "500": _value("rexlabel_requests_total", **labels, status="500"),
+        "errors": _value("rexlabel_request_errors_total", endpoint="/predict"),
+    }
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    try:
+        logs.configure_logging(stream=stream, environ={"LOG_FORMAT": "json"})
+        response = client.post("/predict", json=_oversized_body())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert response.status_code == 413
+    assert "exceeds the capacity limit" in response.get_data(as_text=True)
+    assert _value("rexlabel_requests_total", **labels, status="413") == (
+        before["413"] + 1
+    )
+    assert _value("rexlabel_requests_total", **labels, status="500") == before["500"]
+    assert (
+        _value("rexlabel_request_errors_total", endpoint="/predict") == before["errors"]
+    )
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    (entry,) = [e for e in lines if e.get("event") == "request"]
+    assert entry["status"] == 413 and entry["task_ids"] == []
+    # Bodies within the limit are answered as before.
+    assert client.post("/predict", json={"tasks": [{"id": 5}]}).status_code == 200
+
+
+def test_an_early_answer_to_an_oversized_body_keeps_its_status(unwatch):
+    before = _value(
+        "rexlabel_requests_total", endpoint="/secret", method="POST", status="401"
+    )
+    response = _limited_app().test_client().post("/secret", json=_oversized_body())
+    assert response.status_code == 401
+    assert (
+        _value(
+            "rexlabel_requests_total", endpoint="/secret", method="POST", status="401"
+        )
+        == before + 1
+    )
+
+
 def _chunk() -> list[ImageResult]:
     call = CallResult(
         key="k",

@@ -191,9 +191,8 @@ def task_prediction(
     errors: list[str] = []
     warnings: list[str] = []
     for image in images:
-        if image.error:
+        if image.error:  # the image, or some of its calls: keep the others
             errors.append(f"image {image.id}: {image.error}")
-            continue
         for call in image.calls:
             try:
                 control = plan.control(call.key)

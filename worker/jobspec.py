@@ -184,7 +184,9 @@ class CallResult:
 
 @dataclass
 class ImageResult:
-    """All calls' results for one image, or the reason it failed."""
+    """The results of one image's calls that succeeded; ``error`` says why
+    the image, or one or more of its calls, failed (a failed call is left out
+    of ``calls``)."""
 
     id: str
     width: int = 0

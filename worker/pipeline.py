@@ -1,7 +1,8 @@
 """From (image, model call) pairs to canonical predictions.
 
     prompt (converters.build_prompt)
-      -> engine.generate (ONE batch for every call of every image)
+      -> engine.generate (ONE batch for every call of every image; if the
+       batch fails, each request alone, so one bad request fails only its call)
       -> converters.parse_output -> scores (worker.scoring)
       -> duplicates, score_threshold, max_instances
       -> masks (``masker``, e.g. worker.sam's SAM masker) when the call asks
@@ -25,11 +26,21 @@ from converters.parser import parse_output
 from converters.prediction import Prediction
 from converters.prompts import build_prompt
 from converters.tasks import Task
-from worker.engines.base import Engine, GenerationRequest, SamplingSettings
+from worker.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    SamplingSettings,
+)
 from worker.jobspec import CallResult, ImageJob, ImageResult, ModelCall
 from worker.scoring import score_predictions
 
 log = logging.getLogger(__name__)
+
+ENGINE_DOWN_AFTER = 2
+"""After a failed batch its requests are retried one at a time; this many
+failures in a row mean the engine itself is failing (server down, device
+lost), so the remaining requests get the batch's error without a try each."""
 
 Masker = Callable[[Image.Image, list[Prediction], ModelCall], list[Prediction]]
 """Adds masks to a call's predictions: ``masker(image, predictions, call)``
@@ -38,6 +49,14 @@ Masker = Callable[[Image.Image, list[Prediction], ModelCall], list[Prediction]]
 
 class PipelineError(ValueError):
     """A call cannot run as asked (bad prompt inputs, masks without SAM)."""
+
+
+def describe_call(call: ModelCall) -> str:
+    """How errors name a call: ``call 'boxes' (detection: cat, dog)``."""
+    asked = call.task.value
+    if call.categories:
+        asked += ": " + ", ".join(call.categories)
+    return f"call {call.key!r} ({asked})" if call.key else f"call ({asked})"
 
 
 def base_sampling(generation: Mapping[str, Any] | None = None) -> SamplingSettings:
@@ -74,7 +93,7 @@ def call_prompt(call: ModelCall, image: Image.Image) -> str:
             image_size=image.size,
         )
     except ValueError as exc:
-        raise PipelineError(f"call {call.key or call.task.value!r}: {exc}") from None
+        raise PipelineError(f"{describe_call(call)}: {exc}") from None
 
 
 def _parse_category(call: ModelCall) -> str | None:
@@ -139,6 +158,44 @@ class _Pending:
     call: ModelCall
 
 
+def _generate_each(
+    engine: Engine, requests: list[GenerationRequest]
+) -> list[GenerationResult | Exception]:
+    """One generation, or the engine's exception, per request.
+
+    The requests go in one batch; when it fails, each goes alone so that a
+    bad request fails only its own call (see :data:`ENGINE_DOWN_AFTER`).
+    """
+    if not requests:
+        return []
+    try:
+        return list(engine.generate(requests))
+    except Exception as exc:
+        if len(requests) == 1:
+            return [exc]
+        log.warning(
+            "batch of %d requests failed (%s); retrying them one at a time",
+            len(requests),
+            exc,
+        )
+        batch_error = exc
+    out: list[GenerationResult | Exception] = []
+    failed_in_a_row = 0
+    for request in requests:
+        if failed_in_a_row >= ENGINE_DOWN_AFTER:
+            out.append(batch_error)
+            continue
+        try:
+            (result,) = engine.generate([request])
+        except Exception as exc:
+            out.append(exc)
+            failed_in_a_row += 1
+        else:
+            out.append(result)
+            failed_in_a_row = 0
+    return out
+
+
 def _run_pairs(
     engine: Engine,
     pairs: Sequence[tuple[Image.Image, ModelCall]],
@@ -146,7 +203,7 @@ def _run_pairs(
     masker: Masker | None,
 ) -> list[CallResult | Exception]:
     """One CallResult, or the exception that stopped it, per pair. Model calls
-    go to the engine in one batch; an engine failure raises."""
+    go to the engine in one batch (each alone if the batch fails)."""
     base = base_sampling(generation)
     results: list[CallResult | Exception | None] = [None] * len(pairs)
     pending: list[_Pending] = []
@@ -165,8 +222,11 @@ def _run_pairs(
             continue
         requests.append(request)
         pending.append(_Pending(index, image, call))
-    generated = engine.generate(requests) if requests else []
+    generated = _generate_each(engine, requests)
     for item, output in zip(pending, generated, strict=True):
+        if isinstance(output, Exception):
+            results[item.index] = output
+            continue
         try:
             results[item.index] = _call_result(item.image, item.call, output, masker)
         except Exception as exc:  # e.g. SAM failed on this image
@@ -196,7 +256,7 @@ def run_batch(
 def _check_masker(call: ModelCall, masker: Masker | None) -> None:
     if masker is None and (call.masks != "none" or call.sam_points):
         raise PipelineError(
-            f"call {call.key or call.task.value!r} asks for masks but no SAM "
+            f"{describe_call(call)} asks for masks but no SAM "
             "model is loaded (set SAM_CHECKPOINT)"
         )
 
@@ -282,8 +342,9 @@ def run_image_jobs(
 ) -> list[ImageResult]:
     """Load each image and run all calls of all images in one engine batch.
 
-    An image that cannot be loaded, or one of whose calls fails, gets
-    ``error`` set (naming the call); the other images are unaffected.
+    An image that cannot be loaded gets ``error`` set. A call that fails
+    (engine, parsing, SAM) is left out of its image's ``calls`` and named in
+    its ``error``; the image's other calls are kept, other images unaffected.
     ``load`` defaults to ``worker.images.load_image`` (Label Studio URLs,
     local paths).
     """
@@ -301,7 +362,7 @@ def run_image_jobs(
     pairs = [(image, call) for index, image in loaded for call in images[index].calls]
     try:
         outcomes = _run_pairs(engine, pairs, generation, masker)
-    except Exception as exc:  # engine failure: every loaded image reports it
+    except Exception as exc:  # e.g. an engine answering the wrong count
         log.exception("batch of %d calls failed", len(pairs))
         for index, _ in loaded:
             results[index].error = f"model call failed: {exc}"
@@ -311,21 +372,23 @@ def run_image_jobs(
         count = len(images[index].calls)
         mine = outcomes[position : position + count]
         position += count
-        failed = [
-            (call, o)
-            for call, o in zip(images[index].calls, mine, strict=True)
-            if isinstance(o, Exception)
-        ]
-        if failed:
-            call, exc = failed[0]
-            results[index].error = (
-                str(exc)
-                if isinstance(exc, PipelineError)
-                else f"call {call.key or call.task.value!r} failed: {exc}"
-            )
-        else:
-            results[index].calls = mine  # type: ignore[assignment]
+        errors = []
+        for call, outcome in zip(images[index].calls, mine, strict=True):
+            if isinstance(outcome, Exception):
+                errors.append(_call_error(call, images[index].image, outcome))
+            else:
+                results[index].calls.append(outcome)
+        if errors:
+            results[index].error = "; ".join(errors)
+            log.warning("image %s: %s", images[index].id, results[index].error)
     return results
+
+
+def _call_error(call: ModelCall, image: str, exc: Exception) -> str:
+    """One failed call in its image's ``error``: the call, the image, why."""
+    if isinstance(exc, PipelineError):  # its message names the call already
+        return f"{exc} (image {image!r})"
+    return f"{describe_call(call)} failed on image {image!r}: {exc}"
 
 
 def _load_image(job: ImageJob) -> Image.Image:

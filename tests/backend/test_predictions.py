@@ -263,3 +263,19 @@ def test_unwritable_prediction_is_an_error_for_that_control_only() -> None:
     out = task_prediction(plan_config(config), [image_result(*calls)], VERSION)
     assert [r["type"] for r in out.prediction["result"]] == ["keypointlabels"]
     assert "RectangleLabels 'label'" in out.errors[0]
+
+
+def test_an_image_with_one_failed_call_keeps_the_other_calls() -> None:
+    config = view(
+        '<RectangleLabels name="label" toName="image">'
+        '<Label value="Car"/></RectangleLabels>',
+        '<KeyPointLabels name="kp" toName="image">'
+        '<Label value="Car"/></KeyPointLabels>',
+    )
+    failure = "call 'kp' (pointing: car) failed on image 'a.jpg': engine error"
+    boxes = CallResult(key="label", task=Task.DETECTION, predictions=[box("car")])
+    out = task_prediction(
+        plan_config(config), [image_result(boxes, error=failure)], VERSION
+    )
+    assert [r["type"] for r in out.prediction["result"]] == ["rectanglelabels"]
+    assert out.errors == [f"image 1: {failure}"]

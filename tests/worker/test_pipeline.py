@@ -8,8 +8,10 @@ from PIL import Image
 from converters.prediction import Prediction, RegionType
 from converters.tasks import Task
 from tests.worker.grammar import TemplateLogitsProcessor
-from worker.jobspec import ImageJob, ModelCall
+from worker.engines.base import Engine, GenerationRequest, GenerationResult
+from worker.jobspec import ImageJob, ImageResult, ModelCall
 from worker.pipeline import (
+    ENGINE_DOWN_AFTER,
     PipelineError,
     limit_predictions,
     run_batch,
@@ -199,4 +201,144 @@ def test_image_jobs_isolate_failures(tiny_engine, tmp_path):
     assert (results[0].width, results[0].height) == (200, 100)
     assert len(results[0].calls) == 1 and results[0].calls[0].output_tokens <= 4
     assert "missing.png" in results[1].error
-    assert "'vp'" in results[2].error and results[2].calls == []
+    # The failing call is named; the image's other call is kept.
+    assert "call 'vp' (visual_prompting)" in results[2].error
+    assert [c.task for c in results[2].calls] == [Task.DETECTION]
+
+
+# One failing call among several ------------------------------------------------------
+def _answer(phrase: str, items: str) -> str:
+    return BOX_GROUP.format(p=phrase, items=items) + "<|im_end|>"
+
+
+class PhraseEngine(Engine):
+    """Answers each prompt with well-formed Rex-Omni text for the phrase it
+    asks about (``answers``: phrase -> text). Like a real batched engine, it
+    fails the whole batch when one request is bad: here, a prompt naming a
+    phrase in ``fail_on``. ``batch_sizes`` records what it was given."""
+
+    name = "phrase-test"
+
+    def __init__(self, answers: dict[str, str], fail_on: tuple[str, ...] = ()):
+        self.answers = answers
+        self.fail_on = fail_on
+        self.batch_sizes: list[int] = []
+
+    @property
+    def model_id(self) -> str:
+        return "tests/phrase-engine"
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.batch_sizes.append(len(requests))
+        for request in requests:
+            for phrase in self.fail_on:
+                if phrase in request.prompt:
+                    raise RuntimeError(f"engine rejected the prompt about {phrase!r}")
+        return [self._generation(request.prompt) for request in requests]
+
+    def _generation(self, prompt: str) -> GenerationResult:
+        (text,) = [t for p, t in self.answers.items() if p in prompt]
+        return GenerationResult(
+            text=text.removesuffix("<|im_end|>"),
+            token_ids=list(range(len(text))),
+            token_texts=list(text),
+            token_logprobs=None,
+            finish_reason="stop",
+            prompt_tokens=len(prompt),
+            output_tokens=len(text),
+            timings={"generate": 0.01},
+        )
+
+
+PHRASE_ANSWERS = {
+    "cat": _answer("cat", "<100><100><400><400>"),
+    "dog": _answer("dog", "<500><500>"),
+    "broken sign": _answer("broken sign", "<1><1><2><2>"),
+}
+"""What PhraseEngine writes for each phrase a test asks about."""
+
+
+@pytest.fixture
+def installed_runtime():
+    from worker.jobs import WorkerRuntime, install_runtime
+
+    def install(engine: Engine, masker=None) -> None:
+        install_runtime(WorkerRuntime(engine=engine, masker=masker))
+
+    previous = install_runtime(None)
+    yield install
+    install_runtime(previous)
+
+
+def _chunk(tmp_path, *images: tuple[str, list[dict]]) -> dict:
+    path = tmp_path / "photo.png"
+    _image(200, 100).save(path)
+    return {
+        "images": [
+            {"id": image_id, "image": str(path), "task_id": index, "calls": calls}
+            for index, (image_id, calls) in enumerate(images)
+        ]
+    }
+
+
+CAT = {"task": "detection", "categories": ["cat"], "key": "animals"}
+DOG = {"task": "pointing", "categories": ["dog"], "key": "dogs"}
+SIGN = {"task": "detection", "categories": ["broken sign"], "key": "signs"}
+
+
+def test_an_engine_error_on_one_call_keeps_the_other_calls(tmp_path, installed_runtime):
+    from worker.jobs import run_chunk
+
+    engine = PhraseEngine(PHRASE_ANSWERS, fail_on=("broken sign",))
+    installed_runtime(engine)
+    payload = _chunk(tmp_path, ("a", [CAT, SIGN, DOG]), ("b", [CAT]))
+    a, b = (ImageResult.from_dict(x) for x in run_chunk(payload)["images"])
+
+    assert [c.key for c in a.calls] == ["animals", "dogs"]
+    (cat,) = a.calls[0].predictions
+    assert cat.label == "cat" and cat.type is RegionType.BOX
+    (dog,) = a.calls[1].predictions
+    assert dog.label == "dog" and dog.type is RegionType.POINT
+    # The failure names the call (key, task, categories), the image and why.
+    assert "call 'signs' (detection: broken sign)" in a.error
+    assert str(tmp_path / "photo.png") in a.error
+    assert "engine rejected the prompt about 'broken sign'" in a.error
+    assert b.error is None and [c.key for c in b.calls] == ["animals"]
+    # One batch first; after it failed, each request alone.
+    assert engine.batch_sizes == [4, 1, 1, 1, 1]
+
+
+def test_an_engine_that_is_down_fails_every_call_without_retrying_them_all(
+    tmp_path, installed_runtime
+):
+    from worker.jobs import run_chunk
+
+    engine = PhraseEngine(PHRASE_ANSWERS, fail_on=("cat", "dog", "broken sign"))
+    installed_runtime(engine)
+    payload = _chunk(tmp_path, ("a", [CAT, SIGN, DOG]), ("b", [CAT]))
+    a, b = (ImageResult.from_dict(x) for x in run_chunk(payload)["images"])
+    assert a.calls == [] and b.calls == []
+    assert "call 'animals' (detection: cat)" in a.error
+    assert "call 'dogs' (pointing: dog)" in a.error
+    assert "call 'animals' (detection: cat)" in b.error
+    assert engine.batch_sizes == [4] + [1] * ENGINE_DOWN_AFTER
+
+
+class FailingMasker:
+    """A SAM stand-in that fails on every image (a broken checkpoint)."""
+
+    def __call__(self, image, predictions, call):
+        raise RuntimeError("SAM ran out of memory")
+
+
+def test_a_failing_mask_step_keeps_the_calls_without_masks(tmp_path, installed_runtime):
+    from worker.jobs import run_chunk
+
+    installed_runtime(PhraseEngine(PHRASE_ANSWERS), masker=FailingMasker())
+    masked_sign = {**SIGN, "masks": "rle"}
+    payload = _chunk(tmp_path, ("a", [CAT, masked_sign]))
+    (a,) = (ImageResult.from_dict(x) for x in run_chunk(payload)["images"])
+    assert [c.key for c in a.calls] == ["animals"]
+    assert a.calls[0].predictions[0].label == "cat"
+    assert "call 'signs' (detection: broken sign)" in a.error
+    assert "SAM ran out of memory" in a.error

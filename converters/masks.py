@@ -17,10 +17,10 @@ inside ``label_studio_sdk.converter``) and OpenCV; both are imported lazily so
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as _coco_mask
 
 POLYGON_TOLERANCE_PX = 1.0
 """approxPolyDP tolerance: vertices may move up to one pixel, which keeps the shape
@@ -37,6 +37,20 @@ PIXEL_CENTRE = 0.5
 vertices on the pixel centres in the ``pixel i spans i..i+1`` convention."""
 
 Polygon = list[tuple[float, float]]
+
+
+@cache
+def _coco_mask() -> Any:
+    """``pycocotools.mask``, imported on first use: the engines import
+    ``converters`` in environments (``.venv-vllm``, a slim GPU image) that never
+    touch masks and need not carry pycocotools."""
+    try:
+        from pycocotools import mask
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "mask conversion needs pycocotools: pip install pycocotools"
+        ) from exc
+    return mask
 
 
 class MaskError(ValueError):
@@ -60,7 +74,7 @@ def _coco_rle(rle: Mapping[str, Any]) -> dict[str, Any]:
     size = [int(v) for v in rle["size"]]
     counts = rle["counts"]
     if isinstance(counts, list):  # uncompressed RLE: compress it
-        return _coco_mask.frPyObjects({"size": size, "counts": counts}, *size)
+        return _coco_mask().frPyObjects({"size": size, "counts": counts}, *size)
     if isinstance(counts, str):
         counts = counts.encode("ascii")
     return {"size": size, "counts": counts}
@@ -75,17 +89,17 @@ def _plain(rle: Mapping[str, Any]) -> dict[str, Any]:
 
 def mask_to_rle(mask: Any) -> dict[str, Any]:
     """Binary ``(H, W)`` mask -> COCO compressed RLE with ``counts`` as str."""
-    return _plain(_coco_mask.encode(_binary(mask)))
+    return _plain(_coco_mask().encode(_binary(mask)))
 
 
 def rle_to_mask(rle: Mapping[str, Any]) -> np.ndarray:
     """COCO RLE (compressed or uncompressed) -> ``(H, W)`` uint8 mask of 0/1."""
-    return _coco_mask.decode(_coco_rle(rle))
+    return _coco_mask().decode(_coco_rle(rle))
 
 
 def rle_area(rle: Mapping[str, Any]) -> int:
     """Pixel count of a COCO RLE."""
-    return int(_coco_mask.area(_coco_rle(rle)))
+    return int(_coco_mask().area(_coco_rle(rle)))
 
 
 def rle_bbox(rle: Mapping[str, Any]) -> tuple[float, float, float, float]:
@@ -93,7 +107,7 @@ def rle_bbox(rle: Mapping[str, Any]) -> tuple[float, float, float, float]:
 
     An empty mask gives ``(0, 0, 0, 0)``.
     """
-    x, y, w, h = (float(v) for v in _coco_mask.toBbox(_coco_rle(rle)))
+    x, y, w, h = (float(v) for v in _coco_mask().toBbox(_coco_rle(rle)))
     return (x, y, x + w, y + h)
 
 
@@ -194,8 +208,8 @@ def polygon_to_rle(
     polygon: Sequence[Sequence[float]], width: int, height: int
 ) -> dict[str, Any]:
     """COCO RLE of a polygon ``[(x, y), ...]`` (pixels), rasterised as COCO does."""
-    rles = _coco_mask.frPyObjects([_flat(polygon)], int(height), int(width))
-    return _plain(_coco_mask.merge(rles))
+    rles = _coco_mask().frPyObjects([_flat(polygon)], int(height), int(width))
+    return _plain(_coco_mask().merge(rles))
 
 
 def polygon_to_mask(

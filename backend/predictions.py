@@ -7,9 +7,10 @@ them: the call's ``key`` names its control, the plan says which result type,
 which per-region TextArea gets OCR text and how model phrases map to labels.
 
 Model phrases that match no label are dropped and reported (warnings), never
-given another label. A task whose image failed gets the empty prediction
-``{"result": [], "score": 0, "model_version": ...}`` and its reason in
-``errors``.
+given another label. A task that got no region because something failed is
+``failed`` (its reasons in ``errors``): ``/predict`` answers it with
+:func:`failed_prediction`, bulk jobs post nothing for it, so Label Studio
+predicts it again later; only interactive replies use the empty prediction.
 """
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ def empty_prediction(model_version: str) -> dict[str, Any]:
     return {"result": [], "score": 0, "model_version": model_version}
 
 
+def failed_prediction(model_version: str, error: str) -> dict[str, Any]:
+    """The ``/predict`` item of a task that failed (or ran out of time).
+
+    It has no ``result``: Label Studio 1.23 skips such an item (logging it,
+    error included) and stores nothing, so the next "Retrieve Predictions" or
+    task open asks again. An empty ``result`` would be stored under this
+    ``model_version`` and the task never predicted again.
+    """
+    return {"model_version": model_version, "error": error}
+
+
 @dataclass
 class TaskPrediction:
     """One task's prediction plus what went wrong on the way.
@@ -70,6 +82,11 @@ class TaskPrediction:
     prediction: dict[str, Any]
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Errors left the task without any region: nothing worth storing."""
+        return bool(self.errors) and not self.prediction.get("result")
 
 
 def _iou(a: tuple[float, ...], b: list[float]) -> float:

@@ -307,7 +307,7 @@ class LabelStudioSink:
                     outcome = task_prediction(
                         plan, [ImageResult.from_dict(x) for x in task_lines], mv
                     )
-                    if outcome.errors and not outcome.prediction["result"]:
+                    if outcome.failed:  # never an empty prediction: retried
                         _fail(task_lines, "; ".join(outcome.errors))
                         continue
                     body = outcome.prediction

@@ -74,6 +74,26 @@ def basic(user: str, password: str) -> dict:
     return {"Authorization": f"Basic {token}"}
 
 
+def stored_by_label_studio(tasks: list, reply: dict) -> dict:
+    """Task id -> the predictions Label Studio 1.23 stores from a /predict reply.
+
+    Its rules (label-studio-protocol.md 1.3, ``MLBackend.predict_tasks``):
+    one item per task, in order, or nothing is stored; an item is one
+    prediction or a list of them; a prediction without ``result`` is skipped.
+    A task that gets nothing stored is predicted again by the next "Retrieve
+    Predictions" (only tasks holding this ``model_version`` are left out).
+    """
+    results = reply.get("results") or []
+    assert len(results) == len(tasks), "LS pairs items with tasks one to one"
+    stored: dict = {}
+    for task_, item in zip(tasks, results, strict=True):
+        items = [item] if isinstance(item, dict) else item
+        stored[task_["id"] if isinstance(task_, dict) else None] = [
+            p for p in items if "result" in p
+        ]
+    return stored
+
+
 def wait_for(predicate, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -326,16 +346,21 @@ def test_predict_one_result_per_task_in_order() -> None:
     assert "'zebra' match no label" in warning["warning"]
 
 
-def test_a_failing_task_gets_an_empty_result_and_an_error() -> None:
+def test_a_failing_task_gets_no_prediction_and_an_error() -> None:
     client = make_client()
     tasks = [task(1), task(2, "/data/upload/3/unreadable.jpg"), task(3, None), "junk"]
     reply = client.post("/predict", json=predict_body(tasks)).get_json()
     results = reply["results"]
     version = reply["model_version"]
     assert len(results[0]["result"]) == 3
-    empty = {"result": [], "score": 0, "model_version": version}
-    assert results[1] == results[2] == results[3] == empty
+    # No result: Label Studio stores nothing, so it asks again next time.
+    for item in results[1:]:
+        assert "result" not in item
+        assert item["model_version"] == version and item["error"]
+    stored = stored_by_label_studio(tasks, reply)
+    assert len(stored[1]) == 1 and stored[2] == stored[3] == stored[None] == []
     errors = {e["task"]: e["error"] for e in reply["errors"]}
+    assert results[1]["error"] == errors[2]
     assert "not an image" in errors[2]
     assert "data['image']" in errors[3]
     assert "task 3 is not an object" in errors[None]
@@ -347,12 +372,9 @@ def test_unsupported_config_fails_every_task_with_the_tag_named() -> None:
         '<EllipseLabels name="ell" toName="image"><Label value="A"/>'
         "</EllipseLabels></View>"
     )
-    reply = (
-        make_client()
-        .post("/predict", json=predict_body([task(1), task(2)], config))
-        .get_json()
-    )
-    assert [r["result"] for r in reply["results"]] == [[], []]
+    tasks = [task(1), task(2)]
+    reply = make_client().post("/predict", json=predict_body(tasks, config)).get_json()
+    assert stored_by_label_studio(tasks, reply) == {1: [], 2: []}
     assert all(r["model_version"] == reply["model_version"] for r in reply["results"])
     assert [e["task"] for e in reply["errors"]] == [1, 2]
     assert "EllipseLabels 'ell'" in reply["errors"][0]["error"]
@@ -394,15 +416,21 @@ def test_extra_params_apply_to_predict() -> None:
     assert reply["results"][0]["result"] == []  # every fake box scores 0.9
 
 
-def test_predict_deadline_gives_empty_results_and_says_why() -> None:
+def test_a_task_past_the_deadline_gets_no_prediction_and_is_retried() -> None:
     client = make_client(
         {"REXLABEL_PREDICT_TIMEOUT": "1", "REXLABEL_PREDICT_CHUNK_SIZE": "1"}
     )
     tasks = [task(1, "/data/upload/3/a.jpg?sleep=1.2"), task(2)]
     reply = client.post("/predict", json=predict_body(tasks)).get_json()
     assert len(reply["results"][0]["result"]) == 3  # finished, late but started
-    assert reply["results"][1]["result"] == []
+    assert "result" not in reply["results"][1]
+    assert "deadline passed" in reply["results"][1]["error"]
     assert "deadline passed" in reply["errors"][0]["error"]
+    stored = stored_by_label_studio(tasks, reply)
+    assert len(stored[1]) == 1 and stored[2] == []
+    # "Retrieve Predictions" sends the task without a prediction again.
+    retried = client.post("/predict", json=predict_body([tasks[1]])).get_json()
+    assert len(stored_by_label_studio([tasks[1]], retried)[2]) == 1
 
 
 def test_too_many_tasks_without_bulk_jobs_is_a_clear_503(monkeypatch) -> None:
@@ -566,7 +594,12 @@ def test_predict_through_redis_and_a_worker(redis_worker) -> None:
     assert health["workers_up"] is True
     tasks = [task(1), task(2, "/data/upload/3/unreadable.jpg"), task(3)]
     reply = client.post("/predict", json=predict_body(tasks)).get_json()
-    assert [len(r["result"]) for r in reply["results"]] == [3, 0, 3]
+    stored = stored_by_label_studio(tasks, reply)
+    assert [len(p[0]["result"]) if p else None for p in stored.values()] == [
+        3,
+        None,
+        3,
+    ]
     assert [e["task"] for e in reply["errors"]] == [2]
 
 
@@ -738,13 +771,10 @@ def test_real_worker_through_redis(tiny_model_dir, tmp_path) -> None:
     assert "cannot load image" in reply["errors"][0]["error"]
     results = reply["results"]
     assert len(results) == REAL_SAMPLES + 1
-    assert results[-1] == {
-        "result": [],
-        "score": 0,
-        "model_version": reply["model_version"],
-    }
+    assert "result" not in results[-1]  # nothing stored: asked again later
+    assert "cannot load image" in results[-1]["error"]
     li = LabelInterface(config)
-    for prediction in results:
+    for prediction in results[:-1]:
         assert prediction["model_version"] == reply["model_version"]
         assert li.validate_prediction(prediction) is True
     assert "errors" not in clicked, clicked.get("errors")

@@ -204,6 +204,29 @@ def test_failed_tasks_are_not_posted_and_retry_alone(ls, capsys):
     assert len(ls.predictions_of(5)) == 1
 
 
+def test_a_chunk_that_times_out_posts_nothing_and_is_retried(ls, tiny_engine, capsys):
+    def process(runtime, images, generation):
+        """Like RQ stopping a chunk past its timeout, for the chunk of task 5."""
+        if any(image.task_id == 5 for image in images):
+            raise TimeoutError("the chunk ran past its 600 s timeout")
+        return jobs.process_images(runtime, images, generation)
+
+    previous = jobs.install_runtime(WorkerRuntime(engine=tiny_engine, process=process))
+    try:
+        args = ["prelabel", "--project", str(PROJECT), "--inline", "--quiet"]
+        assert main([*args, "--chunk-size", "2"]) == 3
+    finally:
+        jobs.install_runtime(previous)
+    printed = capsys.readouterr().out
+    assert "8 done, 2 failed" in printed and "ran past its 600 s timeout" in printed
+    # Neither task of the timed-out chunk got a prediction (not even an empty
+    # one): they are not done, and --retry-failed runs them again.
+    assert ls.predictions_of(5) == ls.predictions_of(6) == []
+    assert all(len(ls.predictions_of(t)) == 1 for t in ls.tasks if t not in (5, 6))
+    assert main([*args, "--retry-failed"]) == 0
+    assert len(ls.predictions_of(5)) == len(ls.predictions_of(6)) == 1
+
+
 def test_backend_hands_big_predicts_to_a_background_job(ls, tmp_path):
     tasks = [{"id": t, "data": ls.tasks[t]["data"]} for t in (1, 2, 3)]
     job_id = start_for_tasks(

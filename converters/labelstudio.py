@@ -235,19 +235,7 @@ class _Writer:
         value = self.rect_value(p.coords if kind is not RegionType.POLYGON else p.bbox)
         value["rectanglelabels"] = [label]
         rid = self.prefix + str(index)
-        result = {
-            "id": rid,
-            "from_name": self.from_name,
-            "to_name": self.to_name,
-            "type": "rectanglelabels",
-            "original_width": self.width,
-            "original_height": self.height,
-            "image_rotation": IMAGE_ROTATION,
-            "value": value,
-        }
-        if p.score is not None:
-            result["score"] = p.score
-        out.append(result)
+        out.append(self.result(rid, self.from_name, "rectanglelabels", value, p.score))
         return rid, value, "rectanglelabels"
 
     def polygon(self, index: int, p: Prediction, label: str, out: list):
@@ -256,19 +244,7 @@ class _Writer:
         value = self.poly_value(self.polygon_of(p))
         value["polygonlabels"] = [label]
         rid = self.prefix + str(index)
-        result = {
-            "id": rid,
-            "from_name": self.from_name,
-            "to_name": self.to_name,
-            "type": "polygonlabels",
-            "original_width": self.width,
-            "original_height": self.height,
-            "image_rotation": IMAGE_ROTATION,
-            "value": value,
-        }
-        if p.score is not None:
-            result["score"] = p.score
-        out.append(result)
+        out.append(self.result(rid, self.from_name, "polygonlabels", value, p.score))
         return rid, value, "polygonlabels"
 
     def brush(self, index: int, p: Prediction, label: str, out: list):

@@ -44,6 +44,15 @@ Interactive context (:func:`plan_interactive`): a drawn rectangle ->
 into a prompt ``TextArea`` -> ``detection`` of that phrase; keypoint clicks ->
 a SAM point prompt -> a brush mask or a polygon.
 
+Keypoint instances get boxes: a keypoint ``KeyPointLabels`` whose instance
+categories (``person``, or its ``rex_categories``) all map to labels of a
+``RectangleLabels`` detecting on the same image (the first such one; phrase
+matching as in :mod:`backend.labels`) puts each instance's box there and
+gives its joints that box as ``parentID``. That rectangle then no longer
+detects those categories itself (one box per instance); its other labels are
+detected as usual, and it is left out when none remain. Without such a
+rectangle (or with it ``rex_skip``-ped) joints stand alone.
+
 A config that cannot be served raises :class:`PlanError` naming the tag.
 """
 
@@ -165,6 +174,9 @@ class ControlPlan:
         drop_boxes: xyxy pixel boxes the user drew; predictions overlapping one
             by ``DRAWN_BOX_IOU`` or more are dropped.
         keypoint_set: keypoint calls: the set whose joints the labels are.
+        box_control: keypoint calls: the ``RectangleLabels`` receiving each
+            instance's box (its joints' ``parentID``); None: joints stand alone.
+        box_map: instance category -> label of ``box_control``.
     """
 
     control: str
@@ -180,6 +192,8 @@ class ControlPlan:
     relabel: str | None = None
     drop_boxes: list[list[float]] = field(default_factory=list)
     keypoint_set: str | None = None
+    box_control: str | None = None
+    box_map: LabelMap | None = None
 
 
 @dataclass
@@ -547,6 +561,70 @@ def _plan_ocr(
             )
 
 
+def _names_a_category(phrase: str, categories: LabelMap) -> bool:
+    """``phrase`` is one of ``categories`` (exact, case/space or fuzzy match)."""
+    return categories.resolve(phrase) is not None
+
+
+def _without_categories(label_map: LabelMap, categories: list[str]) -> LabelMap:
+    """``label_map`` less the phrases naming one of ``categories``: a phrase
+    goes when it, or its label, names one (``Person`` drops all its aliases
+    for ``person``; ``Animal`` keeps ``dog`` when only ``cat`` goes)."""
+    named = LabelMap(phrases={c: c for c in categories})
+    return LabelMap(
+        phrases={
+            phrase: label
+            for phrase, label in label_map.phrases.items()
+            if not _names_a_category(phrase, named)
+            and not _names_a_category(label, named)
+        },
+        free=label_map.free,
+    )
+
+
+def _link_keypoint_boxes(
+    ctx: _Context, controls: list[ControlPlan], notes: list[str]
+) -> list[ControlPlan]:
+    """Give keypoint calls a ``RectangleLabels`` for their instance boxes.
+
+    The rectangle must detect on the same image and have a label for every
+    instance category; it stops detecting those categories (they would be
+    a second box per instance) and is dropped when nothing is left to ask.
+    """
+    tags = {c.name: c for c in ctx.controls}
+    emptied: set[str] = set()
+    for kp in controls:
+        if kp.call.task is not Task.KEYPOINT:
+            continue
+        for rect in controls:
+            if (
+                rect.tag != "RectangleLabels"
+                or rect.to_name != kp.to_name
+                or rect.call.task is not Task.DETECTION
+            ):
+                continue
+            labels = _label_map(tags[rect.control])
+            if labels.free:
+                continue
+            try:
+                box_map = labels.restricted_to(kp.call.categories)
+            except ValueError:
+                continue
+            kp.box_control = rect.control
+            kp.box_map = box_map
+            rect.label_map = _without_categories(rect.label_map, kp.call.categories)
+            rect.call.categories = rect.label_map.categories
+            if not rect.call.categories:
+                emptied.add(rect.control)
+            notes.append(
+                f"{rect.tag} {rect.control!r}: "
+                f"{', '.join(box_map.labels)} boxes come with the keypoint "
+                f"instances of {kp.tag} {kp.control!r}, not a separate detection"
+            )
+            break
+    return [c for c in controls if c.control not in emptied]
+
+
 # --------------------------------------------------------------------------- #
 # The whole config
 # --------------------------------------------------------------------------- #
@@ -602,6 +680,7 @@ def plan_config(
                 )
                 continue
         controls.append(_plan_control(ctx, control, to_name))
+    controls = _link_keypoint_boxes(ctx, controls, notes)
     if not controls:
         found = ", ".join(_describe(c) for c in ctx.controls) or "no control tags"
         detail = f" ({'; '.join(notes)})" if notes else ""

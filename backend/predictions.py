@@ -5,6 +5,9 @@ Label Studio result dicts control by control with
 :func:`converters.labelstudio.to_labelstudio`, using the plan that asked for
 them: the call's ``key`` names its control, the plan says which result type,
 which per-region TextArea gets OCR text and how model phrases map to labels.
+Keypoint instances of a control planned with a ``box_control`` become a
+rectangle there (labelled through ``box_map``) plus joints whose ``parentID``
+is that rectangle's id.
 
 Model phrases that match no label are dropped and reported (warnings), never
 given another label. A task that got no region because something failed is
@@ -122,11 +125,17 @@ def _labeller(control: ControlPlan, unmatched: list[str]) -> Callable[[str], Any
 
         joints = set(get_keypoint_set(control.keypoint_set).joints)
         mapping = control.label_map
+        box_map = control.box_map
 
         def joint_label(phrase: str) -> Any:
             if normalize_phrase(phrase) in joints:
                 return mapping.resolve(phrase)  # None: joint not in the config
-            return phrase  # the instance's category (person1 -> person)
+            if box_map is None:
+                return phrase  # the instance's category (person1 -> person)
+            label = box_map.resolve(phrase)  # the label of the instance's box
+            if label is None and phrase not in unmatched:
+                unmatched.append(phrase)
+            return label
 
         return joint_label
     mapping = control.label_map
@@ -163,6 +172,7 @@ def call_results(
         "height": height,
         "label_map": _labeller(control, unmatched),
         "text_from_name": control.text_control,
+        "keypoint_box_from_name": control.box_control,
     }
     if control.labels_control is not None:
         results = to_labelstudio(
@@ -182,10 +192,11 @@ def call_results(
         if control.tag in _UNLABELLED:
             _strip_labels(results, control)
     if unmatched:
+        labels = (control.box_map or control.label_map).labels
         warnings.append(
             f"{control.tag} {control.control!r}: model phrase(s) "
             f"{', '.join(repr(u) for u in unmatched)} match no label "
-            f"({', '.join(control.label_map.labels) or 'none'}); dropped"
+            f"({', '.join(labels) or 'none'}); dropped"
         )
     if call.truncated:
         warnings.append(

@@ -148,6 +148,79 @@ def test_keypoint_task_on_non_joints_is_an_error() -> None:
         plan_config(config)
 
 
+JOINTS = "".join(f'<Label value="{j.title()}"/>' for j in PERSON.joints)
+POSE = f'<KeyPointLabels name="kp" toName="image">{JOINTS}</KeyPointLabels>'
+PERSON_BOX = (
+    '<RectangleLabels name="box" toName="image"><Label value="Person"/>'
+    "</RectangleLabels>"
+)
+
+
+def test_keypoint_instances_get_their_box_from_a_rectangle_of_that_category() -> None:
+    plan = plan_config(view(PERSON_BOX, POSE))
+    # The rectangle's only label comes with the instances: no detection call.
+    (kp,) = plan.controls
+    assert kp.control == "kp"
+    assert kp.call.task is Task.KEYPOINT
+    assert kp.box_control == "box"
+    assert kp.box_map.resolve("person") == "Person"
+    assert any("RectangleLabels 'box': Person boxes" in n for n in plan.notes)
+    (job,) = plan.image_jobs({"id": 3, "data": {"image": "a.jpg"}})
+    assert [c.key for c in job.calls] == ["kp"]
+
+
+def test_box_rectangle_still_detects_its_other_labels() -> None:
+    rect = RECT.replace(
+        '<Label value="Person"/>', '<Label value="Person" predicted_values="man"/>'
+    )
+    plan = plan_config(view(rect, POSE))
+    assert plan.control("kp").box_control == "label"
+    rect_plan = plan.control("label")
+    assert rect_plan.call.task is Task.DETECTION
+    # "man" is an alias of the Person label, which the keypoint instances get.
+    assert rect_plan.call.categories == ["car", "truck"]
+    assert rect_plan.label_map.labels == ["Car"]
+
+
+def test_only_the_phrases_naming_an_instance_category_stop_being_detected() -> None:
+    animal = '<Label value="nose"/><Label value="neck"/><Label value="root of tail"/>'
+    plan = plan_config(
+        view(
+            '<RectangleLabels name="box" toName="image">'
+            '<Label value="Animal" predicted_values="cat,dog"/></RectangleLabels>',
+            f'<KeyPointLabels name="kp" toName="image" rex_categories="cat">'
+            f"{animal}</KeyPointLabels>",
+        )
+    )
+    assert plan.control("kp").box_map.resolve("cat") == "Animal"
+    assert plan.control("box").call.categories == ["dog"]
+
+
+@pytest.mark.parametrize(
+    "rect",
+    [
+        # No label for the category.
+        RECT.replace('<Label value="Person"/>', ""),
+        # A RectangleLabels out of pre-annotation does not get boxes either.
+        PERSON_BOX.replace('toName="image"', 'toName="image" rex_skip="true"'),
+        # Another image.
+        PERSON_BOX.replace('toName="image"', 'toName="other"'),
+    ],
+    ids=["no-label", "rex-skip", "other-image"],
+)
+def test_keypoints_without_a_box_rectangle_are_unchanged(rect: str) -> None:
+    config = view(rect, POSE).replace(
+        "</View>", '<Image name="other" value="$other"/></View>'
+    )
+    plan = plan_config(config)
+    kp = plan.control("kp")
+    assert kp.box_control is None and kp.box_map is None
+    assert kp.call.categories == ["person"]
+    for control in plan.controls:
+        if control.tag == "RectangleLabels":
+            assert control.call.categories in (["car", "truck"], ["Person"])
+
+
 def test_polygon_and_brush_labels_detect_then_sam() -> None:
     plan = plan_config(
         view(
@@ -418,6 +491,18 @@ def test_text_prompt_rex_target() -> None:
     bad = view(RECT, PROMPT.replace("/>", ' rex_target="nothing"/>'))
     with pytest.raises(PlanError, match="'nothing'"):
         plan_interactive(bad, {"result": [prompt_item("car")]})
+
+
+def test_box_rectangle_still_serves_interactive_prompts() -> None:
+    config = view(PERSON_BOX, POSE, PROMPT)
+    drawn = plan_interactive(config, {"result": [rect_item("a", 10, "Person", "box")]})
+    (control,) = drawn.controls
+    assert control.call.task is Task.VISUAL_PROMPTING
+    assert control.relabel == "Person"
+    typed = plan_interactive(config, {"result": [prompt_item("person")]})
+    (control,) = typed.controls
+    assert (control.control, control.call.categories) == ("box", ["person"])
+    assert control.label_map.resolve("person") == "Person"
 
 
 def kp_item(rid: str, x: float, positive: bool = True, label: str = "Car") -> dict:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.planner import plan_config, plan_interactive
 from backend.predictions import empty_prediction, task_prediction
+from converters.keypoint_sets import PERSON
 from converters.masks import mask_to_rle
 from converters.prediction import Prediction, RegionType
 from converters.tasks import Task
@@ -186,8 +188,76 @@ def test_keypoint_joints_take_the_configs_spelling() -> None:
     results = out.prediction["result"]
     # "right eye" is not in the config: dropped quietly (not an unmatched phrase).
     assert [r["value"]["keypointlabels"] for r in results] == [["Nose"], ["Left Eye"]]
+    # No RectangleLabels for the person box: joints stand alone.
+    assert all("parentID" not in r for r in results)
     assert out.warnings == []
     valid(config, results)
+
+
+def person(x0: float, score: float, instance_id: str = "person1") -> Prediction:
+    """A person instance in the 320 px wide column starting at ``x0``."""
+    return Prediction(
+        type=RegionType.KEYPOINT,
+        label=instance_id.rstrip("0123456789"),
+        coords=(x0, 0, x0 + 320, 480),
+        score=score,
+        keypoints={
+            j: None if i % 4 == 3 else (x0 + 10 + i * 15, 20 + i * 25)
+            for i, j in enumerate(PERSON.joints)
+        },
+        instance_id=instance_id,
+    )
+
+
+POSE_WITH_BOXES = view(
+    '<RectangleLabels name="box" toName="image">'
+    '<Label value="Person"/><Label value="Car" predicted_values="car"/>'
+    "</RectangleLabels>",
+    '<KeyPointLabels name="kp" toName="image">'
+    + "".join(f'<Label value="{j.title()}"/>' for j in PERSON.joints)
+    + "</KeyPointLabels>",
+)
+
+
+def test_keypoint_instances_become_a_box_with_parented_joints() -> None:
+    plan = plan_config(POSE_WITH_BOXES)
+    image = image_result(
+        CallResult(
+            key="kp",
+            task=Task.KEYPOINT,
+            predictions=[
+                person(0, 0.8),
+                person(320, 0.6, "person2"),
+                person(0, 0.7, "dog1"),  # not a category asked: reported
+            ],
+        ),
+        CallResult(key="box", task=Task.DETECTION, predictions=[box("car")]),
+    )
+    # Bulk jobs store results as JSON lines: go through the same round trip.
+    image = ImageResult.from_dict(image.to_dict())
+    out = task_prediction(plan, [image], VERSION)
+    results = out.prediction["result"]
+    boxes = {r["id"]: r for r in results if r["type"] == "rectanglelabels"}
+    joints = [r for r in results if r["type"] == "keypointlabels"]
+    people = [b for b in boxes.values() if b["value"]["rectanglelabels"] == ["Person"]]
+    cars = [b for b in boxes.values() if b["value"]["rectanglelabels"] == ["Car"]]
+    assert len(people) == 2 and len(cars) == 1
+    assert all(b["from_name"] == "box" for b in boxes.values())
+    visible = sum(xy is not None for xy in person(0, 0.8).keypoints.values())
+    assert len(joints) == 2 * visible
+    assert {j["parentID"] for j in joints} == {b["id"] for b in people}
+    for joint in joints:
+        parent = boxes[joint["parentID"]]["value"]
+        assert parent["x"] <= joint["value"]["x"] <= parent["x"] + parent["width"]
+        assert joint["from_name"] == "kp"
+    assert joints[1]["value"]["keypointlabels"] == ["Left Eye"]
+    assert len({r["id"] for r in results}) == len(results)
+    # Region score: the instances and the car, not every joint again.
+    assert out.prediction["score"] == pytest.approx((0.8 + 0.6 + 0.9) / 3)
+    (warning,) = out.warnings
+    assert "'dog' match no label (Person)" in warning
+    assert out.errors == []
+    valid(POSE_WITH_BOXES, results)
 
 
 def test_brush_mask_and_polygon_from_sam() -> None:

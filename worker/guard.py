@@ -7,7 +7,8 @@ watches the generated token ids as they come and stops a sequence when
 - the same item was written ``max_repeats`` times in a row, or
 - ``max_instances`` items were written.
 
-What counts as an item, read cheaply from token ids (no decoding):
+What counts as an item, read cheaply from token ids (no decoding;
+``worker.runaway`` applies the same rules to token texts):
 
 - an item is a run of coordinate tokens ``<0>``..``<999>``, with only
   whitespace tokens allowed inside the run (vLLM-style spacing, and the
@@ -28,12 +29,12 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteria
 
+from worker.runaway import KEYPOINT_BOX_BINS
+
 HASH_MODULUS = 2_147_483_647
 """A prime below 2**31: rolling hashes times HASH_BASE stay inside int64."""
 HASH_BASE = 1_009
 """Prime base of the rolling hash of an item's bin values (> 1000 bins)."""
-KEYPOINT_BOX_BINS = 4
-"""Outside box spans, a run of this many bins is an instance box (keypoints)."""
 
 _BYTE_LEVEL_WHITESPACE = frozenset("ĠĊĉč")
 """Byte-level BPE spellings of space, newline, tab and carriage return."""

@@ -3,8 +3,8 @@
 Usage::
 
     rexlabel make-test-model DIR                       # random weights (~1 s)
-    rexlabel make-test-model DIR --train-steps 600     # trained to find a shape
-    rexlabel make-test-model DIR --train-steps 600 --task pointing --seed 1
+    rexlabel make-test-model DIR --train-steps 1000    # trained to find a shape (mean IoU ~0.8)
+    rexlabel make-test-model DIR --train-steps 1000 --task pointing --seed 1
 
 The directory holds a tiny Qwen2.5-VL with Rex-Omni's vocabulary (Qwen's
 special tokens, ``<0>``..``<999>``), the Qwen2.5-VL chat template and a Qwen2-VL

@@ -27,7 +27,6 @@ from tests.backend.redis_helpers import (
     stop_worker,
     test_worker_command,
 )
-from tests.conftest import TRAINED_DETECTOR_GAP
 
 PLANNED = "tests.backend.jobfuncs.planned_chunk"
 PROJECT = "3.1795697856"
@@ -709,11 +708,9 @@ def assert_found_the_shapes(reply: dict, samples: list, config: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=TRAINED_DETECTOR_GAP, strict=False)
 def test_real_model_in_process(trained_engine, tmp_path) -> None:
     """The trained tiny model through /predict: each shape found and labelled
-    through its <Label predicted_values> alias (xfail while the trainer falls
-    short: an unmatched phrase is then reported, never relabelled)."""
+    through its <Label predicted_values> alias."""
     from worker.jobs import WorkerRuntime, install_runtime
 
     previous = install_runtime(WorkerRuntime(engine=trained_engine))

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from backend.cli import main
-from tests.conftest import TRAINED_DETECTOR_GAP
 
 
 def _predict(capsys, *argv: str) -> tuple[int, str, str]:
@@ -58,7 +57,6 @@ def test_json_output_for_several_images(tiny_model_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=TRAINED_DETECTOR_GAP, strict=False)
 def test_trained_model_finds_the_shape_and_draws_it(
     trained_model_dir, tmp_path, capsys
 ):

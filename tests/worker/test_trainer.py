@@ -9,7 +9,6 @@ import torch
 
 from converters.geometry import pixel_to_bin
 from converters.tasks import Task
-from tests.conftest import TRAINED_DETECTOR_GAP
 from worker.synthetic import (
     IMAGE_SIZE,
     held_out_samples,
@@ -172,7 +171,6 @@ def test_config_rejects_bad_values():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=TRAINED_DETECTOR_GAP, strict=False)
 def test_trained_model_detects_the_shape(trained_engine):
     """The fixture's model, trained only on synthetic data, on 50 new images."""
     from worker.synthetic import evaluate

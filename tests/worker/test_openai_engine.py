@@ -45,15 +45,37 @@ TOKENS = [
 ]
 
 
+LOOP_PREFIX = ["<|object_ref_start|>", "cat", "<|object_ref_end|>", "<|box_start|>"]
+LOOP_ITEM = ["<1>", "<2>", "<3>", "<4>", ","]
+"""A looping answer: the same box again and again until max_tokens."""
+LOOP_CHUNK_DELAY_S = 0.002
+"""Seconds between streamed tokens of a loop: the server notices a closed
+connection within a token or two, as a real server does."""
+
+
+def loop_tokens(max_tokens: int) -> list[str]:
+    """The looping answer's tokens, cut at ``max_tokens`` as a server cuts it."""
+    tokens = list(LOOP_PREFIX)
+    while len(tokens) < max_tokens:
+        tokens += LOOP_ITEM
+    return tokens[:max_tokens]
+
+
 class FakeChatServer:
-    """Answers /v1/models and /v1/chat/completions like vLLM, with switches:
+    """Answers /v1/models and /v1/chat/completions like vLLM, streamed
+    (server-sent events, chunked, one token per chunk) when asked, with switches:
 
     - ``reject``: optional fields answered with 422 naming them (as
       ``transformers serve`` does for skip_special_tokens);
     - ``reject_silently``: any optional field gives a 400 naming none;
     - ``no_logprobs``: ``logprobs: null`` in the answer;
+    - ``plain``: ignore ``stream`` and answer JSON;
+    - ``loop``: write the same box until ``max_tokens`` (finish ``length``);
     - ``fail_first``: that many 503 answers before answering;
     - ``delay_s``: seconds each completion takes.
+
+    ``streamed`` counts the token chunks written per streamed answer, and
+    ``disconnected`` the answers whose client closed the connection early.
     """
 
     def __init__(self):
@@ -61,8 +83,13 @@ class FakeChatServer:
         self.reject: set[str] = set()
         self.reject_silently = False
         self.no_logprobs = False
+        self.plain = False
+        self.loop = False
         self.fail_first = 0
         self.delay_s = 0.0
+        self.streamed: list[int] = []
+        self.disconnected = 0
+        self.stream_done = threading.Event()
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -70,8 +97,16 @@ class FakeChatServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # chunked event streams, keep-alive
+
             def log_message(self, *args):
                 pass
+
+            def handle(self):
+                try:
+                    super().handle()
+                except ConnectionResetError:
+                    pass  # a client closed a kept-alive connection with data unread
 
             def _json(self, status, data):
                 body = json.dumps(data).encode()
@@ -89,7 +124,29 @@ class FakeChatServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length))
-                return self._json(*server.answer(body))
+                status, data = server.answer(body)
+                if status != 200 or not body.get("stream") or server.plain:
+                    return self._json(status, data)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                sent = 0
+                try:
+                    for event in server.events(body, data):
+                        payload = f"data: {event}\n\n".encode()
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+                        self.wfile.flush()
+                        sent += 1
+                        if server.loop:
+                            time.sleep(LOOP_CHUNK_DELAY_S)
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    server.disconnected += 1
+                    self.close_connection = True
+                finally:
+                    server.streamed.append(sent)
+                    server.stream_done.set()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -118,28 +175,58 @@ class FakeChatServer:
             if self.reject_silently and optional & set(body):
                 return 400, {"error": "invalid request"}
             keep = body.get("skip_special_tokens") is False
-            content = GRAMMAR + "<|im_end|>" if keep else "cat<1><2><3><4>"
+            tokens = loop_tokens(body["max_tokens"]) if self.loop else TOKENS
+            if keep:
+                content = "".join(tokens)
+            else:
+                content = "".join(t for t in tokens if not t.startswith("<|"))
             logprobs = None
             if body.get("logprobs") and not self.no_logprobs:
                 logprobs = {
                     "content": [
                         {"token": t, "logprob": -0.1 * i, "bytes": None}
-                        for i, t in enumerate(TOKENS)
+                        for i, t in enumerate(tokens)
                     ]
                 }
             choice = {
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "finish_reason": "length" if self.loop else "stop",
                 "logprobs": logprobs,
             }
             if body.get("return_token_ids"):
-                choice["token_ids"] = list(range(100, 100 + len(TOKENS)))
-            usage = {"prompt_tokens": 42, "completion_tokens": len(TOKENS)}
+                choice["token_ids"] = list(range(100, 100 + len(tokens)))
+            usage = {"prompt_tokens": 42, "completion_tokens": len(tokens)}
             return 200, {"choices": [choice], "usage": usage}
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    @staticmethod
+    def events(body, data):
+        """The answer ``data`` as vLLM streams it: a role chunk, one chunk per
+        token (content, log-prob, id), then usage if asked, then [DONE]."""
+        choice = data["choices"][0]
+        entries = (choice["logprobs"] or {}).get("content")
+        ids = choice.get("token_ids")
+        count = data["usage"]["completion_tokens"]
+        content = choice["message"]["content"]
+        pieces = [e["token"] for e in entries or []]
+        if "".join(pieces) != content:  # content in two uneven pieces
+            pieces = [content[:3], content[3:]] + [""] * (count - 2)
+        first = {"index": 0, "delta": {"role": "assistant", "content": ""}}
+        yield json.dumps({"choices": [first]})
+        for i, piece in enumerate(pieces):
+            out = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+            out["logprobs"] = {"content": [entries[i]]} if entries else None
+            if ids:
+                out["token_ids"] = [ids[i]]
+            if i == len(pieces) - 1:
+                out["finish_reason"] = choice["finish_reason"]
+            yield json.dumps({"choices": [out]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield json.dumps({"choices": [], "usage": data["usage"]})
+        yield "[DONE]"
 
     def __enter__(self):
         self.thread.start()
@@ -177,6 +264,7 @@ def test_sends_upstream_settings_and_the_image_inline(server):
     assert body["skip_special_tokens"] is False
     assert body["spaces_between_special_tokens"] is False
     assert body["logprobs"] is True
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     system, user = body["messages"]
     assert system == {"role": "system", "content": "You are a helpful assistant"}
     image_part, text_part = user["content"]
@@ -263,6 +351,102 @@ def test_results_keep_request_order(server):
     engine = _engine(server, concurrency=4)
     results = engine.generate([_request(max_new_tokens=n) for n in (5, 6, 7)])
     assert len(results) == 3 and all(r.text == GRAMMAR for r in results)
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [{}, {"no_logprobs": True}, {"reject": {"skip_special_tokens"}}],
+    ids=["logprobs", "no-logprobs", "no-special-tokens"],
+)
+def test_a_streamed_answer_gives_the_plain_answers_result(server, switches):
+    for name, value in switches.items():
+        setattr(server, name, value)
+    streamed = _engine(server).generate([_request()])
+    assert len(server.streamed) == 1  # it was streamed
+    server.plain = True
+    plain = _engine(server).generate([_request()])
+    assert len(server.streamed) == 1
+    for result in (*streamed, *plain):
+        result.timings = {}
+    assert streamed == plain
+    assert streamed[0].finish_reason == "stop"
+
+
+def test_a_server_rejecting_stream_is_asked_plainly(server):
+    server.reject = {"stream"}
+    engine = _engine(server)
+    (result,) = engine.generate([_request()])
+    assert engine.unsupported == {"stream"}
+    assert result.text == GRAMMAR and result.token_texts == TOKENS
+    assert server.streamed == []
+    assert "stream_options" in server.bodies[-1]  # named whole, not by prefix
+
+
+def test_a_server_rejecting_stream_options_still_streams(server):
+    server.reject = {"stream_options"}
+    engine = _engine(server)
+    (result,) = engine.generate([_request()])
+    assert engine.unsupported == {"stream_options"}
+    assert server.streamed == [len(TOKENS) + 2]  # role chunk, tokens, [DONE]
+    # No usage chunk: the counts come from the tokens.
+    assert (result.prompt_tokens, result.output_tokens) == (0, len(TOKENS))
+
+
+LOOP_CUT = [*LOOP_PREFIX, *LOOP_ITEM * 3]
+"""The looping answer up to the third identical box's separator."""
+
+
+@pytest.mark.parametrize(
+    ("no_logprobs", "limits", "kept"),
+    [
+        (False, {"max_repeats": 3}, LOOP_CUT),
+        (True, {"max_repeats": 3}, LOOP_CUT),
+        (False, {"max_repeats": 5, "max_instances": 2}, LOOP_CUT[:-5]),
+    ],
+    ids=["repeats", "repeats-no-logprobs", "instances"],
+)
+def test_a_looping_stream_is_cut_and_its_connection_closed(
+    server, no_logprobs, limits, kept
+):
+    server.loop, server.no_logprobs = True, no_logprobs
+    max_tokens = 4096
+    started = time.perf_counter()
+    (result,) = _engine(server).generate(
+        [_request(max_new_tokens=max_tokens, **limits)]
+    )
+    elapsed = time.perf_counter() - started
+    assert result.finish_reason == "runaway" and result.truncated
+    assert result.text == "".join(kept)
+    if no_logprobs:
+        assert result.token_texts == [result.text] and result.token_logprobs is None
+    else:
+        assert result.token_texts == kept
+        assert result.token_ids == list(range(100, 100 + len(kept)))
+        assert len(result.token_logprobs) == result.output_tokens == len(kept)
+    assert result.prompt_tokens == 0  # the usage chunk never came
+    # The server saw the client leave a few tokens later, not at max_tokens.
+    assert server.stream_done.wait(timeout=10)
+    assert server.disconnected == 1
+    assert server.streamed[0] < len(kept) + 50
+    assert elapsed < max_tokens * LOOP_CHUNK_DELAY_S
+
+
+def test_a_plain_looping_answer_is_cut(server):
+    server.loop, server.plain = True, True
+    (result,) = _engine(server).generate([_request(max_new_tokens=200)])
+    assert result.finish_reason == "runaway"
+    assert result.text == "".join(LOOP_CUT) and result.token_texts == LOOP_CUT
+    assert result.output_tokens == len(LOOP_CUT)
+    assert result.prompt_tokens == 42
+
+
+def test_an_error_event_is_an_error(server, monkeypatch):
+    def events(body, data):
+        yield json.dumps({"error": {"message": "engine died"}})
+
+    monkeypatch.setattr(server, "events", events)
+    with pytest.raises(OpenAIEngineError, match=r"while streaming.*engine died"):
+        _engine(server).generate([_request()])
 
 
 def test_an_unserved_model_is_named(server):

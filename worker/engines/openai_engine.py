@@ -16,6 +16,17 @@ Log-probabilities are optional: a server that returns none gives
 entry; ``token_ids`` are filled where the server returns them (vLLM's
 ``return_token_ids``), else empty.
 
+Answers are streamed (``stream: true``, usage asked for with
+``stream_options.include_usage``) and each token's text goes through the
+runaway guard's rules (``worker.runaway``, the request's ``max_repeats`` and
+``max_instances``): when it triggers, the engine closes the connection (the
+server aborts the request) and returns the text up to and including the
+triggering token with finish reason ``runaway``. Without per-token texts
+(no log-probs) the content text is scanned instead. A server that rejects
+``stream`` or answers plain JSON is read as before, and its whole answer is
+cut the same way. Without a trigger, a streamed answer gives the same result
+as the plain one.
+
 Requests of a batch run concurrently (a bounded thread pool). Uses
 ``requests``: no OpenAI SDK needed.
 """
@@ -24,7 +35,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +48,14 @@ from PIL import Image
 
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT
-from worker.engines.base import Engine, GenerationRequest, GenerationResult
+from worker.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    SamplingSettings,
+)
 from worker.images import resize_for_model
+from worker.runaway import ContentScanner, RunawayScanner
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +81,8 @@ JPEG_QUALITY = 95
 STOP_TOKEN = "<|im_end|>"
 """End of the assistant turn; some servers keep it at the end of the content."""
 OPTIONAL_PARAMS = (
+    "stream",
+    "stream_options",
     "skip_special_tokens",
     "spaces_between_special_tokens",
     "top_k",
@@ -69,7 +90,12 @@ OPTIONAL_PARAMS = (
     "return_token_ids",
     "logprobs",
 )
-"""Fields beyond the OpenAI standard, dropped for servers that reject them."""
+"""Fields beyond the OpenAI standard (or streaming), dropped for servers that
+reject them."""
+SSE_DATA = b"data:"
+"""Prefix of a server-sent event's payload line."""
+SSE_DONE = b"[DONE]"
+"""The payload that ends an OpenAI stream."""
 
 
 class OpenAIEngineError(RuntimeError):
@@ -219,6 +245,8 @@ class OpenAIEngine(Engine):
             "spaces_between_special_tokens": False,
             "logprobs": True,
             "return_token_ids": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
         }
         with self._lock:
             for name in self.unsupported:
@@ -232,7 +260,10 @@ class OpenAIEngine(Engine):
         started = time.perf_counter()
         bodies = [self.body(r) for r in requests]
         preprocessed = time.perf_counter()
-        futures = [self._pool.submit(self._complete, b) for b in bodies]
+        futures = [
+            self._pool.submit(self._complete, b, r.sampling)
+            for b, r in zip(bodies, requests, strict=True)
+        ]
         responses = [f.result() for f in futures]
         generated = time.perf_counter()
         results = [self._result(r) for r in responses]
@@ -247,9 +278,12 @@ class OpenAIEngine(Engine):
             }
         return results
 
-    def _complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    def _complete(
+        self, body: dict[str, Any], sampling: SamplingSettings
+    ) -> tuple[dict[str, Any], float]:
         """POST one body; drops rejected optional fields and retries transient
-        failures. Returns the response JSON and the seconds it took."""
+        failures. Returns the answer as a non-streaming response JSON (cut
+        where the runaway guard triggers) and the seconds it took."""
         url = f"{self.base_url}/chat/completions"
         attempt = 0
         while True:
@@ -261,18 +295,20 @@ class OpenAIEngine(Engine):
                     json=body,
                     headers=self._headers(),
                     timeout=(CONNECT_TIMEOUT_S, self.timeout_s),
+                    stream=True,
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                if response.ok:
+                    data = self._read_answer(response, sampling, url)
+                    return data, time.perf_counter() - started
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 if attempt < MAX_ATTEMPTS:
                     time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
                     continue
                 raise OpenAIEngineError(f"{url}: {exc}") from None
-            seconds = time.perf_counter() - started
-            if response.ok:
-                try:
-                    return response.json(), seconds
-                except ValueError:
-                    raise OpenAIEngineError(f"{url} returned non-JSON") from None
             if response.status_code in REJECTED_PARAM_STATUSES:
                 rejected = self._rejected_params(body, response.text)
                 if rejected:
@@ -287,11 +323,49 @@ class OpenAIEngine(Engine):
                 f"{url} answered HTTP {response.status_code}: {response.text[:500]}"
             )
 
+    def _read_answer(
+        self, response: requests.Response, sampling: SamplingSettings, url: str
+    ) -> dict[str, Any]:
+        """The answer of a 2xx response: an event stream read chunk by chunk
+        until the end or a runaway (then the connection is closed), or plain
+        JSON (servers that do not stream)."""
+        answer = _Answer(sampling.max_repeats, sampling.max_instances, url)
+        with response:
+            kind = response.headers.get("Content-Type", "")
+            if not kind.startswith("text/event-stream"):
+                try:
+                    data = response.json()
+                except ValueError:
+                    raise OpenAIEngineError(f"{url} returned non-JSON") from None
+                answer.add_plain(data)
+                return answer.response()
+            for line in response.iter_lines():
+                if not line.startswith(SSE_DATA):
+                    continue  # blank separators, comments, event names
+                payload = line[len(SSE_DATA) :].strip()
+                if payload == SSE_DONE:
+                    break
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    raise OpenAIEngineError(
+                        f"{url} streamed non-JSON: {payload[:200]!r}"
+                    ) from None
+                if answer.add(chunk):
+                    break  # leaving the block closes the connection
+        answer.finish()
+        return answer.response()
+
     @staticmethod
     def _rejected_params(body: dict[str, Any], message: str) -> set[str]:
         """Optional fields a 400/422 message names (any other 400, such as a
-        prompt past the context length, keeps every field)."""
-        return {name for name in OPTIONAL_PARAMS if name in body and name in message}
+        prompt past the context length, keeps every field). Names match whole
+        (``stream`` is not named by ``stream_options``)."""
+        return {
+            name
+            for name in OPTIONAL_PARAMS
+            if name in body and re.search(rf"(?<!\w){name}(?!\w)", message)
+        }
 
     def _forget(self, rejected: set[str], response: requests.Response) -> None:
         with self._lock:
@@ -326,6 +400,8 @@ class OpenAIEngine(Engine):
         if not texts:
             texts = [content] if content else []
         finish = choice.get("finish_reason") or "stop"
+        if finish not in ("length", "runaway"):
+            finish = "stop"
         usage = data.get("usage") or {}
         output_tokens = int(
             usage.get("completion_tokens") or len(token_ids) or len(texts)
@@ -335,7 +411,7 @@ class OpenAIEngine(Engine):
             token_ids=token_ids,
             token_texts=texts,
             token_logprobs=logprobs,
-            finish_reason="length" if finish == "length" else "stop",
+            finish_reason=finish,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=output_tokens,
         )
@@ -343,3 +419,136 @@ class OpenAIEngine(Engine):
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.session.close()
+
+
+class _Answer:
+    """One choice assembled from streamed chunks (or a plain answer) into the
+    non-streaming response shape, cut where the runaway guard triggers.
+
+    Per-token texts come from the log-probs; without them the content text is
+    scanned. A trigger on the stop token itself is no runaway (the
+    transformers engine reports ``stop`` there too).
+    """
+
+    def __init__(self, max_repeats: int, max_instances: int, url: str) -> None:
+        self.url = url
+        self.tokens = RunawayScanner(
+            max_repeats=max_repeats, max_instances=max_instances
+        )
+        self.content_scanner = ContentScanner(
+            max_repeats=max_repeats, max_instances=max_instances
+        )
+        self.content = ""
+        self.entries: list[dict[str, Any]] = []
+        self.has_logprobs = False
+        self.token_ids: list[int] = []
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.prompt_tokens: int | None = None
+        self.runaway = False
+
+    def add_plain(self, data: dict[str, Any]) -> None:
+        """A non-streaming answer, read as one chunk."""
+        try:
+            choice = data["choices"][0]
+            message = choice["message"]
+        except (KeyError, IndexError, TypeError):
+            raise OpenAIEngineError(
+                f"{self.url} returned no choice: {str(data)[:300]}"
+            ) from None
+        chunk = {
+            "choices": [
+                {
+                    "delta": {"content": message.get("content") or ""},
+                    "logprobs": choice.get("logprobs"),
+                    "token_ids": choice.get("token_ids"),
+                    "finish_reason": choice.get("finish_reason"),
+                }
+            ],
+            "usage": data.get("usage"),
+        }
+        if not self.add(chunk):
+            self.finish()
+
+    def add(self, chunk: dict[str, Any]) -> bool:
+        """Take one streamed chunk; True when the guard triggered (stop reading)."""
+        if not isinstance(chunk, dict):
+            raise OpenAIEngineError(f"{self.url} streamed {str(chunk)[:200]}")
+        if chunk.get("error"):
+            raise OpenAIEngineError(
+                f"{self.url} failed while streaming: {str(chunk['error'])[:300]}"
+            )
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        if chunk.get("prompt_token_ids") is not None:
+            self.prompt_tokens = len(chunk["prompt_token_ids"])
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            if self._add_choice(choice):
+                return True
+        return False
+
+    def _add_choice(self, choice: dict[str, Any]) -> bool:
+        piece = (choice.get("delta") or {}).get("content") or ""
+        logprobs = choice.get("logprobs")
+        entries = (logprobs or {}).get("content") or []
+        self.has_logprobs = self.has_logprobs or bool(entries)
+        ids = [int(t) for t in choice.get("token_ids") or []]
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        if entries:
+            texts = [e.get("token", "") for e in entries]
+            for k, text in enumerate(texts):
+                if text != STOP_TOKEN and self.tokens.feed(text):
+                    tail = "".join(texts[k + 1 :])
+                    if tail and piece.endswith(tail):
+                        piece = piece[: -len(tail)]
+                    elif tail:
+                        piece = "".join(texts[: k + 1])
+                    self._cut(piece, entries[: k + 1], ids[: k + 1])
+                    return True
+        elif not self.has_logprobs:
+            cut = self.content_scanner.feed(piece)
+            kept = (self.content + piece)[:cut] if cut is not None else ""
+            if cut is not None and not kept.endswith(STOP_TOKEN):
+                self._cut(kept[len(self.content) :], [], [])
+                return True
+        self.content += piece
+        self.entries += entries
+        self.token_ids += ids
+        return False
+
+    def _cut(self, piece: str, entries: list, ids: list[int]) -> None:
+        self.content += piece
+        self.entries += entries
+        self.token_ids += ids
+        self.finish_reason = "runaway"
+        self.runaway = True
+
+    def finish(self) -> None:
+        """The stream ended: scan content text still held back."""
+        if self.runaway or self.has_logprobs:
+            return
+        cut = self.content_scanner.finish()
+        if cut is not None and not self.content[:cut].endswith(STOP_TOKEN):
+            self.content = self.content[:cut]
+            self.finish_reason = "runaway"
+            self.runaway = True
+
+    def response(self) -> dict[str, Any]:
+        """The answer in the shape of a non-streaming chat completion."""
+        choice: dict[str, Any] = {
+            "message": {"role": "assistant", "content": self.content},
+            "finish_reason": self.finish_reason,
+            "logprobs": {"content": self.entries} if self.entries else None,
+        }
+        if self.token_ids:
+            choice["token_ids"] = self.token_ids
+        usage = dict(self.usage or {})
+        if self.runaway:  # the server's count (if any came) is past the cut
+            known = len(self.entries) or len(self.token_ids)
+            usage["completion_tokens"] = known or None
+        if not usage.get("prompt_tokens") and self.prompt_tokens:
+            usage["prompt_tokens"] = self.prompt_tokens
+        return {"choices": [choice], "usage": usage}

@@ -30,6 +30,7 @@ from worker.engines.vllm_engine import (
     DEFAULT_MAX_MODEL_LEN,
     VLLMEngine,
     choose_tokenizer_mode,
+    result_from_output,
 )
 from worker.settings import setting
 
@@ -147,6 +148,96 @@ def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
     (partial,) = engine.generate([GenerationRequest(image, "Detect cat.")])
     assert partial.token_logprobs is None
     assert partial.token_texts == pieces
+
+
+LOOP = [
+    "<|object_ref_start|>",
+    "cat",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    *["<1>", "<2>", "<3>", "<4>", ","] * 6,
+]
+"""A looping answer: the same box six times (cut by max_tokens)."""
+LOOP_CUT = 4 + 3 * 5
+"""Tokens up to the third identical box's separator."""
+
+
+def _output(texts, *, finish="length", text=None, decoded=True):
+    """A vLLM ``RequestOutput`` in plain Python: ids 500.., log-prob -0.01*i;
+    every third token has no decoded text (the decode function gives it)."""
+    ids = [500 + i for i in range(len(texts))]
+    entries = [
+        {i: _logprob(-0.01 * k, t if decoded and k % 3 else None)}
+        for k, (i, t) in enumerate(zip(ids, texts, strict=True))
+    ]
+    completion = SimpleNamespace(
+        text="".join(texts) if text is None else text,
+        token_ids=ids,
+        logprobs=entries,
+        finish_reason=finish,
+    )
+    decode = dict(zip(ids, texts, strict=True)).__getitem__
+    return SimpleNamespace(outputs=[completion], prompt_token_ids=[1] * 7), decode
+
+
+def test_a_looping_output_is_cut_at_the_guards_stop():
+    output, decode = _output(LOOP)
+    result = result_from_output(output, decode, SamplingSettings(max_repeats=3))
+    assert result.finish_reason == "runaway" and result.truncated
+    assert result.token_texts == LOOP[:LOOP_CUT]
+    assert result.text == "".join(LOOP[:LOOP_CUT])
+    assert result.token_ids == list(range(500, 500 + LOOP_CUT))
+    assert result.token_logprobs == pytest.approx([-0.01 * k for k in range(LOOP_CUT)])
+    assert (result.prompt_tokens, result.output_tokens) == (7, LOOP_CUT)
+
+
+def test_the_instance_cap_cuts_an_output_that_ended_by_itself():
+    texts = ["<|box_start|>"]
+    for i in range(10):
+        texts += [f"<{i}>", f"<{i}>", f"<{i + 1}>", f"<{i + 1}>", ","]
+    texts += ["<|box_end|>", "<|im_end|>"]
+    output, decode = _output(texts, finish="stop", text="".join(texts[:-1]))
+    sampling = SamplingSettings(max_instances=4)
+    result = result_from_output(output, decode, sampling)
+    assert result.finish_reason == "runaway"
+    assert result.token_texts == texts[: 1 + 4 * 5]
+    assert result.text.endswith("<3><3><4><4>,") and result.output_tokens == 21
+
+
+def test_an_output_within_the_limits_is_kept_whole():
+    texts = [*LOOP[:14], "<|box_end|>", "<|im_end|>"]  # two identical boxes
+    output, decode = _output(texts, finish="stop", text="".join(texts[:-1]))
+    result = result_from_output(output, decode, SamplingSettings(max_repeats=3))
+    assert result.finish_reason == "stop"
+    assert result.token_texts == texts and result.text == "".join(texts[:-1])
+    assert len(result.token_logprobs) == result.output_tokens == len(texts)
+
+
+def test_a_trigger_on_the_stop_token_is_a_stop():
+    # Keypoint JSON: 4-bin runs outside box spans; the third ends at <|im_end|>.
+    box = [" ", "<1>", " ", "<2>", " ", "<3>", " ", "<4>", " "]
+    texts = [*box, '"', *box, '"', *box, "<|im_end|>"]
+    output, decode = _output(texts, finish="stop", text="".join(texts[:-1]))
+    result = result_from_output(output, decode, SamplingSettings(max_repeats=3))
+    assert result.finish_reason == "stop" and result.token_texts == texts
+
+
+def test_a_cut_keeps_the_outputs_own_text_where_token_texts_split_a_character():
+    # vLLM decodes each token alone: a character split over two byte tokens
+    # reads as two replacement characters in the token texts.
+    texts = [
+        "<|object_ref_start|>",
+        "\ufffd",
+        "\ufffd",
+        "<|object_ref_end|>",
+        *LOOP[3:],
+    ]
+    output, decode = _output(texts, text="".join(["<|object_ref_start|>é", *texts[3:]]))
+    result = result_from_output(output, decode, SamplingSettings(max_repeats=3))
+    assert result.finish_reason == "runaway"
+    kept = LOOP_CUT + 1  # one more token before the loop
+    assert result.token_texts == texts[:kept]
+    assert result.text == "<|object_ref_start|>é" + "".join(texts[3:kept])
 
 
 # Real vLLM (slow) ------------------------------------------------------------------

@@ -10,9 +10,17 @@ works without it. Smoke test from a venv that has vLLM::
 
     python -m worker.engines.vllm_engine MODEL --image a.jpg --prompt "Detect cat."
 
-The runaway guard of the transformers engine is not applied here: vLLM stops
-at ``max_tokens`` (finish reason ``length``) and repetition_penalty keeps
-greedy loops rarer.
+The runaway guard's rules (``worker.runaway``, the request's ``max_repeats``
+and ``max_instances``) are applied to each finished output: ``LLM.generate``
+cannot be stopped per token from outside, so a looping output still runs to
+``max_tokens``, then is cut after the token at which the transformers engine
+would have stopped, with finish reason ``runaway``. Cheaper ways to stop such
+requests inside vLLM 0.32, not built here: ``SamplingParams.repetition_detection``
+(``RepetitionDetectionParams``: ends a request whose last N-gram repeats
+``min_count`` times, finish ``repetition``; covers a repeated box, not the
+instance cap), or a v1 ``LogitsProcessor`` (``LLM(logits_processors=[...])``,
+per-request settings through ``SamplingParams.extra_args``) that runs the
+scanner on each request's output ids and forces ``<|im_end|>`` on a trigger.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import logging
 import sys
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -36,6 +45,7 @@ from worker.engines.base import (
     SamplingSettings,
 )
 from worker.images import resize_for_model
+from worker.runaway import RunawayScanner
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +102,64 @@ def sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
         "stop": [STOP_TOKEN],
         "logprobs": LOGPROBS_PER_TOKEN,
     }
+
+
+def _token_text(token_id: int, entry: Any, decode: Callable[[int], str]) -> str:
+    """A token's text: vLLM's decoded log-prob text, else ``decode(token_id)``."""
+    logprob = (entry or {}).get(token_id)
+    text = getattr(logprob, "decoded_token", None)
+    return decode(token_id) if text is None else text
+
+
+def result_from_output(
+    output: Any, decode: Callable[[int], str], sampling: SamplingSettings
+) -> GenerationResult:
+    """A ``GenerationResult`` from one vLLM ``RequestOutput`` (first completion).
+
+    ``decode`` gives a token id's text where vLLM gave none. The runaway
+    guard's rules run over the token texts; on a trigger the ids, texts,
+    log-probs and text end at the triggering token and the finish reason is
+    ``runaway`` (a trigger on the stop token itself is a plain stop, as in the
+    transformers engine).
+    """
+    completion = output.outputs[0]
+    ids = list(completion.token_ids)
+    entries = completion.logprobs or [None] * len(ids)
+    texts = [_token_text(i, e, decode) for i, e in zip(ids, entries, strict=False)]
+    logprobs: list[float] | None = None
+    if completion.logprobs is not None:
+        logprobs = []
+        for token_id, entry in zip(ids, completion.logprobs, strict=False):
+            value = entry.get(token_id) if entry else None
+            if value is None:  # vLLM always reports the sampled token
+                logprobs = None
+                break
+            logprobs.append(float(value.logprob))
+    finish = "length" if completion.finish_reason == "length" else "stop"
+    text = completion.text
+    if text.endswith(STOP_TOKEN):  # servers that keep the stop string
+        text = text[: -len(STOP_TOKEN)]
+    scanner = RunawayScanner(
+        max_repeats=sampling.max_repeats, max_instances=sampling.max_instances
+    )
+    end = scanner.feed_all(texts)
+    if end is not None and texts[end] != STOP_TOKEN:
+        head = "".join(texts[: end + 1])
+        tail = "".join(texts[end + 1 :]).removesuffix(STOP_TOKEN)
+        if not text.startswith(head) and tail and text.endswith(tail):
+            head = text[: len(text) - len(tail)]  # texts differ inside characters
+        text, finish = head, "runaway"
+        ids, texts = ids[: end + 1], texts[: end + 1]
+        logprobs = logprobs[: end + 1] if logprobs is not None else None
+    return GenerationResult(
+        text=text,
+        token_ids=ids,
+        token_texts=texts,
+        token_logprobs=logprobs,
+        finish_reason=finish,
+        prompt_tokens=len(output.prompt_token_ids or []),
+        output_tokens=len(ids),
+    )
 
 
 def sampling_params(sampling: SamplingSettings):
@@ -221,7 +289,10 @@ class VLLMEngine(Engine):
         preprocessed = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         generated = time.perf_counter()
-        results = [self._result(output) for output in outputs]
+        results = [
+            result_from_output(output, self._decode, request.sampling)
+            for output, request in zip(outputs, requests, strict=True)
+        ]
         finished = time.perf_counter()
         timings = {
             "preprocess": preprocessed - started,
@@ -233,40 +304,9 @@ class VLLMEngine(Engine):
             result.timings = dict(timings)
         return results
 
-    def _token_text(self, token_id: int, entry: Any) -> str:
-        logprob = (entry or {}).get(token_id)
-        text = getattr(logprob, "decoded_token", None)
-        if text is None:
-            text = self.tokenizer.decode([token_id], skip_special_tokens=False)
-        return text
-
-    def _result(self, output: Any) -> GenerationResult:
-        completion = output.outputs[0]
-        ids = list(completion.token_ids)
-        entries = completion.logprobs or [None] * len(ids)
-        texts = [self._token_text(i, e) for i, e in zip(ids, entries, strict=False)]
-        logprobs: list[float] | None = None
-        if completion.logprobs is not None:
-            logprobs = []
-            for token_id, entry in zip(ids, completion.logprobs, strict=False):
-                value = entry.get(token_id) if entry else None
-                if value is None:  # vLLM always reports the sampled token
-                    logprobs = None
-                    break
-                logprobs.append(float(value.logprob))
-        finish = "length" if completion.finish_reason == "length" else "stop"
-        text = completion.text
-        if text.endswith(STOP_TOKEN):  # servers that keep the stop string
-            text = text[: -len(STOP_TOKEN)]
-        return GenerationResult(
-            text=text,
-            token_ids=ids,
-            token_texts=texts,
-            token_logprobs=logprobs,
-            finish_reason=finish,
-            prompt_tokens=len(output.prompt_token_ids or []),
-            output_tokens=len(ids),
-        )
+    def _decode(self, token_id: int) -> str:
+        """One token's text, special tokens kept."""
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
 
     def close(self) -> None:
         self.llm = None

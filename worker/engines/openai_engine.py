@@ -344,7 +344,7 @@ class OpenAIEngine(Engine):
                     continue  # blank separators, comments, event names
                 payload = line[len(SSE_DATA) :].strip()
                 if payload == SSE_DONE:
-                    break
+                    continue  # the body ends here: read it out, keep the connection
                 try:
                     chunk = json.loads(payload)
                 except ValueError:
@@ -451,15 +451,15 @@ class _Answer:
         """A non-streaming answer, read as one chunk."""
         try:
             choice = data["choices"][0]
-            message = choice["message"]
-        except (KeyError, IndexError, TypeError):
+            content = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
             raise OpenAIEngineError(
                 f"{self.url} returned no choice: {str(data)[:300]}"
             ) from None
         chunk = {
             "choices": [
                 {
-                    "delta": {"content": message.get("content") or ""},
+                    "delta": {"content": content},
                     "logprobs": choice.get("logprobs"),
                     "token_ids": choice.get("token_ids"),
                     "finish_reason": choice.get("finish_reason"),

@@ -518,8 +518,24 @@ def test_against_a_real_vllm_server(
         started = time.perf_counter()
         results = engine.generate(requests_)
         batch_s = time.perf_counter() - started
+        # One item allowed: the guard triggers at the box's <|box_end|>.
+        capped = engine.generate(
+            [
+                GenerationRequest(
+                    r.image,
+                    r.prompt,
+                    SamplingSettings(max_new_tokens=MAX_NEW_TOKENS, max_instances=1),
+                )
+                for r in requests_[:1]
+            ]
+        )
         engine.close()
     assert engine.unsupported == set()  # vLLM takes every field we send
+    (cut,) = capped
+    assert cut.finish_reason == "runaway"
+    assert cut.token_texts[-1] == "<|box_end|>" and cut.text == results[0].text
+    assert cut.token_ids == results[0].token_ids[:-1]  # all but <|im_end|>
+    assert cut.output_tokens == len(cut.token_ids)
     references = trained_engine.generate(requests_)
     for result, sample, reference in zip(results, samples, references, strict=True):
         check_detection(asdict(result), sample)

@@ -360,7 +360,11 @@ class Backend:
 
 
 def backend_env(
-    ls: LabelStudio, model_dir: Path, api_key: str, redis_url: str | None
+    ls: LabelStudio,
+    model_dir: Path,
+    api_key: str,
+    redis_url: str | None,
+    jobs_dir: Path,
 ) -> dict[str, str]:
     env = {
         k: v
@@ -378,6 +382,9 @@ def backend_env(
         REXLABEL_DEVICE="cpu",
         # The worker's metrics server would bind all interfaces: off in tests.
         REXLABEL_WORKER_METRICS_PORT="0",
+        # Bulk job ids come from project id, version and tasks; project ids
+        # restart at 1 in every fresh Label Studio: no records from other runs.
+        REXLABEL_JOBS_DIR=str(jobs_dir),
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
@@ -412,7 +419,7 @@ def start_backend(
     if not REXLABEL_EXECUTABLE.exists():
         pytest.fail(f"{REXLABEL_EXECUTABLE} missing: pip install -e . into the venv")
     api_key = ls.legacy_token if token_kind == "legacy" else ls.personal_access_token()
-    env = backend_env(ls, model_dir, api_key, redis_url)
+    env = backend_env(ls, model_dir, api_key, redis_url, log_dir / f"jobs-{token_kind}")
     processes: list[ManagedProcess] = []
     backend = Backend("", token_kind, processes, env)
     try:

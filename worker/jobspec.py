@@ -194,6 +194,8 @@ class ImageResult:
     calls: list[CallResult] = field(default_factory=list)
     error: str | None = None
     task_id: int | None = None
+    load_s: float = 0.0
+    """Seconds spent fetching and decoding the image (the job line's download)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -203,6 +205,7 @@ class ImageResult:
             "height": self.height,
             "calls": [c.to_dict() for c in self.calls],
             "error": self.error,
+            "load_s": self.load_s,
         }
 
     @classmethod
@@ -214,6 +217,7 @@ class ImageResult:
             height=int(data.get("height", 0)),
             calls=[CallResult.from_dict(c) for c in data.get("calls", [])],
             error=data.get("error"),
+            load_s=float(data.get("load_s", 0.0)),
         )
 
 

@@ -384,6 +384,9 @@ def summarize_results(results: Iterable[Any]) -> dict[str, Any]:
         summary["task_ids"].append(data.get("task_id", data.get("id")))
         if data.get("error"):
             summary["failed"] += 1
+        if data.get("load_s"):
+            timings = summary["timings"]
+            timings["download"] = timings.get("download", 0.0) + float(data["load_s"])
         for call in data.get("calls", []):
             summary["prompt_tokens"] += int(call.get("prompt_tokens", 0))
             summary["output_tokens"] += int(call.get("output_tokens", 0))

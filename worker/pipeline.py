@@ -352,11 +352,14 @@ def run_image_jobs(
     results = [ImageResult(id=job.id, task_id=job.task_id) for job in images]
     loaded: list[tuple[int, Image.Image]] = []
     for index, job in enumerate(images):
+        started = time.perf_counter()
         try:
             image = load(job)
         except Exception as exc:  # one bad image must not fail the chunk
             results[index].error = f"cannot load image {job.image!r}: {exc}"
             continue
+        finally:
+            results[index].load_s = time.perf_counter() - started
         results[index].width, results[index].height = image.size
         loaded.append((index, image))
     pairs = [(image, call) for index, image in loaded for call in images[index].calls]

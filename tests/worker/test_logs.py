@@ -129,6 +129,13 @@ def test_summarize_results_counts_failed_images_and_accepts_dicts():
     assert from_objects["timings"]["generate"] == 3.0
 
 
+def test_image_load_time_is_the_job_lines_download():
+    results = _results()
+    results[0].load_s, results[1].load_s = 0.25, 0.125
+    summary = logs.summarize_results(results)
+    assert summary["timings"]["download"] == 0.5 + 0.25 + 0.125
+
+
 def test_text_line_appends_fields_as_key_value(root_logger):
     stream = _configure("text")
     logs.log_request(

@@ -204,6 +204,10 @@ def test_image_jobs_isolate_failures(tiny_engine, tmp_path):
     # The failing call is named; the image's other call is kept.
     assert "call 'vp' (visual_prompting)" in results[2].error
     assert [c.task for c in results[2].calls] == [Task.DETECTION]
+    # Fetching and decoding is timed per image (the job line's download_s),
+    # also when it fails, and survives the JSON round trip.
+    assert all(r.load_s > 0 for r in results)
+    assert ImageResult.from_dict(results[0].to_dict()).load_s == results[0].load_s
 
 
 # One failing call among several ------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -613,7 +614,13 @@ def test_killed_cli_and_emptied_redis_lose_nothing(
     job = _only_job(jobs_dir)
     wait_for(lambda: len(job.done_chunks()) >= 4, 120, "more chunks", 0.01)
     empty_db(redis_conn)  # what a Redis restart without persistence does
-    assert second.wait(timeout=300) == 0, (tmp_path / "cli2.log").read_text()
+    try:
+        code = second.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        logs = {p.name: p.read_text()[-2000:] for p in sorted(tmp_path.glob("*.log"))}
+        pytest.fail(f"the rerun did not finish in 300 s; logs: {logs}")
+    assert code == 0, (tmp_path / "cli2.log").read_text()
     _check_exact(out, sorted(images, key=lambda p: (p.parent.name == "sub", p.name)))
 
 

@@ -66,11 +66,19 @@ def redis_url(db: int | None = None) -> str:
     return f"{REDIS_BASE_URL.rstrip('/')}/{claimed_db() if db is None else db}"
 
 
+_EMPTY_BUT_CLAIM = """
+for _, key in ipairs(redis.call('KEYS', '*')) do
+    if key ~= ARGV[1] then redis.call('DEL', key) end
+end
+"""
+"""Run as one script, so the database empties atomically like a Redis restart
+(a SCAN-then-DEL loop could keep a job enqueued mid-scan while deleting its
+queue: a state no restart produces)."""
+
+
 def empty_db(connection) -> None:
     """Delete every key but the claim (never FLUSHDB: it would drop the claim)."""
-    keys = [k for k in connection.scan_iter(count=1000) if k != CLAIM_KEY.encode()]
-    for start in range(0, len(keys), 500):
-        connection.delete(*keys[start : start + 500])
+    connection.eval(_EMPTY_BUT_CLAIM, 0, CLAIM_KEY)
 
 
 def redis_or_skip():

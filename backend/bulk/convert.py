@@ -346,12 +346,15 @@ def raw_to_labelstudio(
     *,
     image_root: str | Path | None = None,
     from_name: str = "label",
+    keypoint_box_from_name: str | None = None,
     to_name: str = "image",
     data_key: str = "image",
     model_version: str = "rex-omni",
 ) -> ConvertStats:
     """Label Studio tasks with one prediction each (import them with the
-    project's ``from_name``/``to_name``), written as a JSON list, streaming."""
+    project's ``from_name``/``to_name``), written as a JSON list, streaming.
+    ``keypoint_box_from_name``: a ``RectangleLabels`` tag receiving each
+    keypoint instance's box, the ``parentID`` of its joints."""
     from converters.labelstudio import to_labelstudio, to_labelstudio_prediction
 
     stats = ConvertStats()
@@ -367,6 +370,7 @@ def raw_to_labelstudio(
                     to_name=to_name,
                     width=image.width,
                     height=image.height,
+                    keypoint_box_from_name=keypoint_box_from_name,
                 )
                 task = {
                     "data": {data_key: image.image},

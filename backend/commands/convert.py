@@ -70,6 +70,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--from-name", default="label", help="--to labelstudio: the control tag name"
     )
     parser.add_argument(
+        "--box-from-name",
+        default=None,
+        help="--to labelstudio: a RectangleLabels tag for each keypoint "
+        "instance's box, which its joints get as parent (default: joints only)",
+    )
+    parser.add_argument(
         "--to-name",
         default="image",
         help="--to labelstudio: the <Image> tag name (and data key)",
@@ -102,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
                     args.out,
                     image_root=args.image_root,
                     from_name=args.from_name,
+                    keypoint_box_from_name=args.box_from_name,
                     to_name=args.to_name,
                     data_key=args.to_name,
                     model_version=args.model_version or "rex-omni",

@@ -358,3 +358,50 @@ def test_convert_raw_line_without_answer_names_the_line(tmp_path, capsys):
     src.write_text(json.dumps({"image_path": "a.jpg", "width": 5, "height": 5}) + "\n")
     assert main(["convert", "--raw", str(src), "--out", str(tmp_path / "c.json")]) == 2
     assert "line 1" in capsys.readouterr().err
+
+
+def test_convert_raw_keypoints_to_labelstudio_with_instance_boxes(tmp_path, capsys):
+    """--box-from-name puts each keypoint instance's box in that RectangleLabels
+    tag and gives its joints the box as parent, so instances survive import."""
+    from converters.answer import format_answer
+    from converters.keypoint_sets import PERSON
+    from converters.prediction import Prediction
+
+    def person(dx: float) -> Prediction:
+        joints = {
+            j: (100 + dx + i * 4.0, 50 + i * 10.0) for i, j in enumerate(PERSON.joints)
+        }
+        return Prediction(
+            type="keypoint",
+            label="person",
+            coords=(90 + dx, 40, 180 + dx, 260),
+            keypoints=joints,
+            instance_id="",
+        )
+
+    answer = format_answer("keypoint", [person(0), person(300)], 640, 480)
+    line = {
+        "image_path": "crowd.jpg",
+        "width": 640,
+        "height": 480,
+        "task": "keypoint",
+        "categories": "person",
+        "raw_response": answer,
+    }
+    src = tmp_path / "outputs.jsonl"
+    src.write_text(json.dumps(line) + "\n")
+    out = tmp_path / "tasks.json"
+    args = ["convert", "--raw", str(src), "--to", "labelstudio", "--out", str(out)]
+    assert main([*args, "--from-name", "kp", "--box-from-name", "box"]) == 0
+    results = json.loads(out.read_text())[0]["predictions"][0]["result"]
+    boxes = [r for r in results if r["type"] == "rectanglelabels"]
+    joints = [r for r in results if r["type"] == "keypointlabels"]
+    assert [b["from_name"] for b in boxes] == ["box", "box"]
+    assert len(joints) == 2 * len(PERSON.joints)
+    assert {j["from_name"] for j in joints} == {"kp"}
+    assert {j["parentID"] for j in joints} == {b["id"] for b in boxes}
+
+    assert main(args) == 0  # without it: joints only, no parent
+    results = json.loads(out.read_text())[0]["predictions"][0]["result"]
+    assert {r["type"] for r in results} == {"keypointlabels"}
+    assert all("parentID" not in r for r in results)

@@ -138,8 +138,23 @@ TINY_SIZES = TinyModelSizes()
 _COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 _SHAPES = ("square", "circle", "triangle", "rectangle", "star", "diamond")
 _WORDS = (
-    "person", "car", "dog", "cat", "bird", "bottle", "chair", "table", "word",
-    "text line", "button", "icon", "menu", "hand", "animal", "object", "phone",
+    "person",
+    "car",
+    "dog",
+    "cat",
+    "bird",
+    "bottle",
+    "chair",
+    "table",
+    "word",
+    "text line",
+    "button",
+    "icon",
+    "menu",
+    "hand",
+    "animal",
+    "object",
+    "phone",
 )
 _TEMPLATES = (
     "Detect {c}. Output the bounding box coordinates in [x0, y0, x1, y1] format.",
@@ -170,8 +185,10 @@ def tokenizer_training_lines(count: int = TOKENIZER_TRAINING_LINES, seed: int = 
         categories = ", ".join(rng.sample(phrases, rng.randint(1, 3)))
         template = rng.choice(_TEMPLATES)
         lines.append(template.format(c=categories, k=rng.choice(joints)))
-    lines.append('```json\n{"person1": {"bbox": " <1> ", "keypoints": {"nose": '
-                 '"unvisible"}}}\n```')
+    lines.append(
+        '```json\n{"person1": {"bbox": " <1> ", "keypoints": {"nose": '
+        '"unvisible"}}}\n```'
+    )
     return lines
 
 
@@ -210,9 +227,7 @@ def build_tokenizer(seed: int = 0):
     tok.add_special_tokens(
         [AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS]
     )
-    tok.add_tokens(
-        [AddedToken(f"<{i}>", normalized=False) for i in range(NUM_BINS)]
-    )
+    tok.add_tokens([AddedToken(f"<{i}>", normalized=False) for i in range(NUM_BINS)])
     return Qwen2Tokenizer(
         tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, unk_token=None
     )

@@ -3,7 +3,7 @@
 Usage::
 
     rexlabel make-test-model DIR                       # random weights (~1 s)
-    rexlabel make-test-model DIR --train-steps 1000    # trained to find a shape (mean IoU ~0.8)
+    rexlabel make-test-model DIR --train-steps 1000    # trained: finds the shape
     rexlabel make-test-model DIR --train-steps 1000 --task pointing --seed 1
 
 The directory holds a tiny Qwen2.5-VL with Rex-Omni's vocabulary (Qwen's

@@ -28,7 +28,7 @@ import pytest
 import requests
 from redis import Redis
 
-from tests.ls_fake import FakeLabelStudio
+from tests.fake_label_studio import FakeLabelStudio
 from tests.test_compose import compose_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,8 +216,9 @@ def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir)
         assert backend_service["environment"]["LABEL_STUDIO_API_KEY"] == token
         ls.legacy_token = token
         ls.files = {"1/shape.png": buffer.getvalue()}
-        ls.projects = [{"id": 1, "title": "shapes", "label_config": config}]
-        ls.tasks = {1: [{"id": 7, "data": {"image": "/data/upload/1/shape.png"}}]}
+        ls.add_project(1, config, title="shapes")
+        task = {"id": 7, "data": {"image": "/data/upload/1/shape.png"}}
+        ls.add_task(1, task["id"], task["data"])
 
         worker = Service(
             "worker",
@@ -241,7 +242,7 @@ def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir)
                 backend,
             )
             body = {
-                "tasks": ls.tasks[1],
+                "tasks": [task],
                 "project": "1.1700000000",
                 "label_config": config,
                 "params": {"login": None, "password": None, "context": None},

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 from backend.cli import main
 from converters import masks
 from converters.labelstudio import from_labelstudio
-from tests.backend.fake_ls_api import LEGACY_TOKEN, FakeLabelStudioAPI
+from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio
 
 W, H = 200, 100
 SIZE = {"original_width": W, "original_height": H, "image_rotation": 0}
@@ -238,7 +238,7 @@ def test_convert_predictions_evaluate_against_annotations(tmp_path, export_tasks
 def test_export_project_from_label_studio(
     tmp_path, export_tasks, road_mask, monkeypatch
 ):
-    with FakeLabelStudioAPI() as ls:
+    with FakeLabelStudio() as ls:
         ls.add_project(4, CONFIG)
         for task in export_tasks:
             ls.add_task(4, task["id"], task["data"])

@@ -1,6 +1,6 @@
 """``rexlabel prelabel --project``: a Label Studio project pre-labeled as a job.
 
-Against a local fake of Label Studio's REST API (tests/backend/fake_ls_api.py)
+Against a local fake of Label Studio's REST API (tests/fake_label_studio.py)
 that also serves the task images behind its auth; chunks run in this process
 on the tiny model. Checked: one prediction per task with the backend's
 ``model_version``, tasks that already have one skipped, views, no duplicates
@@ -20,7 +20,7 @@ from backend.bulk import start_for_tasks
 from backend.bulk.store import JobDir
 from backend.cli import main
 from backend.model_version import model_version
-from tests.backend.fake_ls_api import FakeLabelStudioAPI
+from tests.fake_label_studio import FakeLabelStudio
 from worker import images as worker_images
 from worker import jobs
 from worker.jobs import WorkerRuntime
@@ -50,7 +50,7 @@ def tiny_runtime(tiny_engine):
 
 @pytest.fixture
 def ls(tmp_path, monkeypatch, tiny_runtime):
-    with FakeLabelStudioAPI() as server:
+    with FakeLabelStudio() as server:
         server.add_project(PROJECT, CONFIG)
         for task_id in range(1, 11):
             name = f"{PROJECT}/t{task_id}.png"
@@ -108,7 +108,7 @@ def test_project_job_posts_one_prediction_per_task(ls, capsys):
             )
             assert (region["original_width"], region["original_height"]) == (112, 96)
     # images were fetched through Label Studio with an exchanged access token
-    assert ("POST", "/api/token/refresh/") in ls.requests
+    assert "/api/token/refresh/" in ls.paths_requested("POST")
     # a second run has nothing to do and posts nothing
     before = len(ls.predictions)
     assert main(["prelabel", "--project", str(PROJECT), "--inline", "--quiet"]) == 0

@@ -8,6 +8,7 @@ tiny model directory, and subprocess probes for the GPU.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -19,17 +20,34 @@ import uuid
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from redis import Redis
 from rq import Queue, Worker
 
 from backend import doctor
 from backend.cli import main
-from tests.ls_fake import LEGACY_TOKEN, PAT, FakeLabelStudio, make_jwt
+from tests.fake_label_studio import LEGACY_TOKEN, PAT, FakeLabelStudio, make_jwt
 from worker.jobs import QUEUES
 from worker.settings import SETTINGS
 
 REDIS_DB_URL = "redis://127.0.0.1:6379/11"
 """A database no other test module uses (12: backend, 14: e2e, 1-9: worker)."""
+LABEL_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="label" toName="image"><Label value="cat"/>'
+    "</RectangleLabels></View>"
+)
+
+
+def _cats(**options) -> FakeLabelStudio:
+    """A Label Studio with project 3 "cats": task 17 and its uploaded 40x30 image."""
+    ls = FakeLabelStudio(**options)
+    ls.add_project(3, LABEL_CONFIG, title="cats")
+    ls.add_task(3, 17, {"image": "/data/upload/1/cat.png"})
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buffer, "PNG")
+    ls.files["1/cat.png"] = buffer.getvalue()
+    return ls
 
 
 def _free_port() -> int:
@@ -93,7 +111,7 @@ def _working_env(env, ls, model_dir, sam_checkpoint) -> None:
 def test_a_working_setup_passes(
     clean_env, registered_worker, tiny_model_dir, sam_checkpoint, capsys
 ):
-    with FakeLabelStudio(legacy_enabled=False) as ls:
+    with _cats(legacy_enabled=False) as ls:
         _working_env(clean_env, ls, tiny_model_dir, sam_checkpoint)
         code = main(["doctor"])
         out = capsys.readouterr().out
@@ -118,7 +136,7 @@ def test_a_working_setup_passes(
 
 
 def test_a_legacy_token_works_when_the_organization_allows_it(clean_env, redis_db):
-    with FakeLabelStudio(legacy_enabled=True) as ls:
+    with _cats(legacy_enabled=True) as ls:
         values, _ = doctor.read_settings(
             {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LEGACY_TOKEN}
         )
@@ -129,7 +147,7 @@ def test_a_legacy_token_works_when_the_organization_allows_it(clean_env, redis_d
 
 
 def test_a_broken_setup_fails_and_says_how_to_fix_it(clean_env, capsys):
-    with FakeLabelStudio(legacy_enabled=False) as ls:
+    with _cats(legacy_enabled=False) as ls:
         clean_env.setenv("REDIS_URL", f"redis://:pw-secret@127.0.0.1:{_free_port()}/0")
         clean_env.setenv("LABEL_STUDIO_URL", ls.url)
         clean_env.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)  # legacy disabled
@@ -149,7 +167,7 @@ def test_a_broken_setup_fails_and_says_how_to_fix_it(clean_env, capsys):
 
 def test_a_wrong_personal_access_token_is_reported(clean_env):
     wrong = make_jwt({"token_type": "refresh", "exp": int(time.time()) + 100, "u": 2})
-    with FakeLabelStudio() as ls:
+    with _cats() as ls:
         values, _ = doctor.read_settings(
             {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": wrong}
         )
@@ -167,7 +185,7 @@ def test_unreachable_label_studio_and_missing_token(clean_env):
     (check,) = doctor.check_label_studio(values)
     assert check.status is doctor.Status.FAIL
     assert "service name" in check.fix
-    with FakeLabelStudio() as ls:
+    with _cats() as ls:
         values, _ = doctor.read_settings({"LABEL_STUDIO_URL": ls.url})
         checks = _by_name(doctor.check_label_studio(values))
     assert checks["label studio"].status is doctor.Status.OK
@@ -176,7 +194,7 @@ def test_unreachable_label_studio_and_missing_token(clean_env):
 
 
 def test_a_missing_image_is_a_failure_and_no_task_a_skip(clean_env):
-    with FakeLabelStudio() as ls:
+    with _cats() as ls:
         values, _ = doctor.read_settings(
             {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LEGACY_TOKEN}
         )

@@ -11,7 +11,7 @@ from backend.lsapi import (
     LabelStudioClient,
     prediction_model_versions,
 )
-from tests.backend.fake_ls_api import LEGACY_TOKEN, FakeLabelStudioAPI
+from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio
 
 CONFIG = (
     '<View><Image name="image" value="$image"/>'
@@ -22,7 +22,7 @@ CONFIG = (
 
 @pytest.fixture
 def ls():
-    with FakeLabelStudioAPI() as server:
+    with FakeLabelStudio() as server:
         server.add_project(7, CONFIG, title="cars")
         for task_id in range(1, 251):
             server.add_task(7, task_id, {"image": f"/data/upload/7/{task_id}.jpg"})
@@ -38,10 +38,10 @@ def test_project_and_tasks_paginate_with_either_token(ls, token_kind):
     assert client.get_project(7)["label_config"] == CONFIG
     ids = [t["id"] for t in client.iter_tasks(7, page_size=100)]
     assert ids == list(range(1, 251))  # 3 pages, the last one partial
-    pages = [p for m, p in ls.requests if m == "GET" and p.startswith("/api/tasks/")]
+    pages = [p for m, p, _ in ls.requests if m == "GET" and p.startswith("/api/tasks/")]
     assert len(pages) == 3
     if token_kind == "pat":
-        refreshes = [p for m, p in ls.requests if p == "/api/token/refresh/"]
+        refreshes = [p for m, p, _ in ls.requests if p == "/api/token/refresh/"]
         assert len(refreshes) == 1  # the access token is cached across requests
 
 

@@ -5,7 +5,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from tests.worker.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, make_pat
+from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, make_pat
 from worker import settings
 from worker.images import (
     DEFAULT_CACHE_BYTES,
@@ -199,7 +199,7 @@ def test_an_access_token_revoked_early_is_renewed_once(ls):
     ls.files["1/a.png"] = _encoded(_two_colour())
     loader = ImageLoader(label_studio_url=ls.url, token=ls.pat)
     loader.auth.access_token()
-    ls._issued.clear()  # the server forgets the token (restart, revocation)
+    ls.access_tokens.clear()  # the server forgets the token (restart, revocation)
     assert loader.load("/data/upload/1/a.png").size == (40, 20)
     assert ls.refreshes == 2
 

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import requests
 
-from tests.worker.fake_label_studio import (
+from tests.fake_label_studio import (
     LEGACY_TOKEN,
     FakeLabelStudio,
     make_jwt,

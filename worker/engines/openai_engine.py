@@ -117,6 +117,18 @@ def image_data_url(
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
+def first_choice(data: Any, where: str) -> tuple[dict[str, Any], str]:
+    """The first choice of a non-streaming answer and its message text; an
+    answer without one raises OpenAIEngineError naming ``where``."""
+    try:
+        choice = data["choices"][0]
+        content = choice["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        detail = str(data)[:300]
+        raise OpenAIEngineError(f"{where} returned no choice: {detail}") from None
+    return choice, content
+
+
 class OpenAIEngine(Engine):
     """Rex-Omni behind an OpenAI-compatible ``/v1/chat/completions``.
 
@@ -385,13 +397,7 @@ class OpenAIEngine(Engine):
 
     def _result(self, response: tuple[dict[str, Any], float]) -> GenerationResult:
         data, _ = response
-        try:
-            choice = data["choices"][0]
-            content = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise OpenAIEngineError(
-                f"{self.base_url} returned no choice: {str(data)[:300]}"
-            ) from None
+        choice, content = first_choice(data, self.base_url)
         entries = (choice.get("logprobs") or {}).get("content") or None
         texts = [e.get("token", "") for e in entries] if entries else []
         logprobs = [float(e.get("logprob", 0.0)) for e in entries] if entries else None
@@ -449,13 +455,7 @@ class _Answer:
 
     def add_plain(self, data: dict[str, Any]) -> None:
         """A non-streaming answer, read as one chunk."""
-        try:
-            choice = data["choices"][0]
-            content = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise OpenAIEngineError(
-                f"{self.url} returned no choice: {str(data)[:300]}"
-            ) from None
+        choice, content = first_choice(data, self.url)
         chunk = {
             "choices": [
                 {

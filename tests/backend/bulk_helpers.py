@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.worker.rq_helpers import (
+    FAST_WORKER,
     REPO_ROOT,
     empty_db,
     redis_or_skip,
@@ -22,18 +23,6 @@ from tests.worker.rq_helpers import (
     wait_for,
     worker_env,
 )
-
-FAST_WORKER = (
-    "--execution-ttl",
-    "3",
-    "--heartbeat-interval",
-    "1",
-    "--maintenance-interval",
-    "1",
-    "--worker-ttl",
-    "16",
-)
-"""Worker options that notice a killed worker within seconds."""
 
 __all__ = [
     "FAST_WORKER",

@@ -108,6 +108,19 @@ def worker_env(model_dir: Path | str, **extra: str):
     return env
 
 
+FAST_WORKER = (
+    "--execution-ttl",
+    "3",
+    "--heartbeat-interval",
+    "1",
+    "--maintenance-interval",
+    "1",
+    "--worker-ttl",
+    "16",
+)
+"""Worker options that notice a killed worker within seconds."""
+
+
 def wait_for(
     predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02
 ):

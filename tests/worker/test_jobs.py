@@ -13,6 +13,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from tests.worker.rq_helpers import (
+    FAST_WORKER,
     empty_db,
     redis_or_skip,
     start_worker,
@@ -163,19 +164,9 @@ def test_chunk_of_a_worker_killed_mid_chunk_runs_again_elsewhere(
         retry=Retry(max=2),
         job_timeout=600,
     )
-    fast = (
-        "--execution-ttl",
-        "3",
-        "--heartbeat-interval",
-        "1",
-        "--maintenance-interval",
-        "1",
-        "--worker-ttl",
-        "16",
-    )
     env = worker_env(tiny_model_dir)
     first = start_worker(
-        redis_conn, env, *fast, name="doomed", log_path=tmp_path / "doomed.log"
+        redis_conn, env, *FAST_WORKER, name="doomed", log_path=tmp_path / "doomed.log"
     )
     try:
         wait_for(
@@ -188,7 +179,7 @@ def test_chunk_of_a_worker_killed_mid_chunk_runs_again_elsewhere(
         if first.poll() is None:
             first.kill()
     second = start_worker(
-        redis_conn, env, *fast, name="rescuer", log_path=tmp_path / "rescuer.log"
+        redis_conn, env, *FAST_WORKER, name="rescuer", log_path=tmp_path / "rescuer.log"
     )
     try:
         wait_for(

@@ -209,6 +209,29 @@ def _only_job(jobs_dir: Path) -> JobDir:
     return JobDir(found[0])
 
 
+def _folder_job_args(photos: Path, out: Path, chunk_size: int = 4) -> tuple:
+    """``rexlabel prelabel`` of ``photos`` into ``out`` in small chunks, quietly."""
+    return (
+        "prelabel",
+        str(photos),
+        *DETECT,
+        "--out",
+        str(out),
+        "--chunk-size",
+        str(chunk_size),
+        "--quiet",
+    )
+
+
+def _wait_for_first_chunk(jobs_dir: Path) -> None:
+    wait_for(
+        lambda: jobs_dir.exists() and any(jobs_dir.glob("*/parts/c*.jsonl")),
+        120,
+        "a first chunk to be written",
+        0.01,
+    )
+
+
 def _check_exact(out: Path, images: list[Path]) -> None:
     """COCO and JSONL hold every image once, in input order, nothing else."""
     names = coco_file_names(out)
@@ -516,14 +539,7 @@ def test_job_survives_a_worker_killed_mid_chunk(
     workers.start("survivor")
     out = tmp_path / "out.json"
     run = cli(
-        "prelabel",
-        str(tmp_path / "photos"),
-        *DETECT,
-        "--out",
-        str(out),
-        "--chunk-size",
-        "8",
-        "--quiet",
+        *_folder_job_args(tmp_path / "photos", out, chunk_size=8),
         env=cli_env,
         wait=False,
         log=tmp_path / "cli.log",
@@ -551,23 +567,9 @@ def test_interrupted_cli_resumes_where_it_stopped(
     images = make_images(tmp_path / "photos", 40)
     workers.start("steady")
     out = tmp_path / "out.json"
-    args = (
-        "prelabel",
-        str(tmp_path / "photos"),
-        *DETECT,
-        "--out",
-        str(out),
-        "--chunk-size",
-        "4",
-        "--quiet",
-    )
+    args = _folder_job_args(tmp_path / "photos", out)
     first = cli(*args, env=cli_env, wait=False, log=tmp_path / "cli1.log")
-    wait_for(
-        lambda: jobs_dir.exists() and any(jobs_dir.glob("*/parts/c*.jsonl")),
-        120,
-        "a first chunk to be written",
-        0.01,
-    )
+    _wait_for_first_chunk(jobs_dir)
     first.send_signal(signal.SIGINT)  # Ctrl-C
     assert first.wait(timeout=60) == 130, (tmp_path / "cli1.log").read_text()
     job = _only_job(jobs_dir)
@@ -591,23 +593,9 @@ def test_killed_cli_and_emptied_redis_lose_nothing(
     workers.start("w1")
     workers.start("w2")
     out = tmp_path / "out.json"
-    args = (
-        "prelabel",
-        str(tmp_path / "photos"),
-        *DETECT,
-        "--out",
-        str(out),
-        "--chunk-size",
-        "4",
-        "--quiet",
-    )
+    args = _folder_job_args(tmp_path / "photos", out)
     first = cli(*args, env=cli_env, wait=False, log=tmp_path / "cli1.log")
-    wait_for(
-        lambda: jobs_dir.exists() and any(jobs_dir.glob("*/parts/c*.jsonl")),
-        120,
-        "a first chunk to be written",
-        0.01,
-    )
+    _wait_for_first_chunk(jobs_dir)
     first.kill()
     first.wait(timeout=30)
     second = cli(*args, env=cli_env, wait=False, log=tmp_path / "cli2.log")
@@ -637,24 +625,12 @@ def test_cancel_stops_the_job_and_resume_finishes_it(
     workers.start("only")
     out = tmp_path / "out.json"
     run = cli(
-        "prelabel",
-        str(tmp_path / "photos"),
-        *DETECT,
-        "--out",
-        str(out),
-        "--chunk-size",
-        "4",
-        "--quiet",
+        *_folder_job_args(tmp_path / "photos", out, chunk_size=4),
         env=cli_env,
         wait=False,
         log=tmp_path / "cli.log",
     )
-    wait_for(
-        lambda: jobs_dir.exists() and any(jobs_dir.glob("*/parts/c*.jsonl")),
-        120,
-        "a first chunk",
-        0.01,
-    )
+    _wait_for_first_chunk(jobs_dir)
     job = _only_job(jobs_dir)
     cancel = cli("jobs", "cancel", job.id, env=cli_env)
     assert cancel.returncode == 0

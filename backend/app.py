@@ -464,8 +464,11 @@ def create_app(
     """The app; settings come from ``environ`` (default: ``os.environ``).
 
     ``runner`` and ``store`` default to Redis when ``REDIS_URL`` is set, else
-    in-process jobs and in-memory (or ``REXLABEL_STATE_PATH``) state.
+    in-process jobs and in-memory (or ``REXLABEL_STATE_PATH``) state. Every
+    setting is read first, so a bad value anywhere (a worker-side one too: the
+    model may run in this process) stops start-up with SettingsError naming it.
     """
+    settings.read_all(environ)
     config = BackendConfig.from_env(environ)
     if runner is None:
         runner = create_runner(config.redis_url)

@@ -58,13 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BAD_CONFIGURATION_EXIT = 2
+"""Exit code for a bad environment variable: a usage error, as argparse's."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    from worker.settings import SettingsError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        print(f"rexlabel {args.command}: bad configuration: {exc}", file=sys.stderr)
+        return BAD_CONFIGURATION_EXIT
 
 
 if __name__ == "__main__":  # pragma: no cover

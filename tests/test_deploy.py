@@ -366,8 +366,17 @@ def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir)
     backend_log = backend.output()
     assert token not in worker_log and token not in backend_log
     # LOG_FORMAT=json: every backend line (gunicorn's own included) is JSON
-    for line in backend_log.splitlines():
-        assert json.loads(line)["level"], line
+    backend_lines = [json.loads(line) for line in backend_log.splitlines()]
+    assert all(line["level"] for line in backend_lines)
+    # and /predict's one request line has the work the worker did for it
+    (request,) = [
+        line
+        for line in backend_lines
+        if line.get("event") == "request" and line["path"] == "/predict"
+    ]
+    assert request["task_ids"] == [7] and request["status"] == 200
+    assert request["images"] == 1 and request["failed_tasks"] == 0
+    assert request["generate_s"] > 0 and request["output_tokens"] > 0
 
 
 class ComposeVLLMServer(LocalServer):

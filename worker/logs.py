@@ -397,6 +397,19 @@ def summarize_results(results: Iterable[Any]) -> dict[str, Any]:
     return summary
 
 
+def summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`summarize_results`' totals as log fields, named as on a job line:
+    ``images``, ``failed_images``, ``<phase>_s``, token counts, ``truncated``."""
+    return {
+        "images": int(summary["images"]),
+        "failed_images": int(summary["failed"]),
+        **phase_fields(summary["timings"]),
+        "prompt_tokens": int(summary["prompt_tokens"]),
+        "output_tokens": int(summary["output_tokens"]),
+        "truncated": int(summary["truncated"]),
+    }
+
+
 def log_request(
     logger: logging.Logger,
     *,

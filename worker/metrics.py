@@ -64,6 +64,8 @@ GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 SCRAPE_REDIS_TIMEOUT_S = 1.0
 """Redis look-ups during a scrape give up after this: a slow Redis must not
 make /metrics itself time out."""
+REQUEST_LOG_FIELDS = "_rexlabel_log_fields"
+"""Attribute of ``flask.g`` holding :func:`annotate_request`'s fields."""
 HEALTHCHECK_TIMEOUT_S = 5.0
 """``python -m worker.metrics --check`` waits this long for /metrics."""
 
@@ -298,6 +300,7 @@ def instrument_flask(
                 task_ids=_task_ids_of(_logged_body(request)),
                 level=logging.DEBUG if quiet else None,
                 endpoint=endpoint,
+                **getattr(g, REQUEST_LOG_FIELDS, {}),
             )
 
     def _start_timer() -> None:
@@ -324,6 +327,15 @@ def instrument_flask(
         return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
 
     app.add_url_rule(METRICS_PATH, "metrics", metrics_view, methods=["GET"])
+
+
+def annotate_request(**fields: Any) -> None:
+    """Add ``fields`` to the log line of the Flask request being served (the
+    work a /predict did: images, phases, tokens); outside a request, nothing."""
+    from flask import g, has_request_context
+
+    if has_request_context():
+        setattr(g, REQUEST_LOG_FIELDS, {**getattr(g, REQUEST_LOG_FIELDS, {}), **fields})
 
 
 # Worker ---------------------------------------------------------------------------

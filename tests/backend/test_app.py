@@ -10,6 +10,7 @@ tiny model, in-process and through Redis + ``rexlabel worker``.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import sys
 import time
@@ -708,11 +709,13 @@ def assert_found_the_shapes(reply: dict, samples: list, config: str) -> None:
 
 
 @pytest.mark.slow
-def test_real_model_in_process(trained_engine, tmp_path) -> None:
+def test_real_model_in_process(trained_engine, tmp_path, caplog) -> None:
     """The trained tiny model through /predict: each shape found and labelled
-    through its <Label predicted_values> alias."""
+    through its <Label predicted_values> alias; the request's one log line
+    says what the work cost."""
     from worker.jobs import WorkerRuntime, install_runtime
 
+    caplog.set_level(logging.INFO, logger="rexlabel.requests")
     previous = install_runtime(WorkerRuntime(engine=trained_engine))
     try:
         client = make_client(runner=InProcessRunner())  # worker.jobs.run_chunk
@@ -721,6 +724,12 @@ def test_real_model_in_process(trained_engine, tmp_path) -> None:
     finally:
         install_runtime(previous)
     assert_found_the_shapes(reply, samples, config)
+    (line,) = [r for r in caplog.records if getattr(r, "path", "") == "/predict"]
+    assert line.task_ids == [t["id"] for t in tasks]
+    assert (line.images, line.failed_images, line.failed_tasks) == (len(tasks), 0, 0)
+    assert line.interactive is False
+    assert line.generate_s > 0 and line.preprocess_s > 0 and line.parse_s > 0
+    assert line.prompt_tokens > 0 and line.output_tokens > 0
 
 
 @pytest.mark.slow

@@ -292,8 +292,8 @@ def backend_log_count(backend: Backend, needle: str) -> int:
     )
 
 
-INTERACTIVE_LOG_LINE = "task(s) (interactive)"
-"""What ``backend.app`` logs for each interactive /predict it answers."""
+INTERACTIVE_LOG_LINE = "interactive=true"
+"""On the request line the backend logs for each interactive /predict."""
 
 
 def interactive(

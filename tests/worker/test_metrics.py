@@ -199,6 +199,42 @@ def test_each_request_logs_one_line_with_task_ids(unwatch):
     assert entry["duration_s"] >= 0
 
 
+def test_a_view_adds_its_work_to_the_request_line(unwatch):
+    app = Flask("metrics-annotate-test")
+
+    @app.post("/predict")
+    def predict():
+        metrics.annotate_request(images=2, generate_s=0.5)
+        metrics.annotate_request(output_tokens=40)  # later calls add fields
+        return jsonify({"results": []})
+
+    metrics.instrument_flask(app, connection=None, queues=())
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    try:
+        logs.configure_logging(stream=stream, environ={"LOG_FORMAT": "json"})
+        client = app.test_client()
+        client.post("/predict", json={"tasks": [{"id": 3}]})
+        client.post("/predict-missing", json={})  # a later request starts clean
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    first, second = [
+        json.loads(line)
+        for line in stream.getvalue().splitlines()
+        if json.loads(line).get("event") == "request"
+    ]
+    assert (first["images"], first["generate_s"], first["output_tokens"]) == (
+        2,
+        0.5,
+        40,
+    )
+    assert first["task_ids"] == [3]
+    assert second["status"] == 404 and "images" not in second
+    metrics.annotate_request(images=1)  # outside a request: nothing, no error
+
+
 MAX_BODY_BYTES = 1024
 """Body limit of the 413 tests' app; their oversized bodies are ~10 KB."""
 

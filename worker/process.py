@@ -48,8 +48,6 @@ WORKER_TTL_S = 30
 """How long the worker's own key lives without a heartbeat. RQ blocks on the
 queues for ``WORKER_TTL_S - 15`` seconds at a time, so an idle worker wakes up
 every 15 s to run its maintenance (registry clean-up) at the latest."""
-REDIS_UNREACHABLE_EXIT = 1
-"""Exit code when Redis does not answer at start: a supervisor restarts the worker."""
 MAINTENANCE_INTERVAL_S = 10
 """How often a worker cleans the registries (re-enqueues abandoned chunks);
 RQ's default of 10 minutes would leave a dead worker's chunk waiting that long."""
@@ -59,6 +57,8 @@ twice). RQ's own lock lives 15 minutes if its holder is killed mid-cleanup;
 ours lives 30 s, far longer than a cleanup takes."""
 CLEANUP_LOCK_PREFIX = "rexlabel:cleanup:"
 """Redis key of a queue's cleanup lock is this prefix plus the queue name."""
+REDIS_UNREACHABLE_EXIT = 1
+"""Exit code when Redis does not answer at start: a supervisor restarts the worker."""
 
 
 def clean_queue(queue: Queue, exception_handlers: list | None = None) -> bool:

@@ -468,7 +468,9 @@ def create_app(
     settings.read_all(environ)
     config = BackendConfig.from_env(environ)
     if runner is None:
-        runner = create_runner(config.redis_url)
+        runner = create_runner(
+            config.redis_url, settings.get("REXLABEL_ENGINE", environ)
+        )
     if store is None:
         redis_connection = getattr(runner, "connection", None)
         if redis_connection is None and config.redis_url:

@@ -26,7 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from worker import settings
+from worker.engines.registry import ENGINE_INSTALL_HINT, missing_packages
 from worker.jobs import QUEUE_INTERACTIVE, QUEUES, RUN_CHUNK
+from worker.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +330,32 @@ class InProcessRunner(ChunkRunner):
         return {"mode": self.mode, "queue_up": True, "workers": 1}
 
 
-def create_runner(redis_url: str = "") -> ChunkRunner:
-    """RQ when ``redis_url`` is set, else in-process."""
-    return RQRunner.from_url(redis_url) if redis_url else InProcessRunner()
+def in_process_problem(redis_url: str, engine: str) -> str | None:
+    """Why this process cannot run chunks itself, or None.
+
+    Without ``redis_url`` the model runs here, so ``engine`` needs its packages
+    installed; the backend image has none of torch's, and must get REDIS_URL.
+    """
+    if redis_url:
+        return None
+    missing = missing_packages(engine)
+    if not missing:
+        return None
+    return (
+        f"REDIS_URL is empty, so the model would run in this process, but "
+        f"REXLABEL_ENGINE={engine} needs {' and '.join(missing)}, which "
+        f"{'is' if len(missing) == 1 else 'are'} not installed here: set REDIS_URL "
+        f"and run `rexlabel worker` where the model runs (the backend image "
+        f"works so), or install the engine here ({ENGINE_INSTALL_HINT[engine]})"
+    )
+
+
+def create_runner(redis_url: str = "", engine: str | None = None) -> ChunkRunner:
+    """RQ when ``redis_url`` is set, else in-process; then ``engine`` (default:
+    REXLABEL_ENGINE) must be installed here, or SettingsError says what to do."""
+    if redis_url:
+        return RQRunner.from_url(redis_url)
+    problem = in_process_problem(redis_url, engine or settings.get("REXLABEL_ENGINE"))
+    if problem:
+        raise SettingsError(problem)
+    return InProcessRunner()

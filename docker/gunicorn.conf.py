@@ -10,14 +10,21 @@ import sys
 
 from gunicorn.glogging import Logger
 
+from backend.queue import in_process_problem
 from worker import settings
 from worker.logs import configure_logging
 
 try:
     settings.read_all()
+    # e.g. the backend image (no torch) started without REDIS_URL
+    _problem = in_process_problem(
+        settings.get("REDIS_URL"), settings.get("REXLABEL_ENGINE")
+    )
 except settings.SettingsError as exc:
+    _problem = str(exc)
+if _problem:
     # SystemExit passes through gunicorn's config loader: one line, no traceback.
-    sys.exit(f"rexlabel backend: bad configuration: {exc}")
+    sys.exit(f"rexlabel backend: bad configuration: {_problem}")
 
 bind = f"{settings.get('REXLABEL_HOST')}:{settings.get('PORT')}"
 worker_class = "gthread"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_docker_images import dockerfile_cmd
 from worker import settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,8 +188,8 @@ def test_services_run_our_entrypoints(config):
     assert services["worker"]["command"] == WORKER_COMMAND
     assert services["worker-openai"]["command"] == WORKER_COMMAND
     # the same commands as the images' CMD
-    assert _dockerfile_cmd("backend.Dockerfile") == BACKEND_COMMAND
-    assert _dockerfile_cmd("worker.Dockerfile") == WORKER_COMMAND
+    assert dockerfile_cmd("backend.Dockerfile") == BACKEND_COMMAND
+    assert dockerfile_cmd("worker.Dockerfile") == WORKER_COMMAND
     # and they name real code: the console script and the app factory
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'rexlabel = "backend.cli:main"' in pyproject
@@ -224,9 +225,3 @@ def test_weights_live_in_volumes(config):
     assert volumes["/models/hf"]["type"] == "volume"
     assert volumes["/checkpoints"]["read_only"] is True
     assert "hf-cache" in config["volumes"]
-
-
-def _dockerfile_cmd(name: str) -> list[str]:
-    text = (ROOT / "docker" / name).read_text()
-    (cmd,) = re.findall(r"^CMD (\[.*\])\s*$", text, re.MULTILINE)
-    return json.loads(cmd)

@@ -9,6 +9,7 @@ for a live backend and a live worker metrics endpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -50,6 +52,28 @@ def _copy_sources(name: str) -> list[str]:
         if keyword == "COPY" and not args.startswith("--from"):
             sources.extend(args.split()[:-1])
     return sources
+
+
+def dockerfile_cmd(name: str) -> list[str]:
+    """The final stage's CMD (exec form)."""
+    (args,) = [a for k, a in _final_stage(name) if k == "CMD"]
+    return json.loads(args)
+
+
+def _healthcheck_cmd(name: str) -> list[str]:
+    """The final stage's HEALTHCHECK command (exec form), without its options."""
+    (args,) = [a for k, a in _final_stage(name) if k == "HEALTHCHECK"]
+    return json.loads(args.split(" CMD ", 1)[1])
+
+
+def _final_stage_copies(name: str) -> list[tuple[str, str]]:
+    """(source, target directory) of the final stage's COPYs from the context."""
+    copies = []
+    for keyword, args in _final_stage(name):
+        if keyword == "COPY" and not args.startswith("--from"):
+            *sources, target = args.split()
+            copies.extend((source, target) for source in sources)
+    return copies
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
@@ -109,7 +133,7 @@ def test_hadolint_is_clean():
 
 
 @pytest.mark.slow
-def test_the_wheel_builds_from_exactly_what_the_images_copy(tmp_path):
+def _build_image_wheel(tmp_path: Path) -> Path:
     """The build stage of both images: ``pip wheel --no-deps .`` on the COPYs."""
     context = tmp_path / "context"
     for source in set(_copy_sources("backend.Dockerfile")) | {"pyproject.toml"}:
@@ -141,6 +165,11 @@ def test_the_wheel_builds_from_exactly_what_the_images_copy(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (wheel,) = (tmp_path / "wheels").glob("rexlabel-*.whl")
+    return wheel
+
+
+def test_the_wheel_builds_from_exactly_what_the_images_copy(tmp_path):
+    wheel = _build_image_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -210,3 +239,99 @@ def test_healthcheck_script_against_live_endpoints():
         server.shutdown()
     assert _healthcheck("backend", PORT=closed).returncode == 1
     assert _healthcheck("nonsense").returncode == 2
+
+
+IMAGE_REDIS_URL = "redis://127.0.0.1:6379/10"
+"""A database no other test module uses."""
+INSTALL_TIMEOUT_S = 900
+"""pip installs the base dependencies (label-studio-sdk, OpenCV, ...): about a
+minute from the registry's cache, several on a cold one."""
+
+
+def _image_env(**overrides: str) -> dict[str, str]:
+    """The backend image's ENV, then ``overrides``, and nothing of this shell's
+    rexlabel settings."""
+    (env_args,) = [a for k, a in _final_stage("backend.Dockerfile") if k == "ENV"]
+    image_env = dict(pair.split("=", 1) for pair in env_args.split())
+    base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    return {**base, **image_env, **overrides}
+
+
+@pytest.mark.slow
+def test_the_backend_image_install_serves_without_torch(tmp_path):
+    """The backend image's final stage, without Docker: the wheel with its base
+    dependencies in a fresh venv (``pip install /wheels/*.whl``), a working
+    directory holding only what the image copies into /app, and its CMD and
+    HEALTHCHECK. With Redis it serves; without, it refuses in one line,
+    since nothing in it can run the model."""
+    wheel = _build_image_wheel(tmp_path)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "-c",
+            str(ROOT / "requirements" / "test-constraints.txt"),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT_S,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    no_torch = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import torch"],
+        capture_output=True,
+        text=True,
+    )
+    assert "No module named 'torch'" in no_torch.stderr
+
+    app_dir = tmp_path / "app"  # WORKDIR /app: COPY docker/gunicorn.conf.py ...
+    for source, target in _final_stage_copies("backend.Dockerfile"):
+        (app_dir / target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / source, app_dir / target)
+    cmd = dockerfile_cmd("backend.Dockerfile")
+    command = [str(venv / "bin" / cmd[0]), *cmd[1:]]
+    port = _free_port()
+    env = _image_env(
+        PORT=str(port),
+        REXLABEL_HOST="127.0.0.1",
+        REXLABEL_JOBS_DIR=str(tmp_path / "jobs"),
+        REDIS_URL=IMAGE_REDIS_URL,
+    )
+    server = subprocess.Popen(
+        command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        program, *args = _healthcheck_cmd("backend.Dockerfile")
+        healthcheck = [str(venv / "bin" / program), *args]
+        deadline = time.monotonic() + 60
+        while True:
+            check = subprocess.run(
+                healthcheck, cwd=app_dir, env=env, capture_output=True, text=True
+            )
+            if check.returncode == 0:
+                break
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, check.stderr
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    env.pop("REDIS_URL")
+    refused = subprocess.run(
+        command, cwd=app_dir, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines() == [
+        "rexlabel backend: bad configuration: REDIS_URL is empty, so the model "
+        "would run in this process, but REXLABEL_ENGINE=transformers needs torch "
+        "and transformers, which are not installed here: set REDIS_URL and run "
+        "`rexlabel worker` where the model runs (the backend image works so), or "
+        "install the engine here (pip install 'rexlabel[worker]')"
+    ]

@@ -11,6 +11,7 @@ from backend.queue import (
     InProcessRunner,
     RQRunner,
     create_runner,
+    in_process_problem,
 )
 from tests.backend.redis_helpers import (
     redis_or_skip,
@@ -20,6 +21,7 @@ from tests.backend.redis_helpers import (
     test_worker_command,
 )
 from worker.jobs import QUEUE_INTERACTIVE, RUN_CHUNK
+from worker.settings import SettingsError
 
 ECHO = "tests.backend.jobfuncs.echo_chunk"
 FAIL = "tests.backend.jobfuncs.fail_chunk"
@@ -63,6 +65,41 @@ def test_defaults_name_the_real_job_function() -> None:
     runner = create_runner(redis_url())
     assert isinstance(runner, RQRunner)
     assert runner.function == RUN_CHUNK
+
+
+def _without(monkeypatch, *packages: str) -> None:
+    """Make ``packages`` look uninstalled to the registry's find_spec look-up."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in packages else real(name, *a),
+    )
+
+
+def test_in_process_needs_the_engine_installed_here(monkeypatch) -> None:
+    assert in_process_problem("", "transformers") is None  # this venv has torch
+    _without(monkeypatch, "torch")
+    problem = in_process_problem("", "transformers")
+    assert "REDIS_URL is empty" in problem
+    assert "REXLABEL_ENGINE=transformers needs torch, which is not" in problem
+    assert "pip install 'rexlabel[worker]'" in problem
+    with pytest.raises(SettingsError, match="needs torch"):
+        create_runner("", "transformers")
+    # workers run the model elsewhere; an HTTP engine needs nothing here
+    assert in_process_problem(redis_url(), "transformers") is None
+    assert isinstance(create_runner("", "openai"), InProcessRunner)
+
+
+def test_a_backend_without_torch_or_redis_refuses_to_start(monkeypatch) -> None:
+    from backend.app import create_app
+
+    _without(monkeypatch, "torch", "transformers")
+    with pytest.raises(SettingsError, match="needs torch and transformers, which are"):
+        create_app({"REXLABEL_ENGINE": "transformers"})
+    assert create_app({"REXLABEL_ENGINE": "openai"}) is not None
 
 
 def test_unserved_job_is_taken_off_the_queue_after_the_deadline(redis_conn) -> None:

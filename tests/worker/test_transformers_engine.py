@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -224,3 +225,20 @@ def test_registry_import_is_light_and_creates_engines(tiny_model_dir):
     assert engine.model_id == str(tiny_model_dir)
     with pytest.raises(UnknownEngineError, match="expected one of"):
         create_engine("tensorrt", str(tiny_model_dir), "cpu")
+
+
+def test_missing_packages_are_found_without_importing_them():
+    code = (
+        "import json, sys, worker.engines.registry as r; "
+        "print(json.dumps({e: r.missing_packages(e) for e in r.ENGINES})); "
+        "assert 'torch' not in sys.modules and 'vllm' not in sys.modules"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    # .venv has the worker extra, not vLLM (that lives in .venv-vllm)
+    assert json.loads(out.stdout) == {
+        "transformers": [],
+        "vllm": ["vllm"],
+        "openai": [],
+    }

@@ -8,6 +8,7 @@ module imports no torch, transformers, vLLM or HTTP client.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from worker.engines.base import Engine
@@ -27,17 +28,40 @@ class UnknownEngineError(ValueError):
     """The engine name is not one of :data:`ENGINES`."""
 
 
-def engine_class(name: str) -> type[Engine]:
-    """The class registered as ``name`` (imports its module)."""
-    try:
-        target = ENGINES[name]
-    except KeyError:
+def _check_known(name: str) -> None:
+    if name not in ENGINES:
         raise UnknownEngineError(
             f"unknown engine {name!r}; expected one of: {', '.join(ENGINES)}"
-        ) from None
-    module_name, _, class_name = target.partition(":")
+        )
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The class registered as ``name`` (imports its module)."""
+    _check_known(name)
+    module_name, _, class_name = ENGINES[name].partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, class_name)
+
+
+ENGINE_PACKAGES: dict[str, tuple[str, ...]] = {
+    "transformers": ("torch", "transformers"),
+    "vllm": ("vllm",),
+    "openai": (),  # HTTP only: the base install has what it needs
+}
+"""Top-level packages each engine imports beyond the base install."""
+ENGINE_INSTALL_HINT: dict[str, str] = {
+    "transformers": "pip install 'rexlabel[worker]'",
+    "vllm": "pip install 'rexlabel[worker,vllm]'",
+    "openai": "nothing to install",
+}
+"""How to install each engine's packages (pyproject's extras)."""
+
+
+def missing_packages(name: str) -> list[str]:
+    """The packages engine ``name`` needs that are not installed here, found
+    without importing them (a backend must not import torch to ask)."""
+    _check_known(name)
+    return [p for p in ENGINE_PACKAGES[name] if importlib.util.find_spec(p) is None]
 
 
 def create_engine(

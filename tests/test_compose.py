@@ -62,7 +62,9 @@ def compose_cli() -> tuple[str, ...] | None:
     return None
 
 
-def compose_config(*args: str, env: dict[str, str] | None = None) -> dict:
+def compose_config(
+    *args: str, env: dict[str, str] | None = None, compose_file: Path = COMPOSE_FILE
+) -> dict:
     command = compose_cli()
     if command is None:
         pytest.skip(
@@ -71,7 +73,7 @@ def compose_config(*args: str, env: dict[str, str] | None = None) -> dict:
         )
     clean = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     done = subprocess.run(
-        [*command, "-f", str(COMPOSE_FILE), *args, "config", "--format", "json"],
+        [*command, "-f", str(compose_file), *args, "config", "--format", "json"],
         capture_output=True,
         text=True,
         env={**clean, **(env or {})},
@@ -146,6 +148,32 @@ def test_gpu_reservations(config):
     openai_deploy = services["worker-openai"]["deploy"]
     assert not openai_deploy.get("resources", {}).get("reservations")
     assert openai_deploy["replicas"] >= 1
+
+
+def _documented_gpu_override() -> str:
+    """The one-worker-per-GPU override file docs/deploy.md shows."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    section = text.split("### Several workers, several GPUs", 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_override_pins_one_gpu_per_worker(tmp_path):
+    stack = tmp_path / "docker"
+    stack.mkdir()
+    shutil.copy(COMPOSE_FILE, stack / "docker-compose.yml")
+    (stack / "docker-compose.override.yml").write_text(_documented_gpu_override())
+    services = compose_config(
+        "-f",
+        str(stack / "docker-compose.override.yml"),
+        compose_file=stack / "docker-compose.yml",
+    )["services"]
+    for name, gpu in (("worker", "0"), ("worker-gpu1", "1")):
+        deploy = services[name]["deploy"]
+        assert deploy["replicas"] == 1
+        (device,) = deploy["resources"]["reservations"]["devices"]
+        assert device["device_ids"] == [gpu] and "count" not in device, name
+        assert services[name]["command"] == services["worker"]["command"]
+        assert services[name]["environment"] == services["worker"]["environment"]
 
 
 def test_backend_and_workers_get_every_setting_and_valid_values(config):

@@ -356,6 +356,8 @@ def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir)
             worker.stop()
         worker_log = worker.output()
 
+    # LOG_FORMAT=json: every worker line is JSON too (no progress bars)
+    assert all(line.startswith("{") for line in worker_log.splitlines()), worker_log
     # one JSON job line in the worker's log, with the task id, timings and tokens
     job = _job_line(worker_log)
     assert job["task_ids"] == [7] and job["images"] == 1

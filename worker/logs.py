@@ -47,6 +47,10 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """Text lines: time, level, logger, message; extra fields follow as key=value."""
 
 _HANDLER_NAME = "rexlabel"
+PROGRESS_BARS_OFF = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+"""Set with LOG_FORMAT=json: progress bars (model download and loading, in
+transformers, huggingface_hub and vLLM) would be non-JSON lines on stderr.
+Read when those libraries are imported, so set before the model loads."""
 
 # Standard LogRecord attributes: everything else on a record is an extra field.
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -263,6 +267,8 @@ def configure_logging(
     fmt = fmt or settings.get("LOG_FORMAT", environ)
     if fmt not in settings.setting("LOG_FORMAT").choices:
         raise settings.SettingsError(f"LOG_FORMAT={fmt!r} is not valid: text or json")
+    if fmt == "json":
+        _turn_progress_bars_off()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -273,6 +279,15 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     return handler
+
+
+def _turn_progress_bars_off() -> None:
+    """Progress bars off for this process and its children (the user's own
+    setting wins); transformers, if already imported, is told directly."""
+    for name, value in PROGRESS_BARS_OFF.items():
+        os.environ.setdefault(name, value)
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 # One line per job / request -------------------------------------------------

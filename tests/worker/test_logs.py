@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -246,6 +247,19 @@ def test_configuring_twice_keeps_one_handler(root_logger):
     ours = [h for h in root_logger.handlers if h.get_name() == "rexlabel"]
     assert len(ours) == 1
     assert isinstance(ours[0].formatter, logs.JsonFormatter)
+
+
+def test_json_logs_turn_progress_bars_off_unless_the_user_chose(
+    root_logger, monkeypatch
+):
+    for name in logs.PROGRESS_BARS_OFF:
+        monkeypatch.delenv(name, raising=False)
+    _configure("text")
+    assert not any(name in os.environ for name in logs.PROGRESS_BARS_OFF)
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # the user's own choice stays
+    _configure("json")
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert os.environ["TQDM_DISABLE"] == "0"
 
 
 def test_a_bad_log_format_names_the_variable(root_logger):

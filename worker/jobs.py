@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.jobspec import ImageJob, ImageResult, parse_chunk
+from worker.logs import route_library_logs
 from worker.metrics import record_chunk
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def _load_from_settings() -> WorkerRuntime:
     started = time.perf_counter()
     engine = create_engine()
     masker = _load_masker()
+    route_library_logs()  # handlers the model's libraries added on import
     log.info(
         "loaded engine %s (%s) in %.1f s%s",
         getattr(engine, "name", "?"),

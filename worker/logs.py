@@ -47,10 +47,15 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """Text lines: time, level, logger, message; extra fields follow as key=value."""
 
 _HANDLER_NAME = "rexlabel"
-PROGRESS_BARS_OFF = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
-"""Set with LOG_FORMAT=json: progress bars (model download and loading, in
-transformers, huggingface_hub and vLLM) would be non-JSON lines on stderr.
-Read when those libraries are imported, so set before the model loads."""
+JSON_LOG_ENVIRONMENT = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+    "VLLM_CONFIGURE_LOGGING": "0",
+}
+"""Set with LOG_FORMAT=json, where libraries would write non-JSON lines of
+their own: progress bars (model download and loading, in transformers,
+huggingface_hub and vLLM) go, and vLLM's records reach our handler instead of
+its own. Read when those libraries are imported, so set before the model loads."""
 
 # Standard LogRecord attributes: everything else on a record is an extra field.
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -267,8 +272,6 @@ def configure_logging(
     fmt = fmt or settings.get("LOG_FORMAT", environ)
     if fmt not in settings.setting("LOG_FORMAT").choices:
         raise settings.SettingsError(f"LOG_FORMAT={fmt!r} is not valid: text or json")
-    if fmt == "json":
-        _turn_progress_bars_off()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -278,16 +281,46 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    if fmt == "json":
+        _quiet_other_writers()
     return handler
 
 
-def _turn_progress_bars_off() -> None:
-    """Progress bars off for this process and its children (the user's own
-    setting wins); transformers, if already imported, is told directly."""
-    for name, value in PROGRESS_BARS_OFF.items():
+def _quiet_other_writers() -> None:
+    """:data:`JSON_LOG_ENVIRONMENT` for this process and its children (the
+    user's own setting wins), Python warnings as log records, and the
+    libraries' loggers routed through ours."""
+    for name, value in JSON_LOG_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    logging.captureWarnings(True)
+    route_library_logs()
+
+
+def progress_bars_disabled() -> bool:
+    """Whether this process turned progress bars off (``TQDM_DISABLE``, set with
+    JSON logs), for libraries whose explicit switch overrides that variable."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true")
+
+
+def route_library_logs() -> None:
+    """With JSON logs, libraries that attached a handler of their own (e.g.
+    transformers' stderr handler, which also stops propagation) lose it and
+    propagate to the root handler, so their records become JSON lines too.
+    Call again after a library is imported (the worker does after the model
+    loads); a no-op with text logs, where their own formats are fine."""
+    ours = [h for h in logging.getLogger().handlers if h.get_name() == _HANDLER_NAME]
+    if not ours or not isinstance(ours[0].formatter, JsonFormatter):
+        return
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if not isinstance(logger, logging.Logger) or not logger.handlers:
+            continue
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:  # not files, not queues
+                logger.removeHandler(handler)
+        if not logger.handlers:
+            logger.propagate = True
 
 
 # One line per job / request -------------------------------------------------

@@ -249,17 +249,41 @@ def test_configuring_twice_keeps_one_handler(root_logger):
     assert isinstance(ours[0].formatter, logs.JsonFormatter)
 
 
-def test_json_logs_turn_progress_bars_off_unless_the_user_chose(
-    root_logger, monkeypatch
-):
-    for name in logs.PROGRESS_BARS_OFF:
+def test_json_logs_quiet_other_writers_unless_the_user_chose(root_logger, monkeypatch):
+    for name in logs.JSON_LOG_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     _configure("text")
-    assert not any(name in os.environ for name in logs.PROGRESS_BARS_OFF)
+    assert not any(name in os.environ for name in logs.JSON_LOG_ENVIRONMENT)
     monkeypatch.setenv("TQDM_DISABLE", "0")  # the user's own choice stays
     _configure("json")
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert os.environ["VLLM_CONFIGURE_LOGGING"] == "0"
     assert os.environ["TQDM_DISABLE"] == "0"
+
+
+def test_json_logs_take_over_a_librarys_own_stderr_handler(root_logger):
+    library = logging.getLogger("rexlabel-test-library")
+    own, kept = logging.StreamHandler(io.StringIO()), logging.NullHandler()
+    library.addHandler(own)
+    library.propagate = False
+    try:
+        _configure("text")
+        logs.route_library_logs()  # text logs: the library keeps its format
+        assert own in library.handlers and library.propagate is False
+        stream = _configure("json")  # routes what is already there
+        assert library.handlers == [] and library.propagate is True
+        library.warning("from the library")
+        (line,) = [json.loads(x) for x in stream.getvalue().splitlines()]
+        assert line["msg"] == "from the library"
+
+        library.propagate = False  # imported later: the worker routes again
+        library.addHandler(own)
+        library.addHandler(kept)
+        logs.route_library_logs()
+        assert library.handlers == [kept] and library.propagate is False
+    finally:
+        library.handlers.clear()
+        library.propagate = True
 
 
 def test_a_bad_log_format_names_the_variable(root_logger):

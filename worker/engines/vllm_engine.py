@@ -45,6 +45,7 @@ from worker.engines.base import (
     SamplingSettings,
 )
 from worker.images import resize_for_model
+from worker.logs import progress_bars_disabled
 from worker.runaway import RunawayScanner
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,8 @@ class VLLMEngine(Engine):
             tensor_parallel_size=1,
             trust_remote_code=True,
             quantization=quantization,
+            # vLLM's own switch for its loading bar overrides TQDM_DISABLE
+            use_tqdm_on_load=not progress_bars_disabled(),
         )
         kwargs.update(extra)
         try:

@@ -296,10 +296,12 @@ def _quiet_other_writers() -> None:
     route_library_logs()
 
 
-def progress_bars_disabled() -> bool:
-    """Whether this process turned progress bars off (``TQDM_DISABLE``, set with
-    JSON logs), for libraries whose explicit switch overrides that variable."""
-    return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true")
+def json_logging() -> bool:
+    """Whether this process writes JSON lines (``configure_logging`` with
+    LOG_FORMAT=json): libraries with a switch of their own for progress bars
+    (which overrides TQDM_DISABLE) should turn them off."""
+    ours = [h for h in logging.getLogger().handlers if h.get_name() == _HANDLER_NAME]
+    return bool(ours) and isinstance(ours[0].formatter, JsonFormatter)
 
 
 def route_library_logs() -> None:
@@ -308,8 +310,7 @@ def route_library_logs() -> None:
     propagate to the root handler, so their records become JSON lines too.
     Call again after a library is imported (the worker does after the model
     loads); a no-op with text logs, where their own formats are fine."""
-    ours = [h for h in logging.getLogger().handlers if h.get_name() == _HANDLER_NAME]
-    if not ours or not isinstance(ours[0].formatter, JsonFormatter):
+    if not json_logging():
         return
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()

@@ -268,9 +268,11 @@ def test_json_logs_take_over_a_librarys_own_stderr_handler(root_logger):
     library.propagate = False
     try:
         _configure("text")
+        assert not logs.json_logging()
         logs.route_library_logs()  # text logs: the library keeps its format
         assert own in library.handlers and library.propagate is False
         stream = _configure("json")  # routes what is already there
+        assert logs.json_logging()
         assert library.handlers == [] and library.propagate is True
         library.warning("from the library")
         (line,) = [json.loads(x) for x in stream.getvalue().splitlines()]

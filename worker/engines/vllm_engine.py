@@ -45,7 +45,7 @@ from worker.engines.base import (
     SamplingSettings,
 )
 from worker.images import resize_for_model
-from worker.logs import progress_bars_disabled
+from worker.logs import json_logging
 from worker.runaway import RunawayScanner
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ class VLLMEngine(Engine):
             trust_remote_code=True,
             quantization=quantization,
             # vLLM's own switch for its loading bar overrides TQDM_DISABLE
-            use_tqdm_on_load=not progress_bars_disabled(),
+            use_tqdm_on_load=not json_logging(),
         )
         kwargs.update(extra)
         try:

@@ -29,7 +29,6 @@ from typing import Any
 from worker import settings
 from worker.engines.registry import ENGINE_INSTALL_HINT, missing_packages
 from worker.jobs import QUEUE_INTERACTIVE, QUEUES, RUN_CHUNK
-from worker.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -357,5 +356,5 @@ def create_runner(redis_url: str = "", engine: str | None = None) -> ChunkRunner
         return RQRunner.from_url(redis_url)
     problem = in_process_problem(redis_url, engine or settings.get("REXLABEL_ENGINE"))
     if problem:
-        raise SettingsError(problem)
+        raise settings.SettingsError(problem)
     return InProcessRunner()

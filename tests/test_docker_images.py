@@ -132,7 +132,6 @@ def test_hadolint_is_clean():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.slow
 def _build_image_wheel(tmp_path: Path) -> Path:
     """The build stage of both images: ``pip wheel --no-deps .`` on the COPYs."""
     context = tmp_path / "context"
@@ -168,6 +167,7 @@ def _build_image_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
+@pytest.mark.slow
 def test_the_wheel_builds_from_exactly_what_the_images_copy(tmp_path):
     wheel = _build_image_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
@@ -303,8 +303,10 @@ def test_the_backend_image_install_serves_without_torch(tmp_path):
         REXLABEL_JOBS_DIR=str(tmp_path / "jobs"),
         REDIS_URL=IMAGE_REDIS_URL,
     )
+    log_path = tmp_path / "backend.log"
+    log_file = log_path.open("w")
     server = subprocess.Popen(
-        command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command, cwd=app_dir, env=env, stdout=log_file, stderr=subprocess.STDOUT
     )
     try:
         program, *args = _healthcheck_cmd("backend.Dockerfile")
@@ -316,12 +318,13 @@ def test_the_backend_image_install_serves_without_torch(tmp_path):
             )
             if check.returncode == 0:
                 break
-            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            assert server.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, check.stderr
             time.sleep(0.5)
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log_file.close()
 
     env.pop("REDIS_URL")
     refused = subprocess.run(

@@ -204,9 +204,15 @@ def _shape_task(ls: FakeLabelStudio) -> tuple[dict, str, str]:
     return task, config, sample.phrase
 
 
-def _write_dotenv(path: Path, tmp_path: Path, **values: str | Path) -> None:
-    """A compose ``.env`` pointing the stack at this machine, plus ``values``."""
+def _write_dotenv(
+    tmp_path: Path, ls: FakeLabelStudio, backend_port: int, **values: str | Path
+) -> Path:
+    """A compose ``.env`` in ``tmp_path`` pointing the stack at this machine
+    (Label Studio ``ls``, the backend on ``backend_port``), plus ``values``."""
+    path = tmp_path / ".env"
     lines = {
+        "LABEL_STUDIO_URL": ls.url,
+        "PORT": str(backend_port),
         "REDIS_URL": REDIS_URL,
         "REXLABEL_HOST": "127.0.0.1",
         "REXLABEL_DEVICE": "cpu",
@@ -218,6 +224,7 @@ def _write_dotenv(path: Path, tmp_path: Path, **values: str | Path) -> None:
         **values,
     }
     path.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+    return path
 
 
 def _start_backend_and_worker(
@@ -282,14 +289,12 @@ def _job_line(worker_log: str) -> dict:
 @pytest.mark.slow
 def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir):
     backend_port, metrics_port = _free_port(), _free_port()
-    dotenv = tmp_path / ".env"
     url = f"http://127.0.0.1:{backend_port}"
     with FakeLabelStudio(legacy_enabled=True) as ls:
-        _write_dotenv(
-            dotenv,
+        dotenv = _write_dotenv(
             tmp_path,
-            LABEL_STUDIO_URL=ls.url,
-            PORT=str(backend_port),
+            ls,
+            backend_port,
             REXLABEL_MODEL=tiny_model_dir,
             REXLABEL_MAX_NEW_TOKENS="48",  # random weights: keep it short
             REXLABEL_WORKER_METRICS_PORT=str(metrics_port),
@@ -423,14 +428,12 @@ def test_compose_vllm_profile_thin_worker_serves_a_prediction(
     ``worker-openai`` service (the compose file's environment: openai engine,
     ``REXLABEL_OPENAI_URL``) answers /predict through it."""
     backend_port, vllm_port = _free_port(), _free_port()
-    dotenv = tmp_path / ".env"
     url = f"http://127.0.0.1:{backend_port}"
     with FakeLabelStudio(legacy_enabled=True) as ls:
-        _write_dotenv(
-            dotenv,
+        dotenv = _write_dotenv(
             tmp_path,
-            LABEL_STUDIO_URL=ls.url,
-            PORT=str(backend_port),
+            ls,
+            backend_port,
             REXLABEL_MODEL=trained_model_dir,  # vllm serves it under this name
             REXLABEL_VLLM_MAX_MODEL_LEN=str(TINY_MAX_MODEL_LEN),
             REXLABEL_MAX_NEW_TOKENS=str(MAX_NEW_TOKENS),

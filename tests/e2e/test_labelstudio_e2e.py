@@ -35,7 +35,7 @@ import re
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,18 @@ def check_region_common(region: dict[str, Any], from_name: str, kind: str) -> No
     assert region["original_width"] == IMAGE_SIZE, region
     assert region["original_height"] == IMAGE_SIZE, region
     assert region.get("id"), region
+
+
+def stored_regions(
+    stored: dict[int, dict[str, Any]], from_name: str, kind: str, labels
+) -> Iterator[dict[str, Any]]:
+    """Every region of the ``stored`` predictions, each checked by
+    :func:`check_region_common` and for labels among ``labels``."""
+    for prediction in stored.values():
+        for region in prediction["result"]:
+            check_region_common(region, from_name, kind)
+            assert set(region["value"][kind]) <= set(labels), region
+            yield region
 
 
 def box_pixels(value: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -481,12 +493,9 @@ def test_keypoints_retrieve_predictions_are_well_formed_points(
     project = make_project(client, "keypoints", "keypoints", tmp_path, seed=2)
     ml = connect(client, project, rexlabel_backend, "rexlabel keypoints")
     stored = retrieve(client, project, rexlabel_backend, ml["model_version"])
-    for prediction in stored.values():
-        for region in prediction["result"]:
-            check_region_common(region, "kp", "keypointlabels")
-            value = region["value"]
-            assert set(value["keypointlabels"]) <= set(project.labels), value
-            assert _in_percent(value["x"], value["y"]) and value["width"] > 0, value
+    for region in stored_regions(stored, "kp", "keypointlabels", project.labels):
+        value = region["value"]
+        assert _in_percent(value["x"], value["y"]) and value["width"] > 0, value
 
 
 def test_ocr_regions_tie_text_to_their_box(
@@ -541,13 +550,10 @@ def test_polygons_from_sam_through_the_queue(
     )
     ml = connect(client, project, rexlabel_backend_queue, "rexlabel polygons (PAT)")
     stored = retrieve(client, project, rexlabel_backend_queue, ml["model_version"])
-    for prediction in stored.values():
-        for region in prediction["result"]:
-            check_region_common(region, "poly", "polygonlabels")
-            value = region["value"]
-            assert set(value["polygonlabels"]) <= set(project.labels), value
-            assert len(value["points"]) >= 3, value
-            assert all(_in_percent(x, y) for x, y in value["points"]), value
+    for region in stored_regions(stored, "poly", "polygonlabels", project.labels):
+        value = region["value"]
+        assert len(value["points"]) >= 3, value
+        assert all(_in_percent(x, y) for x, y in value["points"]), value
     labelled = images_labelled(stored, project, "polygonlabels")
     assert labelled >= MIN_DETECTION_HITS * len(project.tasks), (labelled, stored)
 
@@ -573,12 +579,9 @@ def test_brush_masks_from_sam_and_clicks(
     project = make_project(client, "brush", "brush", tmp_path, seed=5, labels=BLUE)
     ml = connect(client, project, rexlabel_backend_queue, "rexlabel brush (PAT)")
     stored = retrieve(client, project, rexlabel_backend_queue, ml["model_version"])
-    for prediction in stored.values():
-        for region in prediction["result"]:
-            check_region_common(region, "brush", "brushlabels")
-            assert region["value"]["format"] == "rle"
-            assert set(region["value"]["brushlabels"]) <= set(project.labels)
-            assert _decoded_mask(region).any(), region["id"]
+    for region in stored_regions(stored, "brush", "brushlabels", project.labels):
+        assert region["value"]["format"] == "rle"
+        assert _decoded_mask(region).any(), region["id"]
     labelled = images_labelled(stored, project, "brushlabels")
 
     task_id, sample = next(iter(project.tasks.items()))

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from converters.geometry import MAX_IMAGE_PIXELS
+
 POLYGON_TOLERANCE_PX = 1.0
 """approxPolyDP tolerance: vertices may move up to one pixel, which keeps the shape
 within a pixel of the mask while dropping the vertices of straight runs."""
@@ -31,6 +33,13 @@ MIN_POLYGON_VERTICES = 3
 
 BRUSH_ON_VALUE = 255
 """Label Studio brush masks are 0/255 (the alpha channel); anything else is off."""
+
+MAX_MASK_PIXELS = MAX_IMAGE_PIXELS
+"""Largest brush mask decoded (width x height): the image pixel limit, so a mask
+never costs more than the image it belongs to (4 bytes a pixel while decoding)."""
+
+BRUSH_MAX_WORD_BITS = 8
+"""Brush RLE values are RGBA bytes (Label Studio writes 8-bit words)."""
 
 PIXEL_CENTRE = 0.5
 """OpenCV contours run through boundary pixel indices; adding half a pixel puts the
@@ -130,19 +139,107 @@ def mask_to_brush_rle(mask: Any) -> list[int]:
     return _brush_module().mask2rle(np.ascontiguousarray(on) * np.uint8(BRUSH_ON_VALUE))
 
 
-def brush_rle_to_mask(rle: Sequence[int], width: int, height: int) -> np.ndarray:
+def brush_rle_to_mask(
+    rle: Sequence[int], width: int, height: int, *, max_pixels: int = MAX_MASK_PIXELS
+) -> np.ndarray:
     """Label Studio brush RLE -> ``(H, W)`` uint8 mask of 0/1.
 
     ``width``/``height`` are the result's ``original_width``/``original_height``.
+    The RLE's header (its value count) is checked against ``width x height x 4``
+    and the size against ``max_pixels`` before anything is allocated, and no run
+    may reach past the declared count, so a short RLE cannot claim gigabytes.
     """
-    flat = _brush_module().decode_rle(list(rle))
-    expected = int(width) * int(height) * 4
-    if flat.size != expected:
+    width, height = _brush_size(width, height, max_pixels)
+    bits = _BrushBits(rle)
+    count = bits.read(32)
+    expected = width * height * 4
+    if count != expected:
         raise MaskError(
-            f"brush RLE holds {flat.size} values, expected {expected} for a "
+            f"brush RLE holds {count} values, expected {expected} for a "
             f"{width}x{height} RGBA image (check original_width/original_height)"
         )
-    return (flat.reshape(int(height), int(width), 4)[:, :, 3] > 0).astype(np.uint8)
+    return _brush_alpha(bits, count).reshape(height, width)
+
+
+def _brush_size(width: Any, height: Any, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` as positive ints within ``max_pixels``, else MaskError."""
+    try:
+        w, h = int(width), int(height)
+    except (TypeError, ValueError):
+        raise MaskError(
+            f"brush size must be integers, got {width!r}x{height!r}"
+        ) from None
+    if w <= 0 or h <= 0:
+        raise MaskError(f"brush size must be positive, got {w}x{h}")
+    if w * h > max_pixels:
+        raise MaskError(
+            f"brush mask of {w}x{h} = {w * h} pixels is more than the limit of "
+            f"{max_pixels} (MAX_MASK_PIXELS)"
+        )
+    return w, h
+
+
+class _BrushBits:
+    """The bit stream of a brush RLE (a list of bytes), read most significant
+    bit first, as ``label_studio_sdk.converter.brush.decode_rle`` reads it."""
+
+    def __init__(self, rle: Sequence[int]) -> None:
+        try:
+            data = np.asarray(rle, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise MaskError("brush RLE must be a list of integers 0..255") from None
+        if data.ndim != 1 or (data.size and (data.min() < 0 or data.max() > 255)):
+            raise MaskError("brush RLE must be a list of integers 0..255")
+        bits = np.unpackbits(data.astype(np.uint8)) + np.uint8(ord("0"))
+        self._text = bits.tobytes().decode("ascii")
+        self._position = 0
+
+    def read(self, size: int) -> int:
+        """The next ``size`` bits as an unsigned int; MaskError past the end."""
+        end = self._position + size
+        if end > len(self._text):
+            raise MaskError(
+                f"brush RLE ends early: {len(self._text) // 8} bytes are too few "
+                "for the values it declares"
+            )
+        value = int(self._text[self._position : end], 2)
+        self._position = end
+        return value
+
+
+def _brush_alpha(bits: _BrushBits, count: int) -> np.ndarray:
+    """Decode the ``count`` RGBA values after the count field, keeping only the
+    alpha channel (one byte a pixel) as 0/1. A run that overruns ``count`` is
+    a MaskError."""
+    word_size = bits.read(5) + 1
+    if word_size > BRUSH_MAX_WORD_BITS:
+        raise MaskError(
+            f"brush RLE words are {word_size} bits; values are bytes "
+            f"(at most {BRUSH_MAX_WORD_BITS} bits)"
+        )
+    run_sizes = [bits.read(4) + 1 for _ in range(4)]
+    alpha = np.zeros(count // 4, dtype=np.uint8)
+    i = 0
+    while i < count:
+        repeated = bits.read(1)
+        end = i + 1 + bits.read(run_sizes[bits.read(2)])
+        if end > count:
+            raise MaskError(
+                f"brush RLE run reaches value {end}, past the {count} it declares"
+            )
+        first, last = _alpha_pixels(i, end)
+        if repeated:
+            alpha[first:last] = bits.read(word_size) > 0
+        else:
+            values = [bits.read(word_size) for _ in range(end - i)]
+            alpha[first:last] = [v > 0 for v in values[(3 - i) % 4 :: 4]]
+        i = end
+    return alpha
+
+
+def _alpha_pixels(start: int, end: int) -> tuple[int, int]:
+    """The pixels whose alpha value (value ``4 p + 3``) lies in ``start..end-1``."""
+    return -((3 - start) // 4), -((3 - end) // 4)
 
 
 def rle_to_brush_rle(rle: Mapping[str, Any]) -> list[int]:

@@ -144,3 +144,94 @@ def test_converters_and_the_engines_import_without_pycocotools():
     )
     assert done.returncode == 0, done.stderr
     assert "pip install pycocotools" in done.stdout
+
+
+def _brush_header(values: int, word_bits: int = 8) -> str:
+    """The bits of a brush RLE header: value count, word size, run sizes."""
+    return f"{values:032b}{word_bits - 1:05b}" + "".join(
+        f"{n - 1:04b}" for n in (3, 4, 8, 16)
+    )
+
+
+def _brush_bytes(bits: str) -> list[int]:
+    bits += "0" * (-len(bits) % 8)
+    return [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)]
+
+
+def test_brush_literal_runs_match_the_sdk():
+    """RGBA values that change every pixel use the RLE's literal runs."""
+    from label_studio_sdk.converter.brush import decode_rle, encode_rle
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 3, size=(7, 9, 4), dtype=np.uint8) * 100
+    brush = encode_rle(rgba.ravel())
+    expected = (decode_rle(brush).reshape(7, 9, 4)[:, :, 3] > 0).astype(np.uint8)
+    np.testing.assert_array_equal(masks.brush_rle_to_mask(brush, 9, 7), expected)
+
+
+def test_brush_header_is_checked_before_anything_is_allocated():
+    """A 20 KB RLE declaring 400 M values for a 200x100 region: refused from the
+    header, without the 400 MB the SDK's decoder allocates first."""
+    import tracemalloc
+
+    run = "1" + "11" + "1" * 16 + "11111111"  # one repeated run of 65536 x 255
+    brush = _brush_bytes(_brush_header(400_000_000) + run * 6000)
+    assert len(brush) < 21_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(masks.MaskError, match=r"400000000 values.*200x100"):
+            masks.brush_rle_to_mask(brush, 200, 100)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 1024**2
+
+
+def test_brush_larger_than_the_pixel_limit_is_refused_by_its_size():
+    brush = _brush_bytes(_brush_header(4 * 9000 * 9000))
+    with pytest.raises(masks.MaskError, match=r"9000x9000.*limit"):
+        masks.brush_rle_to_mask(brush, 9000, 9000)
+    with pytest.raises(masks.MaskError, match="limit of 100"):
+        masks.brush_rle_to_mask(_blob_brush(), 64, 48, max_pixels=100)
+
+
+def _blob_brush() -> list[int]:
+    return masks.mask_to_brush_rle(_blob())
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "match"),
+    [(0, 48, "positive"), (-64, 48, "positive"), ("wide", 48, "integers")],
+)
+def test_brush_with_bad_size_names_it(width, height, match):
+    with pytest.raises(masks.MaskError, match=match):
+        masks.brush_rle_to_mask(_blob_brush(), width, height)
+
+
+def test_brush_run_past_the_declared_count_is_refused():
+    """A 2x1 mask (8 values) whose one run claims 65536 values."""
+    run = "1" + "11" + "1" * 16 + "11111111"
+    with pytest.raises(masks.MaskError, match="past the 8 it declares"):
+        masks.brush_rle_to_mask(_brush_bytes(_brush_header(8) + run), 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("brush", "match"),
+    [
+        (None, "ends early"),
+        ([1, 2, 300], "0..255"),
+        ([[1, 2]], "0..255"),
+        (["x"], "0..255"),
+    ],
+)
+def test_brush_malformed_bytes_are_named(brush, match):
+    if brush is None:  # header of 8 values, then nothing
+        brush = _brush_bytes(_brush_header(8))
+    with pytest.raises(masks.MaskError, match=match):
+        masks.brush_rle_to_mask(brush, 2, 1)
+
+
+def test_brush_with_words_wider_than_a_byte_is_refused():
+    brush = _brush_bytes(_brush_header(8, word_bits=16) + "1" + "00" + "111" + "1" * 16)
+    with pytest.raises(masks.MaskError, match="16 bits"):
+        masks.brush_rle_to_mask(brush, 2, 1)

@@ -4,8 +4,10 @@ The model is asked for phrases (a ``<Label>``'s value, or each of its
 ``predicted_values`` aliases) and may answer with a slightly different phrase
 (``robot-shope`` came back as ``robot-shape``). A phrase maps to a label by,
 in order: an exact match, a case- and whitespace-insensitive match, then a
-close fuzzy match (difflib). A phrase that matches nothing is reported, never
-silently given another label.
+close fuzzy match (difflib) -- only when every close phrase belongs to one
+label. A phrase that matches nothing, or is close to two labels, is reported,
+never silently given another label. Joint names never match fuzzily (see
+``converters.keypoint_sets.joint_key``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
 FUZZY_CUTOFF = 0.8
 """difflib ratio a phrase needs to map to a label: one or two typos in a word
@@ -24,6 +27,15 @@ ALIAS_SEPARATOR = ","
 """``predicted_values="car,truck"`` and ``rex_categories`` list phrases with commas."""
 
 _SPACES = re.compile(r"\s+")
+
+
+class Match(str, Enum):
+    """How a model phrase was mapped to a label (reported when not exact)."""
+
+    EXACT = "exact"
+    NORMALIZED = "normalized"
+    FUZZY = "fuzzy"
+    FREE = "free"
 
 
 def normalize_phrase(phrase: str) -> str:
@@ -91,17 +103,33 @@ class LabelMap:
     def resolve(self, phrase: str) -> str | None:
         """The label for a phrase the model wrote, or None when nothing matches
         (the phrase itself for a free map)."""
+        return self.match(phrase)[0]
+
+    def match(self, phrase: str) -> tuple[str | None, Match | None]:
+        """``(label, how)``: how the phrase the model wrote maps to a label.
+
+        Exact first, then normalised (:func:`normalize_phrase`), then fuzzy --
+        but a fuzzy match counts only when every close phrase (difflib ratio
+        >= ``FUZZY_CUTOFF``) belongs to the same label: a phrase near two
+        labels matches neither, so a look-alike never picks a label at
+        random. ``(None, None)`` when nothing matches (a free map keeps the
+        phrase as its own label, ``how`` ``FREE``).
+        """
         if phrase in self.phrases:
-            return self.phrases[phrase]
+            return self.phrases[phrase], Match.EXACT
         key = normalize_phrase(phrase)
         if key in self._normalized:
-            return self._normalized[key]
+            return self._normalized[key], Match.NORMALIZED
         close = difflib.get_close_matches(
-            key, list(self._normalized), n=1, cutoff=FUZZY_CUTOFF
+            key,
+            list(self._normalized),
+            n=max(1, len(self._normalized)),
+            cutoff=FUZZY_CUTOFF,
         )
-        if close:
-            return self._normalized[close[0]]
-        return phrase if self.free else None
+        labels = {self._normalized[c] for c in close}
+        if len(labels) == 1:
+            return labels.pop(), Match.FUZZY
+        return (phrase, Match.FREE) if self.free else (None, None)
 
     def restricted_to(self, phrases: Iterable[str]) -> LabelMap:
         """A map asking only ``phrases``, each mapped through this map.

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from backend.labels import LabelMap, normalize_phrase, split_phrases
+from backend.labels import LabelMap, split_phrases
 from converters.keypoint_sets import KEYPOINT_SETS, KeypointSet
 from converters.tasks import Task
 from worker.jobspec import ImageJob, ModelCall
@@ -402,11 +402,12 @@ def _geometry(tag: str) -> str:
 
 
 def _keypoint_set_of(labels: list[str]) -> KeypointSet | None:
-    names = {normalize_phrase(label) for label in labels}
-    if not names:
+    """The smallest keypoint set whose joints include every label (spelt
+    ``left_eye``, ``Left Eye`` or ``left-eye`` alike), else None."""
+    if not labels:
         return None
     for kp_set in sorted(KEYPOINT_SETS.values(), key=lambda s: len(s.joints)):
-        if names <= set(kp_set.joints):
+        if all(kp_set.joint_for(label) is not None for label in labels):
             return kp_set
     return None
 
@@ -521,12 +522,7 @@ def _plan_keypoint(control: Any, plan: ControlPlan, categories: list[str]) -> No
     plan.call.categories = categories or [kp_set.name]
     # Joint names as the model writes them -> the config's spelling of them.
     plan.label_map = LabelMap(
-        phrases={
-            joint: label
-            for label in plan.label_map.labels
-            for joint in kp_set.joints
-            if normalize_phrase(label) == joint
-        }
+        phrases={kp_set.joint_for(label): label for label in plan.label_map.labels}
     )
 
 

@@ -19,11 +19,12 @@ predicts it again later; only interactive replies use the empty prediction.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.labels import normalize_phrase
+from backend.labels import LabelMap, Match
 from backend.planner import DRAWN_BOX_IOU, ControlPlan, Plan
 from converters.labelstudio import (
     LabelStudioError,
@@ -115,38 +116,85 @@ def _kept(control: ControlPlan, predictions: Iterable[Prediction]) -> list[Predi
     return out
 
 
-def _labeller(control: ControlPlan, unmatched: list[str]) -> Callable[[str], Any]:
-    """Phrase -> label for the writer; unmatched phrases are recorded, not kept."""
-    if control.relabel is not None:
-        relabel = control.relabel
-        return lambda phrase: relabel
-    if control.keypoint_set is not None:
-        from converters.keypoint_sets import get_keypoint_set
+@dataclass
+class _LabelNotes:
+    """What the labeller met while mapping one call's phrases to labels."""
 
-        joints = set(get_keypoint_set(control.keypoint_set).joints)
-        mapping = control.label_map
-        box_map = control.box_map
+    unmatched: list[str] = field(default_factory=list)
+    """Model phrases that match no label (dropped)."""
+    dropped_joints: list[str] = field(default_factory=list)
+    """Joints of the keypoint set the config does not list (dropped)."""
+    fuzzy: dict[str, str] = field(default_factory=dict)
+    """Model phrase -> label, where only a fuzzy match joined them."""
 
-        def joint_label(phrase: str) -> Any:
-            if normalize_phrase(phrase) in joints:
-                return mapping.resolve(phrase)  # None: joint not in the config
-            if box_map is None:
-                return phrase  # the instance's category (person1 -> person)
-            label = box_map.resolve(phrase)  # the label of the instance's box
-            if label is None and phrase not in unmatched:
-                unmatched.append(phrase)
-            return label
+    def warnings(self, control: ControlPlan) -> list[str]:
+        where = f"{control.tag} {control.control!r}"
+        out = []
+        if self.unmatched:
+            labels = (control.box_map or control.label_map).labels
+            out.append(
+                f"{where}: model phrase(s) "
+                f"{', '.join(repr(u) for u in self.unmatched)} match no label "
+                f"({', '.join(labels) or 'none'}); dropped"
+            )
+        if self.dropped_joints:
+            counts = Counter(self.dropped_joints)
+            out.append(
+                f"{where}: {len(self.dropped_joints)} keypoint(s) of joints the "
+                "config does not list dropped ("
+                + ", ".join(f"{joint!r} x{n}" for joint, n in counts.items())
+                + ")"
+            )
+        if self.fuzzy:
+            out.append(
+                f"{where}: model phrase(s) read by fuzzy match: "
+                + ", ".join(f"{p!r} -> {label!r}" for p, label in self.fuzzy.items())
+            )
+        return out
 
-        return joint_label
-    mapping = control.label_map
+
+def _mapper(mapping: LabelMap, notes: _LabelNotes) -> Callable[[str], Any]:
+    """Phrase -> label through ``mapping``; notes what was not an exact match."""
 
     def label(phrase: str) -> Any:
-        resolved = mapping.resolve(phrase)
-        if resolved is None and phrase not in unmatched:
-            unmatched.append(phrase)
+        resolved, how = mapping.match(phrase)
+        if resolved is None:
+            if phrase not in notes.unmatched:
+                notes.unmatched.append(phrase)
+        elif how is Match.FUZZY:
+            notes.fuzzy[phrase] = resolved
         return resolved
 
     return label
+
+
+def _labeller(control: ControlPlan, notes: _LabelNotes) -> Callable[[str], Any]:
+    """Phrase -> label for the writer; what it drops or guesses goes to ``notes``."""
+    if control.relabel is not None:
+        relabel = control.relabel
+        return lambda phrase: relabel
+    if control.keypoint_set is None:
+        return _mapper(control.label_map, notes)
+    from converters.keypoint_sets import get_keypoint_set
+
+    kp_set = get_keypoint_set(control.keypoint_set)
+    # Joints map exactly (after joint_key), never fuzzily: "left knee" is not
+    # "left eye" however alike the words look.
+    joint_labels = dict(control.label_map.phrases)
+    box_label = _mapper(control.box_map, notes) if control.box_map else None
+
+    def joint_label(phrase: str) -> Any:
+        joint = kp_set.joint_for(phrase)
+        if joint is not None:
+            label = joint_labels.get(joint)
+            if label is None:
+                notes.dropped_joints.append(joint)
+            return label
+        if box_label is None:
+            return phrase  # the instance's category (person1 -> person)
+        return box_label(phrase)  # the label of the instance's box
+
+    return joint_label
 
 
 def _strip_labels(results: list[dict[str, Any]], control: ControlPlan) -> None:
@@ -163,14 +211,13 @@ def call_results(
     control: ControlPlan, call: CallResult, width: int, height: int
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Label Studio results of one call, and warnings about what was dropped."""
-    warnings: list[str] = []
-    unmatched: list[str] = []
+    notes = _LabelNotes()
     predictions = _kept(control, call.predictions)
     kwargs: dict[str, Any] = {
         "to_name": control.to_name,
         "width": width,
         "height": height,
-        "label_map": _labeller(control, unmatched),
+        "label_map": _labeller(control, notes),
         "text_from_name": control.text_control,
         "keypoint_box_from_name": control.box_control,
     }
@@ -191,13 +238,7 @@ def call_results(
         )
         if control.tag in _UNLABELLED:
             _strip_labels(results, control)
-    if unmatched:
-        labels = (control.box_map or control.label_map).labels
-        warnings.append(
-            f"{control.tag} {control.control!r}: model phrase(s) "
-            f"{', '.join(repr(u) for u in unmatched)} match no label "
-            f"({', '.join(labels) or 'none'}); dropped"
-        )
+    warnings = notes.warnings(control)
     if call.truncated:
         warnings.append(
             f"{control.tag} {control.control!r}: the model's answer was cut off "

@@ -6,8 +6,21 @@ COCO ``keypoints`` triplets. Skeleton edges are pairs of joint names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from itertools import pairwise
+
+_JOINT_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+def joint_key(name: str) -> str:
+    """A joint name as compared: case-folded, ``_``/``-``/spaces as one space.
+
+    ``"Left_Eye"``, ``"left-eye"`` and ``" left  eye "`` all give ``"left eye"``.
+    Joint names match only through this key, never fuzzily: ``left knee`` and
+    ``left eye`` are different joints however alike they look.
+    """
+    return _JOINT_SEPARATORS.sub(" ", str(name)).strip().casefold()
 
 
 @dataclass(frozen=True)
@@ -15,6 +28,12 @@ class KeypointSet:
     name: str
     joints: tuple[str, ...]
     skeleton: tuple[tuple[str, str], ...]
+
+    def joint_for(self, name: str) -> str | None:
+        """The set's own spelling of joint ``name`` (see :func:`joint_key`), or
+        None when ``name`` is not one of its joints."""
+        key = joint_key(name)
+        return next((j for j in self.joints if joint_key(j) == key), None)
 
     def skeleton_indices(self, base: int = 1) -> list[list[int]]:
         """Edges as joint indices (COCO uses 1-based indices, hence ``base``)."""
@@ -151,16 +170,17 @@ def guess_keypoint_set(joint_names) -> KeypointSet | None:
     Used to pick a skeleton for drawing and to decide whether Label Studio
     KeyPointLabels are joints of a known set. Ties prefer the smaller set.
     """
-    names = {str(n).strip().lower() for n in joint_names}
+    names = {joint_key(n) for n in joint_names}
     if not names:
         return None
-    best = None
-    for kp_set in sorted(KEYPOINT_SETS.values(), key=lambda s: len(s.joints)):
-        if names <= set(kp_set.joints) and (best is None):
-            best = kp_set
-    if best is not None:
-        return best
+
+    def keys(kp_set: KeypointSet) -> set[str]:
+        return {joint_key(j) for j in kp_set.joints}
+
+    by_size = sorted(KEYPOINT_SETS.values(), key=lambda s: len(s.joints))
+    covering = next((s for s in by_size if names <= keys(s)), None)
+    if covering is not None:
+        return covering
     # Partial cover: choose the set sharing the most joints, if it shares most of them.
-    scored = sorted(KEYPOINT_SETS.values(), key=lambda s: -len(names & set(s.joints)))
-    top = scored[0]
-    return top if len(names & set(top.joints)) * 2 > len(names) else None
+    top = max(by_size, key=lambda s: len(names & keys(s)))
+    return top if len(names & keys(top)) * 2 > len(names) else None

@@ -599,16 +599,20 @@ def _rotated_corners(
 
 def _ordered(keypoints: dict[str, tuple[float, float]]) -> dict:
     """Joints in the order of their keypoint set, named as the set names them
-    (case-insensitively matched; missing joints None); else as found."""
+    (matched by ``joint_key``: case, ``_``, ``-``; missing joints None); names
+    that are no joint of the set follow as found."""
     kp_set = guess_keypoint_set(keypoints)
     if kp_set is None:
         return keypoints
-    found = {name.strip().lower(): xy for name, xy in keypoints.items()}
-    ordered: dict = {joint: found.pop(joint, None) for joint in kp_set.joints}
-    ordered.update(
-        (name, xy) for name, xy in keypoints.items() if name.strip().lower() in found
-    )
-    return ordered
+    found: dict = {}
+    others: dict = {}
+    for name, xy in keypoints.items():
+        joint = kp_set.joint_for(name)
+        if joint is None:
+            others[name] = xy
+        else:
+            found[joint] = xy
+    return {**{j: found.get(j) for j in kp_set.joints}, **others}
 
 
 def from_labelstudio(

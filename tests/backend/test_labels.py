@@ -9,6 +9,7 @@ import pytest
 from backend.labels import (
     FUZZY_CUTOFF,
     LabelMap,
+    Match,
     normalize_phrase,
     split_phrases,
 )
@@ -66,3 +67,23 @@ def test_restricted_to_asks_only_given_phrases() -> None:
     assert r.resolve("person") == "Person"
     with pytest.raises(ValueError, match="zebra"):
         m.restricted_to(["zebra"])
+
+
+def test_fuzzy_match_only_when_one_label_is_close() -> None:
+    """A phrase near two labels of the control picks neither (an annotator
+    would accept the wrong one); near one label it maps and says how."""
+    m = LabelMap.from_labels(["class 1", "class 2", "robot-shope"])
+    assert m.match("robot-shope") == ("robot-shope", Match.EXACT)
+    assert m.match("Robot-Shope") == ("robot-shope", Match.NORMALIZED)
+    assert m.match("robot-shape") == ("robot-shope", Match.FUZZY)
+    assert m.match("clas 1") == ("class 1", Match.FUZZY)
+    # "class 7" is as close to both classes (0.86): ambiguous, no label.
+    for label in ("class 1", "class 2"):
+        assert difflib.SequenceMatcher(None, "class 7", label).ratio() >= FUZZY_CUTOFF
+    assert m.match("class 7") == (None, None)
+    assert m.resolve("class 7") is None
+
+
+def test_aliases_of_one_label_do_not_make_a_fuzzy_match_ambiguous() -> None:
+    m = LabelMap.from_labels(["Vehicle"], {"Vehicle": ["sports car", "sport cars"]})
+    assert m.match("sports cars") == ("Vehicle", Match.FUZZY)

@@ -186,12 +186,89 @@ def test_keypoint_joints_take_the_configs_spelling() -> None:
     call = CallResult(key="kp", task=Task.KEYPOINT, predictions=[person])
     out = task_prediction(plan_config(config), [image_result(call)], VERSION)
     results = out.prediction["result"]
-    # "right eye" is not in the config: dropped quietly (not an unmatched phrase).
+    # "right eye" is not in the config: dropped and counted in the warnings.
     assert [r["value"]["keypointlabels"] for r in results] == [["Nose"], ["Left Eye"]]
     # No RectangleLabels for the person box: joints stand alone.
     assert all("parentID" not in r for r in results)
-    assert out.warnings == []
+    assert out.warnings == [
+        "KeyPointLabels 'kp': 1 keypoint(s) of joints the config does not list "
+        "dropped ('right eye' x1)"
+    ]
     valid(config, results)
+
+
+README_POSE_JOINTS = (
+    "nose",
+    "left eye",
+    "right eye",
+    "left shoulder",
+    "right shoulder",
+    "left hip",
+    "right hip",
+)
+"""A 7-joint person config: no knees, whose names look like the eyes'."""
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [str.title, lambda j: j.replace(" ", "_"), lambda j: j.replace(" ", "-").upper()],
+    ids=["Left Eye", "left_eye", "LEFT-EYE"],
+)
+def test_joints_never_fuzzy_match_another_joint(spell) -> None:
+    """The model's "left knee" once became "left eye" (a fuzzy match): a joint
+    the config does not list is dropped and counted, whatever its spelling."""
+    labels = "".join(f'<Label value="{spell(j)}"/>' for j in README_POSE_JOINTS)
+    config = view(f'<KeyPointLabels name="kp" toName="image">{labels}</KeyPointLabels>')
+    plan = plan_config(config)
+    assert plan.controls[0].call.task is Task.KEYPOINT  # recognised as the person set
+    person = Prediction(
+        type=RegionType.KEYPOINT,
+        label="person",
+        coords=(0, 0, 320, 480),
+        score=0.8,
+        keypoints={
+            "left eye": (10, 10),
+            "left knee": (20, 300),
+            "right knee": (40, 300),
+            "right eye": (30, 10),
+        },
+        instance_id="person1",
+    )
+    call = CallResult(key="kp", task=Task.KEYPOINT, predictions=[person])
+    out = task_prediction(plan, [image_result(call)], VERSION)
+    found = {
+        r["value"]["keypointlabels"][0]: (r["value"]["x"], r["value"]["y"])
+        for r in out.prediction["result"]
+    }
+    assert set(found) == {spell("left eye"), spell("right eye")}
+    assert found[spell("left eye")] == pytest.approx((10 / 640 * 100, 10 / 480 * 100))
+    assert out.warnings == [
+        "KeyPointLabels 'kp': 2 keypoint(s) of joints the config does not list "
+        "dropped ('left knee' x1, 'right knee' x1)"
+    ]
+    valid(config, out.prediction["result"])
+
+
+def test_a_hand_joint_is_not_read_as_its_neighbour() -> None:
+    """In a hand subset, "ring finger's root" became "pinky finger's root"."""
+    config = view(
+        '<KeyPointLabels name="kp" toName="image">'
+        '<Label value="pinky finger\'s root"/><Label value="wrist"/>'
+        "</KeyPointLabels>"
+    )
+    hand = Prediction(
+        type=RegionType.KEYPOINT,
+        label="hand",
+        coords=(0, 0, 100, 100),
+        score=0.9,
+        keypoints={"ring finger's root": (50, 50), "wrist": (50, 90)},
+        instance_id="hand1",
+    )
+    call = CallResult(key="kp", task=Task.KEYPOINT, predictions=[hand])
+    out = task_prediction(plan_config(config), [image_result(call)], VERSION)
+    labels = [r["value"]["keypointlabels"] for r in out.prediction["result"]]
+    assert labels == [["wrist"]]
+    assert '"ring finger\'s root" x1' in out.warnings[0]
 
 
 def person(x0: float, score: float, instance_id: str = "person1") -> Prediction:
@@ -349,3 +426,32 @@ def test_an_image_with_one_failed_call_keeps_the_other_calls() -> None:
     )
     assert [r["type"] for r in out.prediction["result"]] == ["rectanglelabels"]
     assert out.errors == [f"image 1: {failure}"]
+
+
+def test_a_fuzzy_phrase_match_is_reported() -> None:
+    config = view(
+        '<RectangleLabels name="label" toName="image">'
+        '<Label value="robot-shope"/><Label value="car"/></RectangleLabels>'
+    )
+    call = CallResult(
+        key="label", task=Task.DETECTION, predictions=[box("robot-shape")]
+    )
+    out = task_prediction(plan_config(config), [image_result(call)], VERSION)
+    assert out.prediction["result"][0]["value"]["rectanglelabels"] == ["robot-shope"]
+    assert out.warnings == [
+        "RectangleLabels 'label': model phrase(s) read by fuzzy match: "
+        "'robot-shape' -> 'robot-shope'"
+    ]
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [("Left_Front_Paw", "Root-Of-Tail"), ("Wrist", "Thumb_Root")],
+    ids=["animal", "hand"],
+)
+def test_animal_and_hand_spellings_plan_keypoints(labels) -> None:
+    tags = "".join(f'<Label value="{label}"/>' for label in labels)
+    plan = plan_config(
+        view(f'<KeyPointLabels name="kp" toName="image">{tags}</KeyPointLabels>')
+    )
+    assert plan.controls[0].call.task is Task.KEYPOINT

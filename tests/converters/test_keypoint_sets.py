@@ -6,6 +6,7 @@ from converters.keypoint_sets import (
     PERSON,
     get_keypoint_set,
     guess_keypoint_set,
+    joint_key,
 )
 
 
@@ -45,3 +46,20 @@ def test_lookup_and_guess():
     assert guess_keypoint_set(["nose", "left ankle"]) is PERSON
     assert guess_keypoint_set(["Car", "Bus"]) is None
     assert guess_keypoint_set([]) is None
+
+
+@pytest.mark.parametrize(
+    "spelling", ["left_eye", "Left Eye", "left-eye", " LEFT  EYE "]
+)
+def test_joint_spellings_match_exactly_after_normalisation(spelling):
+    assert joint_key(spelling) == "left eye"
+    assert PERSON.joint_for(spelling) == "left eye"
+    assert guess_keypoint_set([spelling, "Right_Knee"]) is PERSON
+    assert ANIMAL.joint_for("Left_Front_Paw") == "left front paw"
+    assert HAND.joint_for("Ring-Finger's Root") == "ring finger's root"
+
+
+def test_a_look_alike_is_no_joint():
+    assert PERSON.joint_for("left knee") == "left knee"
+    assert PERSON.joint_for("left kne") is None  # never fuzzy
+    assert HAND.joint_for("ring finger root") is None

@@ -474,9 +474,9 @@ def create_app(
     if store is None:
         redis_connection = getattr(runner, "connection", None)
         if redis_connection is None and config.redis_url:
-            from redis import Redis
+            from worker.redis_conn import redis_connection as connect
 
-            redis_connection = Redis.from_url(config.redis_url)
+            redis_connection = connect(config.redis_url, purpose="state store")
         store = open_store(redis_connection, config.state_path)
     backend = Backend(config, runner, store, environ)
 

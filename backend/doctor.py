@@ -129,16 +129,13 @@ def check_redis(url: str, queues: tuple[str, ...] | None = None) -> list[Check]:
                 "(one machine, no queue)",
             )
         ]
-    from redis import Redis
     from redis.exceptions import RedisError
+
+    from worker.redis_conn import redis_connection
 
     shown = _redis_display(url)
     try:
-        conn = Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
+        conn = redis_connection(url, purpose="doctor", timeout=REDIS_TIMEOUT_S)
         conn.ping()
     except (RedisError, OSError, ValueError) as exc:
         return [

@@ -29,6 +29,7 @@ from typing import Any
 from worker import settings
 from worker.engines.registry import ENGINE_INSTALL_HINT, missing_packages
 from worker.jobs import QUEUE_INTERACTIVE, QUEUES, RUN_CHUNK
+from worker.redis_conn import redis_connection
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +137,11 @@ class RQRunner(ChunkRunner):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RQRunner:
-        from redis import Redis
-
+        """Clients with timeouts: the queue's covers :meth:`wait`'s blocking reads."""
         return cls(
-            Redis.from_url(url),
-            health_connection=Redis.from_url(
-                url,
-                socket_connect_timeout=HEALTH_TIMEOUT_S,
-                socket_timeout=HEALTH_TIMEOUT_S,
+            redis_connection(url, purpose="queue", blocking=WAIT_SLICE_S),
+            health_connection=redis_connection(
+                url, purpose="health check", timeout=HEALTH_TIMEOUT_S
             ),
             **kwargs,
         )

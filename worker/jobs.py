@@ -1,11 +1,11 @@
 """RQ job functions: JSON in, JSON out (RQ's JSONSerializer, never pickle).
 
 The backend enqueues :data:`RUN_CHUNK` by its dotted path on :data:`QUEUE_INTERACTIVE`
-or :data:`QUEUE_BULK`; a worker started by :mod:`worker.process` runs it. The
-engine (and SAM) are loaded once per process and kept in a module-level
-:class:`WorkerRuntime`: ``worker.process`` installs it at start-up, and an
-in-process caller (``--inline`` bulk jobs, the embedded backend) gets it loaded
-lazily on first use.
+or :data:`QUEUE_BULK`; a worker started by :mod:`worker.process` runs it, and
+nothing outside :data:`JOB_FUNCTIONS`. The engine (and SAM) are loaded once
+per process and kept in a module-level :class:`WorkerRuntime`: ``worker.process``
+installs it at start-up, and an in-process caller (``--inline`` bulk jobs, the
+embedded backend) gets it loaded lazily on first use.
 
 No torch at import time: the backend imports this module for the names above.
 """
@@ -33,6 +33,10 @@ QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)
 """The queues a worker listens on, highest priority first."""
 RUN_CHUNK = "worker.jobs.run_chunk"
 """Dotted path of :func:`run_chunk`, what the backend enqueues."""
+JOB_FUNCTIONS = frozenset({RUN_CHUNK})
+"""The only functions a rexlabel worker runs (``worker.process.RexWorker``): RQ
+imports and calls whatever dotted name a job in Redis holds, so anyone who can
+write to Redis could otherwise run ``os.system`` on the GPU boxes."""
 
 
 @dataclass

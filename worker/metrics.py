@@ -196,14 +196,10 @@ def redis_from_settings(
 
     def connect() -> Any:
         if not client:
-            from redis import Redis
+            from worker.redis_conn import redis_connection
 
             client.append(
-                Redis.from_url(
-                    url,
-                    socket_timeout=SCRAPE_REDIS_TIMEOUT_S,
-                    socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_S,
-                )
+                redis_connection(url, purpose="metrics", timeout=SCRAPE_REDIS_TIMEOUT_S)
             )
         return client[0]
 

@@ -13,7 +13,15 @@ clean-up (any worker's maintenance, or a waiting bulk job) re-enqueues the
 chunk when it has retries left (jobs are enqueued with ``Retry``).
 
 Shutdown: SIGTERM (or Ctrl-C) lets the running chunk finish, then exits; a
-second signal stops at once (the chunk is then re-run elsewhere).
+second signal stops at once (the chunk is then re-run elsewhere). A ``--burst``
+worker does not listen for RQ's commands (stop-job, shutdown), so it exits as
+soon as the queues are empty; a long-running one polls for them every
+:data:`PUBSUB_POLL_S` and so exits within that time of its last chunk.
+
+Only our own jobs run: RQ would import and call any dotted name a job in Redis
+holds (and its callbacks), so :meth:`RexWorker.execute_job` fails every job whose
+function is not in :data:`worker.jobs.JOB_FUNCTIONS` -- or that carries callbacks,
+webhooks or an instance -- before anything it names is imported.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+import uuid
 from typing import Any
 
 from redis import Redis
@@ -32,9 +41,11 @@ from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from worker import settings
-from worker.jobs import QUEUES
+from worker.jobs import JOB_FUNCTIONS, QUEUES
 from worker.logs import configure_logging
 from worker.metrics import start_worker_metrics_server
+from worker.model_state import LoadReporter
+from worker.redis_conn import redis_connection
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +70,55 @@ CLEANUP_LOCK_PREFIX = "rexlabel:cleanup:"
 """Redis key of a queue's cleanup lock is this prefix plus the queue name."""
 REDIS_UNREACHABLE_EXIT = 1
 """Exit code when Redis does not answer at start: a supervisor restarts the worker."""
+PUBSUB_POLL_S = 1.0
+"""Seconds RQ's command listener (stop-job, shutdown) waits for a message at a
+time. Shutdown joins that thread, so it takes up to this long; RQ's own 60 s made
+every worker (``--burst`` ones included) linger a minute after its last job."""
+REFUSED_PREFIX = "JobRefused: "
+"""Starts the failure text of a refused job (the last line the backend shows)."""
+
+
+def refusal(job: Job, allowed: frozenset[str] = JOB_FUNCTIONS) -> str | None:
+    """Why the worker must not run ``job``, or None when it may.
+
+    Reads only the job's stored fields: nothing it names is imported. Refused
+    are a function outside ``allowed``, one bound to an instance, and any
+    callback or webhook (RQ imports callbacks by name and posts webhooks to any
+    URL; rexlabel's jobs have neither).
+    """
+    try:
+        name, instance = job.func_name, job.instance
+    except Exception as exc:  # RQ's DeserializationError, a malformed payload
+        return f"unreadable job payload ({type(exc).__name__})"
+    if not isinstance(name, str) or name not in allowed:
+        return f"function {name!r} is not a rexlabel job function"
+    if instance is not None:
+        return f"function {name!r} is bound to an instance"
+    callbacks = [
+        callback
+        for callback in (
+            job._success_callback_name,
+            job._failure_callback_name,
+            job._stopped_callback_name,
+        )
+        if callback
+    ]
+    if callbacks:
+        return f"function {name!r} has callbacks {callbacks!r}"
+    if job.webhooks:
+        urls = [getattr(webhook, "url", "?") for webhook in job.webhooks]
+        return f"function {name!r} has webhooks {urls!r}"
+    return None
+
+
+def _disarm(job: Job) -> None:
+    """Drop what RQ would run or send when it fails ``job``: its callbacks,
+    webhooks and retries (in memory; RQ saves the job as it fails it)."""
+    job._success_callback_name = job._failure_callback_name = None
+    job._stopped_callback_name = None
+    job._success_callback = job._failure_callback = job._stopped_callback = None
+    job.webhooks = []
+    job.retries_left = 0
 
 
 def clean_queue(queue: Queue, exception_handlers: list | None = None) -> bool:
@@ -87,6 +147,27 @@ class RexWorker(SimpleWorker):
 
     heartbeat_interval: float = HEARTBEAT_INTERVAL_S
     execution_ttl: int = EXECUTION_TTL_S
+    allowed_functions: frozenset[str] = JOB_FUNCTIONS
+    pubsub_poll: float = PUBSUB_POLL_S
+    _burst: bool = False
+
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop; a ``burst`` worker skips RQ's command listener."""
+        self._burst = burst
+        return super().work(burst, *args, **kwargs)
+
+    def subscribe(self) -> None:
+        """RQ's command listener, polling every :data:`PUBSUB_POLL_S` (none in
+        burst mode: the worker quits when the queues are empty anyway)."""
+        if self._burst:
+            return
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=self.pubsub_poll,
+            daemon=True,
+            exception_handler=self._pubsub_exception_handler,
+        )
 
     def clean_registries(self) -> None:
         """RQ's maintenance, under :func:`clean_queue`'s short lock."""
@@ -103,6 +184,10 @@ class RexWorker(SimpleWorker):
         return int(self.execution_ttl)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        reason = refusal(job, self.allowed_functions)
+        if reason is not None:
+            self.refuse_job(job, queue, reason)
+            return
         execution = self.prepare_execution(job)
         stop = threading.Event()
         beats = threading.Thread(
@@ -117,6 +202,22 @@ class RexWorker(SimpleWorker):
         finally:
             stop.set()
             beats.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    def refuse_job(self, job: Job, queue: Queue, reason: str) -> None:
+        """Fail ``job`` without running (or importing) anything it names."""
+        log.error("refused job %r: %s", job.id, reason)
+        _disarm(job)
+        execution = self.prepare_execution(job)
+        self.prepare_job_execution(job, len(self.queues) == 1)
+        job.ended_at = now()
+        self.handle_job_failure(
+            job,
+            queue,
+            started_job_registry=queue.started_job_registry,
+            exc_string=REFUSED_PREFIX + reason,
+            execution=execution,
+        )
         self.set_state(WorkerStatus.IDLE)
 
     def _beat_until(self, stop: threading.Event, job: Job, execution: Any) -> None:
@@ -136,8 +237,11 @@ def build_worker(
     execution_ttl: int = EXECUTION_TTL_S,
     worker_ttl: int = WORKER_TTL_S,
     maintenance_interval: int = MAINTENANCE_INTERVAL_S,
+    allowed_functions: frozenset[str] | None = None,
 ) -> RexWorker:
-    """A worker on ``queues`` (listened to in that order), JSON payloads only."""
+    """A worker on ``queues`` (listened to in that order), JSON payloads only,
+    running only the job functions named in ``allowed_functions`` (default:
+    :attr:`RexWorker.allowed_functions`, that is :data:`JOB_FUNCTIONS`)."""
     if execution_ttl <= heartbeat_interval:
         raise ValueError(
             f"execution_ttl ({execution_ttl}s) must be longer than "
@@ -154,7 +258,19 @@ def build_worker(
     )
     worker.heartbeat_interval = heartbeat_interval
     worker.execution_ttl = execution_ttl
+    if allowed_functions is not None:
+        worker.allowed_functions = frozenset(allowed_functions)
     return worker
+
+
+def worker_connection(url: str, worker_ttl: int = WORKER_TTL_S) -> Redis:
+    """The worker's Redis client: its reply timeout covers RQ's blocking dequeue.
+
+    An idle worker blocks in ``BLMOVE`` for ``worker_ttl - 15`` seconds at a time
+    (RQ's ``dequeue_timeout``); a socket timeout shorter than that would end
+    every idle wait in a TimeoutError, so ``worker_ttl`` is added to it.
+    """
+    return redis_connection(url, purpose="worker", blocking=worker_ttl)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,10 +342,10 @@ def run(args: argparse.Namespace) -> int:
     if not queues:
         log.error("--queues names no queue")
         return 2
-    connection = Redis.from_url(redis_url)
     try:
+        connection = worker_connection(redis_url, args.worker_ttl)
         connection.ping()  # fail before the (slow) model load when Redis is wrong
-    except RedisError as exc:
+    except (RedisError, ValueError) as exc:
         log.error(
             "cannot reach Redis at %s (REDIS_URL or --redis-url): %s",
             redis_url,
@@ -237,12 +353,14 @@ def run(args: argparse.Namespace) -> int:
         )
         return REDIS_UNREACHABLE_EXIT
     start_worker_metrics_server()  # up while the model loads: the health check
-    runtime = load_runtime()
+    name = args.name or uuid.uuid4().hex  # RQ's name and the published state's
+    with LoadReporter(connection, name):  # /health: loading, or failed and why
+        runtime = load_runtime()
     log.info("engine %s ready with model %s", runtime.engine.name, runtime.model_id)
     worker = build_worker(
         connection,
         queues,
-        name=args.name,
+        name=name,
         heartbeat_interval=args.heartbeat_interval,
         execution_ttl=args.execution_ttl,
         worker_ttl=args.worker_ttl,

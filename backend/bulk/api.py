@@ -46,9 +46,9 @@ def redis_connection(url: str | None = None) -> Any:
     url = url if url is not None else settings.get("REDIS_URL")
     if not url:
         return None
-    from redis import Redis
+    from worker.redis_conn import redis_connection as connect
 
-    return Redis.from_url(url)
+    return connect(url, purpose="bulk jobs")
 
 
 def open_store(connection: Any = None, root: Path | None = None) -> JobStore:

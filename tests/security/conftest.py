@@ -240,3 +240,43 @@ def serve(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+REDIS_START_TIMEOUT_S = 30.0
+"""A private redis-server accepts connections within milliseconds."""
+
+
+@contextlib.contextmanager
+def redis_server(tmp_path: Path, password: str = "") -> Iterator[str]:
+    """A private ``redis-server`` on a free loopback port, without persistence
+    (and with ``--requirepass password`` when given); yields its URL, password
+    included. Skips the test when redis-server is not installed."""
+    import shutil
+
+    import pytest
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1"]
+    command += ["--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    if password:
+        command += ["--requirepass", password]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"redis-server on port {port} did not start")
+            time.sleep(0.05)
+        auth = f":{password}@" if password else ""
+        yield f"redis://{auth}127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

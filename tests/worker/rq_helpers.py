@@ -134,16 +134,22 @@ def wait_for(
 
 
 def start_worker(
-    connection, env: dict[str, str], *args: str, name: str, log_path: Path | None = None
+    connection,
+    env: dict[str, str],
+    *args: str,
+    name: str,
+    log_path: Path | None = None,
+    entry: str = "backend.cli",
 ) -> subprocess.Popen:
     """``rexlabel worker --name NAME ARGS`` in a new process; returns once RQ
     lists it (the model is loaded by then). A ``--burst`` worker may empty its
-    queues and exit 0 between two polls: that counts as started."""
+    queues and exit 0 between two polls: that counts as started. ``entry`` is
+    the module run with ``-m`` (tests.worker.note_worker also runs NOTE jobs)."""
     from rq import Worker
 
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "worker", "--name", name, *args],
+        [sys.executable, "-m", entry, "worker", "--name", name, *args],
         cwd=REPO_ROOT,
         env=env,
         stdout=out,

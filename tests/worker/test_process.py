@@ -7,7 +7,11 @@ on SIGTERM. (A worker killed with ``kill -9`` is in test_jobs.py.)
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import threading
 import time
+import uuid
 
 import pytest
 from redis import Redis
@@ -15,23 +19,33 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from tests.worker.note_worker import NOTE
 from tests.worker.rq_helpers import (
+    REPO_ROOT,
     empty_db,
     redis_or_skip,
+    redis_url,
     start_worker,
     stop_worker,
     wait_for,
     worker_env,
 )
+from worker import redis_conn as redis_conn_module
 from worker.jobs import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES
 from worker.process import (
     CLEANUP_LOCK_PREFIX,
+    PUBSUB_POLL_S,
     RexWorker,
     build_worker,
     clean_queue,
+    worker_connection,
 )
 
-NOTE = "tests.worker.rq_jobfuncs.note"
+NOTE_WORKER = "tests.worker.note_worker"
+"""``rexlabel worker`` that also runs NOTE jobs."""
+BURST_EXIT_LIMIT_S = 45
+"""A burst worker on the fake model starts and quits in seconds; RQ's command
+listener kept it about 60 s after "done, quitting"."""
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +96,7 @@ def test_interactive_queue_is_served_before_bulk(redis_conn, tiny_model_dir, tmp
         worker_env(tiny_model_dir),
         "--burst",
         name="prio",
+        entry=NOTE_WORKER,
         log_path=tmp_path / "worker.log",
     )
     assert process.wait(timeout=60) == 0
@@ -111,6 +126,7 @@ def test_heartbeats_keep_a_long_chunk_alive(redis_conn, tiny_model_dir, tmp_path
         "--worker-ttl",
         "16",
         name="beats",
+        entry=NOTE_WORKER,
         log_path=tmp_path / "worker.log",
     )
     try:
@@ -140,6 +156,7 @@ def test_sigterm_finishes_the_running_chunk_then_exits(
         redis_conn,
         worker_env(tiny_model_dir),
         name="term",
+        entry=NOTE_WORKER,
         log_path=tmp_path / "worker.log",
     )
     wait_for(lambda: running.get_status() == JobStatus.STARTED, 30, "the job to start")
@@ -195,3 +212,72 @@ def test_a_bad_setting_stops_the_worker_before_the_model_loads(tiny_model_dir):
     assert "bad configuration" in done.stderr
     assert "REXLABEL_MAX_INSTANCES='lots'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# Burst workers exit promptly; idle workers keep their Redis connection ---------
+def _pubsub_threads() -> list[threading.Thread]:
+    from redis.client import PubSubWorkerThread
+
+    return [
+        t
+        for t in threading.enumerate()
+        if isinstance(t, PubSubWorkerThread) and t.is_alive()
+    ]
+
+
+def test_a_burst_worker_starts_no_command_listener(redis_conn):
+    """RQ's listener thread waited 60 s per poll, and shutdown joined it."""
+    before = _pubsub_threads()
+    worker = build_worker(redis_conn, [f"rexlabel-test:{uuid.uuid4().hex}"])
+    assert worker.work(burst=True) is False  # empty queue: nothing ran
+    assert worker.pubsub_thread is None
+    assert _pubsub_threads() == before
+
+
+def test_a_long_running_worker_polls_for_commands_briefly(redis_conn):
+    worker = build_worker(redis_conn, [f"rexlabel-test:{uuid.uuid4().hex}"])
+    worker.work(max_idle_time=1)  # subscribes, idles, quits, unsubscribes
+    assert worker.pubsub_thread is not None
+    assert worker.pubsub_thread.sleep_time == PUBSUB_POLL_S
+    assert not worker.pubsub_thread.is_alive()
+
+
+def test_burst_worker_on_an_empty_queue_exits_at_once(redis_conn):
+    """Bounded well below RQ's 60 s listener poll (a bound, not a timing)."""
+    from tests.security.conftest import MODEL_ID, FakeChat
+
+    with FakeChat() as fake:
+        env = worker_env(
+            MODEL_ID, REXLABEL_ENGINE="openai", REXLABEL_OPENAI_URL=fake.api_url
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "backend.cli", "worker", "--burst"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BURST_EXIT_LIMIT_S,
+        )
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_idle_worker_outwaits_its_command_timeout(redis_conn, monkeypatch):
+    """RQ blocks in BLMOVE for ``worker_ttl - 15`` s; the worker's socket
+    timeout covers that even when the per-reply timeout is far shorter (RQ
+    raises only the timeout of connections it opens later, not of this one)."""
+    from rq.exceptions import DequeueTimeout
+
+    monkeypatch.setattr(redis_conn_module, "COMMAND_TIMEOUT_S", 0.5)
+    connection = worker_connection(redis_url(), worker_ttl=17)
+    connection.ping()  # the pooled connection exists before RQ sees it, as in run()
+    worker = build_worker(
+        connection, [f"rexlabel-test:{uuid.uuid4().hex}"], worker_ttl=17
+    )
+    assert worker.dequeue_timeout > redis_conn_module.COMMAND_TIMEOUT_S
+    with pytest.raises(DequeueTimeout):  # not redis' TimeoutError
+        worker.queue_class.dequeue_any(
+            worker.queues,
+            worker.dequeue_timeout,
+            connection=connection,
+            serializer=worker.serializer,
+        )

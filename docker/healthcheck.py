@@ -4,11 +4,18 @@
     python docker/healthcheck.py worker    # the worker's /metrics answers
 
 Exit 0 when healthy, 1 when not (the reason goes to stderr). The backend counts
-as alive when ``/health`` answers 200, or 401 when basic auth is on.
+as alive when ``/health`` answers 200, or 401 when basic auth is on, and also
+while it answers 503 for a state that restarting the container cannot cure and
+time may: the model still ``loading`` (a first start downloads ~7 GB, which may
+take longer than any start period: Docker must not restart it midway), and,
+with Redis, ``no_workers`` or workers that failed (they are other containers,
+with their own health checks). A model that failed to load in this process, an
+unreachable Redis, or no answer, is unhealthy.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import urllib.error
 import urllib.request
@@ -17,20 +24,41 @@ from worker import settings
 
 TIMEOUT_S = 4.0
 """Below the HEALTHCHECK --timeout of both images (5 s and 10 s)."""
+MAX_BODY_BYTES = 65_536
+"""Most of a 503 /health body read: it is a few hundred bytes."""
 ALIVE_STATUSES = (200, 401)
 """401: basic auth is on and the check sends no credentials; the app answered."""
+ALIVE_WHILE = ("loading", "no_workers")
+"""503 model states that count as healthy (see above); ``failed`` too, when the
+queue mode is ``redis`` (the workers failed, not this container)."""
 
 
 def check_backend() -> str | None:
     url = f"http://127.0.0.1:{settings.get('PORT')}/health"
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            status = response.status
+            status, body = response.status, b""
     except urllib.error.HTTPError as exc:
-        status = exc.code
+        status, body = exc.code, exc.read(MAX_BODY_BYTES)
     except (urllib.error.URLError, OSError) as exc:
         return f"{url} is not reachable: {exc}"
-    return None if status in ALIVE_STATUSES else f"{url} answered HTTP {status}"
+    if status in ALIVE_STATUSES:
+        return None
+    return _unavailable(url, status, body)
+
+
+def _unavailable(url: str, status: int, body: bytes) -> str | None:
+    """None when a 503 /health says the backend waits for a model (see above)."""
+    try:
+        health = json.loads(body)
+        state = health["model"]["state"]
+        mode = health["queue"]["mode"]
+    except (ValueError, KeyError, TypeError):
+        return f"{url} answered HTTP {status}"
+    if state in ALIVE_WHILE or (state == "failed" and mode == "redis"):
+        print(f"alive; {health.get('message') or state}", file=sys.stderr)
+        return None
+    return f"{url} answered HTTP {status}: {health.get('message') or state}"
 
 
 def check_worker() -> str | None:

@@ -241,6 +241,37 @@ def test_healthcheck_script_against_live_endpoints():
     assert _healthcheck("nonsense").returncode == 2
 
 
+@pytest.mark.parametrize(
+    ("mode", "state", "healthy"),
+    [
+        ("in-process", "loading", True),  # a 7 GB download: never restart midway
+        ("in-process", "failed", False),  # a restart may cure it; say so
+        ("redis", "loading", True),  # the workers load, in their own containers
+        ("redis", "no_workers", True),
+        ("redis", "failed", True),  # the workers failed, not this container
+    ],
+)
+def test_backend_healthcheck_reads_the_model_state(mode, state, healthy):
+    from flask import Flask
+    from werkzeug.serving import make_server
+
+    app = Flask("health")
+
+    @app.get("/health")
+    def health():
+        body = {"model": {"state": state}, "queue": {"mode": mode}, "message": "why"}
+        return body, 503
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = _healthcheck("backend", PORT=str(server.server_port))
+    finally:
+        server.shutdown()
+    assert done.returncode == (0 if healthy else 1), done.stderr
+    assert "why" in done.stderr
+
+
 IMAGE_REDIS_URL = "redis://127.0.0.1:6379/10"
 """A database no other test module uses."""
 INSTALL_TIMEOUT_S = 900

@@ -7,6 +7,7 @@ the real job function runs in test_app.py's end-to-end tests.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -41,6 +42,41 @@ def slow_chunk(payload: dict[str, Any]) -> dict[str, Any]:
 
 def not_a_dict(payload: dict[str, Any]) -> list[int]:
     return [1, 2, 3]
+
+
+GATE = threading.Event()
+"""What :func:`gated_chunk` waits for (in-process runner tests set and clear it)."""
+ENTERED = threading.Event()
+"""Set by :func:`gated_chunk` once it holds the model."""
+GATE_SAFETY_S = 30.0
+"""A gated chunk gives up waiting after this, so a broken test cannot hang."""
+
+
+def gated_chunk(payload: dict[str, Any]) -> dict[str, Any]:
+    """Holds the model until :data:`GATE` is set (in-process tests only)."""
+    ENTERED.set()
+    GATE.wait(GATE_SAFETY_S)
+    return echo_chunk(payload)
+
+
+class GatedLoad:
+    """A model load (``InProcessRunner(load=...)``) that blocks until
+    ``release()``, then returns ``model``, or raises ``error`` when set."""
+
+    def __init__(self, model: object = "the model", error: Exception | None = None):
+        self.model, self.error = model, error
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def __call__(self) -> object:
+        self.calls += 1
+        self.gate.wait(GATE_SAFETY_S)
+        if self.error is not None:
+            raise self.error
+        return self.model
+
+    def release(self) -> None:
+        self.gate.set()
 
 
 FAKE_WIDTH, FAKE_HEIGHT = 640, 480

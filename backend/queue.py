@@ -22,13 +22,20 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from worker import settings
 from worker.engines.registry import ENGINE_INSTALL_HINT, missing_packages
 from worker.jobs import QUEUE_INTERACTIVE, QUEUES, RUN_CHUNK
+from worker.model_state import (
+    READY,
+    ModelLoader,
+    ModelNotReady,
+    read_states,
+    summarize_workers,
+)
 from worker.redis_conn import redis_connection
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,13 @@ noticed within this time; a result arrives without any delay."""
 HEALTH_TIMEOUT_S = 0.3
 """Socket timeouts of the health check's Redis connection: Label Studio gives
 ``/health`` one second in all."""
+
+LOAD_RUNTIME = "worker.jobs.load_runtime"
+"""What the in-process runner loads for the real job function: the engine (and
+SAM) from the settings, installed for ``worker.jobs.run_chunk``."""
+
+DEFAULT_LOAD = object()
+"""InProcessRunner's ``load`` default: LOAD_RUNTIME for RUN_CHUNK, else nothing."""
 
 
 class QueueError(RuntimeError):
@@ -95,10 +109,14 @@ class ChunkRunner(ABC):
 
     @abstractmethod
     def status(self) -> dict[str, Any]:
-        """``{"mode", "queue_up", "workers", ...}`` for ``/health``; fast.
+        """``{"mode", "queue_up", "workers", "model", ...}`` for ``/health``; fast.
 
         ``workers`` counts those serving the interactive queue (what /predict
-        needs)."""
+        needs); ``model["state"]`` is ``ready``, ``loading``, ``failed`` (with
+        ``reason``) or, through Redis, ``no_workers``."""
+
+    def start(self) -> None:
+        """Begin loading the model in the background, where this runner loads it."""
 
     def close(self) -> None:  # pragma: no cover - nothing to release by default
         """Release connections."""
@@ -270,6 +288,7 @@ class RQRunner(ChunkRunner):
             out["queued"] = {
                 name: conn.llen(queue.key) for name, queue in self.queues.items()
             }
+            out["model"] = summarize_workers(out["workers"], read_states(conn))
         except Exception as exc:
             out["error"] = f"Redis: {exc}"
         return out
@@ -287,19 +306,36 @@ class RQRunner(ChunkRunner):
 class InProcessRunner(ChunkRunner):
     """No Redis: run the job function here, one chunk at a time.
 
-    ``worker.jobs`` is imported on first use, so a backend that never runs a
-    chunk never loads the model (nor torch).
+    The model loads in the background (:class:`worker.model_state.ModelLoader`
+    calling ``load``, by default ``worker.jobs.load_runtime`` for the real job
+    function and nothing for others): :meth:`start` begins it (``create_app``
+    calls it at start-up), else the first ``status()`` or ``run_many()`` does.
+    A request waits for the model, and then for its turn on it, only as long as
+    its deadline allows; ``worker.jobs`` (and torch) are imported by the load,
+    never by this module.
     """
 
     mode = "in-process"
 
-    def __init__(self, function: str = RUN_CHUNK) -> None:
+    def __init__(
+        self,
+        function: str = RUN_CHUNK,
+        load: str | Callable[[], Any] | object | None = DEFAULT_LOAD,
+    ) -> None:
         self.function = function
-        self._lock = threading.Lock()
+        if load is DEFAULT_LOAD:
+            load = LOAD_RUNTIME if function == RUN_CHUNK else None
+        self.loader = ModelLoader(_resolve(load)) if load is not None else None
+        self._lock = threading.RLock()
+        """Serialises chunks when the model brings no lock of its own."""
 
     def job_function(self) -> Any:
-        module, name = self.function.rsplit(".", 1)
-        return getattr(importlib.import_module(module), name)
+        return _resolve(self.function)
+
+    def start(self) -> None:
+        """Begin loading the model in the background (no-op when loading/loaded)."""
+        if self.loader is not None:
+            self.loader.start()
 
     def run_many(
         self,
@@ -310,21 +346,55 @@ class InProcessRunner(ChunkRunner):
     ) -> list[ChunkOutcome]:
         deadline = time.monotonic() + timeout
         outcomes = [ChunkOutcome(payload=dict(p)) for p in payloads]
+        if not outcomes:  # nothing to run: do not wait for a loading model
+            return outcomes
+        try:
+            model = self.loader.wait(timeout) if self.loader is not None else None
+        except ModelNotReady as exc:
+            for outcome in outcomes:
+                outcome.error = str(exc)
+            return outcomes
+        # The runtime's own lock (worker.jobs.WorkerRuntime, re-entrant) also
+        # guards in-process bulk jobs; waiting on it is what the deadline bounds.
+        lock = getattr(model, "lock", None) or self._lock
         run_chunk = self.job_function()
         for outcome in outcomes:
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 outcome.error = f"not started: the {timeout:.0f} s deadline passed"
                 continue
+            if not lock.acquire(timeout=remaining):
+                outcome.error = (
+                    f"model busy: deadline passed ({timeout:.0f} s) while other "
+                    "requests used the model"
+                )
+                continue
             try:
-                with self._lock:
-                    outcome.result = run_chunk(outcome.payload)
+                outcome.result = run_chunk(outcome.payload)
             except Exception as exc:
                 log.warning("in-process chunk failed", exc_info=True)
                 outcome.error = f"the worker failed: {type(exc).__name__}: {exc}"
+            finally:
+                lock.release()
         return outcomes
 
     def status(self) -> dict[str, Any]:
-        return {"mode": self.mode, "queue_up": True, "workers": 1}
+        """Also ``model``: the load's state (``worker.model_state.ModelState``)."""
+        out: dict[str, Any] = {"mode": self.mode, "queue_up": True, "workers": 1}
+        if self.loader is None:
+            out["model"] = {"state": READY}
+        else:
+            self.loader.start()  # retries a failed load once LOAD_RETRY_AFTER_S passed
+            out["model"] = self.loader.state().to_dict()
+        return out
+
+
+def _resolve(target: str | Callable[[], Any]) -> Any:
+    """``"package.module.name"`` -> that object; a callable is returned as is."""
+    if callable(target):
+        return target
+    module, name = target.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def in_process_problem(redis_url: str, engine: str) -> str | None:

@@ -46,7 +46,9 @@ class WorkerRuntime:
     ``process`` turns a list of :class:`ImageJob` into :class:`ImageResult` in the
     same order (loading images, generating in batches, parsing, scoring, masks);
     by default it is :func:`process_images` with this runtime's engine.
-    ``lock`` serialises engine use between threads of one process.
+    ``lock`` serialises engine use between threads of one process; it is
+    re-entrant, so the embedded backend can take it first with a timeout
+    (its request's deadline, ``backend.queue.InProcessRunner``).
     """
 
     engine: Any
@@ -55,7 +57,7 @@ class WorkerRuntime:
         Callable[[WorkerRuntime, list[ImageJob], dict[str, Any]], list[ImageResult]]
         | None
     ) = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def model_id(self) -> str:

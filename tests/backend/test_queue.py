@@ -3,6 +3,7 @@ process, and the in-process runner."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -188,7 +189,12 @@ def test_in_process_runner_runs_the_function_here() -> None:
     runner = InProcessRunner(function=ECHO)
     outcomes = runner.run_many([chunk("a"), chunk("b")], timeout=10)
     assert [o.result["images"][0]["id"] for o in outcomes] == ["a", "b"]
-    assert runner.status() == {"mode": "in-process", "queue_up": True, "workers": 1}
+    assert runner.status() == {
+        "mode": "in-process",
+        "queue_up": True,
+        "workers": 1,
+        "model": {"state": "ready"},  # nothing to load for a test function
+    }
 
 
 def test_in_process_runner_failures_and_deadline() -> None:
@@ -198,3 +204,114 @@ def test_in_process_runner_failures_and_deadline() -> None:
     outcomes = slow.run_many([chunk("a", sleep=0.3), chunk("b")], timeout=0.1)
     assert outcomes[0].error is None
     assert "deadline passed" in outcomes[1].error
+
+
+GATED = "tests.backend.jobfuncs.gated_chunk"
+
+
+@pytest.fixture
+def gate():
+    """tests.backend.jobfuncs' gate, closed; opened again after the test."""
+    from tests.backend import jobfuncs
+
+    jobfuncs.GATE.clear()
+    jobfuncs.ENTERED.clear()
+    yield jobfuncs
+    jobfuncs.GATE.set()
+
+
+def _in_background(work) -> tuple[threading.Thread, list]:
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(work()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_request_waits_for_a_busy_model_only_until_its_deadline(gate) -> None:
+    runner = InProcessRunner(function=GATED)
+    holder, held = _in_background(lambda: runner.run_many([chunk("a")], timeout=60))
+    assert gate.ENTERED.wait(30)
+    (late,) = runner.run_many([chunk("b")], timeout=0.2)
+    assert late.result is None
+    assert late.error == (
+        "model busy: deadline passed (0 s) while other requests used the model"
+    )
+    assert holder.is_alive()  # the first request still holds the model
+    gate.GATE.set()
+    holder.join()
+    assert held[0][0].error is None and held[0][0].result["images"][0]["id"] == "a"
+
+
+def test_the_deadline_also_bounds_waiting_behind_an_in_process_bulk_job(gate) -> None:
+    """A background job in this process (``--inline``, no Redis) runs
+    ``worker.jobs.run_chunk`` directly, under the runtime's own lock: a
+    request must not wait on that lock past its deadline either."""
+    from worker import jobs
+    from worker.jobspec import ImageResult
+
+    def gated_process(runtime, images, generation):
+        gate.ENTERED.set()
+        gate.GATE.wait(30)
+        return [ImageResult(id=image.id) for image in images]
+
+    previous = jobs.install_runtime(
+        jobs.WorkerRuntime(engine=None, process=gated_process)
+    )
+    try:
+        bulk, _ = _in_background(lambda: jobs.run_chunk(chunk("bulk")))
+        assert gate.ENTERED.wait(30)
+        (late,) = InProcessRunner().run_many([chunk("b")], timeout=0.2)
+        assert late.error.startswith("model busy: deadline passed")
+        assert bulk.is_alive()
+        gate.GATE.set()
+        bulk.join()
+        (served,) = InProcessRunner().run_many([chunk("c")], timeout=30)
+        assert served.error is None
+    finally:
+        jobs.install_runtime(previous)
+
+
+def test_in_process_requests_while_the_model_loads_or_after_it_failed() -> None:
+    from tests.backend.jobfuncs import GatedLoad
+
+    load = GatedLoad()
+    runner = InProcessRunner(function=ECHO, load=load)
+    runner.start()
+    assert runner.status()["model"]["state"] == "loading"
+    (outcome,) = runner.run_many([chunk("a")], timeout=0.1)
+    assert outcome.result is None
+    assert outcome.error.startswith("model still loading (")
+    load.release()
+    (outcome,) = runner.run_many([chunk("a")], timeout=30)
+    assert outcome.error is None
+    assert runner.status()["model"]["state"] == "ready"
+
+    load.error = OSError("weights not found: nowhere/rex")
+    broken = InProcessRunner(function=ECHO, load=load)
+    outcomes = broken.run_many([chunk("a"), chunk("b")], timeout=30)
+    assert [o.error for o in outcomes] == [
+        "model failed to load: OSError: weights not found: nowhere/rex"
+    ] * 2
+    model = broken.status()["model"]
+    assert model["state"] == "failed"
+    assert model["reason"] == "OSError: weights not found: nowhere/rex"
+
+
+def test_status_reports_loading_and_failed_workers(redis_conn) -> None:
+    """Registered workers (the module's test worker may be one) are ready ones;
+    workers still loading, or whose load failed, are counted beside them."""
+    from worker.model_state import LoadReporter
+
+    runner = RQRunner(redis_conn)
+    ready = runner.status()["workers"]
+    assert runner.status()["model"]["state"] == ("ready" if ready else "no_workers")
+    with LoadReporter(redis_conn, "queue-test-loading"):
+        model = runner.status()["model"]
+        assert model["loading"] == 1
+        assert model["state"] == ("ready" if ready else "loading")
+    with pytest.raises(MemoryError), LoadReporter(redis_conn, "queue-test-failed"):
+        raise MemoryError("CUDA out of memory")
+    model = runner.status()["model"]
+    assert (model["loading"], model["failed"]) == (0, 1)
+    assert model["state"] == ("ready" if ready else "failed")
+    assert model["reason"] == "MemoryError: CUDA out of memory"

@@ -36,6 +36,9 @@ WORKER_COMMAND = ["rexlabel", "worker"]
 GPU_RESERVATION = [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
 PASSED_THROUGH = {"GUNICORN_CMD_ARGS", "HF_TOKEN", "HF_HUB_OFFLINE"}
 """Variables for libraries and tools that rexlabel services get besides settings."""
+TEST_SECRETS = {"REDIS_PASSWORD": "test-redis-password-0f3a"}
+"""Secrets the compose file requires (``${NAME:?...}``), given to every
+``docker compose config`` here; a .env must set them."""
 
 
 @cache
@@ -76,7 +79,7 @@ def compose_config(
         [*command, "-f", str(compose_file), *args, "config", "--format", "json"],
         capture_output=True,
         text=True,
-        env={**clean, **(env or {})},
+        env={**clean, **TEST_SECRETS, **(env or {})},
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -133,10 +136,52 @@ def test_redis_keeps_job_records(config):
     assert command[command.index("--appendonly") + 1] == "yes"
     assert [v["target"] for v in redis["volumes"]] == ["/data"]
     assert "ports" not in redis, "Redis must not be published on the host"
+    password = TEST_SECRETS["REDIS_PASSWORD"]
+    assert command[command.index("--requirepass") + 1] == password
+    url = f"redis://:{password}@redis:6379/0"
     for name in ("backend", "worker", "worker-openai"):
         service = config["services"][name]
-        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert service["environment"]["REDIS_URL"] == url
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    dashboard = config["services"]["rq-dashboard"]["environment"]
+    assert dashboard["RQ_DASHBOARD_REDIS_URL"] == url
+
+
+def test_redis_needs_a_password():
+    command = compose_cli()
+    if command is None:
+        pytest.skip("no Docker Compose v2 CLI: run scripts/setup-docker-tools.sh")
+    done = subprocess.run(
+        [*command, "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
+        timeout=60,
+    )
+    assert not done.stdout.strip(), "the stack resolved without REDIS_PASSWORD"
+    assert "REDIS_PASSWORD" in done.stderr and "openssl rand" in done.stderr
+
+
+def test_redis_health_check_logs_in(config, tmp_path):
+    """The health check, run as Compose would, against a redis-server that
+    requires the password: PONG with it, a failure without it."""
+    from tests.security.conftest import redis_server
+
+    redis = config["services"]["redis"]
+    kind, script = redis["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    password = TEST_SECRETS["REDIS_PASSWORD"]
+    with redis_server(tmp_path, password) as url:
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        local = script.replace("redis-cli", f"redis-cli -p {port}")
+        for env, healthy in ((redis["environment"], True), ({}, False)):
+            done = subprocess.run(
+                ["sh", "-c", local],
+                env={"PATH": os.environ["PATH"], **env},
+                capture_output=True,
+                timeout=30,
+            )
+            assert (done.returncode == 0) is healthy, done
 
 
 def test_gpu_reservations(config):
@@ -191,6 +236,8 @@ def test_env_example_and_compose_agree_on_the_settings(config):
     assert documented & set(env) == set(env), "backend variables in .env.example"
     for name, value in env.items():  # a compose default is shown in .env.example
         if value is not None and name in SETTING_NAMES:
+            for secret, given in TEST_SECRETS.items():
+                value = value.replace(given, "${" + secret + "}")
             assert f"(docker-compose.yml uses {value})" in example, name
 
 

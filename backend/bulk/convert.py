@@ -20,12 +20,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from backend.bulk.writers import CocoStreamWriter
 from converters.prediction import Prediction
+from worker.images import ImageLoadError
 
 SOURCES = ("annotations", "predictions")
 """What a Label Studio task contributes: its annotations or its predictions."""
@@ -45,6 +49,19 @@ UPSTREAM_TASK_NAMES = (
 """Substrings of upstream evaluation task names -> our task (first match wins)."""
 REGION_CONTROLS = ("RectangleLabels", "PolygonLabels", "BrushLabels", "Labels")
 """Control tags whose labels become COCO categories (keypoint labels are joints)."""
+TASK_ERRORS = (
+    ValueError,  # ConvertError, MaskError, bad numbers
+    TypeError,
+    KeyError,
+    AttributeError,  # a task or result of the wrong JSON type
+    OSError,
+    Image.DecompressionBombError,
+    ImageLoadError,
+)
+"""What one task (or raw line) can raise from its own data: it fails alone and is
+reported; the file itself being unreadable stays fatal (ConvertError)."""
+FAILURES_KEPT = 50
+"""Failures listed by name (the count goes on past this)."""
 
 
 class ConvertError(ValueError):
@@ -58,11 +75,24 @@ class ConvertStats:
     images: int = 0
     annotations: int = 0
     skipped: int = 0
+    failed: int = 0
     warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
     def warn(self, message: str, limit: int = 50) -> None:
         if len(self.warnings) < limit:
             self.warnings.append(message)
+
+    @contextmanager
+    def each(self, where: str) -> Iterator[None]:
+        """Run one task's conversion: a :data:`TASK_ERRORS` error counts it as
+        failed (``where`` and the reason in ``failures``) and the run goes on."""
+        try:
+            yield
+        except TASK_ERRORS as exc:
+            self.failed += 1
+            if len(self.failures) < FAILURES_KEPT:
+                self.failures.append(f"{where}: {str(exc) or type(exc).__name__}")
 
 
 def iter_json_list(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -204,34 +234,48 @@ def labelstudio_to_coco(
 
     Tasks without a result of the chosen ``source`` become images without
     annotations. Results rexlabel cannot read (choices, whole-image text) are
-    skipped and reported in ``warnings``.
+    skipped and reported in ``warnings`` (so is a malformed brush region). A
+    task that cannot be converted (a bomb-sized image, malformed JSON) fails
+    alone: it is named in ``failures`` and the other tasks are written.
     """
-    from converters.labelstudio import from_labelstudio
-
     stats = ConvertStats()
     writer = CocoStreamWriter(
         out, list(categories), info={"description": f"Label Studio {source}"}
     )
     try:
         for task in tasks:
-            results = pick_results(task, source, model_version) or []
-            ref = _image_ref(task, image_key)
-            width, height = _size_from_results(results)
-            if not width:
-                width, height = image_size(ref)
-            parsed = from_labelstudio(
-                results, width=width or None, height=height or None
-            )
-            for warning in parsed.warnings:
-                stats.warn(f"task {task.get('id')}: {warning}")
-            writer.add(ref, width, height, parsed.predictions, task_id=task.get("id"))
-            stats.images += 1
+            task_id = task.get("id") if isinstance(task, Mapping) else None
+            with stats.each(f"task {task_id}"):
+                _add_task(writer, task, source, model_version, image_key, stats)
         stats.annotations = writer.annotation_count
     except BaseException:
         writer.abort()
         raise
     writer.close()
     return stats
+
+
+def _add_task(
+    writer: CocoStreamWriter,
+    task: Mapping[str, Any],
+    source: str,
+    model_version: str | None,
+    image_key: str | None,
+    stats: ConvertStats,
+) -> None:
+    """One Label Studio task as one COCO image with its annotations."""
+    from converters.labelstudio import from_labelstudio
+
+    results = pick_results(task, source, model_version) or []
+    ref = _image_ref(task, image_key)
+    width, height = _size_from_results(results)
+    if not width:
+        width, height = image_size(ref)
+    parsed = from_labelstudio(results, width=width or None, height=height or None)
+    for warning in parsed.warnings:
+        stats.warn(f"task {task.get('id')}: {warning}")
+    writer.add(ref, width, height, parsed.predictions, task_id=task.get("id"))
+    stats.images += 1
 
 
 # Raw model outputs -------------------------------------------------------------------
@@ -265,6 +309,8 @@ class RawImage:
     height: int
     task: str | None
     predictions: list[Prediction]
+    where: str = ""
+    """How failures name the line (``line 7``)."""
 
 
 def parse_raw_lines(
@@ -278,44 +324,55 @@ def parse_raw_lines(
     A line needs its image (``image_path``/``image``...), the answer
     (``raw_response``/``raw_text``...), and the image size (``width``/``height``,
     else read from the image file). The task comes from ``task`` or upstream's
-    ``task_name``; None types items by their token count.
+    ``task_name``; None types items by their token count. A line that cannot
+    be read fails alone (``stats.failures``).
     """
-    from converters.parser import parse_output
-
     stats = stats or ConvertStats()
     for line in lines:
         where = f"line {line.get('__line__', '?')}"
-        ref = next((line[k] for k in IMAGE_KEYS if isinstance(line.get(k), str)), None)
-        text = next(
-            (line[k] for k in RAW_TEXT_KEYS if isinstance(line.get(k), str)), None
+        image = None
+        with stats.each(where):
+            image = _raw_image(line, where, image_root, stats)
+        if image is not None:
+            yield image
+
+
+def _raw_image(
+    line: Mapping[str, Any],
+    where: str,
+    image_root: str | Path | None,
+    stats: ConvertStats,
+) -> RawImage | None:
+    """One raw-output line parsed; None (counted as skipped) without a size."""
+    from converters.parser import parse_output
+
+    ref = next((line[k] for k in IMAGE_KEYS if isinstance(line.get(k), str)), None)
+    text = next((line[k] for k in RAW_TEXT_KEYS if isinstance(line.get(k), str)), None)
+    if ref is None or text is None:
+        raise ConvertError(
+            f"needs an image ({', '.join(IMAGE_KEYS)}) and the raw answer "
+            f"({', '.join(RAW_TEXT_KEYS)})"
         )
-        if ref is None or text is None:
-            raise ConvertError(
-                f"{where}: needs an image ({', '.join(IMAGE_KEYS)}) and the raw answer "
-                f"({', '.join(RAW_TEXT_KEYS)})"
-            )
-        if image_root and not ref.startswith(("http://", "https://", "/", "file://")):
-            ref = str(Path(image_root) / ref)
-        width, height = int(line.get("width") or 0), int(line.get("height") or 0)
-        if not (width and height):
-            width, height = image_size(ref)
-        if not (width and height):
-            stats.skipped += 1
-            stats.warn(
-                f"{where}: size of {ref!r} unknown (no width/height, not readable)"
-            )
-            continue
-        task = _raw_task(line)
-        categories = _raw_categories(line)
-        category = (
-            categories[0]
-            if categories and task in ("ocr_box", "ocr_polygon", "keypoint")
-            else None
-        )
-        parsed = parse_output(text, task, width, height, category=category)
-        for warning in parsed.warnings:
-            stats.warn(f"{where}: {warning}")
-        yield RawImage(ref, width, height, task, parsed.predictions)
+    if image_root and not ref.startswith(("http://", "https://", "/", "file://")):
+        ref = str(Path(image_root) / ref)
+    width, height = int(line.get("width") or 0), int(line.get("height") or 0)
+    if not (width and height):
+        width, height = image_size(ref)
+    if not (width and height):
+        stats.skipped += 1
+        stats.warn(f"{where}: size of {ref!r} unknown (no width/height, not readable)")
+        return None
+    task = _raw_task(line)
+    categories = _raw_categories(line)
+    category = (
+        categories[0]
+        if categories and task in ("ocr_box", "ocr_polygon", "keypoint")
+        else None
+    )
+    parsed = parse_output(text, task, width, height, category=category)
+    for warning in parsed.warnings:
+        stats.warn(f"{where}: {warning}")
+    return RawImage(ref, width, height, task, parsed.predictions, where)
 
 
 def raw_to_coco(
@@ -330,8 +387,9 @@ def raw_to_coco(
     writer = CocoStreamWriter(out, info={"description": "Rex-Omni raw outputs"})
     try:
         for image in parse_raw_lines(lines, image_root=image_root, stats=stats):
-            writer.add(image.image, image.width, image.height, image.predictions)
-            stats.images += 1
+            with stats.each(image.where):
+                writer.add(image.image, image.width, image.height, image.predictions)
+                stats.images += 1
         stats.annotations = writer.annotation_count
     except BaseException:
         writer.abort()
@@ -364,22 +422,27 @@ def raw_to_labelstudio(
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write("[")
             for image in parse_raw_lines(lines, image_root=image_root, stats=stats):
-                results = to_labelstudio(
-                    image.predictions,
-                    from_name=from_name,
-                    to_name=to_name,
-                    width=image.width,
-                    height=image.height,
-                    keypoint_box_from_name=keypoint_box_from_name,
-                )
-                task = {
-                    "data": {data_key: image.image},
-                    "predictions": [
-                        to_labelstudio_prediction(results, model_version=model_version)
-                    ],
-                }
+                task = None
+                with stats.each(image.where):
+                    results = to_labelstudio(
+                        image.predictions,
+                        from_name=from_name,
+                        to_name=to_name,
+                        width=image.width,
+                        height=image.height,
+                        keypoint_box_from_name=keypoint_box_from_name,
+                    )
+                    prediction = to_labelstudio_prediction(
+                        results, model_version=model_version
+                    )
+                    task = json.dumps(
+                        {"data": {data_key: image.image}, "predictions": [prediction]},
+                        ensure_ascii=False,
+                    )
+                if task is None:
+                    continue
                 handle.write(("," if stats.images else "") + "\n")
-                handle.write(json.dumps(task, ensure_ascii=False))
+                handle.write(task)
                 stats.images += 1
                 stats.annotations += len(image.predictions)
             handle.write("\n]\n")

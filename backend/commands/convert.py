@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -131,10 +132,32 @@ def run(args: argparse.Namespace) -> int:
     except (ConvertError, OSError, ValueError) as exc:
         print(f"rexlabel convert: {exc}", file=sys.stderr)
         return 2
+    return report(stats, args.out, "convert")
+
+
+def report(stats: Any, out: str, command: str) -> int:
+    """Print a conversion's warnings and failures (stderr) and its summary;
+    returns the exit code: EXIT_SOME_FAILED when a task or line failed."""
+    from backend.commands.prelabel import EXIT_OK, EXIT_SOME_FAILED
+
     for warning in stats.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for failure in stats.failures:
+        print(f"error: {failure}", file=sys.stderr)
+    if stats.failed > len(stats.failures):
+        unlisted = stats.failed - len(stats.failures)
+        print(f"error: ... and {unlisted} more", file=sys.stderr)
     skipped = f", {stats.skipped} skipped" if stats.skipped else ""
+    failed = f", {stats.failed} failed" if stats.failed else ""
     print(
-        f"{args.out}: {stats.images} images, {stats.annotations} annotations{skipped}"
+        f"{out}: {stats.images} images, {stats.annotations} annotations"
+        f"{skipped}{failed}"
     )
-    return 0
+    if not stats.failed:
+        return EXIT_OK
+    print(
+        f"rexlabel {command}: {stats.failed} failed (named above); the others "
+        "were written",
+        file=sys.stderr,
+    )
+    return EXIT_SOME_FAILED

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         iter_json_list,
         labelstudio_to_coco,
     )
+    from backend.commands.convert import report
     from backend.lsapi import LabelStudioAPIError, LabelStudioClient
     from backend.planner import PlanError
 
@@ -80,10 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 categories=categories,
                 image_key=image_key,
             )
-    except (LabelStudioAPIError, ConvertError) as exc:
+    except (LabelStudioAPIError, ConvertError, OSError) as exc:
         print(f"rexlabel export: {exc}", file=sys.stderr)
         return 2
-    for warning in stats.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"{args.out}: {stats.images} images, {stats.annotations} annotations")
-    return 0
+    return report(stats, args.out, "export")

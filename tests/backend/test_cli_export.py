@@ -356,8 +356,8 @@ def test_convert_raw_outputs_to_coco_and_to_labelstudio(tmp_path, capsys):
 def test_convert_raw_line_without_answer_names_the_line(tmp_path, capsys):
     src = tmp_path / "outputs.jsonl"
     src.write_text(json.dumps({"image_path": "a.jpg", "width": 5, "height": 5}) + "\n")
-    assert main(["convert", "--raw", str(src), "--out", str(tmp_path / "c.json")]) == 2
-    assert "line 1" in capsys.readouterr().err
+    assert main(["convert", "--raw", str(src), "--out", str(tmp_path / "c.json")]) == 3
+    assert "error: line 1: needs an image" in capsys.readouterr().err
 
 
 def test_convert_raw_keypoints_to_labelstudio_with_instance_boxes(tmp_path, capsys):
@@ -405,3 +405,102 @@ def test_convert_raw_keypoints_to_labelstudio_with_instance_boxes(tmp_path, caps
     results = json.loads(out.read_text())[0]["predictions"][0]["result"]
     assert {r["type"] for r in results} == {"keypointlabels"}
     assert all("parentID" not in r for r in results)
+
+
+def _png_claiming(path, width: int, height: int) -> str:
+    """A tiny PNG file whose header claims ``width`` x ``height`` (a bomb)."""
+    import struct
+    import zlib
+
+    from tests.security.conftest import png_bytes
+
+    data = bytearray(png_bytes())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def _bad_tasks(tmp_path) -> list[dict]:
+    """Task 2's image is a 20000x20000 bomb, task 3 is malformed JSON, task 4
+    carries a 20 KB brush RLE declaring 400 M values; tasks 1 and 5 are fine."""
+    bomb = _png_claiming(tmp_path / "bomb.png", 20_000, 20_000)
+    run = "1" + "11" + "1" * 16 + "11111111"
+    bits = f"{400_000_000:032b}{7:05b}" + "0010001101111111" + run * 6000
+    bits += "0" * (-len(bits) % 8)
+    brush_bomb = {
+        "id": "m9",
+        "from_name": "brush",
+        "to_name": "image",
+        "type": "brushlabels",
+        "value": {
+            "format": "rle",
+            "rle": [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)],
+            "brushlabels": ["road"],
+        },
+        **SIZE,
+    }
+    box = _box("b1", "car", 20, 10, 60, 40)
+
+    def task(task_id, image, result):
+        return {"id": task_id, "data": {"image": image}, "annotations": result}
+
+    return [
+        task(1, "/data/upload/1/a.jpg", [{"id": 1, "result": [box]}]),
+        task(2, bomb, []),
+        task(3, "/data/upload/1/c.jpg", "not a list of annotations"),
+        task(4, "/data/upload/1/d.jpg", [{"id": 4, "result": [box, brush_bomb]}]),
+        task(5, "/data/upload/1/e.jpg", [{"id": 5, "result": [box]}]),
+    ]
+
+
+def test_convert_reports_each_broken_task_and_writes_the_others(tmp_path, capsys):
+    src = tmp_path / "export.json"
+    src.write_text(json.dumps(_bad_tasks(tmp_path)))
+    out = tmp_path / "coco.json"
+    assert main(["convert", str(src), "--out", str(out)]) == 3
+    captured = capsys.readouterr()
+    assert "3 images, 3 annotations, 2 failed" in captured.out
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert [e.split(":")[1].strip() for e in errors] == ["task 2", "task 3"]
+    assert "decompression bomb" in errors[0]
+    assert "warning: task 4: skipped region 'm9': brush RLE holds 400000000" in (
+        captured.err
+    )
+    assert "rexlabel convert: 2 failed" in captured.err
+    coco = COCO(str(out))
+    assert sorted(i["task_id"] for i in coco.dataset["images"]) == [1, 4, 5]
+
+
+def test_export_reports_each_broken_task_and_writes_the_others(
+    tmp_path, monkeypatch, capsys
+):
+    with FakeLabelStudio() as ls:
+        ls.add_project(4, CONFIG)
+        for task in _bad_tasks(tmp_path):
+            ls.add_task(4, task["id"], task["data"])
+            ls.tasks[task["id"]]["annotations"] = task["annotations"]
+        monkeypatch.setenv("LABEL_STUDIO_URL", ls.url)
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)
+        out = tmp_path / "coco.json"
+        assert main(["export", "--project", "4", "--out", str(out)]) == 3
+    captured = capsys.readouterr()
+    assert "error: task 2:" in captured.err and "error: task 3:" in captured.err
+    assert "rexlabel export: 2 failed" in captured.err
+    assert len(COCO(str(out)).dataset["images"]) == 3
+
+
+def test_convert_raw_reports_a_bomb_image_by_line(tmp_path, capsys):
+    bomb = _png_claiming(tmp_path / "bomb.png", 20_000, 20_000)
+    src = tmp_path / "outputs.jsonl"
+    lines = [
+        {"image_path": "a.jpg", "width": 100, "height": 50, "raw_text": "", **t}
+        for t in ({}, {"image_path": bomb, "width": 0}, {})
+    ]
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "c.json"
+    assert main(["convert", "--raw", str(src), "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "error: line 2:" in err and "decompression bomb" in err
+    assert len(json.loads(out.read_text())["images"]) == 2

@@ -113,7 +113,14 @@ def refusal(job: Job, allowed: frozenset[str] = JOB_FUNCTIONS) -> str | None:
 
 def _disarm(job: Job) -> None:
     """Drop what RQ would run or send when it fails ``job``: its callbacks,
-    webhooks and retries (in memory; RQ saves the job as it fails it)."""
+    webhooks and retries (in memory; RQ saves the job as it fails it). An
+    unreadable payload gets a placeholder function name, which RQ's bookkeeping
+    reads (it would raise again, and an exception there stops the worker)."""
+    try:
+        job.func_name  # decodes the payload, or raises
+    except Exception:
+        job._func_name, job._instance = "<unreadable job payload>", None
+        job._args, job._kwargs = (), {}
     job._success_callback_name = job._failure_callback_name = None
     job._stopped_callback_name = None
     job._success_callback = job._failure_callback = job._stopped_callback = None

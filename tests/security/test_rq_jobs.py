@@ -122,18 +122,33 @@ def test_jobs_naming_other_functions_or_callbacks_are_refused(redis_url, tmp_pat
     assert PASSWORD not in log
 
 
-def test_a_job_bound_to_an_instance_is_refused(redis_url, tmp_path):
-    """JSON can still carry an ``instance``: RQ would call the attribute of
-    that name on it instead of importing the function."""
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # JSON can still carry an ``instance``: RQ would call the attribute of
+        # that name on it instead of importing the function.
+        (
+            JSONSerializer.dumps([RUN_CHUNK, {"a": 1}, [{"images": []}], {}]),
+            "bound to an instance",
+        ),
+        (b"\x00not json", "unreadable job payload"),
+        (JSONSerializer.dumps([RUN_CHUNK, None]), "unreadable job payload"),
+        (JSONSerializer.dumps([["os", "system"], None, [], {}]), "is not a rexlabel"),
+    ],
+)
+def test_a_forged_payload_is_refused_and_the_worker_goes_on(
+    redis_url, tmp_path, raw, reason
+):
     queue = _queue(redis_url)
     job = queue.enqueue(RUN_CHUNK, {"images": []})
-    raw = JSONSerializer.dumps([RUN_CHUNK, {"a": 1}, [{"images": []}], {}])
     queue.connection.hset(job.key, "data", raw)  # what a Redis writer can do
+    real = queue.enqueue(RUN_CHUNK, {"images": []})
     with FakeChat() as fake:
         done = _run_worker(redis_url, tmp_path, fake)
     assert done.returncode == 0, done.stderr
     assert job.get_status(refresh=True) == JobStatus.FAILED
-    assert "bound to an instance" in job.latest_result().exc_string
+    assert reason in job.latest_result().exc_string
+    assert real.get_status(refresh=True) == JobStatus.FINISHED, done.stderr
 
 
 def test_worker_and_queue_need_the_redis_password(redis_url, tmp_path):

@@ -3,7 +3,10 @@
 Only what rexlabel needs, over ``requests``, with the token handling of
 :class:`worker.labelstudio_media.LabelStudioAuth` (legacy token, or personal
 access token exchanged for short-lived access tokens; renewed after a 401).
-Transient failures (connection errors, 5xx, 429) are retried a few times.
+Transient failures (connection errors, 5xx, 429) of reads are retried a few
+times. A POST is never sent again blindly: after an unclear failure (timeout,
+connection lost, 5xx) it may have been stored, so :meth:`create_prediction`
+first asks whether the prediction exists now (one per task and model version).
 """
 
 from __future__ import annotations
@@ -34,16 +37,29 @@ RETRY_BACKOFF_S = 0.5
 """First wait between attempts; doubles each time."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 """HTTP statuses worth retrying: overload and gateway hiccups."""
+REFUSED_STATUSES = frozenset({429})
+"""Statuses saying the request was not acted on (rate limited): even a POST may
+be sent again. Any other failure of a POST may have taken effect."""
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+"""Methods that may be sent again after an unclear failure (RFC 9110 9.2.2);
+a repeated POST can store a second prediction."""
 EXPORT_CHUNK_BYTES = 1 << 20
 """Bytes per write while streaming an export to disk."""
 
 
 class LabelStudioAPIError(RuntimeError):
-    """Label Studio answered with an error; names the request and its status."""
+    """Label Studio answered with an error; names the request and its status.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    ``ambiguous``: the request may have taken effect all the same (a timeout,
+    a connection lost, a 5xx, an unreadable success): check before repeating.
+    """
+
+    def __init__(
+        self, message: str, status: int | None = None, *, ambiguous: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.ambiguous = ambiguous
 
 
 class LabelStudioClient:
@@ -94,9 +110,15 @@ class LabelStudioClient:
         timeout: float | None = None,
         stream: bool = False,
     ) -> requests.Response:
-        """One API call; raises LabelStudioAPIError naming it when it fails."""
+        """One API call; raises LabelStudioAPIError naming it when it fails.
+
+        Reads are retried after transient failures; other methods only when
+        Label Studio refused them (:data:`REFUSED_STATUSES`, an expired access
+        token), otherwise the error is ``ambiguous`` and the caller decides.
+        """
         url = self.url + path
         what = f"{method} {path}"
+        repeatable = method.upper() in IDEMPOTENT_METHODS
         renewed = False
         attempt = 0
         while True:
@@ -112,24 +134,27 @@ class LabelStudioClient:
                     stream=stream,
                 )
             except requests.RequestException as exc:
-                if attempt < self.retries:
+                if repeatable and attempt < self.retries:
                     self._backoff(attempt, what, exc)
                     continue
                 raise LabelStudioAPIError(
-                    f"{what} to Label Studio at {self.url} failed: {exc}"
+                    f"{what} to Label Studio at {self.url} failed: {exc}",
+                    ambiguous=not repeatable,
                 ) from exc
             if response.status_code == 401 and self.auth.kind == "pat" and not renewed:
                 self.auth.invalidate()  # the access token expired early: renew once
                 renewed = True
                 continue
-            if response.status_code in RETRY_STATUSES and attempt < self.retries:
-                self._backoff(attempt, what, f"HTTP {response.status_code}")
+            status = response.status_code
+            retry_on = RETRY_STATUSES if repeatable else REFUSED_STATUSES
+            if status in retry_on and attempt < self.retries:
+                self._backoff(attempt, what, f"HTTP {status}")
                 continue
             if not response.ok:
                 raise LabelStudioAPIError(
-                    f"{what} failed with HTTP {response.status_code}: "
-                    f"{_error_text(response)}",
-                    status=response.status_code,
+                    f"{what} failed with HTTP {status}: {_error_text(response)}",
+                    status=status,
+                    ambiguous=not repeatable and status >= 500,
                 )
             return response
 
@@ -144,7 +169,9 @@ class LabelStudioClient:
             return response.json()
         except ValueError:
             raise LabelStudioAPIError(
-                f"{method} {path} returned non-JSON: {response.text[:200]!r}"
+                f"{method} {path} returned non-JSON: {response.text[:200]!r}",
+                status=response.status_code,
+                ambiguous=method.upper() not in IDEMPOTENT_METHODS,
             ) from None
 
     # Projects and views ------------------------------------------------------
@@ -230,7 +257,14 @@ class LabelStudioClient:
         score: float | None,
         model_version: str,
     ) -> dict[str, Any]:
-        """``POST /api/predictions``: one prediction (all regions) for one task."""
+        """``POST /api/predictions``: one prediction (all regions) for one task.
+
+        Never stores two: after an unclear failure (timeout, connection lost,
+        5xx) the task's predictions are listed, and a prediction of
+        ``model_version`` found there is returned instead of posting again.
+        A task holds at most one prediction per model version, so callers
+        check :meth:`find_prediction` before the first post when unsure.
+        """
         body: dict[str, Any] = {
             "task": int(task),
             "result": result,
@@ -238,7 +272,21 @@ class LabelStudioClient:
         }
         if score is not None:
             body["score"] = float(score)
-        return self._json("POST", "/api/predictions/", json_body=body)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._json("POST", "/api/predictions/", json_body=body)
+            except LabelStudioAPIError as exc:
+                if not exc.ambiguous:
+                    raise
+                stored = self.find_prediction(task, model_version)
+                if stored is not None:
+                    log.info("task %s: the prediction was stored despite %s", task, exc)
+                    return stored
+                if attempt >= self.retries:
+                    raise
+                self._backoff(attempt, f"POST /api/predictions/ (task {task})", exc)
 
     def list_predictions(
         self, *, task: int | None = None, project: int | None = None
@@ -252,12 +300,18 @@ class LabelStudioClient:
         data = self._json("GET", "/api/predictions/", params=params)
         return data if isinstance(data, list) else list(data.get("results", []))
 
+    def find_prediction(self, task: int, model_version: str) -> dict[str, Any] | None:
+        """The task's newest prediction of ``model_version``, or None."""
+        mine = [
+            p
+            for p in self.list_predictions(task=task)
+            if p.get("model_version") == model_version
+        ]
+        return max(mine, key=lambda p: _id_order(p.get("id"))) if mine else None
+
     def has_prediction(self, task: int, model_version: str) -> bool:
         """Whether the task already holds a prediction of ``model_version``."""
-        return any(
-            p.get("model_version") == model_version
-            for p in self.list_predictions(task=task)
-        )
+        return self.find_prediction(task, model_version) is not None
 
     # Export --------------------------------------------------------------------
     def export_json(self, project: int, path: str | Path) -> Path:
@@ -286,6 +340,12 @@ def prediction_model_versions(task: dict[str, Any]) -> set[str]:
         if isinstance(item, dict) and item.get("model_version") is not None:
             versions.add(str(item["model_version"]))
     return versions
+
+
+def _id_order(value: Any) -> tuple[int, str]:
+    """Sort key of a prediction id: numeric ids by value, anything else after."""
+    text = str(value)
+    return (int(text), "") if text.isdigit() else (1 << 62, text)
 
 
 def _error_text(response: requests.Response) -> str:

@@ -29,6 +29,9 @@ With auth:
   (``s3://bucket/key`` -> bytes) to requests without auth.
 
 ``fail_next`` makes the next N ``/api/`` requests answer 503 (retry tests);
+``fail_after_store`` makes the next N prediction POSTs store the prediction and
+then answer ``fail_after_store_with`` (a status, or None: close the connection
+unanswered), as a proxy timing out on a slow Label Studio does;
 ``requests`` logs every request as ``(method, path_with_query, authorization)``
 (the cloud server's paths prefixed ``cloud:``); ``refreshes`` counts exchanges.
 """
@@ -119,6 +122,8 @@ class FakeLabelStudio:
         self.access_tokens: set[str] = set()
         self.refreshes = 0
         self.fail_next = 0
+        self.fail_after_store = 0
+        self.fail_after_store_with: int | None = 500
         self.requests: list[Request] = []
         self._lock = threading.RLock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
@@ -379,7 +384,16 @@ class FakeLabelStudio:
                 if not self._auth():
                     return None
                 if path == "/api/predictions/":
-                    return self._send(*ls._post_prediction(body))
+                    status, stored = ls._post_prediction(body)
+                    with ls._lock:
+                        broken = status == 201 and ls.fail_after_store > 0
+                        ls.fail_after_store -= int(broken)
+                    if broken and ls.fail_after_store_with is None:
+                        self.close_connection = True  # stored, never answered
+                        return None
+                    if broken:
+                        return self._send(ls.fail_after_store_with, b"<h1>error</h1>")
+                    return self._send(status, stored)
                 return self._send(404, {"detail": "Not found."})
 
             def do_GET(self):

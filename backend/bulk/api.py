@@ -23,6 +23,7 @@ from backend.bulk.executors import InlineExecutor, RQExecutor
 from backend.bulk.runner import JobRun, failures
 from backend.bulk.sources import expand_inputs
 from backend.bulk.store import (
+    JobBusyError,
     JobDir,
     JobError,
     JobRecord,
@@ -363,22 +364,56 @@ def start_for_tasks(
     )
     spec.project["source"] = source
     job = _create(store, spec, spool)
-    if background:
-        thread = threading.Thread(
-            target=_run_quietly,
-            args=(job, store, connection, client),
-            name=f"rexlabel-job-{job.id}",
-            daemon=True,
-        )
-        thread.start()
+    action = repeat_action(job)
+    if action is None:
+        log.info("job %s: running, or done without failures; nothing new", job.id)
+    elif background:
+        _start_thread(job, store, connection, client, retry=action == "retry")
     else:
-        run_job(job, store, connection=connection, client=client)
+        run_job(
+            job,
+            store,
+            connection=connection,
+            client=client,
+            retry_failed=action == "retry",
+        )
     return job.id
 
 
-def _run_quietly(job: JobDir, store: JobStore, connection: Any, client: Any) -> None:
+def repeat_action(job: JobDir) -> str | None:
+    """What a request naming an existing ``job`` should run.
+
+    ``"run"``: it is new or stopped before its end (run what is left);
+    ``"retry"``: it finished with failed images (run those, only those;
+    tasks already posted are skipped by the sink); None: it is running now
+    (one runner per job) or finished without failures (nothing to add).
+    """
+    if job.is_running():
+        return None
+    record = job.read_status()
+    if record is None or record.status != "done":
+        return "run"
+    return "retry" if record.failed else None
+
+
+def _start_thread(
+    job: JobDir, store: JobStore, connection: Any, client: Any, *, retry: bool
+) -> None:
+    threading.Thread(
+        target=_run_quietly,
+        args=(job, store, connection, client, retry),
+        name=f"rexlabel-job-{job.id}",
+        daemon=True,
+    ).start()
+
+
+def _run_quietly(
+    job: JobDir, store: JobStore, connection: Any, client: Any, retry: bool
+) -> None:
     try:
-        run_job(job, store, connection=connection, client=client)
+        run_job(job, store, connection=connection, client=client, retry_failed=retry)
+    except JobBusyError as exc:
+        log.info("background job: %s", exc)  # a repeat request raced the runner
     except Exception:
         log.exception("background job %s failed", job.id)
 
@@ -476,13 +511,7 @@ def resume_job(
     store = store or open_store(connection)
     job = store.get(job_id)
     if background:
-        thread = threading.Thread(
-            target=_resume_quietly,
-            args=(job, store, connection, retry_failed),
-            name=f"rexlabel-job-{job_id}",
-            daemon=True,
-        )
-        thread.start()
+        _start_thread(job, store, connection, None, retry=retry_failed)
         return job_id
     return run_job(
         job,
@@ -491,10 +520,3 @@ def resume_job(
         on_progress=on_progress,
         retry_failed=retry_failed,
     ).to_dict()
-
-
-def _resume_quietly(job: JobDir, store: JobStore, connection: Any, retry: bool) -> None:
-    try:
-        run_job(job, store, connection=connection, retry_failed=retry)
-    except Exception:
-        log.exception("background job %s failed", job.id)

@@ -9,8 +9,10 @@ The loop is the same for every destination and executor:
 4. at the end the sink finishes (file jobs: merge parts into COCO + JSONL).
 
 Stopping at any point (Ctrl-C, kill, crash, Redis restart) loses at most the
-chunks in flight, which the next run sends again (or adopts from Redis); a
-chunk is never recorded twice because its part file is written once, whole.
+chunks in flight, which the next run sends again (or adopts from Redis). A
+chunk handed over twice (a Redis error after its delivery makes the executor
+collect it again) is delivered idempotently by the sink and replaces its own
+counts, so no image is counted twice and ``done`` never exceeds ``total``.
 """
 
 from __future__ import annotations
@@ -37,13 +39,12 @@ FAILURES_SHOWN = 20
 
 class Sink(Protocol):
     """Where results go. ``deliver`` may mark lines failed (``error``) or
-    ``status: skipped``; it must be idempotent for a chunk delivered again."""
+    ``status: skipped``; it must be idempotent for a chunk delivered again
+    (or retried), and what it delivered must be durable when it returns."""
 
     def deliver(
         self, spec: JobSpec, chunk: int, lines: list[dict[str, Any]]
     ) -> None: ...
-
-    def recorded(self, chunk: int) -> None: ...
 
     def finish(self, job: JobDir, spec: JobSpec) -> dict[str, Any]: ...
 
@@ -113,14 +114,31 @@ def line_outcome(line: dict[str, Any]) -> str:
     return "done"
 
 
+OUTCOMES = ("done", "failed", "skipped")
+"""What :func:`line_outcome` says of an image, in the order counts are kept."""
+
+
 class _Counts:
+    """Images done, failed and skipped, kept per chunk: a chunk recorded again
+    (collected twice, or retried) replaces its own counts instead of adding."""
+
     def __init__(self) -> None:
+        self.by_chunk: dict[int, tuple[int, ...]] = {}
         self.done = self.failed = self.skipped = 0
 
-    def add(self, lines: list[dict[str, Any]], sign: int = 1) -> None:
+    def set(self, chunk: int, lines: list[dict[str, Any]]) -> None:
+        """The chunk's outcome is now ``lines`` (all its recorded images)."""
+        tally = [0] * len(OUTCOMES)
         for line in lines:
-            outcome = line_outcome(line)
-            setattr(self, outcome, getattr(self, outcome) + sign)
+            tally[OUTCOMES.index(line_outcome(line))] += 1
+        old = self.by_chunk.get(chunk, (0,) * len(OUTCOMES))
+        self.by_chunk[chunk] = tuple(tally)
+        for name, new, before in zip(OUTCOMES, tally, old, strict=True):
+            setattr(self, name, getattr(self, name) + new - before)
+
+    @property
+    def chunks(self) -> int:
+        return len(self.by_chunk)
 
     @property
     def finished(self) -> int:
@@ -158,13 +176,14 @@ class JobRun:
         self._last_saved = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
+        self._handled: set[int] = set()  # chunks this run recorded
         self.meter: ProgressMeter | None = None
 
     # Bookkeeping -----------------------------------------------------------------
     def _scan(self) -> set[int]:
         done = self.job.done_chunks()
         for chunk in done:
-            self.counts.add(self.job.read_part(chunk))
+            self.counts.set(chunk, self.job.read_part(chunk))
         return done
 
     def _save(self, force: bool = False) -> None:
@@ -178,7 +197,7 @@ class JobRun:
             self.counts.failed,
             self.counts.skipped,
         )
-        r.chunks_done = len(self.job.done_chunks()) if force else r.chunks_done
+        r.chunks_done = self.counts.chunks
         if self.meter is not None:
             r.rate = self.meter.rate
             r.eta_s = self.meter.eta_s if r.status == "running" else None
@@ -203,13 +222,8 @@ class JobRun:
     ) -> None:
         lines = result_lines(payload, result, error)
         self.sink.deliver(self.spec, index, lines)
-        self.job.write_part(index, lines)  # the done-record, after the write
-        self.sink.recorded(index)
-        self.counts.add(lines)
-        self.record.chunks_done += 1
-        if self.meter is not None:
-            self.meter.add(len(lines))
-        self._save()
+        self.job.write_part(index, lines)  # the done-record, after the delivery
+        self._recorded(index, lines, len(lines))
 
     def _on_retried(
         self,
@@ -220,15 +234,17 @@ class JobRun:
     ) -> None:
         fresh = {line["id"]: line for line in result_lines(payload, result, error)}
         old = self.job.read_part(index)
-        replaced = [line for line in old if line["id"] in fresh]
         self.sink.deliver(self.spec, index, list(fresh.values()))
         merged = [fresh.get(line["id"], line) for line in old]
         self.job.write_part(index, merged)
-        self.sink.recorded(index)
-        self.counts.add(replaced, sign=-1)
-        self.counts.add(list(fresh.values()))
-        if self.meter is not None:
-            self.meter.add(len(fresh))
+        self._recorded(index, merged, len(fresh))
+
+    def _recorded(self, index: int, lines: list[dict[str, Any]], ran: int) -> None:
+        """Chunk ``index`` now holds ``lines`` (``ran`` of them ran this time)."""
+        self.counts.set(index, lines)
+        if index not in self._handled and self.meter is not None:
+            self.meter.add(ran)
+        self._handled.add(index)
         self._save()
 
     # Runs ----------------------------------------------------------------------------

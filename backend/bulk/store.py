@@ -6,6 +6,7 @@ One directory per job under the jobs root (``REXLABEL_JOBS_DIR``)::
     <root>/<job id>/images.jsonl       the images, one JSON object a line, in order
     <root>/<job id>/parts/c000012.jsonl  chunk 12's results, written atomically
     <root>/<job id>/status.json        the last progress record
+    <root>/<job id>/delivered.jsonl    tasks posted to Label Studio (DeliveryLog)
     <root>/<job id>/cancel             present while a cancel is requested
     <root>/<job id>/lock               flock'ed by the process running the job
 
@@ -43,6 +44,8 @@ REDIS_CANCEL_SUFFIX = ":cancel"
 """Redis key ``<record key>:cancel`` exists while a cancel is requested."""
 PART_PREFIX = "c"
 """Part files are ``c<chunk index, 6 digits>.jsonl``."""
+DELIVERED_NAME = "delivered.jsonl"
+"""A project job's delivery log (:class:`DeliveryLog`), beside its spec."""
 
 
 class JobError(RuntimeError):
@@ -181,6 +184,56 @@ STATUSES = ("pending", "running", "done", "cancelled", "interrupted", "failed")
 """``interrupted``: the process running it stopped (Ctrl-C, crash); resume it."""
 
 
+class DeliveryLog:
+    """The tasks a job knows to hold its prediction in Label Studio.
+
+    One JSON line per task, ``{"task": id, "prediction": pid}``, appended and
+    flushed once Label Studio holds the task's prediction of the job's model
+    version (posted, or found there). :meth:`sync` makes the lines durable; the
+    sink calls it before the runner writes a chunk's part, its done-record. A
+    chunk delivered again (a crash, or a Redis error after posting) skips the
+    tasks in the log. Task ids are compared as text: ``7`` and ``"7"`` are one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stored: dict[str, Any] = {}
+        self._handle: Any = None
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        event = json.loads(line)
+                        self._stored[str(event["task"])] = event["prediction"]
+                    except (ValueError, TypeError, KeyError):
+                        continue  # a line cut by a crash: Label Studio is asked
+
+    def stored(self, task: Any) -> bool:
+        return str(task) in self._stored
+
+    def prediction_id(self, task: Any) -> Any:
+        return self._stored.get(str(task))
+
+    def record_stored(self, task: Any, prediction_id: Any) -> None:
+        self._stored[str(task)] = prediction_id
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle.write(json.dumps({"task": task, "prediction": prediction_id}))
+        self._handle.write("\n")
+        self._handle.flush()
+
+    def sync(self) -> None:
+        """Make every line written so far durable (fsync)."""
+        if self._handle is not None:
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
 class JobDir:
     """The on-disk half of a job (see the module docstring for the layout)."""
 
@@ -211,6 +264,10 @@ class JobDir:
     @property
     def cancel_path(self) -> Path:
         return self.root / "cancel"
+
+    def delivery_log(self) -> DeliveryLog:
+        """The job's :class:`DeliveryLog` (read now, appended to from now on)."""
+        return DeliveryLog(self.root / DELIVERED_NAME)
 
     def exists(self) -> bool:
         return self.spec_path.is_file()

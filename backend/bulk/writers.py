@@ -4,9 +4,9 @@
   the result); at the end the parts are merged, streaming, into the COCO file
   (:class:`CocoStreamWriter`), the raw JSONL and optional previews.
 - :class:`LabelStudioSink`: project jobs. Each task's prediction is posted to
-  Label Studio as its chunk finishes; a task that already holds a prediction
-  of this ``model_version`` is skipped, so a chunk delivered twice (after a
-  crash between posting and recording) never posts twice.
+  Label Studio as its chunk finishes, once per task and ``model_version``: a
+  chunk delivered twice (a crash or a Redis error between posting and
+  recording) or retried never posts a task twice.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from backend.bulk.store import JobDir, JobSpec
+from backend.bulk.store import DeliveryLog, JobDir, JobSpec
 from converters.coco import CocoCategory, CocoImage, to_coco
 from converters.prediction import Prediction, predictions_from_dicts
 
@@ -156,10 +156,7 @@ class FilesSink:
     """File jobs: outputs are built from the part files at the end."""
 
     def deliver(self, spec: JobSpec, chunk: int, lines: list[dict[str, Any]]) -> None:
-        return None
-
-    def recorded(self, chunk: int) -> None:
-        return None
+        return None  # nothing to send per chunk: the part file is the result
 
     def finish(self, job: JobDir, spec: JobSpec) -> dict[str, Any]:
         return write_file_outputs(job, spec)
@@ -252,17 +249,22 @@ class _Previews:
 class LabelStudioSink:
     """Posts one prediction per task to Label Studio as chunks finish.
 
-    Before the first post of a chunk a journal file is created beside its
-    part; each posted task is appended to it. A chunk delivered again (the
-    run stopped after posting, before its part was written) skips the tasks
-    in the journal and asks Label Studio about the others, so nothing is posted
-    twice. The journal goes once the part is written.
+    Idempotent per task and model version, across runs, retries and jobs:
+
+    - a task in the job's :class:`~backend.bulk.store.DeliveryLog` is not
+      posted again (a chunk delivered twice: the run stopped, or Redis failed,
+      after posting); the log is synced before the runner writes the part;
+    - any other task is first looked up in Label Studio and skipped when it
+      holds a prediction of this model version already (another job, a
+      ``--retry-failed`` round, a POST stored after its answer was lost);
+    - :meth:`LabelStudioClient.create_prediction` never repeats a POST blindly.
     """
 
     def __init__(self, client: Any, job: JobDir) -> None:
         self.client = client
         self.job = job
         self._plan: Any = None
+        self._log: DeliveryLog | None = None
 
     def plan(self, spec: JobSpec) -> Any:
         if self._plan is None:
@@ -273,78 +275,67 @@ class LabelStudioSink:
             )
         return self._plan
 
-    def journal_path(self, chunk: int) -> Path:
-        return self.job.parts_dir / f".c{chunk:06d}.posted"
+    @property
+    def deliveries(self) -> DeliveryLog:
+        if self._log is None:
+            self._log = self.job.delivery_log()
+        return self._log
 
     def deliver(self, spec: JobSpec, chunk: int, lines: list[dict[str, Any]]) -> None:
+        """Post the prediction of each task of the chunk that has none yet."""
+        by_task: dict[Any, list[dict[str, Any]]] = {}
+        for line in lines:
+            by_task.setdefault(line.get("task_id"), []).append(line)
+        try:
+            for task_id, task_lines in by_task.items():
+                if task_id is None:
+                    _fail(task_lines, "line has no task id")
+                elif any(line.get("error") for line in task_lines):
+                    continue  # not posted: --retry-failed runs it again
+                elif self.deliveries.stored(task_id):
+                    _mark(task_lines, "posted", self.deliveries.prediction_id(task_id))
+                else:
+                    self._deliver_task(spec, task_id, task_lines)
+        finally:
+            self.deliveries.sync()
+
+    def _deliver_task(
+        self, spec: JobSpec, task_id: Any, lines: list[dict[str, Any]]
+    ) -> None:
         from backend.lsapi import LabelStudioAPIError
         from backend.predictions import task_prediction
         from worker.jobspec import ImageResult
 
-        journal = self.journal_path(chunk)
-        resumed = journal.exists()
-        posted = _read_journal(journal) if resumed else {}
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        plan = self.plan(spec)
-        by_task: dict[Any, list[dict[str, Any]]] = {}
+        mv = spec.model_version
+        try:
+            existing = self.client.find_prediction(task_id, mv)
+            if existing is not None:
+                self.deliveries.record_stored(task_id, existing.get("id"))
+                _mark(lines, "skipped", existing.get("id"))
+                return
+            outcome = task_prediction(
+                self.plan(spec), [ImageResult.from_dict(x) for x in lines], mv
+            )
+            if outcome.failed:  # never an empty prediction: retried
+                _fail(lines, "; ".join(outcome.errors))
+                return
+            body = outcome.prediction
+            created = self.client.create_prediction(
+                task_id, body["result"], score=body["score"], model_version=mv
+            )
+        except LabelStudioAPIError as exc:
+            _fail(lines, f"Label Studio: {exc}")
+            return
+        self.deliveries.record_stored(task_id, created.get("id"))
         for line in lines:
-            by_task.setdefault(line.get("task_id"), []).append(line)
-        with open(journal, "a", encoding="utf-8") as record:
-            for task_id, task_lines in by_task.items():
-                if task_id is None:
-                    _fail(task_lines, "line has no task id")
-                    continue
-                if any(line.get("error") for line in task_lines):
-                    continue  # not posted: --retry-failed runs it again
-                if task_id in posted:
-                    _mark(task_lines, "posted", posted[task_id])
-                    continue
-                mv = spec.model_version
-                try:
-                    if resumed and self.client.has_prediction(task_id, mv):
-                        _mark(task_lines, "skipped")
-                        continue
-                    outcome = task_prediction(
-                        plan, [ImageResult.from_dict(x) for x in task_lines], mv
-                    )
-                    if outcome.failed:  # never an empty prediction: retried
-                        _fail(task_lines, "; ".join(outcome.errors))
-                        continue
-                    body = outcome.prediction
-                    created = self.client.create_prediction(
-                        task_id, body["result"], score=body["score"], model_version=mv
-                    )
-                except LabelStudioAPIError as exc:
-                    _fail(task_lines, f"Label Studio: {exc}")
-                    continue
-                for line in task_lines:
-                    line["warnings"] = outcome.warnings
-                _mark(task_lines, "posted", created.get("id"))
-                record.write(json.dumps([task_id, created.get("id")]) + "\n")
-                record.flush()
-
-    def recorded(self, chunk: int) -> None:
-        """The chunk's part is written: its journal is no longer needed."""
-        self.journal_path(chunk).unlink(missing_ok=True)
+            line["warnings"] = outcome.warnings
+        _mark(lines, "posted", created.get("id"))
 
     def finish(self, job: JobDir, spec: JobSpec) -> dict[str, Any]:
-        for path in job.parts_dir.glob(".c*.posted"):
-            digits = path.name[2:8]
-            if digits.isdigit() and job.part_path(int(digits)).exists():
-                path.unlink(missing_ok=True)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         return {"project": spec.project.get("id"), "model_version": spec.model_version}
-
-
-def _read_journal(path: Path) -> dict[Any, Any]:
-    posted: dict[Any, Any] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                task_id, prediction_id = json.loads(line)
-            except (ValueError, TypeError):
-                continue  # a line cut by a crash: that task is checked with LS
-            posted[task_id] = prediction_id
-    return posted
 
 
 def _mark(lines: list[dict[str, Any]], status: str, prediction_id: Any = None) -> None:

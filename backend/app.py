@@ -120,6 +120,51 @@ class BackendConfig:
         )
 
 
+HEALTH_STATUS = {
+    "ready": "UP",
+    "loading": "LOADING",
+    "failed": "FAILED",
+    "no_workers": "NO_WORKERS",
+    "down": "DOWN",
+}
+"""/health's ``status`` per model state (Label Studio's backends say ``UP``)."""
+
+HEALTH_PHRASES = {
+    "loading": "Model still loading",
+    "failed": "Model failed to load",
+    "no_workers": "No rexlabel worker running",
+    "down": "Queue (Redis) unreachable",
+}
+"""Reason phrase of /health's 503 per state: Label Studio's "Connect model"
+shows ``503 Server Error: <phrase> for url: ...`` and nothing of the body."""
+
+
+def _readiness_message(
+    state: str, model: Mapping[str, Any], queue: Mapping[str, Any]
+) -> str:
+    """Why /health is not UP, in words a user can act on."""
+    in_process = queue.get("mode") == "in-process"
+    if state == "down":
+        return f"the queue is unreachable: {queue.get('error') or 'no reason given'}"
+    if state == "loading":
+        who = "the model" if in_process else f"{model.get('loading')} worker(s)"
+        return (
+            f"{who} loading (a first start downloads the weights); Label Studio "
+            "connects once /health answers 200"
+        )
+    if state == "failed":
+        if in_process:
+            return (
+                f"the model failed to load: {model.get('reason')}; it is tried "
+                "again when asked a minute later (or fix the settings and restart)"
+            )
+        return (
+            f"no worker is ready: the last one failed to load the model: "
+            f"{model.get('reason')}; see its log, fix the settings and restart it"
+        )
+    return "no rexlabel worker serves the interactive queue: start `rexlabel worker`"
+
+
 class BadRequest(ValueError):
     """The request body is unusable; answered 400 with the message."""
 
@@ -181,16 +226,26 @@ class Backend:
             return {}
 
     # -- routes ----------------------------------------------------------------
-    def health(self) -> tuple[dict[str, Any], int]:
+    def health(self) -> tuple[dict[str, Any], str]:
+        """The /health body and HTTP status line: ``200 OK`` only when a model
+        can serve; else 503 whose reason phrase says why (Label Studio shows
+        only ``503 Server Error: <phrase>``), and ``message`` says more."""
         queue = self.runner.status()
-        body = {
-            "status": "UP" if queue.get("queue_up") else "DOWN",
+        up = bool(queue.get("queue_up"))
+        model = queue.get("model") or {"state": "ready" if up else "unknown"}
+        state = str(model.get("state")) if up else "down"
+        body: dict[str, Any] = {
+            "status": HEALTH_STATUS.get(state, state.upper()),
             "model_class": MODEL_CLASS,
             "model_version": self.version_for(None, {}, record=False),
+            "model": model,
             "queue": queue,
             "workers_up": bool(queue.get("workers")),
         }
-        return body, 200 if queue.get("queue_up") else 503
+        if state == "ready":
+            return body, "200 OK"
+        body["message"] = _readiness_message(state, model, queue)
+        return body, f"503 {HEALTH_PHRASES.get(state, 'Service Unavailable')}"
 
     def setup(self, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -457,6 +512,7 @@ def create_app(
     *,
     runner: ChunkRunner | None = None,
     store: StateStore | None = None,
+    load_model: bool = True,
 ) -> Flask:
     """The app; settings come from ``environ`` (default: ``os.environ``).
 
@@ -464,6 +520,12 @@ def create_app(
     in-process jobs and in-memory (or ``REXLABEL_STATE_PATH``) state. Every
     setting is read first, so a bad value anywhere (a worker-side one too: the
     model may run in this process) stops start-up with SettingsError naming it.
+
+    A runner made here from the process environment (``environ`` None: what
+    the model load reads) starts loading the model in the background at once
+    (in-process; /health says ``loading`` meanwhile) unless ``load_model`` is
+    False: a server that forks after this call (``rexlabel serve``'s gunicorn)
+    starts it in the child (``runner.start()``); else the first request does.
     """
     settings.read_all(environ)
     config = BackendConfig.from_env(environ)
@@ -471,6 +533,8 @@ def create_app(
         runner = create_runner(
             config.redis_url, settings.get("REXLABEL_ENGINE", environ)
         )
+        if load_model and environ is None:
+            runner.start()
     if store is None:
         redis_connection = getattr(runner, "connection", None)
         if redis_connection is None and config.redis_url:
@@ -528,9 +592,11 @@ def create_app(
 
     @app.get("/")
     @app.get("/health")
-    def health() -> tuple[Response, int]:
+    def health() -> Response:
         body, status = backend.health()
-        return jsonify(body), status
+        response = jsonify(body)
+        response.status = status
+        return response
 
     @app.post("/setup")
     def setup() -> Response:

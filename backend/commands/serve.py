@@ -11,7 +11,8 @@ Equivalent by hand (what the Docker image runs)::
     gunicorn -k gthread -w 1 --threads 8 -b 0.0.0.0:9090 'backend.app:create_app()'
 
 With ``REDIS_URL`` set, requests go to ``rexlabel worker`` processes;
-without it the model runs inside this process (loaded on the first request).
+without it the model runs inside this process, loaded in the background from
+start-up on (``/health`` answers 503 "Model still loading" until it is ready).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     port = args.port or settings.get("PORT")
     from backend.app import create_app
 
-    app = create_app()
+    # gunicorn forks: the model loads in its worker process (post_worker_init)
+    app = create_app(load_model=args.dev)
     if args.dev:
         log.info("rexlabel backend (Flask dev server) on http://%s:%s", host, port)
         app.run(host=host, port=port, threaded=True, use_reloader=False)
@@ -98,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
 def _run_gunicorn(app: Any, host: str, port: int, workers: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
+    def _start_model_load(_worker: Any) -> None:
+        """In each forked gunicorn worker: load the model in the background."""
+        app.extensions["rexlabel"].runner.start()
+
+
     class _Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
@@ -105,6 +112,7 @@ def _run_gunicorn(app: Any, host: str, port: int, workers: int, threads: int) ->
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("timeout", GUNICORN_TIMEOUT_S)
+            self.cfg.set("post_worker_init", _start_model_load)
 
         def load(self) -> Any:
             return app

@@ -125,6 +125,54 @@ def test_health_is_503_when_redis_is_down() -> None:
     assert "Redis" in body["queue"]["error"]
 
 
+def test_health_is_503_with_the_reason_until_the_model_is_ready() -> None:
+    """Label Studio's "Connect model" needs a 2xx /health and shows only the
+    status line of an error: the reason phrase says what is going on."""
+    from tests.backend.jobfuncs import GatedLoad
+
+    load = GatedLoad()
+    client = make_client(
+        {"REXLABEL_PREDICT_TIMEOUT": "1"},  # the /predict below waits this long
+        runner=InProcessRunner(function=PLANNED, load=load),
+    )
+    response = client.get("/health")
+    assert response.status == "503 Model still loading"
+    body = response.get_json()
+    assert (body["status"], body["model"]["state"]) == ("LOADING", "loading")
+    assert "Label Studio connects once /health answers 200" in body["message"]
+    reply = client.post("/predict", json=predict_body([task(1)])).get_json()
+    assert "result" not in reply["results"][0]  # Label Studio asks again later
+    assert "model still loading" in reply["errors"][0]["error"]
+    load.release()
+    wait_for(lambda: client.get("/health").status_code == 200)
+    body = client.get("/health").get_json()
+    assert (body["status"], body["model"]["state"]) == ("UP", "ready")
+
+    load.error = OSError("weights not found: nowhere/rex")
+    client = make_client(runner=InProcessRunner(function=PLANNED, load=load))
+    wait_for(lambda: client.get("/health").get_json()["model"]["state"] == "failed")
+    response = client.get("/health")
+    assert response.status == "503 Model failed to load"
+    body = response.get_json()
+    assert body["status"] == "FAILED"
+    assert body["model"]["reason"] == "OSError: weights not found: nowhere/rex"
+    assert "failed to load: OSError: weights not found" in body["message"]
+
+
+def test_health_through_redis_says_when_no_worker_serves() -> None:
+    connection = redis_or_skip()
+    from rq import Worker
+
+    if Worker.count(connection=connection):
+        pytest.skip("a worker is still registered on the test database")
+    client = make_client(runner=RQRunner.from_url(redis_url()))
+    response = client.get("/health")
+    assert response.status == "503 No rexlabel worker running"
+    body = response.get_json()
+    assert (body["status"], body["model"]["state"]) == ("NO_WORKERS", "no_workers")
+    assert "start `rexlabel worker`" in body["message"]
+
+
 def test_unknown_route_and_method_are_json_errors() -> None:
     client = make_client()
     response = client.get("/nope")

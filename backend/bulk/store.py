@@ -218,7 +218,11 @@ class DeliveryLog:
         self._stored[str(task)] = prediction_id
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "a", encoding="utf-8")
+            self._handle = open(self.path, "a+", encoding="utf-8")
+            if self._handle.tell():  # end a line a crash cut, if any
+                self._handle.seek(self._handle.tell() - 1)
+                cut = self._handle.read(1) != "\n"
+                self._handle.write("\n" if cut else "")
         self._handle.write(json.dumps({"task": task, "prediction": prediction_id}))
         self._handle.write("\n")
         self._handle.flush()

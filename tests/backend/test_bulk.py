@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 
 from backend.bulk.progress import ProgressMeter, format_eta
 from backend.bulk.sources import SourceError, expand_inputs
-from backend.bulk.store import JobBusyError, JobDir, JobSpec, JobStore
+from backend.bulk.store import DELIVERED_NAME, JobBusyError, JobDir, JobSpec, JobStore
 from backend.bulk.writers import CocoStreamWriter
 from backend.cli import main
 from converters.coco import to_coco
@@ -657,3 +657,20 @@ def test_cancel_stops_the_job_and_resume_finishes_it(
 def test_unknown_job_is_a_clear_error(jobs_dir, capsys):
     assert main(["jobs", "status", "files-0000"]) == 2
     assert "no job 'files-0000'" in capsys.readouterr().err
+
+
+def test_delivery_log_survives_a_cut_line_and_matches_ids_as_text(tmp_path):
+    log = JobDir(tmp_path / "job").delivery_log()
+    log.record_stored(7, 70)
+    log.record_stored("8", 80)
+    log.sync()
+    log.close()
+    with open(tmp_path / "job" / DELIVERED_NAME, "a", encoding="utf-8") as handle:
+        handle.write('{"task": 9, "predic')  # the process died mid-line
+    again = JobDir(tmp_path / "job").delivery_log()
+    assert again.stored("7") and again.stored(8) and not again.stored(9)
+    assert again.prediction_id(7) == 70
+    again.record_stored(10, 100)  # starts a line of its own
+    again.close()
+    final = JobDir(tmp_path / "job").delivery_log()
+    assert final.stored(10) and final.prediction_id("8") == 80

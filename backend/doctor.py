@@ -188,12 +188,29 @@ def _check_workers(conn: Any, queues: tuple[str, ...] | None) -> Check:
     if idle:
         return _fail(
             "workers",
-            f"no worker listens on {', '.join(idle)} ({waiting})",
+            f"no worker listens on {', '.join(idle)} ({waiting})"
+            + _unregistered_workers(conn),
             "start `rexlabel worker` with the same REDIS_URL (compose: the worker "
             "service); a worker registers once its model is loaded",
         )
     listening = ", ".join(f"{name}: {counts[name]}" for name in queues)
     return _ok("workers", f"workers listening ({listening}; {waiting})")
+
+
+def _unregistered_workers(conn: Any) -> str:
+    """What workers not registered yet published (``worker.model_state``):
+    still loading the model, or failed to load it and why; else ""."""
+    from worker.model_state import FAILED, LOADING, read_states, summarize_workers
+
+    try:
+        summary = summarize_workers(0, read_states(conn))
+    except Exception:  # an extra hint only: the failure above stands without it
+        return ""
+    if summary["state"] == LOADING:
+        return f"; {summary['loading']} worker(s) still loading the model"
+    if summary["state"] == FAILED:
+        return f"; a worker failed to load the model: {summary['reason']}"
+    return ""
 
 
 # Label Studio -----------------------------------------------------------------

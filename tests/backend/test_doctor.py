@@ -342,3 +342,23 @@ def test_json_output_is_one_row_per_check(clean_env, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {row["name"] for row in rows} >= {"settings", "redis", "model", "gpu", "sam"}
     assert all(row["status"] in ("ok", "warn", "fail", "skip") for row in rows)
+
+
+def test_workers_that_load_or_failed_are_named_when_none_listens():
+    """Workers register only once their model loaded; before that (or after a
+    failed load) the doctor says what they published (worker.model_state)."""
+    from tests.backend.redis_helpers import redis_or_skip
+    from worker.model_state import LoadReporter
+
+    conn = redis_or_skip()  # the backend tests' own database, emptied
+    queues = (f"doctor-empty-{uuid.uuid4().hex}",)
+    with LoadReporter(conn, "doctor-loading"):
+        check = doctor._check_workers(conn, queues)
+    assert check.status is doctor.Status.FAIL
+    assert check.detail.endswith("; 1 worker(s) still loading the model")
+    with pytest.raises(OSError), LoadReporter(conn, "doctor-failed"):
+        raise OSError("no such model: nowhere/rex")
+    check = doctor._check_workers(conn, queues)
+    assert check.detail.endswith(
+        "; a worker failed to load the model: OSError: no such model: nowhere/rex"
+    )

@@ -124,3 +124,31 @@ def test_a_model_that_cannot_load_fails_health_and_every_task_at_once(tmp_path):
         for error in reply["errors"]:
             assert "model failed to load: OpenAIEngineError" in error["error"]
     assert "model: failed to load after" in served.log
+
+
+def test_health_through_redis_says_why_the_workers_have_no_model(tmp_path):
+    """A queued worker whose load fails exits (its supervisor restarts it);
+    what it published tells /health, and Label Studio, why none is ready."""
+    import subprocess
+
+    from tests.backend.redis_helpers import redis_or_skip, redis_url
+    from tests.security.conftest import BIN, clean_env
+
+    redis_or_skip()  # the backend tests' database, emptied: no worker registered
+    with OtherModel() as chat:
+        env = {**env_for(chat, tmp_path), "REDIS_URL": redis_url()}
+        worker = subprocess.run(
+            [str(BIN / "rexlabel"), "worker", "--burst"],
+            env=clean_env(**env, REXLABEL_WORKER_METRICS_PORT="0"),
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
+        assert worker.returncode != 0, worker.stderr
+        with serve(tmp_path, env) as served:
+            wait_until(lambda: served.get("/health").status_code == 503, "503")
+            health = served.get("/health")
+            assert health.reason == "Model failed to load"
+            model = health.json()["model"]
+            assert (model["state"], model["ready"], model["failed"]) == ("failed", 0, 1)
+            assert f"does not serve model {MODEL_ID!r}" in model["reason"]

@@ -21,7 +21,11 @@ from typing import Any
 import requests
 
 from worker import settings
-from worker.labelstudio_media import LabelStudioAuth
+from worker.labelstudio_media import (
+    LabelStudioAuth,
+    UnsafeURLError,
+    parse_http_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,10 @@ class LabelStudioClient:
                 "Label Studio token is not set: export LABEL_STUDIO_API_KEY "
                 "(Account & Settings -> Personal Access Token, or a legacy token)"
             )
+        try:  # the token goes where the HTTP client connects: parse as it does
+            parse_http_url(url)
+        except UnsafeURLError as exc:
+            raise LabelStudioAPIError(f"LABEL_STUDIO_URL: {exc}") from None
         self.url = url.rstrip("/")
         self.session = session or requests.Session()
         self.auth = LabelStudioAuth(self.url, api_key, session=self.session)

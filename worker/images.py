@@ -5,8 +5,10 @@ Usage::
     from worker.images import load_image
     image = load_image("/data/upload/1/2ac9ba97-up.jpg", task_id=1)
 
-References (see ``worker.labelstudio_media``): local paths, ``file://`` URLs,
-http(s) URLs, Label Studio paths and cloud URIs. Downloads go through a guard
+References (see ``worker.labelstudio_media``): local paths and ``file://``
+URLs (command line only: ``local_paths=True``), http(s) URLs, Label Studio
+paths (``/data/local-files/?d=`` read from LOCAL_FILES_DOCUMENT_ROOT when set)
+and cloud URIs. Downloads go through a guard
 (only the Label Studio host or ``REXLABEL_ALLOWED_HOSTS``; private and loopback
 addresses only when that host is named) and a bounded LRU cache of the encoded
 bytes, keyed by URL. Every failure is an :class:`ImageLoadError` naming the
@@ -16,28 +18,37 @@ reference.
 from __future__ import annotations
 
 import functools
+import http.cookiejar
 import io
 import ipaddress
 import socket
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from converters.geometry import MAX_PIXELS, MIN_PIXELS, smart_resize
 from worker import settings
 from worker.labelstudio_media import (
+    LOCAL_FILE_UNREADABLE,
+    STANDARD_PORTS,
+    HttpURL,
     LabelStudioAuth,
     MediaLocation,
     MediaReferenceError,
     TokenExchangeError,
+    UnsafeURLError,
+    parse_http_url,
     resolve_media,
-    same_host,
+    same_origin,
 )
 
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
@@ -51,6 +62,10 @@ CONNECT_TIMEOUT_S = 5.0
 """A reachable host connects in milliseconds; longer means it is down."""
 READ_TIMEOUT_S = 60.0
 """Between bytes of a download; presigned cloud URLs can be slow to start."""
+DOWNLOAD_DEADLINE_S = 120.0
+"""Total seconds for one download, redirects and body included: the largest
+download allowed (256 MB) arrives in under a minute at 50 Mbit/s; a host
+dripping bytes slower than the read timeout must not hold a worker longer."""
 MAX_REDIRECTS = 5
 """Redirect hops followed for one download (each hop is checked by the guard)."""
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
@@ -204,25 +219,74 @@ def _resolve_host(host: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+@dataclass(frozen=True)
+class AllowedHost:
+    """One ``REXLABEL_ALLOWED_HOSTS`` entry: a host (or ``*.suffix``) and port.
+
+    ``port`` None means the scheme's standard port (80 for http, 443 for
+    https); ``suffix`` makes ``host`` match its subdomains (not itself).
+    """
+
+    host: str
+    port: int | None = None
+    suffix: bool = False
+
+    def matches(self, url: HttpURL) -> bool:
+        if self.suffix:
+            if not url.host.endswith("." + self.host):
+                return False
+        elif url.host != self.host:
+            return False
+        return url.port == (self.port or STANDARD_PORTS[url.scheme])
+
+
+ANY_PUBLIC_HOST = "*"
+"""The allowed-hosts entry for any host (public addresses only, any port)."""
+
+
+def _allowed_entry(entry: str) -> AllowedHost:
+    """``host``, ``host:port``, ``*.suffix[:port]`` or ``[v6][:port]``."""
+    suffix = entry.startswith("*.")
+    authority = entry[2:] if suffix else entry
+    try:
+        parsed = parse_http_url(f"http://{authority}/")
+    except UnsafeURLError:
+        parsed = None
+    if parsed is None or "/" in authority:
+        raise ValueError(
+            f"REXLABEL_ALLOWED_HOSTS entry {entry!r} is not host, host:port, "
+            "*.suffix, *.suffix:port or *"
+        )
+    return AllowedHost(parsed.host, parsed.port if parsed.port_given else None, suffix)
+
+
 def parse_allowed_hosts(
     raw: str | list[str] | tuple[str, ...] | None,
 ) -> tuple[str, ...]:
-    """``"a.com, *.b.org, *"`` -> ``("a.com", "*.b.org", "*")`` (lower-case)."""
+    """``"a.com, *.b.org:8443, *"`` -> ``("a.com", "*.b.org:8443", "*")``
+    (lower-case); ValueError names an entry that is not host[:port],
+    *.suffix[:port] or *."""
     if raw is None:
         return ()
     items = raw.split(",") if isinstance(raw, str) else list(raw)
-    return tuple(item.strip().lower() for item in items if item.strip())
+    entries = tuple(item.strip().lower() for item in items if item.strip())
+    for entry in entries:
+        if entry != ANY_PUBLIC_HOST:
+            _allowed_entry(entry)
+    return entries
 
 
 class HostGuard:
     """Decides which hosts plain http(s) downloads may reach (SSRF guard).
 
-    Allowed: the Label Studio host, and hosts in ``allowed`` (exact names,
-    ``*.suffix`` patterns, or ``*`` for any host). A host named explicitly
-    (or the Label Studio host) may be private or loopback; a host allowed only
-    through ``*`` must resolve to public addresses alone. The check resolves
-    the name once before the request (a DNS answer that changes between the
-    check and the connection is not caught).
+    Allowed: Label Studio (LABEL_STUDIO_URL's scheme, host and port), and
+    ``allowed`` entries: ``host`` (the scheme's standard port only),
+    ``host:port``, ``*.suffix[:port]``, or ``*`` for any public host on any
+    port. A host named explicitly (or Label Studio) may be private or
+    loopback; one allowed only through ``*`` must resolve to public addresses
+    alone. URLs are parsed by :func:`parse_http_url` (what the HTTP client
+    connects to). The check resolves the name once before the request (a DNS
+    answer that changes between the check and the connection is not caught).
     """
 
     def __init__(
@@ -232,41 +296,43 @@ class HostGuard:
         resolver: Resolver = _resolve_host,
     ) -> None:
         self.allowed = allowed
+        self._entries = tuple(
+            _allowed_entry(e) for e in allowed if e != ANY_PUBLIC_HOST
+        )
         self.label_studio_url = label_studio_url
         self._resolver = resolver
 
-    def _named(self, host: str) -> bool:
-        for pattern in self.allowed:
-            if pattern == host:
-                return True
-            if pattern.startswith("*.") and host.endswith(pattern[1:]):
-                return True
-        return False
-
-    def check(self, url: str) -> None:
-        """Raise ImageRefused unless ``url`` may be downloaded."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ImageRefused(f"{url!r} is not an http(s) URL with a host")
-        host = parts.hostname.lower()
-        if same_host(url, self.label_studio_url) or self._named(host):
-            return
-        if "*" not in self.allowed:
+    def check(self, url: str) -> HttpURL:
+        """The parsed ``url`` if it may be downloaded; else ImageRefused."""
+        try:
+            parsed = parse_http_url(url)
+        except UnsafeURLError as exc:
+            raise ImageRefused(str(exc)) from None
+        if same_origin(parsed.url, self.label_studio_url) or any(
+            entry.matches(parsed) for entry in self._entries
+        ):
+            return parsed
+        if ANY_PUBLIC_HOST not in self.allowed:
             raise ImageRefused(
-                f"downloads from {host!r} are not allowed: only the Label Studio host "
-                f"and REXLABEL_ALLOWED_HOSTS ({', '.join(self.allowed) or 'empty'})"
+                f"downloads from {parsed.where} are not allowed: only Label Studio "
+                f"(LABEL_STUDIO_URL) and REXLABEL_ALLOWED_HOSTS "
+                f"({', '.join(self.allowed) or 'empty'}; a host without :port "
+                "means port 80/443)"
             )
+        self._check_public(parsed)
+        return parsed
+
+    def _check_public(self, parsed: HttpURL) -> None:
+        host = parsed.host.strip("[]")
         try:
             addresses = self._resolver(host)
         except OSError as exc:
-            raise ImageFetchError(
-                f"cannot resolve {host!r} for {url!r}: {exc}"
-            ) from None
+            raise ImageFetchError(f"cannot resolve {host!r}: {exc}") from None
         for address in addresses:
             if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
                 raise ImageRefused(
-                    f"{host!r} resolves to the non-public address {address}; name it "
-                    "in REXLABEL_ALLOWED_HOSTS to allow it"
+                    f"{host!r} resolves to the non-public address {address}; name "
+                    "it in REXLABEL_ALLOWED_HOSTS to allow it"
                 )
 
 
@@ -286,6 +352,8 @@ class ImageLoader:
         max_pixels: largest image accepted.
         cache_bytes: size of the download cache (0 disables it).
         max_download_bytes: largest download accepted.
+        download_deadline_s: total seconds one download may take, redirects
+            and body included (``REXLABEL_DOWNLOAD_DEADLINE_S``).
         session: a ``requests.Session`` to use (tests, connection pooling).
         resolver: host name -> addresses, for the guard.
     """
@@ -300,6 +368,7 @@ class ImageLoader:
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        download_deadline_s: float = DOWNLOAD_DEADLINE_S,
         session: requests.Session | None = None,
         resolver: Resolver = _resolve_host,
     ) -> None:
@@ -307,7 +376,8 @@ class ImageLoader:
         self.local_files_root = local_files_root or ""
         self.max_pixels = int(max_pixels)
         self.max_download_bytes = int(max_download_bytes)
-        self.session = session or requests.Session()
+        self.download_deadline_s = float(download_deadline_s)
+        self.session = session or _cookieless_session()
         self.auth = LabelStudioAuth(self.label_studio_url, token, session=self.session)
         self.guard = HostGuard(
             parse_allowed_hosts(allowed_hosts), self.label_studio_url, resolver
@@ -326,21 +396,33 @@ class ImageLoader:
             "local_files_root": settings.get("LOCAL_FILES_DOCUMENT_ROOT", environ),
             "max_pixels": settings.get("REXLABEL_MAX_IMAGE_PIXELS", environ),
             "cache_bytes": settings.get("REXLABEL_IMAGE_CACHE_MB", environ) * 1024**2,
+            "download_deadline_s": settings.get(
+                "REXLABEL_DOWNLOAD_DEADLINE_S", environ
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def load(self, ref: str, *, task_id: int | None = None) -> Image.Image:
-        """The image ``ref`` points to: RGB, EXIF orientation applied."""
+    def load(
+        self, ref: str, *, task_id: int | None = None, local_paths: bool = False
+    ) -> Image.Image:
+        """The image ``ref`` points to: RGB, EXIF orientation applied.
+
+        ``local_paths`` allows plain paths and ``file://`` (the command line
+        only; see ``resolve_media``).
+        """
         try:
             location = resolve_media(
                 ref,
                 label_studio_url=self.label_studio_url,
                 task_id=task_id,
                 local_files_root=self.local_files_root,
+                local_paths=local_paths,
             )
         except MediaReferenceError as exc:
             raise ImageRefused(str(exc)) from None
+        if location.path is not None and location.hide_reason:
+            return self._load_file_quietly(ref, location.path)
         if location.path is not None:
             return self._load_file(ref, location.path)
         data = self.fetch(ref, location)
@@ -358,17 +440,25 @@ class ImageLoader:
         except PermissionError:
             raise ImageAccessDenied(f"no permission to read {str(path)!r}") from None
 
+    def _load_file_quietly(self, ref: str, path: Path) -> Image.Image:
+        """``_load_file`` for a request over HTTP: every failure (missing,
+        directory, no permission, not an image, too large) is one answer."""
+        try:
+            return self._load_file(ref, path)
+        except (ImageLoadError, OSError):
+            raise ImageNotFound(f"{ref!r}: {LOCAL_FILE_UNREADABLE}") from None
+
     def fetch(self, ref: str, location: MediaLocation) -> bytes:
-        """The bytes behind ``location`` (from the cache when present)."""
+        """The bytes behind ``location`` (from the cache when present), all
+        addresses and redirects within one ``download_deadline_s``."""
         key = location.cache_key or location.urls[0]
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        if not location.label_studio:
-            self.guard.check(location.urls[0])
+        deadline = time.monotonic() + self.download_deadline_s
         for index, url in enumerate(location.urls):
             try:
-                data = self._download(ref, url, location.label_studio)
+                data = self._download(ref, url, location.label_studio, deadline)
             except (ImageNotFound, ImageFetchError, ImageAccessDenied):
                 # Uploads have two addresses and Label Studio answers 400, 403
                 # or 404 on the one its storage does not use: try the next one
@@ -380,50 +470,97 @@ class ImageLoader:
             return data
         raise ImageFetchError(f"{ref!r}: no address to download it from")
 
-    def _download(self, ref: str, url: str, label_studio: bool) -> bytes:
-        """GET ``url`` following redirects by hand: each hop off Label Studio is
-        checked by the guard; a chain Label Studio started (presigned cloud
-        URLs) is trusted. Auth goes only to the Label Studio host."""
-        current = url
-        trusted = label_studio
+    def _download(
+        self, ref: str, url: str, label_studio: bool, deadline: float
+    ) -> bytes:
+        """GET ``url`` following redirects by hand.
+
+        Every hop is parsed once (``parse_http_url``) and exactly that URL is
+        sent. The token goes only to a hop whose scheme, host and port are
+        LABEL_STUDIO_URL's. A chain Label Studio started (presigned cloud
+        URLs) may leave the guard's hosts, without the token; any other chain
+        is checked by the guard at every hop.
+        """
+        hop = self._hop(ref, url, trusted=label_studio)
         renewed = False
         for _ in range(MAX_REDIRECTS + 1):
-            is_ls = label_studio and same_host(current, self.label_studio_url)
-            try:
-                headers = self.auth.headers() if is_ls else {}
-            except TokenExchangeError as exc:
-                raise ImageAccessDenied(f"{ref!r}: {exc}") from None
-            try:
-                response = self.session.get(
-                    current,
-                    headers=headers,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
-                )
-            except requests.RequestException as exc:
-                raise ImageFetchError(
-                    f"downloading {ref!r} from {current}: {exc}"
-                ) from None
+            is_ls = same_origin(hop.url, self.label_studio_url)
+            response = self._send(ref, hop, is_ls, deadline)
             with response:
                 if response.is_redirect:
-                    target = urljoin(current, response.headers.get("Location", ""))
-                    if not trusted:
-                        self.guard.check(target)
-                    current = target
+                    target = urljoin(hop.url, response.headers.get("Location", ""))
+                    hop = self._hop(ref, target, trusted=label_studio)
                     continue
                 if response.status_code == 401 and is_ls and self.auth.kind == "pat":
                     if not renewed:  # revoked or expired early: one fresh token
                         self.auth.invalidate()
                         renewed = True
                         continue
-                self._raise_for_status(ref, current, response, is_ls)
-                if is_ls and "/user/login" in urlsplit(current).path:
+                self._raise_for_status(ref, hop.where, response, is_ls)
+                if is_ls and "/user/login" in urlsplit(hop.url).path:
                     raise ImageAccessDenied(self._token_advice(ref, "a login page"))
-                return self._read_body(ref, current, response)
+                return self._read_body(ref, hop, response, deadline)
         raise ImageFetchError(
             f"downloading {ref!r}: more than {MAX_REDIRECTS} redirects"
         )
+
+    def _hop(self, ref: str, url: str, *, trusted: bool) -> HttpURL:
+        """One address to request: checked by the guard, or (in a chain Label
+        Studio started) only parsed."""
+        if not trusted:
+            return self.guard.check(url)
+        try:
+            return parse_http_url(url)
+        except UnsafeURLError as exc:
+            raise ImageRefused(f"{ref!r}: {exc}") from None
+
+    def _send(
+        self, ref: str, hop: HttpURL, is_ls: bool, deadline: float
+    ) -> requests.Response:
+        """GET exactly ``hop.url``: the prepared request must still go to the
+        host and port that were checked."""
+        try:
+            headers = self.auth.headers() if is_ls else {}
+        except TokenExchangeError as exc:
+            raise ImageAccessDenied(f"{ref!r}: {exc}") from None
+        prepared = self.session.prepare_request(
+            requests.Request("GET", hop.url, headers=headers)
+        )
+        try:
+            sent_to = parse_http_url(prepared.url or "").origin
+        except UnsafeURLError:
+            sent_to = None
+        if sent_to != hop.origin:
+            raise ImageRefused(
+                f"{ref!r}: the request for {hop.where} would go elsewhere"
+            )
+        environment = self.session.merge_environment_settings(
+            prepared.url, {}, True, None, None
+        )
+        read_timeout = min(READ_TIMEOUT_S, self._time_left(ref, hop, deadline))
+        try:
+            return self.session.send(
+                prepared,
+                allow_redirects=False,
+                timeout=(min(CONNECT_TIMEOUT_S, read_timeout), read_timeout),
+                **environment,
+            )
+        except requests.RequestException as exc:
+            self._time_left(ref, hop, deadline)
+            raise ImageFetchError(
+                f"downloading {ref!r} from {hop.where}: {exc}"
+            ) from None
+
+    def _time_left(self, ref: str, hop: HttpURL, deadline: float) -> float:
+        """Seconds until ``deadline``; ImageFetchError naming it once passed."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ImageFetchError(
+                f"downloading {ref!r} from {hop.where} took longer than the "
+                f"{self.download_deadline_s:g} s deadline "
+                "(REXLABEL_DOWNLOAD_DEADLINE_S)"
+            )
+        return left
 
     def _token_advice(self, ref: str, what: str) -> str:
         kind = self.auth.kind
@@ -439,7 +576,7 @@ class ImageLoader:
         return f"Label Studio answered {what} for {ref!r}: {hint}"
 
     def _raise_for_status(
-        self, ref: str, url: str, response: requests.Response, is_ls: bool
+        self, ref: str, where: str, response: requests.Response, is_ls: bool
     ) -> None:
         status = response.status_code
         if status < 400:
@@ -447,28 +584,56 @@ class ImageLoader:
         if status in (401, 403):
             if is_ls:
                 raise ImageAccessDenied(self._token_advice(ref, f"HTTP {status}"))
-            raise ImageAccessDenied(f"HTTP {status} downloading {ref!r} from {url}")
+            raise ImageAccessDenied(f"HTTP {status} downloading {ref!r} from {where}")
         if status in (404, 410):
-            raise ImageNotFound(f"HTTP {status}: {ref!r} not found at {url}")
-        raise ImageFetchError(f"HTTP {status} downloading {ref!r} from {url}")
+            raise ImageNotFound(f"HTTP {status}: {ref!r} not found at {where}")
+        raise ImageFetchError(f"HTTP {status} downloading {ref!r} from {where}")
 
-    def _read_body(self, ref: str, url: str, response: requests.Response) -> bytes:
+    def _read_body(
+        self, ref: str, hop: HttpURL, response: requests.Response, deadline: float
+    ) -> bytes:
+        """The body, read as it arrives: each read waits at most until the
+        deadline (a host dripping bytes cannot hold the download past it)."""
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_download_bytes:
             raise ImageTooLarge(
                 f"{ref!r} is {declared} bytes, more than {self.max_download_bytes}"
             )
         buffer = bytearray()
-        try:
-            for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
-                buffer.extend(chunk)
-                if len(buffer) > self.max_download_bytes:
-                    raise ImageTooLarge(
-                        f"{ref!r} is larger than {self.max_download_bytes} bytes"
-                    )
-        except requests.RequestException as exc:
-            raise ImageFetchError(f"downloading {ref!r} from {url}: {exc}") from None
-        return bytes(buffer)
+        while True:
+            _set_read_timeout(
+                response, min(READ_TIMEOUT_S, self._time_left(ref, hop, deadline))
+            )
+            try:
+                chunk = response.raw.read1(DOWNLOAD_CHUNK_BYTES, decode_content=True)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                self._time_left(ref, hop, deadline)
+                raise ImageFetchError(
+                    f"downloading {ref!r} from {hop.where}: {exc}"
+                ) from None
+            if not chunk:
+                return bytes(buffer)
+            buffer.extend(chunk)
+            if len(buffer) > self.max_download_bytes:
+                raise ImageTooLarge(
+                    f"{ref!r} is larger than {self.max_download_bytes} bytes"
+                )
+
+
+def _set_read_timeout(response: requests.Response, seconds: float) -> None:
+    """Bound the next socket read of a streamed response to ``seconds``."""
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.001))
+
+
+def _cookieless_session() -> requests.Session:
+    """A session that keeps no cookies: a cookie set by one host must not
+    ride along to another port of it (cookies ignore ports)."""
+    session = requests.Session()
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return session
 
 
 @functools.cache
@@ -478,11 +643,20 @@ def default_loader() -> ImageLoader:
 
 
 def load_image(
-    ref: str, *, task_id: int | None = None, loader: ImageLoader | None = None
+    ref: str,
+    *,
+    task_id: int | None = None,
+    loader: ImageLoader | None = None,
+    local_paths: bool = False,
 ) -> Image.Image:
     """Load ``ref`` as RGB with EXIF orientation applied (as Label Studio shows it).
+
+    ``local_paths`` allows plain paths and ``file://``: only for references
+    the command line's user gave, never for task data from a request.
 
     Raises:
         ImageLoadError: a subclass naming the reference and the reason.
     """
-    return (loader or default_loader()).load(ref, task_id=task_id)
+    return (loader or default_loader()).load(
+        ref, task_id=task_id, local_paths=local_paths
+    )

@@ -103,12 +103,18 @@ class ModelCall:
 @dataclass
 class ImageJob:
     """One image and its calls. ``image`` is a path, file:// or http(s) URL, or
-    a Label Studio URL (``/data/upload/...``, ``s3://`` with ``task_id``)."""
+    a Label Studio URL (``/data/upload/...``, ``s3://`` with ``task_id``).
+
+    ``local_paths``: a plain path or file:// may be read. Only the command
+    line sets it (its user names their own files); anything planned from a
+    request over HTTP leaves it False and the worker refuses such paths.
+    """
 
     id: str
     image: str
     calls: list[ModelCall]
     task_id: int | None = None
+    local_paths: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +122,7 @@ class ImageJob:
             "image": self.image,
             "task_id": self.task_id,
             "calls": [c.to_dict() for c in self.calls],
+            "local_paths": self.local_paths,
         }
 
     @classmethod
@@ -129,11 +136,18 @@ class ImageJob:
             raise JobSpecError(
                 f"image {data['id']!r}: 'calls' must be a non-empty list"
             )
+        local_paths = data.get("local_paths", False)
+        if not isinstance(local_paths, bool):
+            raise JobSpecError(
+                f"image {data['id']!r}: 'local_paths' must be true or false, "
+                f"got {local_paths!r}"
+            )
         return cls(
             id=str(data["id"]),
             image=str(data["image"]),
             calls=[ModelCall.from_dict(c) for c in data["calls"]],
             task_id=data.get("task_id"),
+            local_paths=local_paths,
         )
 
 

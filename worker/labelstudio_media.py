@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +35,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import requests
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 UPLOAD_PREFIX = "/data/upload/"
 """Path of files uploaded through Label Studio's import dialog."""
@@ -77,42 +81,190 @@ class MediaLocation:
             trust its redirects (presigned cloud URLs).
         cache_key: a stable name for the content (the presigned URL changes on
             every request, the cloud URI does not).
+        hide_reason: a local-files path read for a request over HTTP: any
+            failure to read it is answered with LOCAL_FILE_UNREADABLE alone.
     """
 
     path: Path | None = None
     urls: tuple[str, ...] = ()
     label_studio: bool = False
     cache_key: str = ""
+    hide_reason: bool = False
 
 
-def _origin(url: str) -> tuple[str, str]:
-    """``(scheme, host[:port])`` of a URL, lower-cased, default ports dropped."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
-        return scheme, host
-    return scheme, f"{host}:{port}"
+STANDARD_PORTS = {"http": 80, "https": 443}
+"""The port a URL without one connects to, by scheme."""
+_ABSOLUTE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)")
+"""``scheme://authority`` at the start of a URL, as RFC 3986 splits it."""
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+"""A DNS name in ASCII (punycode for others), lower-case, no trailing dot."""
+_NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
+"""A last label that makes resolvers read the name as an IPv4 number."""
 
 
-def same_host(url: str, base_url: str) -> bool:
-    """Whether ``url`` is served by the Label Studio at ``base_url`` (host and port)."""
-    return bool(base_url) and _origin(url)[1] == _origin(base_url)[1]
+class UnsafeURLError(MediaReferenceError):
+    """A URL that HTTP clients could read differently than our check does."""
+
+
+@dataclass(frozen=True)
+class HttpURL:
+    """An http(s) URL parsed once, by the parser ``requests`` connects with.
+
+    Attributes:
+        url: the URL to send (re-serialised; path normalised, no fragment).
+        scheme: ``http`` or ``https``.
+        host: lower-case name, canonical dotted IPv4, or ``[v6]`` in brackets.
+        port: the port connected to (the scheme's standard one when not given).
+        port_given: the URL names its port.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    port_given: bool
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """Who receives the request: ``(scheme, host, port)``."""
+        return self.scheme, self.host, self.port
+
+    @property
+    def where(self) -> str:
+        """``host:port`` for messages and logs (never user-info or a token)."""
+        return f"{self.host}:{self.port}"
+
+
+def _refuse(url: str, why: str) -> UnsafeURLError:
+    return UnsafeURLError(f"URL {url!r} refused: {why}")
+
+
+def _check_host(url: str, host: str) -> None:
+    """The host must be one thing to every resolver: no trailing dot, no
+    numeric shorthand (``2130706433``, ``0x7f.1``), IPv6 in canonical form."""
+    if host.startswith("["):
+        inner = host[1:-1]
+        try:
+            canonical = str(ipaddress.IPv6Address(inner))
+        except ValueError:
+            raise _refuse(url, f"bad IPv6 address {host!r}") from None
+        if canonical != inner:
+            raise _refuse(url, f"write the IPv6 address as [{canonical}]")
+        return
+    if not _HOST_NAME.match(host):
+        raise _refuse(url, f"host {host!r} is not a plain ASCII name or address")
+    if _NUMERIC_LABEL.match(host.rsplit(".", 1)[-1]):
+        try:
+            canonical = str(ipaddress.IPv4Address(host))
+        except ValueError:
+            canonical = ""
+        if canonical != host:
+            raise _refuse(url, f"host {host!r} is not a dotted IPv4 address a.b.c.d")
+
+
+def parse_http_url(url: str) -> HttpURL:
+    """Parse an http(s) URL with urllib3 (what ``requests`` connects with) and
+    refuse anything another parser could read differently.
+
+    Refused: other schemes, control characters, a backslash before the query,
+    user-info (``user@``), an empty host, and an authority that does not
+    re-serialise to itself (percent-encoding, non-ASCII, trailing dot, empty
+    or zero-padded port, numeric IPv4 shorthand, non-canonical IPv6).
+
+    Raises:
+        UnsafeURLError: names the URL and the part refused.
+    """
+    if not isinstance(url, str):
+        raise UnsafeURLError(f"a URL must be a string, got {url!r}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise _refuse(url, "it contains a control character (tab, newline, ...)")
+    match = _ABSOLUTE.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if scheme not in STANDARD_PORTS:
+        raise _refuse(url, "only absolute http:// and https:// URLs are fetched")
+    authority = match.group(2)
+    if "\\" in url.split("?", 1)[0].split("#", 1)[0]:
+        raise _refuse(url, "it contains a backslash before the query")
+    if "@" in authority:
+        raise _refuse(url, "user-info (user@) in a URL is not allowed")
+    try:
+        parsed = parse_url(url)
+    except LocationParseError as exc:
+        raise _refuse(url, str(exc)) from None
+    host = parsed.host or ""
+    if not host:
+        raise _refuse(url, "it has no host")
+    rebuilt = host if parsed.port is None else f"{host}:{parsed.port}"
+    if parsed.auth is not None or rebuilt != authority.lower():
+        raise _refuse(url, f"its host part {authority!r} does not read back the same")
+    _check_host(url, host)
+    if parsed.port == 0:
+        raise _refuse(url, "port 0")
+    return HttpURL(
+        url=parsed._replace(fragment=None).url,
+        scheme=scheme,
+        host=host,
+        port=parsed.port or STANDARD_PORTS[scheme],
+        port_given=parsed.port is not None,
+    )
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Whether ``url`` goes to the Label Studio at ``base_url``: same scheme,
+    host and port, both parsed as the HTTP client does (False if either is
+    not a safe http(s) URL)."""
+    if not base_url:
+        return False
+    try:
+        return parse_http_url(url).origin == parse_http_url(base_url).origin
+    except UnsafeURLError:
+        return False
+
+
+LOCAL_FILE_UNREADABLE = (
+    "no readable image at this local-files path under LOCAL_FILES_DOCUMENT_ROOT"
+)
+"""The one answer, over HTTP, for a local-files path that is missing, a
+directory, unreadable, not an image or a link out of the root: a request must
+not learn which files exist."""
+LOCAL_PATHS_REFUSED = (
+    "local file paths and file URLs are read only by the command line; over "
+    "HTTP put the image under LOCAL_FILES_DOCUMENT_ROOT and name it by its "
+    "local-files URL (?d=<its path under that root>)"
+)
+"""Why a plain path in task data sent over HTTP is not read (whether or not
+it exists)."""
+
+
+def _local_files_relative(value: str) -> str:
+    """The ``d=`` path of a local-files URL, decoded once, checked as text."""
+    query = parse_qs(urlsplit(value).query, keep_blank_values=True)
+    given = query.get("d") or []
+    if len(given) != 1 or not given[0]:
+        raise MediaReferenceError(
+            f"local-files URL {value!r} needs exactly one non-empty ?d= path"
+        )
+    relative = given[0]
+    if relative.startswith("/") or "\0" in relative:
+        raise MediaReferenceError(
+            f"local-files path {relative!r} must be relative to "
+            "LOCAL_FILES_DOCUMENT_ROOT"
+        )
+    if ".." in relative.split("/"):
+        raise MediaReferenceError(f"local-files path {relative!r} may not contain '..'")
+    return relative
 
 
 def _local_files_path(value: str, root: str) -> Path:
-    """``/data/local-files/?d=rel`` under ``root``, refusing paths that leave it."""
-    query = parse_qs(urlsplit(value).query)
-    relative = (query.get("d") or [""])[0]
-    if not relative:
-        raise MediaReferenceError(f"local-files URL {value!r} has no ?d= path")
+    """``/data/local-files/?d=rel`` under ``root``; a path whose real location
+    (symlinks followed) leaves the root is refused with LOCAL_FILE_UNREADABLE,
+    the same answer as a missing file."""
+    relative = _local_files_relative(value)
     base = Path(root).resolve()
-    path = (base / unquote(relative).lstrip("/")).resolve()
+    path = (base / relative).resolve()
     if not path.is_relative_to(base):
-        raise MediaReferenceError(
-            f"local-files path {relative!r} leaves LOCAL_FILES_DOCUMENT_ROOT {root!r}"
-        )
+        raise MediaReferenceError(f"{value!r}: {LOCAL_FILE_UNREADABLE}")
     return path
 
 
@@ -128,6 +280,7 @@ def resolve_media(
     label_studio_url: str = "",
     task_id: int | None = None,
     local_files_root: str = "",
+    local_paths: bool = False,
 ) -> MediaLocation:
     """Where to read the image a task value refers to.
 
@@ -137,10 +290,13 @@ def resolve_media(
         task_id: the task; needed to presign cloud URIs.
         local_files_root: ``LOCAL_FILES_DOCUMENT_ROOT``; when set, local-files
             URLs are read from disk instead of through Label Studio.
+        local_paths: plain paths and ``file://`` may be read (the command
+            line). False for anything a request over HTTP sent.
 
     Raises:
-        MediaReferenceError: the value is empty, or needs a Label Studio URL or
-            task id that was not given.
+        MediaReferenceError: the value is empty, unsafe, a local path while
+            ``local_paths`` is off, or needs a Label Studio URL or task id
+            that was not given.
     """
     if not isinstance(value, str) or not value.strip():
         raise MediaReferenceError(
@@ -148,53 +304,38 @@ def resolve_media(
         )
     value = value.strip()
     base = label_studio_url.rstrip("/")
-    scheme = urlsplit(value).scheme.lower()
-
-    if scheme == "file":
-        return MediaLocation(path=Path(unquote(urlsplit(value).path)))
+    scheme_match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", value)
+    scheme = scheme_match.group(1).lower() if scheme_match else ""
 
     if scheme in CLOUD_SCHEMES:
-        if not base:
-            raise MediaReferenceError(
-                f"{value!r} is a cloud storage URI: set LABEL_STUDIO_URL so Label "
-                "Studio can presign it"
-            )
-        if task_id is None:
-            raise MediaReferenceError(
-                f"{value!r} is a cloud storage URI: presigning it needs the task id"
-            )
-        return MediaLocation(
-            urls=(presign_url(base, int(task_id), value),),
-            label_studio=True,
-            cache_key=value,
-        )
-
-    if scheme in ("http", "https"):
-        is_label_studio = same_host(value, base)
-        path = urlsplit(value).path
-        if is_label_studio and path.startswith(LOCAL_FILES_PATH) and local_files_root:
-            return MediaLocation(path=_local_files_path(value, local_files_root))
-        return MediaLocation(
-            urls=(value,), label_studio=is_label_studio, cache_key=value
-        )
-
-    if scheme:
+        return _cloud_location(value, base, task_id)
+    if scheme in STANDARD_PORTS:
+        return _http_location(value, base, local_files_root, local_paths)
+    if scheme and scheme != "file":
         raise MediaReferenceError(
             f"image reference {value!r} has unsupported scheme {scheme!r}; expected "
             f"a path, file://, http(s):// or "
             f"{', '.join(s + '://' for s in CLOUD_SCHEMES)}"
         )
-
     is_ls_path = value.startswith(
         (UPLOAD_PREFIX, STORAGE_DATA_PREFIX, LOCAL_FILES_PATH)
     )
     if not is_ls_path:
-        return MediaLocation(path=Path(value))
+        if not local_paths:
+            raise MediaReferenceError(f"{value!r}: {LOCAL_PATHS_REFUSED}")
+        path = unquote(urlsplit(value).path) if scheme == "file" else value
+        return MediaLocation(path=Path(path))
     if value.startswith(LOCAL_FILES_PATH) and local_files_root:
-        return MediaLocation(path=_local_files_path(value, local_files_root))
+        return MediaLocation(
+            path=_local_files_path(value, local_files_root),
+            hide_reason=not local_paths,
+        )
+    if ".." in urlsplit(value).path.split("/"):
+        raise MediaReferenceError(f"Label Studio path {value!r} may not contain '..'")
     if not base:
         raise MediaReferenceError(
-            f"{value!r} is a Label Studio path: set LABEL_STUDIO_URL to download it"
+            f"{value!r} is a Label Studio path: set LABEL_STUDIO_URL to download "
+            "it (the token goes only to LABEL_STUDIO_URL)"
         )
     if value.startswith(UPLOAD_PREFIX):
         # A plain `label-studio start` (local storage) serves /data/upload/ and
@@ -206,6 +347,42 @@ def resolve_media(
         return MediaLocation(urls=urls, label_studio=True, cache_key=base + value)
     return MediaLocation(
         urls=(base + value,), label_studio=True, cache_key=base + value
+    )
+
+
+def _cloud_location(value: str, base: str, task_id: int | None) -> MediaLocation:
+    """A cloud URI, presigned through Label Studio's task endpoint."""
+    if not base:
+        raise MediaReferenceError(
+            f"{value!r} is a cloud storage URI: set LABEL_STUDIO_URL so Label "
+            "Studio can presign it"
+        )
+    if task_id is None:
+        raise MediaReferenceError(
+            f"{value!r} is a cloud storage URI: presigning it needs the task id"
+        )
+    return MediaLocation(
+        urls=(presign_url(base, int(task_id), value),),
+        label_studio=True,
+        cache_key=value,
+    )
+
+
+def _http_location(
+    value: str, base: str, local_files_root: str, local_paths: bool
+) -> MediaLocation:
+    """An http(s) URL: Label Studio's own (auth, or local-files from disk) or
+    another host's (no auth; the guard decides)."""
+    parsed = parse_http_url(value)
+    is_label_studio = same_origin(parsed.url, base)
+    path = urlsplit(parsed.url).path
+    if is_label_studio and path.startswith(LOCAL_FILES_PATH) and local_files_root:
+        return MediaLocation(
+            path=_local_files_path(parsed.url, local_files_root),
+            hide_reason=not local_paths,
+        )
+    return MediaLocation(
+        urls=(parsed.url,), label_studio=is_label_studio, cache_key=parsed.url
     )
 
 
@@ -295,8 +472,12 @@ class LabelStudioAuth:
             )
         url = self.base_url + TOKEN_REFRESH_PATH
         try:
+            # no redirects: a 307/308 would carry the refresh token elsewhere
             response = self._session.post(
-                url, json={"refresh": self.token}, timeout=TOKEN_EXCHANGE_TIMEOUT_S
+                url,
+                json={"refresh": self.token},
+                timeout=TOKEN_EXCHANGE_TIMEOUT_S,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise TokenExchangeError(f"token exchange at {url} failed: {exc}") from exc
@@ -305,6 +486,13 @@ class LabelStudioAuth:
                 f"Label Studio rejected the personal access token in "
                 f"LABEL_STUDIO_API_KEY (HTTP {response.status_code} from {url}); "
                 "create a new one under Account & Settings",
+                status=response.status_code,
+            )
+        if response.is_redirect:
+            raise TokenExchangeError(
+                f"token exchange at {url} answered a redirect (HTTP "
+                f"{response.status_code}), not followed: set LABEL_STUDIO_URL to the "
+                "address Label Studio serves its API at",
                 status=response.status_code,
             )
         if not response.ok:

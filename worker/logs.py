@@ -100,9 +100,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
         ),
         lambda m: m.group(1) + REDACTED,
     ),
-    # passwords in URLs: scheme://user:password@host
+    # passwords in URLs: scheme://user:password@host (not host:port\@...: a
+    # backslash ends the host for HTTP clients, and the log must say where)
     (
-        re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)([^@\s/]+)(@)", re.I),
+        re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\\\s:@]*:)([^@\s/\\]+)(@)", re.I),
         lambda m: m.group(1) + REDACTED + m.group(3),
     ),
     # long base64 runs (raw image bytes, embedded files)

@@ -397,4 +397,4 @@ def _call_error(call: ModelCall, image: str, exc: Exception) -> str:
 def _load_image(job: ImageJob) -> Image.Image:
     from worker.images import load_image
 
-    return load_image(job.image, task_id=job.task_id)
+    return load_image(job.image, task_id=job.task_id, local_paths=job.local_paths)

@@ -193,8 +193,17 @@ SETTINGS: tuple[Setting, ...] = (
         "REXLABEL_ALLOWED_HOSTS",
         str,
         "",
-        "Comma-separated hosts image URLs may come from besides Label Studio "
-        "(exact, *.suffix, or * for any public host); empty blocks others (SSRF).",
+        "Comma-separated hosts image URLs may come from besides Label Studio: "
+        "host (port 80/443 only), host:port, *.suffix[:port], or * for any public "
+        "host; empty blocks others (SSRF).",
+    ),
+    Setting(
+        "REXLABEL_DOWNLOAD_DEADLINE_S",
+        float,
+        120.0,
+        "Total seconds for one image download, redirects included: 256 MB at "
+        "50 Mbit/s fits; a host dripping bytes cannot hold a worker.",
+        minimum=1,
     ),
     Setting(
         "LOCAL_FILES_DOCUMENT_ROOT",

@@ -62,12 +62,15 @@ class Executor(Protocol):
 
 
 def image_payload(spec: JobSpec, image: dict[str, Any]) -> dict[str, Any]:
-    """The ImageJob dict for one line of ``images.jsonl``."""
+    """The ImageJob dict for one line of ``images.jsonl``. Plain paths are
+    read only in a files job (the command line's own images), never in a
+    project job (task data from Label Studio or a request)."""
     return {
         "id": image["id"],
         "image": image["image"],
         "task_id": image.get("task_id"),
         "calls": image.get("calls") or spec.calls,
+        "local_paths": spec.kind == "files",
     }
 
 

@@ -234,7 +234,10 @@ class _Previews:
         from converters.draw import draw
         from worker.images import load_image
 
-        image = load_image(line["image"], task_id=line.get("task_id"))
+        # previews exist only for files jobs: the command line's own images
+        image = load_image(
+            line["image"], task_id=line.get("task_id"), local_paths=True
+        )
         drawn = draw(image, predictions)
         name = f"{int(line['id']) if str(line['id']).isdigit() else line['id']}"
         stem = Path(str(line["image"]).split("?", 1)[0]).stem or "image"

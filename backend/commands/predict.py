@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         call = build_call(args)
-        images = [load_image(ref) for ref in args.images]
+        images = [load_image(ref, local_paths=True) for ref in args.images]
     except (ValueError, ImageLoadError) as exc:
         print(f"rexlabel predict: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

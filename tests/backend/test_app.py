@@ -705,9 +705,28 @@ def shape_config(phrases: list[str]) -> str:
     )
 
 
+@pytest.fixture
+def local_files(tmp_path, monkeypatch):
+    """``tmp_path`` as LOCAL_FILES_DOCUMENT_ROOT of this process's image loader
+    (a request over HTTP reads local files only there, via /data/local-files/)."""
+    from worker.images import default_loader
+
+    monkeypatch.setenv("LOCAL_FILES_DOCUMENT_ROOT", str(tmp_path))
+    default_loader.cache_clear()
+    yield tmp_path
+    default_loader.cache_clear()
+
+
+def local_file(name: str) -> str:
+    """The task value of ``name`` under LOCAL_FILES_DOCUMENT_ROOT."""
+    return f"/data/local-files/?d={name}"
+
+
 def shape_tasks(tmp_path) -> tuple[list[dict], list, str]:
     """Held-out synthetic images of ONE phrase (the tiny model was trained on
-    one-phrase prompts), one task each, and a config asking for that phrase."""
+    one-phrase prompts), one task each, and a config asking for that phrase.
+    The images are saved in ``tmp_path``, the tasks name them as local files
+    under LOCAL_FILES_DOCUMENT_ROOT=``tmp_path``."""
     from worker.synthetic import held_out_samples
 
     pool = held_out_samples(60, seed=7)
@@ -720,7 +739,7 @@ def shape_tasks(tmp_path) -> tuple[list[dict], list, str]:
     for i, sample in enumerate(samples):
         path = tmp_path / f"shape{i}.png"
         sample.image.save(path)
-        tasks.append(task(100 + i, str(path)))
+        tasks.append(task(100 + i, local_file(path.name)))
     return tasks, samples, shape_config([phrase])
 
 
@@ -757,7 +776,7 @@ def assert_found_the_shapes(reply: dict, samples: list, config: str) -> None:
 
 
 @pytest.mark.slow
-def test_real_model_in_process(trained_engine, tmp_path, caplog) -> None:
+def test_real_model_in_process(trained_engine, local_files, caplog) -> None:
     """The trained tiny model through /predict: each shape found and labelled
     through its <Label predicted_values> alias; the request's one log line
     says what the work cost."""
@@ -767,7 +786,7 @@ def test_real_model_in_process(trained_engine, tmp_path, caplog) -> None:
     previous = install_runtime(WorkerRuntime(engine=trained_engine))
     try:
         client = make_client(runner=InProcessRunner())  # worker.jobs.run_chunk
-        tasks, samples, config = shape_tasks(tmp_path)
+        tasks, samples, config = shape_tasks(local_files)
         reply = client.post("/predict", json=predict_body(tasks, config)).get_json()
     finally:
         install_runtime(previous)
@@ -797,6 +816,7 @@ def test_real_worker_through_redis(tiny_model_dir, tmp_path) -> None:
         "REXLABEL_MAX_NEW_TOKENS": "48",
         "HF_HUB_OFFLINE": "1",
         "SAM_CHECKPOINT": "",
+        "LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path),
     }
     rexlabel = REPO_ROOT / ".venv" / "bin" / "rexlabel"
     command = (
@@ -811,7 +831,7 @@ def test_real_worker_through_redis(tiny_model_dir, tmp_path) -> None:
         health = client.get("/health").get_json()
         assert health["workers_up"] is True
         tasks, _samples, config = shape_tasks(tmp_path)
-        missing = task(999, str(tmp_path / "missing.png"))
+        missing = task(999, local_file("missing.png"))
         body = predict_body([*tasks, missing], config)
         reply = client.post("/predict", json=body).get_json()
         drawn = rect("d", 10)
@@ -839,7 +859,7 @@ def test_real_worker_through_redis(tiny_model_dir, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_real_sam_clicks_and_brush_config_in_process(tiny_engine, tmp_path) -> None:
+def test_real_sam_clicks_and_brush_config_in_process(tiny_engine, local_files) -> None:
     """Keypoint clicks -> the real pipeline's SAM point prompt (tiny random SAM)
     -> a brush mask; a text prompt -> detection then SAM box masks."""
     from label_studio_sdk.converter.brush import decode_rle
@@ -849,7 +869,7 @@ def test_real_sam_clicks_and_brush_config_in_process(tiny_engine, tmp_path) -> N
     from worker.jobs import WorkerRuntime, install_runtime
     from worker.sam import SamMasker, build_test_sam
 
-    Image.new("RGB", (160, 120), (40, 90, 200)).save(tmp_path / "blue.png")
+    Image.new("RGB", (160, 120), (40, 90, 200)).save(local_files / "blue.png")
     config = (
         '<View><Image name="image" value="$image"/>'
         '<KeyPointLabels name="tag2" toName="image" smart="true" rex_skip="true">'
@@ -879,7 +899,7 @@ def test_real_sam_clicks_and_brush_config_in_process(tiny_engine, tmp_path) -> N
         setup["extra_params"] = {"generation": {"max_new_tokens": 24}}
         client.post("/setup", json=setup)
         body = predict_body(
-            [task(1, str(tmp_path / "blue.png"))], config, {"result": clicks}
+            [task(1, local_file("blue.png"))], config, {"result": clicks}
         )
         reply = client.post("/predict", json=body).get_json()
         plain = client.post(

@@ -280,3 +280,59 @@ def redis_server(tmp_path: Path, password: str = "") -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+DRIP_INTERVAL_S = 0.2
+"""Pause between the bytes a Dripper sends: far below any read timeout, so
+only a total deadline stops the download."""
+
+
+class Dripper:
+    """A loopback HTTP server that answers 200 with a large Content-Length and
+    then sends one byte every DRIP_INTERVAL_S until the client goes away: an
+    allowed host holding a download open. ``requests`` counts the requests."""
+
+    def __init__(self, length: int = 10_000) -> None:
+        self.length = length
+        self.requests = 0
+        self._stop = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        self._server.settimeout(DRIP_INTERVAL_S)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(client,), daemon=True).start()
+
+    def _drip(self, client: socket.socket) -> None:
+        with client:
+            client.recv(65536)
+            self.requests += 1
+            head = (
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n"
+                f"Content-Length: {self.length}\r\n\r\n"
+            )
+            with contextlib.suppress(OSError):
+                client.sendall(head.encode())
+                for _ in range(self.length):
+                    if self._stop.wait(DRIP_INTERVAL_S):
+                        return
+                    client.sendall(b"\0")
+
+    def __enter__(self) -> Dripper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._server.close()

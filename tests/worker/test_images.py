@@ -1,4 +1,5 @@
 import io
+import re
 import struct
 import zlib
 
@@ -6,10 +7,13 @@ import pytest
 from PIL import Image
 
 from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, make_pat
+from tests.security.conftest import Dripper, Listener
 from worker import settings
 from worker.images import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
+    DOWNLOAD_DEADLINE_S,
+    LOCAL_FILE_UNREADABLE,
     ByteCache,
     HostGuard,
     ImageAccessDenied,
@@ -75,7 +79,7 @@ def test_exif_orientation_is_applied_as_label_studio_shows_it(tmp_path):
     path = tmp_path / "rotated.jpg"
     path.write_bytes(_encoded(stored, "JPEG", exif=exif, quality=95))
 
-    image = load_image(str(path), loader=ImageLoader())
+    image = load_image(str(path), loader=ImageLoader(), local_paths=True)
 
     assert image.size == (20, 40)
     assert image.mode == "RGB"
@@ -117,27 +121,29 @@ def test_a_truncated_file_is_a_decode_error_naming_it(tmp_path, fmt):
     path = tmp_path / f"cut.{fmt.lower()}"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageDecodeError, match="cut"):
-        ImageLoader().load(str(path))
+        ImageLoader().load(str(path), local_paths=True)
 
 
 def test_a_non_image_is_a_decode_error(tmp_path):
     path = tmp_path / "notes.jpg"
     path.write_text("not an image at all")
     with pytest.raises(ImageDecodeError, match=r"notes.jpg.*not an image"):
-        ImageLoader().load(str(path))
+        ImageLoader().load(str(path), local_paths=True)
 
 
 def test_a_missing_file_is_not_found(tmp_path):
     with pytest.raises(ImageNotFound, match="does not exist"):
-        ImageLoader().load(str(tmp_path / "nope.png"))
+        ImageLoader().load(str(tmp_path / "nope.png"), local_paths=True)
     with pytest.raises(ImageNotFound, match="is a directory"):
-        ImageLoader().load(str(tmp_path))
+        ImageLoader().load(str(tmp_path), local_paths=True)
 
 
 def test_file_urls_load(tmp_path):
     path = tmp_path / "a b.png"
     path.write_bytes(_encoded(_two_colour()))
-    image = ImageLoader().load("file://" + str(path).replace(" ", "%20"))
+    image = ImageLoader().load(
+        "file://" + str(path).replace(" ", "%20"), local_paths=True
+    )
     assert image.size == (40, 20)
 
 
@@ -320,7 +326,9 @@ def test_loopback_needs_an_explicit_entry_not_the_wildcard(ls):
     url = ls.cloud_url + "/bucket?key=k"
     with pytest.raises(ImageRefused, match=r"non-public address 127.0.0.1"):
         ImageLoader(allowed_hosts="*").load(url)
-    assert ImageLoader(allowed_hosts="127.0.0.1").load(url).size == (40, 20)
+    port = url.split(":")[2].split("/")[0]
+    allowed = ImageLoader(allowed_hosts=f"127.0.0.1:{port}")
+    assert allowed.load(url).size == (40, 20)
 
 
 def test_each_redirect_hop_of_a_plain_url_is_checked(ls):
@@ -328,10 +336,12 @@ def test_each_redirect_hop_of_a_plain_url_is_checked(ls):
     # Served by 127.0.0.1, redirecting to the same loopback server named "localhost".
     target = ls.cloud_url.replace("127.0.0.1", "localhost") + "/bucket?key=k"
     url = f"{ls.url}/redirect?to={target}"
-    with pytest.raises(ImageRefused, match="'localhost'"):
-        ImageLoader(allowed_hosts="127.0.0.1").load(url)
+    first = ls.url.removeprefix("http://")
+    with pytest.raises(ImageRefused, match=r"localhost:\d+ are not allowed"):
+        ImageLoader(allowed_hosts=first).load(url)
     assert not any(path.startswith("cloud:") for path in ls.paths_requested())
-    image = ImageLoader(allowed_hosts="127.0.0.1, localhost").load(url)
+    then = target.removeprefix("http://").split("/")[0]
+    image = ImageLoader(allowed_hosts=f"{first}, {then}").load(url)
     assert image.size == (40, 20)
 
 
@@ -356,8 +366,59 @@ def test_host_guard_patterns_and_public_resolution():
 
 def test_parse_allowed_hosts():
     assert parse_allowed_hosts(" A.com, *.b.org ,, * ") == ("a.com", "*.b.org", "*")
+    assert parse_allowed_hosts("a.com:8080, *.b.org:8443, [::1]:9") == (
+        "a.com:8080",
+        "*.b.org:8443",
+        "[::1]:9",
+    )
     assert parse_allowed_hosts("") == ()
     assert parse_allowed_hosts(None) == ()
+
+
+@pytest.mark.parametrize(
+    "entry", ["http://a.com", "a.com/x", "a.com:", "a.com:x", "u@a.com", "a b", "*a"]
+)
+def test_a_bad_allowed_host_entry_is_named(entry):
+    with pytest.raises(ValueError, match=re.escape(repr(entry.lower()))):
+        parse_allowed_hosts(f"ok.com, {entry}")
+
+
+def test_an_allowed_host_allows_only_its_port():
+    def resolver(host):
+        return ["10.0.0.5"]  # private: only a named entry may allow it
+
+    guard = HostGuard(
+        parse_allowed_hosts("cdn.lan, api.lan:8443, *.img.lan, *.raw.lan:9000"),
+        "http://ls.lan:8080",
+        resolver,
+    )
+    allowed = [
+        "http://cdn.lan/a.png",
+        "https://cdn.lan/a.png",
+        "http://cdn.lan:80/a.png",
+        "https://api.lan:8443/a.png",
+        "http://api.lan:8443/a.png",
+        "https://x.img.lan/a.png",
+        "http://y.raw.lan:9000/a.png",
+        "http://ls.lan:8080/data/upload/1/a.png",
+    ]
+    refused = [
+        "http://cdn.lan:6379/a.png",
+        "https://cdn.lan:80/a.png",
+        "http://cdn.lan:443/a.png",
+        "https://api.lan/a.png",
+        "http://x.img.lan:8080/a.png",
+        "http://img.lan/a.png",
+        "http://y.raw.lan/a.png",
+        "http://ls.lan/a.png",
+        "http://ls.lan:9090/a.png",
+        "https://ls.lan:8080/a.png",
+    ]
+    for url in allowed:
+        assert guard.check(url).url == url, url
+    for url in refused:
+        with pytest.raises(ImageRefused, match="not allowed"):
+            guard.check(url)
 
 
 # Cache and settings -------------------------------------------------------------
@@ -426,3 +487,102 @@ def test_resize_for_model_uses_smart_resize_sizes(size, expected):
 def test_resize_for_model_keeps_an_image_already_at_size():
     image = _two_colour(56, 28)
     assert resize_for_model(image, min_pixels=28 * 28) is image
+
+
+# Where the token goes, and for how long ---------------------------------------
+
+
+def _redirect_to(location: str):
+    def reply(_request):
+        return 302, {"Location": location}, b""
+
+    return reply
+
+
+def test_the_backslash_trick_never_reaches_the_other_port():
+    with Listener() as ls, Listener() as attacker:
+        ls_host = ls.url.removeprefix("http://")
+        trick = f"{attacker.url}\\@{ls_host}/data/upload/1/x.png"
+        loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+        with pytest.raises(ImageRefused, match="backslash"):
+            loader.load(trick)
+        with pytest.raises(ImageRefused, match="backslash"):
+            ImageLoader(allowed_hosts=ls_host).load(trick)
+    assert attacker.seen == [] and ls.seen == []
+
+
+@pytest.mark.parametrize("trick", ["backslash", "plain", "user-info"])
+def test_a_redirect_from_label_studio_carries_no_token_elsewhere(trick):
+    with Listener() as attacker, Listener() as ls:
+        ls_host = ls.url.removeprefix("http://")
+        location = {
+            "backslash": f"{attacker.url}\\@{ls_host}/x.png",
+            "plain": f"{attacker.url}/x.png",
+            "user-info": f"http://{ls_host}@{attacker.url.removeprefix('http://')}/",
+        }[trick]
+        ls.reply = _redirect_to(location)
+        loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+        if trick == "plain":  # a presigned URL: followed, without the token
+            assert loader.load("/data/upload/1/x.png").size == (64, 64)
+        else:
+            with pytest.raises(ImageRefused, match=trick):
+                loader.load("/data/upload/1/x.png")
+    assert ls.authorized()  # Label Studio itself gets the token
+    assert attacker.authorized() == []
+    if trick != "plain":
+        assert attacker.seen == []
+
+
+def test_an_allowed_host_redirecting_to_label_studio_cannot_send_it_elsewhere():
+    with Listener() as attacker, Listener() as allowed:
+        host = allowed.url.removeprefix("http://")
+        allowed.reply = _redirect_to(f"{attacker.url}/x.png")
+        loader = ImageLoader(
+            label_studio_url="http://ls.invalid", token=LEGACY_TOKEN, allowed_hosts=host
+        )
+        with pytest.raises(ImageRefused, match=r"127.0.0.1:\d+ are not allowed"):
+            loader.load(f"{allowed.url}/a.png")
+    assert attacker.seen == []
+
+
+def test_localhost_allowed_means_port_80_not_every_loopback_port():
+    with Listener() as internal:
+        with pytest.raises(ImageRefused, match=r"localhost:\d+ are not allowed"):
+            ImageLoader(allowed_hosts="localhost").load(
+                internal.url.replace("127.0.0.1", "localhost") + "/a.png"
+            )
+    assert internal.seen == []
+
+
+def test_a_download_has_a_total_deadline():
+    with Dripper() as slow:
+        host = slow.url.removeprefix("http://")
+        loader = ImageLoader(allowed_hosts=host, download_deadline_s=1.0)
+        with pytest.raises(ImageFetchError, match=r"1 s deadline.*DEADLINE_S"):
+            loader.load(f"{slow.url}/a.png")
+    assert slow.requests == 1
+
+
+def test_the_deadline_is_a_setting_matching_its_constant():
+    assert settings.setting("REXLABEL_DOWNLOAD_DEADLINE_S").default == (
+        DOWNLOAD_DEADLINE_S
+    )
+    env = {"REXLABEL_DOWNLOAD_DEADLINE_S": "7.5"}
+    assert ImageLoader.from_settings(env).download_deadline_s == 7.5
+
+
+def test_local_files_for_a_request_fail_with_one_answer(tmp_path):
+    (tmp_path / "notes.jpg").write_text("not an image")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "ok.png").write_bytes(_encoded(_two_colour()))
+    loader = ImageLoader(local_files_root=str(tmp_path))
+    answers = set()
+    for name in ("notes.jpg", "folder", "missing.png"):
+        ref = f"/data/local-files/?d={name}"
+        with pytest.raises(ImageLoadError) as caught:
+            loader.load(ref)
+        answers.add(str(caught.value).replace(ref, "REF"))
+    assert answers == {f"'REF': {LOCAL_FILE_UNREADABLE}"}
+    assert loader.load("/data/local-files/?d=ok.png").size == (40, 20)
+    with pytest.raises(ImageNotFound, match="does not exist"):  # the CLI is told
+        loader.load("/data/local-files/?d=missing.png", local_paths=True)

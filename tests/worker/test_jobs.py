@@ -44,7 +44,13 @@ def _images(folder, count, size=(112, 96)):
 def _payload(paths, **extra):
     return {
         "images": [
-            {"id": f"im{i}", "image": p, "task_id": 100 + i, "calls": [CALL]}
+            {
+                "id": f"im{i}",
+                "image": p,
+                "task_id": 100 + i,
+                "calls": [CALL],
+                "local_paths": True,  # the command line's own files
+            }
             for i, p in enumerate(paths)
         ],
         **extra,

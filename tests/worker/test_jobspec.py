@@ -84,3 +84,13 @@ def test_result_round_trips_with_predictions():
 def test_malformed_chunks_name_the_bad_field(payload, message):
     with pytest.raises(JobSpecError, match=message):
         parse_chunk(payload)
+
+
+def test_local_paths_default_to_off_and_must_be_a_bool():
+    base = {"id": "1", "image": "/etc/passwd", "calls": [{"task": "detection"}]}
+    assert ImageJob.from_dict(base).local_paths is False
+    job = ImageJob.from_dict({**base, "local_paths": True})
+    assert job.local_paths is True
+    assert ImageJob.from_dict(job.to_dict()).local_paths is True
+    with pytest.raises(JobSpecError, match="'local_paths' must be true or false"):
+        ImageJob.from_dict({**base, "local_paths": "yes"})

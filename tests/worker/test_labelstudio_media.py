@@ -14,13 +14,17 @@ from tests.fake_label_studio import (
 )
 from worker.labelstudio_media import (
     ACCESS_TOKEN_MARGIN_S,
+    LOCAL_FILE_UNREADABLE,
+    LOCAL_PATHS_REFUSED,
     LabelStudioAuth,
     MediaReferenceError,
     TokenExchangeError,
+    UnsafeURLError,
     jwt_claims,
+    parse_http_url,
     presign_url,
     resolve_media,
-    same_host,
+    same_origin,
 )
 
 LS = "http://ls.example:8080"
@@ -97,19 +101,63 @@ def test_local_files_go_through_label_studio_without_a_document_root():
     assert location.label_studio
 
 
-def test_local_files_path_leaving_the_root_is_refused(tmp_path):
-    with pytest.raises(MediaReferenceError, match="leaves LOCAL_FILES_DOCUMENT_ROOT"):
+@pytest.mark.parametrize(
+    ("d", "message"),
+    [
+        ("../../etc/passwd", "may not contain '..'"),
+        ("photos/%2e%2e/%2e%2e/etc/passwd", "may not contain '..'"),
+        ("photos/..", "may not contain '..'"),
+        ("/etc/passwd", "must be relative to LOCAL_FILES_DOCUMENT_ROOT"),
+        ("%2Fetc%2Fpasswd", "must be relative to LOCAL_FILES_DOCUMENT_ROOT"),
+        ("a.jpg&d=../../etc/passwd", "exactly one non-empty"),
+        ("", "exactly one non-empty"),
+    ],
+)
+def test_local_files_path_leaving_the_root_is_refused(tmp_path, d, message):
+    for value in (f"/data/local-files/?d={d}", f"{LS}/data/local-files/?d={d}"):
+        with pytest.raises(MediaReferenceError, match=message):
+            resolve_media(value, label_studio_url=LS, local_files_root=str(tmp_path))
+
+
+def test_local_files_symlink_out_of_the_root_is_answered_like_a_missing_file(
+    tmp_path,
+):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "etc").symlink_to("/etc")
+    with pytest.raises(MediaReferenceError) as caught:
         resolve_media(
-            "/data/local-files/?d=../../etc/passwd",
+            "/data/local-files/?d=etc/passwd",
             label_studio_url=LS,
-            local_files_root=str(tmp_path),
+            local_files_root=str(root),
         )
+    assert LOCAL_FILE_UNREADABLE in str(caught.value)
+    assert "/etc" not in str(caught.value).replace("d=etc/passwd", "")
 
 
-def test_plain_paths_and_file_urls_are_local(tmp_path):
-    assert resolve_media("images/a.jpg").path == Path("images/a.jpg")
-    assert resolve_media(str(tmp_path / "a.jpg")).path == tmp_path / "a.jpg"
-    assert resolve_media("file:///tmp/x%20y.png").path == Path("/tmp/x y.png")
+def test_plain_paths_and_file_urls_are_local_for_the_command_line(tmp_path):
+    def path_of(value: str) -> Path | None:
+        return resolve_media(value, local_paths=True).path
+
+    assert path_of("images/a.jpg") == Path("images/a.jpg")
+    assert path_of(str(tmp_path / "a.jpg")) == tmp_path / "a.jpg"
+    assert path_of("file:///tmp/x%20y.png") == Path("/tmp/x y.png")
+
+
+@pytest.mark.parametrize(
+    "value", ["images/a.jpg", "/etc/passwd", "file:///etc/hostname", "FILE:///x"]
+)
+def test_plain_paths_and_file_urls_are_refused_by_default(value):
+    with pytest.raises(MediaReferenceError) as caught:
+        resolve_media(value, label_studio_url=LS, local_files_root="/")
+    assert LOCAL_PATHS_REFUSED in str(caught.value)
+
+
+def test_local_files_read_for_a_request_hide_why_they_fail(tmp_path):
+    value = "/data/local-files/?d=a.jpg"
+    quiet = resolve_media(value, local_files_root=str(tmp_path))
+    loud = resolve_media(value, local_files_root=str(tmp_path), local_paths=True)
+    assert quiet.hide_reason and not loud.hide_reason
 
 
 def test_http_urls_carry_auth_only_on_the_label_studio_host():
@@ -125,11 +173,65 @@ def test_bad_references_are_named(bad):
         resolve_media(bad, label_studio_url=LS)
 
 
-def test_same_host_compares_host_and_port_ignoring_default_ports():
-    assert same_host("http://LS.example:8080/x", LS)
-    assert not same_host("http://ls.example:9090/x", LS)
-    assert same_host("https://ls.example/x", "https://ls.example:443")
-    assert not same_host("http://ls.example/x", "")
+def test_same_origin_compares_scheme_host_and_port():
+    assert same_origin("http://LS.example:8080/x", LS)
+    assert not same_origin("http://ls.example:9090/x", LS)
+    assert not same_origin("https://ls.example:8080/x", LS)
+    assert same_origin("https://ls.example/x", "https://ls.example:443")
+    assert not same_origin("http://ls.example/x", "")
+    assert not same_origin("http://127.0.0.1:9\\@ls.example:8080/x", LS)
+
+
+# parse_http_url ---------------------------------------------------------------
+
+
+def test_parse_http_url_reads_what_the_http_client_connects_to():
+    url = parse_http_url("HTTP://Images.Example.COM:8080/a b/../c.jpg?x=1#frag")
+    assert url.origin == ("http", "images.example.com", 8080)
+    assert url.url == "http://images.example.com:8080/c.jpg?x=1"
+    assert url.where == "images.example.com:8080"
+    assert parse_http_url("https://h/x").port == 443
+    assert not parse_http_url("https://h/x").port_given
+    assert parse_http_url("http://[::1]:8/").host == "[::1]"
+    assert parse_http_url("http://10.0.0.1/").host == "10.0.0.1"
+    assert parse_http_url("http://h/?d=a\\b").host == "h"  # in the query: data
+
+
+@pytest.mark.parametrize(
+    ("url", "part"),
+    [
+        ("http://127.0.0.1:9\\@ls.example:8080/x.png", "backslash"),
+        ("http://ls.example\\x.png", "backslash"),
+        ("http://h/a\\b.png", "backslash"),
+        ("http://user:pw@ls.example:8080/x.png", "user-info"),
+        ("http://ls.example:8080@127.0.0.1:9/x.png", "user-info"),
+        ("http://@h/x", "user-info"),
+        ("ftp://h/x", "only absolute http"),
+        ("//h/x", "only absolute http"),
+        ("/data/upload/x", "only absolute http"),
+        ("http:///x", "no host"),
+        ("http://h:/x", "does not read back"),
+        ("http://h:0080/x", "does not read back"),
+        ("http://h:0/x", "port 0"),
+        ("http://h:99999/x", "h:99999"),
+        ("http://%6cocalhost/x", "does not read back"),
+        ("http://bücher.example/x", "does not read back"),
+        ("http://localhost./x", "not a plain ASCII"),
+        ("http://2130706433/x", "not a dotted IPv4"),
+        ("http://0x7f.1/x", "not a dotted IPv4"),
+        ("http://0177.0.0.1/x", "not a dotted IPv4"),
+        ("http://127.1/x", "not a dotted IPv4"),
+        ("http://[0:0:0:0:0:0:0:1]/x", "[::1]"),
+        ("http://[::1%25eth0]/x", "does not read back"),
+        ("http://h\t/x", "control character"),
+        ("http://h/x\n.png", "control character"),
+        ("http://h /x", "h "),
+    ],
+)
+def test_parse_http_url_refuses_what_parsers_may_read_differently(url, part):
+    with pytest.raises(UnsafeURLError) as caught:
+        parse_http_url(url)
+    assert part in str(caught.value)
 
 
 # Tokens -----------------------------------------------------------------------

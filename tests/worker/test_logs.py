@@ -308,3 +308,10 @@ def test_phase_timer_sums_repeated_phases():
     # counts and totals that engines put beside their timings are not phases
     fields = logs.phase_fields({"generate": 1.0, "batch_size": 4, "total": 9.0})
     assert set(fields) == {f"{p}_s" for p in logs.JOB_PHASES}
+
+
+def test_a_url_password_is_redacted_but_a_backslash_trick_keeps_its_port():
+    redacted = logs.redact_text("http://user:hunter22@host/x")
+    assert redacted == f"http://user:{logs.REDACTED}@host/x"
+    trick = "http://127.0.0.1:6379\\@ls.example/x.png"
+    assert logs.redact_text(trick) == trick

@@ -177,27 +177,24 @@ def test_masks_without_a_masker_name_the_call(tiny_engine):
 def test_image_jobs_isolate_failures(tiny_engine, tmp_path):
     good = tmp_path / "good.png"
     _image(200, 100).save(good)
-    ok_call = {
-        "task": "detection",
-        "categories": ["cat"],
-        "generation": {"max_new_tokens": 4},
-    }
+    ok = ModelCall(task="detection", categories=["cat"])
+    ok.generation = {"max_new_tokens": 4}
+    missing = str(tmp_path / "missing.png")
     jobs = [
-        ImageJob.from_dict({"id": "1", "image": str(good), "calls": [ok_call]}),
-        ImageJob.from_dict(
-            {"id": "2", "image": str(tmp_path / "missing.png"), "calls": [ok_call]}
+        ImageJob(id="1", image=str(good), calls=[ok], local_paths=True),
+        ImageJob(id="2", image=missing, calls=[ok], local_paths=True),
+        ImageJob(
+            id="3",
+            image=str(good),
+            calls=[ok, ModelCall(task="visual_prompting", key="vp")],
+            local_paths=True,
         ),
-        ImageJob.from_dict(
-            {
-                "id": "3",
-                "image": str(good),
-                "calls": [ok_call, {"task": "visual_prompting", "key": "vp"}],
-            }
-        ),
+        ImageJob(id="4", image=str(good), calls=[ok]),  # from a request: refused
     ]
     results = run_image_jobs(tiny_engine, jobs)
-    assert [r.id for r in results] == ["1", "2", "3"]
+    assert [r.id for r in results] == ["1", "2", "3", "4"]
     assert results[0].error is None
+    assert "read only by the command line" in results[3].error
     assert (results[0].width, results[0].height) == (200, 100)
     assert len(results[0].calls) == 1 and results[0].calls[0].output_tokens <= 4
     assert "missing.png" in results[1].error
@@ -279,7 +276,13 @@ def _chunk(tmp_path, *images: tuple[str, list[dict]]) -> dict:
     _image(200, 100).save(path)
     return {
         "images": [
-            {"id": image_id, "image": str(path), "task_id": index, "calls": calls}
+            {
+                "id": image_id,
+                "image": str(path),
+                "task_id": index,
+                "calls": calls,
+                "local_paths": True,
+            }
             for index, (image_id, calls) in enumerate(images)
         ]
     }

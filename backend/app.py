@@ -87,7 +87,8 @@ VERSIONS_KEPT = 32
 BULK_MODULE = "backend.bulk"
 BULK_FUNCTION = "start_for_tasks"
 """The bulk helper's entry point: ``start_for_tasks(tasks, *, project,
-label_config, extra_params, model_version, hostname, source)`` -> job id."""
+label_config, extra_params, model_version, source)`` -> job id. It posts to
+LABEL_STUDIO_URL only: /setup's ``hostname`` is stored, never used for a request."""
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,6 @@ class Backend:
                 label_config=label_config,
                 extra_params=extra,
                 model_version=version,
-                hostname=state.hostname if state else "",
                 source="webhook",
             )
         except RuntimeError as exc:
@@ -409,7 +409,6 @@ class Backend:
             pid = project_id(project)
         except StateError:
             pid = None
-        state = self.store.get(pid) if pid else None
         try:
             job = _start_bulk_job(
                 tasks=list(tasks),
@@ -417,7 +416,6 @@ class Backend:
                 label_config=label_config,
                 extra_params=extra,
                 model_version=version,
-                hostname=state.hostname if state else "",
                 source="predict",
             )
         except RuntimeError as exc:

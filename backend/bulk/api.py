@@ -325,7 +325,6 @@ def start_for_tasks(
     label_config: str,
     extra_params: Mapping[str, Any] | None,
     model_version: str,
-    hostname: str = "",
     source: str = "",
     store: JobStore | None = None,
     background: bool = True,
@@ -333,8 +332,8 @@ def start_for_tasks(
     """Pre-label these Label Studio tasks in the background; returns the job id.
 
     The backend calls this for a ``/predict`` too large to answer in time and
-    for ``TASKS_CREATED`` webhooks. Predictions are posted to Label Studio
-    (``hostname`` or LABEL_STUDIO_URL, with LABEL_STUDIO_API_KEY) as chunks
+    for ``TASKS_CREATED`` webhooks. Predictions are posted to LABEL_STUDIO_URL
+    (never to a host a request named) with LABEL_STUDIO_API_KEY as chunks
     finish.
 
     Raises:
@@ -343,7 +342,7 @@ def start_for_tasks(
     from backend.lsapi import LabelStudioAPIError, LabelStudioClient
     from backend.planner import plan_config
 
-    url = settings.get("LABEL_STUDIO_URL") or hostname
+    url = settings.get("LABEL_STUDIO_URL")
     try:
         client = LabelStudioClient(url, settings.get("LABEL_STUDIO_API_KEY"))
     except LabelStudioAPIError as exc:

@@ -235,7 +235,6 @@ def test_backend_hands_big_predicts_to_a_background_job(ls, tmp_path):
         label_config=CONFIG,
         extra_params={},
         model_version="rexlabel-test",
-        hostname=ls.url,
         source="predict",
         background=False,
     )

@@ -2,13 +2,16 @@
 
 Label Studio sends HTTP basic auth on every ML-backend call when the model is
 added with ``auth_method=BASIC_AUTH``, so every route checks
-``BASIC_AUTH_USER``/``BASIC_AUTH_PASS`` -- except ``/webhook``: Label Studio
-posts webhooks without credentials, so requiring them there would silently
-lose every event. Protect ``/webhook`` with a shared secret instead: set
-``REXLABEL_WEBHOOK_TOKEN`` and register the webhook URL as
-``http://backend:9090/webhook?token=<secret>`` in Label Studio (Project ->
-Settings -> Webhooks; the one Label Studio creates by itself has no token, so
-edit it). Comparisons are constant-time (``hmac.compare_digest``).
+``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``. ``/webhook`` makes the backend act
+(``TASKS_CREATED`` starts pre-annotation that posts to Label Studio with its
+token), so it needs credentials too: the same basic auth, or the shared secret
+``REXLABEL_WEBHOOK_TOKEN``. Label Studio posts the webhook it creates by itself
+without credentials, so either register the webhook URL as
+``http://backend:9090/webhook?token=<secret>`` (Project -> Settings ->
+Webhooks), or give that webhook an ``Authorization: Basic ...`` header there.
+With no credentials at all, every route is open: the backend then refuses to
+listen on anything but loopback (:func:`exposure_problem`). Comparisons are
+constant-time (``hmac.compare_digest``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 WEBHOOK_TOKEN_PARAM = "token"
@@ -28,6 +33,9 @@ add static headers)."""
 
 REALM = "rexlabel"
 """Realm named in the ``WWW-Authenticate`` challenge."""
+
+CREDENTIAL_VARIABLES = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "REXLABEL_WEBHOOK_TOKEN")
+"""What to set before listening beyond loopback (named in the refusal)."""
 
 
 def _same(given: str, expected: str) -> bool:
@@ -60,9 +68,25 @@ class AuthConfig:
     password: str = ""
     webhook_token: str = ""
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
+        """The credentials in ``environ`` (default ``os.environ``)."""
+        from worker import settings
+
+        return cls(
+            user=settings.get("BASIC_AUTH_USER", environ),
+            password=settings.get("BASIC_AUTH_PASS", environ),
+            webhook_token=settings.get("REXLABEL_WEBHOOK_TOKEN", environ),
+        )
+
     @property
     def basic_enabled(self) -> bool:
         return bool(self.user or self.password)
+
+    @property
+    def protects_predict(self) -> bool:
+        """Both basic-auth parts are set: /predict and /setup are closed."""
+        return bool(self.user and self.password)
 
     def check_basic(self, header: str | None) -> bool:
         """True when basic auth is off or ``header`` carries the right pair.
@@ -79,8 +103,64 @@ class AuthConfig:
         pass_ok = _same(pair[1], self.password)
         return user_ok and pass_ok
 
-    def check_webhook(self, token: str | None) -> bool:
-        """True when no webhook token is configured or ``token`` equals it."""
-        if not self.webhook_token:
+    def check_webhook(
+        self, token: str | None, authorization: str | None = None
+    ) -> bool:
+        """True when ``/webhook`` may act on this request: the webhook token
+        matches, or basic auth is on and ``authorization`` carries the right
+        pair, or no credentials are configured at all (loopback only)."""
+        if not self.webhook_token and not self.basic_enabled:
             return True
-        return token is not None and _same(token, self.webhook_token)
+        token_ok = bool(self.webhook_token) and (
+            token is not None and _same(token, self.webhook_token)
+        )
+        basic_ok = self.basic_enabled and self.check_basic(authorization)
+        return token_ok or basic_ok
+
+
+def bind_host(bind: str) -> str | None:
+    """The host part of a listen address (``"0.0.0.0:9090"``, ``"[::1]:9090"``,
+    ``"localhost"``); None for a Unix socket (``"unix:/run/x.sock"``), which
+    no one on the network reaches directly."""
+    bind = bind.strip()
+    if bind.startswith("unix:"):
+        return None
+    if bind.startswith("["):
+        return bind[1:].split("]", 1)[0]
+    if bind.count(":") == 1:
+        return bind.rsplit(":", 1)[0]
+    return bind
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(auth: AuthConfig, binds: Iterable[str]) -> str | None:
+    """Why the backend must not listen on ``binds`` with ``auth``, or None.
+
+    Without basic auth every route is open to whoever reaches the port, and
+    ``/predict``/``/webhook`` make the backend fetch images and post to Label
+    Studio with its token; that is acceptable on loopback only.
+    """
+    if auth.protects_predict:
+        return None
+    exposed = [
+        b for b in binds if (h := bind_host(b)) is not None and not is_loopback(h)
+    ]
+    if not exposed:
+        return None
+    user, password, token = CREDENTIAL_VARIABLES
+    return (
+        f"listening on {', '.join(exposed)} needs credentials: set {user} and "
+        f"{password} (Label Studio: Connect model -> Basic auth) and {token} "
+        "(its webhook URL: /webhook?token=...), each e.g. from `openssl rand -hex "
+        "32`, or listen on loopback only (REXLABEL_HOST=127.0.0.1)"
+    )

@@ -4,6 +4,8 @@
 
 Run from the repository root (the image's working directory is laid out the
 same way). ``GUNICORN_CMD_ARGS`` overrides any of these (e.g. ``--threads 16``).
+Whatever the final bind, a non-loopback one without credentials stops start-up
+(:func:`on_starting`).
 """
 
 import sys
@@ -64,6 +66,20 @@ class RexlabelLogger(Logger):
 
 
 logger_class = RexlabelLogger
+
+
+def on_starting(server) -> None:
+    """Refuse to listen beyond loopback without credentials (exit 2, one line).
+
+    Here, not at import: ``GUNICORN_CMD_ARGS`` and ``-b`` may change the bind
+    after this file is read; ``server.cfg.bind`` is the final list.
+    """
+    from backend.auth import AuthConfig, exposure_problem
+
+    problem = exposure_problem(AuthConfig.from_env(), server.cfg.bind)
+    if problem:
+        print(f"rexlabel backend: bad configuration: {problem}", file=sys.stderr)
+        sys.exit(2)
 
 
 def post_fork(server, worker) -> None:

@@ -117,7 +117,8 @@ SETTINGS: tuple[Setting, ...] = (
         "BASIC_AUTH_USER",
         str,
         "",
-        "User name Label Studio must send (basic auth); empty disables auth.",
+        "User name Label Studio must send (basic auth); empty disables auth "
+        "(loopback only).",
     ),
     Setting("BASIC_AUTH_PASS", str, "", "Password for BASIC_AUTH_USER.", secret=True),
     Setting(
@@ -130,16 +131,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_HOST",
         str,
-        "0.0.0.0",
-        "Interface `rexlabel serve` listens on: all, since Label Studio usually "
-        "runs in another container or host.",
+        "127.0.0.1",
+        "Interface `rexlabel serve` listens on: loopback, so a fresh start exposes "
+        "nothing; 0.0.0.0 (the images) needs BASIC_AUTH_USER/PASS set.",
     ),
     Setting(
         "REXLABEL_WEBHOOK_TOKEN",
         str,
         "",
-        "Secret /webhook requires as ?token=... (Label Studio sends webhooks "
-        "without basic auth); empty accepts any webhook.",
+        "Secret /webhook accepts as ?token=... besides basic auth (Label Studio "
+        "sends its webhooks without basic auth); empty: basic auth only.",
         secret=True,
     ),
     Setting(

@@ -2,9 +2,13 @@
 
 Usage::
 
-    rexlabel serve                  # gunicorn on 0.0.0.0:9090, 1 process x 8 threads
-    rexlabel serve --port 9091 --host 127.0.0.1
+    rexlabel serve                  # gunicorn on 127.0.0.1:9090, 1 process x 8 threads
+    rexlabel serve --host 0.0.0.0   # reachable from other hosts: needs credentials
     rexlabel serve --dev            # Flask's threaded server (tests, debugging)
+
+Listening beyond loopback needs BASIC_AUTH_USER and BASIC_AUTH_PASS (and
+REXLABEL_WEBHOOK_TOKEN for Label Studio's webhooks); without them it refuses
+to start, naming them (``backend.auth.exposure_problem``).
 
 Equivalent by hand (what the Docker image runs)::
 
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     host = args.host or settings.get("REXLABEL_HOST")
     port = args.port or settings.get("PORT")
+    _refuse_open_exposure(host)
     from backend.app import create_app
 
     # gunicorn forks: the model loads in its worker process (post_worker_init)
@@ -97,13 +102,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_open_exposure(host: str) -> None:
+    """SettingsError (one line, exit 2) when ``host`` is not loopback and no
+    credentials are set."""
+    from backend.auth import AuthConfig, exposure_problem
+    from worker.settings import SettingsError
+
+    problem = exposure_problem(AuthConfig.from_env(), [host])
+    if problem:
+        raise SettingsError(problem)
+
+
 def _run_gunicorn(app: Any, host: str, port: int, workers: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
     def _start_model_load(_worker: Any) -> None:
         """In each forked gunicorn worker: load the model in the background."""
         app.extensions["rexlabel"].runner.start()
-
 
     class _Server(BaseApplication):
         def load_config(self) -> None:

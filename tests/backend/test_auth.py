@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import base64
 
-from backend.auth import AuthConfig, parse_basic_header
+import pytest
+
+from backend.auth import (
+    AuthConfig,
+    bind_host,
+    exposure_problem,
+    is_loopback,
+    parse_basic_header,
+)
 
 
 def basic(user: str, password: str) -> str:
@@ -41,3 +49,50 @@ def test_webhook_token() -> None:
     assert auth.check_webhook("s3cret")
     assert not auth.check_webhook("s3cre")
     assert not auth.check_webhook(None)
+
+
+def test_webhook_accepts_basic_auth_when_it_is_on() -> None:
+    auth = AuthConfig(user="ls", password="pw")
+    assert not auth.check_webhook(None)
+    assert not auth.check_webhook(None, basic("ls", "nope"))
+    assert auth.check_webhook(None, basic("ls", "pw"))
+    both = AuthConfig(user="ls", password="pw", webhook_token="s3cret")
+    assert both.check_webhook("s3cret") and both.check_webhook("", basic("ls", "pw"))
+    assert not both.check_webhook("wrong", basic("ls", "wrong"))
+
+
+@pytest.mark.parametrize(
+    ("bind", "host"),
+    [
+        ("0.0.0.0:9090", "0.0.0.0"),
+        ("127.0.0.1:9090", "127.0.0.1"),
+        ("[::1]:9090", "::1"),
+        ("::", "::"),
+        ("localhost", "localhost"),
+        (":9090", ""),
+        ("unix:/run/rexlabel.sock", None),
+    ],
+)
+def test_bind_host(bind: str, host: str | None) -> None:
+    assert bind_host(bind) == host
+
+
+def test_loopback_hosts() -> None:
+    for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "", "10.0.0.5", "example.com", "127.0.0.1.nip.io"):
+        assert not is_loopback(host), host
+
+
+def test_no_credentials_beyond_loopback_is_refused_naming_the_variables() -> None:
+    problem = exposure_problem(AuthConfig(), ["0.0.0.0:9090"])
+    assert problem is not None and "0.0.0.0:9090" in problem
+    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "REXLABEL_WEBHOOK_TOKEN"):
+        assert name in problem
+    # a token alone leaves /predict open; half a basic-auth pair is no pair
+    assert exposure_problem(AuthConfig(webhook_token="t"), ["0.0.0.0:1"])
+    assert exposure_problem(AuthConfig(user="ls"), [":9090"])
+    assert exposure_problem(AuthConfig(), ["127.0.0.1:1", "10.0.0.5:1"])
+    assert exposure_problem(AuthConfig(user="ls", password="pw"), ["0.0.0.0:1"]) is None
+    assert exposure_problem(AuthConfig(), ["127.0.0.1:9090", "[::1]:9090"]) is None
+    assert exposure_problem(AuthConfig(), ["unix:/run/rexlabel.sock"]) is None

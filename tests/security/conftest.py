@@ -336,3 +336,20 @@ class Dripper:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._server.close()
+
+
+BOX_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="label" toName="image"><Label value="shape"/>'
+    "</RectangleLabels></View>"
+)
+"""A labeling config asking for FakeChat's phrase ``shape`` as rectangles."""
+LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
+"""A Label Studio legacy token (40 hex characters) for LABEL_STUDIO_API_KEY."""
+BASIC_AUTH = ("ls", "basic-secret")
+"""BASIC_AUTH_USER / BASIC_AUTH_PASS for a served backend, as ``auth=``."""
+
+
+def basic_auth_env() -> dict[str, str]:
+    """The environment that makes ``serve`` require :data:`BASIC_AUTH`."""
+    return {"BASIC_AUTH_USER": BASIC_AUTH[0], "BASIC_AUTH_PASS": BASIC_AUTH[1]}

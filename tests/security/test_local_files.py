@@ -15,14 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import FakeChat, Served, png_bytes, serve
-
-CONFIG = (
-    '<View><Image name="image" value="$image"/>'
-    '<RectangleLabels name="label" toName="image"><Label value="shape"/>'
-    "</RectangleLabels></View>"
+from tests.security.conftest import (
+    BASIC_AUTH,
+    BOX_CONFIG,
+    FakeChat,
+    Served,
+    basic_auth_env,
+    png_bytes,
+    serve,
 )
-USER, PASSWORD = "ls", "basic-secret"
+
 LS_URL = "http://ls.invalid:8080"
 """Label Studio's address: never contacted (the absolute local-files form)."""
 
@@ -31,7 +33,7 @@ def _predict(served: Served, *images: str) -> tuple[list[dict], dict[int, str]]:
     """The results and ``{task id: error}`` of one task per image (ids from 1)."""
     tasks = [{"id": i, "data": {"image": ref}} for i, ref in enumerate(images, 1)]
     reply = served.post(
-        "/predict", {"tasks": tasks, "label_config": CONFIG}, auth=(USER, PASSWORD)
+        "/predict", {"tasks": tasks, "label_config": BOX_CONFIG}, auth=BASIC_AUTH
     )
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -39,12 +41,15 @@ def _predict(served: Served, *images: str) -> tuple[list[dict], dict[int, str]]:
     return body["results"], errors
 
 
-def _without(errors: dict[int, str], images: tuple[str, ...]) -> set[str]:
-    """The error texts with each task's own reference and image id taken out."""
-    return {
+def _one_answer(errors: dict[int, str], images: tuple[str, ...]) -> str:
+    """The one error text every task got, with its own reference and image id
+    taken out (fails if the texts differ)."""
+    answers = {
         errors[i].replace(ref, "REF").replace(f"image {i}: ", "")
         for i, ref in enumerate(images, 1)
     }
+    assert len(answers) == 1, answers
+    return answers.pop()
 
 
 @pytest.fixture
@@ -68,8 +73,7 @@ def served(tmp_path, root) -> Iterator[Served]:
             "REXLABEL_OPENAI_URL": chat.api_url,
             "LOCAL_FILES_DOCUMENT_ROOT": str(root),
             "LABEL_STUDIO_URL": LS_URL,
-            "BASIC_AUTH_USER": USER,
-            "BASIC_AUTH_PASS": PASSWORD,
+            **basic_auth_env(),
         }
         with serve(tmp_path, env) as server:
             yield server
@@ -87,9 +91,7 @@ def test_plain_paths_get_one_answer_whether_or_not_they_exist(served, root):
     )
     results, errors = _predict(served, *images)
     assert sorted(errors) == list(range(1, len(images) + 1))
-    answers = _without(errors, images)
-    assert len(answers) == 1, answers
-    (answer,) = answers
+    answer = _one_answer(errors, images)
     assert "LOCAL_FILES_DOCUMENT_ROOT" in answer
     assert all("result" not in r for r in results)
 
@@ -110,9 +112,7 @@ def test_local_files_under_the_root_are_read_and_failures_look_alike(served):
     )
     results, errors = _predict(served, *images)
     assert sorted(errors) == list(range(1, len(failing) + 1))
-    answers = _without(errors, failing)
-    assert len(answers) == 1, answers
-    (answer,) = answers
+    answer = _one_answer(errors, failing)
     assert "no readable image" in answer
     for result in results[len(failing) :]:
         assert result["result"], result  # FakeChat's box, on the real image

@@ -15,17 +15,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.security.conftest import FakeChat, Listener, Served, png_bytes, serve
-
-CONFIG = (
-    '<View><Image name="image" value="$image"/>'
-    '<RectangleLabels name="label" toName="image"><Label value="shape"/>'
-    "</RectangleLabels></View>"
+from tests.security.conftest import (
+    BASIC_AUTH,
+    BOX_CONFIG,
+    LEGACY_TOKEN,
+    FakeChat,
+    Listener,
+    Served,
+    basic_auth_env,
+    png_bytes,
+    serve,
 )
-TOKEN = "0123456789abcdef0123456789abcdef01234567"
-"""A legacy Label Studio token (40 hex characters)."""
-USER, PASSWORD = "ls", "basic-secret"
-AUTH = (USER, PASSWORD)
 
 
 def _host(listener: Listener) -> str:
@@ -42,7 +42,9 @@ def _redirect_to(location: str):
 def _predict(served: Served, *images: str) -> dict[int, str]:
     """``{task id: error}`` of a /predict of one task per image (ids from 1)."""
     tasks = [{"id": i, "data": {"image": url}} for i, url in enumerate(images, 1)]
-    reply = served.post("/predict", {"tasks": tasks, "label_config": CONFIG}, auth=AUTH)
+    reply = served.post(
+        "/predict", {"tasks": tasks, "label_config": BOX_CONFIG}, auth=BASIC_AUTH
+    )
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert len(body["results"]) == len(images)
@@ -62,10 +64,9 @@ def world(tmp_path) -> Iterator[tuple[Listener, Listener, Listener, Served]]:
             "REXLABEL_ENGINE": "openai",
             "REXLABEL_OPENAI_URL": chat.api_url,
             "LABEL_STUDIO_URL": ls.url,
-            "LABEL_STUDIO_API_KEY": TOKEN,
+            "LABEL_STUDIO_API_KEY": LEGACY_TOKEN,
             "REXLABEL_ALLOWED_HOSTS": f"{_host(allowed)}, localhost",
-            "BASIC_AUTH_USER": USER,
-            "BASIC_AUTH_PASS": PASSWORD,
+            **basic_auth_env(),
         }
         with serve(tmp_path, env) as served:
             yield ls, attacker, allowed, served
@@ -79,7 +80,7 @@ def test_urls_that_parsers_read_differently_reach_nobody(world):
         f"http://{evil}\\@{ls_host}/data/upload/1/x.png",
         f"http://{evil}/\\@{ls_host}/data/upload/1/x.png",
         f"http://{ls_host}@{evil}/data/upload/1/x.png",
-        f"http://user:{TOKEN}@{ls_host}/data/upload/1/x.png",
+        f"http://user:{LEGACY_TOKEN}@{ls_host}/data/upload/1/x.png",
         f"http://{evil}\t/data/upload/1/x.png",
         f"http://{evil.replace('127.0.0.1', '2130706433')}/x.png",
         f"{ls.url}/data/upload/1/ok.png",
@@ -120,7 +121,9 @@ def test_redirects_never_carry_the_token_off_label_studio(world):
     assert [s.path for s in attacker.seen] == ["/bucket/x.png"]
     assert "backslash" in errors[1]
     assert 2 not in errors
-    assert f"{evil} are not allowed" in errors[3]
+    assert "are not allowed" in errors[3]
+    assert f"downloads from {evil} are not allowed" in served.log  # the reply
+    # may hide internal addresses; the log says where the request would go
 
 
 def test_an_allowed_host_allows_its_standard_port_only(world):
@@ -128,7 +131,8 @@ def test_an_allowed_host_allows_its_standard_port_only(world):
     internal = attacker.url.replace("127.0.0.1", "localhost")
     errors = _predict(served, f"{internal}/x.png", f"{allowed.url}/ok.png")
     assert attacker.seen == []
-    assert f"localhost:{attacker.port} are not allowed" in errors[1]
+    assert "are not allowed" in errors[1]
+    assert f"downloads from localhost:{attacker.port} are not allowed" in served.log
     assert 2 not in errors and len(allowed.seen) == 1
 
 
@@ -137,4 +141,4 @@ def test_the_log_names_where_a_refused_url_pointed(world):
     _predict(served, f"http://{_host(attacker)}\\@example.com/x.png")
     refused = [line for line in served.log.splitlines() if "backslash" in line]
     assert refused and all(_host(attacker) in line for line in refused)
-    assert TOKEN not in served.log
+    assert LEGACY_TOKEN not in served.log

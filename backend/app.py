@@ -28,9 +28,12 @@ with Auto-Annotation at the front); a ``/predict`` with more than
 API as chunks finish; the reply then has no results (Label Studio stores
 nothing and logs it) and says which job took over.
 
-Auth: basic auth (``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``) on every route but
-``/webhook``, which takes ``?token=`` (``REXLABEL_WEBHOOK_TOKEN``); see
-:mod:`backend.auth`.
+Auth: basic auth (``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``) on every route;
+``/webhook`` also takes ``?token=`` (``REXLABEL_WEBHOOK_TOKEN``); see
+:mod:`backend.auth`. Credentials are checked before anything reads the body;
+bodies over :data:`MAX_BODY_BYTES` get 413 unread. Replies never carry a
+traceback, a local path or an internal URL (:mod:`backend.replies`); an
+unexpected error answers ``internal error`` with an id that is in the log.
 
 Production::
 
@@ -45,6 +48,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,7 +59,16 @@ from werkzeug.exceptions import HTTPException
 
 from backend.auth import WEBHOOK_TOKEN_HEADER, WEBHOOK_TOKEN_PARAM, AuthConfig
 from backend.model_version import model_version
-from backend.planner import Plan, PlanError, plan_config, plan_interactive, task_id_of
+from backend.planner import (
+    ContextError,
+    Plan,
+    PlanError,
+    is_id,
+    plan_config,
+    plan_interactive,
+    shown,
+    task_id_of,
+)
 from backend.predictions import (
     TaskPrediction,
     empty_prediction,
@@ -63,6 +76,7 @@ from backend.predictions import (
     task_prediction,
 )
 from backend.queue import ChunkRunner, create_runner
+from backend.replies import scrub_reply, scrub_text
 from backend.state import StateError, StateStore, make_state, open_store, project_id
 from worker import settings
 from worker.jobspec import ImageResult
@@ -90,6 +104,27 @@ BULK_FUNCTION = "start_for_tasks"
 label_config, extra_params, model_version, source)`` -> job id. It posts to
 LABEL_STUDIO_URL only: /setup's ``hostname`` is stored, never used for a request."""
 
+BULK_STATUS_FUNCTION = "job_status"
+"""The bulk helper's ``job_status(job_id)`` -> ``{"status": ...}``."""
+
+BULK_ACTIVE_STATUSES = ("pending", "running")
+"""Job statuses that count against :data:`WEBHOOK_JOBS_PER_PROJECT`."""
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""Largest request body (Flask's MAX_CONTENT_LENGTH; a larger one gets 413
+before a byte of it is read). A task in Label Studio's /predict or
+TASKS_CREATED is 0.5-1 KB of JSON (the task serializer's fields plus the data
+URLs), so 32 MiB holds a "Retrieve predictions" or an import of ~30,000 tasks;
+bigger selections go through ``rexlabel prelabel``."""
+
+WEBHOOK_MAX_TASKS = 10_000
+"""Tasks one TASKS_CREATED event may pre-annotate; the rest are logged and
+left to ``rexlabel prelabel`` (a bound on the work one request can start)."""
+
+WEBHOOK_JOBS_PER_PROJECT = 2
+"""Webhook-started jobs pending or running at once per project: imports
+arrive one at a time; more is a flood, and its events are logged and skipped."""
+
 
 @dataclass(frozen=True)
 class BackendConfig:
@@ -108,11 +143,7 @@ class BackendConfig:
             return settings.get(name, environ)
 
         return cls(
-            auth=AuthConfig(
-                user=get("BASIC_AUTH_USER"),
-                password=get("BASIC_AUTH_PASS"),
-                webhook_token=get("REXLABEL_WEBHOOK_TOKEN"),
-            ),
+            auth=AuthConfig.from_env(environ),
             redis_url=get("REDIS_URL"),
             state_path=get("REXLABEL_STATE_PATH"),
             predict_timeout=get("REXLABEL_PREDICT_TIMEOUT"),
@@ -204,6 +235,8 @@ class Backend:
         )
         self.versions: list[str] = []
         self._versions_lock = threading.Lock()
+        self._webhook_jobs: dict[str, list[str]] = {}
+        self._webhook_lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------
     def version_for(
@@ -264,48 +297,88 @@ class Backend:
         return {"model_version": version}
 
     def webhook(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        action = str(body.get("action") or "")
-        self.background.submit(self._webhook_work, dict(body))
+        """Accept an event at once; its work runs in the background.
+
+        ``TASKS_CREATED`` is checked here (project id, integer task ids), so a
+        malformed one is answered 400 naming the bad part.
+        """
+        action = body.get("action")
+        if action is not None and not isinstance(action, str):
+            raise BadRequest("'action' must be a string")
+        action = action or ""
+        if action == "TASKS_CREATED":
+            pid, tasks = _created_tasks(body)
+            self.background.submit(self._webhook_work, action, pid, tasks)
+        else:
+            self.background.submit(self._webhook_work, action, None, [])
         return {"status": "accepted", "action": action}
 
-    def _webhook_work(self, body: dict[str, Any]) -> None:
-        action = body.get("action")
+    def _webhook_work(self, action: str, pid: str | None, tasks: list) -> None:
         try:
-            if action == "TASKS_CREATED":
-                self._on_tasks_created(body)
+            if action == "TASKS_CREATED" and pid is not None:
+                self._on_tasks_created(pid, tasks)
             elif action == "START_TRAINING":
                 log.info("webhook START_TRAINING ignored: rexlabel does not train")
             else:
-                log.debug("webhook %s ignored", action)
+                log.debug("webhook %s ignored", shown(action))
         except Exception:
-            log.exception("webhook %s failed", action)
+            log.exception("webhook %s failed", shown(action))
 
-    def _on_tasks_created(self, body: dict[str, Any]) -> None:
-        project = body.get("project") or {}
-        pid = project.get("id") if isinstance(project, Mapping) else project
-        extra = self.extra_params(pid)
+    def _on_tasks_created(self, pid: str, tasks: list[Mapping[str, Any]]) -> None:
+        """Pre-annotate ``tasks`` with what ``/setup`` stored for the project
+        (its label config and extra params, never the event's own)."""
+        try:
+            state = self.store.get(pid)
+        except StateError:
+            state = None
+        if state is None or not state.label_config:
+            log.info(
+                "TASKS_CREATED for project %s ignored: it was never set up "
+                "(connect the model in Label Studio first)",
+                pid,
+            )
+            return
+        extra = dict(state.extra_params)
         if not extra.get(PRELABEL_PARAM):
             log.debug("TASKS_CREATED for project %s: %s is off", pid, PRELABEL_PARAM)
             return
-        tasks = [t for t in body.get("tasks") or [] if isinstance(t, Mapping)]
-        label_config = (
-            project.get("label_config") if isinstance(project, Mapping) else None
-        )
-        state = self.store.get(pid) if pid is not None else None
-        label_config = label_config or (state.label_config if state else "")
-        version = self.version_for(label_config, extra)
-        try:
-            job = _start_bulk_job(
-                tasks=tasks,
-                project=str(pid),
-                label_config=label_config,
-                extra_params=extra,
-                model_version=version,
-                source="webhook",
+        if len(tasks) > WEBHOOK_MAX_TASKS:
+            log.warning(
+                "TASKS_CREATED for project %s: %d tasks, pre-annotating the first "
+                "%d (WEBHOOK_MAX_TASKS); run `rexlabel prelabel` for the rest",
+                pid,
+                len(tasks),
+                WEBHOOK_MAX_TASKS,
             )
-        except RuntimeError as exc:
-            log.warning("TASKS_CREATED for project %s: not pre-annotated: %s", pid, exc)
-            return
+            tasks = tasks[:WEBHOOK_MAX_TASKS]
+        version = self.version_for(state.label_config, extra)
+        with self._webhook_lock:
+            active = [j for j in self._webhook_jobs.get(pid, []) if _job_active(j)]
+            if len(active) >= WEBHOOK_JOBS_PER_PROJECT:
+                log.warning(
+                    "TASKS_CREATED for project %s: %d tasks not pre-annotated: "
+                    "%d webhook jobs are still running (WEBHOOK_JOBS_PER_PROJECT); "
+                    "run `rexlabel prelabel` for them",
+                    pid,
+                    len(tasks),
+                    len(active),
+                )
+                return
+            try:
+                job = _start_bulk_job(
+                    tasks=tasks,
+                    project=pid,
+                    label_config=state.label_config,
+                    extra_params=extra,
+                    model_version=version,
+                    source="webhook",
+                )
+            except RuntimeError as exc:
+                log.warning(
+                    "TASKS_CREATED for project %s: not pre-annotated: %s", pid, exc
+                )
+                return
+            self._webhook_jobs[pid] = [*active, job]
         log.info(
             "TASKS_CREATED: %d tasks of project %s -> job %s", len(tasks), pid, job
         )
@@ -322,6 +395,8 @@ class Backend:
         project = body.get("project")
         extra = self.extra_params(project)
         label_config = body.get("label_config")
+        if label_config is not None and not isinstance(label_config, str):
+            raise BadRequest("'label_config' must be a string (the XML config)")
         if not label_config and project is not None:
             try:
                 state = self.store.get(project)
@@ -338,6 +413,8 @@ class Backend:
                 if interactive
                 else plan_config(label_config or "", extra)
             )
+        except ContextError as exc:  # the request is malformed, not the config
+            raise BadRequest(f"params.{exc}") from None
         except PlanError as exc:
             log.warning("predict: cannot plan project %s: %s", project, exc)
             annotate_request(interactive=interactive, failed_tasks=len(tasks))
@@ -499,10 +576,60 @@ class NoBackgroundJobs(RuntimeError):
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    """The request's JSON object; BadRequest when it is not one. A body nested
+    deeper than Python's recursion limit is a bad request too, not a 500."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise BadRequest("the request body's JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     return body
+
+
+def _created_tasks(body: Mapping[str, Any]) -> tuple[str, list[Mapping[str, Any]]]:
+    """``(project id, tasks)`` of a TASKS_CREATED event; BadRequest naming the
+    bad part (a project that is no id, a task whose ``id`` is not an integer)."""
+    project = body.get("project")
+    raw = project.get("id") if isinstance(project, Mapping) else project
+    try:
+        pid = project_id(raw)
+    except StateError:
+        raise BadRequest(f"webhook 'project' has no project id: {shown(raw)}") from None
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list):
+        raise BadRequest("webhook 'tasks' must be a list of task objects")
+    for index, item in enumerate(tasks):
+        if not isinstance(item, Mapping) or not is_id(item.get("id")):
+            got = item.get("id") if isinstance(item, Mapping) else item
+            raise BadRequest(
+                f"webhook tasks[{index}].id must be an integer task id, "
+                f"got {shown(got)}"
+            )
+    return pid, tasks
+
+
+def _job_active(job_id: str) -> bool:
+    """True while a bulk job is pending or running; False once it ended or
+    when its status cannot be read (a job that vanished holds no slot)."""
+    try:
+        module = importlib.import_module(BULK_MODULE)
+        status = getattr(module, BULK_STATUS_FUNCTION)(job_id).get("status")
+    except Exception as exc:  # any failure: the job holds no slot
+        log.debug("bulk job %s: status unknown: %s", job_id, exc)
+        return False
+    return status in BULK_ACTIVE_STATUSES
+
+
+def _body_too_large() -> str:
+    """The 413 message, with the limit this app enforces."""
+    from flask import current_app
+
+    limit = current_app.config.get("MAX_CONTENT_LENGTH") or MAX_BODY_BYTES
+    return (
+        f"the request body exceeds the capacity limit of {limit} bytes; "
+        "send fewer tasks per request (or use `rexlabel prelabel`)"
+    )
 
 
 def create_app(
@@ -544,6 +671,7 @@ def create_app(
 
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["rexlabel"] = backend
     health_connection = getattr(runner, "health_connection", None)
     instrument_flask(
@@ -552,13 +680,22 @@ def create_app(
 
     @app.before_request
     def require_auth() -> Response | None:
+        # Headers and query only: nothing reads the body before this passes.
         if request.path.rstrip("/") == "/webhook":
             token = request.args.get(WEBHOOK_TOKEN_PARAM) or request.headers.get(
                 WEBHOOK_TOKEN_HEADER
             )
-            if not config.auth.check_webhook(token):
-                return _error("webhook token missing or wrong", 401)
-            return None
+            if config.auth.check_webhook(token, request.headers.get("Authorization")):
+                return None
+            log.warning(
+                "refused a /webhook without valid credentials: register the webhook "
+                "in Label Studio as <backend>/webhook?%s=<REXLABEL_WEBHOOK_TOKEN> "
+                "or give it an Authorization: Basic header",
+                WEBHOOK_TOKEN_PARAM,
+            )
+            response = _error("webhook token or basic auth missing or wrong", 401)
+            response.headers["WWW-Authenticate"] = 'Basic realm="rexlabel"'
+            return response
         if not config.auth.check_basic(request.headers.get("Authorization")):
             response = _error("authentication required", 401)
             response.headers["WWW-Authenticate"] = 'Basic realm="rexlabel"'
@@ -571,7 +708,11 @@ def create_app(
 
     @app.errorhandler(NoBackgroundJobs)
     def no_background(exc: NoBackgroundJobs) -> Response:
-        return _error(str(exc), 503)
+        return _error(scrub_text(str(exc)), 503)
+
+    @app.errorhandler(413)
+    def too_large(_exc: Any) -> Response:
+        return _error(_body_too_large(), 413)
 
     @app.errorhandler(404)
     def not_found(_exc: Any) -> Response:
@@ -583,10 +724,14 @@ def create_app(
 
     @app.errorhandler(Exception)
     def internal(exc: Exception) -> Response:
-        if isinstance(exc, HTTPException):  # 413, 415, ...: keep their status
+        if isinstance(exc, HTTPException):  # 415, ...: werkzeug's own words
             return _error(exc.description or exc.name, exc.code or 500)
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
+        # The reply names no exception, path or URL: the id finds it in the log.
+        error_id = uuid.uuid4().hex[:12]
+        log.exception(
+            "unhandled error %s on %s %s", error_id, request.method, request.path
+        )
+        return _error(f"internal error (id {error_id}, in the backend's log)", 500)
 
     @app.get("/")
     @app.get("/health")
@@ -611,7 +756,8 @@ def create_app(
 
     @app.post("/predict")
     def predict() -> Response:
-        return jsonify(backend.predict(_json_body()))
+        body = _json_body()
+        return jsonify(scrub_reply(backend.predict(body), body.get("tasks")))
 
     return app
 

@@ -154,6 +154,25 @@ class PlanError(ValueError):
     """The label config (or interactive context) cannot be served; names the tag."""
 
 
+class ContextError(PlanError):
+    """A field of an interactive request's ``params.context`` is malformed (not
+    a number, not a list of labels, ...); the message names the field. The
+    backend answers it 400: the request, not the config, is wrong."""
+
+
+SHOWN_VALUE_CHARS = 40
+"""A bad value is quoted in an error up to this many characters: enough to
+recognise it, never a whole attacker-sized string echoed back."""
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to :data:`SHOWN_VALUE_CHARS` for error messages."""
+    text = repr(value)
+    if len(text) <= SHOWN_VALUE_CHARS:
+        return text
+    return text[: SHOWN_VALUE_CHARS - 3] + "..."
+
+
 @dataclass
 class ControlPlan:
     """How one control tag is served.
@@ -220,33 +239,49 @@ class Plan:
 
         Raises PlanError naming the missing data key.
         """
+        task_id = checked_task_id(task)
         data = task.get("data") if isinstance(task, Mapping) else None
         if not isinstance(data, Mapping):
-            raise PlanError(f"task {task_id_of(task)!r} has no 'data' object")
+            raise PlanError(f"task {task_id!r} has no 'data' object")
         jobs: list[ImageJob] = []
         several = len(self.images) > 1
         for to_name, key in self.images.items():
             url = data.get(key)
             if not isinstance(url, str) or not url.strip():
                 raise PlanError(
-                    f"task {task_id_of(task)!r} has no image URL under data[{key!r}] "
+                    f"task {task_id!r} has no image URL under data[{key!r}] "
                     f"(the <Image name={to_name!r}> value)"
                 )
-            task_id = task_id_of(task)
             jobs.append(
                 ImageJob(
                     id=f"{task_id}/{to_name}" if several else str(task_id),
                     image=url,
-                    task_id=task_id if isinstance(task_id, int) else None,
+                    task_id=task_id,
                     calls=[c.call for c in self.controls if c.to_name == to_name],
                 )
             )
         return jobs
 
 
-def task_id_of(task: Any) -> Any:
-    """A task's id, or None when it has none."""
-    return task.get("id") if isinstance(task, Mapping) else None
+def is_id(value: Any) -> bool:
+    """True for a Label Studio id: an int, and not a bool (``true`` is no task 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def task_id_of(task: Any) -> int | None:
+    """A task's id, or None when it has none or it is not an id (see
+    :func:`checked_task_id` to refuse those)."""
+    value = task.get("id") if isinstance(task, Mapping) else None
+    return value if is_id(value) else None
+
+
+def checked_task_id(task: Any) -> int | None:
+    """A task's id (None when it has none); PlanError when ``id`` is something
+    else than an int, e.g. ``true`` or ``"1"``."""
+    value = task.get("id") if isinstance(task, Mapping) else None
+    if value is None or is_id(value):
+        return value
+    raise PlanError(f"task id {shown(value)} is not an integer")
 
 
 # --------------------------------------------------------------------------- #
@@ -696,33 +731,58 @@ def plan_config(
 # --------------------------------------------------------------------------- #
 
 
-def _pixels(item: Mapping[str, Any], what: str) -> tuple[float, float]:
-    try:
-        width = float(item["original_width"])
-        height = float(item["original_height"])
-    except (KeyError, TypeError, ValueError):
-        raise PlanError(
-            f"context {what} {item.get('id')!r} lacks original_width/original_height"
-        ) from None
+def _context_number(
+    holder: Mapping[str, Any], key: str, where: str, default: float | None = None
+) -> float:
+    """``holder[key]`` as a finite float; ContextError naming ``where.key`` when
+    it is missing (and has no ``default``), not a number, a bool, NaN or inf."""
+    value = holder.get(key)
+    if value is None and default is not None:
+        return default
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+    ):
+        got = "missing" if value is None else f"got {shown(value)}"
+        raise ContextError(f"{where}.{key} must be a finite number ({got})")
+    return float(value)
+
+
+def _where(item: Mapping[str, Any]) -> str:
+    """``context.result[<region id>]`` for error messages."""
+    return f"context.result[{shown(item.get('id'))}]"
+
+
+def _value_of(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    value = item.get("value")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ContextError(f"{_where(item)}.value must be an object")
+    return value
+
+
+def _pixels(item: Mapping[str, Any]) -> tuple[float, float]:
+    """The image size (pixels) a context region was drawn on."""
+    width = _context_number(item, "original_width", _where(item))
+    height = _context_number(item, "original_height", _where(item))
     if width <= 0 or height <= 0:
-        raise PlanError(f"context {what} {item.get('id')!r} has an empty image size")
+        raise ContextError(f"{_where(item)} has an empty image size")
     return width, height
 
 
 def _region_box(item: Mapping[str, Any]) -> list[float]:
     """xyxy pixels of a context rectangle, inside the image (the bounding box
-    when rotated: Label Studio rotates clockwise about the top-left corner)."""
-    width, height = _pixels(item, "rectangle")
-    value = item.get("value") or {}
-    try:
-        x, y = float(value["x"]) * width / 100.0, float(value["y"]) * height / 100.0
-        w = float(value["width"]) * width / 100.0
-        h = float(value["height"]) * height / 100.0
-    except (KeyError, TypeError, ValueError):
-        raise PlanError(
-            f"context rectangle {item.get('id')!r} lacks x/y/width/height"
-        ) from None
-    angle = math.radians(float(value.get("rotation") or 0.0))
+    when rotated: Label Studio rotates clockwise about the top-left corner).
+    ``value.x/y/width/height`` are percent of the image; ``rotation`` degrees."""
+    width, height = _pixels(item)
+    value, where = _value_of(item), f"{_where(item)}.value"
+    x = _context_number(value, "x", where) * width / 100.0
+    y = _context_number(value, "y", where) * height / 100.0
+    w = _context_number(value, "width", where) * width / 100.0
+    h = _context_number(value, "height", where) * height / 100.0
+    angle = math.radians(_context_number(value, "rotation", where, default=0.0))
     cos, sin = math.cos(angle), math.sin(angle)
     corners = [(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)]
     xs = [x + cx * cos - cy * sin for cx, cy in corners]
@@ -737,22 +797,29 @@ def _region_box(item: Mapping[str, Any]) -> list[float]:
 
 def _region_point(item: Mapping[str, Any]) -> list[float]:
     """``[x, y, 1|0]`` pixels of a context keypoint (1 = positive click)."""
-    width, height = _pixels(item, "keypoint")
-    value = item.get("value") or {}
-    try:
-        x, y = float(value["x"]), float(value["y"])
-    except (KeyError, TypeError, ValueError):
-        raise PlanError(f"context keypoint {item.get('id')!r} lacks x/y") from None
+    width, height = _pixels(item)
+    value, where = _value_of(item), f"{_where(item)}.value"
+    x = _context_number(value, "x", where)
+    y = _context_number(value, "y", where)
     positive = item.get("is_positive", True) is not False
     return [x / 100.0 * width, y / 100.0 * height, 1.0 if positive else 0.0]
 
 
 def _first_label(item: Mapping[str, Any]) -> str | None:
-    value = item.get("value") or {}
-    labels = value.get(str(item.get("type") or ""))
-    if isinstance(labels, list) and labels:
-        return str(labels[0])
-    return None
+    kind = item.get("type")
+    labels = _value_of(item).get(kind) if isinstance(kind, str) else None
+    if labels is None:
+        return None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ContextError(f"{_where(item)}.value.{kind} must be a list of labels")
+    return labels[0] if labels else None
+
+
+def _check_region_names(item: Mapping[str, Any]) -> None:
+    """``type``, ``from_name`` and ``to_name`` are strings when given."""
+    for key in ("type", "from_name", "to_name"):
+        if item.get(key) is not None and not isinstance(item[key], str):
+            raise ContextError(f"{_where(item)}.{key} must be a string")
 
 
 def _control_or_error(ctx: _Context, name: Any, what: str) -> Any:
@@ -796,9 +863,14 @@ def plan_interactive(
     (every positive and negative click of that control and label).
     """
     ctx = _Context(parse_config(label_config), extra_params or {})
-    items = [i for i in (context or {}).get("result") or [] if isinstance(i, Mapping)]
+    result = (context or {}).get("result") or []
+    if not isinstance(result, list):
+        raise ContextError("context.result must be a list of regions")
+    items = [i for i in result if isinstance(i, Mapping)]
     if not items:
         raise PlanError("interactive context has no result regions")
+    for item in items:
+        _check_region_names(item)
     last = items[-1]
     kind = str(last.get("type") or "").lower()
     source = _control_or_error(ctx, last.get("from_name"), f"region {last.get('id')!r}")
@@ -864,10 +936,12 @@ def _plan_text_prompt(
 ) -> ControlPlan:
     if source.tag != "TextArea":
         raise PlanError(f"{_describe(source)}: a text prompt must come from a TextArea")
-    texts = (last.get("value") or {}).get("text") or []
+    texts = _value_of(last).get("text") or []
     if isinstance(texts, str):
         texts = [texts]
-    phrases = [p for text in texts for p in split_phrases(str(text))]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ContextError(f"{_where(last)}.value.text must be a list of strings")
+    phrases = [p for text in texts for p in split_phrases(text)]
     if not phrases:
         raise PlanError(f"{_describe(source)}: the prompt is empty")
     target = _target(ctx, source, to_name, TEXT_PROMPT_TARGETS)

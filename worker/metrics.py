@@ -229,20 +229,24 @@ def watch_queues(
 # Backend: Flask ----------------------------------------------------------------
 
 
-def _logged_body(request: Any) -> Any:
-    """The request's JSON for the log line, or None when it cannot be read.
+def _logged_body(request: Any, status: int) -> Any:
+    """The request's JSON for the log line, or None when it must not be read.
 
-    Reading the body again in an after-request hook must not change the
-    answer: a body over ``MAX_CONTENT_LENGTH`` raises RequestEntityTooLarge
-    (and a dropped client ClientDisconnected) on every read.
+    A refused request (any 4xx: no or wrong credentials, a body too large or
+    malformed) is never read here: a 401 must cost no memory whatever the
+    body, and only a request the app accepted has a body worth logging (the
+    app has parsed it already; Flask returns its cached copy). Reading must
+    not change the answer: a body over ``MAX_CONTENT_LENGTH`` raises
+    RequestEntityTooLarge (a dropped client ClientDisconnected) on every read,
+    and a JSON nested too deeply RecursionError.
     """
     from werkzeug.exceptions import HTTPException
 
-    if not request.is_json:
+    if 400 <= status < 500 or not request.is_json:
         return None
     try:
         return request.get_json(silent=True)
-    except HTTPException:
+    except (HTTPException, RecursionError):
         return None
 
 
@@ -293,7 +297,7 @@ def instrument_flask(
                 path=request.path,
                 status=status,
                 duration_s=duration,
-                task_ids=_task_ids_of(_logged_body(request)),
+                task_ids=_task_ids_of(_logged_body(request, status)),
                 level=logging.DEBUG if quiet else None,
                 endpoint=endpoint,
                 **getattr(g, REQUEST_LOG_FIELDS, {}),

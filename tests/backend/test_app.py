@@ -225,7 +225,7 @@ AUTH_ENV = {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pw"}
         ("post", "/predict"),
     ],
 )
-def test_basic_auth_guards_every_route_but_webhook(method: str, path: str) -> None:
+def test_basic_auth_guards_every_route(method: str, path: str) -> None:
     client = make_client(AUTH_ENV)
     response = getattr(client, method)(path, json={})
     assert response.status_code == 401
@@ -236,18 +236,29 @@ def test_basic_auth_guards_every_route_but_webhook(method: str, path: str) -> No
     assert response.status_code != 401
 
 
-def test_webhook_needs_no_basic_auth_but_its_token_when_set() -> None:
+def test_webhook_takes_basic_auth_or_its_token() -> None:
+    """/webhook makes the backend act, so it needs credentials like /predict:
+    basic auth, or the webhook token (Label Studio's own webhook has no basic
+    auth; it gets ?token= or a header)."""
+
+    def status(client, query: str = "", headers: dict | None = None) -> int:
+        event = {"action": "PROJECT_UPDATED"}
+        return client.post(f"/webhook{query}", json=event, headers=headers).status_code
+
+    token = {"X-Rexlabel-Webhook-Token": "hook-secret"}
     client = make_client(AUTH_ENV)
-    assert (
-        client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 200
-    )
+    assert status(client) == 401
+    assert status(client, headers=basic("ls", "no")) == 401
+    assert status(client, headers=basic("ls", "pw")) == 200
     client = make_client({**AUTH_ENV, "REXLABEL_WEBHOOK_TOKEN": "hook-secret"})
-    event = {"action": "PROJECT_UPDATED"}
-    assert client.post("/webhook", json=event).status_code == 401
-    assert client.post("/webhook?token=wrong", json=event).status_code == 401
-    assert client.post("/webhook?token=hook-secret", json=event).status_code == 200
-    headers = {"X-Rexlabel-Webhook-Token": "hook-secret"}
-    assert client.post("/webhook", json=event, headers=headers).status_code == 200
+    assert status(client) == 401
+    assert status(client, "?token=wrong") == 401
+    assert status(client, "?token=hook-secret") == 200
+    assert status(client, headers=token) == 200
+    assert status(client, headers=basic("ls", "pw")) == 200
+    client = make_client({"REXLABEL_WEBHOOK_TOKEN": "hook-secret"})  # token only
+    assert status(client) == 401
+    assert status(client, "?token=hook-secret") == 200
 
 
 # /setup and /versions -------------------------------------------------------------
@@ -363,6 +374,73 @@ def test_tasks_created_starts_a_bulk_job_when_asked(monkeypatch) -> None:
     assert call["model_version"] == version
     assert call["label_config"] == CONFIG
     assert call["source"] == "webhook"
+
+
+def _prelabel_client(monkeypatch, calls: list) -> object:
+    """A client whose project 3 is set up with prelabel_on_import; bulk jobs
+    are recorded in ``calls`` instead of started."""
+
+    def fake_start(**kwargs):
+        calls.append(kwargs)
+        return f"job-{len(calls)}"
+
+    monkeypatch.setattr(app_module, "_start_bulk_job", fake_start)
+    client = make_client()
+    setup = {
+        "project": PROJECT,
+        "schema": CONFIG,
+        "extra_params": {"prelabel_on_import": True},
+    }
+    assert client.post("/setup", json=setup).status_code == 200
+    return client
+
+
+FORGED = CONFIG.replace('name="label"', 'name="forged"')
+
+
+def test_tasks_created_takes_the_config_setup_stored(monkeypatch) -> None:
+    calls: list[dict] = []
+    client = _prelabel_client(monkeypatch, calls)
+    event = {**created_event([task(1)]), "project": {"id": 3, "label_config": FORGED}}
+    assert client.post("/webhook", json=event).status_code == 200
+    wait_for(lambda: calls)
+    assert calls[0]["label_config"] == CONFIG
+
+
+def test_tasks_created_for_a_project_never_set_up_does_nothing(
+    monkeypatch, caplog
+) -> None:
+    calls: list[dict] = []
+    monkeypatch.setattr(app_module, "_start_bulk_job", lambda **k: calls.append(k))
+    caplog.set_level(logging.INFO, logger="backend.app")
+    client = make_client()
+    assert client.post("/webhook", json=created_event([task(1)])).status_code == 200
+    wait_for(lambda: "it was never set up" in caplog.text)
+    assert calls == []
+
+
+def test_webhook_jobs_are_limited_per_project(monkeypatch, caplog) -> None:
+    calls: list[dict] = []
+    client = _prelabel_client(monkeypatch, calls)
+    monkeypatch.setattr(app_module, "_job_active", lambda job_id: True)
+    caplog.set_level(logging.WARNING, logger="backend.app")
+    for task_id in range(app_module.WEBHOOK_JOBS_PER_PROJECT + 1):
+        client.post("/webhook", json=created_event([task(task_id + 1)]))
+    wait_for(lambda: "WEBHOOK_JOBS_PER_PROJECT" in caplog.text)
+    assert len(calls) == app_module.WEBHOOK_JOBS_PER_PROJECT
+    # once they finish, the project gets jobs again
+    monkeypatch.setattr(app_module, "_job_active", lambda job_id: False)
+    client.post("/webhook", json=created_event([task(9)]))
+    wait_for(lambda: len(calls) == app_module.WEBHOOK_JOBS_PER_PROJECT + 1)
+
+
+def test_one_event_pre_annotates_at_most_webhook_max_tasks(monkeypatch) -> None:
+    calls: list[dict] = []
+    client = _prelabel_client(monkeypatch, calls)
+    monkeypatch.setattr(app_module, "WEBHOOK_MAX_TASKS", 2)
+    client.post("/webhook", json=created_event([task(1), task(2), task(3)]))
+    wait_for(lambda: calls)
+    assert [t["id"] for t in calls[0]["tasks"]] == [1, 2]
 
 
 def test_webhook_start_training_and_others_are_accepted() -> None:

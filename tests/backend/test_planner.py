@@ -6,9 +6,12 @@ import pytest
 
 from backend.planner import (
     OCR_DEFAULT_CATEGORY,
+    ContextError,
     PlanError,
+    checked_task_id,
     plan_config,
     plan_interactive,
+    task_id_of,
 )
 from converters.keypoint_sets import PERSON
 from converters.tasks import Task
@@ -576,3 +579,41 @@ def test_interactive_errors() -> None:
     }
     with pytest.raises(PlanError, match="choices"):
         plan_interactive(view(RECT), {"result": [choice]})
+
+
+@pytest.mark.parametrize("bad", [True, False, "1", 1.5, [1], {"id": 1}])
+def test_a_task_id_must_be_an_integer(bad) -> None:
+    task = {"id": bad, "data": {"image": "/data/upload/1/a.png"}}
+    assert task_id_of(task) is None
+    with pytest.raises(PlanError, match=r"task id .* is not an integer"):
+        checked_task_id(task)
+    plan = plan_config(
+        '<View><Image name="image" value="$image"/>'
+        '<RectangleLabels name="label" toName="image"><Label value="car"/>'
+        "</RectangleLabels></View>"
+    )
+    with pytest.raises(PlanError, match="is not an integer"):
+        plan.image_jobs(task)
+    assert checked_task_id({"id": 7}) == 7 and checked_task_id({}) is None
+
+
+def test_a_malformed_context_number_is_a_context_error_naming_it() -> None:
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<RectangleLabels name="label" toName="image"><Label value="car"/>'
+        "</RectangleLabels></View>"
+    )
+    region = {
+        "id": "r1",
+        "type": "rectanglelabels",
+        "from_name": "label",
+        "to_name": "image",
+        "original_width": 100,
+        "original_height": 100,
+        "value": {"x": 1, "y": 1, "width": 5, "height": 5, "rotation": "x" * 500},
+    }
+    with pytest.raises(ContextError) as caught:
+        plan_interactive(config, {"result": [region]})
+    message = str(caught.value)
+    assert "context.result['r1'].value.rotation must be a finite number" in message
+    assert len(message) < 200  # the bad value is cut, not echoed whole

@@ -40,10 +40,16 @@ ENV_WIDTH = 88
 
 
 def compose_values(text: str | None = None) -> dict[str, str]:
-    """``NAME -> value`` for settings the compose file sets (``${NAME:-value}``)."""
+    """``NAME -> value`` for settings the compose file sets (``${NAME:-value}``),
+    and ``NAME -> ${NAME}`` for those it requires from .env (``${NAME:?why}``)."""
     if text is None:
         text = COMPOSE_FILE.read_text() if COMPOSE_FILE.exists() else ""
-    values = {}
+    values = {
+        name: f"${{{name}}}"
+        for name in re.findall(
+            r"^\s+([A-Z][A-Z0-9_]*): \$\{\1:\?.*\}\s*$", text, re.MULTILINE
+        )
+    }
     for name, value in re.findall(
         r"^\s+([A-Z][A-Z0-9_]*): \$\{\1:-(.*)\}\s*$", text, re.MULTILINE
     ):

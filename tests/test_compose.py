@@ -36,7 +36,14 @@ WORKER_COMMAND = ["rexlabel", "worker"]
 GPU_RESERVATION = [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
 PASSED_THROUGH = {"GUNICORN_CMD_ARGS", "HF_TOKEN", "HF_HUB_OFFLINE"}
 """Variables for libraries and tools that rexlabel services get besides settings."""
-TEST_SECRETS = {"REDIS_PASSWORD": "test-redis-password-0f3a"}
+TEST_SECRETS = {
+    "REDIS_PASSWORD": "test-redis-password-0f3a",
+    "BASIC_AUTH_USER": "test-basic-user",
+    "BASIC_AUTH_PASS": "test-basic-pass-8c1d",
+    "REXLABEL_WEBHOOK_TOKEN": "test-webhook-token-5e2b",
+    "LABEL_STUDIO_PASSWORD": "test-ls-password-77a0",
+    "LABEL_STUDIO_USER_TOKEN": "test-ls-token-2b7e151628aed2a6",
+}
 """Secrets the compose file requires (``${NAME:?...}``), given to every
 ``docker compose config`` here; a .env must set them."""
 
@@ -155,11 +162,53 @@ def test_redis_needs_a_password():
         [*command, "-f", str(COMPOSE_FILE), "config", "--format", "json"],
         capture_output=True,
         text=True,
-        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/tmp"),
+            **{k: v for k, v in TEST_SECRETS.items() if k != "REDIS_PASSWORD"},
+        },
         timeout=60,
     )
     assert not done.stdout.strip(), "the stack resolved without REDIS_PASSWORD"
     assert "REDIS_PASSWORD" in done.stderr and "openssl rand" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "BASIC_AUTH_USER",
+        "BASIC_AUTH_PASS",
+        "REXLABEL_WEBHOOK_TOKEN",
+        "LABEL_STUDIO_PASSWORD",
+        "LABEL_STUDIO_USER_TOKEN",
+    ],
+)
+def test_the_stack_has_no_default_credentials(name):
+    """Each credential comes from .env: unset or empty, the stack does not
+    resolve, and the error names it (no demo password or token to fall back on)."""
+    command = compose_cli()
+    if command is None:
+        pytest.skip("no Docker Compose v2 CLI: run scripts/setup-docker-tools.sh")
+    for given in ({}, {name: ""}):
+        secrets = {k: v for k, v in TEST_SECRETS.items() if k != name}
+        done = subprocess.run(
+            [*command, "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+            capture_output=True,
+            text=True,
+            env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+            | secrets
+            | given,
+            timeout=60,
+        )
+        assert not done.stdout.strip(), f"the stack resolved without {name}"
+        assert f"set {name} in docker/.env" in done.stderr
+
+
+def test_the_backend_listens_on_all_interfaces_with_credentials(config):
+    env = config["services"]["backend"]["environment"]
+    assert env["REXLABEL_HOST"] == "0.0.0.0"  # Label Studio is another container
+    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "REXLABEL_WEBHOOK_TOKEN"):
+        assert env[name] == TEST_SECRETS[name]
 
 
 def test_redis_health_check_logs_in(config, tmp_path):

@@ -57,8 +57,9 @@ def _free_port() -> int:
 
 
 def _interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's ``${VAR}``, ``${VAR:-default}`` (nested), innermost first."""
-    pattern = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^${}]*))?\}")
+    """Compose's ``${VAR}``, ``${VAR:-default}`` (nested), innermost first;
+    ``${VAR:?why}`` too (the .env here sets every required one)."""
+    pattern = re.compile(r"\$\{([A-Z0-9_]+)(?::[-?]([^${}]*))?\}")
     while True:
         new = pattern.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
         if new == text:
@@ -204,6 +205,18 @@ def _shape_task(ls: FakeLabelStudio) -> tuple[dict, str, str]:
     return task, config, sample.phrase
 
 
+BACKEND_AUTH = ("deploy-user", "deploy-basic-pass")
+"""The stack's basic auth (the compose file requires it); every call sends it."""
+SECRETS = {
+    "BASIC_AUTH_USER": BACKEND_AUTH[0],
+    "BASIC_AUTH_PASS": BACKEND_AUTH[1],
+    "REXLABEL_WEBHOOK_TOKEN": "deploy-webhook-token",
+    "LABEL_STUDIO_PASSWORD": "deploy-ls-password",
+    "LABEL_STUDIO_USER_TOKEN": "deploy-ls-token-0123456789abcdef",
+}
+"""Credentials the compose file requires from .env (no defaults)."""
+
+
 def _write_dotenv(
     tmp_path: Path, ls: FakeLabelStudio, backend_port: int, **values: str | Path
 ) -> Path:
@@ -221,6 +234,7 @@ def _write_dotenv(
         "LOCAL_FILES_DOCUMENT_ROOT": tmp_path / "files",
         "LOG_FORMAT": "json",
         "HF_HUB_OFFLINE": "1",
+        **SECRETS,
         **values,
     }
     path.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
@@ -248,7 +262,9 @@ def _start_backend_and_worker(
     try:
         _wait(
             "backend /health with a worker listening",
-            lambda: requests.get(f"{url}/health", timeout=2).json()["workers_up"],
+            lambda: requests.get(f"{url}/health", auth=BACKEND_AUTH, timeout=2).json()[
+                "workers_up"
+            ],
             START_TIMEOUT_S,
             worker,
             backend,
@@ -268,7 +284,9 @@ def _predict(url: str, task: dict, config: str) -> dict:
         "label_config": config,
         "params": {"login": None, "password": None, "context": None},
     }
-    reply = requests.post(f"{url}/predict", json=body, timeout=PREDICT_TIMEOUT_S)
+    reply = requests.post(
+        f"{url}/predict", json=body, auth=BACKEND_AUTH, timeout=PREDICT_TIMEOUT_S
+    )
     assert reply.status_code == 200, reply.text
     answer = reply.json()
     assert "errors" not in answer, answer
@@ -314,7 +332,9 @@ def test_compose_commands_serve_a_prediction(tmp_path, redis_db, tiny_model_dir)
                 assert region["value"]["rectanglelabels"] == [phrase]
 
             # operations: metrics on both sides, health checks, doctor
-            backend_metrics = requests.get(f"{url}/metrics", timeout=10).text
+            backend_metrics = requests.get(
+                f"{url}/metrics", auth=BACKEND_AUTH, timeout=10
+            ).text
             assert re.search(
                 r'rexlabel_requests_total\{endpoint="/predict",method="POST",'
                 r'status="200"\} 1\.0',

@@ -23,7 +23,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PORT=9090 \
+    REXLABEL_HOST=0.0.0.0 \
     REXLABEL_JOBS_DIR=/var/lib/rexlabel/jobs
+# REXLABEL_HOST: every interface, as a published port needs; gunicorn refuses to
+# start so without BASIC_AUTH_USER/BASIC_AUTH_PASS (docker/gunicorn.conf.py).
 # /var/lib/rexlabel/jobs: bulk job records (REXLABEL_JOBS_DIR), a volume in compose;
 # created here so the volume starts out owned by the unprivileged user.
 RUN groupadd --system --gid 10001 rexlabel \

@@ -43,36 +43,29 @@ PROJECT = 7
 IMAGE = f"/data/upload/{PROJECT}/a.png"
 
 
-def _box(**value) -> dict:
+def _region(region_id: str, kind: str, control: str, value: dict) -> dict:
+    """A context region drawn on a 64 x 64 image, as Label Studio sends it."""
     return {
-        "id": "r1",
-        "type": "rectanglelabels",
-        "from_name": "label",
+        "id": region_id,
+        "type": kind,
+        "from_name": control,
         "to_name": "image",
         "original_width": 64,
         "original_height": 64,
-        "value": {
-            "x": 10,
-            "y": 10,
-            "width": 20,
-            "height": 20,
-            "rotation": 0,
-            "rectanglelabels": ["shape"],
-            **value,
-        },
+        "value": value,
     }
+
+
+def _box(**value) -> dict:
+    box = {"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 0}
+    return _region(
+        "r1", "rectanglelabels", "label", {**box, "rectanglelabels": ["shape"], **value}
+    )
 
 
 def _point(**value) -> dict:
-    return {
-        "id": "k1",
-        "type": "keypointlabels",
-        "from_name": "point",
-        "to_name": "image",
-        "original_width": 64,
-        "original_height": 64,
-        "value": {"x": 10, "y": 10, "keypointlabels": ["shape"], **value},
-    }
+    point = {"x": 10, "y": 10, "keypointlabels": ["shape"]}
+    return _region("k1", "keypointlabels", "point", {**point, **value})
 
 
 def _interactive(region: dict) -> dict:

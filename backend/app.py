@@ -121,6 +121,11 @@ WEBHOOK_MAX_TASKS = 10_000
 """Tasks one TASKS_CREATED event may pre-annotate; the rest are logged and
 left to ``rexlabel prelabel`` (a bound on the work one request can start)."""
 
+WEBHOOK_PENDING_LIMIT = 32
+"""TASKS_CREATED events waiting for the webhook threads; beyond it one is
+answered 503 and logged (Label Studio sends one per import: a backlog this
+long is a flood)."""
+
 WEBHOOK_JOBS_PER_PROJECT = 2
 """Webhook-started jobs pending or running at once per project: imports
 arrive one at a time; more is a flood, and its events are logged and skipped."""
@@ -236,7 +241,9 @@ class Backend:
         self.versions: list[str] = []
         self._versions_lock = threading.Lock()
         self._webhook_jobs: dict[str, list[str]] = {}
-        self._webhook_lock = threading.Lock()
+        self._webhook_lock = threading.Lock()  # per-project webhook jobs
+        self._webhook_pending = 0
+        self._pending_lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------
     def version_for(
@@ -308,21 +315,29 @@ class Backend:
         action = action or ""
         if action == "TASKS_CREATED":
             pid, tasks = _created_tasks(body)
-            self.background.submit(self._webhook_work, action, pid, tasks)
+            with self._pending_lock:
+                if self._webhook_pending >= WEBHOOK_PENDING_LIMIT:
+                    raise WebhookBacklog(
+                        f"{self._webhook_pending} TASKS_CREATED events are waiting "
+                        f"(WEBHOOK_PENDING_LIMIT); project {pid}'s is dropped, "
+                        "pre-annotate it with `rexlabel prelabel`"
+                    )
+                self._webhook_pending += 1
+            self.background.submit(self._tasks_created_work, pid, tasks)
+        elif action == "START_TRAINING":
+            log.info("webhook START_TRAINING ignored: rexlabel does not train")
         else:
-            self.background.submit(self._webhook_work, action, None, [])
+            log.debug("webhook %s ignored", shown(action))
         return {"status": "accepted", "action": action}
 
-    def _webhook_work(self, action: str, pid: str | None, tasks: list) -> None:
+    def _tasks_created_work(self, pid: str, tasks: list) -> None:
         try:
-            if action == "TASKS_CREATED" and pid is not None:
-                self._on_tasks_created(pid, tasks)
-            elif action == "START_TRAINING":
-                log.info("webhook START_TRAINING ignored: rexlabel does not train")
-            else:
-                log.debug("webhook %s ignored", shown(action))
+            self._on_tasks_created(pid, tasks)
         except Exception:
-            log.exception("webhook %s failed", shown(action))
+            log.exception("webhook TASKS_CREATED for project %s failed", pid)
+        finally:
+            with self._pending_lock:
+                self._webhook_pending -= 1
 
     def _on_tasks_created(self, pid: str, tasks: list[Mapping[str, Any]]) -> None:
         """Pre-annotate ``tasks`` with what ``/setup`` stored for the project
@@ -575,6 +590,10 @@ class NoBackgroundJobs(RuntimeError):
     """A /predict too large to answer in time, and no bulk jobs to take it."""
 
 
+class WebhookBacklog(RuntimeError):
+    """Too many TASKS_CREATED events wait already; answered 503."""
+
+
 def _json_body() -> dict[str, Any]:
     """The request's JSON object; BadRequest when it is not one. A body nested
     deeper than Python's recursion limit is a bad request too, not a 500."""
@@ -593,6 +612,8 @@ def _created_tasks(body: Mapping[str, Any]) -> tuple[str, list[Mapping[str, Any]
     project = body.get("project")
     raw = project.get("id") if isinstance(project, Mapping) else project
     try:
+        if not (is_id(raw) or isinstance(raw, str)):
+            raise StateError(f"project id {shown(raw)} is not an integer")
         pid = project_id(raw)
     except StateError:
         raise BadRequest(f"webhook 'project' has no project id: {shown(raw)}") from None
@@ -709,6 +730,11 @@ def create_app(
     @app.errorhandler(NoBackgroundJobs)
     def no_background(exc: NoBackgroundJobs) -> Response:
         return _error(scrub_text(str(exc)), 503)
+
+    @app.errorhandler(WebhookBacklog)
+    def webhook_backlog(exc: WebhookBacklog) -> Response:
+        log.warning("webhook: %s", exc)
+        return _error(str(exc), 503)
 
     @app.errorhandler(413)
     def too_large(_exc: Any) -> Response:

@@ -13,6 +13,7 @@ import base64
 import logging
 import os
 import sys
+import threading
 import time
 
 import pytest
@@ -441,6 +442,22 @@ def test_one_event_pre_annotates_at_most_webhook_max_tasks(monkeypatch) -> None:
     client.post("/webhook", json=created_event([task(1), task(2), task(3)]))
     wait_for(lambda: calls)
     assert [t["id"] for t in calls[0]["tasks"]] == [1, 2]
+
+
+def test_a_flood_of_tasks_created_is_refused_beyond_the_backlog(monkeypatch) -> None:
+    release = threading.Event()
+    calls: list[dict] = []
+    client = _prelabel_client(monkeypatch, calls)
+    monkeypatch.setattr(app_module, "_start_bulk_job", lambda **k: release.wait())
+    monkeypatch.setattr(app_module, "WEBHOOK_PENDING_LIMIT", 3)
+    try:
+        statuses = [
+            client.post("/webhook", json=created_event([task(i)])).status_code
+            for i in range(1, 5)
+        ]
+    finally:
+        release.set()
+    assert statuses == [200, 200, 200, 503]
 
 
 def test_webhook_start_training_and_others_are_accepted() -> None:

@@ -136,6 +136,7 @@ def test_a_webhook_uses_the_stored_config_and_its_token_works(ls, tmp_path):
         ({"tasks": [{"id": True, "data": {}}]}, "tasks[0].id"),
         ({"tasks": [_task(1), {"id": "2", "data": {}}]}, "tasks[1].id"),
         ({"tasks": [_task(1)], "project": {"id": True}}, "'project'"),
+        ({"tasks": [_task(1)], "project": {"id": 7.5}}, "'project'"),
         ({"tasks": "1,2"}, "'tasks'"),
     ],
 )

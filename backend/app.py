@@ -202,6 +202,19 @@ def _readiness_message(
     return "no rexlabel worker serves the interactive queue: start `rexlabel worker`"
 
 
+def _scrub_health(health: dict[str, Any]) -> dict[str, Any]:
+    """/health without internal URLs or local paths in its reasons (a model
+    server's URL, a weights path, Redis' host): the log has them."""
+    for part, key in (
+        (health, "message"),
+        (health.get("model") or {}, "reason"),
+        (health.get("queue") or {}, "error"),
+    ):
+        if isinstance(part.get(key), str):
+            part[key] = scrub_text(part[key])
+    return health
+
+
 class BadRequest(ValueError):
     """The request body is unusable; answered 400 with the message."""
 
@@ -763,7 +776,7 @@ def create_app(
     @app.get("/health")
     def health() -> Response:
         body, status = backend.health()
-        response = jsonify(body)
+        response = jsonify(_scrub_health(body))
         response.status = status
         return response
 

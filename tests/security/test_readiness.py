@@ -117,6 +117,8 @@ def test_a_model_that_cannot_load_fails_health_and_every_task_at_once(tmp_path):
         reason = health.json()["model"]["reason"]
         assert f"does not serve model {MODEL_ID!r}" in reason
         assert reason in health.json()["message"]
+        assert chat.url not in health.text  # the model server's URL is in the log
+        assert chat.url in served.log
 
         reply = served.post("/predict", predict_body(1, 2)).json()
         assert all("result" not in item for item in reply["results"])

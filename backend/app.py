@@ -70,6 +70,7 @@ from backend.planner import (
     task_id_of,
 )
 from backend.predictions import (
+    RegionIds,
     TaskPrediction,
     empty_prediction,
     failed_prediction,
@@ -451,7 +452,9 @@ class Backend:
         if not interactive and len(tasks) > self.config.sync_task_limit:
             return self._to_background(tasks, project, label_config, extra, version)
 
-        outcomes = self._run(plan, tasks, version, urgent=interactive)
+        outcomes = self._run(
+            plan, tasks, version, urgent=interactive, context=context
+        )
         results = [
             failed_prediction(version, "; ".join(o.errors))
             if o.failed and not interactive
@@ -539,9 +542,16 @@ class Backend:
         }
 
     def _run(
-        self, plan: Plan, tasks: list, version: str, *, urgent: bool
+        self,
+        plan: Plan,
+        tasks: list,
+        version: str,
+        *,
+        urgent: bool,
+        context: Mapping[str, Any] | None = None,
     ) -> list[TaskPrediction]:
-        """Plan, queue and convert; one TaskPrediction per task, in order."""
+        """Plan, queue and convert; one TaskPrediction per task, in order.
+        ``context``: the interactive context (its answer gets ids of its own)."""
         errors: dict[int, str] = {}
         image_ids: dict[int, list[str]] = {}
         images: list[dict[str, Any]] = []
@@ -585,7 +595,7 @@ class Backend:
 
         annotate_request(**summary_fields(summarize_results(found.values())))
         out: list[TaskPrediction] = []
-        for index, _task in enumerate(tasks):
+        for index, task in enumerate(tasks):
             if index in errors:
                 out.append(TaskPrediction(empty_prediction(version), [errors[index]]))
                 continue
@@ -595,7 +605,8 @@ class Backend:
             ]
             for result in results:
                 result.id = result.id.split(":", 1)[1]
-            out.append(task_prediction(plan, results, version))
+            ids = RegionIds.for_task(task, version, context if urgent else None)
+            out.append(task_prediction(plan, results, version, ids))
         return out
 
 

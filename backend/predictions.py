@@ -18,9 +18,11 @@ predicts it again later; only interactive replies use the empty prediction.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,9 +210,10 @@ def _strip_labels(results: list[dict[str, Any]], control: ControlPlan) -> None:
 
 
 def call_results(
-    control: ControlPlan, call: CallResult, width: int, height: int
+    control: ControlPlan, call: CallResult, width: int, height: int, id_seed: str = ""
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Label Studio results of one call, and warnings about what was dropped."""
+    """Label Studio results of one call, and warnings about what was dropped;
+    ``id_seed`` goes into the region ids (see :class:`RegionIds`)."""
     notes = _LabelNotes()
     predictions = _kept(control, call.predictions)
     kwargs: dict[str, Any] = {
@@ -220,6 +223,7 @@ def call_results(
         "label_map": _labeller(control, notes),
         "text_from_name": control.text_control,
         "keypoint_box_from_name": control.box_control,
+        "id_seed": id_seed,
     }
     if control.labels_control is not None:
         results = to_labelstudio(
@@ -252,10 +256,102 @@ def _labels_tag_labeller(control: ControlPlan) -> Callable[[str], Any]:
     return lambda phrase: labels_map.resolve(phrase) if labels_map else None
 
 
+@dataclass(frozen=True)
+class RegionIds:
+    """How one prediction names its regions.
+
+    Label Studio merges regions by id: an accepted suggestion whose region has
+    the id of a region in the annotation replaces that region (a box the user
+    had just moved went back to where the model put it). So ids are unique per
+    prediction -- ``seed`` differs between a task's pre-annotation and each
+    interactive answer -- stable only for the same prediction sent again (same
+    seed, same regions), and never one of ``taken``.
+
+    Attributes:
+        seed: mixed into every id (``converters.labelstudio.to_labelstudio``).
+        taken: ids of regions already in the task's annotations, drafts and
+            the interactive context; a result id among them is renamed.
+    """
+
+    seed: str = ""
+    taken: frozenset[str] = frozenset()
+
+    @classmethod
+    def for_task(
+        cls,
+        task: Mapping[str, Any],
+        model_version: str,
+        context: Mapping[str, Any] | None = None,
+    ) -> RegionIds:
+        """Ids for ``task``'s prediction (an interactive one when ``context``)."""
+        seed = f"{model_version}|task {task.get('id')}"
+        if context:
+            digest = hashlib.sha256(
+                json.dumps(context, sort_keys=True, default=str).encode()
+            ).hexdigest()[:16]
+            seed += f"|interactive {digest}"
+        return cls(seed, frozenset(_region_ids_in(task, context)))
+
+    def settle(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``results`` with every id (and ``parentID``) that is taken renamed."""
+        if not self.taken:
+            return results
+        ids = {r.get("id") for r in results}
+        renamed: dict[Any, str] = {}
+        for rid in ids:
+            if rid in self.taken:
+                n = 1
+                while f"{rid}r{n}" in self.taken or f"{rid}r{n}" in ids:
+                    n += 1
+                renamed[rid] = f"{rid}r{n}"
+        if not renamed:
+            return results
+        out = []
+        for r in results:
+            r = dict(r)
+            if r.get("id") in renamed:
+                r["id"] = renamed[r["id"]]
+            if r.get("parentID") in renamed:
+                r["parentID"] = renamed[r["parentID"]]
+            out.append(r)
+        return out
+
+
+ANNOTATION_KEYS = ("annotations", "drafts")
+"""Lists of a task whose items hold people's regions (``result``). Not
+``predictions``: our own earlier prediction sent again keeps its ids."""
+
+
+def _region_ids_in(
+    task: Mapping[str, Any], context: Mapping[str, Any] | None
+) -> Iterator[str]:
+    """Region ids in a task's annotations and drafts and in an interactive
+    context (untrusted input: anything malformed is skipped)."""
+    lists: list[Any] = [task.get(key) for key in ANNOTATION_KEYS]
+    if isinstance(context, Mapping):
+        lists.append([{"result": context.get("result")}])
+    for items in lists:
+        if not isinstance(items, list):
+            continue
+        for item in items:
+            results = item.get("result") if isinstance(item, Mapping) else None
+            if not isinstance(results, list):
+                continue
+            for r in results:
+                rid = r.get("id") if isinstance(r, Mapping) else None
+                if isinstance(rid, str) and rid:
+                    yield rid
+
+
 def task_prediction(
-    plan: Plan, images: Iterable[ImageResult], model_version: str
+    plan: Plan,
+    images: Iterable[ImageResult],
+    model_version: str,
+    ids: RegionIds | None = None,
 ) -> TaskPrediction:
-    """The prediction of one task from its image results (all of its images)."""
+    """The prediction of one task from its image results (all of its images);
+    region ids follow ``ids`` (see :class:`RegionIds`)."""
+    ids = ids or RegionIds(seed=model_version)
     results: list[dict[str, Any]] = []
     errors: list[str] = []
     warnings: list[str] = []
@@ -271,7 +367,9 @@ def task_prediction(
                 )
                 continue
             try:
-                found, dropped = call_results(control, call, image.width, image.height)
+                found, dropped = call_results(
+                    control, call, image.width, image.height, id_seed=ids.seed
+                )
             except (LabelStudioError, ValueError) as exc:
                 errors.append(
                     f"image {image.id}, {control.tag} {control.control!r}: {exc}"
@@ -281,5 +379,7 @@ def task_prediction(
             warnings.extend(dropped)
     if errors and not results:
         return TaskPrediction(empty_prediction(model_version), errors, warnings)
-    prediction = to_labelstudio_prediction(results, model_version=model_version)
+    prediction = to_labelstudio_prediction(
+        ids.settle(results), model_version=model_version
+    )
     return TaskPrediction(prediction, errors, warnings)

@@ -110,6 +110,7 @@ class _Writer:
         keypoint_box_from_name: str | None,
         point_size: float,
         polygon_tolerance: float,
+        id_seed: str = "",
     ) -> None:
         if not (width > 0 and height > 0):
             raise LabelStudioError(
@@ -127,7 +128,8 @@ class _Writer:
         self.keypoint_box_from_name = keypoint_box_from_name
         self.point_size = float(point_size)
         self.polygon_tolerance = polygon_tolerance
-        self.seed = zlib.crc32(from_name.encode("utf-8"))
+        seed = f"{id_seed}\x00{from_name}" if id_seed else from_name
+        self.seed = zlib.crc32(seed.encode("utf-8"))
         self.prefix = ""
 
     # ids: a digest of the whole call (from_name, labels, geometry) followed by
@@ -366,6 +368,7 @@ def to_labelstudio(
     keypoint_box_from_name: str | None = None,
     point_size: float = KEYPOINT_SIZE_PERCENT,
     polygon_tolerance: float = masks.POLYGON_TOLERANCE_PX,
+    id_seed: str = "",
 ) -> list[dict[str, Any]]:
     """Label Studio results for the predictions of one image and one control tag.
 
@@ -403,13 +406,17 @@ def to_labelstudio(
             read back as points).
         point_size: keypoint ``width``, percent.
         polygon_tolerance: approxPolyDP tolerance (pixels) for mask contours.
+        id_seed: mixed into every region id, so two predictions of the same
+            regions (a pre-annotation and an interactive answer) get different
+            ids: Label Studio merges regions by id, and an accepted suggestion
+            with an annotation region's id replaces that region.
 
     Returns:
         Plain result dicts with percent coordinates clamped to 0..100,
         ``original_width``/``original_height``/``image_rotation`` and ``score``
         when known. Region ids are stable for the same input: a crc32 of
-        ``from_name`` and all labels and geometry, followed by the prediction's
-        index (joints add ``k`` and the joint's index).
+        ``id_seed``, ``from_name`` and all labels and geometry, followed by the
+        prediction's index (joints add ``k`` and the joint's index).
     """
     writer = _Writer(
         from_name=from_name,
@@ -422,6 +429,7 @@ def to_labelstudio(
         keypoint_box_from_name=keypoint_box_from_name,
         point_size=point_size,
         polygon_tolerance=polygon_tolerance,
+        id_seed=id_seed,
     )
     predictions = list(predictions)
     writer.prefix = writer.digest(predictions)

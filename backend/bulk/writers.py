@@ -306,7 +306,7 @@ class LabelStudioSink:
         self, spec: JobSpec, task_id: Any, lines: list[dict[str, Any]]
     ) -> None:
         from backend.lsapi import LabelStudioAPIError
-        from backend.predictions import task_prediction
+        from backend.predictions import RegionIds, task_prediction
         from worker.jobspec import ImageResult
 
         mv = spec.model_version
@@ -317,7 +317,10 @@ class LabelStudioSink:
                 _mark(lines, "skipped", existing.get("id"))
                 return
             outcome = task_prediction(
-                self.plan(spec), [ImageResult.from_dict(x) for x in lines], mv
+                self.plan(spec),
+                [ImageResult.from_dict(x) for x in lines],
+                mv,
+                RegionIds.for_task({"id": task_id}, mv),
             )
             if outcome.failed:  # never an empty prediction: retried
                 _fail(lines, "; ".join(outcome.errors))

@@ -660,6 +660,34 @@ def test_interactive_text_prompt_detects_the_phrase() -> None:
     assert region["value"]["rectanglelabels"] == ["Car"]
 
 
+def test_an_accepted_suggestion_never_replaces_a_moved_box() -> None:
+    """The user moved a pre-annotated box, typed a phrase and accepted the
+    suggestion: Label Studio merges regions by id, so the answer must not
+    carry the pre-annotated box's id (it did: ids hashed label and geometry)."""
+    config = CONFIG.replace('<Label value="Person"/>', "").replace(
+        ' predicted_values="car,truck"', ""
+    )
+    client = make_client()
+    pre = client.post("/predict", json=predict_body([task(5)], config)).get_json()
+    (pre_box,) = pre["results"][0]["result"]
+    pre_ids = {pre_box["id"]}
+    moved = {**pre_box, "value": {**pre_box["value"], "x": pre_box["value"]["x"] + 5}}
+    prompt = {
+        "id": "p",
+        "from_name": "prompt",
+        "to_name": "image",
+        "type": "textarea",
+        "value": {"text": ["Car"]},
+    }
+    annotated = {**task(5), "annotations": [{"result": [moved]}]}
+    body = predict_body([annotated], config, context={"result": [moved, prompt]})
+    (answer,) = client.post("/predict", json=body).get_json()["results"][0]["result"]
+    assert answer["value"] == pre_box["value"]  # the same region, found again
+    assert answer["id"] not in pre_ids | {"p"}
+    again = client.post("/predict", json=predict_body([task(5)], config)).get_json()
+    assert {r["id"] for r in again["results"][0]["result"]} == pre_ids  # stable
+
+
 def test_interactive_prompt_without_label_reports_the_error() -> None:
     context = {
         "result": [

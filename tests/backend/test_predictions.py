@@ -7,7 +7,7 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.planner import plan_config, plan_interactive
-from backend.predictions import empty_prediction, task_prediction
+from backend.predictions import RegionIds, empty_prediction, task_prediction
 from converters.keypoint_sets import PERSON
 from converters.masks import mask_to_rle
 from converters.prediction import Prediction, RegionType
@@ -455,3 +455,71 @@ def test_animal_and_hand_spellings_plan_keypoints(labels) -> None:
         view(f'<KeyPointLabels name="kp" toName="image">{tags}</KeyPointLabels>')
     )
     assert plan.controls[0].call.task is Task.KEYPOINT
+
+
+RECT_CONFIG = view(
+    '<RectangleLabels name="label" toName="image">'
+    '<Label value="car"/></RectangleLabels>'
+)
+
+
+def _ids(prediction: dict) -> set[str]:
+    return {r["id"] for r in prediction["result"]}
+
+
+def test_an_interactive_answer_never_reuses_the_pre_annotation_ids() -> None:
+    """An accepted suggestion with a pre-annotated region's id replaced the box
+    the user had just moved: the same regions get other ids per prediction."""
+    call = CallResult(key="label", task=Task.DETECTION, predictions=[box("car")])
+    task = {"id": 7, "data": {"image": "x.png"}}
+    plan = plan_config(RECT_CONFIG)
+
+    def predict(context=None) -> dict:
+        ids = RegionIds.for_task(task, VERSION, context)
+        return task_prediction(plan, [image_result(call)], VERSION, ids).prediction
+
+    pre = predict()
+    assert _ids(pre) == _ids(predict())  # the same prediction re-sent: stable
+    moved = {**pre["result"][0], "value": {**pre["result"][0]["value"], "x": 50.0}}
+    context = {"result": [moved, {"type": "textarea", "value": {"text": ["car"]}}]}
+    answer = predict(context)
+    assert _ids(answer).isdisjoint(_ids(pre))
+    other_task = RegionIds.for_task({**task, "id": 8}, VERSION)
+    assert _ids(
+        task_prediction(plan, [image_result(call)], VERSION, other_task).prediction
+    ).isdisjoint(_ids(pre))
+
+
+def test_ids_in_annotations_and_drafts_are_never_reused() -> None:
+    kp_config = view(
+        '<RectangleLabels name="box" toName="image"><Label value="person"/>'
+        "</RectangleLabels>"
+        '<KeyPointLabels name="kp" toName="image">'
+        '<Label value="nose"/><Label value="left eye"/></KeyPointLabels>'
+    )
+    person = Prediction(
+        type=RegionType.KEYPOINT,
+        label="person",
+        coords=(0, 0, 320, 480),
+        score=0.8,
+        keypoints={"nose": (64, 48), "left eye": (70, 40)},
+        instance_id="person1",
+    )
+    call = CallResult(key="kp", task=Task.KEYPOINT, predictions=[person])
+    plan = plan_config(kp_config)
+    task = {"id": 3, "data": {"image": "x.png"}}
+    first = task_prediction(
+        plan, [image_result(call)], VERSION, RegionIds.for_task(task, VERSION)
+    ).prediction
+    box_id = next(r["id"] for r in first["result"] if r["type"] == "rectanglelabels")
+    # A person kept that box (and an odd, malformed entry) in the annotation.
+    task["annotations"] = [{"result": [{"id": box_id}, "junk", {"id": 5}]}, None]
+    task["drafts"] = [{"result": [{"id": f"{box_id}r1"}]}]
+    again = task_prediction(
+        plan, [image_result(call)], VERSION, RegionIds.for_task(task, VERSION)
+    ).prediction
+    assert box_id not in _ids(again) and f"{box_id}r1" not in _ids(again)
+    new_box = next(r["id"] for r in again["result"] if r["type"] == "rectanglelabels")
+    assert new_box == f"{box_id}r2"
+    assert {r["parentID"] for r in again["result"] if "parentID" in r} == {new_box}
+    valid(kp_config, again["result"])

@@ -726,6 +726,12 @@ def create_app(
     @app.before_request
     def require_auth() -> Response | None:
         # Headers and query only: nothing reads the body before this passes.
+        if not config.auth.host_allowed(request.host):
+            return _error(
+                "this backend has no credentials (BASIC_AUTH_USER/BASIC_AUTH_PASS) "
+                "and answers only requests addressed to 127.0.0.1 or localhost",
+                403,
+            )
         if request.path.rstrip("/") == "/webhook":
             token = request.args.get(WEBHOOK_TOKEN_PARAM) or request.headers.get(
                 WEBHOOK_TOKEN_HEADER

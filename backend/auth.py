@@ -84,6 +84,21 @@ class AuthConfig:
         return bool(self.user or self.password)
 
     @property
+    def any_configured(self) -> bool:
+        """Some credential is set (basic auth or the webhook token)."""
+        return self.basic_enabled or bool(self.webhook_token)
+
+    def host_allowed(self, host: str) -> bool:
+        """True when a request to ``host`` (its Host header) may be served:
+        always with credentials configured; without any, only a loopback name,
+        so a web page that rebinds its own domain to 127.0.0.1 (DNS rebinding)
+        cannot drive a backend that has no credentials."""
+        if self.any_configured:
+            return True
+        name = bind_host(host)
+        return name is not None and is_loopback(name)
+
+    @property
     def protects_predict(self) -> bool:
         """Both basic-auth parts are set: /predict and /setup are closed."""
         return bool(self.user and self.password)

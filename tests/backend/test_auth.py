@@ -96,3 +96,13 @@ def test_no_credentials_beyond_loopback_is_refused_naming_the_variables() -> Non
     assert exposure_problem(AuthConfig(user="ls", password="pw"), ["0.0.0.0:1"]) is None
     assert exposure_problem(AuthConfig(), ["127.0.0.1:9090", "[::1]:9090"]) is None
     assert exposure_problem(AuthConfig(), ["unix:/run/rexlabel.sock"]) is None
+
+
+def test_without_credentials_only_loopback_hosts_are_served() -> None:
+    open_backend = AuthConfig()
+    for host in ("127.0.0.1:9090", "localhost:9090", "localhost", "[::1]:9090"):
+        assert open_backend.host_allowed(host), host
+    for host in ("evil.example:9090", "evil.example", "10.0.0.5:9090", ""):
+        assert not open_backend.host_allowed(host), host
+    assert AuthConfig(user="ls", password="pw").host_allowed("ml.example:9090")
+    assert AuthConfig(webhook_token="t").host_allowed("ml.example:9090")

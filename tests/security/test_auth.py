@@ -148,6 +148,21 @@ def test_a_malformed_tasks_created_is_400_naming_the_part(ls, tmp_path, event, b
     assert bad in response.json()["error"]
 
 
+def test_without_credentials_a_rebound_host_is_refused(ls, tmp_path):
+    """No credentials (loopback only): a web page whose domain now resolves
+    to 127.0.0.1 (DNS rebinding) reaches the port with its own Host header."""
+    env = {k: v for k, v in _env(ls, tmp_path).items() if "BASIC_AUTH" not in k}
+    with serve(tmp_path, env) as backend:
+        rebound = {"Host": f"attacker.example:{backend.url.rsplit(':', 1)[1]}"}
+        for path in ("/setup", "/webhook", "/predict"):
+            response = backend.post(path, _setup_body(), headers=rebound)
+            assert response.status_code == 403, path
+            assert "127.0.0.1 or localhost" in response.json()["error"]
+        assert backend.get("/versions", headers=rebound).status_code == 403
+        assert backend.get("/versions").status_code == 200  # Host: 127.0.0.1
+    assert ls.requests == []
+
+
 def test_the_default_listen_address_is_loopback():
     assert is_loopback(settings.setting("REXLABEL_HOST").default)
 

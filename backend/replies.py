@@ -36,12 +36,13 @@ PATH_PATTERN = re.compile(
 ``C:\\data\\x``); a lone ``/`` segment (``/predict``) or ``3/4`` is left."""
 
 HOST_PORT_PATTERN = re.compile(
-    r"(?<![\w.-])(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]"
-    r"|[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*):\d{1,5}\b"
+    r"(?<![\w.-])(?:(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
+    r"|[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*:\d{2,5})\b"
 )
 """A ``host:port`` without a scheme (``10.0.0.5:8080``, ``redis:6379``,
-``[::1]:9090``): an IPv4 address, a bracketed IPv6 one or a name with a letter,
-so ``3:45`` stays."""
+``[::1]:9090``): an IPv4 address or a bracketed IPv6 one with any port, or a
+name with a letter and a port of two digits or more, so ``3:45`` and a label
+like ``dog:2`` stay."""
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 """Ports an error may add to a task's URL (``host`` -> ``host:80``)."""

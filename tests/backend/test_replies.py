@@ -40,3 +40,10 @@ def test_plain_messages_stay() -> None:
 def test_windows_home_and_file_urls_are_hidden() -> None:
     text = r"C:\models\rex\a.bin, ~/cache/hub and file:///etc/passwd"
     assert scrub_text(text) == "<path>, <path> and <url>"
+
+
+def test_host_ports_are_hidden_but_not_label_like_pairs() -> None:
+    text = "redis:6379 and [::1]:9090 and 10.0.0.1:9 refused; label dog:2 at 3:45"
+    assert scrub_text(text) == (
+        "<host> and <host> and <host> refused; label dog:2 at 3:45"
+    )

@@ -154,9 +154,13 @@ class _Categories:
                 "map it first or pass add_unknown=True"
             ) from None
 
-    def joints_of(self, p: Prediction, where: str) -> tuple[str, ...]:
+    def joints_of(self, p: Prediction, where: str) -> tuple[str, ...] | None:
+        """The joints of ``p``'s category, fixed by its first instance that
+        names any; None while none has (``p`` names none either)."""
         names = list(p.keypoints or {})
         joints = self.joints.get(p.label)
+        if joints is None and not names:
+            return None
         if joints is None:  # fixed by the first instance of the category
             kp_set = guess_keypoint_set(names)
             if kp_set is not None and set(names) <= set(kp_set.joints):
@@ -193,6 +197,44 @@ class _Categories:
         return out
 
 
+def _outline(p: Prediction, bbox: Sequence[float]) -> list[float]:
+    """A polygon for an annotation without one, so ``COCOeval(iouType="segm")``
+    and ``annToMask`` read every annotation: a point as a degenerate triangle,
+    anything else as its box's corners in the order ``COCO.loadRes`` writes
+    them (left-top, left-bottom, right-bottom, right-top)."""
+    if p.type is RegionType.POINT:
+        x, y = p.coords
+        return [x, y, x, y, x, y]
+    x0, y0, w, h = bbox
+    x1, y1 = x0 + w, y0 + h
+    return [x0, y0, x0, y1, x1, y1, x1, y0]
+
+
+def _is_box_outline(flat: Sequence[float], bbox: Sequence[float] | None) -> bool:
+    """Whether a single polygon is :func:`_outline` of ``bbox`` (a box)."""
+    if bbox is None or len(flat) != 8:
+        return False
+    x0, y0, w, h = bbox
+    x1, y1 = x0 + w, y0 + h
+    return list(flat) == [x0, y0, x0, y1, x1, y1, x1, y0]
+
+
+def _fill_keypoints(
+    annotations: list[dict[str, Any]], categories: list[dict[str, Any]]
+) -> None:
+    """Every annotation of a category with ``keypoints`` carries ``keypoints``
+    (3 x K numbers) and ``num_keypoints`` -- 0 for a box without joints, or an
+    instance seen before its category's joints were known -- as
+    ``COCOeval(iouType="keypoints")`` reads both from every annotation."""
+    joints = {c["id"]: len(c["keypoints"]) for c in categories if "keypoints" in c}
+    for ann in annotations:
+        k = joints.get(ann["category_id"])
+        if k is None or "keypoints" in ann:
+            continue
+        ann["keypoints"] = [0.0, 0.0, MISSING] * k
+        ann["num_keypoints"] = 0
+
+
 def _annotation(
     p: Prediction, image: CocoImage, categories: _Categories, where: str
 ) -> dict[str, Any]:
@@ -211,17 +253,20 @@ def _annotation(
             ann["polygon"] = flat
     elif kind is RegionType.KEYPOINT:
         joints = categories.joints_of(p, where)
-        triplets: list[float] = []
-        for joint in joints:
-            xy = p.keypoints.get(joint)
-            triplets.extend((0.0, 0.0, MISSING) if xy is None else (*xy, VISIBLE))
         ann["bbox"] = _xywh(p.coords)
         ann["area"] = ann["bbox"][2] * ann["bbox"][3]
-        ann["keypoints"] = triplets
-        ann["num_keypoints"] = sum(xy is not None for xy in p.keypoints.values())
+        if joints is not None:  # else filled in once the category's joints are known
+            triplets: list[float] = []
+            for joint in joints:
+                xy = (p.keypoints or {}).get(joint)
+                triplets.extend((0.0, 0.0, MISSING) if xy is None else (*xy, VISIBLE))
+            ann["keypoints"] = triplets
+            ann["num_keypoints"] = sum(v != MISSING for v in triplets[2::3])
     else:
         ann["bbox"] = _xywh(p.coords)
         ann["area"] = ann["bbox"][2] * ann["bbox"][3]
+    if "segmentation" not in ann and p.mask is None:
+        ann["segmentation"] = [_outline(p, ann["bbox"])]
     if p.mask is not None:
         if list(p.mask["size"]) != [image.height, image.width]:
             raise CocoError(
@@ -293,10 +338,12 @@ def to_coco(
             ann["id"] = len(annotations) + 1
             ann["image_id"] = int(image_id)
             annotations.append(ann)
+    categories_json = cats.to_json()
+    _fill_keypoints(annotations, categories_json)
     dataset: dict[str, Any] = {
         "images": images_json,
         "annotations": annotations,
-        "categories": cats.to_json(),
+        "categories": categories_json,
     }
     if info is not None:
         dataset = {"info": dict(info), **dataset}
@@ -306,15 +353,22 @@ def to_coco(
 _RESULT_KEYS = ("image_id", "category_id", "bbox", "segmentation", "keypoints")
 
 
-def to_coco_results(dataset: Mapping[str, Any]) -> list[dict[str, Any]]:
+def to_coco_results(
+    dataset: Mapping[str, Any], iou_type: str | None = None
+) -> list[dict[str, Any]]:
     """The results-list form (``COCO.loadRes``) of a :func:`to_coco` dataset.
 
     Each annotation keeps ``image_id``, ``category_id``, ``bbox`` and, when
     present, ``segmentation`` and ``keypoints``; ``score`` is the prediction's
-    or :data:`DEFAULT_RESULT_SCORE`.
+    or :data:`DEFAULT_RESULT_SCORE`. With ``iou_type="keypoints"``, annotations
+    without a visible joint are left out: they say nothing about keypoints
+    (COCOeval ignores such ground truth too), and their all-zero joints would
+    count as a wrong detection at the image's corner.
     """
     results = []
     for ann in dataset["annotations"]:
+        if iou_type == "keypoints" and not ann.get("num_keypoints"):
+            continue
         result = {key: ann[key] for key in _RESULT_KEYS if key in ann}
         result["score"] = ann.get("score", DEFAULT_RESULT_SCORE)
         results.append(result)
@@ -332,8 +386,8 @@ def _prediction(
     }
     x, y, w, h = ann["bbox"] if "bbox" in ann else (0.0, 0.0, 0.0, 0.0)
     box = (x, y, x + w, y + h)
-    if ann.get("keypoints") and category.get("keypoints"):
-        values = ann["keypoints"]
+    values = ann.get("keypoints") or []
+    if category.get("keypoints") and any(v != MISSING for v in values[2::3]):
         joints = {
             joint: None
             if values[3 * k + 2] == MISSING
@@ -348,6 +402,12 @@ def _prediction(
             type=RegionType.POINT, label=label, coords=ann["point"], **extra
         )
     segmentation = ann.get("segmentation")
+    if (
+        isinstance(segmentation, list)
+        and len(segmentation) == 1
+        and _is_box_outline(segmentation[0], ann.get("bbox"))
+    ):
+        segmentation = None  # a box written with its outline (to_coco)
     if isinstance(segmentation, list) and len(segmentation) == 1:
         flat = segmentation[0]
         points = list(zip(flat[0::2], flat[1::2], strict=True))
@@ -381,7 +441,9 @@ def _prediction(
 def from_coco(dataset: Mapping[str, Any]) -> list[CocoImage]:
     """Canonical predictions per image from a COCO dataset (or a :func:`to_coco` one).
 
-    Keypoint annotations become keypoint instances (joints with v = 0 are None),
+    Keypoint annotations with a visible joint become keypoint instances (joints
+    with v = 0 are None; one with no joint visible reads back as its box), a
+    single polygon that is its bbox's outline (as :func:`to_coco` writes boxes) a box,
     ``point`` annotations points, a single-polygon segmentation a polygon, an RLE
     or a multi-polygon segmentation a box (the annotation's bbox) with the mask
     as COCO RLE, anything else a box. Images keep their order and ids.

@@ -34,7 +34,7 @@ def _coco(dataset: dict) -> COCO:
 def _evaluate(dataset: dict, iou_type: str, sigmas=None, cat_ids=None) -> float:
     gt = _coco(dataset)
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(to_coco_results(dataset))
+        dt = gt.loadRes(to_coco_results(dataset, iou_type))
         evaluator = COCOeval(gt, dt, iou_type)
         if sigmas is not None:
             evaluator.params.kpt_oks_sigmas = sigmas
@@ -114,7 +114,10 @@ def test_dataset_structure_ids_and_fields():
     assert [a["id"] for a in anns] == [1, 2, 3, 4, 5, 6]
     box, _, poly, masked, _, point = anns
     assert box["bbox"] == [10, 20, 100, 70] and box["area"] == 7000
-    assert "segmentation" not in box and box["score"] == 0.9
+    # A box also carries its outline (as COCO.loadRes writes one), so segm
+    # evaluation and annToMask read every annotation.
+    assert box["segmentation"] == [[10, 20, 10, 90, 110, 90, 110, 20]]
+    assert box["score"] == 0.9
     assert poly["segmentation"] == [[5, 5, 60, 8, 55, 40, 8, 35]]
     assert poly["text"] == "HELLO" and poly["category_id"] == 2
     assert poly["area"] == pytest.approx(1585.0)  # shoelace of the four vertices
@@ -237,6 +240,86 @@ def test_keypoint_ap_against_themselves_is_one(kp_set):
     dataset = to_coco(images, [kp_set.name])
     sigmas = np.full(len(kp_set.joints), 0.05)
     assert _evaluate(dataset, "keypoints", sigmas=sigmas) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("box_first", [True, False], ids=["box-first", "box-last"])
+def test_keypoint_eval_reads_boxes_and_joint_less_instances(box_first):
+    """COCOeval(iouType="keypoints") read num_keypoints from every annotation
+    of the category: a person box without joints, or an instance whose joints
+    are all missing, stopped it with KeyError -- also when the box comes
+    before any instance with joints."""
+    empty = Prediction(
+        type="keypoint",
+        label="person",
+        coords=(200, 10, 300, 200),
+        keypoints={j: None for j in PERSON.joints},
+        score=0.6,
+    )
+    bare = Prediction(
+        type="keypoint", label="person", coords=(5, 5, 50, 60), keypoints={}
+    )
+    box = Prediction(type="box", label="person", coords=(100, 100, 140, 200))
+    found = [_instance(PERSON, 0, 1, 0.9), empty]
+    images = [
+        CocoImage(
+            "p.jpg", W, H, [box, bare, *found] if box_first else [*found, bare, box]
+        )
+    ]
+    dataset = to_coco(images, ["person"])
+    (category,) = dataset["categories"]
+    assert category["keypoints"] == list(PERSON.joints)
+    for ann in dataset["annotations"]:
+        assert len(ann["keypoints"]) == 3 * len(PERSON.joints)
+        assert ann["num_keypoints"] == sum(v > 0 for v in ann["keypoints"][2::3])
+        assert isinstance(ann["segmentation"], list)
+    assert [a["num_keypoints"] for a in dataset["annotations"]] == (
+        [0, 0, len(PERSON.joints) - 2, 0]
+        if box_first
+        else [len(PERSON.joints) - 2, 0, 0, 0]
+    )
+    sigmas = np.full(len(PERSON.joints), 0.05)
+    assert _evaluate(dataset, "keypoints", sigmas=sigmas) == pytest.approx(1.0)
+    assert _evaluate(dataset, "segm") == pytest.approx(1.0)
+    assert _evaluate(dataset, "bbox") == pytest.approx(1.0)
+
+
+def test_segm_eval_and_ann_to_mask_read_labels_that_mix_boxes_and_masks():
+    """One label holding a plain box, a rotated-box polygon, a mask and a point:
+    COCOeval(iouType="segm") and annToMask stopped with KeyError on the box."""
+    rle = masks.mask_to_rle(_disc_mask(100, 100, 40))
+    images = [
+        CocoImage(
+            "m.jpg",
+            W,
+            H,
+            [
+                Prediction(type="box", label="car", coords=(10, 20, 60, 70), score=0.9),
+                Prediction(
+                    type="polygon",
+                    label="car",
+                    coords=[(150, 10), (200, 30), (180, 80), (130, 60)],
+                    score=0.8,
+                ),
+                Prediction(
+                    type="box", label="car", coords=masks.rle_bbox(rle), mask=rle
+                ),
+                Prediction(type="point", label="car", coords=(5.0, 5.0)),
+            ],
+        )
+    ]
+    dataset = to_coco(images, ["car"])
+    coco = _coco(dataset)
+    box_mask = coco.annToMask(dataset["annotations"][0])
+    assert box_mask.sum() == pytest.approx(50 * 50, rel=0.1)
+    for ann in dataset["annotations"]:
+        coco.annToMask(ann)  # no KeyError
+    # The point has no area to match: segm AP of the other three is 1.
+    cat_ids = [1]
+    without_point = {**dataset, "annotations": dataset["annotations"][:3]}
+    assert _evaluate(without_point, "segm", cat_ids=cat_ids) == pytest.approx(1.0)
+    back = from_coco(dataset)[0].predictions
+    assert [p.type for p in back] == ["box", "polygon", "box", "point"]
+    assert back[0].coords == (10, 20, 60, 70)
 
 
 def test_loadres_accepts_results_without_scores():

@@ -131,6 +131,18 @@ class LabelMap:
             return labels.pop(), Match.FUZZY
         return (phrase, Match.FREE) if self.free else (None, None)
 
+    def label_in_phrase(self, phrase: str) -> str | None:
+        """The one label whose name (or an alias) occurs in ``phrase`` as
+        whole words (``Text`` in ``text line``), else None -- also when the
+        names of two labels occur."""
+        words = f" {normalize_phrase(phrase)} "
+        found = {
+            label
+            for name, label in self._normalized.items()
+            if name and f" {name} " in words
+        }
+        return found.pop() if len(found) == 1 else None
+
     def restricted_to(self, phrases: Iterable[str]) -> LabelMap:
         """A map asking only ``phrases``, each mapped through this map.
 

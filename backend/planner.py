@@ -578,8 +578,8 @@ def _plan_ocr(
     if plan.label_map.free:
         plan.label_map = LabelMap.free_phrases(plan.call.categories)
         for labels_tag in ctx.on_image(plan.to_name, ("Labels",)):
-            labels_map = _label_map(labels_tag)
-            if all(labels_map.resolve(c) for c in plan.call.categories):
+            labels_map = _ocr_labels(_label_map(labels_tag), plan.call.categories)
+            if labels_map is not None:
                 plan.labels_control = labels_tag.name
                 plan.labels_map = labels_map
                 break
@@ -590,6 +590,22 @@ def _plan_ocr(
                 plan.call.categories,
                 _describe(labels_tag),
             )
+
+
+def _ocr_labels(labels_map: LabelMap, categories: list[str]) -> LabelMap | None:
+    """How OCR regions of ``categories`` take a label of a ``Labels`` tag: each
+    category's own label (``predicted_values``, or its name), else the tag's
+    only label, else the one label named in every category (Label Studio's
+    stock OCR template: ``Text`` for ``text line``); None when none fits."""
+    if all(labels_map.resolve(c) for c in categories):
+        return labels_map
+    labels = labels_map.labels
+    if len(labels) == 1:
+        return LabelMap(phrases={c: labels[0] for c in categories})
+    named = {labels_map.label_in_phrase(c) for c in categories}
+    if len(named) == 1 and None not in named:
+        return LabelMap(phrases={c: named.pop() for c in categories})
+    return None
 
 
 def _names_a_category(phrase: str, categories: LabelMap) -> bool:

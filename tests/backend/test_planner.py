@@ -274,8 +274,9 @@ def test_stock_ocr_template_serves_the_rectangle_once() -> None:
     assert control.call.task is Task.OCR_BOX
     assert control.call.categories == [OCR_DEFAULT_CATEGORY]
     assert control.text_control == "transcription"
-    # "text line" matches no label of the Labels tag: the regions get no label.
-    assert control.labels_control is None
+    # The stock template's "Text" is named in "text line": regions take it.
+    assert control.labels_control == "label"
+    assert control.labels_map.resolve(OCR_DEFAULT_CATEGORY) == "Text"
     assert any("Polygon 'poly'" in note for note in plan.notes)
 
 

@@ -144,6 +144,50 @@ def test_ocr_regions_share_an_id_across_geometry_labels_and_text() -> None:
     valid(OCR, results)
 
 
+STOCK_OCR = view(
+    '<Labels name="label" toName="image">'
+    '<Label value="Text" background="green"/>'
+    '<Label value="Handwriting" background="blue"/></Labels>',
+    '<Rectangle name="bbox" toName="image" strokeWidth="3"/>',
+    '<Polygon name="poly" toName="image" strokeWidth="3"/>',
+    '<TextArea name="transcription" toName="image" editable="true" '
+    'perRegion="true" required="true" maxSubmissions="1" rows="5" '
+    'placeholder="Recognized Text" displayMode="region-list"/>',
+)
+"""Label Studio's stock OCR template, as written (no predicted_values)."""
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        STOCK_OCR,
+        STOCK_OCR.replace('<Label value="Handwriting" background="blue"/>', ""),
+    ],
+    ids=["stock-template", "one-label"],
+)
+def test_stock_ocr_template_regions_carry_the_text_label(config) -> None:
+    """Regions came back without a label: "text line" matched no label."""
+    plan = plan_config(config)
+    call = CallResult(
+        key="bbox", task=Task.OCR_BOX, predictions=[box("text line", text="HELLO")]
+    )
+    results = task_prediction(plan, [image_result(call)], VERSION).prediction["result"]
+    assert [r["type"] for r in results] == ["rectangle", "labels", "textarea"]
+    assert results[1]["value"]["labels"] == ["Text"]
+    assert len({r["id"] for r in results}) == 1
+    valid(config, results)
+
+
+def test_ocr_labels_stay_off_when_no_label_is_named() -> None:
+    config = STOCK_OCR.replace('"Text"', '"Printed"')
+    plan = plan_config(config)
+    call = CallResult(
+        key="bbox", task=Task.OCR_BOX, predictions=[box("text line", text="HI")]
+    )
+    results = task_prediction(plan, [image_result(call)], VERSION).prediction["result"]
+    assert [r["type"] for r in results] == ["rectangle", "textarea"]
+
+
 def test_ocr_without_labels_tag_is_plain_geometry_plus_text() -> None:
     config = view(
         '<Polygon name="poly" toName="image"/>',

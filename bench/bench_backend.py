@@ -14,6 +14,10 @@ a fixed, well-formed Rex-Omni answer. Image loading, prompt building, parsing,
 scoring, Redis, RQ, Flask, planning and the Label Studio conversion are all
 timed; generation is not.
 
+Basic auth is on (``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``), as a deployment
+must have it, and the image is a Label Studio local-files reference under
+``LOCAL_FILES_DOCUMENT_ROOT`` (the only local files served over HTTP).
+
 Figures printed (no assertions):
 
 - p50 / p99 / max milliseconds of a one-task interactive ``/predict`` (a
@@ -66,6 +70,10 @@ ANSWER = (
 """Two boxes: what visual prompting typically returns for one drawn box."""
 
 STOP_TOKEN = "<|im_end|>"
+
+BENCH_USER = "bench"
+BENCH_PASSWORD = "bench-password-not-secret"
+"""Basic auth credentials of the bench's own loopback server."""
 
 CONFIG = (
     '<View><Image name="image" value="$image"/>'
@@ -229,6 +237,7 @@ def throughput(url: str, body: dict[str, Any], clients: int, seconds: float) -> 
 
     def client(i: int) -> None:
         session = requests.Session()
+        session.auth = (BENCH_USER, BENCH_PASSWORD)
         while time.monotonic() < stop:
             reply = session.post(url, json=body, timeout=30).json()
             try:
@@ -267,9 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     connection = Redis.from_url(url)
     connection.flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="rexlabel-bench-"))
-    image = tmp / "street.jpg"
-    Image.new("RGB", IMAGE_SIZE, (90, 120, 150)).save(image, quality=90)
-    body = interactive_body(str(image))
+    Image.new("RGB", IMAGE_SIZE, (90, 120, 150)).save(tmp / "street.jpg", quality=90)
+    body = interactive_body("/data/local-files/?d=street.jpg")
+    served = {
+        "LOCAL_FILES_DOCUMENT_ROOT": str(tmp),
+        "BASIC_AUTH_USER": BENCH_USER,
+        "BASIC_AUTH_PASS": BENCH_PASSWORD,
+    }
+    os.environ.update(served)  # the in-process worker's image loader reads these
 
     # In-process: planning, the instant model's pipeline and conversion, no HTTP.
     from backend.app import BackendConfig, create_app
@@ -278,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.jobs import WorkerRuntime, install_runtime
 
     install_runtime(WorkerRuntime(engine=InstantEngine()))
-    app = create_app({}, runner=InProcessRunner(), store=MemoryStore())
+    app = create_app(served, runner=InProcessRunner(), store=MemoryStore())
     backend = app.extensions["rexlabel"]
     assert isinstance(backend.config, BackendConfig)
     print(f"InstantEngine answer: {len(InstantEngine().token_ids)} tokens, 2 boxes")
@@ -287,7 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         time_requests(lambda: backend.predict(body), args.requests),
     )
 
-    env = {"REDIS_URL": url, "LOG_LEVEL": "WARNING", "REXLABEL_MODEL": "bench/instant"}
+    env = {
+        **served,
+        "REDIS_URL": url,
+        "LOG_LEVEL": "WARNING",
+        "REXLABEL_MODEL": "bench/instant",
+    }
     workers = [
         _start([sys.executable, __file__, "--worker", url, f"bench-{i}"], env)
         for i in range(args.workers)
@@ -315,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             try:
-                health = requests.get(f"{base}/health", timeout=1).json()
+                health = requests.get(
+                    f"{base}/health", timeout=1, auth=(BENCH_USER, BENCH_PASSWORD)
+                ).json()
                 if health["queue"]["workers"] >= args.workers:
                     break
             except (requests.RequestException, ValueError, KeyError):
@@ -324,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError("server or workers did not come up")
             time.sleep(0.2)
         session = requests.Session()
+        session.auth = (BENCH_USER, BENCH_PASSWORD)
         predict = f"{base}/predict"
         report(
             f"HTTP + Redis + {args.workers} worker(s), 1 client",

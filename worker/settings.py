@@ -40,6 +40,20 @@ def _parse_str(raw: str) -> str:
     return raw.strip()
 
 
+def _check_label_studio_url(url: str) -> None:
+    """Parsed as the HTTP client parses it (credentials go only there)."""
+    from worker.labelstudio_media import parse_http_url
+
+    parse_http_url(url)
+
+
+def _check_allowed_hosts(raw: str) -> None:
+    """Every entry is host, host:port, *.suffix[:port] or *."""
+    from worker.images import parse_allowed_hosts
+
+    parse_allowed_hosts(raw)
+
+
 _PARSERS: dict[type, Callable[[str], Any]] = {
     bool: _parse_bool,
     int: _parse_int,
@@ -54,7 +68,9 @@ class Setting:
 
     ``aliases`` are older names users know (read when ``name`` is unset);
     ``choices`` restricts the value; ``minimum`` bounds numbers from below;
-    ``secret`` masks the value in ``rexlabel config`` and logs.
+    ``secret`` masks the value in ``rexlabel config`` and logs; ``check``
+    raises ValueError (its message names the bad part) for a value of the
+    right type that is still unusable, so start-up refuses it at once.
     """
 
     name: str
@@ -65,6 +81,7 @@ class Setting:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     secret: bool = False
+    check: Callable[[Any], Any] | None = None
 
     def raw(self, environ: Mapping[str, str]) -> str | None:
         for key in (self.name, *self.aliases):
@@ -90,6 +107,11 @@ class Setting:
             raise SettingsError(
                 f"{self.name}={raw!r} is not valid: must be at least {self.minimum}"
             )
+        if self.check is not None and value != "":
+            try:
+                self.check(value)
+            except ValueError as exc:
+                raise SettingsError(f"{self.name} is not valid: {exc}") from None
         return value
 
 
@@ -102,6 +124,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Base URL of Label Studio, for image downloads and posting predictions; "
         "empty means task images must be local paths or allowed URLs.",
         aliases=("LABEL_STUDIO_HOST",),
+        check=_check_label_studio_url,
     ),
     Setting(
         "LABEL_STUDIO_API_KEY",
@@ -197,6 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated hosts image URLs may come from besides Label Studio: "
         "host (port 80/443 only), host:port, *.suffix[:port], or * for any public "
         "host; empty blocks others (SSRF).",
+        check=_check_allowed_hosts,
     ),
     Setting(
         "REXLABEL_DOWNLOAD_DEADLINE_S",

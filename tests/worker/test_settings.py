@@ -53,3 +53,20 @@ def test_every_setting_has_a_reason_and_a_default_of_its_type():
     for s in SETTINGS:
         assert s.reason.strip(), s.name
         assert isinstance(s.default, s.type), s.name
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"LABEL_STUDIO_URL": "http://127.0.0.1:9\\@ls.example"}, "backslash"),
+        ({"LABEL_STUDIO_HOST": "http://user@ls.example"}, "user"),
+        ({"REXLABEL_ALLOWED_HOSTS": "cdn.example, bad host:x"}, "'bad host:x'"),
+    ],
+)
+def test_unsafe_urls_and_host_entries_stop_start_up(environ, named):
+    """Checked when settings are read (every entrypoint reads all first), not
+    when the first image loads."""
+    with pytest.raises(SettingsError) as caught:
+        settings.read_all(environ)
+    assert named in str(caught.value)
+    assert settings.read_all({"LABEL_STUDIO_URL": "http://ls.example:8080"})

@@ -392,7 +392,7 @@ def _check_image(
     project: int | None,
     auth: Any,
 ) -> Check:
-    from worker.images import ImageLoader, ImageLoadError
+    from worker.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoader, ImageLoadError
 
     if image is None:
         try:
@@ -414,7 +414,7 @@ def _check_image(
         token=str(values["LABEL_STUDIO_API_KEY"]),
         allowed_hosts=values.get("REXLABEL_ALLOWED_HOSTS", ""),
         local_files_root=values.get("LOCAL_FILES_DOCUMENT_ROOT", ""),
-        max_pixels=values.get("REXLABEL_MAX_IMAGE_PIXELS", 100_000_000),
+        max_pixels=values.get("REXLABEL_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
         cache_bytes=0,  # a cached image would prove nothing
         session=session,
     )

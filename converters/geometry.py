@@ -21,8 +21,9 @@ MAX_PIXELS = 2560 * 28 * 28
 
 MAX_IMAGE_PIXELS = 32 * MAX_PIXELS
 """Most pixels decoded for one image (64,225,280, e.g. 9800 x 6550): the model
-sees at most MAX_PIXELS, so more only costs memory (Pillow holds up to 4 bytes a
-pixel: 257 MB here); 32x still takes a 61 MP camera photo or an 8K frame whole."""
+sees at most MAX_PIXELS, so more only costs memory (a decode peaks at 1 to 7 bytes
+a pixel: grey 1-2, RGB 3, RGBA 7 with its RGB copy; 64 to 450 MB here); 32x still
+takes a 61 MP camera photo or an 8K frame whole."""
 
 MAX_ASPECT_RATIO = 200
 """qwen_vl_utils refuses images longer than 200 times their width (or the reverse)."""

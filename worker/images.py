@@ -21,6 +21,7 @@ import functools
 import http.cookiejar
 import io
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -29,13 +30,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
-from converters.geometry import MAX_PIXELS, MIN_PIXELS, smart_resize
+from converters.geometry import (
+    MAX_IMAGE_PIXELS,
+    MAX_PIXELS,
+    MIN_PIXELS,
+    smart_resize,
+)
 from worker import settings
 from worker.labelstudio_media import (
     LOCAL_FILE_UNREADABLE,
@@ -51,9 +58,31 @@ from worker.labelstudio_media import (
     same_origin,
 )
 
-DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
-"""Above any camera (61 MP sensors) yet refuses decompression bombs; also note
-that Pillow itself refuses more than 2 x ``Image.MAX_IMAGE_PIXELS`` (179 MP)."""
+DEFAULT_MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+"""``converters.geometry.MAX_IMAGE_PIXELS`` (32x what the model sees): pixels
+decoded at once. Pillow itself refuses headers over 2 x ``Image.MAX_IMAGE_PIXELS``
+(179 MP), whatever the format."""
+REDUCING_GAP = 3.0
+"""Pillow's ``resize(reducing_gap=3)``: ``reduce()`` by whole factors first, then
+bicubic; Pillow documents the result as indistinguishable from a full bicubic."""
+ORIGINAL_SIZE_KEY = "rexlabel.original_size"
+"""``Image.info`` key of a reduced image's full ``(width, height)``."""
+EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""EXIF orientation -> the transpose that shows the image upright (as
+``ImageOps.exif_transpose``; applied after any reduction, on the small image)."""
+GREY_MODES = ("1", "L")
+"""Modes resized as ``L`` before becoming RGB: the same pixels, a third of the
+memory (a 1-bit bomb would otherwise be tripled to RGB at full size)."""
+SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)
+"""EXIF orientations whose upright image swaps width and height."""
 DEFAULT_MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
 """A 100 MP PNG is at most ~300 MB raw and far less compressed; stop endless bodies."""
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -104,15 +133,27 @@ class ImageRefused(ImageLoadError):
 
 
 def decode_image(
-    data: bytes | Path, *, source: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    data: bytes | Path,
+    *,
+    source: str,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    fit_pixels: int | None = None,
 ) -> Image.Image:
     """Decode bytes (or a file) to an RGB image with EXIF orientation applied.
 
-    Size is checked from the header before any pixel is decoded.
+    ``fit_pixels`` (the model's ``max_pixels``): an image with more pixels is
+    decoded straight down to the size the model takes (``smart_resize``): a
+    JPEG by DCT scaling while decoding (``Image.draft``, up to 8x a side), any
+    image by ``reduce()`` inside the bicubic resize. Its size as Label Studio
+    shows it stays available as :func:`original_size`, for coordinates.
+
+    ``max_pixels`` bounds what is decoded at once: the header's size, or a
+    drafted JPEG's reduced size. Both are known before any pixel is decoded, so
+    a bomb is refused for the price of its header.
 
     Raises:
         ImageDecodeError: not an image, or truncated.
-        ImageTooLarge: more than ``max_pixels`` pixels.
+        ImageTooLarge: more than ``max_pixels`` pixels to decode.
     """
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
@@ -126,21 +167,96 @@ def decode_image(
     except OSError as exc:
         raise ImageDecodeError(f"{source} could not be read: {exc}") from None
     try:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageTooLarge(
-                f"{source} is {width}x{height} = {width * height} pixels, more than "
-                f"the limit of {max_pixels} (REXLABEL_MAX_IMAGE_PIXELS)"
-            )
+        stored = image.size
+        target = _fit_size(stored, fit_pixels)
+        if target is not None:
+            image.draft("RGB", target)
+        _check_pixels(source, stored, image.size, max_pixels)
         try:
             image.load()
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageDecodeError(f"{source} is damaged or truncated: {exc}") from None
-        oriented = ImageOps.exif_transpose(image)
-        return oriented if oriented.mode == "RGB" else oriented.convert("RGB")
+        return _finish(image, target, stored)
     finally:
         if isinstance(data, Path):
             image.close()
+
+
+def _fit_size(size: tuple[int, int], fit_pixels: int | None) -> tuple[int, int] | None:
+    """``(width, height)`` the model takes an image of ``size`` at, when that is
+    a downscale (more than ``fit_pixels`` pixels); None to keep the size."""
+    width, height = size
+    if fit_pixels is None or width * height <= fit_pixels:
+        return None
+    try:
+        fit_h, fit_w = smart_resize(height, width, max_pixels=fit_pixels)
+    except ValueError:  # aspect ratio the model refuses: the engine says so
+        return None
+    return fit_w, fit_h
+
+
+def _check_pixels(
+    source: str,
+    stored: tuple[int, int],
+    decoded: tuple[int, int],
+    max_pixels: int,
+) -> None:
+    """ImageTooLarge when decoding would allocate more than ``max_pixels``."""
+    pixels = decoded[0] * decoded[1]
+    if pixels <= max_pixels:
+        return
+    size = f"{stored[0]}x{stored[1]}"
+    if decoded != stored:
+        size += f" (decoded at {decoded[0]}x{decoded[1]})"
+    raise ImageTooLarge(
+        f"{source} is {size} = {pixels} pixels, more than the limit of "
+        f"{max_pixels} (REXLABEL_MAX_IMAGE_PIXELS)"
+    )
+
+
+def _finish(
+    image: Image.Image, target: tuple[int, int] | None, stored: tuple[int, int]
+) -> Image.Image:
+    """The loaded ``image`` as RGB, at ``target`` when given, EXIF-oriented; a
+    resized one carries its displayed full size (:func:`original_size`).
+
+    Grey images are resized in ``L`` (1 byte a pixel) and made RGB once small;
+    colour ones become RGB first (alpha dropped, as before). The full-size
+    source is released as soon as its converted copy exists."""
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    work_mode = "L" if image.mode in GREY_MODES and target is not None else "RGB"
+    work = image if image.mode == work_mode else image.convert(work_mode)
+    if work is not image:
+        image.close()  # frees the decoded pixels; ``work`` holds the copy
+    if target is not None and work.size != target:
+        work = work.resize(target, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+        sideways = orientation in SIDEWAYS_ORIENTATIONS
+        work.info[ORIGINAL_SIZE_KEY] = stored[::-1] if sideways else stored
+    if orientation in EXIF_TRANSPOSE:
+        work = work.transpose(EXIF_TRANSPOSE[orientation])  # keeps ``info``
+    return work if work.mode == "RGB" else work.convert("RGB")
+
+
+def read_capped(handle: BinaryIO, max_bytes: int, source: str) -> bytes:
+    """All of an open file, refused (ImageTooLarge) when it holds more than
+    ``max_bytes``: its size is checked before reading, and the read stops one
+    byte past the cap in case the file grew meanwhile."""
+    size = os.fstat(handle.fileno()).st_size
+    data = b"" if size > max_bytes else handle.read(max_bytes + 1)
+    if size > max_bytes or len(data) > max_bytes:
+        raise ImageTooLarge(
+            f"{source} is {max(size, len(data))} bytes, more than {max_bytes} "
+            "(the download limit applies to local files too)"
+        )
+    return data
+
+
+def original_size(image: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of the image as Label Studio shows it: the full size
+    of one :func:`decode_image` reduced for the model, else ``image.size``.
+    Pixel coordinates (prompts, parsed regions, masks) use this size."""
+    width, height = image.info.get(ORIGINAL_SIZE_KEY, image.size)
+    return int(width), int(height)
 
 
 def resize_for_model(
@@ -404,12 +520,18 @@ class ImageLoader:
         return cls(**values)
 
     def load(
-        self, ref: str, *, task_id: int | None = None, local_paths: bool = False
+        self,
+        ref: str,
+        *,
+        task_id: int | None = None,
+        local_paths: bool = False,
+        fit_pixels: int | None = None,
     ) -> Image.Image:
         """The image ``ref`` points to: RGB, EXIF orientation applied.
 
         ``local_paths`` allows plain paths and ``file://`` (the command line
-        only; see ``resolve_media``).
+        only; see ``resolve_media``). ``fit_pixels``: decode a larger image
+        down to the model's size (see :func:`decode_image`).
         """
         try:
             location = resolve_media(
@@ -422,29 +544,39 @@ class ImageLoader:
         except MediaReferenceError as exc:
             raise ImageRefused(str(exc)) from None
         if location.path is not None and location.hide_reason:
-            return self._load_file_quietly(ref, location.path)
+            return self._load_file_quietly(ref, location.path, fit_pixels)
         if location.path is not None:
-            return self._load_file(ref, location.path)
+            return self._load_file(ref, location.path, fit_pixels)
         data = self.fetch(ref, location)
-        return decode_image(data, source=ref, max_pixels=self.max_pixels)
+        return decode_image(
+            data, source=ref, max_pixels=self.max_pixels, fit_pixels=fit_pixels
+        )
 
-    def _load_file(self, ref: str, path: Path) -> Image.Image:
+    def _load_file(
+        self, ref: str, path: Path, fit_pixels: int | None = None
+    ) -> Image.Image:
         if not path.is_file():
             reason = "is a directory" if path.is_dir() else "does not exist"
             raise ImageNotFound(f"image file {str(path)!r} (from {ref!r}) {reason}")
         try:
             with path.open("rb") as handle:
-                return decode_image(
-                    handle.read(), source=str(path), max_pixels=self.max_pixels
-                )
+                data = read_capped(handle, self.max_download_bytes, str(path))
+            return decode_image(
+                data,
+                source=str(path),
+                max_pixels=self.max_pixels,
+                fit_pixels=fit_pixels,
+            )
         except PermissionError:
             raise ImageAccessDenied(f"no permission to read {str(path)!r}") from None
 
-    def _load_file_quietly(self, ref: str, path: Path) -> Image.Image:
+    def _load_file_quietly(
+        self, ref: str, path: Path, fit_pixels: int | None = None
+    ) -> Image.Image:
         """``_load_file`` for a request over HTTP: every failure (missing,
         directory, no permission, not an image, too large) is one answer."""
         try:
-            return self._load_file(ref, path)
+            return self._load_file(ref, path, fit_pixels)
         except (ImageLoadError, OSError):
             raise ImageNotFound(f"{ref!r}: {LOCAL_FILE_UNREADABLE}") from None
 
@@ -648,15 +780,18 @@ def load_image(
     task_id: int | None = None,
     loader: ImageLoader | None = None,
     local_paths: bool = False,
+    fit_pixels: int | None = None,
 ) -> Image.Image:
     """Load ``ref`` as RGB with EXIF orientation applied (as Label Studio shows it).
 
     ``local_paths`` allows plain paths and ``file://``: only for references
     the command line's user gave, never for task data from a request.
+    ``fit_pixels``: an image larger than that is decoded down to the model's
+    size (:func:`decode_image`); :func:`original_size` gives its full size.
 
     Raises:
         ImageLoadError: a subclass naming the reference and the reason.
     """
     return (loader or default_loader()).load(
-        ref, task_id=task_id, local_paths=local_paths
+        ref, task_id=task_id, local_paths=local_paths, fit_pixels=fit_pixels
     )

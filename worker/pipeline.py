@@ -14,6 +14,7 @@ Only ``engine.generate`` touches the device.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 from PIL import Image
 
+from converters.geometry import MAX_PIXELS
 from converters.parser import parse_output
 from converters.prediction import Prediction
 from converters.prompts import build_prompt
@@ -32,6 +34,7 @@ from worker.engines.base import (
     GenerationResult,
     SamplingSettings,
 )
+from worker.images import original_size
 from worker.jobspec import CallResult, ImageJob, ImageResult, ModelCall
 from worker.scoring import score_predictions
 
@@ -90,7 +93,7 @@ def call_prompt(call: ModelCall, image: Image.Image) -> str:
             call.categories,
             keypoint_type=call.keypoint_type,
             visual_prompt_boxes=call.visual_prompt_boxes,
-            image_size=image.size,
+            image_size=original_size(image),
         )
     except ValueError as exc:
         raise PipelineError(f"{describe_call(call)}: {exc}") from None
@@ -277,7 +280,7 @@ def run_calls(
 
 def _call_result(image, call: ModelCall, generation, masker) -> CallResult:
     started = time.perf_counter()
-    width, height = image.size
+    width, height = original_size(image)
     parsed = parse_output(
         generation.text, call.task, width, height, category=_parse_category(call)
     )
@@ -342,13 +345,17 @@ def run_image_jobs(
 ) -> list[ImageResult]:
     """Load each image and run all calls of all images in one engine batch.
 
-    An image that cannot be loaded gets ``error`` set. A call that fails
-    (engine, parsing, SAM) is left out of its image's ``calls`` and named in
-    its ``error``; the image's other calls are kept, other images unaffected.
+    Images are decoded one at a time, each straight down to the engine's
+    ``max_pixels`` when larger (``worker.images.decode_image``), so a chunk
+    holds model-sized images only; regions stay in original pixels
+    (``original_size``). An image that cannot be loaded gets ``error`` set.
+    A call that fails (engine, parsing, SAM) is left out of its image's
+    ``calls`` and named in its ``error``; the image's other calls are kept,
+    other images unaffected.
     ``load`` defaults to ``worker.images.load_image`` (Label Studio URLs,
     local paths).
     """
-    load = load or _load_image
+    load = load or functools.partial(_load_image, fit_pixels=model_max_pixels(engine))
     results = [ImageResult(id=job.id, task_id=job.task_id) for job in images]
     loaded: list[tuple[int, Image.Image]] = []
     for index, job in enumerate(images):
@@ -360,7 +367,7 @@ def run_image_jobs(
             continue
         finally:
             results[index].load_s = time.perf_counter() - started
-        results[index].width, results[index].height = image.size
+        results[index].width, results[index].height = original_size(image)
         loaded.append((index, image))
     pairs = [(image, call) for index, image in loaded for call in images[index].calls]
     try:
@@ -394,7 +401,18 @@ def _call_error(call: ModelCall, image: str, exc: Exception) -> str:
     return f"{describe_call(call)} failed on image {image!r}: {exc}"
 
 
-def _load_image(job: ImageJob) -> Image.Image:
+def model_max_pixels(engine: Engine) -> int:
+    """The most pixels ``engine`` feeds the model (its ``max_pixels``, else
+    upstream's): larger images are decoded down to that."""
+    return int(getattr(engine, "max_pixels", MAX_PIXELS))
+
+
+def _load_image(job: ImageJob, fit_pixels: int | None = None) -> Image.Image:
     from worker.images import load_image
 
-    return load_image(job.image, task_id=job.task_id, local_paths=job.local_paths)
+    return load_image(
+        job.image,
+        task_id=job.task_id,
+        local_paths=job.local_paths,
+        fit_pixels=fit_pixels,
+    )

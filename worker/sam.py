@@ -30,6 +30,7 @@ from PIL import Image
 
 from converters.masks import mask_to_polygon, mask_to_rle, rle_bbox
 from converters.prediction import Prediction, RegionType
+from worker.images import original_size
 
 log = logging.getLogger(__name__)
 
@@ -201,16 +202,33 @@ class SamMasker:
 
     # Prompts -> masks -------------------------------------------------------
     def _set_image(self, image: Image.Image) -> tuple[int, int]:
-        """Embed ``image`` unless it is the one embedded last; returns (H, W)."""
+        """Embed ``image`` unless it is the one embedded last; returns (H, W)
+        of its original size (``worker.images.original_size``: an image decoded
+        down for the model still gets prompts and masks in full-size pixels;
+        SAM embeds at 1024 px a side, less than any such reduced image)."""
+        width, height = original_size(image)
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         array = np.asarray(rgb)
         key = hashlib.blake2b(array.tobytes(), digest_size=16).digest()
-        key += repr(array.shape).encode()
+        key += repr((array.shape, height, width)).encode()
         if key != self._image_key:
-            self.predictor.set_image(array, image_format="RGB")
+            self._embed(array, (height, width))
             self._image_key = key
             self.embeddings += 1
-        return array.shape[0], array.shape[1]
+        return height, width
+
+    def _embed(self, array: np.ndarray, original: tuple[int, int]) -> None:
+        """``SamPredictor.set_image`` for an ``(h, w, 3)`` RGB array that stands
+        for an image of ``original`` (H, W): prompts are read and masks
+        returned at ``original``."""
+        import torch
+
+        if self.predictor.model.image_format != "RGB":
+            array = array[..., ::-1]
+        resized = self.predictor.transform.apply_image(array)
+        tensor = torch.as_tensor(resized, device=self.predictor.device)
+        tensor = tensor.permute(2, 0, 1).contiguous()[None, :, :, :]
+        self.predictor.set_torch_image(tensor, original)
 
     def box_masks(
         self, image: Image.Image, boxes: Sequence[Sequence[float]]

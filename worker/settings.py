@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from converters.geometry import MAX_IMAGE_PIXELS
+
 
 class SettingsError(ValueError):
     """An environment variable has a value rexlabel cannot use; names the variable."""
@@ -240,8 +242,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_MAX_IMAGE_PIXELS",
         int,
-        100_000_000,
-        "Above any camera photo, yet refuses decompression bombs.",
+        MAX_IMAGE_PIXELS,
+        "Pixels decoded at once (a JPEG's after DCT scaling): 32x the model's "
+        "2 MP input, more only costs memory; a 61 MP photo still fits.",
         minimum=1,
     ),
     Setting(

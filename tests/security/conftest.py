@@ -18,10 +18,12 @@ import io
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -353,3 +355,22 @@ BASIC_AUTH = ("ls", "basic-secret")
 def basic_auth_env() -> dict[str, str]:
     """The environment that makes ``serve`` require :data:`BASIC_AUTH`."""
     return {"BASIC_AUTH_USER": BASIC_AUTH[0], "BASIC_AUTH_PASS": BASIC_AUTH[1]}
+
+
+def bomb_png(side: int = 10_000) -> bytes:
+    """A valid 1-bit ``side`` x ``side`` PNG of zeros: about 12 KB for 10000,
+    100 MP (hundreds of MB) once decoded. A real decompression bomb."""
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(side))
+    data += compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + b"".join(
+        (chunk(b"IHDR", header), chunk(b"IDAT", data), chunk(b"IEND", b""))
+    )

@@ -6,6 +6,7 @@ import zlib
 import pytest
 from PIL import Image
 
+from converters.geometry import MAX_PIXELS, smart_resize
 from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, make_pat
 from tests.security.conftest import Dripper, Listener
 from worker import settings
@@ -26,6 +27,7 @@ from worker.images import (
     ImageTooLarge,
     decode_image,
     load_image,
+    original_size,
     parse_allowed_hosts,
     resize_for_model,
 )
@@ -586,3 +588,96 @@ def test_local_files_for_a_request_fail_with_one_answer(tmp_path):
     assert loader.load("/data/local-files/?d=ok.png").size == (40, 20)
     with pytest.raises(ImageNotFound, match="does not exist"):  # the CLI is told
         loader.load("/data/local-files/?d=missing.png", local_paths=True)
+
+
+# Images larger than the model takes ------------------------------------------------
+
+
+def test_a_10000_square_png_bomb_is_refused_from_its_header(monkeypatch):
+    """12 KB on disk, 100 MP in memory: refused before Pillow allocates a pixel
+    (the default limit is 32x what the model sees)."""
+    from PIL import ImageFile
+
+    def no_decoding(self):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageTooLarge, match=r"10000x10000.*REXLABEL_MAX_IMAGE_PIXELS"):
+        decode_image(_png_with_size(10_000, 10_000), source="bomb.png")
+    assert DEFAULT_MAX_IMAGE_PIXELS == 32 * MAX_PIXELS
+
+
+def _record_decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """Sizes Pillow allocates when it decodes (after any JPEG draft)."""
+    from PIL import ImageFile
+
+    sizes: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def recording(self):
+        sizes.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording)
+    return sizes
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_to_the_model_size(monkeypatch):
+    data = _encoded(_two_colour(8000, 6000), "JPEG", quality=90)
+    sizes = _record_decoded_sizes(monkeypatch)
+    image = decode_image(data, source="big.jpg", fit_pixels=MAX_PIXELS)
+    fit_h, fit_w = smart_resize(6000, 8000)
+    assert image.size == (fit_w, fit_h)
+    assert original_size(image) == (8000, 6000)
+    assert set(sizes) == {(2000, 1500)}  # DCT scaling by 4, not 48 MP
+    assert _close(image.getpixel((10, 10)), RED)
+    assert _close(image.getpixel((fit_w - 10, 10)), BLUE)
+
+
+def test_a_jpeg_too_large_even_after_dct_scaling_is_refused():
+    data = _encoded(_two_colour(4000, 4000), "JPEG")  # at most 8x smaller a side
+    with pytest.raises(ImageTooLarge, match=r"4000x4000 \(decoded at 500x500\)"):
+        decode_image(data, source="x", max_pixels=200_000, fit_pixels=10_000)
+
+
+def test_a_large_rotated_png_fits_the_model_and_keeps_its_shown_size():
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = ROTATE_90_CW
+    data = _encoded(_two_colour(3000, 2000), "PNG", exif=exif)
+    image = decode_image(data, source="x", fit_pixels=MAX_PIXELS)
+    fit_h, fit_w = smart_resize(3000, 2000)
+    assert image.size == (fit_w, fit_h)
+    assert original_size(image) == (2000, 3000)
+    # As the full-size decode shows it: red on top after the turn.
+    assert _close(image.getpixel((10, 10)), RED)
+    assert _close(image.getpixel((10, fit_h - 10)), BLUE)
+    full = resize_for_model(decode_image(data, source="x"))
+    assert full.size == image.size
+
+
+def test_an_image_the_model_takes_whole_is_not_resized():
+    data = _encoded(_two_colour(1000, 800))
+    image = decode_image(data, source="x", fit_pixels=MAX_PIXELS)
+    assert image.size == original_size(image) == (1000, 800)
+
+
+def test_a_local_file_larger_than_the_download_limit_is_not_read(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(_encoded(_two_colour(40, 20)) + b"\0" * 5000)
+    loader = ImageLoader(max_download_bytes=4096)
+    with pytest.raises(ImageTooLarge, match=r"huge.png is \d+ bytes, more than 4096"):
+        loader.load(str(path), local_paths=True)
+
+
+def test_a_local_file_is_read_no_further_than_the_cap(tmp_path):
+    """A file that grows after its size was taken (a pipe, a log) is cut off."""
+    from worker.images import read_capped
+
+    path = tmp_path / "growing.bin"
+    path.write_bytes(b"x" * 10)
+    with path.open("rb") as handle:
+        path.write_bytes(b"x" * 100)
+        with pytest.raises(ImageTooLarge, match="more than 50"):
+            read_capped(handle, 50, str(path))
+    with path.open("rb") as handle:
+        assert read_capped(handle, 100, str(path)) == b"x" * 100

@@ -349,3 +349,35 @@ def test_a_failing_mask_step_keeps_the_calls_without_masks(tmp_path, installed_r
     assert a.calls[0].predictions[0].label == "cat"
     assert "call 'signs' (detection: broken sign)" in a.error
     assert "SAM ran out of memory" in a.error
+
+
+class SizeRecordingEngine(PhraseEngine):
+    """PhraseEngine that also records the size of every image it is given."""
+
+    def __init__(self, answers: dict[str, str]):
+        super().__init__(answers)
+        self.image_sizes: list[tuple[int, int]] = []
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.image_sizes.extend(r.image.size for r in requests)
+        return super().generate(requests)
+
+
+def test_a_large_image_reaches_the_engine_at_model_size_in_original_pixels(tmp_path):
+    """A 3000x2000 photo is decoded down to the model's input (not held whole);
+    the job's size and the regions stay in the photo's own pixels."""
+    from converters.geometry import smart_resize
+
+    path = tmp_path / "large.png"
+    _image(3000, 2000).save(path)
+    engine = SizeRecordingEngine(PHRASE_ANSWERS)
+    call = ModelCall(task="detection", categories=["cat"], key="animals")
+    job = ImageJob(id="1", image=str(path), calls=[call], local_paths=True)
+    (result,) = run_image_jobs(engine, [job])
+    fit_h, fit_w = smart_resize(2000, 3000)
+    assert engine.image_sizes == [(fit_w, fit_h)]
+    assert (result.width, result.height) == (3000, 2000)
+    (box,) = result.calls[0].predictions
+    bins = (100, 100, 400, 400)  # PHRASE_ANSWERS["cat"]
+    expected = [b / 999 * side for b, side in zip(bins, (3000, 2000) * 2, strict=True)]
+    assert box.coords == pytest.approx(expected)

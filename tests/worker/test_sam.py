@@ -265,3 +265,23 @@ def test_real_vit_b_from_a_checkpoint_file(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nvit_b: build+save+load {loaded - started:.1f} s, ", end="")
         print(f"embed + 2 masks {done - loaded:.1f} s")
+
+
+def test_an_image_reduced_for_the_model_gets_masks_at_its_original_size(masker):
+    """``decode_image`` hands the pipeline a model-sized image of a large photo;
+    box and point prompts are in the photo's pixels, and so are the masks."""
+    import io
+
+    from converters.geometry import MAX_PIXELS
+    from worker.images import decode_image
+
+    photo = _image(size=(300, 200)).resize((3000, 2000), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    reduced = decode_image(buffer.getvalue(), source="x", fit_pixels=MAX_PIXELS)
+    assert reduced.width < 3000
+    masks, _ = masker.box_masks(reduced, [(100, 100, 1500, 1000)])
+    assert masks[0].shape == (2000, 3000)
+    region = masker.point_mask(reduced, [[2900, 1900, 1]])
+    assert rle_to_mask(region.mask).shape == (2000, 3000)
+    assert masker.predictor.original_size == (2000, 3000)

@@ -234,6 +234,7 @@ class TransformersEngine(Engine):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
         if self.device.startswith("cuda") and PREFER_FLASH_OVER_CUDNN_SDPA:
             import torch
 

@@ -438,6 +438,23 @@ class HostGuard:
         self._check_public(parsed)
         return parsed
 
+    def check_redirect(self, url: str) -> HttpURL:
+        """The parsed target of a redirect Label Studio answered (a presigned
+        cloud URL): Label Studio, an allowed entry, or any host resolving to
+        public addresses only -- never an internal one that is not named (an
+        open redirect must not reach a metadata service or a private port).
+        MinIO on a private network: name it in REXLABEL_ALLOWED_HOSTS."""
+        try:
+            parsed = parse_http_url(url)
+        except UnsafeURLError as exc:
+            raise ImageRefused(str(exc)) from None
+        if same_origin(parsed.url, self.label_studio_url) or any(
+            entry.matches(parsed) for entry in self._entries
+        ):
+            return parsed
+        self._check_public(parsed)
+        return parsed
+
     def _check_public(self, parsed: HttpURL) -> None:
         host = parsed.host.strip("[]")
         try:
@@ -637,13 +654,13 @@ class ImageLoader:
         )
 
     def _hop(self, ref: str, url: str, *, trusted: bool) -> HttpURL:
-        """One address to request: checked by the guard, or (in a chain Label
-        Studio started) only parsed."""
+        """One address to request: checked by the guard (in a chain Label
+        Studio started, as a redirect target: public or named hosts only)."""
         if not trusted:
             return self.guard.check(url)
         try:
-            return parse_http_url(url)
-        except UnsafeURLError as exc:
+            return self.guard.check_redirect(url)
+        except ImageRefused as exc:
             raise ImageRefused(f"{ref!r}: {exc}") from None
 
     def _send(

@@ -242,9 +242,25 @@ def test_404_is_not_found(ls):
         loader.load("/data/upload/1/missing.png")
 
 
+def _cloud(ls) -> str:
+    """The fake cloud's host:port (an REXLABEL_ALLOWED_HOSTS entry)."""
+    return ls.cloud_url.removeprefix("http://")
+
+
+def test_a_presigned_url_to_an_unnamed_internal_host_is_refused(ls):
+    ls.cloud["s3://bucket/a.png"] = _encoded(_two_colour())
+    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    with pytest.raises(ImageRefused, match="non-public address"):
+        loader.load("s3://bucket/a.png", task_id=1)
+    assert not [r for r in ls.requests if r[1].startswith("cloud:")]
+
+
 def test_cloud_uri_is_presigned_and_the_token_stays_with_label_studio(ls):
     ls.cloud["s3://bucket/photos/a.png"] = _encoded(_two_colour())
-    loader = ImageLoader(label_studio_url=ls.url, token=ls.pat)
+    # The fake cloud is on loopback, as MinIO on a private network: named.
+    loader = ImageLoader(
+        label_studio_url=ls.url, token=ls.pat, allowed_hosts=_cloud(ls)
+    )
     image = loader.load("s3://bucket/photos/a.png", task_id=12)
     assert image.size == (40, 20)
     presign, cloud = [r for r in ls.requests if r[0] == "GET"]
@@ -283,7 +299,9 @@ def test_cache_hit_makes_no_request(ls):
 
 def test_cloud_uris_are_cached_by_uri_not_by_presigned_url(ls):
     ls.cloud["gs://b/a.png"] = _encoded(_two_colour())
-    loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+    loader = ImageLoader(
+        label_studio_url=ls.url, token=LEGACY_TOKEN, allowed_hosts=_cloud(ls)
+    )
     loader.load("gs://b/a.png", task_id=1)
     count = len(ls.requests)
     loader.load("gs://b/a.png", task_id=1)
@@ -523,7 +541,11 @@ def test_a_redirect_from_label_studio_carries_no_token_elsewhere(trick):
             "user-info": f"http://{ls_host}@{attacker.url.removeprefix('http://')}/",
         }[trick]
         ls.reply = _redirect_to(location)
-        loader = ImageLoader(label_studio_url=ls.url, token=LEGACY_TOKEN)
+        loader = ImageLoader(
+            label_studio_url=ls.url,
+            token=LEGACY_TOKEN,
+            allowed_hosts=attacker.url.removeprefix("http://"),
+        )
         if trick == "plain":  # a presigned URL: followed, without the token
             assert loader.load("/data/upload/1/x.png").size == (64, 64)
         else:

@@ -228,8 +228,11 @@ def _finish(
     work = image if image.mode == work_mode else image.convert(work_mode)
     if work is not image:
         image.close()  # frees the decoded pixels; ``work`` holds the copy
-    if target is not None and work.size != target:
-        work = work.resize(target, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+    if target is not None:  # smaller than ``stored``, whatever draft did
+        if work.size != target:
+            work = work.resize(
+                target, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP
+            )
         sideways = orientation in SIDEWAYS_ORIENTATIONS
         work.info[ORIGINAL_SIZE_KEY] = stored[::-1] if sideways else stored
     if orientation in EXIF_TRANSPOSE:

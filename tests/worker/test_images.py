@@ -703,3 +703,12 @@ def test_a_local_file_is_read_no_further_than_the_cap(tmp_path):
             read_capped(handle, 50, str(path))
     with path.open("rb") as handle:
         assert read_capped(handle, 100, str(path)) == b"x" * 100
+
+
+def test_a_jpeg_whose_dct_scaling_lands_on_the_model_size_keeps_its_size():
+    """2800 x 2800 drafts by 2 to exactly the model's 1400 x 1400: no resize is
+    left to do, and the full size must still be known."""
+    data = _encoded(_two_colour(2800, 2800), "JPEG")
+    image = decode_image(data, source="x", fit_pixels=MAX_PIXELS)
+    assert image.size == (1400, 1400)
+    assert original_size(image) == (2800, 2800)

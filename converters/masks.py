@@ -173,10 +173,15 @@ def _brush_size(width: Any, height: Any, max_pixels: int) -> tuple[int, int]:
         raise MaskError(f"brush size must be positive, got {w}x{h}")
     if w * h > max_pixels:
         raise MaskError(
-            f"brush mask of {w}x{h} = {w * h} pixels is more than the limit of "
-            f"{max_pixels} (MAX_MASK_PIXELS)"
+            f"brush mask of {_number(w)}x{_number(h)} pixels is more than the "
+            f"limit of {max_pixels} (MAX_MASK_PIXELS)"
         )
     return w, h
+
+
+def _number(value: int) -> str:
+    """An int for a message: exact up to 12 digits, else like ``1.000e+300``."""
+    return str(value) if abs(value) < 10**12 else f"{value:.3e}"
 
 
 class _BrushBits:

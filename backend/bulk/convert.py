@@ -51,6 +51,7 @@ REGION_CONTROLS = ("RectangleLabels", "PolygonLabels", "BrushLabels", "Labels")
 """Control tags whose labels become COCO categories (keypoint labels are joints)."""
 TASK_ERRORS = (
     ValueError,  # ConvertError, MaskError, bad numbers
+    ArithmeticError,  # a size too large for int() or the arithmetic
     TypeError,
     KeyError,
     AttributeError,  # a task or result of the wrong JSON type

@@ -13,6 +13,12 @@ and cloud URIs. Downloads go through a guard
 addresses only when that host is named) and a bounded LRU cache of the encoded
 bytes, keyed by URL. Every failure is an :class:`ImageLoadError` naming the
 reference.
+
+Memory: files and downloads are capped in bytes before they are read; an
+image is refused from its header above ``REXLABEL_MAX_IMAGE_PIXELS``, and with
+``fit_pixels`` (the pipeline passes the model's ``max_pixels``) a larger one is
+decoded straight down to the model's size, its full size kept as
+:func:`original_size` for coordinates.
 """
 
 from __future__ import annotations

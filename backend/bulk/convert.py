@@ -17,6 +17,7 @@ flat memory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,6 +29,7 @@ from typing import Any
 from PIL import Image
 
 from backend.bulk.writers import CocoStreamWriter
+from converters.parser import DEFAULT_OCR_LABEL
 from converters.prediction import Prediction
 from worker.images import ImageLoadError
 
@@ -47,6 +49,10 @@ UPSTREAM_TASK_NAMES = (
     ("detection", "detection"),
 )
 """Substrings of upstream evaluation task names -> our task (first match wins)."""
+UNLABELLED_CATEGORY = "region"
+"""COCO category of a region without a label or text (a plain ``Rectangle``):
+COCO tools need a name, and an empty one reads as a missing category."""
+
 REGION_CONTROLS = ("RectangleLabels", "PolygonLabels", "BrushLabels", "Labels")
 """Control tags whose labels become COCO categories (keypoint labels are joints)."""
 TASK_ERRORS = (
@@ -275,8 +281,19 @@ def _add_task(
     parsed = from_labelstudio(results, width=width or None, height=height or None)
     for warning in parsed.warnings:
         stats.warn(f"task {task.get('id')}: {warning}")
-    writer.add(ref, width, height, parsed.predictions, task_id=task.get("id"))
+    predictions = [_named(p) for p in parsed.predictions]
+    writer.add(ref, width, height, predictions, task_id=task.get("id"))
     stats.images += 1
+
+
+def _named(p: Prediction) -> Prediction:
+    """A region without a label (a plain ``Rectangle``/``Polygon``) named for
+    its COCO category: OCR text regions ``text``, as the parser names OCR
+    answers, others ``UNLABELLED_CATEGORY`` -- never a category called ``""``."""
+    if p.label:
+        return p
+    label = DEFAULT_OCR_LABEL if p.text is not None else UNLABELLED_CATEGORY
+    return dataclasses.replace(p, label=label)
 
 
 # Raw model outputs -------------------------------------------------------------------
@@ -406,6 +423,7 @@ def raw_to_labelstudio(
     image_root: str | Path | None = None,
     from_name: str = "label",
     keypoint_box_from_name: str | None = None,
+    text_from_name: str | None = None,
     to_name: str = "image",
     data_key: str = "image",
     model_version: str = "rex-omni",
@@ -413,7 +431,9 @@ def raw_to_labelstudio(
     """Label Studio tasks with one prediction each (import them with the
     project's ``from_name``/``to_name``), written as a JSON list, streaming.
     ``keypoint_box_from_name``: a ``RectangleLabels`` tag receiving each
-    keypoint instance's box, the ``parentID`` of its joints."""
+    keypoint instance's box, the ``parentID`` of its joints.
+    ``text_from_name``: a per-region ``TextArea`` receiving OCR text under its
+    region's id (as the backend writes it); None drops the text."""
     from converters.labelstudio import to_labelstudio, to_labelstudio_prediction
 
     stats = ConvertStats()
@@ -432,6 +452,7 @@ def raw_to_labelstudio(
                         width=image.width,
                         height=image.height,
                         keypoint_box_from_name=keypoint_box_from_name,
+                        text_from_name=text_from_name,
                     )
                     prediction = to_labelstudio_prediction(
                         results, model_version=model_version

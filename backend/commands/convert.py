@@ -6,7 +6,7 @@ Usage::
     rexlabel convert export.json --out preds.json --predictions [--model-version V]
     rexlabel convert --raw outputs.jsonl --out coco.json [--image-root DIR]
     rexlabel convert --raw outputs.jsonl --to labelstudio --out tasks.json \\
-        [--from-name label --to-name image]
+        [--from-name label --to-name image --text-from-name transcription]
 
 A Label Studio JSON export keeps masks (as COCO RLE), per-instance keypoints,
 OCR text and scores. ``--raw`` reads one JSON object a line with the image
@@ -21,6 +21,9 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+
+DEFAULT_TEXT_FROM_NAME = "transcription"
+"""The per-region TextArea of Label Studio's OCR template: OCR text goes there."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -77,6 +80,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "instance's box, which its joints get as parent (default: joints only)",
     )
     parser.add_argument(
+        "--text-from-name",
+        default=DEFAULT_TEXT_FROM_NAME,
+        help="--to labelstudio: the per-region TextArea that gets OCR text, under "
+        "its region's id (default: %(default)s, as Label Studio's OCR template)",
+    )
+    parser.add_argument(
         "--to-name",
         default="image",
         help="--to labelstudio: the <Image> tag name (and data key)",
@@ -110,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
                     image_root=args.image_root,
                     from_name=args.from_name,
                     keypoint_box_from_name=args.box_from_name,
+                    text_from_name=args.text_from_name or None,
                     to_name=args.to_name,
                     data_key=args.to_name,
                     model_version=args.model_version or "rex-omni",

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from label_studio_sdk.label_interface import LabelInterface
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -504,3 +505,72 @@ def test_convert_raw_reports_a_bomb_image_by_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: line 2:" in err and "decompression bomb" in err
     assert len(json.loads(out.read_text())["images"]) == 2
+
+
+OCR_LINE = {
+    "image_path": "page.jpg",
+    "width": 1000,
+    "height": 500,
+    "task": "ocr_box",
+    "categories": ["text line"],
+    "raw_response": "<|object_ref_start|>AB-123<|object_ref_end|><|box_start|>"
+    "<100><200><300><400><|box_end|><|im_end|>",
+}
+
+
+def test_convert_raw_to_labelstudio_keeps_ocr_text(tmp_path):
+    """The text was dropped: it goes into the per-region TextArea under the
+    region's id, as the backend writes it."""
+    src = tmp_path / "ocr.jsonl"
+    src.write_text(json.dumps(OCR_LINE) + "\n")
+    out = tmp_path / "tasks.json"
+    args = ["convert", "--raw", str(src), "--to", "labelstudio", "--out", str(out)]
+    assert main(args) == 0
+    (task,) = json.loads(out.read_text())
+    box, text = task["predictions"][0]["result"]
+    assert (box["type"], text["type"]) == ("rectanglelabels", "textarea")
+    assert box["id"] == text["id"]
+    assert text["from_name"] == "transcription" and text["value"]["text"] == ["AB-123"]
+    assert text["value"]["x"] == box["value"]["x"]
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<RectangleLabels name="label" toName="image"><Label value="text line"/>'
+        "</RectangleLabels>"
+        '<TextArea name="transcription" toName="image" perRegion="true"/></View>'
+    )
+    prediction = {"result": task["predictions"][0]["result"], "score": 0.5}
+    assert LabelInterface(config).validate_prediction(prediction) is True
+
+
+def test_export_names_unlabelled_ocr_regions_text(tmp_path):
+    """A Rectangle + TextArea OCR export gave a COCO category named ''."""
+    plain = {
+        "id": "r1",
+        "from_name": "bbox",
+        "to_name": "image",
+        "type": "rectangle",
+        "value": {**_pct(10, 10), "width": 20, "height": 10, "rotation": 0},
+        **SIZE,
+    }
+    text = {**plain, "from_name": "transcription", "type": "textarea"}
+    text["value"] = {**plain["value"], "text": ["HELLO"]}
+    other = {**plain, "id": "r2", "value": {**plain["value"], "x": 60}}
+    tasks = [
+        {
+            "id": 1,
+            "data": {"image": "a.jpg"},
+            "annotations": [{"result": [plain, text, other]}],
+        }
+    ]
+    src = tmp_path / "export.json"
+    src.write_text(json.dumps(tasks))
+    out = tmp_path / "coco.json"
+    assert main(["convert", str(src), "--out", str(out)]) == 0
+    coco = COCO(str(out))
+    names = {c["id"]: c["name"] for c in coco.dataset["categories"]}
+    assert "" not in names.values()
+    anns = coco.dataset["annotations"]
+    assert [(names[a["category_id"]], a.get("text")) for a in anns] == [
+        ("text", "HELLO"),
+        ("region", None),
+    ]

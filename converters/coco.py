@@ -219,10 +219,10 @@ def _is_box_outline(flat: Sequence[float], bbox: Sequence[float] | None) -> bool
     return list(flat) == [x0, y0, x0, y1, x1, y1, x1, y0]
 
 
-def _fill_keypoints(
+def fill_keypoints(
     annotations: list[dict[str, Any]], categories: list[dict[str, Any]]
 ) -> None:
-    """Every annotation of a category with ``keypoints`` carries ``keypoints``
+    """Make every annotation of a category with ``keypoints`` carry ``keypoints``
     (3 x K numbers) and ``num_keypoints`` -- 0 for a box without joints, or an
     instance seen before its category's joints were known -- as
     ``COCOeval(iouType="keypoints")`` reads both from every annotation."""
@@ -339,7 +339,7 @@ def to_coco(
             ann["image_id"] = int(image_id)
             annotations.append(ann)
     categories_json = cats.to_json()
-    _fill_keypoints(annotations, categories_json)
+    fill_keypoints(annotations, categories_json)
     dataset: dict[str, Any] = {
         "images": images_json,
         "annotations": annotations,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.bulk.store import DeliveryLog, JobDir, JobSpec
-from converters.coco import CocoCategory, CocoImage, to_coco
+from converters.coco import CocoCategory, CocoImage, fill_keypoints, to_coco
 from converters.prediction import Prediction, predictions_from_dicts
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ class CocoStreamWriter:
         self._write(self._images, image, self.image_count)
         for ann in dataset["annotations"]:
             ann["id"] = self.annotation_count + 1
-            self._write(self._annotations, ann, self.annotation_count)
+            # one a line: close() completes those a later image's category changed
+            self._annotations.write(json.dumps(ann, ensure_ascii=False) + "\n")
             self.annotation_count += 1
         self.image_count += 1
         return image_id
@@ -115,10 +116,10 @@ class CocoStreamWriter:
                 with open(self._dir / "images", encoding="utf-8") as part:
                     shutil.copyfileobj(part, out, COPY_BUFFER_BYTES)
                 out.write('], "annotations": [')
-                with open(self._dir / "annotations", encoding="utf-8") as part:
-                    shutil.copyfileobj(part, out, COPY_BUFFER_BYTES)
+                categories = self.categories_json()
+                self._copy_annotations(out, categories)
                 out.write('], "categories": ')
-                out.write(json.dumps(self.categories_json(), ensure_ascii=False))
+                out.write(json.dumps(categories, ensure_ascii=False))
                 out.write("}\n")
                 out.flush()
                 os.fsync(out.fileno())
@@ -127,6 +128,17 @@ class CocoStreamWriter:
             tmp.unlink(missing_ok=True)
             shutil.rmtree(self._dir, ignore_errors=True)
         return self.path
+
+    def _copy_annotations(self, out: Any, categories: list[dict[str, Any]]) -> None:
+        """The annotations, one at a time, each completed for the final
+        categories: a person box written before any person instance named its
+        joints still gets ``keypoints`` and ``num_keypoints`` (COCOeval reads
+        them from every annotation of a keypoint category)."""
+        with open(self._dir / "annotations", encoding="utf-8") as part:
+            for count, line in enumerate(part):
+                ann = json.loads(line)
+                fill_keypoints([ann], categories)
+                self._write(out, ann, count)
 
     def abort(self) -> None:
         self._images.close()
@@ -235,9 +247,7 @@ class _Previews:
         from worker.images import load_image
 
         # previews exist only for files jobs: the command line's own images
-        image = load_image(
-            line["image"], task_id=line.get("task_id"), local_paths=True
-        )
+        image = load_image(line["image"], task_id=line.get("task_id"), local_paths=True)
         drawn = draw(image, predictions)
         name = f"{int(line['id']) if str(line['id']).isdigit() else line['id']}"
         stem = Path(str(line["image"]).split("?", 1)[0]).stem or "image"

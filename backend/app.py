@@ -452,9 +452,7 @@ class Backend:
         if not interactive and len(tasks) > self.config.sync_task_limit:
             return self._to_background(tasks, project, label_config, extra, version)
 
-        outcomes = self._run(
-            plan, tasks, version, urgent=interactive, context=context
-        )
+        outcomes = self._run(plan, tasks, version, urgent=interactive, context=context)
         results = [
             failed_prediction(version, "; ".join(o.errors))
             if o.failed and not interactive

@@ -429,13 +429,8 @@ class HostGuard:
 
     def check(self, url: str) -> HttpURL:
         """The parsed ``url`` if it may be downloaded; else ImageRefused."""
-        try:
-            parsed = parse_http_url(url)
-        except UnsafeURLError as exc:
-            raise ImageRefused(str(exc)) from None
-        if same_origin(parsed.url, self.label_studio_url) or any(
-            entry.matches(parsed) for entry in self._entries
-        ):
+        parsed = self._parse(url)
+        if self._named(parsed):
             return parsed
         if ANY_PUBLIC_HOST not in self.allowed:
             raise ImageRefused(
@@ -453,16 +448,23 @@ class HostGuard:
         public addresses only -- never an internal one that is not named (an
         open redirect must not reach a metadata service or a private port).
         MinIO on a private network: name it in REXLABEL_ALLOWED_HOSTS."""
+        parsed = self._parse(url)
+        if not self._named(parsed):
+            self._check_public(parsed)
+        return parsed
+
+    @staticmethod
+    def _parse(url: str) -> HttpURL:
         try:
-            parsed = parse_http_url(url)
+            return parse_http_url(url)
         except UnsafeURLError as exc:
             raise ImageRefused(str(exc)) from None
-        if same_origin(parsed.url, self.label_studio_url) or any(
+
+    def _named(self, parsed: HttpURL) -> bool:
+        """Label Studio's own origin, or an allowed entry's host and port."""
+        return same_origin(parsed.url, self.label_studio_url) or any(
             entry.matches(parsed) for entry in self._entries
-        ):
-            return parsed
-        self._check_public(parsed)
-        return parsed
+        )
 
     def _check_public(self, parsed: HttpURL) -> None:
         host = parsed.host.strip("[]")

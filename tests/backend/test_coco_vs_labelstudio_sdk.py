@@ -106,21 +106,18 @@ def export(tmp_path):
             {"format": "rle", "rle": _brush_rle(sky), "brushlabels": ["sky"]},
         ),
     ]
+    joints = (("k1", "nose", 70, 20), ("k2", "left eye", 72, 18))
     second = [
         _box("k0", "person", 60, 10, 30, 80),
-        _region(
-            "k1",
-            "kp",
-            "keypointlabels",
-            {"x": 70, "y": 20, "width": 1, "keypointlabels": ["nose"]},
-            parentID="k0",
-        ),
-        _region(
-            "k2",
-            "kp",
-            "keypointlabels",
-            {"x": 72, "y": 18, "width": 1, "keypointlabels": ["left eye"]},
-            parentID="k0",
+        *(
+            _region(
+                rid,
+                "kp",
+                "keypointlabels",
+                {"x": x, "y": y, "width": 1, "keypointlabels": [joint]},
+                parentID="k0",
+            )
+            for rid, joint, x, y in joints
         ),
     ]
     tasks = [

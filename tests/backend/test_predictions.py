@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.planner import plan_config, plan_interactive
 from backend.predictions import RegionIds, empty_prediction, task_prediction
-from converters.keypoint_sets import PERSON
+from converters.keypoint_sets import ANIMAL, PERSON
 from converters.masks import mask_to_rle
 from converters.prediction import Prediction, RegionType
 from converters.tasks import Task
@@ -31,6 +33,21 @@ def box(label: str, xyxy=(64, 48, 320, 240), score=0.9, text=None) -> Prediction
 
 def image_result(*calls: CallResult, error: str | None = None) -> ImageResult:
     return ImageResult(id="1", width=W, height=H, calls=list(calls), error=error)
+
+
+def instance(
+    label: str, keypoints: dict, coords=(0, 0, 320, 480), score: float = 0.8
+) -> CallResult:
+    """One keypoint call holding one instance of ``label`` with ``keypoints``."""
+    found = Prediction(
+        type=RegionType.KEYPOINT,
+        label=label,
+        coords=coords,
+        score=score,
+        keypoints=keypoints,
+        instance_id=f"{label}1",
+    )
+    return CallResult(key="kp", task=Task.KEYPOINT, predictions=[found])
 
 
 def valid(config: str, results: list[dict]) -> None:
@@ -214,20 +231,17 @@ def test_keypoint_joints_take_the_configs_spelling() -> None:
         '<KeyPointLabels name="kp" toName="image">'
         '<Label value="Nose"/><Label value="Left Eye"/></KeyPointLabels>'
     )
-    person = Prediction(
-        type=RegionType.KEYPOINT,
-        label="person",
-        coords=(0, 0, 320, 480),
-        score=0.8,
-        keypoints={
+    call = instance(
+        "person",
+        {
             "nose": (64, 48),
             "left eye": (128, 96),
             "right eye": (1, 1),
             "left ear": None,
         },
-        instance_id="person1",
+        (0, 0, 320, 480),
+        0.8,
     )
-    call = CallResult(key="kp", task=Task.KEYPOINT, predictions=[person])
     out = task_prediction(plan_config(config), [image_result(call)], VERSION)
     results = out.prediction["result"]
     # "right eye" is not in the config: dropped and counted in the warnings.
@@ -265,20 +279,17 @@ def test_joints_never_fuzzy_match_another_joint(spell) -> None:
     config = view(f'<KeyPointLabels name="kp" toName="image">{labels}</KeyPointLabels>')
     plan = plan_config(config)
     assert plan.controls[0].call.task is Task.KEYPOINT  # recognised as the person set
-    person = Prediction(
-        type=RegionType.KEYPOINT,
-        label="person",
-        coords=(0, 0, 320, 480),
-        score=0.8,
-        keypoints={
+    call = instance(
+        "person",
+        {
             "left eye": (10, 10),
             "left knee": (20, 300),
             "right knee": (40, 300),
             "right eye": (30, 10),
         },
-        instance_id="person1",
+        (0, 0, 320, 480),
+        0.8,
     )
-    call = CallResult(key="kp", task=Task.KEYPOINT, predictions=[person])
     out = task_prediction(plan, [image_result(call)], VERSION)
     found = {
         r["value"]["keypointlabels"][0]: (r["value"]["x"], r["value"]["y"])
@@ -300,15 +311,12 @@ def test_a_hand_joint_is_not_read_as_its_neighbour() -> None:
         '<Label value="pinky finger\'s root"/><Label value="wrist"/>'
         "</KeyPointLabels>"
     )
-    hand = Prediction(
-        type=RegionType.KEYPOINT,
-        label="hand",
-        coords=(0, 0, 100, 100),
-        score=0.9,
-        keypoints={"ring finger's root": (50, 50), "wrist": (50, 90)},
-        instance_id="hand1",
+    call = instance(
+        "hand",
+        {"ring finger's root": (50, 50), "wrist": (50, 90)},
+        (0, 0, 100, 100),
+        0.9,
     )
-    call = CallResult(key="kp", task=Task.KEYPOINT, predictions=[hand])
     out = task_prediction(plan_config(config), [image_result(call)], VERSION)
     labels = [r["value"]["keypointlabels"] for r in out.prediction["result"]]
     assert labels == [["wrist"]]
@@ -541,15 +549,9 @@ def test_ids_in_annotations_and_drafts_are_never_reused() -> None:
         '<KeyPointLabels name="kp" toName="image">'
         '<Label value="nose"/><Label value="left eye"/></KeyPointLabels>'
     )
-    person = Prediction(
-        type=RegionType.KEYPOINT,
-        label="person",
-        coords=(0, 0, 320, 480),
-        score=0.8,
-        keypoints={"nose": (64, 48), "left eye": (70, 40)},
-        instance_id="person1",
+    call = instance(
+        "person", {"nose": (64, 48), "left eye": (70, 40)}, (0, 0, 320, 480), 0.8
     )
-    call = CallResult(key="kp", task=Task.KEYPOINT, predictions=[person])
     plan = plan_config(kp_config)
     task = {"id": 3, "data": {"image": "x.png"}}
     first = task_prediction(
@@ -567,3 +569,82 @@ def test_ids_in_annotations_and_drafts_are_never_reused() -> None:
     assert new_box == f"{box_id}r2"
     assert {r["parentID"] for r in again["result"] if "parentID" in r} == {new_box}
     valid(kp_config, again["result"])
+
+
+def animal(species: str, x0: float, instance_id: str) -> Prediction:
+    """An animal instance (every joint visible) in the column starting at ``x0``."""
+    return Prediction(
+        type=RegionType.KEYPOINT,
+        label=species,
+        coords=(x0, 100, x0 + 200, 400),
+        score=0.7,
+        keypoints={
+            j: (x0 + 10 + i * 10, 110 + i * 15) for i, j in enumerate(ANIMAL.joints)
+        },
+        instance_id=instance_id,
+    )
+
+
+ANIMAL_POSE_WITH_SPECIES = view(
+    '<RectangleLabels name="box" toName="image">'
+    '<Label value="Person"/><Label value="Cat"/><Label value="Dog"/>'
+    "</RectangleLabels>",
+    '<KeyPointLabels name="kp" toName="image">'
+    + "".join(f'<Label value="{j.title()}"/>' for j in ANIMAL.joints)
+    + "</KeyPointLabels>",
+)
+
+
+def test_animal_instances_are_grouped_under_their_species_box() -> None:
+    """Animal joints without rex_categories ask for the rectangle's species and
+    hang under each animal's box, as person joints do (issue 11 point 3)."""
+    plan = plan_config(ANIMAL_POSE_WITH_SPECIES)
+    assert plan.control("kp").call.categories == ["Cat", "Dog"]
+    image = image_result(
+        CallResult(
+            key="kp",
+            task=Task.KEYPOINT,
+            predictions=[animal("cat", 0, "cat1"), animal("Dog", 300, "dog1")],
+        ),
+        CallResult(key="box", task=Task.DETECTION, predictions=[box("Person")]),
+    )
+    out = task_prediction(plan, [ImageResult.from_dict(image.to_dict())], VERSION)
+    results = out.prediction["result"]
+    boxes = {
+        r["id"]: r["value"]["rectanglelabels"]
+        for r in results
+        if "x" in r["value"] and r["type"] == "rectanglelabels"
+    }
+    joints = [r for r in results if r["type"] == "keypointlabels"]
+    assert sorted(boxes.values()) == [["Cat"], ["Dog"], ["Person"]]
+    assert len(joints) == 2 * len(ANIMAL.joints)
+    parents = Counter(boxes[j["parentID"]][0] for j in joints)
+    assert parents == {"Cat": len(ANIMAL.joints), "Dog": len(ANIMAL.joints)}
+    assert joints[0]["value"]["keypointlabels"] == ["Left Eye"]
+    assert out.warnings == [] and out.errors == []
+    valid(ANIMAL_POSE_WITH_SPECIES, results)
+
+
+def test_a_free_phrase_answer_takes_the_label_it_names() -> None:
+    """The model is asked "red sports car" as typed and answers that phrase;
+    the region is a Car (issue 11 point 7)."""
+    config = view(
+        RECT.removeprefix("<View>" + IMAGE).removesuffix("</View>"),
+        '<TextArea name="prompt" toName="image" editable="true"/>',
+    )
+    prompt = {
+        "id": "p",
+        "from_name": "prompt",
+        "to_name": "image",
+        "type": "textarea",
+        "value": {"text": ["red sports car"]},
+    }
+    plan = plan_interactive(config, {"result": [prompt]})
+    call = CallResult(
+        key="label", task=Task.DETECTION, predictions=[box("red sports car")]
+    )
+    out = task_prediction(plan, [image_result(call)], VERSION)
+    (region,) = out.prediction["result"]
+    assert region["value"]["rectanglelabels"] == ["Car"]
+    assert out.warnings == []
+    valid(config, out.prediction["result"])

@@ -27,6 +27,26 @@ ALIAS_SEPARATOR = ","
 """``predicted_values="car,truck"`` and ``rex_categories`` list phrases with commas."""
 
 _SPACES = re.compile(r"\s+")
+_WORD = re.compile(r"\w+(?:['’]\w+)*")
+
+RELATION_WORDS = frozenset(
+    {
+        "of", "on", "in", "at", "near", "next", "left", "right", "behind",
+        "under", "above", "below", "beside", "besides", "with", "by", "from",
+        "to", "between", "inside", "outside", "over", "beneath", "underneath",
+        "around", "across", "along", "against", "into", "onto", "without",
+        "among", "atop", "that", "which", "who", "whose", "where", "holding",
+        "wearing", "carrying",
+    }
+)  # fmt: skip
+"""Words that end the head of a referring phrase: spatial and relational words
+(``on top`` starts with ``on``) and relative pronouns. What follows them
+names other things: ``the cup left of the laptop`` is a cup, ``the dog that
+chases the cat`` a dog (see :meth:`LabelMap.head_label`)."""
+
+PLURAL_ENDINGS = ("s", "es")
+"""A label's last word also matches a phrase word with one of these endings:
+``red cars`` names ``car``, ``white boxes`` names ``box``."""
 
 
 class Match(str, Enum):
@@ -36,11 +56,35 @@ class Match(str, Enum):
     NORMALIZED = "normalized"
     FUZZY = "fuzzy"
     FREE = "free"
+    HEAD = "head"
+    """A typed phrase naming a label (:meth:`LabelMap.head_label`)."""
+    ONLY = "only"
+    """A typed phrase naming no label, given the control's only label."""
 
 
 def normalize_phrase(phrase: str) -> str:
     """Lower-case, trimmed, inner whitespace collapsed to one space."""
     return _SPACES.sub(" ", str(phrase)).strip().casefold()
+
+
+def phrase_words(phrase: str) -> list[str]:
+    """The words of a phrase as compared: normalised (:func:`normalize_phrase`),
+    punctuation dropped (``"The cup, left-of"`` -> ``the cup left of``)."""
+    return _WORD.findall(normalize_phrase(phrase))
+
+
+def _occurrences(words: list[str], name: list[str]) -> list[tuple[int, int]]:
+    """``(start, end)`` word spans where ``name`` occurs in ``words``; the last
+    word of ``name`` may carry a :data:`PLURAL_ENDINGS` ending."""
+    n = len(name)
+    found = []
+    for start in range(len(words) - n + 1):
+        *head, last = words[start : start + n]
+        if head == name[:-1] and last in {name[-1]} | {
+            name[-1] + e for e in PLURAL_ENDINGS
+        }:
+            found.append((start, start + n))
+    return found
 
 
 def split_phrases(value: str | None) -> list[str]:
@@ -142,6 +186,59 @@ class LabelMap:
             if name and f" {name} " in words
         }
         return found.pop() if len(found) == 1 else None
+
+    def head_label(self, phrase: str) -> str | None:
+        """The label a free referring phrase is about (its head noun), or None
+        when it names no label.
+
+        The label names (and aliases) occurring in ``phrase`` as whole words
+        (:func:`phrase_words`) are found; the phrase is cut at the first
+        :data:`RELATION_WORDS` word after the first name (a relation word
+        inside a name does not cut), and the name ending last before the cut
+        wins, the longest on a tie: ``Car`` in ``red sports car``, ``cup`` in
+        ``the cup left of the laptop`` and in ``the left cup next to the
+        laptop``, ``laptop`` in ``left of the laptop``.
+        """
+        words = phrase_words(phrase)
+        spans = [
+            (start, end, label)
+            for name, label in self._normalized.items()
+            if (name_words := phrase_words(name))
+            for start, end in _occurrences(words, name_words)
+        ]
+        if not spans:
+            return None
+        named = {i for start, end, _ in spans for i in range(start, end)}
+        first_end = min(end for _, end, _ in spans)
+        cut = next(
+            (
+                i
+                for i in range(first_end, len(words))
+                if words[i] in RELATION_WORDS and i not in named
+            ),
+            len(words),
+        )
+        head = max((s for s in spans if s[1] <= cut), key=lambda s: (s[1], s[1] - s[0]))
+        return head[2]
+
+    def prompt_match(self, phrase: str) -> tuple[str | None, Match | None]:
+        """``(label, how)`` for a phrase a user typed, which the model is asked
+        as typed (a free phrase such as ``red sports car``).
+
+        The label the phrase is (exact or normalised match), else the label it
+        names (:meth:`head_label`), else a fuzzy match, else the map's only
+        label; ``(None, None)`` when none fits (a free map keeps the phrase).
+        """
+        label, how = self.match(phrase)
+        if how in (Match.EXACT, Match.NORMALIZED):
+            return label, how
+        head = self.head_label(phrase)
+        if head is not None:
+            return head, Match.HEAD
+        if label is not None:
+            return label, how
+        labels = self.labels
+        return (labels[0], Match.ONLY) if len(labels) == 1 else (None, None)
 
     def restricted_to(self, phrases: Iterable[str]) -> LabelMap:
         """A map asking only ``phrases``, each mapped through this map.

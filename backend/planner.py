@@ -41,8 +41,10 @@ template (both ``Rectangle`` and ``Polygon``) only the first one is served.
 
 Interactive context (:func:`plan_interactive`): a drawn rectangle ->
 ``visual_prompting`` with it (and earlier boxes of that label); a phrase typed
-into a prompt ``TextArea`` -> ``detection`` of that phrase; keypoint clicks ->
-a SAM point prompt -> a brush mask or a polygon.
+into a prompt ``TextArea`` -> ``detection`` of that phrase as typed (a label,
+or a free phrase such as ``red sports car``: its regions take the label it
+names, else the control's only label; see :meth:`LabelMap.prompt_match`);
+keypoint clicks -> a SAM point prompt -> a brush mask or a polygon.
 
 Keypoint instances get boxes: a keypoint ``KeyPointLabels`` whose instance
 categories (``person``, or its ``rex_categories``) all map to labels of a
@@ -50,8 +52,12 @@ categories (``person``, or its ``rex_categories``) all map to labels of a
 matching as in :mod:`backend.labels`) puts each instance's box there and
 gives its joints that box as ``parentID``. That rectangle then no longer
 detects those categories itself (one box per instance); its other labels are
-detected as usual, and it is left out when none remain. Without such a
-rectangle (or with it ``rex_skip``-ped) joints stand alone.
+detected as usual, and it is left out when none remain. Animal joints
+without ``rex_categories`` ask for the species of such a rectangle: every
+label of the first one that is not people or hands (:data:`HUMAN_WORDS`), so
+``Cat``/``Dog`` boxes hold their animals' joints. Without such a rectangle
+(or with it ``rex_skip``-ped) joints stand alone (animal joints then ask for
+``animal``).
 
 A config that cannot be served raises :class:`PlanError` naming the tag.
 """
@@ -65,8 +71,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from backend.labels import LabelMap, split_phrases
-from converters.keypoint_sets import KEYPOINT_SETS, KeypointSet
+from backend.labels import LabelMap, Match, phrase_words, split_phrases
+from converters.keypoint_sets import ANIMAL, KEYPOINT_SETS, KeypointSet
 from converters.tasks import Task
 from worker.jobspec import ImageJob, ModelCall
 
@@ -79,6 +85,22 @@ Label Studio's OCR template transcribes per region."""
 DRAWN_BOX_IOU = 0.8
 """Visual prompting finds the drawn box again; answers overlapping a drawn box
 this much are that box, so they are not suggested a second time."""
+
+HUMAN_WORDS = frozenset(
+    {
+        "person", "persons", "people", "human", "humans", "man", "men",
+        "woman", "women", "child", "children", "kid", "kids", "boy", "boys",
+        "girl", "girls", "pedestrian", "pedestrians", "player", "players",
+        "rider", "riders", "hand", "hands",
+    }
+)  # fmt: skip
+"""Words of a box label that is people or hands (the person and hand keypoint
+sets' instances), not a species: animal joints without ``rex_categories``
+ask for every other label of the rectangle boxing their instances."""
+
+PROMPT_MAX_CHARS = 1000
+"""Longest typed prompt (all its text): referring phrases are a few words;
+a longer text would only fill the model's prompt with what a user pasted."""
 
 PARSED_CONFIG_CACHE = 64
 """Parsed label configs kept: one per active project is plenty."""
@@ -459,10 +481,15 @@ def _plan_control(
     *,
     force_task: Task | None = None,
     phrases: list[str] | None = None,
+    label_map: LabelMap | None = None,
 ) -> ControlPlan:
+    """How ``control`` is served; ``force_task``, ``phrases`` and
+    ``label_map`` (phrase -> label) replace what its attributes and labels
+    would give (interactive prompts)."""
     tag = control.tag
     geometry = _geometry(tag)
-    label_map = _label_map(control)
+    if label_map is None:
+        label_map = _label_map(control)
     text_area = ctx.region_text_area(to_name)
     task = force_task or _task_attr(ctx, control)
     if task is None:
@@ -629,13 +656,34 @@ def _without_categories(label_map: LabelMap, categories: list[str]) -> LabelMap:
     )
 
 
+def _is_human(label: str, label_map: LabelMap) -> bool:
+    """``label`` (or a phrase asked for it) names people or hands
+    (:data:`HUMAN_WORDS`, as whole words)."""
+    names = [label, *(p for p, lab in label_map.phrases.items() if lab == label)]
+    return any(HUMAN_WORDS.intersection(phrase_words(name)) for name in names)
+
+
+def _instance_categories(
+    ctx: _Context, control: Any, kp: ControlPlan, rect: ControlPlan
+) -> list[str]:
+    """The instance categories keypoint call ``kp`` asks when ``rect`` boxes
+    its instances: its own (``person``, or ``rex_categories``); but animal
+    joints without ``rex_categories`` ask for the species ``rect`` detects --
+    its phrases whose label is not people or hands (:func:`_is_human`)."""
+    if kp.keypoint_set != ANIMAL.name or ctx.attr(control, "rex_categories"):
+        return kp.call.categories
+    species = rect.label_map
+    return [p for p, label in species.phrases.items() if not _is_human(label, species)]
+
+
 def _link_keypoint_boxes(
     ctx: _Context, controls: list[ControlPlan], notes: list[str]
 ) -> list[ControlPlan]:
     """Give keypoint calls a ``RectangleLabels`` for their instance boxes.
 
     The rectangle must detect on the same image and have a label for every
-    instance category; it stops detecting those categories (they would be
+    instance category (:func:`_instance_categories`: animal joints take the
+    rectangle's species); it stops detecting those categories (they would be
     a second box per instance) and is dropped when nothing is left to ask.
     """
     tags = {c.name: c for c in ctx.controls}
@@ -651,12 +699,14 @@ def _link_keypoint_boxes(
             ):
                 continue
             labels = _label_map(tags[rect.control])
-            if labels.free:
+            categories = _instance_categories(ctx, tags[kp.control], kp, rect)
+            if labels.free or not categories:
                 continue
             try:
-                box_map = labels.restricted_to(kp.call.categories)
+                box_map = labels.restricted_to(categories)
             except ValueError:
                 continue
+            kp.call.categories = categories
             kp.box_control = rect.control
             kp.box_map = box_map
             rect.label_map = _without_categories(rect.label_map, kp.call.categories)
@@ -950,6 +1000,8 @@ def _plan_visual_prompt(
 def _plan_text_prompt(
     ctx: _Context, source: Any, to_name: str, last: Mapping[str, Any]
 ) -> ControlPlan:
+    """Detection of each typed phrase as typed, its regions labelled by
+    :func:`_prompt_labels`."""
     if source.tag != "TextArea":
         raise PlanError(f"{_describe(source)}: a text prompt must come from a TextArea")
     texts = _value_of(last).get("text") or []
@@ -957,20 +1009,58 @@ def _plan_text_prompt(
         texts = [texts]
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise ContextError(f"{_where(last)}.value.text must be a list of strings")
+    length = sum(len(text) for text in texts)
+    if length > PROMPT_MAX_CHARS:
+        raise ContextError(
+            f"{_where(last)}.value.text is {length} characters long; a prompt "
+            f"has at most {PROMPT_MAX_CHARS}"
+        )
     phrases = [p for text in texts for p in split_phrases(text)]
     if not phrases:
         raise PlanError(f"{_describe(source)}: the prompt is empty")
     target = _target(ctx, source, to_name, TEXT_PROMPT_TARGETS)
-    try:
-        _label_map(target).restricted_to(phrases)
-    except ValueError:
-        raise PlanError(
-            f"prompt {', '.join(phrases)!r} matches no label of {_describe(target)} "
-            f"(labels: {', '.join(_label_map(target).labels)})"
-        ) from None
     return _plan_control(
-        ctx, target, to_name, force_task=Task.DETECTION, phrases=phrases
+        ctx,
+        target,
+        to_name,
+        force_task=Task.DETECTION,
+        phrases=phrases,
+        label_map=_prompt_labels(target, phrases),
     )
+
+
+def _prompt_labels(target: Any, phrases: list[str]) -> LabelMap:
+    """Typed phrase -> the label of its regions (:meth:`LabelMap.prompt_match`:
+    the label it is, else the label it names, else the control's only label).
+
+    The model is asked each phrase as typed and answers with it, so the map's
+    phrases are the typed ones. PlanError listing the labels a user can name
+    when a phrase gets none.
+    """
+    labels = _label_map(target)
+    mapped: dict[str, str] = {}
+    unknown: list[str] = []
+    for phrase in phrases:
+        label, how = labels.prompt_match(phrase)
+        if label is None:
+            unknown.append(phrase)
+            continue
+        mapped[phrase] = label
+        if how in (Match.HEAD, Match.ONLY):
+            log.info(
+                "plan: prompt %r -> label %r of %s (%s)",
+                phrase,
+                label,
+                _describe(target),
+                "named in the phrase" if how is Match.HEAD else "its only label",
+            )
+    if unknown:
+        raise PlanError(
+            f"prompt {', '.join(unknown)!r} matches no label of {_describe(target)} "
+            f"and names none (labels: {', '.join(labels.labels)}); type a label, "
+            f"or a phrase naming one (e.g. 'red {labels.labels[0]}')"
+        )
+    return LabelMap(phrases=mapped, free=labels.free)
 
 
 def _plan_point_prompt(

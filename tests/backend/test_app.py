@@ -711,6 +711,48 @@ def test_interactive_prompt_without_label_reports_the_error() -> None:
     assert "prompt 'zebra' matches no label" in reply["errors"][0]["error"]
 
 
+def typed(text: str) -> dict:
+    """An interactive context holding ``text`` typed into the prompt TextArea."""
+    prompt = {
+        "id": "p",
+        "from_name": "prompt",
+        "to_name": "image",
+        "type": "textarea",
+        "value": {"text": [text]},
+    }
+    return {"result": [prompt]}
+
+
+def test_a_free_phrase_is_asked_as_typed_and_labelled_by_the_label_it_names():
+    """Issue 11 point 7: "red sports car" was refused ("matches no label");
+    the model is now asked the phrase as typed and its box is a Car."""
+    from tests.backend.jobfuncs import planned_chunk
+
+    asked: list[list[str]] = []
+
+    def recording_chunk(payload: dict) -> dict:
+        for image in payload["images"]:
+            asked.extend(call["categories"] for call in image["calls"])
+        return planned_chunk(payload)
+
+    client = make_client(runner=InProcessRunner(function=recording_chunk))
+    body = predict_body([task(5)], context=typed("red sports car"))
+    reply = client.post("/predict", json=body).get_json()
+    assert asked == [["red sports car"]]
+    (region,) = reply["results"][0]["result"]
+    assert region["value"]["rectanglelabels"] == ["Car"]
+    assert "errors" not in reply
+
+
+def test_a_free_phrase_naming_no_label_lists_the_labels() -> None:
+    body = predict_body([task(5)], context=typed("striped zebra"))
+    reply = make_client().post("/predict", json=body).get_json()
+    assert reply["results"][0]["result"] == []
+    error = reply["errors"][0]["error"]
+    assert "prompt 'striped zebra' matches no label" in error
+    assert "(labels: Car, Person)" in error
+
+
 def test_interactive_keypoint_clicks_give_a_brush_mask() -> None:
     config = (
         '<View><Image name="image" value="$image"/>'

@@ -618,3 +618,138 @@ def test_a_malformed_context_number_is_a_context_error_naming_it() -> None:
     message = str(caught.value)
     assert "context.result['r1'].value.rotation must be a finite number" in message
     assert len(message) < 200  # the bad value is cut, not echoed whole
+
+
+# Free phrases typed into a prompt (issue 11 point 7) -------------------------------
+@pytest.mark.parametrize(
+    ("typed", "label"),
+    [
+        ("red sports car", "Car"),  # the label named in the phrase
+        ("a white truck", "Car"),  # ... or an alias of it
+        ("red cars", "Car"),  # a plural
+        ("the person next to the car", "Person"),  # cut at "next"
+        ("the left car next to the person", "Car"),  # "left" before any label
+    ],
+)
+def test_a_free_phrase_is_asked_as_typed_and_labelled_by_its_head(typed, label):
+    plan = plan_interactive(view(RECT, PROMPT), {"result": [prompt_item(typed)]})
+    (control,) = plan.controls
+    assert control.call.task is Task.DETECTION
+    assert control.call.categories == [typed]
+    assert control.label_map.resolve(typed) == label
+
+
+def test_free_phrases_each_take_their_own_label() -> None:
+    plan = plan_interactive(
+        view(RECT, PROMPT), {"result": [prompt_item("red sports car, tall person")]}
+    )
+    (control,) = plan.controls
+    assert control.call.categories == ["red sports car", "tall person"]
+    assert control.label_map.phrases == {
+        "red sports car": "Car",
+        "tall person": "Person",
+    }
+
+
+def test_a_phrase_that_is_a_label_still_maps_as_before() -> None:
+    plan = plan_interactive(view(RECT, PROMPT), {"result": [prompt_item("Truck")]})
+    assert plan.controls[0].call.categories == ["Truck"]
+    assert plan.controls[0].label_map.resolve("Truck") == "Car"
+
+
+def test_the_head_of_a_relational_phrase_is_before_the_relation() -> None:
+    desk = view(
+        '<RectangleLabels name="label" toName="image"><Label value="laptop"/>'
+        '<Label value="cup"/></RectangleLabels>',
+        PROMPT,
+    )
+    for typed, label in [
+        ("the cup left of the laptop", "cup"),
+        ("the laptop behind the cup", "laptop"),
+        ("the cup on top of the laptop", "cup"),
+        ("left of the laptop", "laptop"),  # no label before the relation
+    ]:
+        control = plan_interactive(desk, {"result": [prompt_item(typed)]}).controls[0]
+        assert control.call.categories == [typed]
+        assert control.label_map.resolve(typed) == label, typed
+
+
+def test_a_phrase_naming_no_label_takes_the_controls_only_label() -> None:
+    config = view(
+        '<RectangleLabels name="label" toName="image"><Label value="Vehicle"/>'
+        "</RectangleLabels>",
+        PROMPT,
+    )
+    plan = plan_interactive(config, {"result": [prompt_item("red sports car")]})
+    assert plan.controls[0].call.categories == ["red sports car"]
+    assert plan.controls[0].label_map.resolve("red sports car") == "Vehicle"
+
+
+def test_a_phrase_naming_none_of_several_labels_lists_them() -> None:
+    with pytest.raises(PlanError) as caught:
+        plan_interactive(
+            view(RECT, PROMPT), {"result": [prompt_item("car, striped zebra")]}
+        )
+    message = str(caught.value)
+    assert "prompt 'striped zebra' matches no label of RectangleLabels 'label'" in (
+        message
+    )
+    assert "(labels: Car, Person)" in message
+
+
+def test_an_overlong_prompt_is_refused_naming_the_field() -> None:
+    with pytest.raises(ContextError, match=r"context.result\['p'\].value.text is"):
+        plan_interactive(
+            view(RECT, PROMPT), {"result": [prompt_item("red car " * 200)]}
+        )
+
+
+# Animal keypoints with a species box (issue 11 point 3) ---------------------------
+ANIMAL_JOINTS = "".join(
+    f'<Label value="{j.title()}"/>' for j in ("left eye", "nose", "root of tail")
+)
+ANIMAL_POSE = (
+    f'<KeyPointLabels name="kp" toName="image">{ANIMAL_JOINTS}</KeyPointLabels>'
+)
+
+
+def test_animal_keypoints_ask_for_the_species_of_a_rectangle() -> None:
+    species = (
+        '<RectangleLabels name="box" toName="image"><Label value="Person"/>'
+        '<Label value="Cat"/><Label value="Dog" predicted_values="dog,puppy"/>'
+        "</RectangleLabels>"
+    )
+    plan = plan_config(view(species, ANIMAL_POSE))
+    kp = plan.control("kp")
+    assert kp.call.keypoint_type == "animal"
+    assert kp.call.categories == ["Cat", "dog", "puppy"]
+    assert kp.box_control == "box"
+    assert kp.box_map.resolve("puppy") == "Dog"
+    assert kp.box_map.resolve("cat") == "Cat"
+    # The people are still detected; the animals come with their joints.
+    assert plan.control("box").call.categories == ["Person"]
+
+
+def test_animal_keypoints_skip_a_rectangle_of_people_only() -> None:
+    people = PERSON_BOX.replace('name="box"', 'name="people"')
+    animals = (
+        '<RectangleLabels name="pets" toName="image"><Label value="Horse"/>'
+        "</RectangleLabels>"
+    )
+    plan = plan_config(view(people, animals, ANIMAL_POSE))
+    kp = plan.control("kp")
+    assert (kp.box_control, kp.call.categories) == ("pets", ["Horse"])
+    assert plan.control("people").call.categories == ["Person"]
+    alone = plan_config(view(PERSON_BOX, ANIMAL_POSE)).control("kp")
+    assert (alone.box_control, alone.call.categories) == (None, ["animal"])
+
+
+def test_animal_rex_categories_still_choose_the_species() -> None:
+    rect = (
+        '<RectangleLabels name="box" toName="image"><Label value="cat"/>'
+        '<Label value="dog"/></RectangleLabels>'
+    )
+    kp = ANIMAL_POSE.replace('name="kp"', 'name="kp" rex_categories="dog"')
+    plan = plan_config(view(rect, kp))
+    assert plan.control("kp").call.categories == ["dog"]
+    assert plan.control("box").call.categories == ["cat"]

@@ -639,21 +639,22 @@ def test_interactive_drawn_box_finds_similar_objects() -> None:
     assert prediction["model_version"] == reply["model_version"]
 
 
-def test_interactive_text_prompt_detects_the_phrase() -> None:
-    context = {
-        "result": [
-            {
-                "id": "p",
-                "from_name": "prompt",
-                "to_name": "image",
-                "type": "textarea",
-                "value": {"text": ["truck"]},
-            }
-        ]
+def typed(text: str) -> dict:
+    """An interactive context holding ``text`` typed into the prompt TextArea."""
+    prompt = {
+        "id": "p",
+        "from_name": "prompt",
+        "to_name": "image",
+        "type": "textarea",
+        "value": {"text": [text]},
     }
+    return {"result": [prompt]}
+
+
+def test_interactive_text_prompt_detects_the_phrase() -> None:
     reply = (
         make_client()
-        .post("/predict", json=predict_body([task(5)], context=context))
+        .post("/predict", json=predict_body([task(5)], context=typed("truck")))
         .get_json()
     )
     (region,) = reply["results"][0]["result"]
@@ -672,13 +673,7 @@ def test_an_accepted_suggestion_never_replaces_a_moved_box() -> None:
     (pre_box,) = pre["results"][0]["result"]
     pre_ids = {pre_box["id"]}
     moved = {**pre_box, "value": {**pre_box["value"], "x": pre_box["value"]["x"] + 5}}
-    prompt = {
-        "id": "p",
-        "from_name": "prompt",
-        "to_name": "image",
-        "type": "textarea",
-        "value": {"text": ["Car"]},
-    }
+    (prompt,) = typed("Car")["result"]
     annotated = {**task(5), "annotations": [{"result": [moved]}]}
     body = predict_body([annotated], config, context={"result": [moved, prompt]})
     (answer,) = client.post("/predict", json=body).get_json()["results"][0]["result"]
@@ -689,38 +684,15 @@ def test_an_accepted_suggestion_never_replaces_a_moved_box() -> None:
 
 
 def test_interactive_prompt_without_label_reports_the_error() -> None:
-    context = {
-        "result": [
-            {
-                "id": "p",
-                "from_name": "prompt",
-                "to_name": "image",
-                "type": "textarea",
-                "value": {"text": ["zebra"]},
-            }
-        ]
-    }
     reply = (
         make_client()
-        .post("/predict", json=predict_body([task(5)], context=context))
+        .post("/predict", json=predict_body([task(5)], context=typed("zebra")))
         .get_json()
     )
     assert reply["results"] == [
         {"result": [], "score": 0, "model_version": reply["model_version"]}
     ]
     assert "prompt 'zebra' matches no label" in reply["errors"][0]["error"]
-
-
-def typed(text: str) -> dict:
-    """An interactive context holding ``text`` typed into the prompt TextArea."""
-    prompt = {
-        "id": "p",
-        "from_name": "prompt",
-        "to_name": "image",
-        "type": "textarea",
-        "value": {"text": [text]},
-    }
-    return {"result": [prompt]}
 
 
 def test_a_free_phrase_is_asked_as_typed_and_labelled_by_the_label_it_names():

@@ -14,6 +14,7 @@ from converters.keypoint_sets import ANIMAL, PERSON
 from converters.masks import mask_to_rle
 from converters.prediction import Prediction, RegionType
 from converters.tasks import Task
+from tests.backend.test_planner import prompt_item
 from worker.jobspec import CallResult, ImageResult
 
 W, H = 640, 480
@@ -338,13 +339,20 @@ def person(x0: float, score: float, instance_id: str = "person1") -> Prediction:
     )
 
 
-POSE_WITH_BOXES = view(
-    '<RectangleLabels name="box" toName="image">'
-    '<Label value="Person"/><Label value="Car" predicted_values="car"/>'
-    "</RectangleLabels>",
-    '<KeyPointLabels name="kp" toName="image">'
-    + "".join(f'<Label value="{j.title()}"/>' for j in PERSON.joints)
-    + "</KeyPointLabels>",
+def pose_with_boxes(box_labels: str, joints: tuple[str, ...]) -> str:
+    """A config boxing keypoint instances: RectangleLabels ``box`` holding
+    ``box_labels`` (XML), KeyPointLabels ``kp`` with ``joints`` title-cased."""
+    return view(
+        f'<RectangleLabels name="box" toName="image">{box_labels}</RectangleLabels>',
+        '<KeyPointLabels name="kp" toName="image">'
+        + "".join(f'<Label value="{j.title()}"/>' for j in joints)
+        + "</KeyPointLabels>",
+    )
+
+
+POSE_WITH_BOXES = pose_with_boxes(
+    '<Label value="Person"/><Label value="Car" predicted_values="car"/>',
+    PERSON.joints,
 )
 
 
@@ -585,13 +593,8 @@ def animal(species: str, x0: float, instance_id: str) -> Prediction:
     )
 
 
-ANIMAL_POSE_WITH_SPECIES = view(
-    '<RectangleLabels name="box" toName="image">'
-    '<Label value="Person"/><Label value="Cat"/><Label value="Dog"/>'
-    "</RectangleLabels>",
-    '<KeyPointLabels name="kp" toName="image">'
-    + "".join(f'<Label value="{j.title()}"/>' for j in ANIMAL.joints)
-    + "</KeyPointLabels>",
+ANIMAL_POSE_WITH_SPECIES = pose_with_boxes(
+    '<Label value="Person"/><Label value="Cat"/><Label value="Dog"/>', ANIMAL.joints
 )
 
 
@@ -632,14 +635,7 @@ def test_a_free_phrase_answer_takes_the_label_it_names() -> None:
         RECT.removeprefix("<View>" + IMAGE).removesuffix("</View>"),
         '<TextArea name="prompt" toName="image" editable="true"/>',
     )
-    prompt = {
-        "id": "p",
-        "from_name": "prompt",
-        "to_name": "image",
-        "type": "textarea",
-        "value": {"text": ["red sports car"]},
-    }
-    plan = plan_interactive(config, {"result": [prompt]})
+    plan = plan_interactive(config, {"result": [prompt_item("red sports car")]})
     call = CallResult(
         key="label", task=Task.DETECTION, predictions=[box("red sports car")]
     )

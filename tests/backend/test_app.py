@@ -716,6 +716,50 @@ def test_a_free_phrase_is_asked_as_typed_and_labelled_by_the_label_it_names():
     assert "errors" not in reply
 
 
+README_DETECTION = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="label" toName="image" smart="true">'
+    '<Label value="person"/><Label value="car" predicted_values="car,truck"/>'
+    "</RectangleLabels>"
+    '<TextArea name="prompt" toName="image" editable="true" '
+    'showSubmitButton="true" maxSubmissions="1"/></View>'
+)
+"""The README's detection config with a text prompt."""
+
+
+def test_a_free_phrase_through_rexlabel_serve_and_the_openai_engine(tmp_path):
+    """The real path: ``rexlabel serve`` asks the (fake) model the typed phrase
+    and labels its answer ``car``, which Label Studio's validator accepts."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    from tests.fake_label_studio import FakeLabelStudio
+    from tests.security.conftest import FakeChat, png_bytes, serve
+
+    phrase = "the red truck left of the person"
+    answer = (
+        f"<|object_ref_start|>{phrase}<|object_ref_end|>"
+        "<|box_start|><100><100><400><400><|box_end|><|im_end|>"
+    )
+    with FakeChat(answer) as chat, FakeLabelStudio() as ls:
+        ls.files["3/a.png"] = png_bytes()
+        env = {
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": ls.pat,
+            "REXLABEL_ENGINE": "openai",
+            "REXLABEL_OPENAI_URL": chat.api_url,
+        }
+        with serve(tmp_path, env) as served:
+            body = predict_body([task(5, "/data/upload/3/a.png")], README_DETECTION)
+            body["params"]["context"] = typed(phrase)
+            reply = served.post("/predict", body).json()
+        asked = [r.body.decode() for r in chat.seen if r.method == "POST"]
+    assert len(asked) == 1 and phrase in asked[0], asked
+    (region,) = reply["results"][0]["result"]
+    assert region["value"]["rectanglelabels"] == ["car"]
+    li = LabelInterface(README_DETECTION)
+    assert li.validate_prediction(reply["results"][0]) is True
+
+
 def test_a_free_phrase_naming_no_label_lists_the_labels() -> None:
     body = predict_body([task(5)], context=typed("striped zebra"))
     reply = make_client().post("/predict", json=body).get_json()

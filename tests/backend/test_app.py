@@ -760,6 +760,64 @@ def test_a_free_phrase_through_rexlabel_serve_and_the_openai_engine(tmp_path):
     assert li.validate_prediction(reply["results"][0]) is True
 
 
+ANIMAL_POSE = (
+    '<View><Image name="image" value="$image"/>'
+    '<RectangleLabels name="box" toName="image">'
+    '<Label value="Cat"/><Label value="Dog"/></RectangleLabels>'
+    '<KeyPointLabels name="kp" toName="image">'
+    '<Label value="nose"/><Label value="left_front_paw"/><Label value="Root of tail"/>'
+    "</KeyPointLabels></View>"
+)
+"""Animal joints (spelt three ways) beside a rectangle of species."""
+
+
+def test_animal_keypoints_through_rexlabel_serve_hang_under_species_boxes(tmp_path):
+    """Issue 11 point 3 on the real path: without rex_categories the model is
+    asked for the rectangle's species (it was asked for "animal" and the
+    joints stood alone), and each animal's joints get its box as parent."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    from tests.fake_label_studio import FakeLabelStudio
+    from tests.security.conftest import FakeChat, png_bytes, serve
+
+    answer = (
+        '```json\n{"cat1": {"bbox": "<10><10><400><400>", "keypoints": '
+        '{"nose": "<100><100>", "left front paw": "<50><300>", '
+        '"root of tail": "unvisible"}}, "dog1": {"bbox": "<500><10><990><400>", '
+        '"keypoints": {"nose": "<600><100>", "root of tail": "<900><200>"}}}\n```'
+    )
+    with FakeChat(answer) as chat, FakeLabelStudio() as ls:
+        ls.files["3/a.png"] = png_bytes()
+        env = {
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": ls.pat,
+            "REXLABEL_ENGINE": "openai",
+            "REXLABEL_OPENAI_URL": chat.api_url,
+        }
+        with serve(tmp_path, env) as served:
+            body = predict_body([task(5, "/data/upload/3/a.png")], ANIMAL_POSE)
+            reply = served.post("/predict", body).json()
+        (asked,) = [r.body.decode() for r in chat.seen if r.method == "POST"]
+    assert "Cat, Dog" in asked, asked
+    prediction = reply["results"][0]
+    results = prediction["result"]
+    boxes = {
+        r["id"]: r["value"]["rectanglelabels"]
+        for r in results
+        if r["type"] == "rectanglelabels"
+    }
+    joints = {
+        r["value"]["keypointlabels"][0]: boxes[r["parentID"]]
+        for r in results
+        if r["type"] == "keypointlabels"
+    }
+    assert sorted(boxes.values()) == [["Cat"], ["Dog"]]
+    assert len(results) == 2 + 4
+    assert joints["left_front_paw"] == ["Cat"]
+    assert joints["Root of tail"] == ["Dog"]
+    assert LabelInterface(ANIMAL_POSE).validate_prediction(prediction) is True
+
+
 def test_a_free_phrase_naming_no_label_lists_the_labels() -> None:
     body = predict_body([task(5)], context=typed("striped zebra"))
     reply = make_client().post("/predict", json=body).get_json()

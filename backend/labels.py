@@ -44,6 +44,11 @@ RELATION_WORDS = frozenset(
 names other things: ``the cup left of the laptop`` is a cup, ``the dog that
 chases the cat`` a dog (see :meth:`LabelMap.head_label`)."""
 
+CONJUNCTIONS = frozenset({"and", "or", "nor", "plus"})
+"""Words joining two things in one phrase: ``cat and dog`` asks for cats and
+dogs, so a phrase joining two labels takes neither (commas separate phrases,
+each labelled on its own)."""
+
 PLURAL_ENDINGS = ("s", "es")
 """A label's last word also matches a phrase word with one of these endings:
 ``red cars`` names ``car``, ``white boxes`` names ``box``."""
@@ -85,6 +90,20 @@ def _occurrences(words: list[str], name: list[str]) -> list[tuple[int, int]]:
         }:
             found.append((start, start + n))
     return found
+
+
+def _joins_labels(
+    words: list[str], spans: list[tuple[int, int, str]], named: set[int]
+) -> bool:
+    """A :data:`CONJUNCTIONS` word in ``words`` (outside every name) has a name
+    on each side, of different labels (``spans``: ``(start, end, label)``)."""
+    for i, word in enumerate(words):
+        if word in CONJUNCTIONS and i not in named:
+            left = {label for _, end, label in spans if end <= i}
+            right = {label for start, _, label in spans if start > i}
+            if left and right and len(left | right) > 1:
+                return True
+    return False
 
 
 def split_phrases(value: str | None) -> list[str]:
@@ -197,15 +216,12 @@ class LabelMap:
         inside a name does not cut), and the name ending last before the cut
         wins, the longest on a tie: ``Car`` in ``red sports car``, ``cup`` in
         ``the cup left of the laptop`` and in ``the left cup next to the
-        laptop``, ``laptop`` in ``left of the laptop``.
+        laptop``, ``laptop`` in ``left of the laptop``. None also when a
+        :data:`CONJUNCTIONS` word joins two labels before the cut (``cat and
+        dog`` asks for both: no one label fits their regions).
         """
         words = phrase_words(phrase)
-        spans = [
-            (start, end, label)
-            for name, label in self._normalized.items()
-            if (name_words := phrase_words(name))
-            for start, end in _occurrences(words, name_words)
-        ]
+        spans = self._label_spans(words)
         if not spans:
             return None
         named = {i for start, end, _ in spans for i in range(start, end)}
@@ -218,8 +234,20 @@ class LabelMap:
             ),
             len(words),
         )
-        head = max((s for s in spans if s[1] <= cut), key=lambda s: (s[1], s[1] - s[0]))
+        before = [s for s in spans if s[1] <= cut]
+        if _joins_labels(words[:cut], before, named):
+            return None
+        head = max(before, key=lambda s: (s[1], s[1] - s[0]))
         return head[2]
+
+    def _label_spans(self, words: list[str]) -> list[tuple[int, int, str]]:
+        """``(start, end, label)`` for every label name (or alias) in ``words``."""
+        return [
+            (start, end, label)
+            for name, label in self._normalized.items()
+            if (name_words := phrase_words(name))
+            for start, end in _occurrences(words, name_words)
+        ]
 
     def prompt_match(self, phrase: str) -> tuple[str | None, Match | None]:
         """``(label, how)`` for a phrase a user typed, which the model is asked

@@ -1057,8 +1057,9 @@ def _prompt_labels(target: Any, phrases: list[str]) -> LabelMap:
     if unknown:
         raise PlanError(
             f"prompt {', '.join(unknown)!r} matches no label of {_describe(target)} "
-            f"and names none (labels: {', '.join(labels.labels)}); type a label, "
-            f"or a phrase naming one (e.g. 'red {labels.labels[0]}')"
+            f"and names no one label (labels: {', '.join(labels.labels)}); type a "
+            f"label, or a phrase naming one (e.g. 'red {labels.labels[0]}'), and "
+            "separate phrases for different labels with commas"
         )
     return LabelMap(phrases=mapped, free=labels.free)
 

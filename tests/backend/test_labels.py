@@ -11,6 +11,7 @@ from backend.labels import (
     LabelMap,
     Match,
     normalize_phrase,
+    phrase_words,
     split_phrases,
 )
 
@@ -87,3 +88,53 @@ def test_fuzzy_match_only_when_one_label_is_close() -> None:
 def test_aliases_of_one_label_do_not_make_a_fuzzy_match_ambiguous() -> None:
     m = LabelMap.from_labels(["Vehicle"], {"Vehicle": ["sports car", "sport cars"]})
     assert m.match("sports cars") == ("Vehicle", Match.FUZZY)
+
+
+DESK = LabelMap.from_labels(
+    ["cup", "laptop", "Car", "sports car", "stop sign", "bus"],
+    {"Car": ["car", "truck"]},
+)
+
+
+@pytest.mark.parametrize(
+    ("phrase", "head"),
+    [
+        ("red sports car", "sports car"),  # the longest name ending last
+        ("a red truck", "Car"),  # an alias
+        ("two red cars", "Car"),  # a plural
+        ("white cups", "cup"),
+        ("the cup left of the laptop", "cup"),  # cut at the relation
+        ("the cup on top of the laptop", "cup"),
+        ("the left cup next to the laptop", "cup"),  # "left" before any name
+        ("left of the laptop", "laptop"),  # no name before the relation
+        ("bus stop sign", "stop sign"),  # a compound: its last name
+        ("black and white cup", "cup"),  # "and" joining no two labels
+        ("the cup next to a laptop and a bus", "cup"),  # "and" after the cut
+        ("cup and laptop", None),  # two labels joined: neither
+        ("carpet", None),  # whole words only
+        ("zebra", None),
+    ],
+)
+def test_head_label_is_the_label_a_phrase_is_about(phrase, head) -> None:
+    assert DESK.head_label(phrase) == head
+
+
+def test_prompt_match_prefers_the_label_a_phrase_is() -> None:
+    assert DESK.prompt_match("Truck") == ("Car", Match.NORMALIZED)
+    assert DESK.prompt_match("red sports car") == ("sports car", Match.HEAD)
+    assert DESK.prompt_match("laptp") == ("laptop", Match.FUZZY)
+    assert DESK.prompt_match("zebra") == (None, None)
+    only = LabelMap.from_labels(["Vehicle"])
+    assert only.prompt_match("red sports car") == ("Vehicle", Match.ONLY)
+    free = LabelMap(free=True)
+    assert free.prompt_match("red cup") == ("red cup", Match.FREE)
+
+
+def test_phrase_words_drop_punctuation() -> None:
+    assert phrase_words(" The cup, LEFT-of  it's ") == [
+        "the",
+        "cup",
+        "left",
+        "of",
+        "it's",
+    ]

@@ -697,6 +697,19 @@ def test_a_phrase_naming_none_of_several_labels_lists_them() -> None:
     assert "(labels: Car, Person)" in message
 
 
+def test_a_phrase_joining_two_labels_takes_neither() -> None:
+    """ "cat and dog" asks for both: no one label fits all its regions."""
+    pets = view(
+        '<RectangleLabels name="label" toName="image"><Label value="cat"/>'
+        '<Label value="dog"/></RectangleLabels>',
+        PROMPT,
+    )
+    with pytest.raises(PlanError, match=r"'cat and dog' matches no label.*commas"):
+        plan_interactive(pets, {"result": [prompt_item("cat and dog")]})
+    plan = plan_interactive(pets, {"result": [prompt_item("black and white cat")]})
+    assert plan.controls[0].label_map.resolve("black and white cat") == "cat"
+
+
 def test_an_overlong_prompt_is_refused_naming_the_field() -> None:
     with pytest.raises(ContextError, match=r"context.result\['p'\].value.text is"):
         plan_interactive(

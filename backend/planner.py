@@ -1055,9 +1055,10 @@ def _prompt_labels(target: Any, phrases: list[str]) -> LabelMap:
                 "named in the phrase" if how is Match.HEAD else "its only label",
             )
     if unknown:
+        typed = shown(", ".join(unknown))
         raise PlanError(
-            f"prompt {', '.join(unknown)!r} matches no label of {_describe(target)} "
-            f"and names no one label (labels: {', '.join(labels.labels)}); type a "
+            f"prompt {typed} matches no label of {_describe(target)} and names"
+            f" no one label (labels: {', '.join(labels.labels)}); type a "
             f"label, or a phrase naming one (e.g. 'red {labels.labels[0]}'), and "
             "separate phrases for different labels with commas"
         )

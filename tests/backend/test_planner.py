@@ -710,6 +710,16 @@ def test_a_phrase_joining_two_labels_takes_neither() -> None:
     assert plan.controls[0].label_map.resolve("black and white cat") == "cat"
 
 
+def test_a_long_unmatched_phrase_is_quoted_cut_in_the_error() -> None:
+    typed = "striped zebra " * 40
+    with pytest.raises(PlanError) as caught:
+        plan_interactive(view(RECT, PROMPT), {"result": [prompt_item(typed)]})
+    assert "prompt 'striped zebra striped zebra striped ... matches" in str(
+        caught.value
+    )
+    assert len(str(caught.value)) < 400
+
+
 def test_an_overlong_prompt_is_refused_naming_the_field() -> None:
     with pytest.raises(ContextError, match=r"context.result\['p'\].value.text is"):
         plan_interactive(

@@ -473,11 +473,36 @@ class HostGuard:
         except OSError as exc:
             raise ImageFetchError(f"cannot resolve {host!r}: {exc}") from None
         for address in addresses:
-            if not ipaddress.ip_address(address.split("%", 1)[0]).is_global:
+            if not is_public_address(address):
                 raise ImageRefused(
                     f"{host!r} resolves to the non-public address {address}; name "
                     "it in REXLABEL_ALLOWED_HOSTS to allow it"
                 )
+
+
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+"""Well-known NAT64 prefix: the last 32 bits are the IPv4 address reached."""
+LOCAL_NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")
+"""Local-use NAT64 (RFC 8215): the IPv4 address may sit anywhere; never public."""
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+"""Deprecated IPv4-compatible addresses (``::a.b.c.d``)."""
+
+
+def is_public_address(address: str) -> bool:
+    """Whether ``address`` is globally routable, and so is every IPv4 address
+    it carries (NAT64, 6to4, Teredo, IPv4-mapped or -compatible): Python
+    counts ``64:ff9b::7f00:1`` as global, yet NAT64 takes it to 127.0.0.1."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if not ip.is_global:
+        return False
+    if ip.version == 4:
+        return True
+    if ip in LOCAL_NAT64_PREFIX:
+        return False
+    carried = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+    if ip in NAT64_PREFIX or ip in IPV4_COMPATIBLE:
+        carried.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return all(v4.is_global for v4 in carried if v4 is not None)
 
 
 # Loader ---------------------------------------------------------------------
@@ -637,14 +662,17 @@ class ImageLoader:
 
         Every hop is parsed once (``parse_http_url``) and exactly that URL is
         sent. The token goes only to a hop whose scheme, host and port are
-        LABEL_STUDIO_URL's. A chain Label Studio started (presigned cloud
-        URLs) may leave the guard's hosts, without the token; any other chain
-        is checked by the guard at every hop.
+        LABEL_STUDIO_URL's, in a chain that began at one of its media routes.
+        A chain Label Studio started (presigned cloud URLs) may leave the
+        guard's hosts, to public or named hosts, without the token; any other
+        chain is checked by the guard at every hop.
         """
         hop = self._hop(ref, url, trusted=label_studio)
         renewed = False
         for _ in range(MAX_REDIRECTS + 1):
-            is_ls = same_origin(hop.url, self.label_studio_url)
+            # The token: only in a chain that began at a Label Studio media
+            # route (resolve_media), and only to Label Studio's origin.
+            is_ls = label_studio and same_origin(hop.url, self.label_studio_url)
             response = self._send(ref, hop, is_ls, deadline)
             with response:
                 if response.is_redirect:

@@ -330,8 +330,7 @@ def resolve_media(
             path=_local_files_path(value, local_files_root),
             hide_reason=not local_paths,
         )
-    if ".." in urlsplit(value).path.split("/"):
-        raise MediaReferenceError(f"Label Studio path {value!r} may not contain '..'")
+    _check_media_path(value, urlsplit(value).path)
     if not base:
         raise MediaReferenceError(
             f"{value!r} is a Label Studio path: set LABEL_STUDIO_URL to download "
@@ -364,7 +363,9 @@ def _cloud_location(value: str, base: str, task_id: int | None) -> MediaLocation
     return MediaLocation(
         urls=(presign_url(base, int(task_id), value),),
         label_studio=True,
-        cache_key=value,
+        # Label Studio decides per task whether it presigns a URI: a copy
+        # cached for one task must not serve another task's request.
+        cache_key=f"task {int(task_id)}|{value}",
     )
 
 
@@ -381,9 +382,31 @@ def _http_location(
             path=_local_files_path(parsed.url, local_files_root),
             hide_reason=not local_paths,
         )
+    if is_label_studio:
+        _check_media_path(value, path)
     return MediaLocation(
-        urls=(parsed.url,), label_studio=is_label_studio, cache_key=parsed.url
+        urls=(parsed.url,),
+        # The token goes with Label Studio's media routes only: a task naming
+        # /api/... on Label Studio gets no authenticated answer.
+        label_studio=is_label_studio and path.startswith(MEDIA_PREFIXES),
+        cache_key=parsed.url,
     )
+
+
+MEDIA_PREFIXES = (UPLOAD_PREFIX, STORAGE_DATA_PREFIX, LOCAL_FILES_PATH)
+"""Label Studio's routes for task media: the only paths a task may name that
+get the token (the presign route is built by us, never taken from a task)."""
+
+
+def _check_media_path(value: str, path: str) -> None:
+    """A Label Studio path must not climb out of its route, written plainly or
+    percent-encoded (``/data/upload/%2e%2e/api/...`` reached the API with the
+    token: the server decodes what the check did not)."""
+    decoded = unquote(path)
+    if ".." in decoded.split("/") or "\\" in decoded or decoded != unquote(decoded):
+        raise MediaReferenceError(
+            f"Label Studio path {value!r} may not contain '..' or encoded separators"
+        )
 
 
 # Tokens ---------------------------------------------------------------------

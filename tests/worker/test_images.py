@@ -384,6 +384,26 @@ def test_host_guard_patterns_and_public_resolution():
         strict.check("https://cdn.example.com/x.png")
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 to 127.0.0.1
+        "64:ff9b::a00:5",  # NAT64 to 10.0.0.5 (AWS runs NAT64)
+        "64:ff9b:1::a00:5",  # local-use NAT64
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "::ffff:127.0.0.1",  # IPv4-mapped
+        "::7f00:1",  # IPv4-compatible
+    ],
+)
+def test_ipv6_addresses_carrying_a_private_ipv4_are_not_public(address):
+    """Python counts most of these as global; the IPv4 address they reach is not."""
+    guard = HostGuard(("*",), "", lambda host: [address])
+    with pytest.raises(ImageRefused, match="non-public address"):
+        guard.check("https://cdn.example.com/x.png")
+    public = HostGuard(("*",), "", lambda host: ["64:ff9b::808:808", "2002:808:808::"])
+    public.check("https://cdn.example.com/x.png")
+
+
 def test_parse_allowed_hosts():
     assert parse_allowed_hosts(" A.com, *.b.org ,, * ") == ("a.com", "*.b.org", "*")
     assert parse_allowed_hosts("a.com:8080, *.b.org:8443, [::1]:9") == (

@@ -59,7 +59,11 @@ def test_cloud_uri_goes_through_the_presign_endpoint_with_urlsafe_base64():
     assert parts.path == "/tasks/7/presign/"
     encoded = unquote(parse_qs(parts.query)["fileuri"][0])
     assert base64.urlsafe_b64decode(encoded).decode() == uri
-    assert location.cache_key == uri
+    # Label Studio presigns per task: one task's copy never serves another.
+    assert location.cache_key == f"task 7|{uri}"
+    assert resolve_media(uri, label_studio_url=LS, task_id=8).cache_key != (
+        location.cache_key
+    )
     assert location.label_studio
     assert url == presign_url(LS, 7, uri)
 
@@ -165,6 +169,30 @@ def test_http_urls_carry_auth_only_on_the_label_studio_host():
     other = resolve_media("https://images.example.com/a.jpg", label_studio_url=LS)
     assert own.label_studio and own.urls == (f"{LS}/data/upload/1/a.jpg",)
     assert not other.label_studio
+
+
+def test_the_token_goes_with_media_routes_only():
+    """A task naming Label Studio's API got it fetched with the token (its
+    status leaked whatever the token's user may see)."""
+    for route in ("data/upload/1/a.jpg", "storage-data/uploaded/?filepath=a"):
+        assert resolve_media(f"{LS}/{route}", label_studio_url=LS).label_studio
+    for other in ("api/current-user/whoami", "api/projects/", "user/login/"):
+        assert not resolve_media(f"{LS}/{other}", label_studio_url=LS).label_studio
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/data/upload/%2e%2e/%2e%2e/api/projects/",
+        "/data/upload/1/%2E%2E/%2e%2e/%2e%2e/api/tasks/1",
+        "/data/upload/1/%252e%252e/x",
+        f"{LS}/data/upload/%2e%2e/api/projects/",
+        "/storage-data/../api/projects/",
+    ],
+)
+def test_encoded_climbs_out_of_a_media_route_are_refused(value):
+    with pytest.raises(MediaReferenceError, match=r"'\.\.'"):
+        resolve_media(value, label_studio_url=LS)
 
 
 @pytest.mark.parametrize("bad", ["", "   ", None, "ftp://host/a.jpg"])

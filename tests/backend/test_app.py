@@ -603,6 +603,31 @@ def test_too_many_tasks_become_a_background_job(monkeypatch) -> None:
     assert len(calls[0]["tasks"]) == 3
 
 
+def test_background_jobs_of_predict_are_limited(monkeypatch) -> None:
+    started: list[dict] = []
+
+    def start(**kwargs):
+        started.append(kwargs)
+        return f"job-{len(started)}"
+
+    monkeypatch.setattr(app_module, "_start_bulk_job", start)
+    monkeypatch.setattr(app_module, "_job_active", lambda job_id: True)
+    client = make_client({"REXLABEL_SYNC_TASK_LIMIT": "2"})
+    limit = app_module.PREDICT_BACKGROUND_JOBS
+    for first in range(limit):
+        body = predict_body([task(first * 10 + i) for i in range(3)])
+        assert client.post("/predict", json=body).status_code == 200
+    response = client.post("/predict", json=predict_body([task(i) for i in range(3)]))
+    assert response.status_code == 503
+    assert "PREDICT_BACKGROUND_JOBS" in response.get_json()["error"]
+    assert len(started) == limit
+    # once they finish, /predict starts jobs again
+    monkeypatch.setattr(app_module, "_job_active", lambda job_id: False)
+    response = client.post("/predict", json=predict_body([task(i) for i in range(3)]))
+    assert response.status_code == 200
+    assert len(started) == limit + 1
+
+
 # Interactive ------------------------------------------------------------------------
 def rect(rid: str, x: float, label: str = "Car") -> dict:
     return {
@@ -716,6 +741,33 @@ def test_a_free_phrase_is_asked_as_typed_and_labelled_by_the_label_it_names():
     assert "errors" not in reply
 
 
+def served_predict(tmp_path, answer: str, body: dict) -> tuple[dict, list[str]]:
+    """``body`` POSTed to a real ``rexlabel serve`` whose openai engine talks to
+    a fake model answering ``answer``; the image ``/data/upload/3/a.png`` comes
+    from a fake Label Studio. Returns the reply and the model requests' bodies."""
+    from tests.fake_label_studio import FakeLabelStudio
+    from tests.security.conftest import FakeChat, png_bytes, serve
+
+    with FakeChat(answer) as chat, FakeLabelStudio() as ls:
+        ls.files["3/a.png"] = png_bytes()
+        env = {
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": ls.pat,
+            "REXLABEL_ENGINE": "openai",
+            "REXLABEL_OPENAI_URL": chat.api_url,
+        }
+        with serve(tmp_path, env) as served:
+            reply = served.post("/predict", body).json()
+        return reply, [r.body.decode() for r in chat.seen if r.method == "POST"]
+
+
+def valid_for(config: str, prediction: dict) -> bool:
+    """Label Studio SDK's validator accepts ``prediction`` for ``config``."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    return LabelInterface(config).validate_prediction(prediction) is True
+
+
 README_DETECTION = (
     '<View><Image name="image" value="$image"/>'
     '<RectangleLabels name="label" toName="image" smart="true">'
@@ -730,34 +782,19 @@ README_DETECTION = (
 def test_a_free_phrase_through_rexlabel_serve_and_the_openai_engine(tmp_path):
     """The real path: ``rexlabel serve`` asks the (fake) model the typed phrase
     and labels its answer ``car``, which Label Studio's validator accepts."""
-    from label_studio_sdk.label_interface import LabelInterface
-
-    from tests.fake_label_studio import FakeLabelStudio
-    from tests.security.conftest import FakeChat, png_bytes, serve
-
     phrase = "the red truck left of the person"
     answer = (
         f"<|object_ref_start|>{phrase}<|object_ref_end|>"
         "<|box_start|><100><100><400><400><|box_end|><|im_end|>"
     )
-    with FakeChat(answer) as chat, FakeLabelStudio() as ls:
-        ls.files["3/a.png"] = png_bytes()
-        env = {
-            "LABEL_STUDIO_URL": ls.url,
-            "LABEL_STUDIO_API_KEY": ls.pat,
-            "REXLABEL_ENGINE": "openai",
-            "REXLABEL_OPENAI_URL": chat.api_url,
-        }
-        with serve(tmp_path, env) as served:
-            body = predict_body([task(5, "/data/upload/3/a.png")], README_DETECTION)
-            body["params"]["context"] = typed(phrase)
-            reply = served.post("/predict", body).json()
-        asked = [r.body.decode() for r in chat.seen if r.method == "POST"]
+    body = predict_body(
+        [task(5, "/data/upload/3/a.png")], README_DETECTION, context=typed(phrase)
+    )
+    reply, asked = served_predict(tmp_path, answer, body)
     assert len(asked) == 1 and phrase in asked[0], asked
     (region,) = reply["results"][0]["result"]
     assert region["value"]["rectanglelabels"] == ["car"]
-    li = LabelInterface(README_DETECTION)
-    assert li.validate_prediction(reply["results"][0]) is True
+    assert valid_for(README_DETECTION, reply["results"][0])
 
 
 ANIMAL_POSE = (
@@ -775,29 +812,14 @@ def test_animal_keypoints_through_rexlabel_serve_hang_under_species_boxes(tmp_pa
     """Issue 11 point 3 on the real path: without rex_categories the model is
     asked for the rectangle's species (it was asked for "animal" and the
     joints stood alone), and each animal's joints get its box as parent."""
-    from label_studio_sdk.label_interface import LabelInterface
-
-    from tests.fake_label_studio import FakeLabelStudio
-    from tests.security.conftest import FakeChat, png_bytes, serve
-
     answer = (
         '```json\n{"cat1": {"bbox": "<10><10><400><400>", "keypoints": '
         '{"nose": "<100><100>", "left front paw": "<50><300>", '
         '"root of tail": "unvisible"}}, "dog1": {"bbox": "<500><10><990><400>", '
         '"keypoints": {"nose": "<600><100>", "root of tail": "<900><200>"}}}\n```'
     )
-    with FakeChat(answer) as chat, FakeLabelStudio() as ls:
-        ls.files["3/a.png"] = png_bytes()
-        env = {
-            "LABEL_STUDIO_URL": ls.url,
-            "LABEL_STUDIO_API_KEY": ls.pat,
-            "REXLABEL_ENGINE": "openai",
-            "REXLABEL_OPENAI_URL": chat.api_url,
-        }
-        with serve(tmp_path, env) as served:
-            body = predict_body([task(5, "/data/upload/3/a.png")], ANIMAL_POSE)
-            reply = served.post("/predict", body).json()
-        (asked,) = [r.body.decode() for r in chat.seen if r.method == "POST"]
+    body = predict_body([task(5, "/data/upload/3/a.png")], ANIMAL_POSE)
+    reply, (asked,) = served_predict(tmp_path, answer, body)
     assert "Cat, Dog" in asked, asked
     prediction = reply["results"][0]
     results = prediction["result"]
@@ -815,7 +837,7 @@ def test_animal_keypoints_through_rexlabel_serve_hang_under_species_boxes(tmp_pa
     assert len(results) == 2 + 4
     assert joints["left_front_paw"] == ["Cat"]
     assert joints["Root of tail"] == ["Dog"]
-    assert LabelInterface(ANIMAL_POSE).validate_prediction(prediction) is True
+    assert valid_for(ANIMAL_POSE, prediction)
 
 
 def test_a_free_phrase_naming_no_label_lists_the_labels() -> None:

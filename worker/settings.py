@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from converters.geometry import MAX_IMAGE_PIXELS
+from converters.geometry import MAX_IMAGE_PIXELS, MAX_PIXELS, MIN_PIXELS
+from converters.prompts import SYSTEM_PROMPT
 
 
 class SettingsError(ValueError):
@@ -70,7 +71,10 @@ class Setting:
 
     ``aliases`` are older names users know (read when ``name`` is unset);
     ``choices`` restricts the value; ``minimum`` bounds numbers from below;
-    ``secret`` masks the value in ``rexlabel config`` and logs; ``check``
+    ``secret`` masks the value in ``rexlabel config`` and logs;
+    ``blank_is_default`` reads an empty value as the default (numbers and
+    booleans always do; a text whose empty value would mean nothing useful
+    sets it); ``check``
     raises ValueError (its message names the bad part) for a value of the
     right type that is still unusable, so start-up refuses it at once.
     """
@@ -84,6 +88,7 @@ class Setting:
     minimum: float | None = None
     secret: bool = False
     check: Callable[[Any], Any] | None = None
+    blank_is_default: bool = False
 
     def raw(self, environ: Mapping[str, str]) -> str | None:
         for key in (self.name, *self.aliases):
@@ -94,7 +99,8 @@ class Setting:
     def read(self, environ: Mapping[str, str] | None = None) -> Any:
         environ = os.environ if environ is None else environ
         raw = self.raw(environ)
-        if raw is None or (raw.strip() == "" and self.type is not str):
+        blank = raw is not None and raw.strip() == ""
+        if raw is None or (blank and (self.type is not str or self.blank_is_default)):
             return self.default
         try:
             value = _PARSERS[self.type](raw)
@@ -270,6 +276,39 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("transformers", "vllm", "openai"),
     ),
     Setting("REXLABEL_DEVICE", str, "auto", "auto picks cuda when visible, else cpu."),
+    Setting(
+        "REXLABEL_MIN_PIXELS",
+        int,
+        MIN_PIXELS,
+        "Smallest area an image is resized to before the model sees it: "
+        "upstream's min_pixels (16 visual tokens).",
+        minimum=28 * 28,
+    ),
+    Setting(
+        "REXLABEL_MAX_PIXELS",
+        int,
+        MAX_PIXELS,
+        "Largest area an image is resized to: upstream's max_pixels (2,560 visual "
+        "tokens); lower saves memory and time, higher helps small objects.",
+        minimum=28 * 28,
+    ),
+    Setting(
+        "REXLABEL_SYSTEM_PROMPT",
+        str,
+        SYSTEM_PROMPT,
+        "The chat's system message: upstream's, as the model was evaluated with; "
+        "empty means upstream's too.",
+        blank_is_default=True,
+    ),
+    Setting(
+        "REXLABEL_QUANTIZATION",
+        str,
+        "none",
+        "awq for an AWQ checkpoint (IDEA-Research/Rex-Omni-AWQ, CUDA only): vLLM "
+        "loads it with quantization=awq, transformers checks its config says awq; "
+        "not for openai (the server loads the model).",
+        choices=("none", "awq"),
+    ),
     Setting(
         "REXLABEL_OPENAI_URL",
         str,

@@ -53,3 +53,21 @@ def test_prompt_templates_are_part_of_it(monkeypatch) -> None:
         monkeypatch.undo()
         mv.prompts_fingerprint.cache_clear()
     assert mv.model_version(CONFIG, {}, ENV) == base
+
+
+def test_engine_settings_change_it_and_blank_system_prompt_is_upstreams() -> None:
+    from converters.prompts import SYSTEM_PROMPT
+
+    base = mv.model_version(CONFIG, {}, ENV)
+    changed = {
+        mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_MIN_PIXELS": "3136"}),
+        mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_MAX_PIXELS": "1003520"}),
+        mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_SYSTEM_PROMPT": "Be terse"}),
+        mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_QUANTIZATION": "awq"}),
+    }
+    assert base not in changed and len(changed) == 4
+    # upstream's values, spelt out or left empty, are the defaults: same version
+    same = {**ENV, "REXLABEL_SYSTEM_PROMPT": SYSTEM_PROMPT}
+    assert mv.model_version(CONFIG, {}, same) == base
+    assert mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_SYSTEM_PROMPT": ""}) == base
+    assert mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_QUANTIZATION": "none"}) == base

@@ -141,6 +141,9 @@ class OpenAIEngine(Engine):
         concurrency: requests in flight (setting ``REXLABEL_OPENAI_CONCURRENCY``).
         timeout_s: read timeout of one request.
         image_format: ``JPEG`` or ``PNG``.
+        min_pixels / max_pixels: the area bounds images are resized within
+            before sending (REXLABEL_MIN_PIXELS / REXLABEL_MAX_PIXELS).
+        system_prompt: the chat's system message (REXLABEL_SYSTEM_PROMPT).
         check_model: ask ``/models`` at start-up whether ``model`` is served.
         session: a ``requests.Session`` (connection pooling, tests).
     """
@@ -159,6 +162,7 @@ class OpenAIEngine(Engine):
         image_format: str = IMAGE_FORMAT,
         min_pixels: int = MIN_PIXELS,
         max_pixels: int = MAX_PIXELS,
+        system_prompt: str = SYSTEM_PROMPT,
         check_model: bool = True,
         session: requests.Session | None = None,
     ) -> None:
@@ -182,6 +186,7 @@ class OpenAIEngine(Engine):
             raise ValueError(f"image_format must be JPEG or PNG, got {image_format!r}")
         self.image_format = image_format.upper()
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.system_prompt = system_prompt
         self.session = session or requests.Session()
         self.unsupported: set[str] = set()
         """Optional fields this server rejected; not sent again."""
@@ -234,7 +239,7 @@ class OpenAIEngine(Engine):
         body: dict[str, Any] = {
             "model": self._model_id,
             "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "system", "content": self.system_prompt},
                 {
                     "role": "user",
                     "content": [

@@ -1,14 +1,16 @@
 """Engine names -> implementations, imported only when asked for.
 
 ``create_engine()`` with no arguments builds the engine the settings name
-(``REXLABEL_ENGINE``, ``REXLABEL_MODEL``, ``REXLABEL_DEVICE``). Importing this
-module imports no torch, transformers, vLLM or HTTP client.
+(``REXLABEL_ENGINE``, ``REXLABEL_MODEL``, ``REXLABEL_DEVICE``) with the options
+:func:`engine_options` reads (pixel bounds, system prompt, quantization).
+Importing this module imports no torch, transformers, vLLM or HTTP client.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Mapping
 from typing import Any
 
 from worker.engines.base import Engine
@@ -64,6 +66,54 @@ def missing_packages(name: str) -> list[str]:
     return [p for p in ENGINE_PACKAGES[name] if importlib.util.find_spec(p) is None]
 
 
+QUANTIZED_ENGINES = ("transformers", "vllm")
+"""Engines that load the weights themselves, so REXLABEL_QUANTIZATION applies;
+the openai engine's server loads them (start it with ``--quantization awq``)."""
+
+
+class EngineSettingsError(ValueError):
+    """Engine settings that cannot work together; the message names them."""
+
+
+def engine_options(
+    name: str, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The engine arguments the settings give ``name``, as the engine takes them.
+
+    ``min_pixels`` / ``max_pixels`` (REXLABEL_MIN_PIXELS / _MAX_PIXELS, areas
+    in pixels), ``system_prompt`` (REXLABEL_SYSTEM_PROMPT; empty means
+    upstream's) and, for engines that load weights, ``quantization``
+    (REXLABEL_QUANTIZATION: None or ``"awq"``). Also what ``model_version``
+    hashes, so predictions change version when these change.
+
+    Raises:
+        EngineSettingsError: min above max, or a quantization for openai.
+    """
+    from worker import settings
+
+    low = settings.get("REXLABEL_MIN_PIXELS", environ)
+    high = settings.get("REXLABEL_MAX_PIXELS", environ)
+    if low > high:
+        raise EngineSettingsError(
+            f"REXLABEL_MIN_PIXELS={low} is above REXLABEL_MAX_PIXELS={high}"
+        )
+    options: dict[str, Any] = {
+        "min_pixels": low,
+        "max_pixels": high,
+        "system_prompt": settings.get("REXLABEL_SYSTEM_PROMPT", environ),
+    }
+    quantization = settings.get("REXLABEL_QUANTIZATION", environ)
+    if name in QUANTIZED_ENGINES:
+        options["quantization"] = None if quantization == "none" else quantization
+    elif quantization != "none":
+        raise EngineSettingsError(
+            f"REXLABEL_QUANTIZATION={quantization} does not apply to the {name} "
+            "engine: its server loads the model (e.g. vllm serve --quantization "
+            f"{quantization}); unset it"
+        )
+    return options
+
+
 def create_engine(
     name: str | None = None,
     model: str | None = None,
@@ -77,7 +127,8 @@ def create_engine(
         model: hub id, local directory or served model name (REXLABEL_MODEL).
         device: ``auto``, ``cpu``, ``cuda`` ... (REXLABEL_DEVICE); engines that
             do not place the model themselves ignore it.
-        kwargs: engine-specific options, passed through.
+        kwargs: engine-specific options, passed through; they win over
+            :func:`engine_options` (pixel bounds, system prompt, quantization).
     """
     from worker import settings
 
@@ -86,5 +137,5 @@ def create_engine(
     return cls(
         model=model or settings.get("REXLABEL_MODEL"),
         device=device or settings.get("REXLABEL_DEVICE"),
-        **kwargs,
+        **{**engine_options(name), **kwargs},
     )

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
-from converters.prompts import build_messages
+from converters.prompts import SYSTEM_PROMPT, build_messages
 from worker.engines.base import (
     Engine,
     GenerationRequest,
@@ -42,6 +42,12 @@ FLASH_ATTENTION = "flash_attention_2"
 """Upstream's attention on GPUs, used when the flash_attn package is importable."""
 SDPA_ATTENTION = "sdpa"
 """PyTorch's fused attention: the portable fallback (CPU, GPUs without flash_attn)."""
+QUANTIZATIONS = ("awq",)
+"""Quantized checkpoints this engine loads (REXLABEL_QUANTIZATION): transformers
+reads the method from the checkpoint's ``quantization_config`` and needs CUDA
+kernels for it (autoawq / gptqmodel)."""
+AWQ_DTYPE = "float16"
+"""AWQ kernels compute in fp16 (AutoAWQ's and transformers' documented dtype)."""
 IMAGE_PROCESSOR_BACKEND = "pil"
 """Upstream loads the processor with ``use_fast=False``: the PIL image processor,
 whose bicubic resize matches the one the model was trained with."""
@@ -97,6 +103,50 @@ rarely repeat a shape (prompt length and image size vary). Measured on an H100
 and 4.2 s when it repeats; flash / memory-efficient kernels 6.2-6.5 s every time."""
 
 
+class QuantizationError(ValueError):
+    """REXLABEL_QUANTIZATION does not fit the checkpoint or the device."""
+
+
+def checkpoint_quantization(model_id: str) -> str | None:
+    """The ``quant_method`` in the checkpoint's config (``awq``...), or None."""
+    from transformers import AutoConfig
+
+    found = getattr(AutoConfig.from_pretrained(model_id), "quantization_config", None)
+    if found is None:
+        return None
+    method = found.get("quant_method") if isinstance(found, dict) else None
+    method = method or getattr(found, "quant_method", None)
+    return str(getattr(method, "value", method) or "").lower() or None
+
+
+def check_quantization(model_id: str, device: str, quantization: str | None) -> None:
+    """Raise QuantizationError unless ``quantization`` can load ``model_id`` here.
+
+    transformers quantizes from the checkpoint's own ``quantization_config``;
+    the setting states what the operator expects, so a mismatch (an AWQ
+    setting on plain weights, or on a CPU) stops loading with its reason.
+    """
+    if quantization is None:
+        return
+    if quantization not in QUANTIZATIONS:
+        raise QuantizationError(
+            f"REXLABEL_QUANTIZATION={quantization!r}: expected none or "
+            f"{', '.join(QUANTIZATIONS)}"
+        )
+    if not device.startswith("cuda"):
+        raise QuantizationError(
+            f"REXLABEL_QUANTIZATION={quantization} needs a CUDA device (AWQ "
+            f"kernels run only there); the device is {device!r}"
+        )
+    found = checkpoint_quantization(model_id)
+    if found != quantization:
+        raise QuantizationError(
+            f"REXLABEL_QUANTIZATION={quantization} but {model_id!r} is "
+            f"{'a ' + found if found else 'not a quantized'} checkpoint (its "
+            "config.json has no matching quantization_config)"
+        )
+
+
 def load_model(
     model_id: str,
     device: str | None = "auto",
@@ -105,16 +155,20 @@ def load_model(
     attn_implementation: str | None = None,
     min_pixels: int = MIN_PIXELS,
     max_pixels: int = MAX_PIXELS,
+    quantization: str | None = None,
 ):
     """Load ``(model, processor)`` from a hub id or a local directory.
 
     The one loading path for the real Rex-Omni and the tiny test model.
+    ``quantization`` (``awq``) is checked against the checkpoint and device
+    (:func:`check_quantization`) and computes in fp16.
     """
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     device = resolve_device(device)
-    dtype = dtype or default_dtype(device)
+    check_quantization(model_id, device, quantization)
+    dtype = dtype or (AWQ_DTYPE if quantization else default_dtype(device))
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     attn = attn_implementation or default_attention(device)
@@ -202,6 +256,11 @@ class TransformersEngine(Engine):
             ``REXLABEL_DEVICE``).
         dtype / attn_implementation: override bf16-on-GPU/fp32-on-CPU and
             flash-attention-2-when-importable-else-sdpa.
+        min_pixels / max_pixels: the area bounds images are resized within
+            (REXLABEL_MIN_PIXELS / REXLABEL_MAX_PIXELS through create_engine).
+        system_prompt: the chat's system message (REXLABEL_SYSTEM_PROMPT).
+        quantization: None, or ``awq`` for an AWQ checkpoint on CUDA
+            (REXLABEL_QUANTIZATION; see :func:`check_quantization`).
         max_batch_size: most requests per ``generate`` call.
         generate_kwargs: extra generation settings for every call
             (``GenerationConfig`` fields such as ``min_new_tokens``, which
@@ -222,6 +281,8 @@ class TransformersEngine(Engine):
         attn_implementation: str | None = None,
         min_pixels: int = MIN_PIXELS,
         max_pixels: int = MAX_PIXELS,
+        system_prompt: str = SYSTEM_PROMPT,
+        quantization: str | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         generate_kwargs: dict[str, Any] | None = None,
         logits_processors: list[Any] | None = None,
@@ -235,6 +296,8 @@ class TransformersEngine(Engine):
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.system_prompt = system_prompt
+        self.quantization = quantization
         if self.device.startswith("cuda") and PREFER_FLASH_OVER_CUDNN_SDPA:
             import torch
 
@@ -252,6 +315,7 @@ class TransformersEngine(Engine):
                 attn_implementation=attn_implementation,
                 min_pixels=min_pixels,
                 max_pixels=max_pixels,
+                quantization=quantization,
             )
         tokenizer = self.processor.tokenizer
         self.stop_id = tokenizer.convert_tokens_to_ids(STOP_TOKEN)
@@ -282,7 +346,7 @@ class TransformersEngine(Engine):
         requests = list(requests)
         texts = [
             self.processor.apply_chat_template(
-                build_messages(r.prompt, r.image),
+                build_messages(r.prompt, r.image, system_prompt=self.system_prompt),
                 tokenize=False,
                 add_generation_prompt=True,
             )

@@ -37,7 +37,7 @@ from dataclasses import asdict
 from typing import Any
 
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
-from converters.prompts import build_messages
+from converters.prompts import SYSTEM_PROMPT, build_messages
 from worker.engines.base import (
     Engine,
     GenerationRequest,
@@ -181,7 +181,11 @@ class VLLMEngine(Engine):
         gpu_memory_utilization: share of GPU memory vLLM may take (setting
             ``REXLABEL_VLLM_GPU_MEMORY_UTILIZATION``).
         tokenizer_mode: default: ``slow`` where supported, else ``auto``.
-        quantization: e.g. ``awq`` for ``IDEA-Research/Rex-Omni-AWQ``.
+        quantization: e.g. ``awq`` for ``IDEA-Research/Rex-Omni-AWQ``
+            (REXLABEL_QUANTIZATION through create_engine).
+        min_pixels / max_pixels: the area bounds images are resized within
+            (REXLABEL_MIN_PIXELS / REXLABEL_MAX_PIXELS).
+        system_prompt: the chat's system message (REXLABEL_SYSTEM_PROMPT).
         llm_kwargs: any other ``vllm.LLM`` argument (``dtype``,
             ``enforce_eager``, ``tensor_parallel_size`` ...).
         llm: an already built ``vllm.LLM`` to use instead of building one.
@@ -200,6 +204,7 @@ class VLLMEngine(Engine):
         quantization: str | None = None,
         min_pixels: int = MIN_PIXELS,
         max_pixels: int = MAX_PIXELS,
+        system_prompt: str = SYSTEM_PROMPT,
         llm: Any = None,
         **llm_kwargs: Any,
     ) -> None:
@@ -208,6 +213,7 @@ class VLLMEngine(Engine):
         self._model_id = model or settings.get("REXLABEL_MODEL")
         self.device = device
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.system_prompt = system_prompt
         self.max_model_len = max_model_len or settings.get(
             "REXLABEL_VLLM_MAX_MODEL_LEN"
         )
@@ -277,7 +283,9 @@ class VLLMEngine(Engine):
         image = resize_for_model(
             request.image, min_pixels=self.min_pixels, max_pixels=self.max_pixels
         )
-        messages = build_messages(request.prompt, image)
+        messages = build_messages(
+            request.prompt, image, system_prompt=self.system_prompt
+        )
         text = self.processor.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.bulk.executors import InlineExecutor, RQExecutor
+from backend.bulk.references import ReferenceBoxes
 from backend.bulk.runner import JobRun, failures
 from backend.bulk.sources import expand_inputs
 from backend.bulk.store import (
@@ -91,9 +92,13 @@ def _spool(items: Iterable[dict[str, Any]], store: JobStore) -> tuple[Path, _Dig
         delete=False,
         encoding="utf-8",
     )
-    with handle:
-        for item in digest.lines(items):
-            handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+    try:
+        with handle:
+            for item in digest.lines(items):
+                handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+    except BaseException:  # an input named nothing usable: no stray spool
+        Path(handle.name).unlink(missing_ok=True)
+        raise
     return Path(handle.name), digest
 
 
@@ -113,6 +118,93 @@ def _create(store: JobStore, spec: JobSpec, spool: Path) -> JobDir:
 # Files jobs ------------------------------------------------------------------------
 
 
+class _Skips:
+    """Images left out of a files job: how many, and the first few by name."""
+
+    SHOWN = 5
+    """Skipped images a message names; the rest are counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, image: str) -> None:
+        self.count += 1
+        if len(self.first) < self.SHOWN:
+            self.first.append(image)
+
+    def message(self, total: int, reason: str) -> str:
+        named = ", ".join(self.first)
+        if self.count > len(self.first):
+            named += f", ... {self.count - len(self.first)} more"
+        return f"{self.count} of {total} image(s) {reason}: skipped ({named})"
+
+
+def visual_prompt_calls(
+    template: Mapping[str, Any], boxes: Mapping[str, list[list[float]]]
+) -> list[dict[str, Any]]:
+    """One visual-prompting call per label drawn on an image, with its boxes
+    (xyxy pixels of that image) and the label as its category."""
+    key = template.get("key") or "visual_prompting"
+    return [
+        {
+            **template,
+            "categories": [label],
+            "visual_prompt_boxes": label_boxes,
+            "key": f"{key}:{label}",
+        }
+        for label, label_boxes in boxes.items()
+    ]
+
+
+def _reference_template(
+    calls: list[dict[str, Any]], references: Any
+) -> list[dict[str, Any]]:
+    """The job's one visual-prompting call, without boxes, naming every label
+    of ``references`` (the COCO categories); JobError for other calls."""
+    if (
+        len(calls) != 1
+        or calls[0]["task"] != "visual_prompting"
+        or calls[0].get("visual_prompt_boxes")
+    ):
+        raise JobError(
+            "reference boxes go with one visual_prompting call and no boxes of "
+            "its own"
+        )
+    return [{**calls[0], "categories": list(references.labels)}]
+
+
+def _files_lines(
+    refs: Iterable[str],
+    calls: list[dict[str, Any]],
+    references: Any,
+    skips: _Skips,
+) -> Iterator[dict[str, Any]]:
+    """``images.jsonl`` lines of a files job: with per-image visual prompts
+    when ``references`` is given, an image without boxes of its own is
+    planned as skipped (never prompted with another image's boxes)."""
+    for index, ref in enumerate(refs):
+        line: dict[str, Any] = {"id": str(index), "image": ref}
+        if references is not None:
+            boxes = references.boxes_for(ref)
+            if boxes:
+                line["calls"] = visual_prompt_calls(calls[0], boxes)
+            else:
+                line["skip"] = f"no reference boxes in {references.path}"
+                skips.add(ref)
+        yield line
+
+
+def _one_image_prompts(calls: list[dict[str, Any]], count: int) -> None:
+    """Boxes given on a call are pixels of one image: JobError for several."""
+    if count > 1 and any(call.get("visual_prompt_boxes") for call in calls):
+        raise JobError(
+            f"visual prompt boxes are pixels of one image, and {count} images "
+            "are named: Rex-Omni finds things like the boxed ones in the same "
+            "image, so give each image its own boxes (--reference-boxes FILE)"
+        )
+
+
 def create_files_job(
     inputs: Iterable[str],
     calls: list[dict[str, Any]],
@@ -125,28 +217,47 @@ def create_files_job(
     model_version: str = "",
     chunk_size: int = CHUNK_SIZE,
     store: JobStore | None = None,
+    references: ReferenceBoxes | None = None,
+    on_skipped: Callable[[str], None] | None = None,
 ) -> JobDir:
     """The job for these images and calls (new, or the existing one to resume).
 
     ``calls`` are ``ModelCall`` dicts asked of every image; ``out`` is the COCO
     file, ``raw_out`` the JSONL of raw text and parsed predictions (default
     beside ``out``), ``draw_dir`` a folder for annotated previews.
+    ``references`` (``backend.bulk.references``) gives each image its own
+    visual-prompt boxes; ``calls`` is then one visual_prompting call without
+    boxes. Images without boxes are skipped (counted in the job's record) and
+    ``on_skipped`` gets a message naming them.
 
     Raises:
-        SourceError: an input names no image. JobError: no image at all.
+        SourceError: an input names no image, or a reference entry matches
+        two images. JobError: no image at all, none with reference boxes, or
+        one call's boxes for several images.
     """
     from worker.jobspec import ModelCall
 
     store = store or open_store()
     calls = [ModelCall.from_dict(c).to_dict() for c in calls]  # validate early
-    refs = (
-        {"id": str(i), "image": ref}
-        for i, ref in enumerate(expand_inputs(inputs, manifests))
-    )
-    spool, digest = _spool(refs, store)
-    if digest.count == 0:
+    if references is not None:
+        calls = _reference_template(calls, references)
+    skips = _Skips()
+    lines = _files_lines(expand_inputs(inputs, manifests), calls, references, skips)
+    spool, digest = _spool(lines, store)
+    try:
+        if digest.count == 0:
+            raise JobError("no images to label: the inputs name none")
+        _one_image_prompts(calls, digest.count)
+        if skips.count == digest.count:
+            raise JobError(
+                f"none of the {digest.count} image(s) has reference boxes in "
+                f"{references.path}"
+            )
+    except JobError:
         spool.unlink(missing_ok=True)
-        raise JobError("no images to label: the inputs name none")
+        raise
+    if skips.count and on_skipped is not None:
+        on_skipped(skips.message(digest.count, f"have no boxes in {references.path}"))
     out = Path(out).expanduser().resolve()
     outputs = {
         "coco": str(out),
@@ -158,7 +269,10 @@ def create_files_job(
     if not model_version:
         from backend.model_version import model_version as version_of
 
-        model_version = version_of(json.dumps(calls, sort_keys=True))
+        asked: Any = calls
+        if references is not None:  # the boxes change what is found
+            asked = {"calls": calls, "references": references.digest}
+        model_version = version_of(json.dumps(asked, sort_keys=True))
     spec = JobSpec(
         kind="files",
         total=digest.count,

@@ -77,22 +77,69 @@ def image_payload(spec: JobSpec, image: dict[str, Any]) -> dict[str, Any]:
 def chunk_payload(
     spec: JobSpec, index: int, images: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The ``worker.jobs.run_chunk`` payload of chunk ``index``."""
-    return {
+    """The ``worker.jobs.run_chunk`` payload of chunk ``index``.
+
+    Images planned with a ``skip`` reason (a visual prompt without reference
+    boxes of its own) do not go to the worker; ``planned`` then lists every
+    image of the chunk in order, so their lines keep their place."""
+    payload = {
         "job": spec.id,
         "chunk": index,
-        "images": [image_payload(spec, image) for image in images],
+        "images": [image_payload(spec, i) for i in images if not i.get("skip")],
         "generation": dict(spec.generation),
+    }
+    if any(image.get("skip") for image in images):
+        payload["planned"] = [
+            {k: image.get(k) for k in ("id", "image", "task_id", "skip")}
+            for image in images
+        ]
+    return payload
+
+
+def name_visual_prompts(
+    line: dict[str, Any], calls: list[dict[str, Any]] | None
+) -> None:
+    """Label a visual prompt's predictions with the call's category.
+
+    The model names what it found after the prompt's key (``object_1``); the
+    caller named the category (``--categories``): predictions of a
+    visual-prompting call that has one take it, in place."""
+    named = {
+        call.get("key"): call["categories"][0]
+        for call in calls or []
+        if call.get("task") == "visual_prompting" and call.get("categories")
+    }
+    for call in line.get("calls") or []:
+        label = named.get(call.get("key"))
+        if label is not None:
+            for prediction in call.get("predictions") or []:
+                prediction["label"] = label
+
+
+def _skipped_line(planned: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": planned["id"],
+        "task_id": planned.get("task_id"),
+        "status": "skipped",
+        "reason": planned["skip"],
+        "calls": [],
     }
 
 
 def result_lines(
     payload: dict[str, Any], result: dict[str, Any] | None, error: str | None
 ) -> list[dict[str, Any]]:
-    """One line per planned image: its result, or an error saying why not."""
+    """One line per planned image: its result, a skip with its reason, or an
+    error saying why not."""
     by_id = {r["id"]: r for r in (result or {}).get("images", [])}
+    calls = {image["id"]: image.get("calls") for image in payload["images"]}
     lines = []
-    for planned in payload["images"]:
+    for planned in payload.get("planned") or payload["images"]:
+        if planned.get("skip"):
+            line = _skipped_line(planned)
+            line["image"] = planned["image"]
+            lines.append(line)
+            continue
         found = by_id.get(planned["id"])
         if found is None:
             line = {
@@ -103,6 +150,7 @@ def result_lines(
             }
         else:
             line = dict(found)
+            name_visual_prompts(line, calls.get(planned["id"]))
         line["image"] = planned["image"]
         lines.append(line)
     return lines

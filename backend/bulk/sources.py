@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -50,33 +51,43 @@ def walk_folder(folder: Path) -> Iterator[str]:
                 yield str(path.resolve())
 
 
+def iter_json_lines(path: Path) -> Iterator[tuple[str, Any]]:
+    """``("<path>:<line number>", value)`` of each non-blank line of a JSONL
+    file; SourceError naming the line for one that is not JSON."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{number}", json.loads(line)
+            except ValueError as exc:
+                raise SourceError(f"{path}:{number}: not JSON ({exc})") from None
+
+
+def image_name(item: Any) -> Any:
+    """What a JSONL line names its image with: the line itself, or the first
+    of :data:`MANIFEST_KEYS` an object has."""
+    if isinstance(item, dict):
+        return next((item[k] for k in MANIFEST_KEYS if item.get(k)), None)
+    return item
+
+
 def read_manifest(path: Path) -> Iterator[str]:
     """References from a JSONL manifest: each line a JSON string or an object
     with one of :data:`MANIFEST_KEYS`. Relative paths are relative to the manifest."""
     base = path.resolve().parent
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as exc:
-                raise SourceError(f"{path}:{number}: not JSON ({exc})") from None
-            if isinstance(item, dict):
-                ref = next((item[k] for k in MANIFEST_KEYS if item.get(k)), None)
-            else:
-                ref = item
-            if not isinstance(ref, str) or not ref.strip():
-                raise SourceError(
-                    f"{path}:{number}: expected a path/URL string or an object with "
-                    f"one of {', '.join(MANIFEST_KEYS)}, got {line[:120]!r}"
-                )
-            ref = ref.strip()
-            if is_url(ref):
-                yield ref
-            else:
-                yield str((base / os.path.expanduser(ref)).resolve())
+    for at, item in iter_json_lines(path):
+        ref = image_name(item)
+        if not isinstance(ref, str) or not ref.strip():
+            raise SourceError(
+                f"{at}: expected a path/URL string or an object with "
+                f"one of {', '.join(MANIFEST_KEYS)}, got {json.dumps(item)[:120]}"
+            )
+        ref = ref.strip()
+        if is_url(ref):
+            yield ref
+        else:
+            yield str((base / os.path.expanduser(ref)).resolve())
 
 
 def expand_inputs(

@@ -177,8 +177,9 @@ class FilesSink:
 def write_file_outputs(job: JobDir, spec: JobSpec) -> dict[str, Any]:
     """Merge the parts into the COCO file, the raw JSONL and the previews.
 
-    Failed images are left out of the COCO file (they are listed in the JSONL
-    with their ``error``). Streaming: one part in memory at a time.
+    Failed and skipped images are left out of the COCO file (they are listed
+    in the JSONL with their ``error`` or ``reason``). Streaming: one part in
+    memory at a time.
     """
     outputs = spec.outputs
     written: dict[str, Any] = {}
@@ -202,8 +203,8 @@ def write_file_outputs(job: JobDir, spec: JobSpec) -> dict[str, Any]:
         for line in job.iter_results():
             if raw is not None:
                 raw.write(json.dumps(line, ensure_ascii=False) + "\n")
-            if line.get("error"):
-                continue
+            if line.get("error") or line.get("status") == "skipped":
+                continue  # not labeled: no COCO image (listed in the JSONL)
             predictions = line_predictions(line)
             if coco is not None:
                 coco.add(

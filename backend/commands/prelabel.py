@@ -7,7 +7,9 @@ Usage::
     rexlabel prelabel shelves/ --task keypoint --categories person \\
         --keypoint-type person --out people.coco.json
     rexlabel prelabel docs/ --task ocr_polygon --categories "text line" --out ocr.json
-    rexlabel prelabel shots/ --task visual_prompting --visual-prompt "10,20,80,90" \\
+    rexlabel prelabel shot.png --task visual_prompting --visual-prompt "10,20,80,90" \\
+        --categories widget --out similar.json
+    rexlabel prelabel shots/ --task visual_prompting --reference-boxes refs.jsonl \\
         --categories widget --out similar.json
     rexlabel prelabel photos/ --task detection --categories car --masks --out cars.json
     rexlabel prelabel --project 3 [--view "Night shots"]   # LABEL_STUDIO_URL/_API_KEY
@@ -16,6 +18,14 @@ Image files: COCO JSON (``--out``) plus a JSONL of each image's raw model text
 and parsed predictions (``--raw-out``, default beside ``--out``). A project:
 one prediction per task posted to Label Studio as chunks finish; tasks that
 already hold a prediction of this model version are left alone.
+
+Visual prompting finds things like the boxed ones *in the same image*: a box
+from one image cannot be applied to another. ``--visual-prompt`` boxes are
+pixels of the one image named; for many images ``--reference-boxes`` gives
+each its own: a COCO file (boxes of the ``--categories``, else of every
+category, per image ``file_name``) or JSON lines of ``{"image": ..., "boxes":
+[[x0, y0, x1, y1], ...], "label": ...}`` (xyxy pixels of that image). Results
+are labelled with the category; images without boxes are skipped and counted.
 
 The job id comes from the inputs, so the same command run again continues
 where it stopped (Ctrl-C, a killed worker, a crash). ``--retry-failed`` runs
@@ -81,7 +91,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="BOXES",
-        help="visual prompting: x0,y0,x1,y1 pixel boxes, ';'-separated (repeatable)",
+        help="visual prompting on ONE image: x0,y0,x1,y1 pixel boxes of that "
+        "image, ';'-separated (repeatable); the model looks for similar things in "
+        "the same image, so several images need --reference-boxes",
+    )
+    parser.add_argument(
+        "--reference-boxes",
+        default=None,
+        metavar="FILE",
+        help="visual prompting: each image's own reference boxes, from a COCO "
+        "file (per file_name; boxes of --categories, else of every category) or "
+        'JSON lines {"image": ..., "boxes": [[x0,y0,x1,y1], ...], "label": ...} '
+        "(xyxy pixels of that image); images without boxes are skipped",
     )
     parser.add_argument(
         "--masks",
@@ -188,6 +209,33 @@ def parse_boxes(values: list[str]) -> list[list[float]]:
     return boxes
 
 
+def _check_visual_prompt(
+    task: Any, boxes: list[list[float]], references: str | None, categories: list[str]
+) -> None:
+    """UsageError unless visual prompting has boxes from exactly one source
+    (and ``--visual-prompt`` one category name to label the results with)."""
+    from converters.tasks import Task
+
+    if task is not Task.VISUAL_PROMPTING:
+        for given, option in (
+            (boxes, "--visual-prompt"),
+            (references, "--reference-boxes"),
+        ):
+            if given:
+                raise UsageError(f"{option} is only used with --task visual_prompting")
+        return
+    if bool(boxes) == bool(references):
+        raise UsageError(
+            "--task visual_prompting needs --visual-prompt BOXES (one image) or "
+            "--reference-boxes FILE (each image its own boxes), not both"
+        )
+    if boxes and len(categories) != 1:
+        raise UsageError(
+            "--visual-prompt needs --categories NAME: one name for what the boxes "
+            "show (the results' label)"
+        )
+
+
 def call_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The one ModelCall (as a dict) the options describe; UsageError if unusable."""
     from converters.tasks import Task
@@ -199,10 +247,7 @@ def call_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--task: {exc}") from None
     categories = [c.strip() for c in (args.categories or "").split(",") if c.strip()]
     boxes = parse_boxes(args.visual_prompt)
-    if task is Task.VISUAL_PROMPTING and not boxes:
-        raise UsageError("--task visual_prompting needs --visual-prompt BOXES")
-    if boxes and task is not Task.VISUAL_PROMPTING:
-        raise UsageError("--visual-prompt is only used with --task visual_prompting")
+    _check_visual_prompt(task, boxes, args.reference_boxes, categories)
     if task is Task.KEYPOINT and not args.keypoint_type:
         raise UsageError("--task keypoint needs --keypoint-type (person, hand, animal)")
     if task not in (Task.VISUAL_PROMPTING, Task.KEYPOINT) and not categories:
@@ -279,8 +324,10 @@ def _run(args: argparse.Namespace) -> int:
     connection = None if args.inline else mirror
     client = None
     if args.project is not None:
-        if args.images or args.manifest or args.out:
-            raise UsageError("--project takes no images and no --out")
+        if args.images or args.manifest or args.out or args.reference_boxes:
+            raise UsageError(
+                "--project takes no images, no --out and no --reference-boxes"
+            )
         from backend.lsapi import LabelStudioClient
 
         extra = json.loads(args.extra_params) if args.extra_params else None
@@ -310,6 +357,11 @@ def _run(args: argparse.Namespace) -> int:
         call = call_from_args(args)
         if not args.out:
             raise UsageError("--out is required (the COCO JSON to write)")
+        references = None
+        if args.reference_boxes:
+            from backend.bulk.references import load_references
+
+            references = load_references(args.reference_boxes, call["categories"])
         job = create_files_job(
             args.images,
             [call],
@@ -320,6 +372,8 @@ def _run(args: argparse.Namespace) -> int:
             model_version=args.model_version,
             chunk_size=chunk_size,
             store=store,
+            references=references,
+            on_skipped=lambda message: print(message, file=sys.stderr),
         )
     return execute(job, store, connection, args, client=client)
 

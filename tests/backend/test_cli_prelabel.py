@@ -281,8 +281,16 @@ def test_every_task_option_builds_a_valid_call(tmp_path):
     assert call("--task", "keypoint", "--keypoint-type", "hand")["categories"] == [
         "hand"
     ]
-    vp = call("--task", "visual_prompting", "--visual-prompt", "1,2,30,40;5,5,9,9")
+    vp = call(
+        "--task",
+        "visual_prompting",
+        "--visual-prompt",
+        "1,2,30,40;5,5,9,9",
+        "--categories",
+        "widget",
+    )
     assert vp["visual_prompt_boxes"] == [[1, 2, 30, 40], [5, 5, 9, 9]]
+    assert vp["categories"] == ["widget"]
     ocr = call("--task", "ocr_polygon", "--categories", "text line")
     assert ocr["task"] == "ocr_polygon" and ocr["categories"] == ["text line"]
     gui = call("--task", "gui_pointing", "--categories", "the OK button")
@@ -309,7 +317,7 @@ def test_every_task_option_builds_a_valid_call(tmp_path):
         ["--task", "keypoint", "--keypoint-type", "person", "--categories", "person"],
         ["--task", "ocr_box", "--categories", "word"],
         ["--task", "ocr_polygon", "--categories", "text line"],
-        ["--task", "visual_prompting", "--visual-prompt", "10,10,60,50"],
+        ["--task", "visual_prompting", "--reference-boxes", "REFS"],
         ["--task", "gui_grounding", "--categories", "the OK button"],
         ["--task", "gui_pointing", "--categories", "the OK button"],
     ],
@@ -326,6 +334,17 @@ def test_every_task_runs_as_a_files_job(
     folder.mkdir()
     for i in range(2):
         (folder / f"p{i}.png").write_bytes(_png("red" if i else "blue"))
+    if "REFS" in args:  # visual prompting: each image its own reference box
+        refs = tmp_path / "refs.jsonl"
+        refs.write_text(
+            "".join(
+                json.dumps({"image": f"photos/p{i}.png", "boxes": [[10, 10, 60, 50]]})
+                + "\n"
+                for i in range(2)
+            )
+        )
+        args = [str(refs) if a == "REFS" else a for a in args]
+        args += ["--categories", "blob"]
     out = tmp_path / "out.json"
     code = main(
         [

@@ -286,7 +286,10 @@ def _call_result(image, call: ModelCall, generation, masker) -> CallResult:
     )
     warnings = list(parsed.warnings)
     predictions = score_predictions(
-        parsed.predictions, generation.token_texts, generation.token_logprobs
+        parsed.predictions,
+        generation.token_texts,
+        generation.token_logprobs,
+        generation.token_top_logprobs,
     )
     predictions, duplicates = drop_duplicates(predictions)
     if duplicates:

@@ -1,16 +1,40 @@
 """Confidence scores for predictions from the probabilities of their tokens.
 
 Rex-Omni writes boxes as text and gives no scores (upstream issues #76, #150).
-Every generated token has a probability, though, and the parser records which
-characters of the answer each prediction came from (``Prediction.span``). A
-prediction's score is the **mean probability of the coordinate tokens**
-(``<0>``..``<999>``) inside its span: high when the model was sure where the
-item is, low when it hesitated. ``min`` (the least sure token) is available as
-an alternative reduction; mean ranks better on the tiny model and is less
-harsh on long polygons. Items whose span holds no coordinate token (none in
-the grammar today) fall back to all tokens of the span.
+Every generated token has a probability distribution behind it, though, and
+the parser records which characters of the answer each prediction came from
+(``Prediction.span``). A region's score says how sure the model was that the
+region is there *and* where it is:
 
-Scores are in 0..1. Pure Python: no torch.
+    score = start x geometric mean over the coordinates of precision_j
+
+- ``precision_j`` for the j-th coordinate token ``<b>`` of the region: the
+  probability mass of the bins within ``SCORE_BIN_RADIUS`` of ``b`` divided by
+  the mass of all bins, at that position. A model sure of the place puts its
+  mass there even when it spreads it over neighbouring bins (as the tiny
+  model, trained on soft targets, does); a model that hesitates between two
+  places does not. The geometric mean (not the min) keeps the score of a
+  polygon comparable to a box's, and one loose coordinate still pulls it down.
+- ``start``: the probability of starting the region at all: the mass of all
+  bin tokens at the region's first coordinate (the alternative there is
+  ``None``, "not in the image", or the end of the group), times the
+  probability of the item separator ``,`` that precedes a second or later
+  instance (its alternative is ``<|box_end|>``, "no more of these").
+
+The score is in [0, 1]. It needs each position's alternatives
+(``GenerationResult.token_top_logprobs``): the transformers engine keeps the
+top ``TRANSFORMERS_TOP_LOGPROBS`` of the full distribution at coordinate
+positions; vLLM and OpenAI-compatible servers return the top
+``SCORE_TOP_LOGPROBS``. With only the top k known, mass outside them counts as
+absent: ``start`` is a lower bound, and precision is measured among the known
+bins (exact for a peaked model such as Rex-Omni, whose top k hold nearly all
+the mass). Without any alternatives (a server that returns only the chosen
+token's log-probability) precision_j falls back to the chosen bin's own
+probability (a lower bound of the window's mass) and ``start`` to the
+separator's probability. Items whose span holds no coordinate token (none in
+the grammar today) score the geometric mean of their tokens' probabilities.
+
+Pure Python: no torch.
 """
 
 from __future__ import annotations
@@ -18,23 +42,26 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from collections.abc import Sequence
-from enum import Enum
+from collections.abc import Mapping, Sequence
 
 from converters.prediction import Prediction
 
+SCORE_BIN_RADIUS = 20
+"""Bins (of 1000 per side) around a written coordinate that count as "the same
+place": 2% of the image side, the error at which a box edge still keeps IoU
+>= 0.5 for objects a tenth of the image or larger; a soft-target model (sigma
+15 bins) can place up to 82% of its mass there, a sharp one nearly all."""
+SCORE_TOP_LOGPROBS = 20
+"""Alternatives per position asked of vLLM and OpenAI-compatible servers:
+OpenAI's ``top_logprobs`` maximum and vLLM's default ``max_logprobs``."""
+TRANSFORMERS_TOP_LOGPROBS = 64
+"""Alternatives the transformers engine keeps per coordinate position (from the
+full distribution): all of the 41-bin window plus the rivals (``None``,
+``<|box_end|>``), even for the tiny model's spread-out distributions."""
+ITEM_SEPARATOR = ","
+"""Token between two instances of one phrase (converters.answer's separator)."""
 
-class ScoreReduction(str, Enum):
-    """How a prediction's token probabilities become one score."""
-
-    MEAN = "mean"
-    MIN = "min"
-
-
-SCORE_REDUCTION = ScoreReduction.MEAN
-"""Mean probability of an item's coordinate tokens (see module docstring)."""
-
-_COORDINATE_TOKEN = re.compile(r"\s*<\d+>\s*")
+_COORDINATE_TOKEN = re.compile(r"\s*<(\d+)>\s*")
 
 
 def token_offsets(token_texts: Sequence[str]) -> list[int]:
@@ -55,48 +82,148 @@ def tokens_in_span(offsets: Sequence[int], span: tuple[int, int]) -> range:
     return range(max(first, 0), min(last, len(offsets) - 1))
 
 
+def bin_value(token_text: str) -> int | None:
+    """The bin of a coordinate token (``"<12>"``, ``" <12>"``), else None."""
+    match = _COORDINATE_TOKEN.fullmatch(token_text)
+    return int(match.group(1)) if match else None
+
+
+def _probability(logprob: float) -> float:
+    """exp(logprob) clamped to [0, 1]; NaN (a broken server's) counts as 0."""
+    if math.isnan(logprob):
+        return 0.0
+    return math.exp(min(0.0, logprob))
+
+
+def bin_masses(
+    chosen_text: str,
+    chosen_logprob: float,
+    alternatives: Mapping[str, float] | None,
+    radius: int = SCORE_BIN_RADIUS,
+) -> tuple[float, float]:
+    """``(window, bins)`` at one coordinate position whose token is
+    ``chosen_text``: the probability of the bins within ``radius`` of it, and
+    of all bins.
+
+    ``alternatives`` maps token texts to log-probabilities (the top k); the
+    chosen token counts even when it is missing there. Without alternatives
+    both are the chosen bin's own probability and ``bins`` is taken as 1.
+    """
+    own = _probability(chosen_logprob)
+    if not alternatives:
+        return own, 1.0
+    chosen = bin_value(chosen_text)
+    known = dict(alternatives)
+    known.setdefault(chosen_text, chosen_logprob)
+    window = bins = 0.0
+    for text, logprob in known.items():
+        value = bin_value(text)
+        if value is None:
+            continue
+        probability = _probability(logprob)
+        bins += probability
+        if abs(value - chosen) <= radius:
+            window += probability
+    return window, bins
+
+
+def _separator_probability(
+    first: int, token_texts: Sequence[str], token_logprobs: Sequence[float]
+) -> float:
+    """The probability of the ``,`` just before token ``first`` (a later
+    instance's decision to go on), else 1."""
+    index = first - 1
+    while index >= 0 and not token_texts[index].strip():
+        index -= 1  # vLLM-style spacing tokens
+    if index >= 0 and token_texts[index].strip() == ITEM_SEPARATOR:
+        return _probability(token_logprobs[index])
+    return 1.0
+
+
+def _geometric_mean(values: Sequence[float]) -> float:
+    if any(v <= 0.0 for v in values):
+        return 0.0
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def region_score(
+    indices: Sequence[int],
+    token_texts: Sequence[str],
+    token_logprobs: Sequence[float],
+    token_top_logprobs: Sequence[Mapping[str, float] | None] | None = None,
+    *,
+    radius: int = SCORE_BIN_RADIUS,
+) -> float | None:
+    """Score of the region made of tokens ``indices`` (module docstring); None
+    if there are no tokens."""
+    if not indices:
+        return None
+    coordinates = [i for i in indices if bin_value(token_texts[i]) is not None]
+    if not coordinates:
+        return _geometric_mean([_probability(token_logprobs[i]) for i in indices])
+    precisions = []
+    start = _separator_probability(coordinates[0], token_texts, token_logprobs)
+    for position, index in enumerate(coordinates):
+        alternatives = token_top_logprobs[index] if token_top_logprobs else None
+        window, bins = bin_masses(
+            token_texts[index],
+            token_logprobs[index],
+            alternatives,
+            radius,
+        )
+        if position == 0 and alternatives:
+            start *= min(1.0, bins)
+        precisions.append(window / bins if bins > 0 else 0.0)
+    value = start * _geometric_mean(precisions)
+    return min(1.0, max(0.0, value))
+
+
 def span_score(
     span: tuple[int, int],
     token_texts: Sequence[str],
     token_logprobs: Sequence[float],
+    token_top_logprobs: Sequence[Mapping[str, float] | None] | None = None,
     *,
-    reduction: ScoreReduction = SCORE_REDUCTION,
     offsets: Sequence[int] | None = None,
+    radius: int = SCORE_BIN_RADIUS,
 ) -> float | None:
-    """Score of the text ``span`` from its tokens' log-probabilities; None if
-    the span covers no token."""
+    """Score of the text ``span`` from its tokens (:func:`region_score`); None
+    if the span covers no token."""
     offsets = offsets if offsets is not None else token_offsets(token_texts)
-    indices = tokens_in_span(offsets, span)
-    if not indices:
-        return None
-    coordinate = [i for i in indices if _COORDINATE_TOKEN.fullmatch(token_texts[i])]
-    chosen = coordinate or list(indices)
-    probabilities = [math.exp(min(0.0, token_logprobs[i])) for i in chosen]
-    if reduction is ScoreReduction.MIN:
-        value = min(probabilities)
-    else:
-        value = sum(probabilities) / len(probabilities)
-    return min(1.0, max(0.0, value))
+    return region_score(
+        tokens_in_span(offsets, span),
+        token_texts,
+        token_logprobs,
+        token_top_logprobs,
+        radius=radius,
+    )
 
 
 def score_predictions(
     predictions: Sequence[Prediction],
     token_texts: Sequence[str],
     token_logprobs: Sequence[float] | None,
+    token_top_logprobs: Sequence[Mapping[str, float] | None] | None = None,
     *,
-    reduction: ScoreReduction = SCORE_REDUCTION,
+    radius: int = SCORE_BIN_RADIUS,
 ) -> list[Prediction]:
     """Copies of ``predictions`` with ``score`` set from their spans.
 
     ``token_texts`` must concatenate to the text the spans index (the engine's
-    ``GenerationResult`` guarantees it). Without log-probabilities, or for a
-    prediction without a span, the prediction is returned unchanged.
+    ``GenerationResult`` guarantees it); ``token_top_logprobs`` (optional) has
+    one mapping of alternatives per token. Without log-probabilities, or for
+    a prediction without a span, the prediction is returned unchanged.
     """
     if token_logprobs is None:
         return list(predictions)
     if len(token_logprobs) != len(token_texts):
         raise ValueError(
             f"{len(token_logprobs)} log-probabilities for {len(token_texts)} tokens"
+        )
+    if token_top_logprobs is not None and len(token_top_logprobs) != len(token_texts):
+        raise ValueError(
+            f"{len(token_top_logprobs)} top-log-probability entries for "
+            f"{len(token_texts)} tokens"
         )
     offsets = token_offsets(token_texts)
     scored = []
@@ -107,8 +234,9 @@ def score_predictions(
                 prediction.span,
                 token_texts,
                 token_logprobs,
-                reduction=reduction,
+                token_top_logprobs,
                 offsets=offsets,
+                radius=radius,
             )
         scored.append(prediction if score is None else prediction.with_(score=score))
     return scored

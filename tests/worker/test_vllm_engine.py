@@ -97,7 +97,7 @@ def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
     entries = [
         {ids[0]: _logprob(-0.5, pieces[0])},
         {ids[1]: _logprob(-0.25, None)},  # no decoded text: the tokenizer's
-        {ids[2]: _logprob(-1.5, "<1>")},
+        {ids[2]: _logprob(-1.5, "<1>"), ids[2] + 1: _logprob(-0.5, "<2>")},
         {ids[3]: _logprob(float("-inf"), pieces[3])},
     ]
     completion = SimpleNamespace(
@@ -126,7 +126,7 @@ def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
         "skip_special_tokens": False,
         "spaces_between_special_tokens": False,
         "stop": ["<|im_end|>"],
-        "logprobs": 1,
+        "logprobs": vllm_engine.LOGPROBS_PER_TOKEN,
     }
     assert prompt["prompt"].endswith(
         "<|vision_start|><|image_pad|><|vision_end|>Detect cat.<|im_end|>\n"
@@ -140,6 +140,8 @@ def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
     assert result.token_texts == pieces
     assert result.token_logprobs[:3] == [-0.5, -0.25, -1.5]
     assert math.isinf(result.token_logprobs[3])
+    # a coordinate token's alternatives reach the scorer; others are not kept
+    assert result.token_top_logprobs == [{}, {}, {"<1>": -1.5, "<2>": -0.5}, {}]
     assert result.prompt_tokens == 30 and result.output_tokens == 4
     assert result.finish_reason == "stop"
 

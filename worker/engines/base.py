@@ -95,6 +95,10 @@ class GenerationResult:
             is ``text`` plus any stop token, so character spans map to tokens.
         token_logprobs: log-probability of each generated token (same length
             as ``token_ids``), or None when the engine cannot report them.
+        token_top_logprobs: per generated token, the alternatives the model
+            weighed there (token text -> log-probability, the top k; an empty
+            mapping where none were kept), or None when the engine reports
+            none. ``worker.scoring`` reads them at coordinate tokens.
         finish_reason: ``stop`` (end token), ``length`` (token cap) or
             ``runaway`` (stopped by the runaway guard).
         prompt_tokens / output_tokens: counts without padding.
@@ -109,6 +113,7 @@ class GenerationResult:
     prompt_tokens: int
     output_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
+    token_top_logprobs: list[dict[str, float]] | None = None
 
     @property
     def truncated(self) -> bool:

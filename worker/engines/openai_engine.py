@@ -56,6 +56,7 @@ from worker.engines.base import (
 )
 from worker.images import resize_for_model
 from worker.runaway import ContentScanner, RunawayScanner
+from worker.scoring import SCORE_TOP_LOGPROBS, bin_value
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ OPTIONAL_PARAMS = (
     "repetition_penalty",
     "return_token_ids",
     "logprobs",
+    "top_logprobs",
 )
 """Fields beyond the OpenAI standard (or streaming), dropped for servers that
 reject them."""
@@ -261,6 +263,7 @@ class OpenAIEngine(Engine):
             "skip_special_tokens": False,
             "spaces_between_special_tokens": False,
             "logprobs": True,
+            "top_logprobs": SCORE_TOP_LOGPROBS,
             "return_token_ids": True,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -406,6 +409,7 @@ class OpenAIEngine(Engine):
         entries = (choice.get("logprobs") or {}).get("content") or None
         texts = [e.get("token", "") for e in entries] if entries else []
         logprobs = [float(e.get("logprob", 0.0)) for e in entries] if entries else None
+        top = [_alternatives(e) for e in entries] if entries else None
         token_ids = [int(t) for t in choice.get("token_ids") or []]
         text = content[: -len(STOP_TOKEN)] if content.endswith(STOP_TOKEN) else content
         if not texts:
@@ -425,11 +429,31 @@ class OpenAIEngine(Engine):
             finish_reason=finish,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=output_tokens,
+            token_top_logprobs=top,
         )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.session.close()
+
+
+def _alternatives(entry: dict[str, Any]) -> dict[str, float]:
+    """A coordinate token's ``top_logprobs`` (text -> log-prob); empty for other
+    tokens (scoring reads only those) and for malformed entries."""
+    if bin_value(str(entry.get("token", ""))) is None:
+        return {}
+    found: dict[str, float] = {}
+    alternatives = entry.get("top_logprobs")
+    if not isinstance(alternatives, list):
+        return found
+    for alternative in alternatives[:SCORE_TOP_LOGPROBS]:  # as many as asked
+        if not isinstance(alternative, dict):
+            continue
+        try:
+            found[str(alternative.get("token", ""))] = float(alternative["logprob"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            continue
+    return found
 
 
 class _Answer:

@@ -28,6 +28,7 @@ from worker.engines.base import (
     GenerationResult,
     SamplingSettings,
 )
+from worker.scoring import TRANSFORMERS_TOP_LOGPROBS, bin_value
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,29 @@ class TokenTexts:
             return bytes(self._byte_of[ch] for ch in token)
         return self.tokenizer.decode([token_id]).encode("utf-8")
 
+    def alternatives(
+        self, texts: list[str], top_logprobs: list, top_ids: list
+    ) -> list[dict[str, float]]:
+        """Per token of ``texts``: its step's top tokens (text -> log-prob)
+        where the token is a coordinate (``worker.scoring`` reads only those),
+        else an empty mapping."""
+        rows: list[dict[str, float]] = []
+        for step, text in enumerate(texts):
+            if bin_value(text) is None or step >= len(top_ids):
+                rows.append({})
+                continue
+            ids = top_ids[step]
+            names = self.tokenizer.convert_ids_to_tokens(ids)
+            rows.append(
+                {
+                    self._token_bytes(i, name).decode("utf-8", "replace"): logprob
+                    for i, name, logprob in zip(
+                        ids, names, top_logprobs[step], strict=True
+                    )
+                }
+            )
+        return rows
+
     def __call__(self, token_ids: list[int]) -> list[str]:
         tokens = self.tokenizer.convert_ids_to_tokens(token_ids)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -387,7 +411,9 @@ class TransformersEngine(Engine):
         generated = time.perf_counter()
 
         new_tokens = sequences[:, prompt_len:].tolist()
-        logprobs = collector.logprobs(len(new_tokens[0]) if new_tokens else 0)
+        length = len(new_tokens[0]) if new_tokens else 0
+        logprobs = collector.logprobs(length)
+        top_logprobs, top_ids = collector.alternatives(length)
         triggered = guard.triggered.tolist()
         results = []
         for row, ids in enumerate(new_tokens):
@@ -395,6 +421,7 @@ class TransformersEngine(Engine):
                 self._result(
                     ids,
                     logprobs[row],
+                    (top_logprobs[row], top_ids[row]),
                     runaway=triggered[row],
                     prompt_tokens=int(prompt_tokens[row]),
                 )
@@ -459,17 +486,20 @@ class TransformersEngine(Engine):
             pad_token_id=self.pad_id,
             bos_token_id=None,
         )
-        collector = LogprobCollector(recorder, batch_size)
+        collector = LogprobCollector(recorder, batch_size, TRANSFORMERS_TOP_LOGPROBS)
         return guard, collector, processors, config
 
     def _result(
         self,
         ids: list[int],
         logprobs: list[float],
+        top: tuple[list, list],
         *,
         runaway: bool,
         prompt_tokens: int,
     ) -> GenerationResult:
+        """The result of one row; ``top``: the row's per-step top log-probs
+        and token ids (:meth:`LogprobCollector.alternatives`)."""
         if self.stop_id in ids:
             end = ids.index(self.stop_id) + 1
             finish = "stop"
@@ -489,6 +519,7 @@ class TransformersEngine(Engine):
             finish_reason=finish,
             prompt_tokens=prompt_tokens,
             output_tokens=len(ids),
+            token_top_logprobs=self.token_texts.alternatives(texts, *top),
         )
 
     def _sync(self) -> None:

@@ -47,6 +47,7 @@ from worker.engines.base import (
 from worker.images import resize_for_model
 from worker.logs import json_logging
 from worker.runaway import RunawayScanner
+from worker.scoring import SCORE_TOP_LOGPROBS, bin_value
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,10 @@ UPSTREAM_TOKENIZER_MODE = "slow"
 FALLBACK_TOKENIZER_MODE = "auto"
 """Used where ``slow`` is gone (vLLM 0.32 measured here); the fast tokenizer
 decodes the added ``<0>``..``<999>`` tokens the same way."""
-LOGPROBS_PER_TOKEN = 1
-"""Ask vLLM for the sampled token's log-probability (plus the top-1)."""
+LOGPROBS_PER_TOKEN = SCORE_TOP_LOGPROBS
+"""Ask vLLM for the sampled token's log-probability plus the top alternatives,
+which ``worker.scoring`` weighs at coordinate tokens (vLLM's default
+``max_logprobs`` allows this many)."""
 
 
 def supported_tokenizer_modes() -> set[str] | None:
@@ -112,6 +115,16 @@ def _token_text(token_id: int, entry: Any, decode: Callable[[int], str]) -> str:
     return decode(token_id) if text is None else text
 
 
+def _alternatives(
+    text: str, entry: Any, decode: Callable[[int], str]
+) -> dict[str, float]:
+    """A coordinate token's alternatives (text -> log-prob) from vLLM's
+    per-position log-probs; empty for other tokens (scoring reads only those)."""
+    if not entry or bin_value(text) is None:
+        return {}
+    return {_token_text(i, entry, decode): float(v.logprob) for i, v in entry.items()}
+
+
 def result_from_output(
     output: Any, decode: Callable[[int], str], sampling: SamplingSettings
 ) -> GenerationResult:
@@ -128,12 +141,17 @@ def result_from_output(
     entries = completion.logprobs or [None] * len(ids)
     texts = [_token_text(i, e, decode) for i, e in zip(ids, entries, strict=False)]
     logprobs: list[float] | None = None
+    top: list[dict[str, float]] | None = None
     if completion.logprobs is not None:
+        top = [
+            _alternatives(t, e, decode)
+            for t, e in zip(texts, completion.logprobs, strict=False)
+        ]
         logprobs = []
         for token_id, entry in zip(ids, completion.logprobs, strict=False):
             value = entry.get(token_id) if entry else None
             if value is None:  # vLLM always reports the sampled token
-                logprobs = None
+                logprobs = top = None
                 break
             logprobs.append(float(value.logprob))
     finish = "length" if completion.finish_reason == "length" else "stop"
@@ -152,6 +170,7 @@ def result_from_output(
         text, finish = head, "runaway"
         ids, texts = ids[: end + 1], texts[: end + 1]
         logprobs = logprobs[: end + 1] if logprobs is not None else None
+        top = top[: end + 1] if top is not None else None
     return GenerationResult(
         text=text,
         token_ids=ids,
@@ -160,6 +179,7 @@ def result_from_output(
         finish_reason=finish,
         prompt_tokens=len(output.prompt_token_ids or []),
         output_tokens=len(ids),
+        token_top_logprobs=top,
     )
 
 

@@ -4,7 +4,7 @@ Usage::
 
     rexlabel predict a.jpg b.jpg --task detection --categories "person,car"
     rexlabel predict a.jpg --task keypoint --categories person --keypoint-type person
-    rexlabel predict a.jpg --task visual_prompting --box 10,20,110,140
+    rexlabel predict a.jpg --task visual_prompting --box 10,20,110,140 --categories cup
     rexlabel predict a.jpg --task ocr_box --categories word --json
     rexlabel predict a.jpg --task pointing --categories cat --draw out/
 
@@ -56,7 +56,8 @@ def add_parser(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="X0,Y0,X1,Y1",
-        help="visual_prompting: a reference box in pixels (repeatable).",
+        help="visual_prompting: a reference box in pixels of the one image named "
+        "(repeatable); --categories names what it shows (the results' label).",
     )
     parser.add_argument("--model", help="Hub id or local directory (REXLABEL_MODEL).")
     parser.add_argument(
@@ -117,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         call = build_call(args)
+        if call.visual_prompt_boxes and len(args.images) > 1:
+            raise ValueError(
+                "--box is pixels of one image: Rex-Omni finds things like the boxed "
+                "ones in the same image, so name one image (prelabel "
+                "--reference-boxes gives each of many images its own boxes)"
+            )
         images = [load_image(ref, local_paths=True) for ref in args.images]
     except (ValueError, ImageLoadError) as exc:
         print(f"rexlabel predict: {exc}", file=sys.stderr)
@@ -133,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     finally:
         engine.close()
+    if call.task is Task.VISUAL_PROMPTING and call.categories:
+        for result in results:  # the model names them object_1
+            for prediction in result.predictions:
+                prediction.label = call.categories[0]
 
     if args.draw:
         _draw_all(Path(args.draw), args.images, images, results)

@@ -297,3 +297,23 @@ def test_one_entry_never_prompts_two_images(chat, photos, tmp_path, capsys):
     assert code == 2
     assert "match both" in capsys.readouterr().err
     assert not [s for s in chat.seen if s.method == "POST"]
+
+
+def test_predict_labels_a_visual_prompt_and_takes_one_image(
+    photos, tmp_path, monkeypatch, capsys
+):
+    """``rexlabel predict`` is the same class of call: one image, named results."""
+    monkeypatch.delenv("REXLABEL_QUANTIZATION", raising=False)
+    with FakeChat(OBJECT_1_ANSWER) as fake:
+        monkeypatch.setenv("REXLABEL_OPENAI_URL", fake.api_url)
+        args = ["predict", "--engine", "openai", "--model", MODEL_ID, "--json"]
+        vp = ["--task", "visual_prompting", "--box", "10,10,50,40"]
+        code = main([*args, str(photos / "a.png"), *vp, "--categories", "widget"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0
+        (image,) = report["images"]
+        assert [p["label"] for p in image["predictions"]] == ["widget"]
+        posts = [s for s in fake.seen if s.method == "POST"]
+        code = main([*args, str(photos / "a.png"), str(photos / "b.png"), *vp])
+        assert code == 2 and "pixels of one image" in capsys.readouterr().err
+        assert len([s for s in fake.seen if s.method == "POST"]) == len(posts)

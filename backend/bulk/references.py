@@ -38,12 +38,17 @@ from backend.bulk.sources import (
     MANIFEST_KEYS,
     SourceError,
     image_name,
-    is_url,
     iter_json_lines,
 )
 
 Boxes = list[list[float]]
 """xyxy boxes in pixels of one image."""
+
+
+def _is_remote(name: str) -> bool:
+    """A URL (``scheme://``): matched only exactly. Label Studio's ``/data/...``
+    references are paths here, so they match by their tail too."""
+    return "://" in name
 
 
 class _Entry:
@@ -86,7 +91,7 @@ def _xyxy(value: Any, where: str) -> list[float]:
 def _tail_key(name: str) -> tuple[str, ...] | None:
     """Path components of a relative name (``./`` dropped), or None for names
     that cannot be a tail (URLs, ``..``)."""
-    if is_url(name):
+    if _is_remote(name):
         return None
     parts = tuple(p for p in PurePosixPath(name.replace("\\", "/")).parts if p != ".")
     parts = tuple(p for p in parts if p != "/")
@@ -118,7 +123,7 @@ class ReferenceBoxes:
 
     def _index(self, entry: _Entry) -> None:
         name = entry.name
-        if is_url(name):
+        if _is_remote(name):
             self._exact.setdefault(name, entry)
             return
         base = self.path.resolve().parent
@@ -131,7 +136,7 @@ class ReferenceBoxes:
     # Looking up -----------------------------------------------------------------
     def _find(self, image: str) -> _Entry | None:
         found = self._exact.get(image)
-        if found is not None or is_url(image):
+        if found is not None or _is_remote(image):
             return found
         parts = PurePosixPath(image).parts
         for start in range(1, len(parts)):

@@ -168,8 +168,7 @@ def _reference_template(
         or calls[0].get("visual_prompt_boxes")
     ):
         raise JobError(
-            "reference boxes go with one visual_prompting call and no boxes of "
-            "its own"
+            "reference boxes go with one visual_prompting call and no boxes of its own"
         )
     return [{**calls[0], "categories": list(references.labels)}]
 

@@ -69,5 +69,8 @@ def test_engine_settings_change_it_and_blank_system_prompt_is_upstreams() -> Non
     # upstream's values, spelt out or left empty, are the defaults: same version
     same = {**ENV, "REXLABEL_SYSTEM_PROMPT": SYSTEM_PROMPT}
     assert mv.model_version(CONFIG, {}, same) == base
-    assert mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_SYSTEM_PROMPT": ""}) == base
-    assert mv.model_version(CONFIG, {}, {**ENV, "REXLABEL_QUANTIZATION": "none"}) == base
+    for name, value in (
+        ("REXLABEL_SYSTEM_PROMPT", ""),
+        ("REXLABEL_QUANTIZATION", "none"),
+    ):
+        assert mv.model_version(CONFIG, {}, {**ENV, name: value}) == base

@@ -77,7 +77,7 @@ def test_awq_is_checked_before_loading(tiny_model_dir, monkeypatch) -> None:
     from worker.engines.transformers_engine import QuantizationError, check_quantization
 
     monkeypatch.setenv("REXLABEL_QUANTIZATION", "awq")
-    with pytest.raises(QuantizationError, match="needs a CUDA device.*'cpu'"):
+    with pytest.raises(QuantizationError, match=r"needs a CUDA device.*'cpu'"):
         create_engine("transformers", str(tiny_model_dir), "cpu")
     # on a GPU the checkpoint must be an AWQ one (the tiny model is not)
     with pytest.raises(QuantizationError, match="not a quantized checkpoint"):

@@ -90,7 +90,9 @@ def compose_services(dotenv: Path, profiles: tuple[str, ...] = ()) -> dict:
             env=clean,
             timeout=60,
         )
-        assert done.returncode == 0, done.stderr
+        # the Compose wrapper exits 0 on a missing required variable: the
+        # empty output is the failure, its stderr the reason
+        assert done.returncode == 0 and done.stdout.strip(), done.stderr
         return json.loads(done.stdout)["services"]
     yaml = pytest.importorskip("yaml", reason="no Compose CLI and no PyYAML")
     env = dict(
@@ -208,6 +210,7 @@ def _shape_task(ls: FakeLabelStudio) -> tuple[dict, str, str]:
 BACKEND_AUTH = ("deploy-user", "deploy-basic-pass")
 """The stack's basic auth (the compose file requires it); every call sends it."""
 SECRETS = {
+    "REDIS_PASSWORD": "deploy-redis-password",
     "BASIC_AUTH_USER": BACKEND_AUTH[0],
     "BASIC_AUTH_PASS": BACKEND_AUTH[1],
     "REXLABEL_WEBHOOK_TOKEN": "deploy-webhook-token",

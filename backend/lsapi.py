@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +256,30 @@ class LabelStudioClient:
     def get_task(self, task: int) -> dict[str, Any]:
         return self._json("GET", f"/api/tasks/{int(task)}/")
 
+    def project_tasks(
+        self, project: int, task_ids: Iterable[int]
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """Label Studio's own copy of each task (``GET /api/tasks/<id>/``)
+        that belongs to ``project``, and the ids that do not: another
+        project's, unknown, or unreadable now (the reason is logged). A list
+        of task ids from a request is a claim; this is Label Studio's answer.
+        """
+        found: list[dict[str, Any]] = []
+        refused: list[int] = []
+        for task_id in task_ids:
+            try:
+                task = self.get_task(task_id)
+            except LabelStudioAPIError as exc:
+                log.info("task %s not read from Label Studio: %s", task_id, exc)
+                refused.append(task_id)
+                continue
+            owner = task.get("project") if isinstance(task, dict) else None
+            if _same_id(owner, project) and _same_id(task.get("id"), task_id):
+                found.append(task)
+            else:
+                refused.append(task_id)
+        return found, refused
+
     # Predictions ---------------------------------------------------------------
     def create_prediction(
         self,
@@ -348,6 +372,11 @@ def prediction_model_versions(task: dict[str, Any]) -> set[str]:
         if isinstance(item, dict) and item.get("model_version") is not None:
             versions.add(str(item["model_version"]))
     return versions
+
+
+def _same_id(value: Any, expected: int) -> bool:
+    """True when Label Studio's ``value`` is the integer id ``expected``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value == expected
 
 
 def _id_order(value: Any) -> tuple[int, str]:

@@ -17,6 +17,7 @@ With auth:
   ``/api/projects/<id>/``; ``/api/dm/views/?project=``;
 - ``GET /api/tasks/?project=&view=&page=&page_size=&fields=all`` with the
   envelope ``{"tasks": [...], "total": N}``; a page past the end is 404;
+  ``GET /api/tasks/<id>/`` (the task with its ``project``; 404 if unknown);
 - ``POST /api/predictions/`` and ``GET /api/predictions/?task=|project=``;
 - ``GET /api/projects/<id>/export?exportType=JSON``;
 - uploads (``files``: ``1/a.png`` -> bytes) on ``/data/upload/<path>`` (404 when
@@ -434,6 +435,11 @@ class FakeLabelStudio:
                     return self._send(200, views)
                 if path == "/api/tasks/":
                     return self._send(*ls._tasks_page(query))
+                if path.startswith("/api/tasks/"):
+                    task = ls.tasks.get(int(path.strip("/").split("/")[2]))
+                    if task is None:
+                        return self._send(404, {"detail": "Not found."})
+                    return self._send(200, ls._task_view(task, "all"))
                 if path == "/api/predictions/":
                     return self._send(200, ls._predictions(query))
                 if path.startswith("/data/upload/"):

@@ -431,6 +431,46 @@ def _project_job(
     return max(found, key=lambda item: item[0])[1] if found else None
 
 
+CHECKED_SOURCES = frozenset({"webhook"})
+"""Sources whose tasks are fetched from Label Studio before use: a webhook's
+body is trusted no further than its token, so its task ids and data are a
+claim (a ``/predict`` comes from Label Studio itself, with basic auth)."""
+
+DROPPED_IDS_LOGGED = 20
+"""Task ids a log line names when tasks are dropped; the rest are counted."""
+
+
+def _checked_tasks(
+    client: Any, project: Any, tasks: list[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Label Studio's copy of each of ``tasks`` that is a task of ``project``
+    (its ``data``, never the request's); the others are dropped and logged.
+
+    Raises:
+        RuntimeError: none of them is.
+    """
+    ids = [t.get("id") for t in tasks if isinstance(t, Mapping)]
+    try:
+        found, dropped = client.project_tasks(int(project), ids)
+    except (TypeError, ValueError):
+        raise RuntimeError(f"project {project!r} is no project id") from None
+    if dropped:
+        log.warning(
+            "project %s: %d task(s) dropped, not tasks of this project in Label "
+            "Studio: %s%s",
+            project,
+            len(dropped),
+            dropped[:DROPPED_IDS_LOGGED],
+            " ..." if len(dropped) > DROPPED_IDS_LOGGED else "",
+        )
+    if not found:
+        raise RuntimeError(
+            f"none of the {len(ids)} task(s) is a task of project {project} in "
+            "Label Studio"
+        )
+    return found
+
+
 def start_for_tasks(
     tasks: list[Mapping[str, Any]],
     *,
@@ -447,10 +487,14 @@ def start_for_tasks(
     The backend calls this for a ``/predict`` too large to answer in time and
     for ``TASKS_CREATED`` webhooks. Predictions are posted to LABEL_STUDIO_URL
     (never to a host a request named) with LABEL_STUDIO_API_KEY as chunks
-    finish.
+    finish. For a ``source`` in :data:`CHECKED_SOURCES` (``"webhook"``) each
+    task is fetched from Label Studio first: only tasks of ``project`` are
+    labelled, with Label Studio's data. A ``/predict``'s tasks are used as
+    sent: its caller passed basic auth, and it is Label Studio itself.
 
     Raises:
-        RuntimeError: Label Studio's URL or token is not configured.
+        RuntimeError: Label Studio's URL or token is not configured, or no
+        task of a checked source belongs to ``project``.
     """
     from backend.lsapi import LabelStudioAPIError, LabelStudioClient
     from backend.planner import plan_config
@@ -460,6 +504,8 @@ def start_for_tasks(
         client = LabelStudioClient(url, settings.get("LABEL_STUDIO_API_KEY"))
     except LabelStudioAPIError as exc:
         raise RuntimeError(f"background jobs post predictions to Label Studio: {exc}")
+    if source in CHECKED_SOURCES:
+        tasks = _checked_tasks(client, project, tasks)
     connection = redis_connection()
     store = store or open_store(connection)
     plan = plan_config(label_config, extra_params or {})

@@ -131,6 +131,11 @@ WEBHOOK_JOBS_PER_PROJECT = 2
 """Webhook-started jobs pending or running at once per project: imports
 arrive one at a time; more is a flood, and its events are logged and skipped."""
 
+PREDICT_BACKGROUND_JOBS = 4
+"""Background jobs started by /predict pending or running at once (each a
+thread posting to Label Studio, all sharing the workers): Label Studio asks
+for one selection at a time per user, so more is a flood; beyond it 503."""
+
 
 @dataclass(frozen=True)
 class BackendConfig:
@@ -258,6 +263,8 @@ class Backend:
         self._webhook_lock = threading.Lock()  # per-project webhook jobs
         self._webhook_pending = 0
         self._pending_lock = threading.Lock()
+        self._predict_jobs: list[str] = []
+        self._predict_lock = threading.Lock()  # /predict's background jobs
 
     # -- helpers ---------------------------------------------------------------
     def version_for(
@@ -382,7 +389,7 @@ class Backend:
             tasks = tasks[:WEBHOOK_MAX_TASKS]
         version = self.version_for(state.label_config, extra)
         with self._webhook_lock:
-            active = [j for j in self._webhook_jobs.get(pid, []) if _job_active(j)]
+            active = _active_jobs(self._webhook_jobs.get(pid, []))
             if len(active) >= WEBHOOK_JOBS_PER_PROJECT:
                 log.warning(
                     "TASKS_CREATED for project %s: %d tasks not pre-annotated: "
@@ -413,6 +420,13 @@ class Backend:
         )
 
     def predict(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The /predict reply, scrubbed (:func:`backend.replies.scrub_reply`):
+        of the tasks it quotes only the image references the plan read."""
+        reply, images = self._predict(body)
+        return scrub_reply(reply, images)
+
+    def _predict(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The reply unscrubbed, and the image references the plan read."""
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise BadRequest("'tasks' must be a list of task objects")
@@ -447,10 +461,11 @@ class Backend:
         except PlanError as exc:
             log.warning("predict: cannot plan project %s: %s", project, exc)
             annotate_request(interactive=interactive, failed_tasks=len(tasks))
-            return self._all_failed(tasks, version, str(exc), interactive)
+            return self._all_failed(tasks, version, str(exc), interactive), []
 
         if not interactive and len(tasks) > self.config.sync_task_limit:
-            return self._to_background(tasks, project, label_config, extra, version)
+            reply = self._to_background(tasks, project, label_config, extra, version)
+            return reply, []
 
         outcomes = self._run(plan, tasks, version, urgent=interactive, context=context)
         results = [
@@ -482,7 +497,7 @@ class Backend:
             reply["warnings"] = warnings
         if plan.notes:
             reply["notes"] = list(plan.notes)
-        return reply
+        return reply, _images_read(plan, tasks)
 
     def _all_failed(
         self, tasks: list, version: str, error: str, interactive: bool
@@ -516,7 +531,7 @@ class Backend:
         except StateError:
             pid = None
         try:
-            job = _start_bulk_job(
+            job = self._start_predict_job(
                 tasks=list(tasks),
                 project=pid,
                 label_config=label_config,
@@ -538,6 +553,26 @@ class Backend:
                 "Studio as they finish"
             ),
         }
+
+    def _start_predict_job(self, **kwargs: Any) -> str:
+        """A bulk job for a /predict (see :func:`_start_bulk_job`), at most
+        :data:`PREDICT_BACKGROUND_JOBS` at once. Its tasks are used as sent:
+        the caller passed basic auth, it is Label Studio itself (a webhook's
+        tasks are fetched from Label Studio instead, ``backend.bulk``).
+
+        Raises:
+            RuntimeError: that many run already, or jobs are unavailable.
+        """
+        with self._predict_lock:
+            active = _active_jobs(self._predict_jobs)
+            if len(active) >= PREDICT_BACKGROUND_JOBS:
+                raise RuntimeError(
+                    f"{len(active)} background jobs of /predict are still running "
+                    "(PREDICT_BACKGROUND_JOBS); ask again when one has finished"
+                )
+            job = _start_bulk_job(**kwargs)
+            self._predict_jobs = active if job in active else [*active, job]
+            return job
 
     def _run(
         self,
@@ -650,6 +685,23 @@ def _created_tasks(body: Mapping[str, Any]) -> tuple[str, list[Mapping[str, Any]
                 f"got {shown(got)}"
             )
     return pid, tasks
+
+
+def _images_read(plan: Plan, tasks: list) -> list[str]:
+    """The image references ``plan`` takes from ``tasks`` (``ImageJob.image``):
+    of a task's data, the only values a reply may quote."""
+    found: list[str] = []
+    for task in tasks:
+        try:
+            found += [job.image for job in plan.image_jobs(task)]
+        except PlanError:
+            continue
+    return found
+
+
+def _active_jobs(job_ids: list[str]) -> list[str]:
+    """Those of ``job_ids`` still pending or running."""
+    return [j for j in job_ids if _job_active(j)]
 
 
 def _job_active(job_id: str) -> bool:
@@ -811,7 +863,7 @@ def create_app(
     @app.post("/predict")
     def predict() -> Response:
         body = _json_body()
-        return jsonify(scrub_reply(backend.predict(body), body.get("tasks")))
+        return jsonify(backend.predict(body))
 
     return app
 

@@ -21,7 +21,7 @@ from backend.app import create_app
 from backend.queue import InProcessRunner
 from backend.state import MemoryStore
 from tests.fake_label_studio import FakeLabelStudio
-from tests.security.conftest import FakeChat, png_bytes, serve
+from tests.security.conftest import MODEL_ID, FakeChat, Listener, png_bytes, serve
 
 CONFIG = (
     '<View><Image name="image" value="$image"/>'
@@ -164,6 +164,62 @@ def test_errors_quote_the_task_reference_but_no_internal_address(backend):
     # Label Studio's address is internal (the error said "not found at" it)
     assert backend.ls.url.removeprefix("http://") not in text
     assert not re.search(r"https?://", text), text
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"x": ":", "y": "/", "z": "."},  # separators cut every URL apart
+        {"note": "data", "port": "127.0.0.1"},  # fragments of the internal URL
+    ],
+)
+def test_other_task_fields_do_not_shield_internal_addresses(backend, extra):
+    """Only the image reference the plan read is quoted: no other field of
+    ``data`` (which the caller fills at will) keeps any text in a reply."""
+    missing = f"/data/upload/{PROJECT}/missing.png"
+    internal = backend.ls.url + missing  # where the worker looked for it
+    data = {"image": missing, "same": internal, **extra}
+    body = {"tasks": [{"id": 1, "data": data}], "label_config": PLAIN_CONFIG}
+    reply = backend.post("/predict", body).json()
+    (error,) = reply["errors"]
+    text = error["error"] + reply["results"][0].get("error", "")
+    assert missing in text, text
+    assert backend.ls.url.removeprefix("http://") not in text, text
+    assert not re.search(r"https?://", text), text
+
+
+INTERNAL_URL = b"http://10.9.8.7:8000/internal"
+"""An internal service the model server's error body names."""
+
+
+def _model_failing(seen):
+    """A model server that lists the model and fails every generation with a
+    body naming its files and an internal host."""
+    if seen.method == "GET":
+        models = {"data": [{"id": MODEL_ID, "object": "model"}]}
+        return 200, {"Content-Type": "application/json"}, json.dumps(models).encode()
+    return 500, {}, b"upstream /srv/models/secret-weights failed at " + INTERNAL_URL
+
+
+@pytest.mark.parametrize("extra", [{}, {"x": ":", "y": "/"}])
+def test_the_model_servers_error_body_stays_in_the_log(tmp_path, extra):
+    with Listener(reply=_model_failing) as chat, Listener() as images:
+        env = {
+            "REXLABEL_ENGINE": "openai",
+            "REXLABEL_OPENAI_URL": f"http://localhost:{chat.port}/v1",
+            "REXLABEL_ALLOWED_HOSTS": f"127.0.0.1:{images.port}",
+        }
+        with serve(tmp_path, env) as served:
+            task = {"id": 1, "data": {"image": f"{images.url}/a.png", **extra}}
+            body = {"tasks": [task], "label_config": PLAIN_CONFIG}
+            reply = served.post("/predict", body).json()
+        log = served.log
+    (error,) = reply["errors"]
+    text = error["error"]
+    assert "HTTP 500" in text, text
+    for secret in ("secret-weights", "/srv", "10.9.8.7", f":{chat.port}"):
+        assert secret not in text, text
+    assert "secret-weights" in log  # the body is logged for the operator
 
 
 class _FailingStore(MemoryStore):

@@ -41,6 +41,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Any
 
 import requests
@@ -339,9 +340,7 @@ class OpenAIEngine(Engine):
             if response.status_code in RETRY_STATUSES and attempt < MAX_ATTEMPTS:
                 time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
                 continue
-            raise OpenAIEngineError(
-                f"{url} answered HTTP {response.status_code}: {response.text[:500]}"
-            )
+            raise _http_error(url, response)
 
     def _read_answer(
         self, response: requests.Response, sampling: SamplingSettings, url: str
@@ -435,6 +434,21 @@ class OpenAIEngine(Engine):
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.session.close()
+
+
+def _http_error(url: str, response: requests.Response) -> OpenAIEngineError:
+    """The error for a failed answer: its status and the standard phrase only.
+    The server's body (which may name its files and internal hosts) goes to
+    the log, never into a message that reaches a client."""
+    status = response.status_code
+    log.warning("%s answered HTTP %s: %s", url, status, response.text[:500])
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "unknown status"
+    return OpenAIEngineError(
+        f"{url} answered HTTP {status} ({phrase}); its body is in the worker's log"
+    )
 
 
 def _alternatives(entry: dict[str, Any]) -> dict[str, float]:

@@ -25,6 +25,8 @@ from worker.engines.base import GenerationRequest, SamplingSettings
 from worker.engines.openai_engine import (
     OpenAIEngine,
     OpenAIEngineError,
+    _Answer,
+    first_choice,
     image_data_url,
 )
 
@@ -302,6 +304,27 @@ def test_a_rejected_skip_special_tokens_is_dropped_and_remembered(server, caplog
     assert "skip_special_tokens" not in server.bodies[-1]
 
 
+SERVER_SECRET = "upstream /srv/models/secret failed at http://10.9.8.7:8000/x"
+"""What a model server's error may say about its insides."""
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        lambda: first_choice({"detail": SERVER_SECRET}, "http://m/v1"),
+        lambda: _Answer(8, 8, "http://m/v1").add({"error": SERVER_SECRET}),
+        lambda: _Answer(8, 8, "http://m/v1").add([SERVER_SECRET]),
+    ],
+    ids=["no choice", "error chunk", "chunk no object"],
+)
+def test_what_a_failing_server_sent_goes_to_the_log_only(fail, caplog):
+    with pytest.raises(OpenAIEngineError) as exc:
+        fail()
+    assert "secret" not in str(exc.value) and "10.9.8.7" not in str(exc.value)
+    assert str(exc.value).startswith("http://m/v1 ")  # which server, and what
+    assert SERVER_SECRET in caplog.text
+
+
 def test_a_400_naming_no_field_is_an_error_and_changes_nothing(server, caplog):
     server.reject_silently = True
     engine = _engine(server)
@@ -444,13 +467,14 @@ def test_a_plain_looping_answer_is_cut(server):
     assert result.prompt_tokens == 42
 
 
-def test_an_error_event_is_an_error(server, monkeypatch):
+def test_an_error_event_is_an_error(server, monkeypatch, caplog):
     def events(body, data):
         yield json.dumps({"error": {"message": "engine died"}})
 
     monkeypatch.setattr(server, "events", events)
-    with pytest.raises(OpenAIEngineError, match=r"while streaming.*engine died"):
+    with pytest.raises(OpenAIEngineError, match=r"failed while streaming"):
         _engine(server).generate([_request()])
+    assert "engine died" in caplog.text  # the server's words: the log only
 
 
 def test_an_unserved_model_is_named(server):

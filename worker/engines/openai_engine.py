@@ -101,6 +101,11 @@ SSE_DONE = b"[DONE]"
 """The payload that ends an OpenAI stream."""
 
 
+SERVER_TEXT_LOGGED = 500
+"""Characters of a model server's error body the log keeps: its message, not
+a whole HTML error page."""
+
+
 class OpenAIEngineError(RuntimeError):
     """The server failed a request; the message names the server and the reason."""
 
@@ -127,8 +132,7 @@ def first_choice(data: Any, where: str) -> tuple[dict[str, Any], str]:
         choice = data["choices"][0]
         content = choice["message"].get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
-        detail = str(data)[:300]
-        raise OpenAIEngineError(f"{where} returned no choice: {detail}") from None
+        raise _server_error(where, "returned no choice", data) from None
     return choice, content
 
 
@@ -367,9 +371,7 @@ class OpenAIEngine(Engine):
                 try:
                     chunk = json.loads(payload)
                 except ValueError:
-                    raise OpenAIEngineError(
-                        f"{url} streamed non-JSON: {payload[:200]!r}"
-                    ) from None
+                    raise _server_error(url, "streamed non-JSON", payload) from None
                 if answer.add(chunk):
                     break  # leaving the block closes the connection
         answer.finish()
@@ -436,19 +438,22 @@ class OpenAIEngine(Engine):
         self.session.close()
 
 
+def _server_error(url: str, what: str, sent: Any) -> OpenAIEngineError:
+    """The error ``<url> <what>``. What the server ``sent`` (a body that may
+    name its files and internal hosts) goes to the log, never into a message
+    that reaches a client."""
+    log.warning("%s %s: %s", url, what, str(sent)[:SERVER_TEXT_LOGGED])
+    return OpenAIEngineError(f"{url} {what}; what it sent is in the worker's log")
+
+
 def _http_error(url: str, response: requests.Response) -> OpenAIEngineError:
-    """The error for a failed answer: its status and the standard phrase only.
-    The server's body (which may name its files and internal hosts) goes to
-    the log, never into a message that reaches a client."""
+    """The error for a failed answer: its status and the standard phrase."""
     status = response.status_code
-    log.warning("%s answered HTTP %s: %s", url, status, response.text[:500])
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "unknown status"
-    return OpenAIEngineError(
-        f"{url} answered HTTP {status} ({phrase}); its body is in the worker's log"
-    )
+    return _server_error(url, f"answered HTTP {status} ({phrase})", response.text)
 
 
 def _alternatives(entry: dict[str, Any]) -> dict[str, float]:
@@ -516,11 +521,9 @@ class _Answer:
     def add(self, chunk: dict[str, Any]) -> bool:
         """Take one streamed chunk; True when the guard triggered (stop reading)."""
         if not isinstance(chunk, dict):
-            raise OpenAIEngineError(f"{self.url} streamed {str(chunk)[:200]}")
+            raise _server_error(self.url, "streamed a chunk that is no object", chunk)
         if chunk.get("error"):
-            raise OpenAIEngineError(
-                f"{self.url} failed while streaming: {str(chunk['error'])[:300]}"
-            )
+            raise _server_error(self.url, "failed while streaming", chunk["error"])
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         if chunk.get("prompt_token_ids") is not None:

@@ -444,12 +444,13 @@ def _checked_tasks(
     client: Any, project: Any, tasks: list[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """Label Studio's copy of each of ``tasks`` that is a task of ``project``
-    (its ``data``, never the request's); the others are dropped and logged.
+    (its ``data``, never the request's), once per id; the others are dropped
+    and logged.
 
     Raises:
         RuntimeError: none of them is.
     """
-    ids = [t.get("id") for t in tasks if isinstance(t, Mapping)]
+    ids = list(dict.fromkeys(t.get("id") for t in tasks if isinstance(t, Mapping)))
     try:
         found, dropped = client.project_tasks(int(project), ids)
     except (TypeError, ValueError):

@@ -45,6 +45,14 @@ def test_project_and_tasks_paginate_with_either_token(ls, token_kind):
         assert len(refreshes) == 1  # the access token is cached across requests
 
 
+def test_project_tasks_are_label_studios_and_of_that_project_only(ls):
+    client = LabelStudioClient(ls.url, ls.pat)
+    found, refused = client.project_tasks(7, [2, 999, 404, 5])
+    assert [t["id"] for t in found] == [2, 5]
+    assert found[0]["data"] == {"image": "/data/upload/7/2.jpg"}  # Label Studio's
+    assert refused == [999, 404]  # project 8's task, and an unknown one
+
+
 def test_last_full_page_stops_on_total_or_404(ls):
     client = LabelStudioClient(ls.url, LEGACY_TOKEN)
     ids = [t["id"] for t in client.iter_tasks(7, page_size=125)]

@@ -74,7 +74,7 @@ def test_a_task_of_another_project_is_never_read_nor_labelled(ls, tmp_path):
 
 def test_an_own_task_is_labelled_with_label_studios_data(ls, tmp_path):
     with serve(tmp_path, _env(ls, tmp_path, REXLABEL_WEBHOOK_TOKEN=TOKEN)) as backend:
-        _send(backend, _claiming(OWN), _claiming(FOREIGN))
+        _send(backend, _claiming(OWN), _claiming(FOREIGN), _claiming(OWN))
         wait_for(lambda: ls.predictions_of(OWN), JOB_WAIT_S, "task 1's prediction")
     (prediction,) = ls.predictions_of(OWN)
     assert prediction["result"], prediction
@@ -82,3 +82,4 @@ def test_an_own_task_is_labelled_with_label_studios_data(ls, tmp_path):
     requested = ls.paths_requested()
     assert f"/data/upload/{PROJECT}/own.png" in requested  # Label Studio's data
     assert f"/data/upload/{SECRET}" not in requested  # not the event's
+    assert requested.count(f"/api/tasks/{OWN}/") == 1  # once per id

@@ -31,7 +31,8 @@ nothing and logs it) and says which job took over.
 Auth: basic auth (``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``) on every route;
 ``/webhook`` also takes ``?token=`` (``REXLABEL_WEBHOOK_TOKEN``); see
 :mod:`backend.auth`. Credentials are checked before anything reads the body;
-bodies over :data:`MAX_BODY_BYTES` get 413 unread. Replies never carry a
+bodies over :data:`MAX_BODY_BYTES` get 413 unread; a chunked body (no
+Content-Length) is read up to the limit and then refused. Replies never carry a
 traceback, a local path or an internal URL (:mod:`backend.replies`); an
 unexpected error answers ``internal error`` with an id that is in the log.
 
@@ -46,6 +47,7 @@ set: without them project state lives in the process's memory).
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 import threading
 import uuid
@@ -55,9 +57,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from backend.auth import WEBHOOK_TOKEN_HEADER, WEBHOOK_TOKEN_PARAM, AuthConfig
+from backend.auth import (
+    WEBHOOK_TOKEN_HEADER,
+    WEBHOOK_TOKEN_PARAM,
+    AuthConfig,
+    credentials_problem,
+)
 from backend.model_version import model_version
 from backend.planner import (
     ContextError,
@@ -113,10 +120,15 @@ BULK_ACTIVE_STATUSES = ("pending", "running")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 """Largest request body (Flask's MAX_CONTENT_LENGTH; a larger one gets 413
-before a byte of it is read). A task in Label Studio's /predict or
-TASKS_CREATED is 0.5-1 KB of JSON (the task serializer's fields plus the data
-URLs), so 32 MiB holds a "Retrieve predictions" or an import of ~30,000 tasks;
-bigger selections go through ``rexlabel prelabel``."""
+before a byte of it is read, a chunked one once the limit is passed). A task
+in Label Studio's /predict or TASKS_CREATED is 0.5-1 KB of JSON (the task
+serializer's fields plus the data URLs), so 32 MiB holds a "Retrieve
+predictions" or an import of ~30,000 tasks; bigger selections go through
+``rexlabel prelabel``."""
+
+UNSIZED_READ_BYTES = 1024 * 1024
+"""Bytes per read while buffering a body sent without Content-Length: few
+reads for a large body, little memory beyond the body itself."""
 
 WEBHOOK_MAX_TASKS = 10_000
 """Tasks one TASKS_CREATED event may pre-annotate; the rest are logged and
@@ -727,6 +739,33 @@ def _body_too_large() -> str:
     )
 
 
+def _buffer_unsized_body() -> None:
+    """Read a body sent without Content-Length (``Transfer-Encoding:
+    chunked``) now, up to MAX_CONTENT_LENGTH + 1 bytes: over the limit it is
+    answered 413 (werkzeug alone cuts such a body at the limit without a word
+    and the prefix would be parsed); within it, the request reads it from
+    memory afterwards. Only after the credentials passed; a server that does
+    not frame such bodies (no ``wsgi.input_terminated``) gives an empty one."""
+    from flask import current_app
+
+    environ = request.environ
+    if request.content_length is not None or not environ.get("wsgi.input_terminated"):
+        return
+    limit = current_app.config.get("MAX_CONTENT_LENGTH") or MAX_BODY_BYTES
+    stream = environ["wsgi.input"]
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = stream.read(min(UNSIZED_READ_BYTES, limit + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(b"".join(parts))
+
+
 def create_app(
     environ: Mapping[str, str] | None = None,
     *,
@@ -749,6 +788,9 @@ def create_app(
     """
     settings.read_all(environ)
     config = BackendConfig.from_env(environ)
+    problem = credentials_problem(config.auth)
+    if problem:
+        raise settings.SettingsError(problem)
     if runner is None:
         runner = create_runner(
             config.redis_url, settings.get("REXLABEL_ENGINE", environ)
@@ -775,10 +817,18 @@ def create_app(
 
     @app.before_request
     def require_auth() -> Response | None:
+        """The refusal of a request without valid credentials; once they pass,
+        a body sent without Content-Length is read (up to the limit)."""
+        refused = refusal()
+        if refused is None:
+            _buffer_unsized_body()
+        return refused
+
+    def refusal() -> Response | None:
         # Headers and query only: nothing reads the body before this passes.
         if not config.auth.host_allowed(request.host):
             return _error(
-                "this backend has no credentials (BASIC_AUTH_USER/BASIC_AUTH_PASS) "
+                "this backend has no basic auth (BASIC_AUTH_USER/BASIC_AUTH_PASS) "
                 "and answers only requests addressed to 127.0.0.1 or localhost",
                 403,
             )

@@ -9,9 +9,12 @@ token), so it needs credentials too: the same basic auth, or the shared secret
 without credentials, so either register the webhook URL as
 ``http://backend:9090/webhook?token=<secret>`` (Project -> Settings ->
 Webhooks), or give that webhook an ``Authorization: Basic ...`` header there.
-With no credentials at all, every route is open: the backend then refuses to
-listen on anything but loopback (:func:`exposure_problem`). Comparisons are
-constant-time (``hmac.compare_digest``).
+Without basic auth (no credentials, or the webhook token alone) every route but
+``/webhook`` is open: the backend then refuses to listen on anything but
+loopback (:func:`exposure_problem`) and serves only loopback Host names
+(:meth:`AuthConfig.host_allowed`). Half a basic-auth pair refuses to start on
+any bind (:func:`credentials_problem`). Comparisons are constant-time
+(``hmac.compare_digest``).
 """
 
 from __future__ import annotations
@@ -90,10 +93,11 @@ class AuthConfig:
 
     def host_allowed(self, host: str) -> bool:
         """True when a request to ``host`` (its Host header) may be served:
-        always with credentials configured; without any, only a loopback name,
-        so a web page that rebinds its own domain to 127.0.0.1 (DNS rebinding)
-        cannot drive a backend that has no credentials."""
-        if self.any_configured:
+        always when basic auth closes /predict and /setup; otherwise (no
+        credentials, or only the webhook token, which guards /webhook alone)
+        only a loopback name, so a web page that rebinds its own domain to
+        127.0.0.1 (DNS rebinding) cannot drive the open routes."""
+        if self.protects_predict:
             return True
         name = bind_host(host)
         return name is not None and is_loopback(name)
@@ -156,6 +160,27 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def credentials_problem(auth: AuthConfig) -> str | None:
+    """Why ``auth`` is unusable on any bind, or None: half a basic-auth pair
+    (a user without a password accepts ``user:``, a password without a user
+    ``:password``), which looks set but leaves /predict and /setup open to
+    whoever guesses the other half being empty."""
+    if auth.basic_enabled and not auth.protects_predict:
+        user, password, _token = CREDENTIAL_VARIABLES
+        given, missing = (user, password) if auth.user else (password, user)
+        return (
+            f"{given} is set but {missing} is empty: basic auth needs both "
+            f"{user} and {password} (or neither, listening on loopback only)"
+        )
+    return None
+
+
+def startup_problem(auth: AuthConfig, binds: Iterable[str]) -> str | None:
+    """Why the backend must not start with ``auth`` on ``binds``, or None:
+    :func:`credentials_problem` on any bind, then :func:`exposure_problem`."""
+    return credentials_problem(auth) or exposure_problem(auth, binds)
 
 
 def exposure_problem(auth: AuthConfig, binds: Iterable[str]) -> str | None:

@@ -5,7 +5,7 @@
 Run from the repository root (the image's working directory is laid out the
 same way). ``GUNICORN_CMD_ARGS`` overrides any of these (e.g. ``--threads 16``).
 Whatever the final bind, a non-loopback one without credentials stops start-up
-(:func:`on_starting`).
+(:func:`on_starting`), and so does half a basic-auth pair on any bind.
 """
 
 import sys
@@ -69,14 +69,15 @@ logger_class = RexlabelLogger
 
 
 def on_starting(server) -> None:
-    """Refuse to listen beyond loopback without credentials (exit 2, one line).
+    """Refuse to listen beyond loopback without credentials, or anywhere with
+    half a basic-auth pair (exit 2, one line).
 
     Here, not at import: ``GUNICORN_CMD_ARGS`` and ``-b`` may change the bind
     after this file is read; ``server.cfg.bind`` is the final list.
     """
-    from backend.auth import AuthConfig, exposure_problem
+    from backend.auth import AuthConfig, startup_problem
 
-    problem = exposure_problem(AuthConfig.from_env(), server.cfg.bind)
+    problem = startup_problem(AuthConfig.from_env(), server.cfg.bind)
     if problem:
         print(f"rexlabel backend: bad configuration: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -8,7 +8,8 @@ Usage::
 
 Listening beyond loopback needs BASIC_AUTH_USER and BASIC_AUTH_PASS (and
 REXLABEL_WEBHOOK_TOKEN for Label Studio's webhooks); without them it refuses
-to start, naming them (``backend.auth.exposure_problem``).
+to start, naming them (``backend.auth.exposure_problem``); half a basic-auth
+pair refuses on any bind (``backend.auth.credentials_problem``).
 
 Equivalent by hand (what the Docker image runs)::
 
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     # gunicorn forks: the model loads in its worker process (post_worker_init)
     app = create_app(load_model=args.dev)
     if args.dev:
+        _plain_dev_server_lines()
         log.info("rexlabel backend (Flask dev server) on http://%s:%s", host, port)
         app.run(host=host, port=port, threaded=True, use_reloader=False)
         return 0
@@ -102,13 +104,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain_dev_server_lines() -> None:
+    """No ANSI colours in werkzeug's own lines: the log escapes control
+    characters (``worker.logs.escape_controls``), which would print them as
+    ``\\x1b[31m`` text."""
+    import werkzeug.serving
+
+    werkzeug.serving._log_add_style = False
+
+
 def _refuse_open_exposure(host: str) -> None:
     """SettingsError (one line, exit 2) when ``host`` is not loopback and no
-    credentials are set."""
-    from backend.auth import AuthConfig, exposure_problem
+    credentials are set, or only half of the basic-auth pair is."""
+    from backend.auth import AuthConfig, startup_problem
     from worker.settings import SettingsError
 
-    problem = exposure_problem(AuthConfig.from_env(), [host])
+    problem = startup_problem(AuthConfig.from_env(), [host])
     if problem:
         raise SettingsError(problem)
 

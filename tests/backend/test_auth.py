@@ -9,9 +9,11 @@ import pytest
 from backend.auth import (
     AuthConfig,
     bind_host,
+    credentials_problem,
     exposure_problem,
     is_loopback,
     parse_basic_header,
+    startup_problem,
 )
 
 
@@ -105,4 +107,58 @@ def test_without_credentials_only_loopback_hosts_are_served() -> None:
     for host in ("evil.example:9090", "evil.example", "10.0.0.5:9090", ""):
         assert not open_backend.host_allowed(host), host
     assert AuthConfig(user="ls", password="pw").host_allowed("ml.example:9090")
-    assert AuthConfig(webhook_token="t").host_allowed("ml.example:9090")
+
+
+def test_only_basic_auth_lifts_the_host_check() -> None:
+    """The webhook token guards /webhook alone, and half a basic-auth pair
+    guards nothing: /predict and /setup stay open, so only loopback names
+    are served (a DNS-rebinding page sends its own domain as Host)."""
+    for partial in (
+        AuthConfig(webhook_token="t"),
+        AuthConfig(user="ls"),
+        AuthConfig(password="pw"),
+        AuthConfig(user="ls", webhook_token="t"),
+    ):
+        assert not partial.host_allowed("attacker.example:9090"), partial
+        assert partial.host_allowed("127.0.0.1:9090"), partial
+
+
+@pytest.mark.parametrize(
+    ("auth", "given", "missing"),
+    [
+        (AuthConfig(user="ls"), "BASIC_AUTH_USER", "BASIC_AUTH_PASS"),
+        (AuthConfig(password="pw"), "BASIC_AUTH_PASS", "BASIC_AUTH_USER"),
+        (
+            AuthConfig(user="ls", webhook_token="t"),
+            "BASIC_AUTH_USER",
+            "BASIC_AUTH_PASS",
+        ),
+    ],
+)
+def test_half_a_basic_auth_pair_is_refused_on_any_bind(auth, given, missing) -> None:
+    problem = credentials_problem(auth)
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith(f"{given} is set but {missing} is empty")
+    for binds in (["127.0.0.1:9090"], ["unix:/run/rexlabel.sock"], ["0.0.0.0:1"]):
+        assert startup_problem(auth, binds) == problem
+
+
+def test_whole_pairs_or_none_pass_the_credentials_check() -> None:
+    for auth in (AuthConfig(), AuthConfig(webhook_token="t"), AuthConfig("ls", "pw")):
+        assert credentials_problem(auth) is None
+    assert startup_problem(AuthConfig(), ["127.0.0.1:9090"]) is None
+    assert startup_problem(AuthConfig(), ["0.0.0.0:9090"]) == exposure_problem(
+        AuthConfig(), ["0.0.0.0:9090"]
+    )
+
+
+@pytest.mark.parametrize("half", [{"BASIC_AUTH_USER": "ls"}, {"BASIC_AUTH_PASS": "pw"}])
+def test_create_app_refuses_half_a_basic_auth_pair(half) -> None:
+    from backend.app import create_app
+    from backend.queue import InProcessRunner
+    from worker.settings import SettingsError
+
+    with pytest.raises(SettingsError) as refused:
+        create_app(half, runner=InProcessRunner(function=lambda payload: {}))
+    assert "BASIC_AUTH_USER" in str(refused.value)
+    assert "BASIC_AUTH_PASS" in str(refused.value)

@@ -148,10 +148,14 @@ def test_a_malformed_tasks_created_is_400_naming_the_part(ls, tmp_path, event, b
     assert bad in response.json()["error"]
 
 
-def test_without_credentials_a_rebound_host_is_refused(ls, tmp_path):
-    """No credentials (loopback only): a web page whose domain now resolves
-    to 127.0.0.1 (DNS rebinding) reaches the port with its own Host header."""
-    env = {k: v for k, v in _env(ls, tmp_path).items() if "BASIC_AUTH" not in k}
+@pytest.mark.parametrize(
+    "more", [{}, {"REXLABEL_WEBHOOK_TOKEN": TOKEN}], ids=["none", "webhook-token-only"]
+)
+def test_without_credentials_a_rebound_host_is_refused(ls, tmp_path, more):
+    """No basic auth (loopback only; a webhook token guards /webhook alone):
+    a web page whose domain now resolves to 127.0.0.1 (DNS rebinding)
+    reaches the port with its own Host header."""
+    env = {k: v for k, v in _env(ls, tmp_path, **more).items() if "BASIC_AUTH" not in k}
     with serve(tmp_path, env) as backend:
         rebound = {"Host": f"attacker.example:{backend.url.rsplit(':', 1)[1]}"}
         for path in ("/setup", "/webhook", "/predict"):
@@ -159,6 +163,7 @@ def test_without_credentials_a_rebound_host_is_refused(ls, tmp_path):
             assert response.status_code == 403, path
             assert "127.0.0.1 or localhost" in response.json()["error"]
         assert backend.get("/versions", headers=rebound).status_code == 403
+        assert [s for s in ls.chat.seen if s.method == "POST"] == []  # no model call
         assert backend.get("/versions").status_code == 200  # Host: 127.0.0.1
     assert ls.requests == []
 
@@ -167,12 +172,15 @@ def test_the_default_listen_address_is_loopback():
     assert is_loopback(settings.setting("REXLABEL_HOST").default)
 
 
-def _refused(done: subprocess.CompletedProcess) -> str:
-    """The one line a refused start wrote (asserting there is one, no traceback)."""
+def _refused(
+    done: subprocess.CompletedProcess, names: tuple[str, ...] = CREDENTIAL_VARIABLES
+) -> str:
+    """The one line a refused start wrote (asserting there is one, no
+    traceback, naming each of ``names``)."""
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if "bad configuration" in x]
-    for name in CREDENTIAL_VARIABLES:
+    for name in names:
         assert name in line
     return line
 
@@ -211,6 +219,23 @@ def test_serve_beyond_loopback_with_credentials_starts(ls, tmp_path):
 
 GUNICORN = [str(BIN / "gunicorn"), "--config", "docker/gunicorn.conf.py"]
 APP = "backend.app:create_app()"
+HALF_PAIRS = [{"BASIC_AUTH_USER": USER}, {"BASIC_AUTH_PASS": PASSWORD}]
+"""Half a basic-auth pair: it would accept ``ls:`` (or ``:password``)."""
+
+
+@pytest.mark.parametrize("half", HALF_PAIRS, ids=["user-only", "password-only"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [str(BIN / "rexlabel"), "serve"],
+        [str(BIN / "rexlabel"), "serve", "--dev"],
+        [*GUNICORN, APP],
+    ],
+    ids=["serve", "serve-dev", "image-gunicorn"],
+)
+def test_half_a_basic_auth_pair_refuses_to_start_even_on_loopback(command, half):
+    done = _run(command, REXLABEL_HOST="127.0.0.1", **half)
+    _refused(done, names=("BASIC_AUTH_USER", "BASIC_AUTH_PASS"))
 
 
 def test_the_image_gunicorn_refuses_an_open_bind_however_it_is_given():

@@ -55,6 +55,12 @@ IN_PROCESS_QUEUE = "in-process"
 UNMATCHED_ENDPOINT = "<unmatched>"
 """Endpoint label for requests no route matched: arbitrary paths (scanners, typos)
 must not each become a time series."""
+METHOD_LABELS = frozenset(("GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"))
+"""Methods counted under their own name; any other (a client may send any
+token as its method) counts as :data:`OTHER_METHOD`, so no client can add
+time series (memory, /metrics size) without bound."""
+OTHER_METHOD = "other"
+"""Method label of a request whose method is not in :data:`METHOD_LABELS`."""
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 100)
 """Seconds: /health must stay under Label Studio's 1 s, /predict under its 100 s."""
 JOB_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -250,6 +256,11 @@ def _logged_body(request: Any, status: int) -> Any:
         return None
 
 
+def method_label(method: str) -> str:
+    """``method`` as a label: one of :data:`METHOD_LABELS`, else ``other``."""
+    return method if method in METHOD_LABELS else OTHER_METHOD
+
+
 def _task_ids_of(body: Any) -> list[Any]:
     """Task ids in a Label Studio /predict body (``{"tasks": [{"id": ..}]}``)."""
     if not isinstance(body, dict) or not isinstance(body.get("tasks"), list):
@@ -285,7 +296,7 @@ def instrument_flask(
         g._rexlabel_recorded = True
         duration = time.perf_counter() - g._rexlabel_start
         endpoint = endpoint_label()
-        REQUESTS.labels(endpoint, request.method, str(status)).inc()
+        REQUESTS.labels(endpoint, method_label(request.method), str(status)).inc()
         REQUEST_SECONDS.labels(endpoint).observe(duration)
         if status >= 500:
             REQUEST_ERRORS.labels(endpoint).inc()

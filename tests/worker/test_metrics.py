@@ -433,3 +433,37 @@ def test_record_chunk_inside_an_rq_job_uses_its_queue_and_id(redis_conn):
         queue.empty()
         queue.delete(delete_jobs=True)
     assert _value("rexlabel_jobs_total", queue=name, status="done") == before + 1
+
+
+def _label_sets(name: str) -> set[tuple]:
+    """Every label set of metric family ``name`` in the default registry."""
+    return {
+        tuple(sorted(sample.labels.items()))
+        for family in REGISTRY.collect()
+        if family.name == name
+        for sample in family.samples
+    }
+
+
+def test_random_methods_and_paths_add_no_label_sets(unwatch):
+    """Whatever method and path a client sends (before any auth), the
+    request metrics keep a fixed set of label values: a route rule or
+    ``<unmatched>``, a known method or ``other``."""
+    client = _app(log_requests=False).test_client()
+
+    def noise() -> None:
+        token = uuid.uuid4().hex
+        client.open(f"/{token}", method=token.upper())
+        client.open("/predict", method=token[:12].upper())
+        client.open(f"/secret/{token}", method="DELETE")
+        client.open("/secret", method=token.lower())
+
+    names = ("rexlabel_requests", "rexlabel_request_duration_seconds")
+    noise()  # each kind of request once: its label sets exist from now on
+    before = {name: _label_sets(name) for name in names}
+    for _ in range(300):
+        noise()
+    for name in names:
+        assert _label_sets(name) == before[name], name
+    methods = {dict(s).get("method") for s in before["rexlabel_requests"]}
+    assert methods <= metrics.METHOD_LABELS | {metrics.OTHER_METHOD, None}

@@ -46,6 +46,19 @@ PHASE_ALIASES = {"postprocess": "parse", "load": "download", "masks": "sam"}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """Text lines: time, level, logger, message; extra fields follow as key=value."""
 
+LINE_BREAKING = frozenset(
+    [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
+)
+"""Code points escaped in every log line: C0 and C1 controls (newlines, tabs,
+terminal escapes) and the Unicode line and paragraph separators. A client
+puts them in a path, a method or a task field (``/x%0a2026-... WARNING ...``);
+written raw, they would start a forged line of their own."""
+_TEXT_ESCAPES = {c: ascii(chr(c))[1:-1] for c in LINE_BREAKING}
+"""Text lines: the Python escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in LINE_BREAKING}
+"""JSON lines: the JSON escape (``\\u2028``); json.dumps leaves C1 controls and
+the separators raw, and some readers split lines on them."""
+
 _HANDLER_NAME = "rexlabel"
 JSON_LOG_ENVIRONMENT = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -201,6 +214,12 @@ class RedactionFilter(logging.Filter):
         return True
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with every :data:`LINE_BREAKING` character written as its
+    Python escape: one record stays one line, whatever a client sent."""
+    return text.translate(_TEXT_ESCAPES)
+
+
 def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
@@ -231,22 +250,29 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return json.dumps(entry, ensure_ascii=False)
+        # C0 controls inside strings are JSON escapes already: the rest too
+        return json.dumps(entry, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
 def _text_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, str) and value and not re.search(r"[\s=\"]", value):
-        return value
-    return json.dumps(_jsonable(value), ensure_ascii=False)
+        return escape_controls(value)
+    return json.dumps(_jsonable(value), ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
 class TextFormatter(logging.Formatter):
-    """Human lines; extra fields are appended as ``key=value``."""
+    """Human lines; extra fields are appended as ``key=value``. The message
+    and the fields are one line each (:func:`escape_controls`); only a
+    traceback or stack after them spans lines."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -471,7 +497,13 @@ def log_request(
     level: int | None = None,
     **fields: Any,
 ) -> None:
-    """One line per HTTP request: method, path, status, duration, task ids."""
+    """One line per HTTP request: method, path, status, duration, task ids.
+
+    ``method`` and ``path`` come from the client as sent: they are escaped
+    here (:func:`escape_controls`) so the line stays one line with any
+    handler, not only with ours.
+    """
+    method, path = escape_controls(method), escape_controls(path)
     if level is None:
         level = logging.ERROR if status >= 500 else logging.INFO
     extra = {

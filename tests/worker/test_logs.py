@@ -315,3 +315,61 @@ def test_a_url_password_is_redacted_but_a_backslash_trick_keeps_its_port():
     assert redacted == f"http://user:{logs.REDACTED}@host/x"
     trick = "http://127.0.0.1:6379\\@ls.example/x.png"
     assert logs.redact_text(trick) == trick
+
+
+FORGED_LINE = "2026-12-06 04:00:00,000 WARNING backend.app: FORGED admin login ok"
+BREAKERS = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\t",
+    "\x0b",
+    "\x0c",
+    "\x1b[31m",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\x00",
+]
+"""Characters a client can put in a path or a task field that split a line
+(for a terminal, a log shipper or str.splitlines) or drive a terminal."""
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("breaker", BREAKERS, ids=ascii)
+def test_a_client_supplied_line_break_cannot_forge_a_log_line(
+    root_logger, fmt, breaker
+):
+    """A request path (or a task id, or any logged text) that carries a line
+    break writes exactly one line; JSON still decodes to what was logged."""
+    stream = _configure(fmt)
+    path = f"/x{breaker}{FORGED_LINE}"
+    logs.log_request(
+        logging.getLogger("rexlabel.requests"),
+        method=f"GET{breaker}",
+        path=path,
+        status=401,
+        duration_s=0.001,
+        task_ids=[f"1{breaker}{FORGED_LINE}"],
+    )
+    logging.getLogger("backend.app").warning("predict: task 1: %s", path)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert not any(line.startswith(FORGED_LINE) for line in lines), lines
+    for line in lines:
+        assert not set(map(ord, line)) & logs.LINE_BREAKING, ascii(line)
+    if fmt == "json":
+        request_line, warning = (json.loads(line) for line in lines)
+        assert request_line["task_ids"] == [f"1{breaker}{FORGED_LINE}"]
+        assert FORGED_LINE in warning["msg"]
+
+
+def test_escaping_leaves_ordinary_text_and_tracebacks_alone(root_logger):
+    stream = _configure("text")
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        logging.getLogger("x").exception("caf\u00e9 / \u65e5\u672c / path=%s", "/a b")
+    head, *trace = stream.getvalue().splitlines()
+    assert head.endswith("x: caf\u00e9 / \u65e5\u672c / path=/a b")
+    assert trace[0].startswith("Traceback") and trace[-1] == "ValueError: bad"

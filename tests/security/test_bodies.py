@@ -3,7 +3,9 @@
 A real ``rexlabel serve`` on loopback with basic auth on: a 100 MB body
 without credentials is answered 401 without being parsed (the server's peak
 resident memory barely moves), a body over the limit is answered 413 before it is
-sent, and JSON nested 200,000 deep is a 401 or a 400, never a 500.
+sent, a chunked one (no Content-Length) is read up to the limit and then
+refused 413 rather than cut and parsed, and JSON nested 200,000 deep is a 401
+or a 400, never a 500.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -174,3 +177,47 @@ def test_a_body_within_the_limit_is_still_served(backend):
     body = {"tasks": [{"id": 1, "data": {"image": "/data/upload/1/a.png"}}]}
     response = backend.post("/predict", body, auth=AUTH)
     assert response.status_code == 200
+
+
+def _padded_json(size: int) -> bytes:
+    """A valid /predict body of exactly ``size`` bytes (a padding string)."""
+    head = json.dumps({"tasks": [{"id": 1, "data": {"image": "/x.png"}}], "pad": ""})
+    body = head[:-2].encode()
+    return body + b" " * (size - len(body) - 2) + b'"}'
+
+
+def _chunked(body: bytes, tail: bytes = b"") -> Iterator[bytes]:
+    """``body`` then ``tail`` as a generator: requests sends it chunked,
+    without Content-Length."""
+    for start in range(0, len(body), SEND_CHUNK_BYTES):
+        yield body[start : start + SEND_CHUNK_BYTES]
+    if tail:
+        yield tail
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_cut_and_parsed(backend):
+    """Without Content-Length nothing says the size up front: the body is
+    read up to the limit, and one byte more is a 413, never a truncated
+    prefix parsed as the request (the old backend answered 200)."""
+    body = _padded_json(MAX_BODY_BYTES)
+    headers = {"Content-Type": "application/json"}
+    over = backend.post(
+        "/predict", data=_chunked(body, b"GARBAGE" * 1000), headers=headers, auth=AUTH
+    )
+    assert over.status_code == 413, over.text[:200]
+    assert str(MAX_BODY_BYTES) in over.json()["error"]
+    exact = backend.post("/predict", data=_chunked(body), headers=headers, auth=AUTH)
+    assert exact.status_code == 200, exact.text[:200]
+    assert len(exact.json()["results"]) == 1
+
+
+def test_a_small_chunked_body_is_served_and_needs_credentials(backend):
+    body = json.dumps({"tasks": [{"id": 1, "data": {"image": "/data/upload/1/a.png"}}]})
+    headers = {"Content-Type": "application/json"}
+    refused = backend.post("/predict", data=_chunked(body.encode()), headers=headers)
+    assert refused.status_code == 401
+    served = backend.post(
+        "/predict", data=_chunked(body.encode()), headers=headers, auth=AUTH
+    )
+    assert served.status_code == 200, served.text[:200]
+    assert len(served.json()["results"]) == 1

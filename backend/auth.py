@@ -86,11 +86,6 @@ class AuthConfig:
     def basic_enabled(self) -> bool:
         return bool(self.user or self.password)
 
-    @property
-    def any_configured(self) -> bool:
-        """Some credential is set (basic auth or the webhook token)."""
-        return self.basic_enabled or bool(self.webhook_token)
-
     def host_allowed(self, host: str) -> bool:
         """True when a request to ``host`` (its Host header) may be served:
         always when basic auth closes /predict and /setup; otherwise (no

@@ -165,7 +165,9 @@ def test_spaced_tokens_as_vllm_writes_them():
         [math.log(p) for p in probs],
         with_alternatives(texts, top),
     )
-    assert scored.score == pytest.approx(0.3)  # bins 0.1 + 0.2 against None 0.7
+    # start: bins 0.1 + 0.2 against None 0.7; then the mass near each bin
+    near = [1.0, 0.3 + 0.2, 0.5 + 0.2, 0.7 + 0.2]
+    assert scored.score == pytest.approx(0.3 * math.prod(near) ** 0.25)
 
 
 def test_without_logprobs_or_span_predictions_pass_through():
@@ -304,6 +306,7 @@ def test_predict_scores_a_sure_box_high_and_a_doubtful_one_low(
     assert code == 0, err
     (item,) = json.loads(out)["images"]
     scores = {p["label"]: p["score"] for p in item["predictions"]}
-    assert scores["cat"] == pytest.approx(0.9, abs=0.01)
-    assert scores["dog"] == pytest.approx(0.27, abs=0.01)  # bins 0.27, None 0.7
+    rest = 0.9 ** (3 / 4)  # 0.9 of the mass near the 2nd to 4th coordinates
+    assert scores["cat"] == pytest.approx(0.9 * rest, abs=0.01)
+    assert scores["dog"] == pytest.approx(0.27 * rest, abs=0.01)  # None 0.7
     assert body["top_logprobs"] >= 20  # the alternatives were asked for

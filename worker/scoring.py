@@ -69,7 +69,9 @@ distributions."""
 ITEM_SEPARATOR = ","
 """Token between two instances of one phrase (converters.answer's separator)."""
 
-_COORDINATE_TOKEN = re.compile(r"\s*<(\d+)>\s*")
+_COORDINATE_TOKEN = re.compile(r"\s*<([0-9]{1,9})>\s*")
+"""A coordinate token; the digits are bounded so a server's token cannot make
+int() work on thousands of digits (or raise past its digit limit)."""
 
 
 def token_offsets(token_texts: Sequence[str]) -> list[int]:

@@ -15,6 +15,7 @@ from converters.prediction import Prediction, RegionType
 from worker.scoring import (
     SCORE_BIN_RADIUS,
     bin_masses,
+    bin_value,
     score_predictions,
     span_score,
     token_offsets,
@@ -191,6 +192,16 @@ def test_scores_stay_in_unit_interval(alternatives):
         assert 0.0 <= score <= 1.0, (alternatives, own)
     assert span_score((0, 4), ["<10>"], [1e-7]) == 1.0
     assert span_score((0, 4), ["<10>"], [-1e9]) == 0.0
+
+
+def test_a_server_cannot_break_scoring_with_odd_tokens():
+    """Alternatives are a server's text: a 5000-digit "bin" (past int()'s
+    digit limit) or non-ASCII digits are no bins, and the score stays sane."""
+    alternatives = {"<" + "9" * 5000 + ">": 0.0, "<\u0663>": 0.0, "<11>": -0.1}
+    score = span_score((0, 4), ["<10>"], [math.log(0.5)], [alternatives])
+    assert score == pytest.approx(1.0)  # the known bins <10>, <11> are near
+    assert bin_value("<" + "9" * 5000 + ">") is None and bin_value("<\u0663>") is None
+    assert bin_value(" <999> ") == 999
 
 
 def test_mismatched_lengths_are_an_error():

@@ -76,9 +76,11 @@ EXCERPT_CHARS = 40
 """How much of a dropped piece of text a warning quotes."""
 
 # One item: coordinate tokens with optional whitespace around and between them.
-_ITEM = re.compile(r"\s*(<\d+>(?:\s*<\d+>)*)\s*")
-_BOX_ITEM = re.compile(r"\s*<(\d+)>\s*<(\d+)>\s*<(\d+)>\s*<(\d+)>\s*")
-_POINT_ITEM = re.compile(r"\s*<(\d+)>\s*<(\d+)>\s*")
+# A token has at most 9 digits: above 999 it is clamped (with a warning), and a
+# longer one is malformed text -- int() of thousands of digits raises.
+_ITEM = re.compile(r"\s*(<\d{1,9}>(?:\s*<\d{1,9}>)*)\s*")
+_BOX_ITEM = re.compile(r"\s*<(\d{1,9})>\s*<(\d{1,9})>\s*<(\d{1,9})>\s*<(\d{1,9})>\s*")
+_POINT_ITEM = re.compile(r"\s*<(\d{1,9})>\s*<(\d{1,9})>\s*")
 _DIGITS = re.compile(r"\d+")
 _PLAIN_GROUP = re.compile(
     r"<\|object_ref_start\|>([^<]*)<\|object_ref_end\|>\s*<\|box_start\|>"
@@ -91,7 +93,7 @@ means the text is not a plain bin (leading zeros, above 999, not digits)."""
 _TOKEN_VALUE = {f"<{i}>": i for i in range(MAX_BIN + 1)}
 """Coordinate token text -> bin, for items with whitespace between tokens."""
 _BLANK = re.compile(r"\s*")
-_STRAY = re.compile(r"<\d+>|<\|[a-z_]+\|>")
+_STRAY = re.compile(r"<\d{1,9}>|<\|[a-z_]+\|>")
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[{}\[\],]', re.DOTALL)
 _ID_LABEL = re.compile(r"[^\W\d_]+(?:[ _]+[^\W\d_]+)*")
 _JSON = json.JSONDecoder()

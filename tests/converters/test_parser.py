@@ -481,3 +481,19 @@ def test_plain_group_path_and_careful_scanner_agree(groups, separator, task):
     assert [p.span for p in fast.predictions] == [p.span for p in careful.predictions]
     assert fast.warnings == careful.warnings
     assert fast.truncated == careful.truncated
+
+
+@pytest.mark.parametrize("task", ["detection", "keypoint", "ocr_box"])
+def test_a_coordinate_token_of_thousands_of_digits_is_malformed_not_a_crash(task):
+    """int() of more than 4300 digits raises: a server's answer stopped parsing."""
+    huge = "<" + "9" * 5000 + ">"
+    joints = f'"keypoints": {{"nose": "{huge}<1>"}}'
+    text = (
+        f"<|object_ref_start|>car<|object_ref_end|><|box_start|>{huge}<1><2><3>,"
+        f"<1><2><3><4><|box_end|>"
+        f'{{"car1": {{"bbox": "{huge}<1><2><3>", {joints}}}}}'
+    )
+    result = parse_output(text, task=task, width=100, height=100)
+    assert any(
+        word in w for w in result.warnings for word in ("malformed", "not 4 bins")
+    )

@@ -143,7 +143,8 @@ def check_redis(url: str, queues: tuple[str, ...] | None = None) -> list[Check]:
                 "redis",
                 f"cannot reach Redis at {shown}: {exc}",
                 "start Redis or fix REDIS_URL (in Docker Compose: "
-                "redis://:PASSWORD@redis:6379/0; leave it empty to run jobs in-process)",
+                "redis://:PASSWORD@redis:6379/0; leave it empty to run jobs "
+                "in-process)",
             )
         ]
     checks = [_ok("redis", f"Redis at {shown} answers")]

@@ -64,8 +64,11 @@ _AFTER_REFERENCE = r"(?=$|[\s'\"`<>)\]},;]|[.:!?](?:$|[\s'\"`]))"
 """A kept reference ends the text or meets a space, quote, bracket or a
 closing punctuation mark, so it never stands for the head of a longer one."""
 
-_URL_REFERENCE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]+\S*")
-"""An image URL: ``scheme://host...`` without spaces."""
+_URL_REFERENCE = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]+\S*|file://(?:localhost)?/[^\s/]+/\S*"
+)
+"""An image URL: ``scheme://host...`` without spaces, or a ``file://`` URL
+of two path parts or more (the task's own reference, refused over HTTP)."""
 
 _PATH_REFERENCE = re.compile(r"(?:~|[A-Za-z]:)?[/\\][^\x00-\x1f/\\]+[/\\][^\x00-\x1f]*")
 """An image path: absolute or home, of two parts or more (``/data/upload/1/a``)."""

@@ -103,7 +103,8 @@ def test_a_url_reference_does_not_shield_a_longer_url():
         ("/a/b", False),  # shorter than MIN_REFERENCE_CHARS
         ("/predict", False),  # one part
         ("a.png-long-name", False),  # relative: no path, no URL
-        ("file:///etc/passwd", False),  # no host
+        ("file:///etc/passwd", True),  # the task's own file URL, echoed back
+        ("file:///x", False),  # one part
         ("http://host/a b", False),  # a URL has no spaces
         ("/data/x\n/y", False),
     ],

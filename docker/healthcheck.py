@@ -3,8 +3,9 @@
     python docker/healthcheck.py backend   # GET /health on PORT answers
     python docker/healthcheck.py worker    # the worker's /metrics answers
 
-Exit 0 when healthy, 1 when not (the reason goes to stderr). The backend counts
-as alive when ``/health`` answers 200, or 401 when basic auth is on, and also
+Exit 0 when healthy, 1 when not (the reason goes to stderr). The backend check
+sends the backend's own basic auth. It counts as alive when ``/health``
+answers 200 (or 401: the app answered), and also
 while it answers 503 for a state that restarting the container cannot cure and
 time may: the model still ``loading`` (a first start downloads ~7 GB, which may
 take longer than any start period: Docker must not restart it midway), and,
@@ -15,6 +16,7 @@ unreachable Redis, or no answer, is unhealthy.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import urllib.error
@@ -27,16 +29,30 @@ TIMEOUT_S = 4.0
 MAX_BODY_BYTES = 65_536
 """Most of a 503 /health body read: it is a few hundred bytes."""
 ALIVE_STATUSES = (200, 401)
-"""401: basic auth is on and the check sends no credentials; the app answered."""
+"""401: the app answered, but refused the credentials the check sent (or it
+has basic auth the check does not know); a restart would not change that."""
 ALIVE_WHILE = ("loading", "no_workers")
 """503 model states that count as healthy (see above); ``failed`` too, when the
 queue mode is ``redis`` (the workers failed, not this container)."""
 
 
+def _health_request(url: str) -> urllib.request.Request:
+    """GET ``url`` with the backend's own basic auth when it has one, so the
+    check reads the model state instead of stopping at 401."""
+    user, password = settings.get("BASIC_AUTH_USER"), settings.get("BASIC_AUTH_PASS")
+    request = urllib.request.Request(url)
+    if user and password:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        request.add_header("Authorization", f"Basic {pair}")
+    return request
+
+
 def check_backend() -> str | None:
     url = f"http://127.0.0.1:{settings.get('PORT')}/health"
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        with urllib.request.urlopen(
+            _health_request(url), timeout=TIMEOUT_S
+        ) as response:
             status, body = response.status, b""
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read(MAX_BODY_BYTES)

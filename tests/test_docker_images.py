@@ -272,6 +272,39 @@ def test_backend_healthcheck_reads_the_model_state(mode, state, healthy):
     assert "why" in done.stderr
 
 
+def test_backend_healthcheck_logs_in_to_read_the_model_state():
+    """With basic auth on, the check stopped at 401 and called a backend whose
+    model failed to load healthy: it now sends the backend's own credentials."""
+    import base64
+
+    from flask import Flask, request
+    from werkzeug.serving import make_server
+
+    expected = "Basic " + base64.b64encode(b"ls:pw").decode()
+    app = Flask("health")
+
+    @app.get("/health")
+    def health():
+        if request.headers.get("Authorization") != expected:
+            return {"error": "authentication required"}, 401
+        return {"model": {"state": "failed"}, "queue": {"mode": "in-process"}}, 503
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = str(server.server_port)
+        done = _healthcheck(
+            "backend", PORT=port, BASIC_AUTH_USER="ls", BASIC_AUTH_PASS="pw"
+        )
+        anonymous = _healthcheck(
+            "backend", PORT=port, BASIC_AUTH_USER="", BASIC_AUTH_PASS=""
+        )
+    finally:
+        server.shutdown()
+    assert done.returncode == 1 and "HTTP 503" in done.stderr
+    assert anonymous.returncode == 0  # 401: the app answered
+
+
 IMAGE_REDIS_URL = "redis://127.0.0.1:6379/10"
 """A database no other test module uses."""
 INSTALL_TIMEOUT_S = 900

@@ -198,12 +198,7 @@ class LabelMap:
         """The one label whose name (or an alias) occurs in ``phrase`` as
         whole words (``Text`` in ``text line``), else None -- also when the
         names of two labels occur."""
-        words = f" {normalize_phrase(phrase)} "
-        found = {
-            label
-            for name, label in self._normalized.items()
-            if name and f" {name} " in words
-        }
+        found = {label for _, _, label in self._label_spans(phrase_words(phrase))}
         return found.pop() if len(found) == 1 else None
 
     def head_label(self, phrase: str) -> str | None:

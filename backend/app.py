@@ -479,7 +479,9 @@ class Backend:
             reply = self._to_background(tasks, project, label_config, extra, version)
             return reply, []
 
-        outcomes = self._run(plan, tasks, version, urgent=interactive, context=context)
+        outcomes, images = self._run(
+            plan, tasks, version, urgent=interactive, context=context
+        )
         results = [
             failed_prediction(version, "; ".join(o.errors))
             if o.failed and not interactive
@@ -509,7 +511,7 @@ class Backend:
             reply["warnings"] = warnings
         if plan.notes:
             reply["notes"] = list(plan.notes)
-        return reply, _images_read(plan, tasks)
+        return reply, images
 
     def _all_failed(
         self, tasks: list, version: str, error: str, interactive: bool
@@ -594,9 +596,11 @@ class Backend:
         *,
         urgent: bool,
         context: Mapping[str, Any] | None = None,
-    ) -> list[TaskPrediction]:
-        """Plan, queue and convert; one TaskPrediction per task, in order.
-        ``context``: the interactive context (its answer gets ids of its own)."""
+    ) -> tuple[list[TaskPrediction], list[str]]:
+        """Plan, queue and convert: one TaskPrediction per task, in order, and
+        the image references the plan read (``ImageJob.image``: of the tasks'
+        data, the only values a reply may quote). ``context``: the interactive
+        context (its answer gets ids of its own)."""
         errors: dict[int, str] = {}
         image_ids: dict[int, list[str]] = {}
         images: list[dict[str, Any]] = []
@@ -652,7 +656,7 @@ class Backend:
                 result.id = result.id.split(":", 1)[1]
             ids = RegionIds.for_task(task, version, context if urgent else None)
             out.append(task_prediction(plan, results, version, ids))
-        return out
+        return out, [image["image"] for image in images]
 
 
 class NoBackgroundJobs(RuntimeError):
@@ -697,18 +701,6 @@ def _created_tasks(body: Mapping[str, Any]) -> tuple[str, list[Mapping[str, Any]
                 f"got {shown(got)}"
             )
     return pid, tasks
-
-
-def _images_read(plan: Plan, tasks: list) -> list[str]:
-    """The image references ``plan`` takes from ``tasks`` (``ImageJob.image``):
-    of a task's data, the only values a reply may quote."""
-    found: list[str] = []
-    for task in tasks:
-        try:
-            found += [job.image for job in plan.image_jobs(task)]
-        except PlanError:
-            continue
-    return found
 
 
 def _active_jobs(job_ids: list[str]) -> list[str]:

@@ -312,13 +312,15 @@ class LabelStudioClient:
             except LabelStudioAPIError as exc:
                 if not exc.ambiguous:
                     raise
+                # A timeout or 5xx often means Label Studio is still storing
+                # it: wait before looking, then post again only if it is not there.
+                self._backoff(attempt, f"POST /api/predictions/ (task {task})", exc)
                 stored = self.find_prediction(task, model_version)
                 if stored is not None:
                     log.info("task %s: the prediction was stored despite %s", task, exc)
                     return stored
                 if attempt >= self.retries:
                     raise
-                self._backoff(attempt, f"POST /api/predictions/ (task {task})", exc)
 
     def list_predictions(
         self, *, task: int | None = None, project: int | None = None

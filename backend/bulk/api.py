@@ -400,6 +400,9 @@ def create_project_job(
         digest=digest,
         chunk_size=chunk_size,
     )
+    # Tasks holding this model version were left out above: a first delivery
+    # need not ask Label Studio again (LabelStudioSink).
+    spec.project["filtered"] = True
     return _create(store, spec, spool), skipped
 
 

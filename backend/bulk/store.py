@@ -189,7 +189,9 @@ class DeliveryLog:
 
     One JSON line per task, ``{"task": id, "prediction": pid}``, appended and
     flushed once Label Studio holds the task's prediction of the job's model
-    version (posted, or found there). :meth:`sync` makes the lines durable; the
+    version (posted, or found there), and ``{"task": id, "attempt": true}``
+    before each POST, so a crash between the POST and its record makes the next
+    delivery ask Label Studio first. :meth:`sync` makes the lines durable; the
     sink calls it before the runner writes a chunk's part, its done-record. A
     chunk delivered again (a crash, or a Redis error after posting) skips the
     tasks in the log. Task ids are compared as text: ``7`` and ``"7"`` are one.
@@ -198,24 +200,40 @@ class DeliveryLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._stored: dict[str, Any] = {}
+        self._attempted: set[str] = set()
         self._handle: Any = None
         if self.path.exists():
             with open(self.path, encoding="utf-8") as handle:
                 for line in handle:
                     try:
                         event = json.loads(line)
-                        self._stored[str(event["task"])] = event["prediction"]
-                    except (ValueError, TypeError, KeyError):
+                        if event.get("attempt"):
+                            self._attempted.add(str(event["task"]))
+                        else:
+                            self._stored[str(event["task"])] = event["prediction"]
+                    except (ValueError, TypeError, KeyError, AttributeError):
                         continue  # a line cut by a crash: Label Studio is asked
 
     def stored(self, task: Any) -> bool:
         return str(task) in self._stored
 
+    def attempted(self, task: Any) -> bool:
+        """A POST for ``task`` was sent, by this run or an earlier one."""
+        return str(task) in self._attempted
+
     def prediction_id(self, task: Any) -> Any:
         return self._stored.get(str(task))
 
+    def record_attempt(self, task: Any) -> None:
+        """Note, before posting, that ``task``'s prediction is being posted."""
+        self._attempted.add(str(task))
+        self._append({"task": task, "attempt": True})
+
     def record_stored(self, task: Any, prediction_id: Any) -> None:
         self._stored[str(task)] = prediction_id
+        self._append({"task": task, "prediction": prediction_id})
+
+    def _append(self, event: dict[str, Any]) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a+", encoding="utf-8")
@@ -223,7 +241,7 @@ class DeliveryLog:
                 self._handle.seek(self._handle.tell() - 1)
                 cut = self._handle.read(1) != "\n"
                 self._handle.write("\n" if cut else "")
-        self._handle.write(json.dumps({"task": task, "prediction": prediction_id}))
+        self._handle.write(json.dumps(event))
         self._handle.write("\n")
         self._handle.flush()
 

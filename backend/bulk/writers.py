@@ -321,8 +321,17 @@ class LabelStudioSink:
         from worker.jobspec import ImageResult
 
         mv = spec.model_version
+        # Ask Label Studio first unless the job planned this task as lacking
+        # our prediction and nothing has been posted for it since: a retry
+        # round, tasks that came unfiltered (/predict, webhooks), or an earlier
+        # POST of this task whose outcome the log does not hold.
+        check = (
+            spec.retry_round > 0
+            or not spec.project.get("filtered")
+            or self.deliveries.attempted(task_id)
+        )
         try:
-            existing = self.client.find_prediction(task_id, mv)
+            existing = self.client.find_prediction(task_id, mv) if check else None
             if existing is not None:
                 self.deliveries.record_stored(task_id, existing.get("id"))
                 _mark(lines, "skipped", existing.get("id"))
@@ -337,6 +346,7 @@ class LabelStudioSink:
                 _fail(lines, "; ".join(outcome.errors))
                 return
             body = outcome.prediction
+            self.deliveries.record_attempt(task_id)
             created = self.client.create_prediction(
                 task_id, body["result"], score=body["score"], model_version=mv
             )

@@ -234,6 +234,9 @@ def _finish(
     work = image if image.mode == work_mode else image.convert(work_mode)
     if work is not image:
         image.close()  # frees the decoded pixels; ``work`` holds the copy
+    # Only we set this key: a PNG text chunk of that name (copied into
+    # ``info`` by Pillow) must not decide the size regions are scaled to.
+    work.info.pop(ORIGINAL_SIZE_KEY, None)
     if target is not None:  # smaller than ``stored``, whatever draft did
         if work.size != target:
             work = work.resize(
@@ -264,8 +267,14 @@ def original_size(image: Image.Image) -> tuple[int, int]:
     """``(width, height)`` of the image as Label Studio shows it: the full size
     of one :func:`decode_image` reduced for the model, else ``image.size``.
     Pixel coordinates (prompts, parsed regions, masks) use this size."""
-    width, height = image.info.get(ORIGINAL_SIZE_KEY, image.size)
-    return int(width), int(height)
+    size = image.info.get(ORIGINAL_SIZE_KEY)
+    if (
+        isinstance(size, tuple)
+        and len(size) == 2
+        and all(isinstance(v, int) and v > 0 for v in size)
+    ):
+        return size
+    return image.size
 
 
 def resize_for_model(

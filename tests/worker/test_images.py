@@ -732,3 +732,18 @@ def test_a_jpeg_whose_dct_scaling_lands_on_the_model_size_keeps_its_size():
     image = decode_image(data, source="x", fit_pixels=MAX_PIXELS)
     assert image.size == (1400, 1400)
     assert original_size(image) == (2800, 2800)
+
+
+@pytest.mark.parametrize("value", ["12", "ab", "(5, 5)"])
+@pytest.mark.parametrize("fit", [None, 2_007_040], ids=["whole", "fit"])
+def test_a_png_text_chunk_cannot_set_the_original_size(value, fit):
+    """Pillow copies PNG text chunks into ``info``: one named like our key made
+    every region scale to 1x2 px, or failed the whole chunk."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("rexlabel.original_size", value)
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480)).save(buffer, "PNG", pnginfo=info)
+    image = decode_image(buffer.getvalue(), source="x", fit_pixels=fit)
+    assert original_size(image) == (640, 480)

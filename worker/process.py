@@ -128,11 +128,40 @@ def _disarm(job: Job) -> None:
     job.retries_left = 0
 
 
+class RexJob(Job):
+    """RQ's job, without what RQ would import, call or post on a job's word.
+
+    rexlabel's jobs carry no callbacks and no webhooks. RQ resolves a job's
+    callback names with ``import_attribute`` and posts its webhooks not only
+    in the worker (:func:`refusal` guards that) but also while it cleans the
+    registries of abandoned jobs -- in every worker's maintenance and in the
+    backend's bulk executor. Here a callback is never resolved (None) and no
+    webhook is sent, whatever a job written into Redis names.
+    """
+
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+    def send_webhooks(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def clean_queue(queue: Queue, exception_handlers: list | None = None) -> bool:
     """Re-enqueue a queue's abandoned jobs (retries left) or fail them, and tidy
-    RQ's other registries; skipped (False) while another process cleans it."""
+    RQ's other registries; skipped (False) while another process cleans it.
+    Jobs are read as :class:`RexJob`, whoever built ``queue``."""
     from rq.registry import clean_registries
 
+    queue.job_class = RexJob
     key = CLEANUP_LOCK_PREFIX + queue.name
     if not queue.connection.set(key, 1, nx=True, ex=CLEANUP_LOCK_TTL_S):
         return False
@@ -152,6 +181,7 @@ class RexWorker(SimpleWorker):
     in seconds rather than after the job timeout.
     """
 
+    job_class = RexJob
     heartbeat_interval: float = HEARTBEAT_INTERVAL_S
     execution_ttl: int = EXECUTION_TTL_S
     allowed_functions: frozenset[str] = JOB_FUNCTIONS

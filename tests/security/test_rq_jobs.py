@@ -186,3 +186,43 @@ def test_config_and_start_up_lines_hide_the_redis_password(redis_url):
     assert done.returncode == 0, done.stderr
     assert "REDIS_URL" in done.stdout
     assert PASSWORD not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("owner", ["worker maintenance", "backend executor"])
+def test_cleaning_abandoned_jobs_imports_no_callback_and_posts_no_webhook(
+    redis_url, tmp_path, monkeypatch, owner
+):
+    """RQ's registry cleanup ran a job's failure callback (import and call) and
+    sent its webhooks: both the worker's maintenance and the backend's bulk
+    executor clean registries, outside the worker's own refusal."""
+    import sys
+    import time
+
+    from rq.registry import StartedJobRegistry
+
+    from backend.bulk.executors import RQExecutor
+    from worker.process import clean_queue
+
+    monkeypatch.setenv("RQ_CANARY_PATH", str(tmp_path / "canary"))
+    with Listener() as hook:
+        queue = _queue(redis_url)
+        job = queue.enqueue(
+            RUN_CHUNK,
+            _chunk(tmp_path),
+            on_failure=Callback(CANARY),
+            webhooks=[Webhook(hook.url + "/hook", "failed", method="POST")],
+        )
+        # As an attacker with Redis access: the job "started" and was abandoned.
+        job.connection.lrem(queue.key, 0, job.id)
+        job.set_status(JobStatus.STARTED)
+        job.connection.zadd(
+            StartedJobRegistry(queue=queue).key, {job.id: time.time() - 60}
+        )
+        if owner == "worker maintenance":
+            clean_queue(queue)
+        else:
+            executor = RQExecutor(queue.connection, queue_name=queue.name)
+            clean_queue(executor.queue)
+        assert hook.seen == [], "an abandoned job's webhook was sent"
+    assert "tests.security.rq_canary" not in sys.modules
+    assert not (tmp_path / "canary").exists(), "a callback named in Redis ran"

@@ -618,3 +618,16 @@ def test_against_transformers_serve(
             f"\ntransformers serve: ready in {server.startup_s:.1f} s, "
             f"{len(samples)} requests {batch_s:.2f} s"
         )
+
+
+def test_a_refused_logprobs_count_drops_the_alternatives_only():
+    """vLLM below --max-logprobs names only ``logprobs``: dropping it lost every
+    score; the alternatives go, the chosen tokens' log-probabilities stay."""
+    body = {"logprobs": True, "top_logprobs": 20, "stream": True}
+    message = (
+        "Requested sample logprobs of 21, which is greater than max allowed: 20 "
+        "(parameter=logprobs, value=21)"
+    )
+    assert OpenAIEngine._rejected_params(body, message) == {"top_logprobs"}
+    plain = {"logprobs": True, "stream": True}
+    assert OpenAIEngine._rejected_params(plain, "logprobs unsupported") == {"logprobs"}

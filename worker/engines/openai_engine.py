@@ -381,12 +381,18 @@ class OpenAIEngine(Engine):
     def _rejected_params(body: dict[str, Any], message: str) -> set[str]:
         """Optional fields a 400/422 message names (any other 400, such as a
         prompt past the context length, keeps every field). Names match whole
-        (``stream`` is not named by ``stream_options``)."""
-        return {
+        (``stream`` is not named by ``stream_options``). A refusal naming
+        ``logprobs`` while ``top_logprobs`` is asked (vLLM's ``--max-logprobs``
+        below it) drops the alternatives only: without ``logprobs`` there
+        would be no scores at all."""
+        rejected = {
             name
             for name in OPTIONAL_PARAMS
             if name in body and re.search(rf"(?<!\w){name}(?!\w)", message)
         }
+        if "logprobs" in rejected and "top_logprobs" in body:
+            rejected = (rejected - {"logprobs"}) | {"top_logprobs"}
+        return rejected
 
     def _forget(self, rejected: set[str], response: requests.Response) -> None:
         with self._lock:

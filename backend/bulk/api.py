@@ -434,10 +434,10 @@ def _project_job(
     return max(found, key=lambda item: item[0])[1] if found else None
 
 
-CHECKED_SOURCES = frozenset({"webhook"})
-"""Sources whose tasks are fetched from Label Studio before use: a webhook's
-body is trusted no further than its token, so its task ids and data are a
-claim (a ``/predict`` comes from Label Studio itself, with basic auth)."""
+TRUSTED_SOURCES = frozenset({"predict"})
+"""Sources whose tasks are used as sent: a ``/predict`` comes from Label
+Studio itself, with basic auth. Every other source's tasks (a webhook's body
+is trusted no further than its token) are fetched from Label Studio first."""
 
 DROPPED_IDS_LOGGED = 20
 """Task ids a log line names when tasks are dropped; the rest are counted."""
@@ -491,7 +491,7 @@ def start_for_tasks(
     The backend calls this for a ``/predict`` too large to answer in time and
     for ``TASKS_CREATED`` webhooks. Predictions are posted to LABEL_STUDIO_URL
     (never to a host a request named) with LABEL_STUDIO_API_KEY as chunks
-    finish. For a ``source`` in :data:`CHECKED_SOURCES` (``"webhook"``) each
+    finish. For a ``source`` not in :data:`TRUSTED_SOURCES` (a webhook) each
     task is fetched from Label Studio first: only tasks of ``project`` are
     labelled, with Label Studio's data. A ``/predict``'s tasks are used as
     sent: its caller passed basic auth, and it is Label Studio itself.
@@ -508,7 +508,7 @@ def start_for_tasks(
         client = LabelStudioClient(url, settings.get("LABEL_STUDIO_API_KEY"))
     except LabelStudioAPIError as exc:
         raise RuntimeError(f"background jobs post predictions to Label Studio: {exc}")
-    if source in CHECKED_SOURCES:
+    if source not in TRUSTED_SOURCES:
         tasks = _checked_tasks(client, project, tasks)
     connection = redis_connection()
     store = store or open_store(connection)

@@ -31,7 +31,6 @@ from PIL import Image
 from backend.bulk.writers import CocoStreamWriter
 from converters.parser import DEFAULT_OCR_LABEL
 from converters.prediction import Prediction
-from worker.images import ImageLoadError
 
 SOURCES = ("annotations", "predictions")
 """What a Label Studio task contributes: its annotations or its predictions."""
@@ -63,7 +62,6 @@ TASK_ERRORS = (
     AttributeError,  # a task or result of the wrong JSON type
     OSError,
     Image.DecompressionBombError,
-    ImageLoadError,
 )
 """What one task (or raw line) can raise from its own data: it fails alone and is
 reported; the file itself being unreadable stays fatal (ConvertError)."""

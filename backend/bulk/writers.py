@@ -135,6 +135,10 @@ class CocoStreamWriter:
         joints still gets ``keypoints`` and ``num_keypoints`` (COCOeval reads
         them from every annotation of a keypoint category)."""
         with open(self._dir / "annotations", encoding="utf-8") as part:
+            if not any("keypoints" in c for c in categories):  # nothing to fill
+                for count, line in enumerate(part):
+                    out.write(("," if count else "") + line.rstrip("\n"))
+                return
             for count, line in enumerate(part):
                 ann = json.loads(line)
                 fill_keypoints([ann], categories)

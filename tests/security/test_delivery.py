@@ -69,7 +69,9 @@ def _post_count(ls: FakeLabelStudio) -> int:
 
 
 def _start(ls: FakeLabelStudio, tasks=TASKS, **kwargs) -> str:
-    """``start_for_tasks`` over ``tasks``, run in this thread; returns the job id."""
+    """``start_for_tasks`` over ``tasks`` as a large /predict starts it (tasks
+    used as sent), run in this thread; returns the job id."""
+    kwargs.setdefault("source", "predict")
     return start_for_tasks(
         [_task(t) for t in tasks],
         project=str(PROJECT),

@@ -118,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         call = build_call(args)
+        if call.task is Task.VISUAL_PROMPTING and len(call.categories) > 1:
+            raise ValueError(
+                "--task visual_prompting labels every result with one name: give "
+                f"one --categories name, not {len(call.categories)}"
+            )
         if call.visual_prompt_boxes and len(args.images) > 1:
             raise ValueError(
                 "--box is pixels of one image: Rex-Omni finds things like the boxed "

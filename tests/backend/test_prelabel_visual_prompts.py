@@ -316,4 +316,7 @@ def test_predict_labels_a_visual_prompt_and_takes_one_image(
         posts = [s for s in fake.seen if s.method == "POST"]
         code = main([*args, str(photos / "a.png"), str(photos / "b.png"), *vp])
         assert code == 2 and "pixels of one image" in capsys.readouterr().err
+        two = ["--categories", "cup,mug"]  # one name labels all: never a silent pick
+        code = main([*args, str(photos / "a.png"), *vp, *two])
+        assert code == 2 and "one --categories name" in capsys.readouterr().err
         assert len([s for s in fake.seen if s.method == "POST"]) == len(posts)

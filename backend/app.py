@@ -16,7 +16,7 @@ Routes (``label-studio-protocol.md`` section 1):
   "error": "..."}]``). It never takes other tasks down. Interactive requests
   (``params.context.result``) reply ``{"results": [{"result": [...], ...}]}``,
   with ``"result": []`` for a failure (nothing is stored from them).
-- ``GET /metrics``: Prometheus metrics (``worker.metrics``), behind basic auth.
+- ``GET /metrics``: Prometheus metrics (``backend.instrumentation``), behind basic auth.
 - ``POST /webhook``: answers at once, works in the background
   (``TASKS_CREATED`` starts pre-annotation when the project's extra params
   say ``"prelabel_on_import": true``).
@@ -65,6 +65,7 @@ from backend.auth import (
     AuthConfig,
     credentials_problem,
 )
+from backend.instrumentation import annotate_request, instrument_flask
 from backend.model_version import model_version
 from backend.planner import (
     ContextError,
@@ -86,10 +87,9 @@ from backend.predictions import (
 from backend.queue import ChunkRunner, create_runner
 from backend.replies import scrub_reply, scrub_text
 from backend.state import StateError, StateStore, make_state, open_store, project_id
-from worker import settings
-from worker.jobspec import ImageResult
-from worker.logs import summarize_results, summary_fields
-from worker.metrics import annotate_request, instrument_flask
+from common import settings
+from common.jobspec import ImageResult
+from common.logs import summarize_results, summary_fields
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ for one selection at a time per user, so more is a flood; beyond it 503."""
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """What the app reads from the environment (``worker.settings``)."""
+    """What the app reads from the environment (``common.settings``)."""
 
     auth: AuthConfig
     redis_url: str = ""
@@ -502,7 +502,7 @@ class Backend:
             log.warning("predict: task %s: %s", item["task"], item["error"])
         for item in warnings:
             log.info("predict: task %s: %s", item["task"], item["warning"])
-        # the request's one log line (worker.metrics) carries the rest
+        # the request's one log line (backend.instrumentation) carries the rest
         annotate_request(interactive=interactive, failed_tasks=len(errors))
         reply: dict[str, Any] = {"results": results, "model_version": version}
         if errors:
@@ -792,7 +792,7 @@ def create_app(
     if store is None:
         redis_connection = getattr(runner, "connection", None)
         if redis_connection is None and config.redis_url:
-            from worker.redis_conn import redis_connection as connect
+            from common.redis_conn import redis_connection as connect
 
             redis_connection = connect(config.redis_url, purpose="state store")
         store = open_store(redis_connection, config.state_path)

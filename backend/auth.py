@@ -74,7 +74,7 @@ class AuthConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
         """The credentials in ``environ`` (default ``os.environ``)."""
-        from worker import settings
+        from common import settings
 
         return cls(
             user=settings.get("BASIC_AUTH_USER", environ),

@@ -63,7 +63,7 @@ BAD_CONFIGURATION_EXIT = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    from worker.settings import SettingsError
+    from common.settings import SettingsError
 
     parser = build_parser()
     args = parser.parse_args(argv)

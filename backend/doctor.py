@@ -4,7 +4,7 @@ Each check returns :class:`Check` rows (ok / warn / fail / skip) with a detail
 and, when something is wrong, how to fix it. Checks never raise: an unexpected
 error becomes a ``fail`` row naming the check.
 
-- settings: every variable parses (``worker.settings``);
+- settings: every variable parses (``common.settings``);
 - Redis: reachable, persistence on, RQ workers listening on rexlabel's queues;
 - Label Studio: reachable, the token accepted (a personal access token is
   exchanged for an access token first), one task image downloaded;
@@ -31,7 +31,7 @@ from typing import Any
 
 import requests
 
-from worker import settings
+from common import settings
 
 HTTP_TIMEOUT_S = 5.0
 """Each HTTP probe waits this long: a healthy service answers in milliseconds."""
@@ -131,7 +131,7 @@ def check_redis(url: str, queues: tuple[str, ...] | None = None) -> list[Check]:
         ]
     from redis.exceptions import RedisError
 
-    from worker.redis_conn import redis_connection
+    from common.redis_conn import redis_connection
 
     shown = _redis_display(url)
     try:
@@ -154,7 +154,7 @@ def check_redis(url: str, queues: tuple[str, ...] | None = None) -> list[Check]:
 
 
 def _redis_display(url: str) -> str:
-    from worker.logs import redact_text
+    from common.logs import redact_text
 
     return redact_text(url)
 
@@ -177,7 +177,7 @@ def _check_workers(conn: Any, queues: tuple[str, ...] | None) -> Check:
     from rq import Queue, Worker
 
     if queues is None:
-        from worker.jobs import QUEUES as queues
+        from common.queues import QUEUES as queues
     counts = {}
     depths = {}
     for name in queues:
@@ -199,9 +199,9 @@ def _check_workers(conn: Any, queues: tuple[str, ...] | None) -> Check:
 
 
 def _unregistered_workers(conn: Any) -> str:
-    """What workers not registered yet published (``worker.model_state``):
+    """What workers not registered yet published (``common.model_state``):
     still loading the model, or failed to load it and why; else ""."""
-    from worker.model_state import FAILED, LOADING, read_states, summarize_workers
+    from common.model_state import FAILED, LOADING, read_states, summarize_workers
 
     try:
         summary = summarize_workers(0, read_states(conn))
@@ -281,7 +281,7 @@ def check_label_studio(
     ``image`` (and ``task_id``) test that reference instead of the first task
     of ``project`` (default: the first project).
     """
-    from worker.labelstudio_media import LabelStudioAuth, TokenExchangeError
+    from common.labelstudio.media import LabelStudioAuth, TokenExchangeError
 
     url = str(values["LABEL_STUDIO_URL"]).rstrip("/")
     token = str(values["LABEL_STUDIO_API_KEY"])
@@ -393,7 +393,7 @@ def _check_image(
     project: int | None,
     auth: Any,
 ) -> Check:
-    from worker.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoader, ImageLoadError
+    from common.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoader, ImageLoadError
 
     if image is None:
         try:

@@ -18,7 +18,7 @@ from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
-from worker import settings
+from common import settings
 
 VERSION_PREFIX = "rexlabel"
 """First part of every version string, so Label Studio users see whose it is."""

@@ -1,8 +1,8 @@
 """Label config -> what the model is asked (one plan per config).
 
 Every region control tag on an ``<Image>`` becomes one :class:`ControlPlan`
-holding one :class:`~worker.jobspec.ModelCall` (``key`` = the control's name);
-all calls on one image go to the worker as one :class:`~worker.jobspec.ImageJob`,
+holding one :class:`~common.jobspec.ModelCall` (``key`` = the control's name);
+all calls on one image go to the worker as one :class:`~common.jobspec.ImageJob`,
 so a config with several controls is served in one pass over the image.
 
 =====================================  ======================================
@@ -72,9 +72,9 @@ from functools import lru_cache
 from typing import Any
 
 from backend.labels import LabelMap, Match, phrase_words, split_phrases
+from common.jobspec import ImageJob, ModelCall
 from converters.keypoint_sets import ANIMAL, KEYPOINT_SETS, KeypointSet
 from converters.tasks import Task
-from worker.jobspec import ImageJob, ModelCall
 
 log = logging.getLogger(__name__)
 

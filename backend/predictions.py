@@ -1,6 +1,6 @@
 """Worker results -> one Label Studio prediction per task.
 
-A task's image results (``worker.jobspec.ImageResult``) are turned into
+A task's image results (``common.jobspec.ImageResult``) are turned into
 Label Studio result dicts control by control with
 :func:`converters.labelstudio.to_labelstudio`, using the plan that asked for
 them: the call's ``key`` names its control, the plan says which result type,
@@ -28,6 +28,7 @@ from typing import Any
 
 from backend.labels import LabelMap, Match
 from backend.planner import DRAWN_BOX_IOU, ControlPlan, Plan
+from common.jobspec import CallResult, ImageResult
 from converters.labelstudio import (
     LabelStudioError,
     Output,
@@ -35,7 +36,6 @@ from converters.labelstudio import (
     to_labelstudio_prediction,
 )
 from converters.prediction import Prediction
-from worker.jobspec import CallResult, ImageResult
 
 log = logging.getLogger(__name__)
 

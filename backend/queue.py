@@ -26,17 +26,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker import settings
-from worker.engines.registry import ENGINE_INSTALL_HINT, missing_packages
-from worker.jobs import QUEUE_INTERACTIVE, QUEUES, RUN_CHUNK
-from worker.model_state import (
+from common import settings
+from common.model_state import (
     READY,
     ModelLoader,
     ModelNotReady,
     read_states,
     summarize_workers,
 )
-from worker.redis_conn import redis_connection
+from common.queues import QUEUE_INTERACTIVE, QUEUES, RUN_CHUNK
+from common.redis_conn import redis_connection
+from worker.engines.registry import ENGINE_INSTALL_HINT, missing_packages
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class ChunkOutcome:
 
 
 class ChunkRunner(ABC):
-    """Runs chunk payloads (``worker.jobspec``) and returns their results."""
+    """Runs chunk payloads (``common.jobspec``) and returns their results."""
 
     mode: str = "runner"
 
@@ -306,7 +306,7 @@ class RQRunner(ChunkRunner):
 class InProcessRunner(ChunkRunner):
     """No Redis: run the job function here, one chunk at a time.
 
-    The model loads in the background (:class:`worker.model_state.ModelLoader`
+    The model loads in the background (:class:`common.model_state.ModelLoader`
     calling ``load``, by default ``worker.jobs.load_runtime`` for the real job
     function and nothing for others): :meth:`start` begins it (``create_app``
     calls it at start-up), else the first ``status()`` or ``run_many()`` does.
@@ -379,7 +379,7 @@ class InProcessRunner(ChunkRunner):
         return outcomes
 
     def status(self) -> dict[str, Any]:
-        """Also ``model``: the load's state (``worker.model_state.ModelState``)."""
+        """Also ``model``: the load's state (``common.model_state.ModelState``)."""
         out: dict[str, Any] = {"mode": self.mode, "queue_up": True, "workers": 1}
         if self.loader is None:
             out["model"] = {"state": READY}

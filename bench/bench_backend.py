@@ -121,7 +121,8 @@ def run_worker(url: str, name: str) -> int:
     """The worker process: rexlabel's worker class with the instant engine."""
     from redis import Redis
 
-    from worker.jobs import QUEUES, WorkerRuntime, install_runtime
+    from common.queues import QUEUES
+    from worker.jobs import WorkerRuntime, install_runtime
     from worker.process import build_worker
 
     install_runtime(WorkerRuntime(engine=InstantEngine()))

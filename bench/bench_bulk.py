@@ -112,7 +112,8 @@ def serve(redis_url: str, name: str) -> int:
     """Worker mode: a ``rexlabel worker`` whose engine is :class:`InstantEngine`."""
     from redis import Redis
 
-    from worker.jobs import QUEUES, WorkerRuntime, install_runtime
+    from common.queues import QUEUES
+    from worker.jobs import WorkerRuntime, install_runtime
     from worker.process import build_worker
 
     install_runtime(WorkerRuntime(engine=InstantEngine()))

@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
         if not model_dir:
-            from worker.tiny_model import make_test_model
+            from worker.training.tiny_model import make_test_model
 
             model_dir = str(make_test_model(Path(tmp) / "tiny", verify=False))
         engine, rows = run(

@@ -109,7 +109,7 @@ def build(smoke: bool, device: str, workdir: Path):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from worker.engines.transformers_engine import default_attention, load_processor
-    from worker.tiny_model import build_processor, build_tokenizer
+    from worker.training.tiny_model import build_processor, build_tokenizer
 
     tokenizer = build_tokenizer()
     build_processor(tokenizer).save_pretrained(workdir)

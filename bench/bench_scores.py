@@ -7,7 +7,7 @@ Run::
 ``DIR`` is a trained tiny model (``rexlabel make-test-model DIR --train-steps
 1300``, or the test cache ``.cache/test-models/tiny-detection-*``). On
 ``count`` held-out synthetic images, half of the questions about a phrase the
-image does not hold, it prints (no assertions; ``worker.score_quality``), once
+image does not hold, it prints (no assertions; ``worker.training.score_quality``), once
 with the absent questions on images without any shape (``empty``) and once on
 the sample's image asked for another colour (``other``): the ROC AUC of the
 scores of right boxes (IoU >= 0.5 with the shape) against wrong ones (an
@@ -24,7 +24,7 @@ import json
 import time
 
 from worker.engines.transformers_engine import TransformersEngine
-from worker.score_quality import Absent, score_quality
+from worker.training.score_quality import Absent, score_quality
 
 
 def main() -> None:

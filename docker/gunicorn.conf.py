@@ -13,8 +13,8 @@ import sys
 from gunicorn.glogging import Logger
 
 from backend.queue import in_process_problem
-from worker import settings
-from worker.logs import configure_logging
+from common import settings
+from common.logs import configure_logging
 
 try:
     settings.read_all()
@@ -48,7 +48,7 @@ preload_app = False
 """The app is built in the worker process after the fork (never before: CUDA
 and Redis connections do not survive a fork)."""
 accesslog = None
-"""The app logs one line per request itself (worker.logs), redacted."""
+"""The app logs one line per request itself (common.logs), redacted."""
 errorlog = "-"
 
 

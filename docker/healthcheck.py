@@ -22,7 +22,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from worker import settings
+from common import settings
 
 TIMEOUT_S = 4.0
 """Below the HEALTHCHECK --timeout of both images (5 s and 10 s)."""
@@ -78,7 +78,8 @@ def _unavailable(url: str, status: int, body: bytes) -> str | None:
 
 
 def check_worker() -> str | None:
-    from worker.metrics import METRICS_PATH, check_metrics_endpoint
+    from common.metrics import METRICS_PATH
+    from worker.metrics_server import check_metrics_endpoint
 
     port = settings.get("REXLABEL_WORKER_METRICS_PORT")
     if not port:

@@ -23,6 +23,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY converters/ converters/
+COPY common/ common/
 COPY worker/ worker/
 COPY backend/ backend/
 RUN pip wheel --no-deps --wheel-dir /wheels .

@@ -20,9 +20,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.jobspec import ModelCall
 from converters.draw import draw
 from converters.prediction import Prediction, RegionType
-from worker.jobspec import ModelCall
 
 SCALE = 3
 """112 px synthetic images are too small to read a label tab on."""
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from worker.engines.transformers_engine import TransformersEngine
     from worker.pipeline import run_batch
-    from worker.synthetic import held_out_samples
+    from worker.training.synthetic import held_out_samples
 
     engine = TransformersEngine(args.model_dir, device="cpu")
     samples = held_out_samples(COLUMNS * ROWS, seed=7)

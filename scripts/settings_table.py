@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the configuration docs from ``worker.settings.SETTINGS`` (the one registry).
+"""Write the configuration docs from ``common.settings.SETTINGS`` (the one registry).
 
     python scripts/settings_table.py                 # the Markdown table (README)
     python scripts/settings_table.py --env           # the .env.example settings block
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker.settings import SETTINGS, Setting  # noqa: E402 - after the path fix
+from common.settings import SETTINGS, Setting  # noqa: E402 - after the path fix
 
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
 MD_START, MD_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"

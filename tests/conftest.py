@@ -34,18 +34,18 @@ SHARED_DIR = REPO_ROOT.parent / "shared"
 
 TRAINED_MODEL_STEPS = 1300
 """Training steps of ``trained_model_dir`` (seed 0, batch 32). A quarter of the
-questions are about an image without a shape (answer ``None``, worker.synthetic
+questions are about an image without a shape (answer ``None``, worker.training.synthetic
 ABSENT_FRACTION), so 1300 steps give the localisation about the 1000 steps of
 present shapes it had before (600 gave mean IoU 0.70 / AP50 0.84, under the bar
-of tests/worker/test_trainer.py; 1000 gave 0.82 / 0.94). Measured: mean IoU
+of tests/worker/training/test_trainer.py; 1000 gave 0.82 / 0.94). Measured: mean IoU
 0.85 / AP50 1.0 / phrase accuracy 1.0, None on 100% of 100 shapeless images,
 in 5 minutes on 2 cores (the old 1000 steps: 4)."""
 
-_TINY_SOURCES = ("worker/tiny_model.py", "converters/keypoint_sets.py")
+_TINY_SOURCES = ("worker/training/tiny_model.py", "converters/keypoint_sets.py")
 _TRAINED_SOURCES = (
     *_TINY_SOURCES,
-    "worker/trainer.py",
-    "worker/synthetic.py",
+    "worker/training/trainer.py",
+    "worker/training/synthetic.py",
     "converters/answer.py",
     "converters/prompts.py",
     "converters/geometry.py",
@@ -99,7 +99,7 @@ def cached_model_dir(
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """A tiny Qwen2.5-VL (Rex-Omni vocabulary) with random weights."""
-    from worker.tiny_model import make_test_model
+    from worker.training.tiny_model import make_test_model
 
     return cached_model_dir(
         "tiny-random", _TINY_SOURCES, lambda out: make_test_model(out, seed=0)
@@ -111,7 +111,7 @@ def trained_model_dir() -> Path:
     """The tiny model trained on synthetic single-shape detection images (a
     quarter of the questions about an image without a shape, answered
     ``None``)."""
-    from worker.tiny_model import make_test_model
+    from worker.training.tiny_model import make_test_model
 
     return cached_model_dir(
         f"tiny-detection-{TRAINED_MODEL_STEPS}",

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from common import settings
 from tests.test_docker_images import dockerfile_cmd
-from worker import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"

@@ -190,7 +190,7 @@ def redis_db():
 def _shape_task(ls: FakeLabelStudio) -> tuple[dict, str, str]:
     """One held-out shape image as task 7 of project 1 in ``ls``: (task,
     label config, the shape's phrase)."""
-    from worker.synthetic import held_out_samples
+    from worker.training.synthetic import held_out_samples
 
     sample = held_out_samples(1)[0]
     buffer = io.BytesIO()

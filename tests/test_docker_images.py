@@ -205,9 +205,11 @@ def test_healthcheck_script_against_live_endpoints():
     from flask import Flask, abort
     from werkzeug.serving import make_server
 
-    from worker import metrics
+    from worker import metrics_server
 
-    port = metrics.start_worker_metrics_server(port=_free_port(), addr="127.0.0.1")
+    port = metrics_server.start_worker_metrics_server(
+        port=_free_port(), addr="127.0.0.1"
+    )
     assert (
         _healthcheck("worker", REXLABEL_WORKER_METRICS_PORT=str(port)).returncode == 0
     )

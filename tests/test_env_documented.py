@@ -1,9 +1,9 @@
 """Every environment variable the code reads is a registered, documented setting.
 
-The source (converters/, worker/, backend/) is scanned for environment reads:
+The source (converters/, common/, worker/, backend/) is scanned for environment reads:
 ``os.environ[...]``, ``os.environ.get``, ``os.getenv``, ``"X" in os.environ``,
 ``environ.get``, ``settings.get("X")``, ``setting("X")`` and ``Setting("X"``.
-Each name must be in ``worker.settings.SETTINGS`` (or be an alias there), and
+Each name must be in ``common.settings.SETTINGS`` (or be an alias there), and
 every setting must be documented in .env.example, docs/configuration.md and the
 README's table (between ``<!-- settings-table:start -->`` and ``-end -->``).
 The reverse holds too: whatever .env.example documents is a setting, or a
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import SETTINGS
+from common.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_DIRS = ("converters", "worker", "backend")
+SOURCE_DIRS = ("converters", "common", "worker", "backend")
 NAME = r"([A-Z][A-Z0-9_]*)"
 Q = r"[\"']"
 READ_PATTERNS = (
@@ -98,13 +98,13 @@ def test_every_variable_the_code_reads_is_a_setting():
         if name not in SETTING_NAMES | ALIASES
     }
     assert not unregistered, (
-        f"environment variables read outside worker/settings.py: {unregistered}; "
-        "add a Setting for each and read it with worker.settings.get()"
+        f"environment variables read outside common/settings.py: {unregistered}; "
+        "add a Setting for each and read it with common.settings.get()"
     )
 
 
 def test_every_setting_is_used_somewhere_besides_the_registry():
-    registry = ROOT / "worker" / "settings.py"
+    registry = ROOT / "common" / "settings.py"
     text = "\n".join(p.read_text() for p in _sources() if p != registry)
     unused = sorted(n for n in SETTING_NAMES if f'"{n}"' not in text)
     assert not unused, f"settings nothing reads: {unused}"

@@ -1,13 +1,13 @@
 """RQ job functions: JSON in, JSON out (RQ's JSONSerializer, never pickle).
 
-The backend enqueues :data:`RUN_CHUNK` by its dotted path on :data:`QUEUE_INTERACTIVE`
-or :data:`QUEUE_BULK`; a worker started by :mod:`worker.process` runs it, and
-nothing outside :data:`JOB_FUNCTIONS`. The engine (and SAM) are loaded once
-per process and kept in a module-level :class:`WorkerRuntime`: ``worker.process``
-installs it at start-up, and an in-process caller (``--inline`` bulk jobs, the
-embedded backend) gets it loaded lazily on first use.
+The backend enqueues :func:`run_chunk` by its dotted path (``common.queues.RUN_CHUNK``);
+a worker started by :mod:`worker.process` runs it, and nothing outside
+``common.queues.JOB_FUNCTIONS``. The engine (and SAM) are loaded once per process and
+kept in a module-level :class:`WorkerRuntime`: ``worker.process`` installs it at
+start-up, and an in-process caller (``--inline`` bulk jobs, the embedded backend) gets
+it loaded lazily on first use.
 
-No torch at import time: the backend imports this module for the names above.
+No torch at import time: the embedded backend and ``--inline`` jobs import it.
 """
 
 from __future__ import annotations
@@ -19,24 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.jobspec import ImageJob, ImageResult, parse_chunk
-from worker.logs import route_library_logs
-from worker.metrics import record_chunk
+from common.jobspec import ImageJob, ImageResult, parse_chunk
+from common.logs import route_library_logs
+from common.metrics import record_chunk
 
 log = logging.getLogger(__name__)
-
-QUEUE_INTERACTIVE = "rexlabel:interactive"
-"""A human is waiting (Label Studio /predict): workers take these first."""
-QUEUE_BULK = "rexlabel:bulk"
-"""Pre-labeling jobs: taken when no interactive work waits."""
-QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)
-"""The queues a worker listens on, highest priority first."""
-RUN_CHUNK = "worker.jobs.run_chunk"
-"""Dotted path of :func:`run_chunk`, what the backend enqueues."""
-JOB_FUNCTIONS = frozenset({RUN_CHUNK})
-"""The only functions a rexlabel worker runs (``worker.process.RexWorker``): RQ
-imports and calls whatever dotted name a job in Redis holds, so anyone who can
-write to Redis could otherwise run ``os.system`` on the GPU boxes."""
 
 
 @dataclass
@@ -122,7 +109,7 @@ def _load_from_settings() -> WorkerRuntime:
 
 def _load_masker() -> Any:
     """SAM when SAM_CHECKPOINT is set, else None (mask requests then fail per image)."""
-    from worker import settings
+    from common import settings
 
     if not settings.get("SAM_CHECKPOINT"):
         return None
@@ -151,7 +138,7 @@ def run_chunk(payload: dict[str, Any]) -> dict[str, Any]:
 
     Args:
         payload: ``{"images": [ImageJob.to_dict(), ...], "generation": {...}}``
-            (see :mod:`worker.jobspec`); other keys (``job``, ``chunk``) are
+            (see :mod:`common.jobspec`); other keys (``job``, ``chunk``) are
             echoed back so the caller can match the result.
 
     Returns:
@@ -163,7 +150,7 @@ def run_chunk(payload: dict[str, Any]) -> dict[str, Any]:
     images = parse_chunk(payload)
     generation = payload.get("generation") or {}
     if not isinstance(generation, dict):
-        from worker.jobspec import JobSpecError
+        from common.jobspec import JobSpecError
 
         raise JobSpecError(f"chunk 'generation' must be an object, got {generation!r}")
     runtime = current_runtime()

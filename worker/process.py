@@ -40,12 +40,12 @@ from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
-from worker import settings
-from worker.jobs import JOB_FUNCTIONS, QUEUES
-from worker.logs import configure_logging
-from worker.metrics import start_worker_metrics_server
-from worker.model_state import LoadReporter
-from worker.redis_conn import redis_connection
+from common import settings
+from common.logs import configure_logging
+from common.model_state import LoadReporter
+from common.queues import JOB_FUNCTIONS, QUEUES
+from common.redis_conn import redis_connection
+from worker.metrics_server import start_worker_metrics_server
 
 log = logging.getLogger(__name__)
 

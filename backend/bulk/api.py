@@ -33,7 +33,7 @@ from backend.bulk.store import (
     NothingToDo,
 )
 from backend.bulk.writers import FilesSink, LabelStudioSink
-from worker import settings
+from common import settings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def redis_connection(url: str | None = None) -> Any:
     url = url if url is not None else settings.get("REDIS_URL")
     if not url:
         return None
-    from worker.redis_conn import redis_connection as connect
+    from common.redis_conn import redis_connection as connect
 
     return connect(url, purpose="bulk jobs")
 
@@ -234,7 +234,7 @@ def create_files_job(
         two images. JobError: no image at all, none with reference boxes, or
         one call's boxes for several images.
     """
-    from worker.jobspec import ModelCall
+    from common.jobspec import ModelCall
 
     store = store or open_store()
     calls = [ModelCall.from_dict(c).to_dict() for c in calls]  # validate early
@@ -354,9 +354,9 @@ def create_project_job(
     the same project, view and model version is resumed rather than replaced;
     ``latest`` returns the newest such job even when done (to retry failures).
     """
-    from backend.lsapi import prediction_model_versions
     from backend.model_version import model_version as version_of
     from backend.planner import plan_config
+    from common.labelstudio.api import prediction_model_versions
 
     store = store or open_store()
     info = client.get_project(project)
@@ -500,8 +500,8 @@ def start_for_tasks(
         RuntimeError: Label Studio's URL or token is not configured, or no
         task of a checked source belongs to ``project``.
     """
-    from backend.lsapi import LabelStudioAPIError, LabelStudioClient
     from backend.planner import plan_config
+    from common.labelstudio.api import LabelStudioAPIError, LabelStudioClient
 
     url = settings.get("LABEL_STUDIO_URL")
     try:
@@ -588,7 +588,7 @@ def sink_for(spec: JobSpec, job: JobDir, client: Any = None) -> Any:
         return FilesSink()
     if spec.kind == "project":
         if client is None:
-            from backend.lsapi import LabelStudioClient
+            from common.labelstudio.api import LabelStudioClient
 
             client = LabelStudioClient(
                 spec.project.get("url") or settings.get("LABEL_STUDIO_URL"),

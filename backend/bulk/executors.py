@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from worker.jobs import QUEUE_BULK, RUN_CHUNK
+from common.queues import QUEUE_BULK, RUN_CHUNK
 
 log = logging.getLogger(__name__)
 

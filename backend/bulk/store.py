@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker import settings
+from common import settings
 
 DEFAULT_JOBS_DIR = "~/.local/state/rexlabel/jobs"
 """XDG state directory: job records must survive reboots, unlike a cache."""

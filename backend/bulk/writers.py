@@ -248,8 +248,8 @@ class _Previews:
         self.count = 0
 
     def draw(self, line: Mapping[str, Any], predictions: list[Prediction]) -> None:
+        from common.images import load_image
         from converters.draw import draw
-        from worker.images import load_image
 
         # previews exist only for files jobs: the command line's own images
         image = load_image(line["image"], task_id=line.get("task_id"), local_paths=True)
@@ -320,9 +320,9 @@ class LabelStudioSink:
     def _deliver_task(
         self, spec: JobSpec, task_id: Any, lines: list[dict[str, Any]]
     ) -> None:
-        from backend.lsapi import LabelStudioAPIError
         from backend.predictions import RegionIds, task_prediction
-        from worker.jobspec import ImageResult
+        from common.jobspec import ImageResult
+        from common.labelstudio.api import LabelStudioAPIError
 
         mv = spec.model_version
         # Ask Label Studio first unless the job planned this task as lacking

@@ -5,7 +5,7 @@ Usage::
     rexlabel config          # a table: variable, value, where it came from
     rexlabel config --json   # {"VARIABLE": value, ...}
 
-Every variable in ``worker.settings.SETTINGS`` is listed with the value the
+Every variable in ``common.settings.SETTINGS`` is listed with the value the
 backend and worker would use, and whether it came from the environment (or one
 of its aliases) or is the default. Secrets show as ``***``. A value rexlabel
 cannot use is reported with the variable's name and the command exits 2.
@@ -39,7 +39,7 @@ def effective_settings(
     environ: Mapping[str, str] | None = None,
 ) -> list[EffectiveSetting]:
     """Every setting with its masked value and source (``env NAME`` or ``default``)."""
-    from worker import settings
+    from common import settings
 
     environ = os.environ if environ is None else environ
     rows: list[EffectiveSetting] = []

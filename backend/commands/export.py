@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         labelstudio_to_coco,
     )
     from backend.commands.convert import report
-    from backend.lsapi import LabelStudioAPIError, LabelStudioClient
     from backend.planner import PlanError
+    from common.labelstudio.api import LabelStudioAPIError, LabelStudioClient
 
     try:
         client = LabelStudioClient.from_settings()

@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 TRAINABLE_TASKS = ("detection", "pointing", "ocr_polygon")
-"""Tasks the synthetic data can teach (worker.synthetic.TRAINABLE_TASKS)."""
+"""Tasks the synthetic data can teach (worker.training.synthetic.TRAINABLE_TASKS)."""
 EVALUATION_IMAGES = 50
 """Held-out images scored after training: enough for a stable mean IoU."""
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.train_steps < 0:
         print("rexlabel make-test-model: --train-steps must be >= 0", file=sys.stderr)
         return 2
-    from worker.tiny_model import make_test_model
+    from worker.training.tiny_model import make_test_model
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"directory": str(out), "train_steps": args.train_steps}
     if args.train_steps:
         from worker.engines.transformers_engine import TransformersEngine
-        from worker.synthetic import evaluate
+        from worker.training.synthetic import evaluate
 
         engine = TransformersEngine(str(out), device="cpu")
         report["task"] = args.task

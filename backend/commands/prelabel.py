@@ -238,8 +238,8 @@ def _check_visual_prompt(
 
 def call_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The one ModelCall (as a dict) the options describe; UsageError if unusable."""
+    from common.jobspec import JobSpecError, ModelCall
     from converters.tasks import Task
-    from worker.jobspec import JobSpecError, ModelCall
 
     try:
         task = Task.from_value(args.task)
@@ -293,7 +293,7 @@ def _connection() -> Any:
 def run(args: argparse.Namespace) -> int:
     from backend.bulk import JobError, NothingToDo
     from backend.bulk.sources import SourceError
-    from backend.lsapi import LabelStudioAPIError
+    from common.labelstudio.api import LabelStudioAPIError
 
     try:
         return _run(args)
@@ -328,7 +328,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--project takes no images, no --out and no --reference-boxes"
             )
-        from backend.lsapi import LabelStudioClient
+        from common.labelstudio.api import LabelStudioClient
 
         extra = json.loads(args.extra_params) if args.extra_params else None
         if extra is not None and not isinstance(extra, dict):

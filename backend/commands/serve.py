@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:
-    from worker import settings
+    from common import settings
 
     parser = subparsers.add_parser(
         "serve",
@@ -83,8 +83,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker import settings
-    from worker.logs import configure_logging
+    from common import settings
+    from common.logs import configure_logging
 
     settings.read_all()  # every bad variable, named, before anything starts
     configure_logging()
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _plain_dev_server_lines() -> None:
     """No ANSI colours in werkzeug's own lines: the log escapes control
-    characters (``worker.logs.escape_controls``), which would print them as
+    characters (``common.logs.escape_controls``), which would print them as
     ``\\x1b[31m`` text."""
     import werkzeug.serving
 
@@ -117,7 +117,7 @@ def _refuse_open_exposure(host: str) -> None:
     """SettingsError (one line, exit 2) when ``host`` is not loopback and no
     credentials are set, or only half of the basic-auth pair is."""
     from backend.auth import AuthConfig, startup_problem
-    from worker.settings import SettingsError
+    from common.settings import SettingsError
 
     problem = startup_problem(AuthConfig.from_env(), [host])
     if problem:

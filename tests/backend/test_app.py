@@ -970,7 +970,7 @@ def shape_config(phrases: list[str]) -> str:
 def local_files(tmp_path, monkeypatch):
     """``tmp_path`` as LOCAL_FILES_DOCUMENT_ROOT of this process's image loader
     (a request over HTTP reads local files only there, via /data/local-files/)."""
-    from worker.images import default_loader
+    from common.images import default_loader
 
     monkeypatch.setenv("LOCAL_FILES_DOCUMENT_ROOT", str(tmp_path))
     default_loader.cache_clear()
@@ -988,7 +988,7 @@ def shape_tasks(tmp_path) -> tuple[list[dict], list, str]:
     one-phrase prompts), one task each, and a config asking for that phrase.
     The images are saved in ``tmp_path``, the tasks name them as local files
     under LOCAL_FILES_DOCUMENT_ROOT=``tmp_path``."""
-    from worker.synthetic import held_out_samples
+    from worker.training.synthetic import held_out_samples
 
     pool = held_out_samples(60, seed=7)
     phrase = max(
@@ -1008,7 +1008,7 @@ def assert_found_the_shapes(reply: dict, samples: list, config: str) -> None:
     """Each task: regions labelled like its shape; most boxes on the shape."""
     from label_studio_sdk.label_interface import LabelInterface
 
-    from worker.synthetic import box_iou
+    from worker.training.synthetic import box_iou
 
     assert "errors" not in reply, reply.get("errors")
     li = LabelInterface(config)

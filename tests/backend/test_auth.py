@@ -156,7 +156,7 @@ def test_whole_pairs_or_none_pass_the_credentials_check() -> None:
 def test_create_app_refuses_half_a_basic_auth_pair(half) -> None:
     from backend.app import create_app
     from backend.queue import InProcessRunner
-    from worker.settings import SettingsError
+    from common.settings import SettingsError
 
     with pytest.raises(SettingsError) as refused:
         create_app(half, runner=InProcessRunner(function=lambda payload: {}))

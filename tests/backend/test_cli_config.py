@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from backend.cli import main
-from worker.settings import SETTINGS
+from common.settings import SETTINGS
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ def test_json_output_for_several_images(tiny_model_dir, tmp_path, capsys):
 def test_trained_model_finds_the_shape_and_draws_it(
     trained_model_dir, tmp_path, capsys
 ):
-    from worker.synthetic import box_iou, render_shape
+    from worker.training.synthetic import box_iou, render_shape
 
     sample = render_shape(random.Random(12345))
     path = tmp_path / "shape.png"

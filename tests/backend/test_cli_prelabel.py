@@ -20,8 +20,8 @@ from backend.bulk import start_for_tasks
 from backend.bulk.store import JobDir
 from backend.cli import main
 from backend.model_version import model_version
+from common import images as worker_images
 from tests.fake_label_studio import FakeLabelStudio
-from worker import images as worker_images
 from worker import jobs
 from worker.jobs import WorkerRuntime
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from backend.app import create_app
-from worker.settings import SETTINGS, SettingsError
+from common.settings import SETTINGS, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -26,9 +26,9 @@ from rq import Queue, Worker
 
 from backend import doctor
 from backend.cli import main
+from common.queues import QUEUES
+from common.settings import SETTINGS
 from tests.fake_label_studio import LEGACY_TOKEN, PAT, FakeLabelStudio, make_jwt
-from worker.jobs import QUEUES
-from worker.settings import SETTINGS
 
 REDIS_DB_URL = "redis://127.0.0.1:6379/11"
 """A database no other test module uses (12: backend, 14: e2e, 1-9: worker)."""
@@ -346,9 +346,9 @@ def test_json_output_is_one_row_per_check(clean_env, capsys):
 
 def test_workers_that_load_or_failed_are_named_when_none_listens():
     """Workers register only once their model loaded; before that (or after a
-    failed load) the doctor says what they published (worker.model_state)."""
+    failed load) the doctor says what they published (common.model_state)."""
+    from common.model_state import LoadReporter
     from tests.backend.redis_helpers import redis_or_skip
-    from worker.model_state import LoadReporter
 
     conn = redis_or_skip()  # the backend tests' own database, emptied
     queues = (f"doctor-empty-{uuid.uuid4().hex}",)

@@ -10,12 +10,12 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from backend.planner import plan_config, plan_interactive
 from backend.predictions import RegionIds, empty_prediction, task_prediction
+from common.jobspec import CallResult, ImageResult
 from converters.keypoint_sets import ANIMAL, PERSON
 from converters.masks import mask_to_rle
 from converters.prediction import Prediction, RegionType
 from converters.tasks import Task
 from tests.backend.test_planner import prompt_item
-from worker.jobspec import CallResult, ImageResult
 
 W, H = 640, 480
 VERSION = "rexlabel-test-1"

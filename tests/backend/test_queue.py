@@ -14,6 +14,8 @@ from backend.queue import (
     create_runner,
     in_process_problem,
 )
+from common.queues import QUEUE_INTERACTIVE, RUN_CHUNK
+from common.settings import SettingsError
 from tests.backend.redis_helpers import (
     redis_or_skip,
     redis_url,
@@ -21,8 +23,6 @@ from tests.backend.redis_helpers import (
     stop_worker,
     test_worker_command,
 )
-from worker.jobs import QUEUE_INTERACTIVE, RUN_CHUNK
-from worker.settings import SettingsError
 
 ECHO = "tests.backend.jobfuncs.echo_chunk"
 FAIL = "tests.backend.jobfuncs.fail_chunk"
@@ -246,8 +246,8 @@ def test_the_deadline_also_bounds_waiting_behind_an_in_process_bulk_job(gate) ->
     """A background job in this process (``--inline``, no Redis) runs
     ``worker.jobs.run_chunk`` directly, under the runtime's own lock: a
     request must not wait on that lock past its deadline either."""
+    from common.jobspec import ImageResult
     from worker import jobs
-    from worker.jobspec import ImageResult
 
     def gated_process(runtime, images, generation):
         gate.ENTERED.set()
@@ -300,7 +300,7 @@ def test_in_process_requests_while_the_model_loads_or_after_it_failed() -> None:
 def test_status_reports_loading_and_failed_workers(redis_conn) -> None:
     """Registered workers (the module's test worker may be one) are ready ones;
     workers still loading, or whose load failed, are counted beside them."""
-    from worker.model_state import LoadReporter
+    from common.model_state import LoadReporter
 
     runner = RQRunner(redis_conn)
     ready = runner.status()["workers"]

@@ -11,8 +11,8 @@ import sys
 
 from redis import Redis
 
+from common.queues import JOB_FUNCTIONS, QUEUES
 from tests.backend import jobfuncs
-from worker.jobs import JOB_FUNCTIONS, QUEUES
 from worker.process import build_worker
 
 TEST_FUNCTIONS = frozenset(

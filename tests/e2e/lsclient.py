@@ -1,6 +1,6 @@
 """A tiny Label Studio REST helper for the end-to-end tests.
 
-Deliberately independent of ``backend.lsapi`` (the code under test): the tests
+Deliberately independent of ``common.labelstudio.api`` (the code under test): the tests
 drive Label Studio the way a user's browser or script would, with plain
 ``requests`` calls against the endpoints in ``label-studio-protocol.md`` §8.
 Every call is bounded by a timeout; any HTTP error raises

@@ -46,7 +46,7 @@ from PIL import Image
 
 from tests.e2e.conftest import REXLABEL_EXECUTABLE, Backend, LabelStudio
 from tests.e2e.lsclient import LabelStudioClient, LabelStudioHTTPError
-from worker.synthetic import IMAGE_SIZE, ShapeSample, box_iou, render_shape
+from worker.training.synthetic import IMAGE_SIZE, ShapeSample, box_iou, render_shape
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -657,7 +657,7 @@ def test_large_retrieve_becomes_a_background_job_that_posts_predictions(
     Proves: every task gets exactly one prediction, with the model version
     Label Studio knows from /setup (so a second press finds nothing to do and
     adds none)."""
-    from worker.settings import setting
+    from common.settings import setting
 
     count = int(setting("REXLABEL_SYNC_TASK_LIMIT").default) + 1
     client = label_studio.client

@@ -33,7 +33,7 @@ from typing import Any
 import requests
 from PIL import Image
 
-from worker.settings import SETTINGS
+from common.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

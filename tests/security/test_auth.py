@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from backend.auth import CREDENTIAL_VARIABLES, is_loopback
+from common import settings
 from tests.fake_label_studio import FakeLabelStudio
 from tests.security.conftest import (
     BIN,
@@ -30,7 +31,6 @@ from tests.security.conftest import (
     serve,
 )
 from tests.worker.rq_helpers import wait_for
-from worker import settings
 
 CONFIG = (
     '<View><Image name="image" value="$image"/>'

@@ -20,13 +20,13 @@ from backend.bulk import runner
 from backend.bulk.api import start_for_tasks
 from backend.bulk.store import JobStore
 from backend.cli import main
-from backend.lsapi import LabelStudioAPIError, LabelStudioClient
 from backend.model_version import model_version
+from common import images as worker_images
+from common.labelstudio.api import LabelStudioAPIError, LabelStudioClient
 from tests.backend.bulk_helpers import redis_or_skip, redis_url, wait_for
 from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio
 from tests.security.conftest import FakeChat, png_bytes, serve
 from tests.worker.rq_helpers import start_worker, stop_worker
-from worker import images as worker_images
 from worker import jobs
 from worker.engines.registry import create_engine
 from worker.jobs import WorkerRuntime

@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
 from backend.queue import RQRunner
+from common.queues import QUEUE_BULK, QUEUE_INTERACTIVE, RUN_CHUNK
 from tests.security.conftest import (
     BIN,
     FakeChat,
@@ -30,7 +31,6 @@ from tests.security.conftest import (
     png_bytes,
     redis_server,
 )
-from worker.jobs import QUEUE_BULK, QUEUE_INTERACTIVE, RUN_CHUNK
 from worker.process import REFUSED_PREFIX
 
 PASSWORD = "rq-test-5f1c0e9a7d3b"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from backend.cli import main
-from worker.jobs import JOB_FUNCTIONS
+from common.queues import JOB_FUNCTIONS
 from worker.process import RexWorker
 
 NOTE = "tests.worker.rq_jobfuncs.note"

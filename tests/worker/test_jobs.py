@@ -12,6 +12,8 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from common.jobspec import ImageResult, JobSpecError
+from common.queues import QUEUE_BULK, RUN_CHUNK
 from tests.worker.rq_helpers import (
     FAST_WORKER,
     empty_db,
@@ -22,8 +24,7 @@ from tests.worker.rq_helpers import (
     worker_env,
 )
 from worker import jobs
-from worker.jobs import QUEUE_BULK, RUN_CHUNK, WorkerRuntime, run_chunk
-from worker.jobspec import ImageResult, JobSpecError
+from worker.jobs import WorkerRuntime, run_chunk
 
 CALL = {
     "task": "detection",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from common.jobspec import ImageJob, ImageResult, ModelCall
 from converters.prediction import Prediction, RegionType
 from converters.tasks import Task
 from tests.worker.grammar import TemplateLogitsProcessor
 from worker.engines.base import Engine, GenerationRequest, GenerationResult
-from worker.jobspec import ImageJob, ImageResult, ModelCall
 from worker.pipeline import (
     ENGINE_DOWN_AFTER,
     PipelineError,

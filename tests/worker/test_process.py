@@ -19,6 +19,8 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from common import redis_conn as redis_conn_module
+from common.queues import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES
 from tests.worker.note_worker import NOTE
 from tests.worker.rq_helpers import (
     REPO_ROOT,
@@ -30,8 +32,6 @@ from tests.worker.rq_helpers import (
     wait_for,
     worker_env,
 )
-from worker import redis_conn as redis_conn_module
-from worker.jobs import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES
 from worker.process import (
     CLEANUP_LOCK_PREFIX,
     PUBSUB_POLL_S,

@@ -205,7 +205,7 @@ class TransformersServer(LocalServer):
 
 def held_out():
     """Synthetic single-shape images the trained tiny model never saw."""
-    from worker.synthetic import held_out_samples
+    from worker.training.synthetic import held_out_samples
 
     return held_out_samples(HELD_OUT, seed=7)
 

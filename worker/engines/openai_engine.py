@@ -17,15 +17,14 @@ entry; ``token_ids`` are filled where the server returns them (vLLM's
 ``return_token_ids``), else empty.
 
 Answers are streamed (``stream: true``, usage asked for with
-``stream_options.include_usage``) and each token's text goes through the
-runaway guard's rules (``worker.runaway``, the request's ``max_repeats`` and
-``max_instances``): when it triggers, the engine closes the connection (the
-server aborts the request) and returns the text up to and including the
-triggering token with finish reason ``runaway``. Without per-token texts
-(no log-probs) the content text is scanned instead. A server that rejects
-``stream`` or answers plain JSON is read as before, and its whole answer is
-cut the same way. Without a trigger, a streamed answer gives the same result
-as the plain one.
+``stream_options.include_usage``) and each token's text goes through the runaway guard's
+rules (``worker.engines.runaway_guard_text``, the request's ``max_repeats`` and
+``max_instances``): when it triggers, the engine closes the connection (the server
+aborts the request) and returns the text up to and including the triggering token with
+finish reason ``runaway``. Without per-token texts (no log-probs) the content text is
+scanned instead. A server that rejects ``stream`` or answers plain JSON is read as
+before, and its whole answer is cut the same way. Without a trigger, a streamed answer
+gives the same result as the plain one.
 
 Requests of a batch run concurrently (a bounded thread pool). Uses
 ``requests``: no OpenAI SDK needed.
@@ -47,6 +46,7 @@ from typing import Any
 import requests
 from PIL import Image
 
+from common.images import resize_for_model
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT
 from worker.engines.base import (
@@ -55,8 +55,7 @@ from worker.engines.base import (
     GenerationResult,
     SamplingSettings,
 )
-from worker.images import resize_for_model
-from worker.runaway import ContentScanner, RunawayScanner
+from worker.engines.runaway_guard_text import ContentScanner, RunawayScanner
 from worker.scoring import SCORE_TOP_LOGPROBS, bin_value
 
 log = logging.getLogger(__name__)
@@ -173,7 +172,7 @@ class OpenAIEngine(Engine):
         check_model: bool = True,
         session: requests.Session | None = None,
     ) -> None:
-        from worker import settings
+        from common import settings
 
         self.base_url = (base_url or settings.get("REXLABEL_OPENAI_URL")).rstrip("/")
         if not self.base_url:

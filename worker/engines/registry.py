@@ -89,7 +89,7 @@ def engine_options(
     Raises:
         EngineSettingsError: min above max, or a quantization for openai.
     """
-    from worker import settings
+    from common import settings
 
     low = settings.get("REXLABEL_MIN_PIXELS", environ)
     high = settings.get("REXLABEL_MAX_PIXELS", environ)
@@ -130,7 +130,7 @@ def create_engine(
         kwargs: engine-specific options, passed through; they win over
             :func:`engine_options` (pixel bounds, system prompt, quantization).
     """
-    from worker import settings
+    from common import settings
 
     name = name or settings.get("REXLABEL_ENGINE")
     cls = engine_class(name)

@@ -312,7 +312,7 @@ class TransformersEngine(Engine):
         logits_processors: list[Any] | None = None,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
-        from worker import settings
+        from common import settings
 
         self._model_id = model or settings.get("REXLABEL_MODEL")
         self.device = resolve_device(device or settings.get("REXLABEL_DEVICE"))
@@ -345,7 +345,7 @@ class TransformersEngine(Engine):
         self.stop_id = tokenizer.convert_tokens_to_ids(STOP_TOKEN)
         self.pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
         self.token_texts = TokenTexts(tokenizer)
-        from worker.guard import GrammarTokens
+        from worker.engines.runaway_guard_torch import GrammarTokens
 
         self.grammar = GrammarTokens.from_tokenizer(
             tokenizer, vocab_size=self.model.config.get_text_config().vocab_size
@@ -450,7 +450,7 @@ class TransformersEngine(Engine):
         )
 
         from worker.engines.hf_hooks import LogprobCollector, LogprobRecorder
-        from worker.guard import RunawayGuard
+        from worker.engines.runaway_guard_torch import RunawayGuard
 
         guard = RunawayGuard(
             self.grammar,

@@ -10,17 +10,17 @@ works without it. Smoke test from a venv that has vLLM::
 
     python -m worker.engines.vllm_engine MODEL --image a.jpg --prompt "Detect cat."
 
-The runaway guard's rules (``worker.runaway``, the request's ``max_repeats``
-and ``max_instances``) are applied to each finished output: ``LLM.generate``
-cannot be stopped per token from outside, so a looping output still runs to
-``max_tokens``, then is cut after the token at which the transformers engine
-would have stopped, with finish reason ``runaway``. Cheaper ways to stop such
-requests inside vLLM 0.32, not built here: ``SamplingParams.repetition_detection``
-(``RepetitionDetectionParams``: ends a request whose last N-gram repeats
-``min_count`` times, finish ``repetition``; covers a repeated box, not the
-instance cap), or a v1 ``LogitsProcessor`` (``LLM(logits_processors=[...])``,
-per-request settings through ``SamplingParams.extra_args``) that runs the
-scanner on each request's output ids and forces ``<|im_end|>`` on a trigger.
+The runaway guard's rules (``worker.engines.runaway_guard_text``, the request's
+``max_repeats`` and ``max_instances``) are applied to each finished output:
+``LLM.generate`` cannot be stopped per token from outside, so a looping output still
+runs to ``max_tokens``, then is cut after the token at which the transformers engine
+would have stopped, with finish reason ``runaway``. Cheaper ways to stop such requests
+inside vLLM 0.32, not built here: ``SamplingParams.repetition_detection``
+(``RepetitionDetectionParams``: ends a request whose last N-gram repeats ``min_count``
+times, finish ``repetition``; covers a repeated box, not the instance cap), or a v1
+``LogitsProcessor`` (``LLM(logits_processors=[...])``, per-request settings through
+``SamplingParams.extra_args``) that runs the scanner on each request's output ids and
+forces ``<|im_end|>`` on a trigger.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from common.images import resize_for_model
+from common.logs import json_logging
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT, build_messages
 from worker.engines.base import (
@@ -44,9 +46,7 @@ from worker.engines.base import (
     GenerationResult,
     SamplingSettings,
 )
-from worker.images import resize_for_model
-from worker.logs import json_logging
-from worker.runaway import RunawayScanner
+from worker.engines.runaway_guard_text import RunawayScanner
 from worker.scoring import SCORE_TOP_LOGPROBS, bin_value
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ class VLLMEngine(Engine):
         llm: Any = None,
         **llm_kwargs: Any,
     ) -> None:
-        from worker import settings
+        from common import settings
 
         self._model_id = model or settings.get("REXLABEL_MODEL")
         self.device = device

@@ -196,7 +196,7 @@ class RQExecutor:
         self._last_housekeeping = now
         from rq import Worker
 
-        from worker.process import clean_queue
+        from common.rq_jobs import clean_queue
 
         clean_queue(self.queue)
         workers = Worker.count(connection=self.connection, queue=self.queue)

@@ -23,6 +23,7 @@ from rq.webhook import Webhook
 
 from backend.queue import RQRunner
 from common.queues import QUEUE_BULK, QUEUE_INTERACTIVE, RUN_CHUNK
+from common.rq_jobs import REFUSED_PREFIX
 from tests.security.conftest import (
     BIN,
     FakeChat,
@@ -31,7 +32,6 @@ from tests.security.conftest import (
     png_bytes,
     redis_server,
 )
-from worker.process import REFUSED_PREFIX
 
 PASSWORD = "rq-test-5f1c0e9a7d3b"
 """The test Redis's password: it must never appear in a log or a reply."""
@@ -201,7 +201,7 @@ def test_cleaning_abandoned_jobs_imports_no_callback_and_posts_no_webhook(
     from rq.registry import StartedJobRegistry
 
     from backend.bulk.executors import RQExecutor
-    from worker.process import clean_queue
+    from common.rq_jobs import clean_queue
 
     monkeypatch.setenv("RQ_CANARY_PATH", str(tmp_path / "canary"))
     with Listener() as hook:

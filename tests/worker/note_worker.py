@@ -2,7 +2,7 @@
 
 ``python -m tests.worker.note_worker worker ARGS`` is ``rexlabel worker ARGS``
 with ``tests.worker.rq_jobfuncs.note`` added to the functions the worker runs
-(a real worker runs only ``worker.jobs.JOB_FUNCTIONS``).
+(a real worker runs only ``common.queues.JOB_FUNCTIONS``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 
 from common import redis_conn as redis_conn_module
 from common.queues import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES
+from common.rq_jobs import CLEANUP_LOCK_PREFIX, clean_queue
 from tests.worker.note_worker import NOTE
 from tests.worker.rq_helpers import (
     REPO_ROOT,
@@ -32,14 +33,7 @@ from tests.worker.rq_helpers import (
     wait_for,
     worker_env,
 )
-from worker.process import (
-    CLEANUP_LOCK_PREFIX,
-    PUBSUB_POLL_S,
-    RexWorker,
-    build_worker,
-    clean_queue,
-    worker_connection,
-)
+from worker.process import PUBSUB_POLL_S, RexWorker, build_worker, worker_connection
 
 NOTE_WORKER = "tests.worker.note_worker"
 """``rexlabel worker`` that also runs NOTE jobs."""

@@ -48,3 +48,39 @@ def bin_token(value: int) -> str:
 
 BIN_TOKENS = tuple(f"<{value}>" for value in range(NUM_BINS))
 """Every coordinate token in bin order, as a tokenizer's vocabulary adds them."""
+
+
+IM_START = "<|im_start|>"
+"""Opens a chat turn (``system``, ``user`` or ``assistant`` follows)."""
+QUAD_START = "<|quad_start|>"
+"""Qwen's quadrilateral tokens: in the vocabulary, unused by Rex-Omni."""
+QUAD_END = "<|quad_end|>"
+"""Closes a quadrilateral (unused by Rex-Omni)."""
+VISION_START = "<|vision_start|>"
+"""Opens the image's place in the prompt."""
+VISION_END = "<|vision_end|>"
+"""Closes the image's place in the prompt."""
+VISION_PAD = "<|vision_pad|>"
+"""Qwen's vision padding token (unused by Rex-Omni's prompts)."""
+IMAGE_PAD = "<|image_pad|>"
+"""Stands for one visual token of the image; the processor repeats it."""
+VIDEO_PAD = "<|video_pad|>"
+"""Stands for one visual token of a video (unused by Rex-Omni)."""
+QWEN_SPECIAL_TOKENS = (
+    END_OF_TEXT,
+    IM_START,
+    IM_END,
+    OBJECT_REF_START,
+    OBJECT_REF_END,
+    BOX_START,
+    BOX_END,
+    QUAD_START,
+    QUAD_END,
+    VISION_START,
+    VISION_END,
+    VISION_PAD,
+    IMAGE_PAD,
+    VIDEO_PAD,
+)
+"""Qwen2.5-VL's 14 special tokens in Qwen's id order (151643..151656 there);
+Rex-Omni's vocabulary adds ``BIN_TOKENS`` after them."""

@@ -34,9 +34,6 @@ WEBHOOK_TOKEN_HEADER = "X-Rexlabel-Webhook-Token"
 """Header alternative to the query parameter (Label Studio's webhook form can
 add static headers)."""
 
-REALM = "rexlabel"
-"""Realm named in the ``WWW-Authenticate`` challenge."""
-
 CREDENTIAL_VARIABLES = ("BASIC_AUTH_USER", "BASIC_AUTH_PASS", "REXLABEL_WEBHOOK_TOKEN")
 """What to set before listening beyond loopback (named in the refusal)."""
 

@@ -33,8 +33,6 @@ RECORD_INTERVAL_S = 1.0
 """Progress records are saved at most once a second (and after the last chunk)."""
 CANCEL_CHECK_INTERVAL_S = 0.25
 """How often the cancel flag (a file stat and one Redis EXISTS) is read."""
-FAILURES_SHOWN = 20
-"""Failed images listed at the end of a run; the rest are counted."""
 
 
 class Sink(Protocol):

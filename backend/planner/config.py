@@ -1,0 +1,217 @@
+"""Reading a labeling config: the SDK's ``LabelInterface`` (parsed once per
+config) and the ``rex_*`` / ``model_score_threshold`` attributes of its
+controls, with project-wide defaults from the model's "Extra params"."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from backend.labels import LabelMap, split_phrases
+from backend.planner.plan import ControlPlan, PlanError
+from common.jobspec import ModelCall
+from converters.keypoint_sets import KEYPOINT_SETS, KeypointSet
+from converters.tags import TEXT_TAG
+from converters.tasks import Task
+
+PARSED_CONFIG_CACHE = 64
+"""Parsed label configs kept: one per active project is plenty."""
+
+IMAGE_TAGS = frozenset({"Image"})
+"""Object tags rexlabel can send to the model."""
+
+UNSERVABLE_REGION_TAGS = frozenset(
+    {
+        "EllipseLabels",
+        "Ellipse",
+        "VectorLabels",
+        "Vector",
+        "MagicWand",
+        "BitmaskLabels",
+        "Bitmask",
+        "VideoRectangle",
+        "HyperTextLabels",
+        "ParagraphLabels",
+        "TimeSeriesLabels",
+        "TimelineLabels",
+        "OcrLabels",
+    }
+)
+"""Region controls rexlabel cannot produce; named in errors and notes."""
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def parse_config(label_config: str) -> Any:
+    """The SDK's ``LabelInterface``; PlanError when the XML is unusable.
+
+    Parsed configs are cached (a project's config arrives with every request);
+    callers only read them.
+    """
+    if not isinstance(label_config, str) or not label_config.strip():
+        raise PlanError("label_config is empty")
+    return _parse_config(label_config)
+
+
+@lru_cache(maxsize=PARSED_CONFIG_CACHE)
+def _parse_config(label_config: str) -> Any:
+    from label_studio_sdk.label_interface import LabelInterface
+
+    try:
+        return LabelInterface(label_config)
+    except Exception as exc:  # the SDK raises many kinds on bad XML
+        raise PlanError(f"label_config is not a valid labeling config: {exc}") from None
+
+
+def describe(control: Any) -> str:
+    """``RectangleLabels 'label'``: how errors and notes name a control."""
+    return f"{control.tag} {control.name!r}"
+
+
+class ConfigContext:
+    """The parsed config plus project-wide attribute defaults."""
+
+    def __init__(self, interface: Any, defaults: Mapping[str, Any]) -> None:
+        self.li = interface
+        self.defaults = dict(defaults or {})
+        self.images = {
+            obj.name: str(obj.value or "").lstrip("$")
+            for obj in interface.objects
+            if obj.tag in IMAGE_TAGS
+        }
+        self.object_tags = {obj.name: obj.tag for obj in interface.objects}
+        self.controls = list(interface.controls)
+
+    def attr(self, control: Any, name: str) -> Any:
+        value = (control.attr or {}).get(name)
+        return self.defaults.get(name) if value is None else value
+
+    def image_of(self, control: Any) -> str | None:
+        for name in control.to_name or []:
+            if name in self.images:
+                return name
+        return None
+
+    def on_image(self, to_name: str, tags: frozenset[str] | tuple[str, ...]) -> list:
+        return [
+            c for c in self.controls if c.tag in tags and to_name in (c.to_name or [])
+        ]
+
+    def region_text_area(self, to_name: str) -> Any:
+        for c in self.on_image(to_name, (TEXT_TAG,)):
+            if str((c.attr or {}).get("perRegion", "")).lower() in _TRUE:
+                return c
+        return None
+
+
+def bool_attr(ctx: ConfigContext, control: Any, name: str, default: bool) -> bool:
+    value = ctx.attr(control, name)
+    if value is None:
+        return default
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise PlanError(f"{describe(control)}: {name}={value!r} must be true or false")
+
+
+def threshold_attr(ctx: ConfigContext, control: Any) -> float | None:
+    value = ctx.attr(control, "model_score_threshold")
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0:
+        raise PlanError(
+            f"{describe(control)}: model_score_threshold={value!r} must be a "
+            "number from 0 to 1"
+        )
+    return number
+
+
+def max_instances_attr(ctx: ConfigContext, control: Any) -> int | None:
+    value = ctx.attr(control, "rex_max_instances")
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise PlanError(
+            f"{describe(control)}: rex_max_instances={value!r} must be a whole "
+            "number of at least 1"
+        )
+    return number
+
+
+def generation_of(ctx: ConfigContext) -> dict[str, Any]:
+    generation = ctx.defaults.get("generation") or {}
+    if not isinstance(generation, Mapping):
+        raise PlanError(
+            f"extra_params 'generation' must be an object, got {generation!r}"
+        )
+    return dict(generation)
+
+
+def label_map_of(control: Any) -> LabelMap:
+    """The control's labels, each asked as itself or its ``predicted_values``
+    aliases; a free map when it has no labels."""
+    labels = list(getattr(control, "labels", None) or [])
+    if not labels:
+        return LabelMap(free=True)
+    attrs = getattr(control, "labels_attrs", None) or {}
+    aliases = {
+        label: split_phrases((attrs[label].attr or {}).get("predicted_values"))
+        for label in labels
+        if label in attrs
+    }
+    return LabelMap.from_labels(labels, aliases)
+
+
+def task_attr(ctx: ConfigContext, control: Any) -> Task | None:
+    value = (control.attr or {}).get("rex_task")
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return Task.from_value(value)
+    except ValueError as exc:
+        raise PlanError(f"{describe(control)}: rex_task: {exc}") from None
+
+
+def keypoint_set_of(labels: list[str]) -> KeypointSet | None:
+    """The smallest keypoint set whose joints include every label (spelt
+    ``left_eye``, ``Left Eye`` or ``left-eye`` alike), else None."""
+    if not labels:
+        return None
+    for kp_set in sorted(KEYPOINT_SETS.values(), key=lambda s: len(s.joints)):
+        if all(kp_set.joint_for(label) is not None for label in labels):
+            return kp_set
+    return None
+
+
+def control_plan(
+    ctx: ConfigContext,
+    control: Any,
+    to_name: str,
+    call: ModelCall,
+    label_map: LabelMap,
+    **fields: Any,
+) -> ControlPlan:
+    """The :class:`ControlPlan` putting ``call``'s regions in ``control`` on
+    image ``to_name``; ``fields`` set the plan's optional attributes."""
+    return ControlPlan(
+        control=control.name,
+        tag=control.tag,
+        to_name=to_name,
+        value_key=ctx.images[to_name],
+        call=call,
+        label_map=label_map,
+        **fields,
+    )

@@ -281,7 +281,7 @@ def check_label_studio(
     ``image`` (and ``task_id``) test that reference instead of the first task
     of ``project`` (default: the first project).
     """
-    from common.labelstudio.media import LabelStudioAuth, TokenExchangeError
+    from common.labelstudio.auth import LabelStudioAuth, TokenExchangeError
 
     url = str(values["LABEL_STUDIO_URL"]).rstrip("/")
     token = str(values["LABEL_STUDIO_API_KEY"])
@@ -393,7 +393,9 @@ def _check_image(
     project: int | None,
     auth: Any,
 ) -> Check:
-    from common.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoader, ImageLoadError
+    from common.images.decode import DEFAULT_MAX_IMAGE_PIXELS
+    from common.images.errors import ImageLoadError
+    from common.images.loader import ImageLoader
 
     if image is None:
         try:

@@ -53,7 +53,8 @@ import sys, warnings
 from pathlib import Path
 from PIL import Image, ImageOps
 from converters.geometry import MAX_PIXELS
-from common.images import ImageLoadError, decode_image, original_size, resize_for_model
+from common.images.decode import decode_image, original_size, resize_for_model
+from common.images.errors import ImageLoadError
 
 data = Path(sys.argv[1]).read_bytes()
 how, limit = sys.argv[2], int(sys.argv[3])
@@ -97,7 +98,7 @@ def run(case: str, path: Path, how: str, limit: int) -> None:
 
 
 def main() -> None:
-    from common.images import DEFAULT_MAX_IMAGE_PIXELS
+    from common.images.decode import DEFAULT_MAX_IMAGE_PIXELS
 
     cases = {"png-bomb": bomb_png(), "jpeg-48mp": jpeg_48mp()}
     with tempfile.TemporaryDirectory(prefix="rexlabel-bench-") as folder:

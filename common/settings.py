@@ -45,14 +45,14 @@ def _parse_str(raw: str) -> str:
 
 def _check_label_studio_url(url: str) -> None:
     """Parsed as the HTTP client parses it (credentials go only there)."""
-    from common.labelstudio.media import parse_http_url
+    from common.urls import parse_http_url
 
     parse_http_url(url)
 
 
 def _check_allowed_hosts(raw: str) -> None:
     """Every entry is host, host:port, *.suffix[:port] or *."""
-    from common.images import parse_allowed_hosts
+    from common.images.hosts import parse_allowed_hosts
 
     parse_allowed_hosts(raw)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from common.images import original_size
+from common.images.decode import original_size
 from common.jobspec import CallResult, ImageJob, ImageResult, ModelCall
 from converters.geometry import MAX_PIXELS
 from converters.parser import parse_output
@@ -349,13 +349,13 @@ def run_image_jobs(
     """Load each image and run all calls of all images in one engine batch.
 
     Images are decoded one at a time, each straight down to the engine's
-    ``max_pixels`` when larger (``common.images.decode_image``), so a chunk
+    ``max_pixels`` when larger (``common.images.decode.decode_image``), so a chunk
     holds model-sized images only; regions stay in original pixels
     (``original_size``). An image that cannot be loaded gets ``error`` set.
     A call that fails (engine, parsing, SAM) is left out of its image's
     ``calls`` and named in its ``error``; the image's other calls are kept,
     other images unaffected.
-    ``load`` defaults to ``common.images.load_image`` (Label Studio URLs,
+    ``load`` defaults to ``common.images.loader.load_image`` (Label Studio URLs,
     local paths).
     """
     load = load or functools.partial(_load_image, fit_pixels=model_max_pixels(engine))
@@ -411,7 +411,7 @@ def model_max_pixels(engine: Engine) -> int:
 
 
 def _load_image(job: ImageJob, fit_pixels: int | None = None) -> Image.Image:
-    from common.images import load_image
+    from common.images.loader import load_image
 
     return load_image(
         job.image,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from common.images import original_size
+from common.images.decode import original_size
 from converters.masks import mask_to_polygon, mask_to_rle, rle_bbox
 from converters.prediction import Prediction, RegionType
 
@@ -203,7 +203,7 @@ class SamMasker:
     # Prompts -> masks -------------------------------------------------------
     def _set_image(self, image: Image.Image) -> tuple[int, int]:
         """Embed ``image`` unless it is the one embedded last; returns (H, W)
-        of its original size (``common.images.original_size``: an image decoded
+        of its original size (``common.images.decode.original_size``: an image decoded
         down for the model still gets prompts and masks in full-size pixels;
         SAM embeds at 1024 px a side, less than any such reduced image)."""
         width, height = original_size(image)

@@ -248,7 +248,7 @@ class _Previews:
         self.count = 0
 
     def draw(self, line: Mapping[str, Any], predictions: list[Prediction]) -> None:
-        from common.images import load_image
+        from common.images.loader import load_image
         from converters.draw import draw
 
         # previews exist only for files jobs: the command line's own images

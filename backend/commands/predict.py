@@ -8,7 +8,7 @@ Usage::
     rexlabel predict a.jpg --task ocr_box --categories word --json
     rexlabel predict a.jpg --task pointing --categories cat --draw out/
 
-Images are local paths or URLs (``common.images.load_image``). All images go to
+Images are local paths or URLs (``common.images.loader.load_image``). All images go to
 the engine in one batch. ``--json`` prints one JSON object with the canonical
 predictions per image; ``--draw DIR`` saves each image with its predictions
 drawn. The model, engine and device default to ``REXLABEL_MODEL``,
@@ -114,7 +114,8 @@ def build_call(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from common.images import ImageLoadError, load_image
+    from common.images.errors import ImageLoadError
+    from common.images.loader import load_image
 
     try:
         call = build_call(args)

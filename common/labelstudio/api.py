@@ -1,7 +1,7 @@
 """A small Label Studio REST client: projects, tasks, views, predictions, export.
 
 Only what rexlabel needs, over ``requests``, with the token handling of
-:class:`common.labelstudio.media.LabelStudioAuth` (legacy token, or personal
+:class:`common.labelstudio.auth.LabelStudioAuth` (legacy token, or personal
 access token exchanged for short-lived access tokens; renewed after a 401).
 Transient failures (connection errors, 5xx, 429) of reads are retried a few
 times. A POST is never sent again blindly: after an unclear failure (timeout,
@@ -21,11 +21,8 @@ from typing import Any
 import requests
 
 from common import settings
-from common.labelstudio.media import (
-    LabelStudioAuth,
-    UnsafeURLError,
-    parse_http_url,
-)
+from common.labelstudio.auth import LabelStudioAuth
+from common.urls import UnsafeURLError, parse_http_url
 
 log = logging.getLogger(__name__)
 

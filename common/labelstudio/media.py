@@ -1,42 +1,26 @@
-"""Label Studio media: where a task's image value points, and the auth header.
+"""Label Studio media: where a task's image value points.
 
-Two jobs, no image decoding (that is ``common.images``):
+:func:`resolve_media` turns a ``task.data`` value into a :class:`MediaLocation`:
+a file on disk, or the URL(s) to fetch and whether Label Studio's auth
+(``common.labelstudio.auth``) goes with them. No downloading, no decoding (that
+is ``common.images``). The values Label Studio writes::
 
-- :func:`resolve_media` turns a ``task.data`` value into a :class:`MediaLocation`:
-  a file on disk, or the URL(s) to fetch and whether Label Studio's auth goes
-  with them. Values Label Studio writes (label-studio-protocol.md, section 3)::
-
-      /data/upload/<pid>/<hash>-f.jpg           upload (local storage)
-      /storage-data/uploaded/?filepath=...      upload (cloud default storage)
-      /data/local-files/?d=rel/path.jpg         local-files storage (or http://LS/...)
-      s3://b/k, gs://b/k, azure-blob://c/k      cloud storage: presigned through LS
-      http(s)://any.host/...                    imported URL; auth only for the LS host
-
-- :class:`LabelStudioAuth` builds the ``Authorization`` header from a legacy
-  token (``Token <t>``), a personal access token (a JWT *refresh* token,
-  exchanged at ``POST /api/token/refresh/`` for a 5-minute access token that is
-  cached and renewed before it expires; ``Bearer <access>``), or an access JWT
-  used as it is.
+    /data/upload/<pid>/<hash>-f.jpg           upload (local storage)
+    /storage-data/uploaded/?filepath=...      upload (cloud default storage)
+    /data/local-files/?d=rel/path.jpg         local-files storage (or http://LS/...)
+    s3://b/k, gs://b/k, azure-blob://c/k      cloud storage: presigned through LS
+    http(s)://any.host/...                    imported URL; auth only for the LS host
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import ipaddress
-import json
 import re
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-import requests
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
+from common.urls import STANDARD_PORTS, parse_http_url, same_origin
 
 UPLOAD_PREFIX = "/data/upload/"
 """Path of files uploaded through Label Studio's import dialog."""
@@ -46,26 +30,10 @@ LOCAL_FILES_PATH = "/data/local-files/"
 """Path of Label Studio's local-files storage (``?d=<path under the root>``)."""
 CLOUD_SCHEMES = ("s3", "gs", "azure-blob")
 """Cloud storage URIs Label Studio presigns for us (``/tasks/<id>/presign/``)."""
-TOKEN_REFRESH_PATH = "/api/token/refresh/"
-"""Where a personal access token (JWT refresh) is exchanged for an access token."""
-ACCESS_TOKEN_LIFETIME_S = 300.0
-"""Label Studio's access tokens live 5 minutes; used when the token has no ``exp``."""
-ACCESS_TOKEN_MARGIN_S = 30.0
-"""Renew this long before expiry so a download in flight never carries a dead token."""
-TOKEN_EXCHANGE_TIMEOUT_S = 10.0
-"""The refresh endpoint answers in milliseconds; longer means Label Studio is down."""
 
 
 class MediaReferenceError(ValueError):
     """A task value cannot be turned into something to read; names the value."""
-
-
-class TokenExchangeError(RuntimeError):
-    """Label Studio refused or failed the token exchange; ``status``: HTTP code."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -90,136 +58,6 @@ class MediaLocation:
     label_studio: bool = False
     cache_key: str = ""
     hide_reason: bool = False
-
-
-STANDARD_PORTS = {"http": 80, "https": 443}
-"""The port a URL without one connects to, by scheme."""
-_ABSOLUTE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)")
-"""``scheme://authority`` at the start of a URL, as RFC 3986 splits it."""
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
-_HOST_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
-"""A DNS name in ASCII (punycode for others), lower-case, no trailing dot."""
-_NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$")
-"""A last label that makes resolvers read the name as an IPv4 number."""
-
-
-class UnsafeURLError(MediaReferenceError):
-    """A URL that HTTP clients could read differently than our check does."""
-
-
-@dataclass(frozen=True)
-class HttpURL:
-    """An http(s) URL parsed once, by the parser ``requests`` connects with.
-
-    Attributes:
-        url: the URL to send (re-serialised; path normalised, no fragment).
-        scheme: ``http`` or ``https``.
-        host: lower-case name, canonical dotted IPv4, or ``[v6]`` in brackets.
-        port: the port connected to (the scheme's standard one when not given).
-        port_given: the URL names its port.
-    """
-
-    url: str
-    scheme: str
-    host: str
-    port: int
-    port_given: bool
-
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        """Who receives the request: ``(scheme, host, port)``."""
-        return self.scheme, self.host, self.port
-
-    @property
-    def where(self) -> str:
-        """``host:port`` for messages and logs (never user-info or a token)."""
-        return f"{self.host}:{self.port}"
-
-
-def _refuse(url: str, why: str) -> UnsafeURLError:
-    return UnsafeURLError(f"URL {url!r} refused: {why}")
-
-
-def _check_host(url: str, host: str) -> None:
-    """The host must be one thing to every resolver: no trailing dot, no
-    numeric shorthand (``2130706433``, ``0x7f.1``), IPv6 in canonical form."""
-    if host.startswith("["):
-        inner = host[1:-1]
-        try:
-            canonical = str(ipaddress.IPv6Address(inner))
-        except ValueError:
-            raise _refuse(url, f"bad IPv6 address {host!r}") from None
-        if canonical != inner:
-            raise _refuse(url, f"write the IPv6 address as [{canonical}]")
-        return
-    if not _HOST_NAME.match(host):
-        raise _refuse(url, f"host {host!r} is not a plain ASCII name or address")
-    if _NUMERIC_LABEL.match(host.rsplit(".", 1)[-1]):
-        try:
-            canonical = str(ipaddress.IPv4Address(host))
-        except ValueError:
-            canonical = ""
-        if canonical != host:
-            raise _refuse(url, f"host {host!r} is not a dotted IPv4 address a.b.c.d")
-
-
-def parse_http_url(url: str) -> HttpURL:
-    """Parse an http(s) URL with urllib3 (what ``requests`` connects with) and
-    refuse anything another parser could read differently.
-
-    Refused: other schemes, control characters, a backslash before the query,
-    user-info (``user@``), an empty host, and an authority that does not
-    re-serialise to itself (percent-encoding, non-ASCII, trailing dot, empty
-    or zero-padded port, numeric IPv4 shorthand, non-canonical IPv6).
-
-    Raises:
-        UnsafeURLError: names the URL and the part refused.
-    """
-    if not isinstance(url, str):
-        raise UnsafeURLError(f"a URL must be a string, got {url!r}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise _refuse(url, "it contains a control character (tab, newline, ...)")
-    match = _ABSOLUTE.match(url)
-    scheme = match.group(1).lower() if match else ""
-    if scheme not in STANDARD_PORTS:
-        raise _refuse(url, "only absolute http:// and https:// URLs are fetched")
-    authority = match.group(2)
-    if "\\" in url.split("?", 1)[0].split("#", 1)[0]:
-        raise _refuse(url, "it contains a backslash before the query")
-    if "@" in authority:
-        raise _refuse(url, "user-info (user@) in a URL is not allowed")
-    try:
-        parsed = parse_url(url)
-    except LocationParseError as exc:
-        raise _refuse(url, str(exc)) from None
-    host = parsed.host or ""
-    if not host:
-        raise _refuse(url, "it has no host")
-    rebuilt = host if parsed.port is None else f"{host}:{parsed.port}"
-    if parsed.auth is not None or rebuilt != authority.lower():
-        raise _refuse(url, f"its host part {authority!r} does not read back the same")
-    _check_host(url, host)
-    if parsed.port == 0:
-        raise _refuse(url, "port 0")
-    return HttpURL(
-        url=parsed._replace(fragment=None).url,
-        scheme=scheme,
-        host=host,
-        port=parsed.port or STANDARD_PORTS[scheme],
-        port_given=parsed.port is not None,
-    )
-
-
-def same_origin(url: str, base_url: str) -> bool:
-    """Whether ``url`` goes to the Label Studio at ``base_url``: same scheme,
-    host and port, both parsed as the HTTP client does (False if either is
-    not a safe http(s) URL)."""
-    if not base_url:
-        return False
-    try:
-        return parse_http_url(url).origin == parse_http_url(base_url).origin
-    except UnsafeURLError:
-        return False
 
 
 LOCAL_FILE_UNREADABLE = (
@@ -297,6 +135,8 @@ def resolve_media(
         MediaReferenceError: the value is empty, unsafe, a local path while
             ``local_paths`` is off, or needs a Label Studio URL or task id
             that was not given.
+        UnsafeURLError: an http(s) value that HTTP clients could read
+            differently (``common.urls.parse_http_url``).
     """
     if not isinstance(value, str) or not value.strip():
         raise MediaReferenceError(
@@ -407,128 +247,3 @@ def _check_media_path(value: str, path: str) -> None:
         raise MediaReferenceError(
             f"Label Studio path {value!r} may not contain '..' or encoded separators"
         )
-
-
-# Tokens ---------------------------------------------------------------------
-
-
-def jwt_claims(token: str) -> dict[str, Any] | None:
-    """The (unverified) payload of a JWT, or None if ``token`` is not JWT-shaped."""
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts[:2]):
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-    return claims if isinstance(claims, dict) else None
-
-
-class LabelStudioAuth:
-    """The ``Authorization`` header for Label Studio, from whichever token is given.
-
-    ``kind`` is ``legacy`` (``Token <t>``), ``pat`` (a refresh JWT exchanged for
-    access tokens), ``access`` (an access JWT, sent as it is) or ``none``.
-    Thread-safe: concurrent downloads share one exchange.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        session: requests.Session | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = (token or "").strip()
-        self._session = session or requests.Session()
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._access: str | None = None
-        self._access_expires = 0.0
-        claims = jwt_claims(self.token) if self.token else None
-        if not self.token:
-            self.kind = "none"
-        elif claims is None:
-            self.kind = "legacy"
-        elif claims.get("token_type") == "access":
-            self.kind = "access"
-        else:
-            self.kind = "pat"
-
-    def headers(self) -> dict[str, str]:
-        """Headers to send to Label Studio (empty when no token is configured)."""
-        if self.kind == "none":
-            return {}
-        if self.kind == "legacy":
-            return {"Authorization": f"Token {self.token}"}
-        if self.kind == "access":
-            return {"Authorization": f"Bearer {self.token}"}
-        return {"Authorization": f"Bearer {self.access_token()}"}
-
-    def invalidate(self) -> None:
-        """Forget the cached access token (after a 401), so the next call renews it."""
-        with self._lock:
-            self._access = None
-            self._access_expires = 0.0
-
-    def access_token(self) -> str:
-        """A valid access token for the personal access token, renewed when due."""
-        with self._lock:
-            now = self._clock()
-            if self._access and now < self._access_expires - ACCESS_TOKEN_MARGIN_S:
-                return self._access
-            access = self._exchange()
-            claims = jwt_claims(access) or {}
-            expires = claims.get("exp")
-            if not isinstance(expires, (int, float)):
-                expires = now + ACCESS_TOKEN_LIFETIME_S
-            self._access, self._access_expires = access, float(expires)
-            return access
-
-    def _exchange(self) -> str:
-        if not self.base_url:
-            raise TokenExchangeError(
-                "a personal access token needs LABEL_STUDIO_URL to be exchanged"
-            )
-        url = self.base_url + TOKEN_REFRESH_PATH
-        try:
-            # no redirects: a 307/308 would carry the refresh token elsewhere
-            response = self._session.post(
-                url,
-                json={"refresh": self.token},
-                timeout=TOKEN_EXCHANGE_TIMEOUT_S,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise TokenExchangeError(f"token exchange at {url} failed: {exc}") from exc
-        if response.status_code in (400, 401, 403):
-            raise TokenExchangeError(
-                f"Label Studio rejected the personal access token in "
-                f"LABEL_STUDIO_API_KEY (HTTP {response.status_code} from {url}); "
-                "create a new one under Account & Settings",
-                status=response.status_code,
-            )
-        if response.is_redirect:
-            raise TokenExchangeError(
-                f"token exchange at {url} answered a redirect (HTTP "
-                f"{response.status_code}), not followed: set LABEL_STUDIO_URL to the "
-                "address Label Studio serves its API at",
-                status=response.status_code,
-            )
-        if not response.ok:
-            raise TokenExchangeError(
-                f"token exchange at {url} failed with HTTP {response.status_code}",
-                status=response.status_code,
-            )
-        try:
-            access = response.json()["access"]
-        except (ValueError, KeyError, TypeError):
-            raise TokenExchangeError(
-                f"token exchange at {url} returned no 'access' token"
-            ) from None
-        if not isinstance(access, str) or not access:
-            raise TokenExchangeError(f"token exchange at {url} returned an empty token")
-        return access

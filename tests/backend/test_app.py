@@ -970,7 +970,7 @@ def shape_config(phrases: list[str]) -> str:
 def local_files(tmp_path, monkeypatch):
     """``tmp_path`` as LOCAL_FILES_DOCUMENT_ROOT of this process's image loader
     (a request over HTTP reads local files only there, via /data/local-files/)."""
-    from common.images import default_loader
+    from common.images.loader import default_loader
 
     monkeypatch.setenv("LOCAL_FILES_DOCUMENT_ROOT", str(tmp_path))
     default_loader.cache_clear()

@@ -20,7 +20,7 @@ from backend.bulk import start_for_tasks
 from backend.bulk.store import JobDir
 from backend.cli import main
 from backend.model_version import model_version
-from common import images as worker_images
+from common.images import loader as image_loader
 from tests.fake_label_studio import FakeLabelStudio
 from worker import jobs
 from worker.jobs import WorkerRuntime
@@ -64,9 +64,9 @@ def ls(tmp_path, monkeypatch, tiny_runtime):
         monkeypatch.setenv("REXLABEL_MAX_NEW_TOKENS", str(MAX_NEW_TOKENS))
         for name in ("REDIS_URL", "SAM_CHECKPOINT"):
             monkeypatch.delenv(name, raising=False)
-        worker_images.default_loader.cache_clear()  # it read the old URL/token
+        image_loader.default_loader.cache_clear()  # it read the old URL/token
         yield server
-        worker_images.default_loader.cache_clear()
+        image_loader.default_loader.cache_clear()
 
 
 def _version() -> str:

@@ -7,27 +7,31 @@ import pytest
 from PIL import Image
 
 from common import settings
-from common.images import (
-    DEFAULT_CACHE_BYTES,
+from common.images.decode import (
     DEFAULT_MAX_IMAGE_PIXELS,
-    DOWNLOAD_DEADLINE_S,
-    LOCAL_FILE_UNREADABLE,
-    ByteCache,
-    HostGuard,
+    decode_image,
+    original_size,
+    read_capped,
+    resize_for_model,
+)
+from common.images.errors import (
     ImageAccessDenied,
     ImageDecodeError,
     ImageFetchError,
-    ImageLoader,
     ImageLoadError,
     ImageNotFound,
     ImageRefused,
     ImageTooLarge,
-    decode_image,
-    load_image,
-    original_size,
-    parse_allowed_hosts,
-    resize_for_model,
 )
+from common.images.hosts import HostGuard, parse_allowed_hosts
+from common.images.loader import (
+    DEFAULT_CACHE_BYTES,
+    DOWNLOAD_DEADLINE_S,
+    ByteCache,
+    ImageLoader,
+    load_image,
+)
+from common.labelstudio.media import LOCAL_FILE_UNREADABLE
 from converters.geometry import MAX_PIXELS, smart_resize
 from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, make_pat
 from tests.security.conftest import Dripper, Listener
@@ -713,8 +717,6 @@ def test_a_local_file_larger_than_the_download_limit_is_not_read(tmp_path):
 
 def test_a_local_file_is_read_no_further_than_the_cap(tmp_path):
     """A file that grows after its size was taken (a pipe, a log) is cut off."""
-    from common.images import read_capped
-
     path = tmp_path / "growing.bin"
     path.write_bytes(b"x" * 10)
     with path.open("rb") as handle:

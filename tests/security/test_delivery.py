@@ -21,7 +21,7 @@ from backend.bulk.api import start_for_tasks
 from backend.bulk.store import JobStore
 from backend.cli import main
 from backend.model_version import model_version
-from common import images as worker_images
+from common.images import loader as image_loader
 from common.labelstudio.api import LabelStudioAPIError, LabelStudioClient
 from tests.backend.bulk_helpers import redis_or_skip, redis_url, wait_for
 from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio
@@ -100,12 +100,12 @@ def ls(tmp_path, monkeypatch):
         monkeypatch.setenv("REXLABEL_OPENAI_URL", chat.api_url)
         for name in ("REDIS_URL", "SAM_CHECKPOINT", "REXLABEL_MODEL"):
             monkeypatch.delenv(name, raising=False)
-        worker_images.default_loader.cache_clear()  # it read the old URL/token
+        image_loader.default_loader.cache_clear()  # it read the old URL/token
         previous = jobs.install_runtime(WorkerRuntime(engine=create_engine()))
         server.version = model_version(CONFIG, {})  # the CLI's, in this environment
         yield server
         jobs.install_runtime(previous)
-        worker_images.default_loader.cache_clear()
+        image_loader.default_loader.cache_clear()
 
 
 # 6a: a POST is never repeated blindly ------------------------------------------

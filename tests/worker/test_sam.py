@@ -272,7 +272,7 @@ def test_an_image_reduced_for_the_model_gets_masks_at_its_original_size(masker):
     box and point prompts are in the photo's pixels, and so are the masks."""
     import io
 
-    from common.images import decode_image
+    from common.images.decode import decode_image
     from converters.geometry import MAX_PIXELS
 
     photo = _image(size=(300, 200)).resize((3000, 2000), Image.Resampling.NEAREST)

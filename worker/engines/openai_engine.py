@@ -46,7 +46,7 @@ from typing import Any
 import requests
 from PIL import Image
 
-from common.images import resize_for_model
+from common.images.decode import resize_for_model
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT
 from worker.engines.base import (

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from common.images import resize_for_model
+from common.images.decode import resize_for_model
 from common.logs import json_logging
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT, build_messages

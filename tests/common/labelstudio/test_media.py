@@ -6,20 +6,20 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import requests
 
-from common.labelstudio.media import (
+from common.labelstudio.auth import (
     ACCESS_TOKEN_MARGIN_S,
+    LabelStudioAuth,
+    TokenExchangeError,
+    jwt_claims,
+)
+from common.labelstudio.media import (
     LOCAL_FILE_UNREADABLE,
     LOCAL_PATHS_REFUSED,
-    LabelStudioAuth,
     MediaReferenceError,
-    TokenExchangeError,
-    UnsafeURLError,
-    jwt_claims,
-    parse_http_url,
     presign_url,
     resolve_media,
-    same_origin,
 )
+from common.urls import UnsafeURLError, parse_http_url, same_origin
 from tests.fake_label_studio import (
     LEGACY_TOKEN,
     FakeLabelStudio,

@@ -89,7 +89,7 @@ from backend.replies import scrub_reply, scrub_text
 from backend.state import StateError, StateStore, make_state, open_store, project_id
 from common import settings
 from common.jobspec import ImageResult
-from common.logs import summarize_results, summary_fields
+from common.loglines import summarize_results, summary_fields
 
 log = logging.getLogger(__name__)
 

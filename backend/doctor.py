@@ -154,7 +154,7 @@ def check_redis(url: str, queues: tuple[str, ...] | None = None) -> list[Check]:
 
 
 def _redis_display(url: str) -> str:
-    from common.logs import redact_text
+    from common.redaction import redact_text
 
     return redact_text(url)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from common.logs import log_request
+from common.loglines import log_request
 from common.metrics import (
     METRICS_PATH,
     REQUEST_ERRORS,

@@ -4,11 +4,11 @@
 ``LOG_FORMAT`` (``text``: human lines; ``json``: one JSON object per line). Its
 handler carries a :class:`RedactionFilter`, so whatever any library logs through
 it never shows an access token, an ``Authorization`` header, an API key or
-password, or image bytes (``data:image/...;base64,...`` and long base64 runs).
+password, or image bytes (``common.redaction``). Every line stays one line,
+whatever a client sent (:func:`escape_controls`).
 
-``log_job()`` and ``log_request()`` write the one line per job / request that
-operators grep for: task ids, timings per phase in seconds, token counts.
-No torch, no Flask here.
+The one line per job and per request that operators grep for is written by
+``common.loglines``. No torch, no Flask here.
 """
 
 from __future__ import annotations
@@ -18,31 +18,14 @@ import logging
 import os
 import re
 import sys
-import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 from common import settings
+from common.redaction import configured_secrets, redact, redact_text
 
-REDACTED = "***"
-"""What a secret is replaced with."""
-LONG_BASE64_MIN_CHARS = 200
-"""Base64 runs at least this long are image (or other binary) payloads; shorter
-ones are ids and hashes worth keeping (a SHA-256 in hex is 64 characters)."""
-MIN_SECRET_VALUE_CHARS = 6
-"""Configured secrets shorter than this are not searched for in log text: short
-values ("EMPTY", "x") would blank out ordinary words."""
-MAX_TASK_IDS_LOGGED = 50
-"""A job line lists at most this many task ids (plus the count), so a 10,000-task
-chunk does not write a megabyte-long line."""
-JOB_PHASES = ("download", "preprocess", "generate", "parse", "sam", "write")
-"""Phases every job line reports, in seconds (``<phase>_s``); 0 when not run."""
-PHASE_ALIASES = {"postprocess": "parse", "load": "download", "masks": "sam"}
-"""Engine / pipeline timing names mapped onto :data:`JOB_PHASES`."""
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """Text lines: time, level, logger, message; extra fields follow as key=value."""
 
@@ -76,105 +59,6 @@ _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__
     "asctime",
     "taskName",
 }
-
-# Keys whose string values are secrets wherever they appear (dicts, extras, k=v).
-_SECRET_KEY = re.compile(
-    r"(?:^|[_-])(?:token|access_token|refresh_token|refresh|access|password|passwd"
-    r"|secret|api_?key|authorization|cookie|set-cookie)$",
-    re.IGNORECASE,
-)
-
-_PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
-    # data URLs: data:image/png;base64,....
-    (
-        re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,[A-Za-z0-9+/=]*"),
-        lambda m: f"data:{m.group(1)};base64,<redacted>",
-    ),
-    # JWTs (access tokens, personal access tokens): header.payload.signature
-    (
-        re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
-        REDACTED,
-    ),
-    # Authorization header values: Bearer/Token/Basic <credential>
-    (
-        re.compile(
-            r"\b(Bearer|Basic|Token)(\s+)(?=[A-Za-z0-9._~+/=-]*\d)"
-            r"[A-Za-z0-9._~+/=-]{12,}"
-        ),
-        lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}",
-    ),
-    # key=value / "key": "value" with a secret-looking key
-    (
-        re.compile(
-            r"(\b(?:access_token|refresh_token|token|api_?key|password|passwd|secret"
-            r"|authorization)[\"']?\s*[=:]\s*[\"']?)"
-            r"(?!\*\*\*)((?:(?:Bearer|Basic|Token)\s+)?[^&\s\"',;}]+)",
-            re.IGNORECASE,
-        ),
-        lambda m: m.group(1) + REDACTED,
-    ),
-    # passwords in URLs: scheme://user:password@host (not host:port\@...: a
-    # backslash ends the host for HTTP clients, and the log must say where)
-    (
-        re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\\\s:@]*:)([^@\s/\\]+)(@)", re.I),
-        lambda m: m.group(1) + REDACTED + m.group(3),
-    ),
-    # long base64 runs (raw image bytes, embedded files)
-    (
-        re.compile(rf"[A-Za-z0-9+/]{{{LONG_BASE64_MIN_CHARS},}}={{0,2}}"),
-        lambda m: f"<redacted {len(m.group(0))} base64 chars>",
-    ),
-)
-
-
-def configured_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of the secret settings (and URL passwords in them) to scrub verbatim."""
-    values: list[str] = []
-    for item in settings.SETTINGS:
-        if not item.secret:
-            continue
-        raw = item.raw(os.environ if environ is None else environ)
-        if not raw or raw.strip() == str(item.default):
-            continue
-        raw = raw.strip()
-        if "://" in raw:
-            password = urlsplit(raw).password
-            if password:
-                values.append(password)
-            continue
-        values.append(raw)
-    return [v for v in values if len(v) >= MIN_SECRET_VALUE_CHARS]
-
-
-def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with tokens, credentials and base64 payloads replaced."""
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def redact(value: Any, secrets: Iterable[str] = (), key: str = "") -> Any:
-    """A copy of ``value`` (str, dict, list, ...) safe to log.
-
-    Strings under a secret-looking key (``token``, ``api_key``,
-    ``Authorization``, ...) are replaced whole; other strings go through
-    :func:`redact_text`. Numbers, booleans and None pass unchanged.
-    """
-    secrets = tuple(secrets)
-    if isinstance(value, str):
-        if key and _SECRET_KEY.search(key) and value:
-            return REDACTED
-        return redact_text(value, secrets)
-    if isinstance(value, Mapping):
-        return {str(k): redact(v, secrets, str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [redact(v, secrets) for v in value]
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    return redact_text(str(value), secrets)
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -349,170 +233,3 @@ def route_library_logs() -> None:
                 logger.removeHandler(handler)
         if not logger.handlers:
             logger.propagate = True
-
-
-# One line per job / request -------------------------------------------------
-
-
-class PhaseTimer:
-    """Wall-clock seconds per phase, summed over repeated phases.
-
-    ``with timer.phase("download"): ...`` adds to ``timer.seconds["download"]``.
-    """
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(name, time.perf_counter() - start)
-
-    def add(self, name: str, seconds: float) -> None:
-        self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
-
-
-def phase_fields(timings: Mapping[str, float]) -> dict[str, float]:
-    """``{"<phase>_s": seconds}`` for every :data:`JOB_PHASES` entry.
-
-    Keys may be bare (``generate``) or suffixed (``generate_s``); engine names
-    are mapped through :data:`PHASE_ALIASES` and summed. Other keys (an
-    engine's ``batch_size``, a ``total``) are not phases and are left out.
-    """
-    fields = {f"{phase}_s": 0.0 for phase in JOB_PHASES}
-    for name, seconds in timings.items():
-        base = name[:-2] if name.endswith("_s") else name
-        key = f"{PHASE_ALIASES.get(base, base)}_s"
-        if key in fields:
-            fields[key] = round(fields[key] + float(seconds), 4)
-    return fields
-
-
-def _task_id_fields(task_ids: Iterable[Any]) -> dict[str, Any]:
-    ids = [t for t in task_ids if t is not None]
-    fields: dict[str, Any] = {
-        "task_ids": ids[:MAX_TASK_IDS_LOGGED],
-        "task_count": len(ids),
-    }
-    return fields
-
-
-def log_job(
-    logger: logging.Logger,
-    *,
-    job_id: str,
-    task_ids: Iterable[Any] = (),
-    duration_s: float,
-    timings: Mapping[str, float] | None = None,
-    images: int = 0,
-    prompt_tokens: int = 0,
-    output_tokens: int = 0,
-    truncated: int = 0,
-    status: str = "done",
-    level: int = logging.INFO,
-    **fields: Any,
-) -> None:
-    """One line for a finished job (a chunk of images).
-
-    Fields: ``job_id``, ``status``, ``task_ids`` (capped) and ``task_count``,
-    ``images``, ``duration_s``, ``<phase>_s`` for every phase, token counts,
-    ``truncated`` (generations cut by the runaway guard), plus ``fields``.
-    """
-    extra: dict[str, Any] = {
-        "event": "job",
-        "job_id": job_id,
-        "status": status,
-        **_task_id_fields(task_ids),
-        "images": images,
-        "duration_s": round(float(duration_s), 4),
-        **phase_fields(timings or {}),
-        "prompt_tokens": int(prompt_tokens),
-        "output_tokens": int(output_tokens),
-        "truncated": int(truncated),
-        **fields,
-    }
-    logger.log(level, "job %s %s", job_id, status, extra=extra)
-
-
-def summarize_results(results: Iterable[Any]) -> dict[str, Any]:
-    """Totals over :class:`common.jobspec.ImageResult` objects (or their dicts).
-
-    Returns ``task_ids``, ``images``, ``failed``, ``prompt_tokens``,
-    ``output_tokens``, ``truncated`` and ``timings`` (seconds per phase, summed
-    over calls) — the arguments :func:`log_job` and
-    :func:`common.metrics.record_chunk` takes.
-    """
-    summary: dict[str, Any] = {
-        "task_ids": [],
-        "images": 0,
-        "failed": 0,
-        "prompt_tokens": 0,
-        "output_tokens": 0,
-        "truncated": 0,
-        "timings": {},
-    }
-    for result in results:
-        data = result if isinstance(result, Mapping) else result.to_dict()
-        summary["images"] += 1
-        summary["task_ids"].append(data.get("task_id", data.get("id")))
-        if data.get("error"):
-            summary["failed"] += 1
-        if data.get("load_s"):
-            timings = summary["timings"]
-            timings["download"] = timings.get("download", 0.0) + float(data["load_s"])
-        for call in data.get("calls", []):
-            summary["prompt_tokens"] += int(call.get("prompt_tokens", 0))
-            summary["output_tokens"] += int(call.get("output_tokens", 0))
-            summary["truncated"] += bool(call.get("truncated"))
-            for name, seconds in call.get("timings", {}).items():
-                timings = summary["timings"]
-                timings[name] = timings.get(name, 0.0) + float(seconds)
-    return summary
-
-
-def summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """:func:`summarize_results`' totals as log fields, named as on a job line:
-    ``images``, ``failed_images``, ``<phase>_s``, token counts, ``truncated``."""
-    return {
-        "images": int(summary["images"]),
-        "failed_images": int(summary["failed"]),
-        **phase_fields(summary["timings"]),
-        "prompt_tokens": int(summary["prompt_tokens"]),
-        "output_tokens": int(summary["output_tokens"]),
-        "truncated": int(summary["truncated"]),
-    }
-
-
-def log_request(
-    logger: logging.Logger,
-    *,
-    method: str,
-    path: str,
-    status: int,
-    duration_s: float,
-    task_ids: Iterable[Any] = (),
-    level: int | None = None,
-    **fields: Any,
-) -> None:
-    """One line per HTTP request: method, path, status, duration, task ids.
-
-    ``method`` and ``path`` come from the client as sent: they are escaped
-    here (:func:`escape_controls`) so the line stays one line with any
-    handler, not only with ours.
-    """
-    method, path = escape_controls(method), escape_controls(path)
-    if level is None:
-        level = logging.ERROR if status >= 500 else logging.INFO
-    extra = {
-        "event": "request",
-        "method": method,
-        "path": path,
-        "status": int(status),
-        "duration_s": round(float(duration_s), 4),
-        **_task_id_fields(task_ids),
-        **fields,
-    }
-    logger.log(level, "%s %s %s", method, path, status, extra=extra)

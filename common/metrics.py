@@ -33,7 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common import settings
-from common.logs import log_job, summarize_results
+from common.loglines import log_job, summarize_results
 
 log = logging.getLogger(__name__)
 

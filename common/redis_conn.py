@@ -71,7 +71,7 @@ def redis_connection(
             health_check_interval=HEALTH_CHECK_INTERVAL_S,
         )
     except ValueError as exc:
-        from common.logs import redact_text
+        from common.redaction import redact_text
 
         raise ValueError(
             f"{purpose}: {redact_text(str(url))!r} is not a Redis URL "

@@ -48,7 +48,7 @@ preload_app = False
 """The app is built in the worker process after the fork (never before: CUDA
 and Redis connections do not survive a fork)."""
 accesslog = None
-"""The app logs one line per request itself (common.logs), redacted."""
+"""The app logs one line per request itself (common.loglines), redacted."""
 errorlog = "-"
 
 

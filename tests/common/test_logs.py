@@ -1,4 +1,5 @@
-"""common.logs: text/JSON lines, one line per job with timings, nothing secret."""
+"""common.logs, common.loglines and common.redaction: text/JSON lines, one line
+per job with timings, nothing secret."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import logs
+from common import loglines, logs, redaction
 from common.jobspec import CallResult, ImageResult
 from common.settings import SettingsError
 from converters.prediction import Prediction
@@ -87,8 +88,8 @@ def _results() -> list[ImageResult]:
 
 def test_json_job_line_has_task_ids_timings_and_token_counts(root_logger):
     stream = _configure("json")
-    summary = logs.summarize_results(_results())
-    logs.log_job(
+    summary = loglines.summarize_results(_results())
+    loglines.log_job(
         logging.getLogger("rexlabel.test"),
         job_id="p1-v1-c0",
         task_ids=summary["task_ids"],
@@ -123,8 +124,8 @@ def test_json_job_line_has_task_ids_timings_and_token_counts(root_logger):
 
 def test_summarize_results_counts_failed_images_and_accepts_dicts():
     results = _results()
-    from_objects = logs.summarize_results(results)
-    from_dicts = logs.summarize_results([r.to_dict() for r in results])
+    from_objects = loglines.summarize_results(results)
+    from_dicts = loglines.summarize_results([r.to_dict() for r in results])
     assert from_objects == from_dicts
     assert from_objects["failed"] == 1
     assert from_objects["timings"]["generate"] == 3.0
@@ -133,13 +134,13 @@ def test_summarize_results_counts_failed_images_and_accepts_dicts():
 def test_image_load_time_is_the_job_lines_download():
     results = _results()
     results[0].load_s, results[1].load_s = 0.25, 0.125
-    summary = logs.summarize_results(results)
+    summary = loglines.summarize_results(results)
     assert summary["timings"]["download"] == 0.5 + 0.25 + 0.125
 
 
 def test_text_line_appends_fields_as_key_value(root_logger):
     stream = _configure("text")
-    logs.log_request(
+    loglines.log_request(
         logging.getLogger("rexlabel.requests"),
         method="POST",
         path="/predict",
@@ -155,10 +156,10 @@ def test_text_line_appends_fields_as_key_value(root_logger):
 
 def test_a_job_line_caps_the_task_id_list():
     record = logging.LogRecord("x", logging.INFO, "", 0, "", (), None)
-    ids = list(range(logs.MAX_TASK_IDS_LOGGED * 3))
-    fields = logs._task_id_fields(ids)
+    ids = list(range(loglines.MAX_TASK_IDS_LOGGED * 3))
+    fields = loglines._task_id_fields(ids)
     record.__dict__.update(fields)
-    assert len(record.task_ids) == logs.MAX_TASK_IDS_LOGGED
+    assert len(record.task_ids) == loglines.MAX_TASK_IDS_LOGGED
     assert record.task_count == len(ids)
 
 
@@ -204,9 +205,9 @@ def test_tracebacks_are_redacted_too(root_logger):
 
 
 def test_redis_password_is_hidden_but_the_host_stays():
-    text = logs.redact_text("connecting to redis://:p4ssw0rd@redis:6379/0")
+    text = redaction.redact_text("connecting to redis://:p4ssw0rd@redis:6379/0")
     assert text == "connecting to redis://:***@redis:6379/0"
-    assert logs.configured_secrets({"REDIS_URL": "redis://u:p4ssw0rd@h:1/0"}) == [
+    assert redaction.configured_secrets({"REDIS_URL": "redis://u:p4ssw0rd@h:1/0"}) == [
         "p4ssw0rd"
     ]
 
@@ -215,8 +216,8 @@ def test_ordinary_fields_survive_redaction():
     text = "prompt_tokens=12 output_tokens=40 Token exchange failed id=abc123 sha=" + (
         "a" * 64
     )
-    assert logs.redact_text(text) == text
-    assert logs.redact({"prompt_tokens": 5, "token_count": 3}) == {
+    assert redaction.redact_text(text) == text
+    assert redaction.redact({"prompt_tokens": 5, "token_count": 3}) == {
         "prompt_tokens": 5,
         "token_count": 3,
     }
@@ -238,7 +239,7 @@ def test_ordinary_fields_survive_redaction():
 )
 def test_tokens_in_any_header_or_query_style_are_removed(token, prefix, style):
     line = prefix + " " + style.format(t=token)
-    assert token not in logs.redact_text(line)
+    assert token not in redaction.redact_text(line)
 
 
 def test_configuring_twice_keeps_one_handler(root_logger):
@@ -293,28 +294,19 @@ def test_a_bad_log_format_names_the_variable(root_logger):
         logs.configure_logging(environ={"LOG_FORMAT": "yaml"})
 
 
-def test_phase_timer_sums_repeated_phases():
-    timer = logs.PhaseTimer()
-    for _ in range(3):
-        with timer.phase("download"):
-            pass
-    timer.add("generate", 0.5)
-    timer.add("generate", 0.25)
-    assert set(timer.seconds) == {"download", "generate"}
-    assert timer.seconds["generate"] == 0.75
-    assert 0 <= timer.seconds["download"] < 1
-    fields = logs.phase_fields(timer.seconds)
+def test_phase_fields_sum_repeated_phases():
+    fields = loglines.phase_fields({"generate": 0.5, "generate_s": 0.25})
     assert fields["generate_s"] == 0.75 and fields["write_s"] == 0.0
     # counts and totals that engines put beside their timings are not phases
-    fields = logs.phase_fields({"generate": 1.0, "batch_size": 4, "total": 9.0})
-    assert set(fields) == {f"{p}_s" for p in logs.JOB_PHASES}
+    fields = loglines.phase_fields({"generate": 1.0, "batch_size": 4, "total": 9.0})
+    assert set(fields) == {f"{p}_s" for p in loglines.JOB_PHASES}
 
 
 def test_a_url_password_is_redacted_but_a_backslash_trick_keeps_its_port():
-    redacted = logs.redact_text("http://user:hunter22@host/x")
-    assert redacted == f"http://user:{logs.REDACTED}@host/x"
+    redacted = redaction.redact_text("http://user:hunter22@host/x")
+    assert redacted == f"http://user:{redaction.REDACTED}@host/x"
     trick = "http://127.0.0.1:6379\\@ls.example/x.png"
-    assert logs.redact_text(trick) == trick
+    assert redaction.redact_text(trick) == trick
 
 
 FORGED_LINE = "2026-12-06 04:00:00,000 WARNING backend.app: FORGED admin login ok"
@@ -344,7 +336,7 @@ def test_a_client_supplied_line_break_cannot_forge_a_log_line(
     break writes exactly one line; JSON still decodes to what was logged."""
     stream = _configure(fmt)
     path = f"/x{breaker}{FORGED_LINE}"
-    logs.log_request(
+    loglines.log_request(
         logging.getLogger("rexlabel.requests"),
         method=f"GET{breaker}",
         path=path,

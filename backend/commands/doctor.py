@@ -42,7 +42,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.doctor import Status, format_report, run_checks
+    from backend.doctor.report import Status, format_report
+    from backend.doctor.run import run_checks
 
     checks = run_checks(image=args.image, task_id=args.task, project=args.project)
     if args.json:

@@ -46,6 +46,8 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 a repeated POST can store a second prediction."""
 EXPORT_CHUNK_BYTES = 1 << 20
 """Bytes per write while streaming an export to disk."""
+HEALTH_PATH = "/health"
+"""Label Studio's liveness route: ``{"status": "UP"}``, no token needed."""
 
 
 class LabelStudioAPIError(RuntimeError):
@@ -179,7 +181,16 @@ class LabelStudioClient:
                 ambiguous=method.upper() not in IDEMPOTENT_METHODS,
             ) from None
 
-    # Projects and views ------------------------------------------------------
+    # Users, projects and views ---------------------------------------------
+    def whoami(self) -> dict[str, Any]:
+        """The token's user (``email``, ``username``, ...)."""
+        return self._json("GET", "/api/current-user/whoami")
+
+    def list_projects(self, *, page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
+        """The first ``page_size`` projects the token's user can see."""
+        data = self._json("GET", "/api/projects/", params={"page_size": page_size})
+        return data if isinstance(data, list) else list(data.get("results", []))
+
     def get_project(self, project: int) -> dict[str, Any]:
         """The project, with ``label_config`` and ``title``."""
         return self._json("GET", f"/api/projects/{int(project)}/")
@@ -362,6 +373,19 @@ class LabelStudioClient:
                 handle.write(block)
         tmp.replace(path)
         return path
+
+
+def health(
+    url: str,
+    *,
+    session: requests.Session | None = None,
+    timeout: float = REQUEST_TIMEOUT_S,
+) -> requests.Response:
+    """One ``GET`` of :data:`HEALTH_PATH` on the Label Studio at ``url``, without
+    a token (it must answer before one is known); requests' errors propagate."""
+    return (session or requests.Session()).get(
+        url.rstrip("/") + HEALTH_PATH, timeout=timeout
+    )
 
 
 def prediction_model_versions(task: dict[str, Any]) -> set[str]:

@@ -24,8 +24,14 @@ from PIL import Image
 from redis import Redis
 from rq import Queue, Worker
 
-from backend import doctor
 from backend.cli import main
+from backend.doctor import gpu as doctor_gpu
+from backend.doctor.gpu import check_gpu, probe_gpus
+from backend.doctor.labelstudio import check_label_studio
+from backend.doctor.model import check_model, check_sam
+from backend.doctor.report import Check, Status
+from backend.doctor.run import read_settings
+from backend.doctor.workers import check_redis, check_workers
 from common.queues import QUEUES
 from common.settings import SETTINGS
 from tests.fake_label_studio import LEGACY_TOKEN, PAT, FakeLabelStudio, make_jwt
@@ -95,7 +101,7 @@ def sam_checkpoint(tmp_path) -> Path:
     return path
 
 
-def _by_name(checks) -> dict[str, doctor.Check]:
+def _by_name(checks) -> dict[str, Check]:
     return {check.name: check for check in checks}
 
 
@@ -137,13 +143,13 @@ def test_a_working_setup_passes(
 
 def test_a_legacy_token_works_when_the_organization_allows_it(clean_env, redis_db):
     with _cats(legacy_enabled=True) as ls:
-        values, _ = doctor.read_settings(
+        values, _ = read_settings(
             {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LEGACY_TOKEN}
         )
-        checks = _by_name(doctor.check_label_studio(values))
-    assert checks["label studio token"].status is doctor.Status.OK
+        checks = _by_name(check_label_studio(values))
+    assert checks["label studio token"].status is Status.OK
     assert "legacy token accepted" in checks["label studio token"].detail
-    assert checks["image download"].status is doctor.Status.OK
+    assert checks["image download"].status is Status.OK
 
 
 def test_a_broken_setup_fails_and_says_how_to_fix_it(clean_env, capsys):
@@ -168,53 +174,49 @@ def test_a_broken_setup_fails_and_says_how_to_fix_it(clean_env, capsys):
 def test_a_wrong_personal_access_token_is_reported(clean_env):
     wrong = make_jwt({"token_type": "refresh", "exp": int(time.time()) + 100, "u": 2})
     with _cats() as ls:
-        values, _ = doctor.read_settings(
+        values, _ = read_settings(
             {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": wrong}
         )
-        checks = _by_name(doctor.check_label_studio(values))
+        checks = _by_name(check_label_studio(values))
     token = checks["label studio token"]
-    assert token.status is doctor.Status.FAIL
+    assert token.status is Status.FAIL
     assert "rejected the personal access token" in token.detail
     assert "image download" not in checks
 
 
 def test_unreachable_label_studio_and_missing_token(clean_env):
-    values, _ = doctor.read_settings(
-        {"LABEL_STUDIO_URL": f"http://127.0.0.1:{_free_port()}"}
-    )
-    (check,) = doctor.check_label_studio(values)
-    assert check.status is doctor.Status.FAIL
+    values, _ = read_settings({"LABEL_STUDIO_URL": f"http://127.0.0.1:{_free_port()}"})
+    (check,) = check_label_studio(values)
+    assert check.status is Status.FAIL
     assert "service name" in check.fix
     with _cats() as ls:
-        values, _ = doctor.read_settings({"LABEL_STUDIO_URL": ls.url})
-        checks = _by_name(doctor.check_label_studio(values))
-    assert checks["label studio"].status is doctor.Status.OK
-    assert checks["label studio token"].status is doctor.Status.FAIL
+        values, _ = read_settings({"LABEL_STUDIO_URL": ls.url})
+        checks = _by_name(check_label_studio(values))
+    assert checks["label studio"].status is Status.OK
+    assert checks["label studio token"].status is Status.FAIL
     assert "LABEL_STUDIO_API_KEY is not set" in checks["label studio token"].detail
 
 
 def test_a_missing_image_is_a_failure_and_no_task_a_skip(clean_env):
     with _cats() as ls:
-        values, _ = doctor.read_settings(
+        values, _ = read_settings(
             {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": LEGACY_TOKEN}
         )
-        checks = _by_name(
-            doctor.check_label_studio(values, image="/data/upload/1/gone.png")
-        )
-        assert checks["image download"].status is doctor.Status.FAIL
+        checks = _by_name(check_label_studio(values, image="/data/upload/1/gone.png"))
+        assert checks["image download"].status is Status.FAIL
         assert "not found" in checks["image download"].detail
         ls.tasks = {}
-        checks = _by_name(doctor.check_label_studio(values))
-        assert checks["image download"].status is doctor.Status.SKIP
+        checks = _by_name(check_label_studio(values))
+        assert checks["image download"].status is Status.SKIP
 
 
 def test_redis_without_workers_fails(clean_env, redis_db):
     queues = (f"doctor-empty-{uuid.uuid4().hex}",)
-    checks = _by_name(doctor.check_redis(REDIS_DB_URL, queues))
-    assert checks["redis"].status is doctor.Status.OK
-    assert checks["workers"].status is doctor.Status.FAIL
+    checks = _by_name(check_redis(REDIS_DB_URL, queues))
+    assert checks["redis"].status is Status.OK
+    assert checks["workers"].status is Status.FAIL
     assert "rexlabel worker" in checks["workers"].fix
-    assert checks["redis persistence"].status in (doctor.Status.OK, doctor.Status.WARN)
+    assert checks["redis persistence"].status in (Status.OK, Status.WARN)
 
 
 def test_model_checks(tmp_path, tiny_model_dir):
@@ -225,17 +227,17 @@ def test_model_checks(tmp_path, tiny_model_dir):
             "REXLABEL_OPENAI_URL": "",
             "REXLABEL_OPENAI_API_KEY": "EMPTY",
         }
-        return doctor.check_model({**base, **values})
+        return check_model({**base, **values})
 
-    assert model(REXLABEL_MODEL=str(tiny_model_dir)).status is doctor.Status.OK
+    assert model(REXLABEL_MODEL=str(tiny_model_dir)).status is Status.OK
     incomplete = tmp_path / "half"
     incomplete.mkdir()
     (incomplete / "config.json").write_text("{}")
     check = model(REXLABEL_MODEL=str(incomplete))
-    assert check.status is doctor.Status.FAIL
+    assert check.status is Status.FAIL
     assert "weights" in check.detail and "preprocessor_config.json" in check.detail
     check = model(REXLABEL_MODEL=str(tmp_path / "nowhere" / "rex"))
-    assert check.status is doctor.Status.FAIL and "not a directory" in check.detail
+    assert check.status is Status.FAIL and "not a directory" in check.detail
 
     with FakeLabelStudio(served_models=["IDEA-Research/Rex-Omni"]) as server:
         served = model(
@@ -248,10 +250,10 @@ def test_model_checks(tmp_path, tiny_model_dir):
             REXLABEL_OPENAI_URL=f"{server.url}/v1",
             REXLABEL_MODEL="someone/else",
         )
-    assert served.status is doctor.Status.OK
-    assert other.status is doctor.Status.FAIL and "served model name" in other.fix
+    assert served.status is Status.OK
+    assert other.status is Status.FAIL and "served model name" in other.fix
     unset = model(REXLABEL_ENGINE="openai")
-    assert unset.status is doctor.Status.FAIL and "REXLABEL_OPENAI_URL" in unset.detail
+    assert unset.status is Status.FAIL and "REXLABEL_OPENAI_URL" in unset.detail
 
 
 class _RunOnce:
@@ -274,53 +276,51 @@ def test_gpu_from_nvidia_smi(tmp_path, monkeypatch):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     values = {"REXLABEL_ENGINE": "transformers", "SAM_CHECKPOINT": ""}
-    check = doctor.check_gpu({**values, "REXLABEL_DEVICE": "cuda"})
-    assert check.status is doctor.Status.OK
+    check = check_gpu({**values, "REXLABEL_DEVICE": "cuda"})
+    assert check.status is Status.OK
     assert "1 GPU(s) via nvidia-smi: NVIDIA H100 80GB HBM3, 81559 MiB" in check.detail
 
 
 @pytest.mark.slow
 def test_no_gpu_fails_for_cuda_and_warns_for_auto(monkeypatch):
-    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)  # no nvidia-smi
+    monkeypatch.setattr(doctor_gpu.shutil, "which", lambda name: None)  # no nvidia-smi
     run = _RunOnce()
-    gpus, how = doctor.probe_gpus(run)  # torch in a subprocess decides
+    gpus, how = probe_gpus(run)  # torch in a subprocess decides
     if gpus:
         pytest.skip(f"this machine has a GPU: {gpus}")
     assert how == "torch"
     values = {"REXLABEL_ENGINE": "transformers", "SAM_CHECKPOINT": ""}
-    check = doctor.check_gpu({**values, "REXLABEL_DEVICE": "cuda"}, run)
-    assert check.status is doctor.Status.FAIL
+    check = check_gpu({**values, "REXLABEL_DEVICE": "cuda"}, run)
+    assert check.status is Status.FAIL
     assert "REXLABEL_DEVICE=cuda but no GPU is visible (torch)" in check.detail
-    check = doctor.check_gpu({**values, "REXLABEL_DEVICE": "auto"}, run)
-    assert check.status is doctor.Status.WARN
-    assert doctor.check_gpu({**values, "REXLABEL_DEVICE": "cpu"}, run).status is (
-        doctor.Status.OK
-    )
+    check = check_gpu({**values, "REXLABEL_DEVICE": "auto"}, run)
+    assert check.status is Status.WARN
+    assert check_gpu({**values, "REXLABEL_DEVICE": "cpu"}, run).status is (Status.OK)
 
 
 def test_sam_checks(tmp_path, sam_checkpoint):
     def sam(**values):
-        return doctor.check_sam({"SAM_CHECKPOINT": "", "SAM_MODEL_TYPE": "", **values})
+        return check_sam({"SAM_CHECKPOINT": "", "SAM_MODEL_TYPE": "", **values})
 
-    assert sam().status is doctor.Status.SKIP
+    assert sam().status is Status.SKIP
     ok = sam(SAM_CHECKPOINT=str(sam_checkpoint))
-    assert ok.status is doctor.Status.OK and "vit_b" in ok.detail
+    assert ok.status is Status.OK and "vit_b" in ok.detail
     unnamed = tmp_path / "weights.pth"
     unnamed.write_bytes(b"\0" * 16)
     check = sam(SAM_CHECKPOINT=str(unnamed))
-    assert check.status is doctor.Status.FAIL and "SAM_MODEL_TYPE" in check.fix
+    assert check.status is Status.FAIL and "SAM_MODEL_TYPE" in check.fix
     assert sam(SAM_CHECKPOINT=str(unnamed), SAM_MODEL_TYPE="vit_l").status is (
-        doctor.Status.OK
+        Status.OK
     )
     missing = sam(SAM_CHECKPOINT=str(tmp_path / "sam_vit_h.pth"))
-    assert missing.status is doctor.Status.FAIL
+    assert missing.status is Status.FAIL
 
 
 @pytest.mark.slow
 def test_the_doctor_never_imports_torch_in_its_own_process():
     code = (
         "import sys\n"
-        "from backend.doctor import run_checks\n"
+        "from backend.doctor.run import run_checks\n"
         "checks = run_checks({'REXLABEL_DEVICE': 'auto'})\n"
         "assert any(c.name == 'gpu' for c in checks)\n"
         "print('torch' in sys.modules)\n"
@@ -353,12 +353,12 @@ def test_workers_that_load_or_failed_are_named_when_none_listens():
     conn = redis_or_skip()  # the backend tests' own database, emptied
     queues = (f"doctor-empty-{uuid.uuid4().hex}",)
     with LoadReporter(conn, "doctor-loading"):
-        check = doctor._check_workers(conn, queues)
-    assert check.status is doctor.Status.FAIL
+        check = check_workers(conn, queues)
+    assert check.status is Status.FAIL
     assert check.detail.endswith("; 1 worker(s) still loading the model")
     with pytest.raises(OSError), LoadReporter(conn, "doctor-failed"):
         raise OSError("no such model: nowhere/rex")
-    check = doctor._check_workers(conn, queues)
+    check = check_workers(conn, queues)
     assert check.detail.endswith(
         "; a worker failed to load the model: OSError: no such model: nowhere/rex"
     )

@@ -99,7 +99,7 @@ def _health_client(url: str) -> Any:
 
 
 def _bulk_client(url: str) -> Any:
-    from backend.bulk.api import redis_connection as bulk_connection
+    from backend.bulk.store import redis_connection as bulk_connection
 
     return bulk_connection(url)
 
@@ -159,7 +159,8 @@ def test_a_blocking_read_waits_its_block_then_gives_up(silent, small_timeouts):
 
 
 def test_doctor_reports_a_silent_redis(silent):
-    from backend.doctor import Status, check_redis
+    from backend.doctor.report import Status
+    from backend.doctor.workers import check_redis
 
     box = _outcome(lambda: check_redis(silent.url))
     (check,) = box["value"]

@@ -9,6 +9,7 @@ import pytest
 from common.labelstudio.api import (
     LabelStudioAPIError,
     LabelStudioClient,
+    health,
     prediction_model_versions,
 )
 from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio
@@ -43,6 +44,21 @@ def test_project_and_tasks_paginate_with_either_token(ls, token_kind):
     if token_kind == "pat":
         refreshes = [p for m, p, _ in ls.requests if p == "/api/token/refresh/"]
         assert len(refreshes) == 1  # the access token is cached across requests
+
+
+def test_health_needs_no_token_and_whoami_names_the_tokens_user(ls):
+    answer = health(ls.url + "/")
+    assert answer.status_code == 200 and answer.json() == {"status": "UP"}
+    assert ls.requests[-1] == ("GET", "/health", "")
+    client = LabelStudioClient(ls.url, ls.pat)
+    assert client.whoami()["email"] == "admin@example.com"
+
+
+def test_list_projects_reads_one_page(ls):
+    ls.add_project(9, CONFIG, title="vans")
+    client = LabelStudioClient(ls.url, LEGACY_TOKEN)
+    assert [p["id"] for p in client.list_projects(page_size=1)] == [7]
+    assert [p["title"] for p in client.list_projects()] == ["cars", "vans"]
 
 
 def test_project_tasks_are_label_studios_and_of_that_project_only(ls):

@@ -2,7 +2,7 @@
 
 A task's image results (``common.jobspec.ImageResult``) are turned into
 Label Studio result dicts control by control with
-:func:`converters.labelstudio.to_labelstudio`, using the plan that asked for
+:func:`converters.labelstudio.writer.to_labelstudio`, using the plan that asked for
 them: the call's ``key`` names its control, the plan says which result type,
 which per-region TextArea gets OCR text and how model phrases map to labels.
 Keypoint instances of a control planned with a ``box_control`` become a
@@ -29,36 +29,16 @@ from typing import Any
 from backend.labels import LabelMap, Match
 from backend.planner import DRAWN_BOX_IOU, ControlPlan, Plan
 from common.jobspec import CallResult, ImageResult
-from converters.labelstudio import (
-    LabelStudioError,
+from converters.labelstudio.common import LabelStudioError
+from converters.labelstudio.writer import (
     Output,
     to_labelstudio,
     to_labelstudio_prediction,
 )
 from converters.prediction import Prediction
+from converters.tags import REGION_TAGS, RegionTag
 
 log = logging.getLogger(__name__)
-
-_LABELLED_OUTPUT = {
-    "RectangleLabels": Output.RECTANGLE_LABELS,
-    "Rectangle": Output.RECTANGLE_LABELS,
-    "PolygonLabels": Output.POLYGON_LABELS,
-    "Polygon": Output.POLYGON_LABELS,
-    "BrushLabels": Output.BRUSH_LABELS,
-    "Brush": Output.BRUSH_LABELS,
-    "KeyPointLabels": Output.KEYPOINT_LABELS,
-    "KeyPoint": Output.KEYPOINT_LABELS,
-}
-"""Writer output per control tag; label-less tags are written labelled, then
-the label key is removed (see :func:`_strip_labels`)."""
-
-_UNLABELLED = {
-    "Rectangle": "rectangle",
-    "Polygon": "polygon",
-    "Brush": "brush",
-    "KeyPoint": "keypoint",
-}
-"""Result type of label-less region controls."""
 
 
 def empty_prediction(model_version: str) -> dict[str, Any]:
@@ -199,12 +179,13 @@ def _labeller(control: ControlPlan, notes: _LabelNotes) -> Callable[[str], Any]:
     return joint_label
 
 
-def _strip_labels(results: list[dict[str, Any]], control: ControlPlan) -> None:
+def _strip_labels(
+    results: list[dict[str, Any]], from_name: str, region: RegionTag
+) -> None:
     """Make labelled results of a label-less control plain geometry results."""
-    plain = _UNLABELLED[control.tag]
-    labelled = plain + "labels"
+    plain, labelled = region.result_type, region.labelled_type
     for r in results:
-        if r.get("from_name") == control.control and r.get("type") == labelled:
+        if r.get("from_name") == from_name and r.get("type") == labelled:
             r["type"] = plain
             r["value"].pop(labelled, None)
 
@@ -234,14 +215,16 @@ def call_results(
             **{**kwargs, "label_map": _labels_tag_labeller(control)},
         )
     else:
+        # Label-less tags are written labelled, then the label key is removed.
+        region = REGION_TAGS[control.tag]
         results = to_labelstudio(
             predictions,
             from_name=control.control,
-            output=_LABELLED_OUTPUT[control.tag],
+            output=Output(region.labelled_type),
             **kwargs,
         )
-        if control.tag in _UNLABELLED:
-            _strip_labels(results, control)
+        if not region.labelled:
+            _strip_labels(results, control.control, region)
     warnings = notes.warnings(control)
     if call.truncated:
         warnings.append(
@@ -268,7 +251,7 @@ class RegionIds:
     seed, same regions), and never one of ``taken``.
 
     Attributes:
-        seed: mixed into every id (``converters.labelstudio.to_labelstudio``).
+        seed: mixed into every id (``converters.labelstudio.writer.to_labelstudio``).
         taken: ids of regions already in the task's annotations, drafts and
             the interactive context; a result id among them is renamed.
     """

@@ -31,6 +31,8 @@ from PIL import Image
 from backend.bulk.writers import CocoStreamWriter
 from converters.parser import DEFAULT_OCR_LABEL
 from converters.prediction import Prediction
+from converters.tags import LABELS_TAG, REGION_TAGS, Geometry
+from converters.tasks import Task
 
 SOURCES = ("annotations", "predictions")
 """What a Label Studio task contributes: its annotations or its predictions."""
@@ -52,8 +54,18 @@ UNLABELLED_CATEGORY = "region"
 """COCO category of a region without a label or text (a plain ``Rectangle``):
 COCO tools need a name, and an empty one reads as a missing category."""
 
-REGION_CONTROLS = ("RectangleLabels", "PolygonLabels", "BrushLabels", "Labels")
+REGION_CONTROLS = frozenset(
+    {
+        t.tag
+        for t in REGION_TAGS.values()
+        if t.labelled and t.geometry is not Geometry.KEYPOINT
+    }
+    | {LABELS_TAG}
+)
 """Control tags whose labels become COCO categories (keypoint labels are joints)."""
+CATEGORY_TASKS = (Task.OCR_BOX.value, Task.OCR_POLYGON.value, Task.KEYPOINT.value)
+"""Tasks of a raw line whose first category is the parser's ``category`` (OCR
+granularity, keypoint instance); the others name their categories in the answer."""
 TASK_ERRORS = (
     ValueError,  # ConvertError, MaskError, bad numbers
     ArithmeticError,  # a size too large for int() or the arithmetic
@@ -244,20 +256,28 @@ def labelstudio_to_coco(
     alone: it is named in ``failures`` and the other tasks are written.
     """
     stats = ConvertStats()
-    writer = CocoStreamWriter(
-        out, list(categories), info={"description": f"Label Studio {source}"}
-    )
-    try:
+    with _coco_file(out, stats, f"Label Studio {source}", categories) as writer:
         for task in tasks:
             task_id = task.get("id") if isinstance(task, Mapping) else None
             with stats.each(f"task {task_id}"):
                 _add_task(writer, task, source, model_version, image_key, stats)
+    return stats
+
+
+@contextmanager
+def _coco_file(
+    out: str | Path, stats: ConvertStats, description: str, categories: Iterable[str]
+) -> Iterator[CocoStreamWriter]:
+    """A COCO writer for ``out``: closed (and its annotations counted in
+    ``stats``) when the body ends, aborted (no file) when it raises."""
+    writer = CocoStreamWriter(out, list(categories), info={"description": description})
+    try:
+        yield writer
         stats.annotations = writer.annotation_count
     except BaseException:
         writer.abort()
         raise
     writer.close()
-    return stats
 
 
 def _add_task(
@@ -269,7 +289,7 @@ def _add_task(
     stats: ConvertStats,
 ) -> None:
     """One Label Studio task as one COCO image with its annotations."""
-    from converters.labelstudio import from_labelstudio
+    from converters.labelstudio.reader import from_labelstudio
 
     results = pick_results(task, source, model_version) or []
     ref = _image_ref(task, image_key)
@@ -298,8 +318,6 @@ def _named(p: Prediction) -> Prediction:
 
 
 def _raw_task(line: Mapping[str, Any]) -> str | None:
-    from converters.tasks import Task
-
     if line.get("task"):
         return Task.from_value(line["task"]).value
     name = str(line.get("task_name") or "").lower()
@@ -380,11 +398,7 @@ def _raw_image(
         return None
     task = _raw_task(line)
     categories = _raw_categories(line)
-    category = (
-        categories[0]
-        if categories and task in ("ocr_box", "ocr_polygon", "keypoint")
-        else None
-    )
+    category = categories[0] if categories and task in CATEGORY_TASKS else None
     parsed = parse_output(text, task, width, height, category=category)
     for warning in parsed.warnings:
         stats.warn(f"{where}: {warning}")
@@ -400,17 +414,11 @@ def raw_to_coco(
     """COCO from raw Rex-Omni answers (categories in order of first appearance,
     the lines' ``categories`` first)."""
     stats = ConvertStats()
-    writer = CocoStreamWriter(out, info={"description": "Rex-Omni raw outputs"})
-    try:
+    with _coco_file(out, stats, "Rex-Omni raw outputs", ()) as writer:
         for image in parse_raw_lines(lines, image_root=image_root, stats=stats):
             with stats.each(image.where):
                 writer.add(image.image, image.width, image.height, image.predictions)
                 stats.images += 1
-        stats.annotations = writer.annotation_count
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
     return stats
 
 
@@ -432,7 +440,10 @@ def raw_to_labelstudio(
     keypoint instance's box, the ``parentID`` of its joints.
     ``text_from_name``: a per-region ``TextArea`` receiving OCR text under its
     region's id (as the backend writes it); None drops the text."""
-    from converters.labelstudio import to_labelstudio, to_labelstudio_prediction
+    from converters.labelstudio.writer import (
+        to_labelstudio,
+        to_labelstudio_prediction,
+    )
 
     stats = ConvertStats()
     out = Path(out)

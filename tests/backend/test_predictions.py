@@ -15,7 +15,7 @@ from converters.keypoint_sets import ANIMAL, PERSON
 from converters.masks import mask_to_rle
 from converters.prediction import Prediction, RegionType
 from converters.tasks import Task
-from tests.backend.test_planner import prompt_item
+from tests.backend.planner.helpers import prompt_item
 
 W, H = 640, 480
 VERSION = "rexlabel-test-1"
@@ -453,13 +453,15 @@ def test_unknown_call_key_is_a_warning() -> None:
     assert "unknown call 'ghost'" in out.warnings[0]
 
 
+CAR_BOXES_AND_POINTS = view(
+    '<RectangleLabels name="label" toName="image">'
+    '<Label value="Car"/></RectangleLabels>',
+    '<KeyPointLabels name="kp" toName="image"><Label value="Car"/></KeyPointLabels>',
+)
+
+
 def test_unwritable_prediction_is_an_error_for_that_control_only() -> None:
-    config = view(
-        '<RectangleLabels name="label" toName="image">'
-        '<Label value="Car"/></RectangleLabels>',
-        '<KeyPointLabels name="kp" toName="image">'
-        '<Label value="Car"/></KeyPointLabels>',
-    )
+    config = CAR_BOXES_AND_POINTS
     point = Prediction(type=RegionType.POINT, label="Car", coords=(5, 5), score=0.5)
     calls = [
         CallResult(
@@ -473,12 +475,7 @@ def test_unwritable_prediction_is_an_error_for_that_control_only() -> None:
 
 
 def test_an_image_with_one_failed_call_keeps_the_other_calls() -> None:
-    config = view(
-        '<RectangleLabels name="label" toName="image">'
-        '<Label value="Car"/></RectangleLabels>',
-        '<KeyPointLabels name="kp" toName="image">'
-        '<Label value="Car"/></KeyPointLabels>',
-    )
+    config = CAR_BOXES_AND_POINTS
     failure = "call 'kp' (pointing: car) failed on image 'a.jpg': engine error"
     boxes = CallResult(key="label", task=Task.DETECTION, predictions=[box("car")])
     out = task_prediction(

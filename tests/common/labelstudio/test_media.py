@@ -1,30 +1,17 @@
+"""common.labelstudio.media: where each kind of task value is read from."""
+
 import base64
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-import requests
 
-from common.labelstudio.auth import (
-    ACCESS_TOKEN_MARGIN_S,
-    LabelStudioAuth,
-    TokenExchangeError,
-    jwt_claims,
-)
 from common.labelstudio.media import (
     LOCAL_FILE_UNREADABLE,
     LOCAL_PATHS_REFUSED,
     MediaReferenceError,
     presign_url,
     resolve_media,
-)
-from common.urls import UnsafeURLError, parse_http_url, same_origin
-from tests.fake_label_studio import (
-    LEGACY_TOKEN,
-    FakeLabelStudio,
-    make_jwt,
-    make_pat,
 )
 
 LS = "http://ls.example:8080"
@@ -199,144 +186,3 @@ def test_encoded_climbs_out_of_a_media_route_are_refused(value):
 def test_bad_references_are_named(bad):
     with pytest.raises(MediaReferenceError, match="image reference"):
         resolve_media(bad, label_studio_url=LS)
-
-
-def test_same_origin_compares_scheme_host_and_port():
-    assert same_origin("http://LS.example:8080/x", LS)
-    assert not same_origin("http://ls.example:9090/x", LS)
-    assert not same_origin("https://ls.example:8080/x", LS)
-    assert same_origin("https://ls.example/x", "https://ls.example:443")
-    assert not same_origin("http://ls.example/x", "")
-    assert not same_origin("http://127.0.0.1:9\\@ls.example:8080/x", LS)
-
-
-# parse_http_url ---------------------------------------------------------------
-
-
-def test_parse_http_url_reads_what_the_http_client_connects_to():
-    url = parse_http_url("HTTP://Images.Example.COM:8080/a b/../c.jpg?x=1#frag")
-    assert url.origin == ("http", "images.example.com", 8080)
-    assert url.url == "http://images.example.com:8080/c.jpg?x=1"
-    assert url.where == "images.example.com:8080"
-    assert parse_http_url("https://h/x").port == 443
-    assert not parse_http_url("https://h/x").port_given
-    assert parse_http_url("http://[::1]:8/").host == "[::1]"
-    assert parse_http_url("http://10.0.0.1/").host == "10.0.0.1"
-    assert parse_http_url("http://h/?d=a\\b").host == "h"  # in the query: data
-
-
-@pytest.mark.parametrize(
-    ("url", "part"),
-    [
-        ("http://127.0.0.1:9\\@ls.example:8080/x.png", "backslash"),
-        ("http://ls.example\\x.png", "backslash"),
-        ("http://h/a\\b.png", "backslash"),
-        ("http://user:pw@ls.example:8080/x.png", "user-info"),
-        ("http://ls.example:8080@127.0.0.1:9/x.png", "user-info"),
-        ("http://@h/x", "user-info"),
-        ("ftp://h/x", "only absolute http"),
-        ("//h/x", "only absolute http"),
-        ("/data/upload/x", "only absolute http"),
-        ("http:///x", "no host"),
-        ("http://h:/x", "does not read back"),
-        ("http://h:0080/x", "does not read back"),
-        ("http://h:0/x", "port 0"),
-        ("http://h:99999/x", "h:99999"),
-        ("http://%6cocalhost/x", "does not read back"),
-        ("http://bücher.example/x", "does not read back"),
-        ("http://localhost./x", "not a plain ASCII"),
-        ("http://2130706433/x", "not a dotted IPv4"),
-        ("http://0x7f.1/x", "not a dotted IPv4"),
-        ("http://0177.0.0.1/x", "not a dotted IPv4"),
-        ("http://127.1/x", "not a dotted IPv4"),
-        ("http://[0:0:0:0:0:0:0:1]/x", "[::1]"),
-        ("http://[::1%25eth0]/x", "does not read back"),
-        ("http://h\t/x", "control character"),
-        ("http://h/x\n.png", "control character"),
-        ("http://h /x", "h "),
-    ],
-)
-def test_parse_http_url_refuses_what_parsers_may_read_differently(url, part):
-    with pytest.raises(UnsafeURLError) as caught:
-        parse_http_url(url)
-    assert part in str(caught.value)
-
-
-# Tokens -----------------------------------------------------------------------
-
-
-def test_token_kinds_and_headers_without_network():
-    assert LabelStudioAuth(LS, "").headers() == {}
-    legacy = LabelStudioAuth(LS, LEGACY_TOKEN)
-    assert legacy.kind == "legacy"
-    assert legacy.headers() == {"Authorization": f"Token {LEGACY_TOKEN}"}
-    access = make_jwt({"token_type": "access", "exp": time.time() + 60})
-    direct = LabelStudioAuth(LS, access)
-    assert direct.kind == "access"
-    assert direct.headers() == {"Authorization": f"Bearer {access}"}
-    assert LabelStudioAuth(LS, make_pat()).kind == "pat"
-
-
-def test_jwt_claims_reads_the_payload_and_rejects_other_shapes():
-    assert jwt_claims(make_jwt({"token_type": "refresh"})) == {"token_type": "refresh"}
-    assert jwt_claims(LEGACY_TOKEN) is None
-    assert jwt_claims("a.b.c") is None
-    assert jwt_claims("a.b") is None
-
-
-def test_pat_is_exchanged_once_and_the_access_token_is_reused(tmp_path):
-    with FakeLabelStudio(tmp_path) as ls:
-        auth = LabelStudioAuth(ls.url, ls.pat)
-        first = auth.headers()["Authorization"]
-        for _ in range(5):
-            assert auth.headers()["Authorization"] == first
-        assert ls.refreshes == 1
-        assert first.startswith("Bearer ")
-        assert jwt_claims(first.split()[1])["token_type"] == "access"
-        # The exchanged token really opens Label Studio's media.
-        ls.files["1/a.bin"] = b"x"
-        response = requests.get(
-            ls.url + "/data/upload/1/a.bin", headers=auth.headers(), timeout=5
-        )
-        assert response.status_code == 200
-
-
-def test_access_token_is_renewed_before_it_expires(tmp_path):
-    now = [time.time()]
-    with FakeLabelStudio(tmp_path) as ls:
-        auth = LabelStudioAuth(ls.url, ls.pat, clock=lambda: now[0])
-        first = auth.access_token()
-        now[0] += ls.access_lifetime_s - ACCESS_TOKEN_MARGIN_S - 5
-        assert auth.access_token() == first
-        now[0] += 10  # now inside the renewal margin
-        second = auth.access_token()
-        assert second != first
-        assert ls.refreshes == 2
-
-
-def test_invalidate_forces_a_new_exchange(tmp_path):
-    with FakeLabelStudio(tmp_path) as ls:
-        auth = LabelStudioAuth(ls.url, ls.pat)
-        auth.access_token()
-        auth.invalidate()
-        auth.access_token()
-        assert ls.refreshes == 2
-
-
-def test_rejected_pat_names_the_setting(tmp_path):
-    with FakeLabelStudio(tmp_path) as ls:
-        auth = LabelStudioAuth(ls.url, make_pat(user_id=99))
-        with pytest.raises(TokenExchangeError, match="LABEL_STUDIO_API_KEY") as info:
-            auth.headers()
-        assert info.value.status == 401
-
-
-def test_pat_without_label_studio_url_cannot_be_exchanged():
-    with pytest.raises(TokenExchangeError, match="LABEL_STUDIO_URL"):
-        LabelStudioAuth("", make_pat()).headers()
-
-
-def test_unreachable_label_studio_is_a_token_exchange_error():
-    auth = LabelStudioAuth("http://127.0.0.1:9", make_pat())
-    with pytest.raises(TokenExchangeError, match="failed"):
-        auth.access_token()

@@ -27,22 +27,6 @@ DIGEST_CHARS = 12
 """Hex digits of the SHA-256 kept: 48 bits, no collision among a project's
 versions in practice, short enough to read in Label Studio's UI."""
 
-PREDICTION_SETTINGS = (
-    "REXLABEL_MODEL",
-    "REXLABEL_ENGINE",
-    "REXLABEL_MAX_NEW_TOKENS",
-    "REXLABEL_MAX_INSTANCES",
-    "REXLABEL_VLLM_MAX_MODEL_LEN",
-    "REXLABEL_MIN_PIXELS",
-    "REXLABEL_MAX_PIXELS",
-    "REXLABEL_SYSTEM_PROMPT",
-    "REXLABEL_QUANTIZATION",
-    "SAM_CHECKPOINT",
-    "SAM_MODEL_TYPE",
-)
-"""Settings whose value changes what the model answers (the worker must run
-with the same values as the backend; share one environment file)."""
-
 
 @lru_cache(maxsize=1)
 def package_version() -> str:
@@ -68,14 +52,9 @@ def prompts_fingerprint() -> str:
 
 
 def settings_fingerprint(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The prediction-changing settings that exist in the registry, by name."""
-    out: dict[str, Any] = {}
-    for name in PREDICTION_SETTINGS:
-        try:
-            out[name] = settings.get(name, environ)
-        except KeyError:  # not (yet) a registered setting
-            continue
-    return out
+    """The prediction-changing settings (``settings.PREDICTION_SETTINGS``: the
+    registry marks them, engine options among them), by name."""
+    return {name: settings.get(name, environ) for name in settings.PREDICTION_SETTINGS}
 
 
 def model_version(

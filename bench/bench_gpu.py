@@ -81,9 +81,8 @@ SMOKE_TEXT = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "rope_parameters": {
-        "rope_type": "default",
-        "rope_theta": 1000000.0,
-        "mrope_section": [4, 6, 6],
+        **QWEN25_VL_3B_TEXT["rope_parameters"],
+        "mrope_section": [4, 6, 6],  # sums to half the smaller head size (32)
     },
 }
 SMOKE_VISION = {
@@ -108,7 +107,15 @@ def build(smoke: bool, device: str, workdir: Path):
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from worker.engines.transformers_engine import default_attention, load_processor
+    from converters.grammar import (
+        END_OF_TEXT,
+        IM_END,
+        IMAGE_PAD,
+        VIDEO_PAD,
+        VISION_END,
+        VISION_START,
+    )
+    from worker.engines.transformers_loading import default_attention, load_processor
     from worker.training.tiny_model import build_processor, build_tokenizer
 
     tokenizer = build_tokenizer()
@@ -117,15 +124,15 @@ def build(smoke: bool, device: str, workdir: Path):
     ids = {
         name: tokenizer.convert_tokens_to_ids(token)
         for name, token in (
-            ("image_token_id", "<|image_pad|>"),
-            ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
+            ("image_token_id", IMAGE_PAD),
+            ("video_token_id", VIDEO_PAD),
+            ("vision_start_token_id", VISION_START),
+            ("vision_end_token_id", VISION_END),
         )
     }
     text = dict(SMOKE_TEXT if smoke else QWEN25_VL_3B_TEXT)
-    text["eos_token_id"] = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    text["pad_token_id"] = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    text["eos_token_id"] = tokenizer.convert_tokens_to_ids(IM_END)
+    text["pad_token_id"] = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config=SMOKE_VISION if smoke else QWEN25_VL_3B_VISION,

@@ -4,7 +4,11 @@ One registry for the backend, the worker and the CLI. Nothing here imports torch
 or Flask. A bad value fails at start-up with a message naming the variable.
 
 Add a setting by adding one :class:`Setting` to ``SETTINGS``; read it with
-``get("NAME")`` (typed, validated) or ``Settings.from_env()`` for all of them.
+``get("NAME")`` (typed, validated) or :func:`read_all` for all of them. Settings
+are read at the edges only (``create_engine``, the worker's runtime loader,
+``create_app``, the CLI); the code below them takes explicit arguments. A
+default that code takes too is a named constant here, which the setting
+references.
 """
 
 from __future__ import annotations
@@ -16,6 +20,26 @@ from typing import Any
 
 from converters.geometry import MAX_IMAGE_PIXELS, MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT
+
+DEFAULT_MODEL = "IDEA-Research/Rex-Omni"
+"""REXLABEL_MODEL's default: upstream's weights on the Hugging Face hub."""
+DEFAULT_MAX_NEW_TOKENS = 4096
+"""REXLABEL_MAX_NEW_TOKENS's default and ``SamplingSettings.max_new_tokens``'s:
+upstream's wrapper default; dense scenes need thousands of tokens."""
+DEFAULT_MAX_INSTANCES = 300
+"""REXLABEL_MAX_INSTANCES's default and the runaway guard's item cap
+(``SamplingSettings.max_instances``)."""
+DEFAULT_OPENAI_API_KEY = "EMPTY"
+"""REXLABEL_OPENAI_API_KEY's default and the openai engine's: vLLM accepts any
+key unless started with one."""
+DEFAULT_OPENAI_CONCURRENCY = 8
+"""REXLABEL_OPENAI_CONCURRENCY's default and the openai engine's: enough
+requests in flight for the server to batch them, few enough not to queue past
+its own limits."""
+DEFAULT_VLLM_MAX_MODEL_LEN = 8192
+"""REXLABEL_VLLM_MAX_MODEL_LEN's default and the vllm engine's."""
+DEFAULT_VLLM_GPU_MEMORY_UTILIZATION = 0.8
+"""REXLABEL_VLLM_GPU_MEMORY_UTILIZATION's default and the vllm engine's."""
 
 
 class SettingsError(ValueError):
@@ -77,6 +101,10 @@ class Setting:
     sets it); ``check``
     raises ValueError (its message names the bad part) for a value of the
     right type that is still unusable, so start-up refuses it at once.
+    ``engine_option`` is the keyword ``create_engine`` passes the value to the
+    engine as, for the ``engines`` named (empty: every engine);
+    ``changes_predictions`` marks a value that changes what the model answers,
+    so ``model_version`` hashes it.
     """
 
     name: str
@@ -89,6 +117,9 @@ class Setting:
     secret: bool = False
     check: Callable[[Any], Any] | None = None
     blank_is_default: bool = False
+    engine_option: str = ""
+    engines: tuple[str, ...] = ()
+    changes_predictions: bool = False
 
     def raw(self, environ: Mapping[str, str]) -> str | None:
         for key in (self.name, *self.aliases):
@@ -264,8 +295,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_MODEL",
         str,
-        "IDEA-Research/Rex-Omni",
+        DEFAULT_MODEL,
         "Hub id or local directory of the Rex-Omni weights.",
+        changes_predictions=True,
     ),
     Setting(
         "REXLABEL_ENGINE",
@@ -274,6 +306,7 @@ SETTINGS: tuple[Setting, ...] = (
         "transformers runs everywhere; vllm is faster on GPUs; openai calls a "
         "served model.",
         choices=("transformers", "vllm", "openai"),
+        changes_predictions=True,
     ),
     Setting("REXLABEL_DEVICE", str, "auto", "auto picks cuda when visible, else cpu."),
     Setting(
@@ -283,6 +316,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Smallest area an image is resized to before the model sees it: "
         "upstream's min_pixels (16 visual tokens).",
         minimum=28 * 28,
+        engine_option="min_pixels",
+        changes_predictions=True,
     ),
     Setting(
         "REXLABEL_MAX_PIXELS",
@@ -291,6 +326,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest area an image is resized to: upstream's max_pixels (2,560 visual "
         "tokens); lower saves memory and time, higher helps small objects.",
         minimum=28 * 28,
+        engine_option="max_pixels",
+        changes_predictions=True,
     ),
     Setting(
         "REXLABEL_SYSTEM_PROMPT",
@@ -299,6 +336,8 @@ SETTINGS: tuple[Setting, ...] = (
         "The chat's system message: upstream's, as the model was evaluated with; "
         "empty means upstream's too.",
         blank_is_default=True,
+        engine_option="system_prompt",
+        changes_predictions=True,
     ),
     Setting(
         "REXLABEL_QUANTIZATION",
@@ -308,56 +347,72 @@ SETTINGS: tuple[Setting, ...] = (
         "loads it with quantization=awq, transformers checks its config says awq; "
         "not for openai (the server loads the model).",
         choices=("none", "awq"),
+        engine_option="quantization",
+        engines=("transformers", "vllm"),
+        changes_predictions=True,
     ),
     Setting(
         "REXLABEL_OPENAI_URL",
         str,
         "",
         "Base URL (…/v1) of an OpenAI-compatible server for the openai engine.",
+        engine_option="base_url",
+        engines=("openai",),
     ),
     Setting(
         "REXLABEL_OPENAI_API_KEY",
         str,
-        "EMPTY",
+        DEFAULT_OPENAI_API_KEY,
         "API key for that server; vLLM accepts any value unless started with one.",
         secret=True,
+        engine_option="api_key",
+        engines=("openai",),
     ),
     Setting(
         "REXLABEL_OPENAI_CONCURRENCY",
         int,
-        8,
+        DEFAULT_OPENAI_CONCURRENCY,
         "Requests in flight to the OpenAI-compatible server, which batches them.",
         minimum=1,
+        engine_option="concurrency",
+        engines=("openai",),
     ),
     Setting(
         "REXLABEL_VLLM_MAX_MODEL_LEN",
         int,
-        8192,
+        DEFAULT_VLLM_MAX_MODEL_LEN,
         "Prompt (up to ~2,700 tokens with the image) plus 4,096 output tokens; "
         "upstream's 4,096 cuts dense scenes.",
         minimum=256,
+        engine_option="max_model_len",
+        engines=("vllm",),
+        changes_predictions=True,
     ),
     Setting(
         "REXLABEL_VLLM_GPU_MEMORY_UTILIZATION",
         float,
-        0.8,
+        DEFAULT_VLLM_GPU_MEMORY_UTILIZATION,
         "Upstream's share of GPU memory for vLLM.",
         minimum=0.05,
+        engine_option="gpu_memory_utilization",
+        engines=("vllm",),
     ),
     Setting(
         "REXLABEL_MAX_NEW_TOKENS",
         int,
-        4096,
+        DEFAULT_MAX_NEW_TOKENS,
         "Upstream's default output cap; dense scenes need it.",
         minimum=1,
+        changes_predictions=True,
     ),
     Setting(
         "REXLABEL_MAX_INSTANCES",
         int,
-        300,
+        DEFAULT_MAX_INSTANCES,
         "Runaway guard: stop a generation past this many items (upstream users "
         "see hundreds of boxes on textured images).",
         minimum=1,
+        changes_predictions=True,
     ),
     # SAM ----------------------------------------------------------------------
     Setting(
@@ -365,12 +420,14 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "",
         "Local path to a segment-anything checkpoint; empty disables masks.",
+        changes_predictions=True,
     ),
     Setting(
         "SAM_MODEL_TYPE",
         str,
         "",
         "vit_h, vit_l or vit_b; empty guesses it from the checkpoint file name.",
+        changes_predictions=True,
     ),
     # Logging ------------------------------------------------------------------
     Setting(
@@ -414,6 +471,20 @@ def setting(name: str) -> Setting:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"{name} is not a rexlabel setting") from None
+
+
+def engine_settings(engine: str) -> tuple[Setting, ...]:
+    """The settings ``create_engine`` passes to ``engine`` as keywords."""
+    return tuple(
+        s
+        for s in SETTINGS
+        if s.engine_option and (not s.engines or engine in s.engines)
+    )
+
+
+PREDICTION_SETTINGS = tuple(s.name for s in SETTINGS if s.changes_predictions)
+"""Settings whose value changes what the model answers (the worker must run
+with the same values as the backend; share one environment file)."""
 
 
 def get(name: str, environ: Mapping[str, str] | None = None) -> Any:

@@ -5,7 +5,9 @@ a worker started by :mod:`worker.process` runs it, and nothing outside
 ``common.queues.JOB_FUNCTIONS``. The engine (and SAM) are loaded once per process and
 kept in a module-level :class:`WorkerRuntime`: ``worker.process`` installs it at
 start-up, and an in-process caller (``--inline`` bulk jobs, the embedded backend) gets
-it loaded lazily on first use.
+it loaded lazily on first use. This module and ``worker.engines.registry`` are
+where the worker reads its settings; the pipeline, engines and SAM below them
+take explicit arguments.
 
 No torch at import time: the embedded backend and ``--inline`` jobs import it.
 """
@@ -108,14 +110,23 @@ def _load_from_settings() -> WorkerRuntime:
 
 
 def _load_masker() -> Any:
-    """SAM when SAM_CHECKPOINT is set, else None (mask requests then fail per image)."""
+    """SAM when SAM_CHECKPOINT is set, else None (mask requests then fail per image).
+
+    SAM_MODEL_TYPE names the checkpoint's size (empty: read from its file
+    name); it runs on REXLABEL_DEVICE.
+    """
     from common import settings
 
-    if not settings.get("SAM_CHECKPOINT"):
+    checkpoint = settings.get("SAM_CHECKPOINT")
+    if not checkpoint:
         return None
     from worker.sam import load_masker
 
-    return load_masker()
+    return load_masker(
+        checkpoint,
+        settings.get("SAM_MODEL_TYPE") or None,
+        device=settings.get("REXLABEL_DEVICE"),
+    )
 
 
 def process_images(
@@ -123,13 +134,19 @@ def process_images(
 ) -> list[ImageResult]:
     """Load each image, run its calls through the engine in one batch, parse, score.
 
-    An image that cannot be loaded, or whose calls fail, gets ``error`` set;
-    the others are unaffected.
+    The base sampling carries the configured caps (REXLABEL_MAX_NEW_TOKENS,
+    REXLABEL_MAX_INSTANCES), read for each chunk. An image that cannot be
+    loaded, or whose calls fail, gets ``error`` set; the others are unaffected.
     """
+    from worker.engines.registry import base_sampling
     from worker.pipeline import run_image_jobs
 
     return run_image_jobs(
-        runtime.engine, images, generation=generation, masker=runtime.masker
+        runtime.engine,
+        images,
+        sampling=base_sampling(),
+        generation=generation,
+        masker=runtime.masker,
     )
 
 

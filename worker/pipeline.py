@@ -9,7 +9,9 @@
 
 Phrases stay the labels the model wrote; mapping them to Label Studio labels
 is the planner's job (``backend.labels``), which knows the label config.
-Only ``engine.generate`` touches the device.
+Only ``engine.generate`` touches the device. No settings are read here: the
+caller passes the base sampling (``worker.engines.registry.base_sampling``
+reads the configured caps).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from converters.prompts import build_prompt
 from converters.tasks import Task
 from worker.engines.base import (
     Engine,
+    FinishReason,
     GenerationRequest,
     GenerationResult,
     SamplingSettings,
@@ -62,23 +65,13 @@ def describe_call(call: ModelCall) -> str:
     return f"call {call.key!r} ({asked})" if call.key else f"call ({asked})"
 
 
-def base_sampling(generation: Mapping[str, Any] | None = None) -> SamplingSettings:
-    """Upstream's settings, the configured caps, then chunk-wide overrides."""
-    from common import settings
-
-    sampling = SamplingSettings(
-        max_new_tokens=settings.get("REXLABEL_MAX_NEW_TOKENS"),
-        max_instances=settings.get("REXLABEL_MAX_INSTANCES"),
-    )
-    return sampling.with_overrides(dict(generation or {}))
-
-
 def call_sampling(call: ModelCall, base: SamplingSettings) -> SamplingSettings:
     """The call's own generation overrides on top of ``base``.
 
     ``call.max_instances`` does not stop generation: the call keeps its best
-    scored predictions after parsing. The guard's ``max_instances`` (setting
-    REXLABEL_MAX_INSTANCES, or a ``generation`` override) is the runaway cap.
+    scored predictions after parsing. The guard's ``max_instances`` (the base
+    sampling's, from REXLABEL_MAX_INSTANCES, or a ``generation`` override) is
+    the runaway cap.
     """
     if call.max_instances is not None and call.max_instances < 1:
         raise PipelineError(f"max_instances must be >= 1, got {call.max_instances}")
@@ -202,12 +195,14 @@ def _generate_each(
 def _run_pairs(
     engine: Engine,
     pairs: Sequence[tuple[Image.Image, ModelCall]],
+    sampling: SamplingSettings | None,
     generation: Mapping[str, Any] | None,
     masker: Masker | None,
 ) -> list[CallResult | Exception]:
     """One CallResult, or the exception that stopped it, per pair. Model calls
-    go to the engine in one batch (each alone if the batch fails)."""
-    base = base_sampling(generation)
+    go to the engine in one batch (each alone if the batch fails).
+    ``generation`` overrides ``sampling`` (default: upstream's) for every call."""
+    base = (sampling or SamplingSettings()).with_overrides(dict(generation or {}))
     results: list[CallResult | Exception | None] = [None] * len(pairs)
     pending: list[_Pending] = []
     requests: list[GenerationRequest] = []
@@ -241,15 +236,18 @@ def run_batch(
     engine: Engine,
     pairs: Sequence[tuple[Image.Image, ModelCall]],
     *,
+    sampling: SamplingSettings | None = None,
     generation: Mapping[str, Any] | None = None,
     masker: Masker | None = None,
 ) -> list[CallResult]:
     """Run every ``(image, call)`` pair; the model calls go in one engine batch.
 
+    ``sampling`` is the base (default: upstream's), ``generation`` overrides
+    it for every call, and each call's own ``generation`` goes on top.
     Returns one CallResult per pair, in order. A call that cannot run raises
     its error (PipelineError names the call) after the batch.
     """
-    results = _run_pairs(engine, pairs, generation, masker)
+    results = _run_pairs(engine, pairs, sampling, generation, masker)
     for result in results:
         if isinstance(result, Exception):
             raise result
@@ -262,20 +260,6 @@ def _check_masker(call: ModelCall, masker: Masker | None) -> None:
             f"{describe_call(call)} asks for masks but no SAM "
             "model is loaded (set SAM_CHECKPOINT)"
         )
-
-
-def run_calls(
-    engine: Engine,
-    image: Image.Image,
-    calls: Sequence[ModelCall],
-    *,
-    generation: Mapping[str, Any] | None = None,
-    masker: Masker | None = None,
-) -> list[CallResult]:
-    """All calls about one image (one engine batch); one CallResult per call."""
-    return run_batch(
-        engine, [(image, c) for c in calls], generation=generation, masker=masker
-    )
 
 
 def _call_result(image, call: ModelCall, generation, masker) -> CallResult:
@@ -300,11 +284,11 @@ def _call_result(image, call: ModelCall, generation, masker) -> CallResult:
         max_instances=call.max_instances,
     )
     warnings.extend(notes)
-    if generation.finish_reason == "runaway":
+    if generation.finish_reason == FinishReason.RUNAWAY:
         warnings.append(
             "generation stopped by the runaway guard (repeated items or too many)"
         )
-    elif generation.finish_reason == "length":
+    elif generation.finish_reason == FinishReason.LENGTH:
         warnings.append("generation hit max_new_tokens; the answer is cut off")
     if masker is not None and call.masks != "none" and predictions:
         predictions = masker(image, predictions, call)
@@ -333,7 +317,7 @@ def _point_mask_result(image, call: ModelCall, masker) -> CallResult:
         key=call.key,
         task=call.task,
         predictions=[prediction],
-        finish_reason="sam",
+        finish_reason=FinishReason.SAM,
         timings={"sam": time.perf_counter() - started},
     )
 
@@ -342,11 +326,14 @@ def run_image_jobs(
     engine: Engine,
     images: Sequence[ImageJob],
     *,
+    sampling: SamplingSettings | None = None,
     generation: Mapping[str, Any] | None = None,
     masker: Masker | None = None,
     load: Callable[[ImageJob], Image.Image] | None = None,
 ) -> list[ImageResult]:
     """Load each image and run all calls of all images in one engine batch.
+
+    ``sampling`` and ``generation`` are as for :func:`run_batch`.
 
     Images are decoded one at a time, each straight down to the engine's
     ``max_pixels`` when larger (``common.images.decode.decode_image``), so a chunk
@@ -374,7 +361,7 @@ def run_image_jobs(
         loaded.append((index, image))
     pairs = [(image, call) for index, image in loaded for call in images[index].calls]
     try:
-        outcomes = _run_pairs(engine, pairs, generation, masker)
+        outcomes = _run_pairs(engine, pairs, sampling, generation, masker)
     except Exception as exc:  # e.g. an engine answering the wrong count
         log.exception("batch of %d calls failed", len(pairs))
         for index, _ in loaded:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    masker = load_masker()                        # SAM_CHECKPOINT, SAM_MODEL_TYPE
+    masker = load_masker("sam_vit_h_4b8939.pth")  # checkpoint, type from its name
     predictions = masker(image, predictions, call)  # masks on the boxes of a call
     region = masker.point_mask(image, [[120, 80, 1], [40, 40, 0]])
 
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
 """segment-anything's model sizes; the checkpoint must match the type."""
-MASK_THRESHOLD = 0.0
-"""SAM's own threshold on mask logits (``Sam.mask_threshold``)."""
 MAX_MASK_PIXELS_PER_CALL = 200_000_000
 """Boxes decoded per ``predict_torch`` call are capped so their float32 mask
 logits at the original size stay under ~0.8 GB (16 boxes of a 12 MP photo;
@@ -356,26 +354,20 @@ class SamMasker:
 
 
 def load_masker(
-    checkpoint: str | None = None,
-    model_type: str | None = None,
-    device: str | None = None,
-    environ: Mapping[str, str] | None = None,
+    checkpoint: str, model_type: str | None = None, *, device: str | None = "auto"
 ) -> SamMasker:
-    """A :class:`SamMasker` set up from SAM_CHECKPOINT, SAM_MODEL_TYPE, REXLABEL_DEVICE.
+    """A :class:`SamMasker` with the weights of ``checkpoint`` (SAM_CHECKPOINT
+    through the worker's runtime loader), of ``model_type`` (SAM_MODEL_TYPE;
+    None: read from the file name), on ``device`` (REXLABEL_DEVICE).
 
     Raises:
-        MaskingUnavailable: no checkpoint configured, or it cannot be loaded.
+        MaskingUnavailable: no checkpoint given, or it cannot be loaded.
     """
-    from common import settings
-
-    checkpoint = checkpoint or settings.get("SAM_CHECKPOINT", environ)
     if not checkpoint:
         raise MaskingUnavailable(
             "masks were requested but SAM is not configured: set SAM_CHECKPOINT to "
             "a segment-anything checkpoint (e.g. sam_vit_h_4b8939.pth)"
         )
-    model_type = model_type or settings.get("SAM_MODEL_TYPE", environ) or None
-    device = device or settings.get("REXLABEL_DEVICE", environ)
     sam = build_sam(checkpoint, model_type)
     log.info("SAM %s loaded from %s", model_type or "(from name)", checkpoint)
     return SamMasker(sam, device=device)

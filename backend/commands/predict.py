@@ -135,12 +135,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"rexlabel predict: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from worker.engines.registry import create_engine
+    from worker.engines.registry import base_sampling, create_engine
     from worker.pipeline import PipelineError, run_batch
 
     engine = create_engine(args.engine, args.model, args.device)
     try:
-        results = run_batch(engine, [(image, call) for image in images])
+        pairs = [(image, call) for image in images]
+        results = run_batch(engine, pairs, sampling=base_sampling())
     except PipelineError as exc:
         print(f"rexlabel predict: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

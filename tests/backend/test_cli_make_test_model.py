@@ -21,7 +21,7 @@ def test_random_model_directory_loads(tmp_path, capsys):
     ):
         assert (out_dir / name).exists(), name
 
-    from worker.engines.transformers_engine import load_model
+    from worker.engines.transformers_loading import load_model
 
     model, processor = load_model(str(out_dir), device="cpu")
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"

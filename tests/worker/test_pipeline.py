@@ -15,7 +15,6 @@ from worker.pipeline import (
     PipelineError,
     limit_predictions,
     run_batch,
-    run_calls,
     run_image_jobs,
 )
 
@@ -43,6 +42,11 @@ def _image(width=320, height=240) -> Image.Image:
     return Image.new("RGB", (width, height), (40, 90, 160))
 
 
+def _pairs(image: Image.Image, calls: list[ModelCall]) -> list:
+    """Every call about one image, as ``run_batch`` takes them."""
+    return [(image, call) for call in calls]
+
+
 def test_mixed_calls_on_one_image(constrained):
     engine = constrained(
         [
@@ -64,7 +68,7 @@ def test_mixed_calls_on_one_image(constrained):
         ),
     ]
     image = _image()
-    results = run_calls(engine, image, calls)
+    results = run_batch(engine, _pairs(image, calls))
     assert [r.key for r in results] == ["boxes", "points", "ocr", "pose"]
     assert [r.task for r in results] == [
         Task.DETECTION,
@@ -95,10 +99,10 @@ def test_mixed_calls_on_one_image(constrained):
 def test_max_instances_keeps_the_best_scored(constrained):
     template = BOX_GROUP.format(p="cat", items=",".join([B4] * 3))
     call = ModelCall(task="detection", categories=["cat"])
-    (full,) = run_calls(constrained([template]), _image(), [call])
+    (full,) = run_batch(constrained([template]), [(_image(), call)])
     assert len(full.predictions) == 3
     limited_call = ModelCall(task="detection", categories=["cat"], max_instances=1)
-    (limited,) = run_calls(constrained([template]), _image(), [limited_call])
+    (limited,) = run_batch(constrained([template]), [(_image(), limited_call)])
     best = max(full.predictions, key=lambda p: p.score)
     assert len(limited.predictions) == 1
     assert limited.predictions[0].coords == best.coords
@@ -108,8 +112,8 @@ def test_max_instances_keeps_the_best_scored(constrained):
 def test_repeated_items_are_dropped_with_a_warning(constrained):
     item = "<10><20><30><40>"
     engine = constrained([BOX_GROUP.format(p="cat", items=f"{item},{item}")])
-    (result,) = run_calls(
-        engine, _image(), [ModelCall(task="detection", categories=["cat"])]
+    (result,) = run_batch(
+        engine, [(_image(), ModelCall(task="detection", categories=["cat"]))]
     )
     assert len(result.predictions) == 1
     assert any("repeated" in w for w in result.warnings)
@@ -122,8 +126,8 @@ def test_runaway_generation_is_reported_truncated(constrained):
             + "<1><2><3><4>," * 30
         ]
     )
-    (result,) = run_calls(
-        engine, _image(), [ModelCall(task="detection", categories=["cat"])]
+    (result,) = run_batch(
+        engine, [(_image(), ModelCall(task="detection", categories=["cat"]))]
     )
     assert result.finish_reason == "runaway"
     assert result.truncated
@@ -162,7 +166,7 @@ def test_masker_hook_runs_only_for_calls_asking_for_masks(constrained):
         ModelCall(task="detection", categories=["cat"], masks="rle", key="masked"),
         ModelCall(task="detection", categories=["cat"], key="plain"),
     ]
-    masked, plain = run_calls(engine, _image(), calls, masker=masker)
+    masked, plain = run_batch(engine, _pairs(_image(), calls), masker=masker)
     assert masker.calls == ["masked"]
     assert masked.predictions[0].mask is not None
     assert plain.predictions[0].mask is None

@@ -203,21 +203,21 @@ def test_model_type_from_checkpoint_name(name, kind):
 
 def test_no_checkpoint_means_masking_unavailable():
     with pytest.raises(MaskingUnavailable, match="SAM_CHECKPOINT"):
-        load_masker(environ={})
+        load_masker("")
 
 
 def test_missing_checkpoint_file(tmp_path):
     with pytest.raises(MaskingUnavailable, match="is not a file"):
-        load_masker(environ={"SAM_CHECKPOINT": str(tmp_path / "sam_vit_b.pth")})
+        load_masker(str(tmp_path / "sam_vit_b.pth"))
 
 
 def test_unknown_type_names_the_setting(tmp_path):
     path = tmp_path / "weights.pth"
     path.write_bytes(b"x")
     with pytest.raises(MaskingUnavailable, match="SAM_MODEL_TYPE"):
-        load_masker(environ={"SAM_CHECKPOINT": str(path)})
+        load_masker(str(path))
     with pytest.raises(MaskingUnavailable, match="vit_x"):
-        load_masker(environ={"SAM_CHECKPOINT": str(path), "SAM_MODEL_TYPE": "vit_x"})
+        load_masker(str(path), "vit_x")
 
 
 def test_weights_of_another_model_are_refused(tmp_path):
@@ -226,14 +226,14 @@ def test_weights_of_another_model_are_refused(tmp_path):
     path = tmp_path / "sam_vit_b_mine.pth"
     torch.save(build_test_sam().state_dict(), path)
     with pytest.raises(MaskingUnavailable, match="does not hold vit_b weights"):
-        load_masker(environ={"SAM_CHECKPOINT": str(path)})
+        load_masker(str(path))
 
 
 def test_a_damaged_checkpoint_is_named(tmp_path):
     path = tmp_path / "sam_vit_b_cut.pth"
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(MaskingUnavailable, match="could not be read"):
-        load_masker(environ={"SAM_CHECKPOINT": str(path)})
+        load_masker(str(path))
 
 
 @pytest.mark.slow
@@ -249,9 +249,7 @@ def test_real_vit_b_from_a_checkpoint_file(tmp_path, capsys):
     path = tmp_path / "sam_vit_b_random.pth"
     torch.manual_seed(0)
     torch.save(build_sam_vit_b(checkpoint=None).state_dict(), path)
-    masker = load_masker(
-        environ={"SAM_CHECKPOINT": str(path), "REXLABEL_DEVICE": "cpu"}
-    )
+    masker = load_masker(str(path), device="cpu")
     loaded = time.perf_counter()
     image = _image(size=(160, 120))
     out = masker(

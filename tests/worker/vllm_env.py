@@ -40,7 +40,6 @@ GRAMMAR_GROUP = (
     r"(<\d{1,3}>){4}<\|box_end\|>$"
 )
 """One phrase with one box: what the trained tiny model answers."""
-STOP_TOKEN = "<|im_end|>"
 
 
 VLLM_VENV_MISSING = (
@@ -218,6 +217,7 @@ def check_detection(result: dict, sample, *, logprobs: bool = True) -> None:
     tests measure it); engines are held to agreeing with the transformers
     engine instead.
     """
+    from converters.grammar import IM_END
     from converters.parser import parse_output
     from converters.tasks import Task
 
@@ -226,7 +226,7 @@ def check_detection(result: dict, sample, *, logprobs: bool = True) -> None:
     if logprobs:
         assert len(result["token_logprobs"]) == len(result["token_texts"])
         assert all(lp <= 0 for lp in result["token_logprobs"])
-        assert "".join(result["token_texts"]) == result["text"] + STOP_TOKEN
+        assert "".join(result["token_texts"]) == result["text"] + IM_END
     if result.get("token_ids"):
         assert len(result["token_ids"]) == len(result["token_texts"])
     parsed = parse_output(result["text"], Task.DETECTION, *sample.image.size)

@@ -8,13 +8,15 @@ No torch here.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from PIL import Image
 
-DEFAULT_MAX_NEW_TOKENS = 4096
-"""Upstream's wrapper default; dense scenes need thousands of tokens."""
+from common.settings import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_NEW_TOKENS
+
 DEFAULT_TEMPERATURE = 0.0
 """Upstream decodes greedily."""
 DEFAULT_TOP_P = 0.8
@@ -23,41 +25,47 @@ DEFAULT_TOP_K = 1
 """Upstream's wrapper default."""
 DEFAULT_REPETITION_PENALTY = 1.05
 """Upstream's default; it changes greedy outputs, so keep it."""
-DEFAULT_MAX_INSTANCES = 300
-"""Runaway guard: stop after this many items (upstream issues #150, #178)."""
 DEFAULT_MAX_REPEATS = 3
 """Runaway guard: stop when the same item is written this many times in a row."""
 
 
+_SAMPLING_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("max_new_tokens", lambda v: v >= 1, ">= 1"),
+    ("temperature", lambda v: v >= 0, ">= 0"),
+    ("top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("top_k", lambda v: v >= 0, ">= 0"),
+    ("repetition_penalty", lambda v: v > 0, "> 0"),
+    ("max_instances", lambda v: v >= 1, ">= 1"),
+    ("max_repeats", lambda v: v >= 2, ">= 2"),
+)
+"""``SamplingSettings``' fields in order, each with its test and the rule that
+a ValueError names."""
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Generation settings; defaults are upstream's (interface spec, section 7)."""
+    """Generation settings; the defaults are upstream's wrapper's, and the
+    runaway guard's caps are rexlabel's (``worker.engines.runaway_guard_torch``
+    describes the guard)."""
 
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    """Output tokens at most (the answer is cut there: ``length``)."""
     temperature: float = DEFAULT_TEMPERATURE
+    """0 decodes greedily; above 0 samples with ``top_p`` and ``top_k``."""
     top_p: float = DEFAULT_TOP_P
     top_k: int = DEFAULT_TOP_K
+    """0: no top-k cut."""
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY
     max_instances: int = DEFAULT_MAX_INSTANCES
+    """Runaway guard: items written before it stops the generation."""
     max_repeats: int = DEFAULT_MAX_REPEATS
+    """Runaway guard: the same item this many times in a row stops it."""
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(
-                f"repetition_penalty must be > 0, got {self.repetition_penalty}"
-            )
-        if self.max_instances < 1:
-            raise ValueError(f"max_instances must be >= 1, got {self.max_instances}")
-        if self.max_repeats < 2:
-            raise ValueError(f"max_repeats must be >= 2, got {self.max_repeats}")
+        for name, valid, rule in _SAMPLING_RULES:
+            value = getattr(self, name)
+            if not valid(value):
+                raise ValueError(f"{name} must be {rule}, got {value}")
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> SamplingSettings:
         """A copy with per-request overrides; unknown names raise ValueError."""
@@ -72,6 +80,35 @@ class SamplingSettings:
         values = {name: getattr(self, name) for name in known}
         values.update(overrides)
         return SamplingSettings(**values)
+
+
+class FinishReason(str, Enum):
+    """Why a call's output ended. A ``str`` Enum: it serialises as its value."""
+
+    STOP = "stop"
+    """The model wrote its end token."""
+    LENGTH = "length"
+    """The token cap (``max_new_tokens``) cut the answer."""
+    RUNAWAY = "runaway"
+    """The runaway guard stopped it (repeated items or too many)."""
+    SAM = "sam"
+    """No generation: the pipeline answered a point prompt with a SAM mask."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def batch_timings(
+    started: float, preprocessed: float, generated: float, finished: float, size: int
+) -> dict[str, float]:
+    """``GenerationResult.timings`` of a batch of ``size`` requests from the
+    ``time.perf_counter()`` readings that close its stages."""
+    return {
+        "preprocess": preprocessed - started,
+        "generate": generated - preprocessed,
+        "postprocess": finished - generated,
+        "batch_size": float(size),
+    }
 
 
 @dataclass
@@ -109,7 +146,7 @@ class GenerationResult:
     token_ids: list[int]
     token_texts: list[str]
     token_logprobs: list[float] | None
-    finish_reason: str
+    finish_reason: FinishReason
     prompt_tokens: int
     output_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
@@ -117,7 +154,7 @@ class GenerationResult:
 
     @property
     def truncated(self) -> bool:
-        return self.finish_reason in ("length", "runaway")
+        return self.finish_reason in (FinishReason.LENGTH, FinishReason.RUNAWAY)
 
 
 class Engine(ABC):

@@ -17,14 +17,14 @@ entry; ``token_ids`` are filled where the server returns them (vLLM's
 ``return_token_ids``), else empty.
 
 Answers are streamed (``stream: true``, usage asked for with
-``stream_options.include_usage``) and each token's text goes through the runaway guard's
-rules (``worker.engines.runaway_guard_text``, the request's ``max_repeats`` and
-``max_instances``): when it triggers, the engine closes the connection (the server
-aborts the request) and returns the text up to and including the triggering token with
-finish reason ``runaway``. Without per-token texts (no log-probs) the content text is
-scanned instead. A server that rejects ``stream`` or answers plain JSON is read as
-before, and its whole answer is cut the same way. Without a trigger, a streamed answer
-gives the same result as the plain one.
+``stream_options.include_usage``) and read by ``worker.engines.openai_answer``:
+each token's text goes through the runaway guard's rules (the request's
+``max_repeats`` and ``max_instances``); when they trigger, the engine closes the
+connection (the server aborts the request) and returns the text up to and
+including the triggering token with finish reason ``runaway``. A server that
+rejects ``stream`` or answers plain JSON is read as before, and its whole
+answer is cut the same way. Without a trigger, a streamed answer gives the same
+result as the plain one.
 
 Requests of a batch run concurrently (a bounded thread pool). Uses
 ``requests``: no OpenAI SDK needed.
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import re
 import threading
@@ -47,6 +46,7 @@ import requests
 from PIL import Image
 
 from common.images.decode import resize_for_model
+from common.settings import DEFAULT_OPENAI_API_KEY, DEFAULT_OPENAI_CONCURRENCY
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT
 from worker.engines.base import (
@@ -54,15 +54,18 @@ from worker.engines.base import (
     GenerationRequest,
     GenerationResult,
     SamplingSettings,
+    batch_timings,
 )
-from worker.engines.runaway_guard_text import ContentScanner, RunawayScanner
-from worker.scoring import SCORE_TOP_LOGPROBS, bin_value
+from worker.engines.openai_answer import (
+    OpenAIEngineError,
+    read_answer,
+    result_from_answer,
+    server_error,
+)
+from worker.scoring import SCORE_TOP_LOGPROBS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 8
-"""Requests in flight per batch: enough for the server to batch them, few
-enough not to queue past its own limits (setting REXLABEL_OPENAI_CONCURRENCY)."""
 CONNECT_TIMEOUT_S = 10.0
 """A reachable server accepts a connection at once; longer means it is down."""
 DEFAULT_REQUEST_TIMEOUT_S = 600.0
@@ -79,8 +82,6 @@ IMAGE_FORMAT = "JPEG"
 """JPEG at high quality: a tenth of PNG's bytes for photos, no visible change."""
 JPEG_QUALITY = 95
 """Quality for JPEG images sent to the server."""
-STOP_TOKEN = "<|im_end|>"
-"""End of the assistant turn; some servers keep it at the end of the content."""
 OPTIONAL_PARAMS = (
     "stream",
     "stream_options",
@@ -94,19 +95,6 @@ OPTIONAL_PARAMS = (
 )
 """Fields beyond the OpenAI standard (or streaming), dropped for servers that
 reject them."""
-SSE_DATA = b"data:"
-"""Prefix of a server-sent event's payload line."""
-SSE_DONE = b"[DONE]"
-"""The payload that ends an OpenAI stream."""
-
-
-SERVER_TEXT_LOGGED = 500
-"""Characters of a model server's error body the log keeps: its message, not
-a whole HTML error page."""
-
-
-class OpenAIEngineError(RuntimeError):
-    """The server failed a request; the message names the server and the reason."""
 
 
 def image_data_url(
@@ -124,27 +112,18 @@ def image_data_url(
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def first_choice(data: Any, where: str) -> tuple[dict[str, Any], str]:
-    """The first choice of a non-streaming answer and its message text; an
-    answer without one raises OpenAIEngineError naming ``where``."""
-    try:
-        choice = data["choices"][0]
-        content = choice["message"].get("content") or ""
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise _server_error(where, "returned no choice", data) from None
-    return choice, content
-
-
 class OpenAIEngine(Engine):
     """Rex-Omni behind an OpenAI-compatible ``/v1/chat/completions``.
 
     Args:
-        model: the served model name (default: setting ``REXLABEL_MODEL``,
+        model: the served model name (``create_engine`` passes REXLABEL_MODEL,
             which is also what ``vllm serve IDEA-Research/Rex-Omni`` serves).
         device: accepted for the registry; the server owns the device.
-        base_url: ``http://host:port/v1`` (setting ``REXLABEL_OPENAI_URL``).
-        api_key: bearer key (setting ``REXLABEL_OPENAI_API_KEY``).
-        concurrency: requests in flight (setting ``REXLABEL_OPENAI_CONCURRENCY``).
+        base_url: ``http://host:port/v1`` (REXLABEL_OPENAI_URL).
+        api_key: bearer key; empty sends none (REXLABEL_OPENAI_API_KEY).
+        concurrency: requests in flight per batch: enough for the server to
+            batch them, few enough not to queue past its own limits
+            (REXLABEL_OPENAI_CONCURRENCY).
         timeout_s: read timeout of one request.
         image_format: ``JPEG`` or ``PNG``.
         min_pixels / max_pixels: the area bounds images are resized within
@@ -158,12 +137,12 @@ class OpenAIEngine(Engine):
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str,
         device: str | None = None,
         *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        concurrency: int | None = None,
+        base_url: str = "",
+        api_key: str = DEFAULT_OPENAI_API_KEY,
+        concurrency: int = DEFAULT_OPENAI_CONCURRENCY,
         timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         image_format: str = IMAGE_FORMAT,
         min_pixels: int = MIN_PIXELS,
@@ -172,19 +151,15 @@ class OpenAIEngine(Engine):
         check_model: bool = True,
         session: requests.Session | None = None,
     ) -> None:
-        from common import settings
-
-        self.base_url = (base_url or settings.get("REXLABEL_OPENAI_URL")).rstrip("/")
+        self.base_url = base_url.rstrip("/")
         if not self.base_url:
             raise OpenAIEngineError(
                 "the openai engine needs REXLABEL_OPENAI_URL (e.g. "
                 "http://127.0.0.1:8000/v1)"
             )
-        self._model_id = model or settings.get("REXLABEL_MODEL")
-        self.api_key = (
-            api_key if api_key is not None else settings.get("REXLABEL_OPENAI_API_KEY")
-        )
-        self.concurrency = concurrency or settings.get("REXLABEL_OPENAI_CONCURRENCY")
+        self._model_id = model
+        self.api_key = api_key
+        self.concurrency = concurrency
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         self.timeout_s = timeout_s
@@ -290,16 +265,12 @@ class OpenAIEngine(Engine):
         ]
         responses = [f.result() for f in futures]
         generated = time.perf_counter()
-        results = [self._result(r) for r in responses]
-        finished = time.perf_counter()
+        results = [result_from_answer(data, self.base_url) for data, _ in responses]
+        timings = batch_timings(
+            started, preprocessed, generated, time.perf_counter(), len(requests)
+        )
         for result, (_, seconds) in zip(results, responses, strict=True):
-            result.timings = {
-                "preprocess": preprocessed - started,
-                "generate": generated - preprocessed,
-                "postprocess": finished - generated,
-                "request": seconds,
-                "batch_size": float(len(requests)),
-            }
+            result.timings = {**timings, "request": seconds}
         return results
 
     def _complete(
@@ -322,7 +293,7 @@ class OpenAIEngine(Engine):
                     stream=True,
                 )
                 if response.ok:
-                    data = self._read_answer(response, sampling, url)
+                    data = read_answer(response, sampling, url)
                     return data, time.perf_counter() - started
             except (
                 requests.ConnectionError,
@@ -344,37 +315,6 @@ class OpenAIEngine(Engine):
                 time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
                 continue
             raise _http_error(url, response)
-
-    def _read_answer(
-        self, response: requests.Response, sampling: SamplingSettings, url: str
-    ) -> dict[str, Any]:
-        """The answer of a 2xx response: an event stream read chunk by chunk
-        until the end or a runaway (then the connection is closed), or plain
-        JSON (servers that do not stream)."""
-        answer = _Answer(sampling.max_repeats, sampling.max_instances, url)
-        with response:
-            kind = response.headers.get("Content-Type", "")
-            if not kind.startswith("text/event-stream"):
-                try:
-                    data = response.json()
-                except ValueError:
-                    raise OpenAIEngineError(f"{url} returned non-JSON") from None
-                answer.add_plain(data)
-                return answer.response()
-            for line in response.iter_lines():
-                if not line.startswith(SSE_DATA):
-                    continue  # blank separators, comments, event names
-                payload = line[len(SSE_DATA) :].strip()
-                if payload == SSE_DONE:
-                    continue  # the body ends here: read it out, keep the connection
-                try:
-                    chunk = json.loads(payload)
-                except ValueError:
-                    raise _server_error(url, "streamed non-JSON", payload) from None
-                if answer.add(chunk):
-                    break  # leaving the block closes the connection
-        answer.finish()
-        return answer.response()
 
     @staticmethod
     def _rejected_params(body: dict[str, Any], message: str) -> set[str]:
@@ -409,46 +349,9 @@ class OpenAIEngine(Engine):
                 else "",
             )
 
-    def _result(self, response: tuple[dict[str, Any], float]) -> GenerationResult:
-        data, _ = response
-        choice, content = first_choice(data, self.base_url)
-        entries = (choice.get("logprobs") or {}).get("content") or None
-        texts = [e.get("token", "") for e in entries] if entries else []
-        logprobs = [float(e.get("logprob", 0.0)) for e in entries] if entries else None
-        top = [_alternatives(e) for e in entries] if entries else None
-        token_ids = [int(t) for t in choice.get("token_ids") or []]
-        text = content[: -len(STOP_TOKEN)] if content.endswith(STOP_TOKEN) else content
-        if not texts:
-            texts = [content] if content else []
-        finish = choice.get("finish_reason") or "stop"
-        if finish not in ("length", "runaway"):
-            finish = "stop"
-        usage = data.get("usage") or {}
-        output_tokens = int(
-            usage.get("completion_tokens") or len(token_ids) or len(texts)
-        )
-        return GenerationResult(
-            text=text,
-            token_ids=token_ids,
-            token_texts=texts,
-            token_logprobs=logprobs,
-            finish_reason=finish,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            output_tokens=output_tokens,
-            token_top_logprobs=top,
-        )
-
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.session.close()
-
-
-def _server_error(url: str, what: str, sent: Any) -> OpenAIEngineError:
-    """The error ``<url> <what>``. What the server ``sent`` (a body that may
-    name its files and internal hosts) goes to the log, never into a message
-    that reaches a client."""
-    log.warning("%s %s: %s", url, what, str(sent)[:SERVER_TEXT_LOGGED])
-    return OpenAIEngineError(f"{url} {what}; what it sent is in the worker's log")
 
 
 def _http_error(url: str, response: requests.Response) -> OpenAIEngineError:
@@ -458,148 +361,4 @@ def _http_error(url: str, response: requests.Response) -> OpenAIEngineError:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "unknown status"
-    return _server_error(url, f"answered HTTP {status} ({phrase})", response.text)
-
-
-def _alternatives(entry: dict[str, Any]) -> dict[str, float]:
-    """A coordinate token's ``top_logprobs`` (text -> log-prob); empty for other
-    tokens (scoring reads only those) and for malformed entries."""
-    if bin_value(str(entry.get("token", ""))) is None:
-        return {}
-    found: dict[str, float] = {}
-    alternatives = entry.get("top_logprobs")
-    if not isinstance(alternatives, list):
-        return found
-    for alternative in alternatives[:SCORE_TOP_LOGPROBS]:  # as many as asked
-        if not isinstance(alternative, dict):
-            continue
-        try:
-            found[str(alternative.get("token", ""))] = float(alternative["logprob"])
-        except (KeyError, TypeError, ValueError, OverflowError):
-            continue
-    return found
-
-
-class _Answer:
-    """One choice assembled from streamed chunks (or a plain answer) into the
-    non-streaming response shape, cut where the runaway guard triggers.
-
-    Per-token texts come from the log-probs; without them the content text is
-    scanned. A trigger on the stop token itself is no runaway (the
-    transformers engine reports ``stop`` there too).
-    """
-
-    def __init__(self, max_repeats: int, max_instances: int, url: str) -> None:
-        self.url = url
-        self.tokens = RunawayScanner(
-            max_repeats=max_repeats, max_instances=max_instances
-        )
-        self.content_scanner = ContentScanner(
-            max_repeats=max_repeats, max_instances=max_instances
-        )
-        self.content = ""
-        self.entries: list[dict[str, Any]] = []
-        self.has_logprobs = False
-        self.token_ids: list[int] = []
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.prompt_tokens: int | None = None
-        self.runaway = False
-
-    def add_plain(self, data: dict[str, Any]) -> None:
-        """A non-streaming answer, read as one chunk."""
-        choice, content = first_choice(data, self.url)
-        chunk = {
-            "choices": [
-                {
-                    "delta": {"content": content},
-                    "logprobs": choice.get("logprobs"),
-                    "token_ids": choice.get("token_ids"),
-                    "finish_reason": choice.get("finish_reason"),
-                }
-            ],
-            "usage": data.get("usage"),
-        }
-        if not self.add(chunk):
-            self.finish()
-
-    def add(self, chunk: dict[str, Any]) -> bool:
-        """Take one streamed chunk; True when the guard triggered (stop reading)."""
-        if not isinstance(chunk, dict):
-            raise _server_error(self.url, "streamed a chunk that is no object", chunk)
-        if chunk.get("error"):
-            raise _server_error(self.url, "failed while streaming", chunk["error"])
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        if chunk.get("prompt_token_ids") is not None:
-            self.prompt_tokens = len(chunk["prompt_token_ids"])
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
-            if self._add_choice(choice):
-                return True
-        return False
-
-    def _add_choice(self, choice: dict[str, Any]) -> bool:
-        piece = (choice.get("delta") or {}).get("content") or ""
-        logprobs = choice.get("logprobs")
-        entries = (logprobs or {}).get("content") or []
-        self.has_logprobs = self.has_logprobs or bool(entries)
-        ids = [int(t) for t in choice.get("token_ids") or []]
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
-        if entries:
-            texts = [e.get("token", "") for e in entries]
-            for k, text in enumerate(texts):
-                if text != STOP_TOKEN and self.tokens.feed(text):
-                    tail = "".join(texts[k + 1 :])
-                    if tail and piece.endswith(tail):
-                        piece = piece[: -len(tail)]
-                    elif tail:
-                        piece = "".join(texts[: k + 1])
-                    self._cut(piece, entries[: k + 1], ids[: k + 1])
-                    return True
-        elif not self.has_logprobs:
-            cut = self.content_scanner.feed(piece)
-            kept = (self.content + piece)[:cut] if cut is not None else ""
-            if cut is not None and not kept.endswith(STOP_TOKEN):
-                self._cut(kept[len(self.content) :], [], [])
-                return True
-        self.content += piece
-        self.entries += entries
-        self.token_ids += ids
-        return False
-
-    def _cut(self, piece: str, entries: list, ids: list[int]) -> None:
-        self.content += piece
-        self.entries += entries
-        self.token_ids += ids
-        self.finish_reason = "runaway"
-        self.runaway = True
-
-    def finish(self) -> None:
-        """The stream ended: scan content text still held back."""
-        if self.runaway or self.has_logprobs:
-            return
-        cut = self.content_scanner.finish()
-        if cut is not None and not self.content[:cut].endswith(STOP_TOKEN):
-            self.content = self.content[:cut]
-            self.finish_reason = "runaway"
-            self.runaway = True
-
-    def response(self) -> dict[str, Any]:
-        """The answer in the shape of a non-streaming chat completion."""
-        choice: dict[str, Any] = {
-            "message": {"role": "assistant", "content": self.content},
-            "finish_reason": self.finish_reason,
-            "logprobs": {"content": self.entries} if self.entries else None,
-        }
-        if self.token_ids:
-            choice["token_ids"] = self.token_ids
-        usage = dict(self.usage or {})
-        if self.runaway:  # the server's count (if any came) is past the cut
-            known = len(self.entries) or len(self.token_ids)
-            usage["completion_tokens"] = known or None
-        if not usage.get("prompt_tokens") and self.prompt_tokens:
-            usage["prompt_tokens"] = self.prompt_tokens
-        return {"choices": [choice], "usage": usage}
+    return server_error(url, f"answered HTTP {status} ({phrase})", response.text)

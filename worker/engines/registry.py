@@ -2,8 +2,11 @@
 
 ``create_engine()`` with no arguments builds the engine the settings name
 (``REXLABEL_ENGINE``, ``REXLABEL_MODEL``, ``REXLABEL_DEVICE``) with the options
-:func:`engine_options` reads (pixel bounds, system prompt, quantization).
-Importing this module imports no torch, transformers, vLLM or HTTP client.
+:func:`engine_options` reads (pixel bounds, system prompt, quantization, the
+vLLM and OpenAI-server settings); :func:`base_sampling` reads the generation
+caps. These are the only places the engines' settings are read: engines and
+the pipeline take explicit arguments. Importing this module imports no torch,
+transformers, vLLM or HTTP client.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from worker.engines.base import Engine
+from worker.engines.base import Engine, SamplingSettings
 
 ENGINES: dict[str, str] = {
     # name: "module:ClassName" (imported lazily by create_engine)
@@ -66,11 +69,6 @@ def missing_packages(name: str) -> list[str]:
     return [p for p in ENGINE_PACKAGES[name] if importlib.util.find_spec(p) is None]
 
 
-QUANTIZED_ENGINES = ("transformers", "vllm")
-"""Engines that load the weights themselves, so REXLABEL_QUANTIZATION applies;
-the openai engine's server loads them (start it with ``--quantization awq``)."""
-
-
 class EngineSettingsError(ValueError):
     """Engine settings that cannot work together; the message names them."""
 
@@ -80,38 +78,49 @@ def engine_options(
 ) -> dict[str, Any]:
     """The engine arguments the settings give ``name``, as the engine takes them.
 
-    ``min_pixels`` / ``max_pixels`` (REXLABEL_MIN_PIXELS / _MAX_PIXELS, areas
-    in pixels), ``system_prompt`` (REXLABEL_SYSTEM_PROMPT; empty means
-    upstream's) and, for engines that load weights, ``quantization``
-    (REXLABEL_QUANTIZATION: None or ``"awq"``). Also what ``model_version``
-    hashes, so predictions change version when these change.
+    Every setting the registry gives an ``engine_option`` for this engine
+    (``common.settings.engine_settings``): ``min_pixels`` / ``max_pixels``
+    (REXLABEL_MIN_PIXELS / _MAX_PIXELS, areas in pixels), ``system_prompt``
+    (REXLABEL_SYSTEM_PROMPT; empty means upstream's), for engines that load
+    weights ``quantization`` (REXLABEL_QUANTIZATION: None or ``"awq"``), and the
+    vLLM and OpenAI-server options (REXLABEL_VLLM_*, REXLABEL_OPENAI_*).
 
     Raises:
         EngineSettingsError: min above max, or a quantization for openai.
     """
     from common import settings
 
-    low = settings.get("REXLABEL_MIN_PIXELS", environ)
-    high = settings.get("REXLABEL_MAX_PIXELS", environ)
+    options: dict[str, Any] = {
+        s.engine_option: s.read(environ) for s in settings.engine_settings(name)
+    }
+    low, high = options["min_pixels"], options["max_pixels"]
     if low > high:
         raise EngineSettingsError(
             f"REXLABEL_MIN_PIXELS={low} is above REXLABEL_MAX_PIXELS={high}"
         )
-    options: dict[str, Any] = {
-        "min_pixels": low,
-        "max_pixels": high,
-        "system_prompt": settings.get("REXLABEL_SYSTEM_PROMPT", environ),
-    }
-    quantization = settings.get("REXLABEL_QUANTIZATION", environ)
-    if name in QUANTIZED_ENGINES:
+    if "quantization" in options:
+        quantization = options["quantization"]
         options["quantization"] = None if quantization == "none" else quantization
-    elif quantization != "none":
-        raise EngineSettingsError(
-            f"REXLABEL_QUANTIZATION={quantization} does not apply to the {name} "
-            "engine: its server loads the model (e.g. vllm serve --quantization "
-            f"{quantization}); unset it"
-        )
+    else:
+        quantization = settings.get("REXLABEL_QUANTIZATION", environ)
+        if quantization != "none":
+            raise EngineSettingsError(
+                f"REXLABEL_QUANTIZATION={quantization} does not apply to the {name} "
+                "engine: its server loads the model (e.g. vllm serve --quantization "
+                f"{quantization}); unset it"
+            )
     return options
+
+
+def base_sampling(environ: Mapping[str, str] | None = None) -> SamplingSettings:
+    """Upstream's sampling with the caps the settings give (REXLABEL_MAX_NEW_TOKENS,
+    REXLABEL_MAX_INSTANCES): what a chunk's and a call's overrides go on."""
+    from common import settings
+
+    return SamplingSettings(
+        max_new_tokens=settings.get("REXLABEL_MAX_NEW_TOKENS", environ),
+        max_instances=settings.get("REXLABEL_MAX_INSTANCES", environ),
+    )
 
 
 def create_engine(
@@ -128,7 +137,8 @@ def create_engine(
         device: ``auto``, ``cpu``, ``cuda`` ... (REXLABEL_DEVICE); engines that
             do not place the model themselves ignore it.
         kwargs: engine-specific options, passed through; they win over
-            :func:`engine_options` (pixel bounds, system prompt, quantization).
+            :func:`engine_options` (pixel bounds, system prompt, quantization,
+            the vLLM and OpenAI-server settings).
     """
     from common import settings
 

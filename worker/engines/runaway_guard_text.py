@@ -29,14 +29,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-NUM_BINS = 1000
-"""Rex-Omni's coordinate tokens ``<0>``..``<999>``."""
-KEYPOINT_BOX_BINS = 4
-"""Outside box spans, a run of this many bins is an instance box (keypoints)."""
-BOX_START = "<|box_start|>"
-"""Opens a span whose every bin run is one instance (box, point, polygon)."""
-BOX_END = "<|box_end|>"
-"""Closes that span."""
+from converters.grammar import BOX_END, BOX_START, KEYPOINT_BOX_BINS, NUM_BINS
+
 _BIN = re.compile(r"<(0|[1-9][0-9]{0,2})>")
 """A coordinate token's text: ``<0>`` .. ``<999>``, no leading zeros."""
 _WHITESPACE = frozenset(" \n\t\r")
@@ -126,14 +120,6 @@ class RunawayScanner:
             if self.feed(text):
                 break
         return self.triggered_at
-
-
-def find_runaway(
-    token_texts: Iterable[str], *, max_repeats: int, max_instances: int
-) -> int | None:
-    """Index of the token at which the guard stops ``token_texts``, or None."""
-    scanner = RunawayScanner(max_repeats=max_repeats, max_instances=max_instances)
-    return scanner.feed_all(token_texts)
 
 
 class ContentScanner:

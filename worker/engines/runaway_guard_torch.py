@@ -29,7 +29,14 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteria
 
-from worker.engines.runaway_guard_text import KEYPOINT_BOX_BINS
+from converters.grammar import (
+    BIN_TOKENS,
+    BOX_END,
+    BOX_START,
+    KEYPOINT_BOX_BINS,
+    MAX_BIN,
+    NUM_BINS,
+)
 
 HASH_MODULUS = 2_147_483_647
 """A prime below 2**31: rolling hashes times HASH_BASE stay inside int64."""
@@ -58,9 +65,9 @@ class GrammarTokens:
     def from_tokenizer(cls, tokenizer, vocab_size: int | None = None) -> GrammarTokens:
         """Read ids from a Qwen-style tokenizer; ``vocab_size`` is the model's
         (it may exceed the tokenizer's length)."""
-        first = tokenizer.convert_tokens_to_ids("<0>")
-        last = tokenizer.convert_tokens_to_ids("<999>")
-        if first is None or last is None or last - first != 999:
+        first = tokenizer.convert_tokens_to_ids(BIN_TOKENS[0])
+        last = tokenizer.convert_tokens_to_ids(BIN_TOKENS[-1])
+        if first is None or last is None or last - first != MAX_BIN:
             raise ValueError(
                 "the tokenizer has no consecutive coordinate tokens <0>..<999>; "
                 "is this a Rex-Omni model?"
@@ -73,9 +80,9 @@ class GrammarTokens:
         size = max(vocab_size or 0, len(tokenizer))
         return cls(
             first_bin=first,
-            num_bins=1000,
-            box_start=tokenizer.convert_tokens_to_ids("<|box_start|>"),
-            box_end=tokenizer.convert_tokens_to_ids("<|box_end|>"),
+            num_bins=NUM_BINS,
+            box_start=tokenizer.convert_tokens_to_ids(BOX_START),
+            box_end=tokenizer.convert_tokens_to_ids(BOX_END),
             whitespace=whitespace,
             vocab_size=size,
         )

@@ -8,26 +8,31 @@ repetition penalty), so ``worker.scoring`` can score each prediction.
 
 Stages (as transformers pipelines): preprocess (chat template, image
 processor) -> generate (the only step on the device) -> postprocess (decode).
-torch and transformers are imported lazily: importing this module is cheap.
+Loading (device, dtype, attention, AWQ checks) is in
+``worker.engines.transformers_loading``. torch and transformers are imported
+lazily: importing this module is cheap.
 """
 
 from __future__ import annotations
 
 import codecs
-import importlib.util
 import logging
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
+from converters.grammar import END_OF_TEXT, IM_END
 from converters.prompts import SYSTEM_PROMPT, build_messages
 from worker.engines.base import (
     Engine,
+    FinishReason,
     GenerationRequest,
     GenerationResult,
     SamplingSettings,
+    batch_timings,
 )
+from worker.engines.transformers_loading import load_model, resolve_device
 from worker.scoring import TRANSFORMERS_TOP_LOGPROBS, bin_value
 
 log = logging.getLogger(__name__)
@@ -35,151 +40,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH_SIZE = 16
 """Requests per ``generate`` call: enough to fill a GPU on Rex-Omni's 3B model
 at typical image sizes without the padded KV cache outgrowing 80 GB."""
-STOP_TOKEN = "<|im_end|>"
-"""The chat turn's end: generation stops there (upstream ignores its stop list)."""
-PAD_TOKEN = "<|endoftext|>"
-"""Qwen's padding token, used for left padding and finished rows."""
-FLASH_ATTENTION = "flash_attention_2"
-"""Upstream's attention on GPUs, used when the flash_attn package is importable."""
-SDPA_ATTENTION = "sdpa"
-"""PyTorch's fused attention: the portable fallback (CPU, GPUs without flash_attn)."""
-QUANTIZATIONS = ("awq",)
-"""Quantized checkpoints this engine loads (REXLABEL_QUANTIZATION): transformers
-reads the method from the checkpoint's ``quantization_config`` and needs CUDA
-kernels for it (autoawq / gptqmodel)."""
-AWQ_DTYPE = "float16"
-"""AWQ kernels compute in fp16 (AutoAWQ's and transformers' documented dtype)."""
-IMAGE_PROCESSOR_BACKEND = "pil"
-"""Upstream loads the processor with ``use_fast=False``: the PIL image processor,
-whose bicubic resize matches the one the model was trained with."""
-
-
-def resolve_device(device: str | None = None) -> str:
-    """``auto``/None -> ``cuda`` when a GPU is visible, else ``cpu``."""
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
-def default_dtype(device: str):
-    """bf16 on GPUs (Rex-Omni's weights), fp32 elsewhere (bf16 is slow on CPUs)."""
-    import torch
-
-    return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
-def default_attention(device: str) -> str:
-    if device.startswith("cuda") and importlib.util.find_spec("flash_attn"):
-        return FLASH_ATTENTION
-    return SDPA_ATTENTION
-
-
-def load_processor(
-    model_id: str, *, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
-):
-    """The model's processor with upstream's pixel bounds; left padding.
-
-    The image processor is swapped for its PIL variant (``backend`` applies to
-    every sub-processor in ``AutoProcessor``, and the video one has no PIL
-    variant)."""
-    from transformers import AutoImageProcessor, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(model_id)
-    processor.image_processor = AutoImageProcessor.from_pretrained(
-        model_id,
-        backend=IMAGE_PROCESSOR_BACKEND,
-        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
-    )
-    processor.tokenizer.padding_side = "left"
-    return processor
-
-
 PREFER_FLASH_OVER_CUDNN_SDPA = True
 """On CUDA, turn off PyTorch's cuDNN attention backend (its first choice on
 Hopper): it builds a plan for each new attention shape, and real requests
 rarely repeat a shape (prompt length and image size vary). Measured on an H100
 (3B, bf16, 8 images x 128 tokens): cuDNN 11.8 s for the first batch of a shape
 and 4.2 s when it repeats; flash / memory-efficient kernels 6.2-6.5 s every time."""
-
-
-class QuantizationError(ValueError):
-    """REXLABEL_QUANTIZATION does not fit the checkpoint or the device."""
-
-
-def checkpoint_quantization(model_id: str) -> str | None:
-    """The ``quant_method`` in the checkpoint's config (``awq``...), or None."""
-    from transformers import AutoConfig
-
-    found = getattr(AutoConfig.from_pretrained(model_id), "quantization_config", None)
-    if found is None:
-        return None
-    method = found.get("quant_method") if isinstance(found, dict) else None
-    method = method or getattr(found, "quant_method", None)
-    return str(getattr(method, "value", method) or "").lower() or None
-
-
-def check_quantization(model_id: str, device: str, quantization: str | None) -> None:
-    """Raise QuantizationError unless ``quantization`` can load ``model_id`` here.
-
-    transformers quantizes from the checkpoint's own ``quantization_config``;
-    the setting states what the operator expects, so a mismatch (an AWQ
-    setting on plain weights, or on a CPU) stops loading with its reason.
-    """
-    if quantization is None:
-        return
-    if quantization not in QUANTIZATIONS:
-        raise QuantizationError(
-            f"REXLABEL_QUANTIZATION={quantization!r}: expected none or "
-            f"{', '.join(QUANTIZATIONS)}"
-        )
-    if not device.startswith("cuda"):
-        raise QuantizationError(
-            f"REXLABEL_QUANTIZATION={quantization} needs a CUDA device (AWQ "
-            f"kernels run only there); the device is {device!r}"
-        )
-    found = checkpoint_quantization(model_id)
-    if found != quantization:
-        raise QuantizationError(
-            f"REXLABEL_QUANTIZATION={quantization} but {model_id!r} is "
-            f"{'a ' + found if found else 'not a quantized'} checkpoint (its "
-            "config.json has no matching quantization_config)"
-        )
-
-
-def load_model(
-    model_id: str,
-    device: str | None = "auto",
-    *,
-    dtype: Any = None,
-    attn_implementation: str | None = None,
-    min_pixels: int = MIN_PIXELS,
-    max_pixels: int = MAX_PIXELS,
-    quantization: str | None = None,
-):
-    """Load ``(model, processor)`` from a hub id or a local directory.
-
-    The one loading path for the real Rex-Omni and the tiny test model.
-    ``quantization`` (``awq``) is checked against the checkpoint and device
-    (:func:`check_quantization`) and computes in fp16.
-    """
-    import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    device = resolve_device(device)
-    check_quantization(model_id, device, quantization)
-    dtype = dtype or (AWQ_DTYPE if quantization else default_dtype(device))
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    attn = attn_implementation or default_attention(device)
-    processor = load_processor(model_id, min_pixels=min_pixels, max_pixels=max_pixels)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        model_id, dtype=dtype, attn_implementation=attn
-    )
-    model.to(device)
-    model.eval()
-    return model, processor
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -275,16 +141,18 @@ class TransformersEngine(Engine):
     """Rex-Omni on transformers.
 
     Args:
-        model: hub id or local directory (default: setting ``REXLABEL_MODEL``).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ... (default: setting
-            ``REXLABEL_DEVICE``).
+        model: hub id or local directory (``create_engine`` passes
+            REXLABEL_MODEL).
+        device: ``auto`` (or None: CUDA when visible, else CPU), ``cpu``,
+            ``cuda``, ``cuda:1`` ... (REXLABEL_DEVICE through create_engine).
         dtype / attn_implementation: override bf16-on-GPU/fp32-on-CPU and
             flash-attention-2-when-importable-else-sdpa.
         min_pixels / max_pixels: the area bounds images are resized within
             (REXLABEL_MIN_PIXELS / REXLABEL_MAX_PIXELS through create_engine).
         system_prompt: the chat's system message (REXLABEL_SYSTEM_PROMPT).
         quantization: None, or ``awq`` for an AWQ checkpoint on CUDA
-            (REXLABEL_QUANTIZATION; see :func:`check_quantization`).
+            (REXLABEL_QUANTIZATION; see
+            :func:`worker.engines.transformers_loading.check_quantization`).
         max_batch_size: most requests per ``generate`` call.
         generate_kwargs: extra generation settings for every call
             (``GenerationConfig`` fields such as ``min_new_tokens``, which
@@ -298,7 +166,7 @@ class TransformersEngine(Engine):
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str,
         device: str | None = None,
         *,
         dtype: Any = None,
@@ -312,10 +180,8 @@ class TransformersEngine(Engine):
         logits_processors: list[Any] | None = None,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
-        from common import settings
-
-        self._model_id = model or settings.get("REXLABEL_MODEL")
-        self.device = resolve_device(device or settings.get("REXLABEL_DEVICE"))
+        self._model_id = model
+        self.device = resolve_device(device)
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
@@ -342,8 +208,10 @@ class TransformersEngine(Engine):
                 quantization=quantization,
             )
         tokenizer = self.processor.tokenizer
-        self.stop_id = tokenizer.convert_tokens_to_ids(STOP_TOKEN)
-        self.pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+        # generation stops at the turn's end (upstream ignores its stop list);
+        # Qwen's end-of-text pads on the left and after finished rows
+        self.stop_id = tokenizer.convert_tokens_to_ids(IM_END)
+        self.pad_id = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
         self.token_texts = TokenTexts(tokenizer)
         from worker.engines.runaway_guard_torch import GrammarTokens
 
@@ -426,13 +294,9 @@ class TransformersEngine(Engine):
                     prompt_tokens=int(prompt_tokens[row]),
                 )
             )
-        finished = time.perf_counter()
-        timings = {
-            "preprocess": preprocessed - started,
-            "generate": generated - preprocessed,
-            "postprocess": finished - generated,
-            "batch_size": float(len(requests)),
-        }
+        timings = batch_timings(
+            started, preprocessed, generated, time.perf_counter(), len(requests)
+        )
         for result in results:
             result.timings = dict(timings)
         return results
@@ -502,15 +366,15 @@ class TransformersEngine(Engine):
         and token ids (:meth:`LogprobCollector.alternatives`)."""
         if self.stop_id in ids:
             end = ids.index(self.stop_id) + 1
-            finish = "stop"
+            finish = FinishReason.STOP
         else:
             end = len(ids)
             while end and ids[end - 1] == self.pad_id and runaway:
                 end -= 1  # rows stopped by the guard are padded afterwards
-            finish = "runaway" if runaway else "length"
+            finish = FinishReason.RUNAWAY if runaway else FinishReason.LENGTH
         ids = ids[:end]
         texts = self.token_texts(ids)
-        text = "".join(texts[:-1] if finish == "stop" else texts)
+        text = "".join(texts[:-1] if finish is FinishReason.STOP else texts)
         return GenerationResult(
             text=text,
             token_ids=ids,

@@ -38,28 +38,28 @@ from typing import Any
 
 from common.images.decode import resize_for_model
 from common.logs import json_logging
+from common.settings import (
+    DEFAULT_VLLM_GPU_MEMORY_UTILIZATION,
+    DEFAULT_VLLM_MAX_MODEL_LEN,
+)
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
+from converters.grammar import IM_END
 from converters.prompts import SYSTEM_PROMPT, build_messages
 from worker.engines.base import (
     Engine,
+    FinishReason,
     GenerationRequest,
     GenerationResult,
     SamplingSettings,
+    batch_timings,
 )
 from worker.engines.runaway_guard_text import RunawayScanner
 from worker.scoring import SCORE_TOP_LOGPROBS, bin_value
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_MODEL_LEN = 8192
-"""Prompt (up to ~2,700 tokens: 2,560 image tokens plus text) plus 4,096 output
-tokens fit; upstream's 4,096 counts the prompt and cuts dense scenes."""
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.8
-"""Upstream's share of GPU memory for weights and KV cache."""
 LIMIT_MM_PER_PROMPT = {"image": 1}
 """Rex-Omni answers about exactly one image per request."""
-STOP_TOKEN = "<|im_end|>"
-"""Upstream's stop string (also the EOS token): the end of the assistant turn."""
 UPSTREAM_TOKENIZER_MODE = "slow"
 """Upstream passes ``tokenizer_mode="slow"``; newer vLLM has no such mode."""
 FALLBACK_TOKENIZER_MODE = "auto"
@@ -103,7 +103,7 @@ def sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
         "repetition_penalty": sampling.repetition_penalty,
         "skip_special_tokens": False,
         "spaces_between_special_tokens": False,
-        "stop": [STOP_TOKEN],
+        "stop": [IM_END],  # upstream's stop string (also the EOS token)
         "logprobs": LOGPROBS_PER_TOKEN,
     }
 
@@ -154,20 +154,22 @@ def result_from_output(
                 logprobs = top = None
                 break
             logprobs.append(float(value.logprob))
-    finish = "length" if completion.finish_reason == "length" else "stop"
-    text = completion.text
-    if text.endswith(STOP_TOKEN):  # servers that keep the stop string
-        text = text[: -len(STOP_TOKEN)]
+    finish = (
+        FinishReason.LENGTH
+        if completion.finish_reason == FinishReason.LENGTH
+        else FinishReason.STOP
+    )
+    text = completion.text.removesuffix(IM_END)  # servers that keep the stop string
     scanner = RunawayScanner(
         max_repeats=sampling.max_repeats, max_instances=sampling.max_instances
     )
     end = scanner.feed_all(texts)
-    if end is not None and texts[end] != STOP_TOKEN:
+    if end is not None and texts[end] != IM_END:
         head = "".join(texts[: end + 1])
-        tail = "".join(texts[end + 1 :]).removesuffix(STOP_TOKEN)
+        tail = "".join(texts[end + 1 :]).removesuffix(IM_END)
         if not text.startswith(head) and tail and text.endswith(tail):
             head = text[: len(text) - len(tail)]  # texts differ inside characters
-        text, finish = head, "runaway"
+        text, finish = head, FinishReason.RUNAWAY
         ids, texts = ids[: end + 1], texts[: end + 1]
         logprobs = logprobs[: end + 1] if logprobs is not None else None
         top = top[: end + 1] if top is not None else None
@@ -194,12 +196,14 @@ class VLLMEngine(Engine):
     """Rex-Omni on an in-process ``vllm.LLM``.
 
     Args:
-        model: hub id or local directory (default: setting ``REXLABEL_MODEL``).
+        model: hub id or local directory (``create_engine`` passes
+            REXLABEL_MODEL).
         device: accepted for the registry; vLLM picks its platform itself.
-        max_model_len: prompt plus output tokens per request (setting
-            ``REXLABEL_VLLM_MAX_MODEL_LEN``).
-        gpu_memory_utilization: share of GPU memory vLLM may take (setting
-            ``REXLABEL_VLLM_GPU_MEMORY_UTILIZATION``).
+        max_model_len: prompt plus output tokens per request: up to ~2,700
+            prompt tokens (2,560 image tokens plus text) and 4,096 output
+            tokens fit in the default (REXLABEL_VLLM_MAX_MODEL_LEN).
+        gpu_memory_utilization: share of GPU memory vLLM may take for weights
+            and KV cache (REXLABEL_VLLM_GPU_MEMORY_UTILIZATION).
         tokenizer_mode: default: ``slow`` where supported, else ``auto``.
         quantization: e.g. ``awq`` for ``IDEA-Research/Rex-Omni-AWQ``
             (REXLABEL_QUANTIZATION through create_engine).
@@ -215,11 +219,11 @@ class VLLMEngine(Engine):
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str,
         device: str | None = None,
         *,
-        max_model_len: int | None = None,
-        gpu_memory_utilization: float | None = None,
+        max_model_len: int = DEFAULT_VLLM_MAX_MODEL_LEN,
+        gpu_memory_utilization: float = DEFAULT_VLLM_GPU_MEMORY_UTILIZATION,
         tokenizer_mode: str | None = None,
         quantization: str | None = None,
         min_pixels: int = MIN_PIXELS,
@@ -228,24 +232,15 @@ class VLLMEngine(Engine):
         llm: Any = None,
         **llm_kwargs: Any,
     ) -> None:
-        from common import settings
-
-        self._model_id = model or settings.get("REXLABEL_MODEL")
+        self._model_id = model
         self.device = device
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.system_prompt = system_prompt
-        self.max_model_len = max_model_len or settings.get(
-            "REXLABEL_VLLM_MAX_MODEL_LEN"
-        )
+        self.max_model_len = max_model_len
         self.tokenizer_mode = tokenizer_mode or choose_tokenizer_mode()
         started = time.perf_counter()
         if llm is None:
-            llm = self._build_llm(
-                gpu_memory_utilization
-                or settings.get("REXLABEL_VLLM_GPU_MEMORY_UTILIZATION"),
-                quantization,
-                llm_kwargs,
-            )
+            llm = self._build_llm(gpu_memory_utilization, quantization, llm_kwargs)
         self.llm = llm
         self.processor = self._load_processor()
         self.tokenizer = self.llm.get_tokenizer()
@@ -324,13 +319,9 @@ class VLLMEngine(Engine):
             result_from_output(output, self._decode, request.sampling)
             for output, request in zip(outputs, requests, strict=True)
         ]
-        finished = time.perf_counter()
-        timings = {
-            "preprocess": preprocessed - started,
-            "generate": generated - preprocessed,
-            "postprocess": finished - generated,
-            "batch_size": float(len(requests)),
-        }
+        timings = batch_timings(
+            started, preprocessed, generated, time.perf_counter(), len(requests)
+        )
         for result in results:
             result.timings = dict(timings)
         return results
@@ -352,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     from PIL import Image
 
+    from common import settings
+
     parser = argparse.ArgumentParser(prog="python -m worker.engines.vllm_engine")
     parser.add_argument("model", help="hub id or local model directory")
     parser.add_argument("--image", action="append", required=True, help="image file")
@@ -370,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     load_started = time.perf_counter()
     engine = VLLMEngine(
         args.model,
-        max_model_len=args.max_model_len,
+        max_model_len=args.max_model_len or settings.get("REXLABEL_VLLM_MAX_MODEL_LEN"),
+        gpu_memory_utilization=settings.get("REXLABEL_VLLM_GPU_MEMORY_UTILIZATION"),
         dtype=args.dtype,
         enforce_eager=args.enforce_eager,
     )

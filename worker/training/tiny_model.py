@@ -7,7 +7,7 @@ This module builds one in about a second; ``worker.training.trainer`` can then t
 to find a coloured shape (``rexlabel make-test-model DIR --train-steps N``).
 
 The directory it writes loads through the same code path as the real model
-(``worker.engines.transformers_engine.load_model``). torch and transformers
+(``worker.engines.transformers_loading.load_model``). torch and transformers
 are imported inside functions so importing this module stays light.
 """
 
@@ -19,33 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from converters.keypoint_sets import KEYPOINT_SETS
-
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
+from converters.grammar import (
+    BIN_TOKENS,
+    END_OF_TEXT,
+    IM_END,
+    IMAGE_PAD,
+    NUM_BINS,
+    QWEN_SPECIAL_TOKENS,
+    VIDEO_PAD,
+    VISION_END,
+    VISION_START,
 )
-"""Qwen2.5-VL's 14 special tokens, in Qwen's id order (151643..151656 there)."""
-
-NUM_BINS = 1000
-"""Rex-Omni's coordinate vocabulary: ``<0>`` .. ``<999>``."""
-
-EOS_TOKEN = "<|im_end|>"
-"""Qwen chat models end a turn with this token; generation stops at it."""
-PAD_TOKEN = "<|endoftext|>"
-"""Qwen's padding token."""
+from converters.keypoint_sets import KEYPOINT_SETS
 
 PRETOKENIZE_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -227,9 +212,9 @@ def build_tokenizer(seed: int = 0):
     tok.add_special_tokens(
         [AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS]
     )
-    tok.add_tokens([AddedToken(f"<{i}>", normalized=False) for i in range(NUM_BINS)])
+    tok.add_tokens([AddedToken(t, normalized=False) for t in BIN_TOKENS])
     return Qwen2Tokenizer(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, unk_token=None
+        tokenizer_object=tok, eos_token=IM_END, pad_token=END_OF_TEXT, unk_token=None
     )
 
 
@@ -284,8 +269,8 @@ def build_config(
                 "mrope_section": sizes.mrope_section,
             },
             "bos_token_id": None,
-            "eos_token_id": ids[EOS_TOKEN],
-            "pad_token_id": ids[PAD_TOKEN],
+            "eos_token_id": ids[IM_END],
+            "pad_token_id": ids[END_OF_TEXT],
         },
         vision_config={
             "depth": sizes.vision_depth,
@@ -299,10 +284,10 @@ def build_config(
             "window_size": 112,
             "fullatt_block_indexes": [sizes.vision_depth - 1],
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids[IMAGE_PAD],
+        video_token_id=ids[VIDEO_PAD],
+        vision_start_token_id=ids[VISION_START],
+        vision_end_token_id=ids[VISION_END],
         tie_word_embeddings=False,
     )
 
@@ -327,7 +312,7 @@ def init_bin_embeddings(model, tokenizer, std: float | None = None) -> None:
     import torch
 
     first = tokenizer.convert_tokens_to_ids("<0>")
-    ids = [tokenizer.convert_tokens_to_ids(f"<{i}>") for i in range(NUM_BINS)]
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in BIN_TOKENS]
     if ids != list(range(first, first + NUM_BINS)):
         raise ValueError("bin tokens <0>..<999> must have consecutive ids")
     std = std if std is not None else model.config.text_config.initializer_range
@@ -349,8 +334,8 @@ def build_model(tokenizer, sizes: TinyModelSizes = TINY_SIZES, seed: int = 0):
     model = Qwen2_5_VLForConditionalGeneration(config)
     init_bin_embeddings(model, tokenizer)
     model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.convert_tokens_to_ids(EOS_TOKEN),
-        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        pad_token_id=tokenizer.convert_tokens_to_ids(END_OF_TEXT),
     )
     return model
 
@@ -390,7 +375,7 @@ def make_test_model(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     if verify:
-        from worker.engines.transformers_engine import load_model
+        from worker.engines.transformers_loading import load_model
 
         load_model(str(out), device="cpu")
     return out

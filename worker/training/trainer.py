@@ -23,14 +23,11 @@ from typing import Any
 
 from PIL import Image
 
+from converters.grammar import IM_END, NUM_BINS
 from converters.prompts import build_messages
 
 IGNORE_INDEX = -100
 """Label of positions that carry no loss (prompt, image and padding tokens)."""
-STOP_TOKEN = "<|im_end|>"
-"""Every answer ends with the end-of-turn token, so the model learns to stop."""
-NUM_BINS = 1000
-"""Coordinate tokens ``<0>``..``<999>``."""
 
 DEFAULT_BATCH_SIZE = 32
 """Examples per step: stable gradients for the 1M-parameter tiny model."""
@@ -126,7 +123,8 @@ def encode_batch(processor, examples: list[TrainingExample]) -> dict[str, Any]:
     )
     sequences, labels, answer_lengths = [], [], []
     for prompt_ids, example in zip(inputs["input_ids"], examples, strict=True):
-        answer = tokenizer(example.answer + STOP_TOKEN, add_special_tokens=False)
+        # every answer ends with the end-of-turn token: the model learns to stop
+        answer = tokenizer(example.answer + IM_END, add_special_tokens=False)
         sequences.append(list(prompt_ids) + answer["input_ids"])
         labels.append([IGNORE_INDEX] * len(prompt_ids) + answer["input_ids"])
         answer_lengths.append(len(answer["input_ids"]))

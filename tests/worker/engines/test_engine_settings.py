@@ -74,7 +74,10 @@ def test_default_system_prompt_is_upstreams(tiny_engine) -> None:
 
 
 def test_awq_is_checked_before_loading(tiny_model_dir, monkeypatch) -> None:
-    from worker.engines.transformers_engine import QuantizationError, check_quantization
+    from worker.engines.transformers_loading import (
+        QuantizationError,
+        check_quantization,
+    )
 
     monkeypatch.setenv("REXLABEL_QUANTIZATION", "awq")
     with pytest.raises(QuantizationError, match=r"needs a CUDA device.*'cpu'"):

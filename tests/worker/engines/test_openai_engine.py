@@ -22,11 +22,10 @@ from tests.worker.vllm_env import (
     needs_vllm_venv,
 )
 from worker.engines.base import GenerationRequest, SamplingSettings
+from worker.engines.openai_answer import StreamedAnswer, first_choice
 from worker.engines.openai_engine import (
     OpenAIEngine,
     OpenAIEngineError,
-    _Answer,
-    first_choice,
     image_data_url,
 )
 
@@ -312,8 +311,8 @@ SERVER_SECRET = "upstream /srv/models/secret failed at http://10.9.8.7:8000/x"
     "fail",
     [
         lambda: first_choice({"detail": SERVER_SECRET}, "http://m/v1"),
-        lambda: _Answer(8, 8, "http://m/v1").add({"error": SERVER_SECRET}),
-        lambda: _Answer(8, 8, "http://m/v1").add([SERVER_SECRET]),
+        lambda: StreamedAnswer(8, 8, "http://m/v1").add({"error": SERVER_SECRET}),
+        lambda: StreamedAnswer(8, 8, "http://m/v1").add([SERVER_SECRET]),
     ],
     ids=["no choice", "error chunk", "chunk no object"],
 )

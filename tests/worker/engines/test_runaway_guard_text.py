@@ -12,7 +12,6 @@ from worker.engines.runaway_guard_text import (
     ContentScanner,
     RunawayScanner,
     bin_value,
-    find_runaway,
     is_whitespace,
     split_pieces,
 )
@@ -26,10 +25,16 @@ def b(*values: int) -> list[str]:
     return [f"<{v}>" for v in values]
 
 
+def stop_at(tokens: list[str], max_instances: int = 100) -> int | None:
+    """Where a fresh scanner (3 repeats) stops ``tokens``, as the vLLM engine
+    runs it on a finished output."""
+    return RunawayScanner(max_repeats=3, max_instances=max_instances).feed_all(tokens)
+
+
 def test_third_identical_box_stops_at_its_separator():
     item = [*b(1, 2, 3, 4), ","]
     tokens = [*REF, BS, *item * 5]
-    assert find_runaway(tokens, max_repeats=3, max_instances=100) == 3 + 1 + 3 * 5 - 1
+    assert stop_at(tokens) == 3 + 1 + 3 * 5 - 1
 
 
 def test_distinct_boxes_do_not_trigger_and_are_counted():
@@ -44,27 +49,27 @@ def test_distinct_boxes_do_not_trigger_and_are_counted():
 def test_a_repeat_broken_by_another_item_starts_over():
     one, two = [*b(1, 2, 3, 4), ","], [*b(5, 6, 7, 8), ","]
     tokens = [BS, *one, *one, *two, *one, *one, *two]
-    assert find_runaway(tokens, max_repeats=3, max_instances=100) is None
+    assert stop_at(tokens) is None
 
 
 def test_instance_cap():
     tokens = [BS]
     for i in range(10):
         tokens += [*b(i, 0, i + 1, 1), ","]
-    assert find_runaway(tokens, max_repeats=3, max_instances=4) == 4 * 5
+    assert stop_at(tokens, max_instances=4) == 4 * 5
 
 
 def test_same_box_in_consecutive_groups_counts_as_repeat():
     group = [*REF, BS, *b(7, 7, 9, 9), BE, ","]
     tokens = group * 4
     # the <|box_end|> of the third group
-    assert find_runaway(tokens, max_repeats=3, max_instances=100) == 2 * len(group) + 8
+    assert stop_at(tokens) == 2 * len(group) + 8
 
 
 def test_whitespace_inside_a_run_keeps_the_item_whole():
     item = [" ", *[t for v in (1, 2, 3, 4) for t in (*b(v), " ")], ","]
     tokens = [BS, *item * 3]
-    assert find_runaway(tokens, max_repeats=3, max_instances=100) == 3 * len(item)
+    assert stop_at(tokens) == 3 * len(item)
     split = [BS, *b(1, 2), ".", *b(3, 4), ","]  # any other token ends a run
     scanner = RunawayScanner(max_repeats=3, max_instances=100)
     scanner.feed_all(split)
@@ -171,7 +176,7 @@ def test_content_scanner_scans_a_pending_tag_at_the_end():
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    from worker.engines.transformers_engine import load_processor
+    from worker.engines.transformers_loading import load_processor
 
     return load_processor(str(tiny_model_dir)).tokenizer
 
@@ -269,7 +274,7 @@ def test_real_answers_stop_where_the_guard_stops(
     ids = _answer_ids(tokenizer, answer)
     limits = dict(max_repeats=max_repeats, max_instances=max_instances)
     expected = _guard_stop(grammar, ids, **limits)
-    assert find_runaway(_decode(tokenizer, ids), **limits) == expected
+    assert RunawayScanner(**limits).feed_all(_decode(tokenizer, ids)) == expected
     if "ok" not in answer:
         assert expected is not None  # the cases exercise a trigger
     # The content cut into pieces stops inside the same token.
@@ -306,6 +311,6 @@ def test_random_sequences_stop_where_the_guard_stops(
         for t in texts
     ]
     limits = dict(max_repeats=max_repeats, max_instances=max_instances)
-    assert find_runaway(_decode(tokenizer, ids), **limits) == _guard_stop(
+    assert RunawayScanner(**limits).feed_all(_decode(tokenizer, ids)) == _guard_stop(
         grammar, ids, **limits
     )

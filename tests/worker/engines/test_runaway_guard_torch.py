@@ -143,7 +143,7 @@ def test_matches_the_plain_reference(rows, max_repeats, max_instances):
 
 
 def test_grammar_tokens_from_the_tiny_tokenizer(tiny_model_dir):
-    from worker.engines.transformers_engine import load_processor
+    from worker.engines.transformers_loading import load_processor
 
     tokenizer = load_processor(str(tiny_model_dir)).tokenizer
     grammar = GrammarTokens.from_tokenizer(tokenizer, vocab_size=len(tokenizer) + 64)

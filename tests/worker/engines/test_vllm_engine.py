@@ -12,7 +12,11 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from common.settings import setting
+from common.settings import (
+    DEFAULT_VLLM_GPU_MEMORY_UTILIZATION,
+    DEFAULT_VLLM_MAX_MODEL_LEN,
+    setting,
+)
 from converters.prompts import build_prompt
 from converters.tasks import Task
 from tests.worker.vllm_env import (
@@ -27,8 +31,6 @@ from tests.worker.vllm_env import (
 )
 from worker.engines.base import GenerationRequest, SamplingSettings
 from worker.engines.vllm_engine import (
-    DEFAULT_GPU_MEMORY_UTILIZATION,
-    DEFAULT_MAX_MODEL_LEN,
     VLLMEngine,
     choose_tokenizer_mode,
     result_from_output,
@@ -56,13 +58,13 @@ def test_importing_the_engine_does_not_import_vllm():
 
 
 def test_named_defaults_match_the_settings():
-    assert setting("REXLABEL_VLLM_MAX_MODEL_LEN").default == DEFAULT_MAX_MODEL_LEN
+    assert setting("REXLABEL_VLLM_MAX_MODEL_LEN").default == DEFAULT_VLLM_MAX_MODEL_LEN
     assert (
         setting("REXLABEL_VLLM_GPU_MEMORY_UTILIZATION").default
-        == DEFAULT_GPU_MEMORY_UTILIZATION
+        == DEFAULT_VLLM_GPU_MEMORY_UTILIZATION
     )
     # A dense scene: the largest image's tokens plus the full output budget.
-    assert DEFAULT_MAX_MODEL_LEN >= 2560 + 200 + 4096
+    assert DEFAULT_VLLM_MAX_MODEL_LEN >= 2560 + 200 + 4096
 
 
 class _RecordingLLM:

@@ -6,19 +6,20 @@ import json
 
 import pytest
 
+from converters.grammar import QWEN_SPECIAL_TOKENS
 from worker.training import tiny_model
 
 
 @pytest.fixture(scope="module")
 def processor(tiny_model_dir):
-    from worker.engines.transformers_engine import load_processor
+    from worker.engines.transformers_loading import load_processor
 
     return load_processor(str(tiny_model_dir))
 
 
 def test_special_tokens_then_bins_in_qwen_order(processor):
     tok = processor.tokenizer
-    ids = [tok.convert_tokens_to_ids(t) for t in tiny_model.QWEN_SPECIAL_TOKENS]
+    ids = [tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS]
     assert ids == list(range(ids[0], ids[0] + len(ids)))
     first_bin = tok.convert_tokens_to_ids("<0>")
     assert first_bin == ids[-1] + 1
@@ -83,7 +84,7 @@ def test_config_has_the_settings_that_make_it_learn(tiny_model_dir):
 def test_loads_through_the_engine_loader(tiny_model_dir):
     import torch
 
-    from worker.engines.transformers_engine import load_model
+    from worker.engines.transformers_loading import load_model
 
     model, processor = load_model(str(tiny_model_dir), device="cpu")
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
@@ -95,7 +96,7 @@ def test_loads_through_the_engine_loader(tiny_model_dir):
 def test_bin_embeddings_are_a_smooth_code(tiny_model_dir):
     import torch
 
-    from worker.engines.transformers_engine import load_model
+    from worker.engines.transformers_loading import load_model
 
     model, processor = load_model(str(tiny_model_dir), device="cpu")
     first = processor.tokenizer.convert_tokens_to_ids("<0>")

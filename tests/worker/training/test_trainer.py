@@ -74,7 +74,7 @@ def test_soft_loss_prefers_near_bins():
 
 @pytest.fixture(scope="module")
 def processor(tiny_model_dir):
-    from worker.engines.transformers_engine import load_processor
+    from worker.engines.transformers_loading import load_processor
 
     return load_processor(str(tiny_model_dir))
 

@@ -9,14 +9,14 @@ Modules, each importable alone (this package re-exports nothing, so that
 ``common.settings`` can check ``REXLABEL_ALLOWED_HOSTS`` with ``hosts`` while
 ``loader`` reads settings):
 
-- ``errors``: :class:`ImageLoadError` and its kinds; every failure is one,
+- ``errors``: ``ImageLoadError`` and its kinds; every failure is one,
   naming the reference;
 - ``decode``: bytes to an RGB image within a pixel limit, reduced to the
   model's size while decoding (``original_size`` keeps the full size for
   coordinates), and ``resize_for_model``;
 - ``hosts``: the download host policy (``REXLABEL_ALLOWED_HOSTS``, the SSRF
   guard, public addresses);
-- ``loader``: :class:`ImageLoader` (references to bytes through
+- ``loader``: ``ImageLoader`` (references to bytes through
   ``common.labelstudio.media`` and ``auth``, downloads through the guard and a
   bounded LRU cache of the encoded bytes), ``load_image`` and the process-wide
   ``default_loader``.

@@ -442,7 +442,8 @@ def load_image(
     ``local_paths`` allows plain paths and ``file://``: only for references
     the command line's user gave, never for task data from a request.
     ``fit_pixels``: an image larger than that is decoded down to the model's
-    size (:func:`decode_image`); :func:`original_size` gives its full size.
+    size (:func:`decode_image`); ``common.images.decode.original_size`` gives
+    its full size.
 
     Raises:
         ImageLoadError: a subclass naming the reference and the reason.

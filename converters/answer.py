@@ -2,9 +2,9 @@
 
 The reverse of :func:`converters.parser.parse_output`: used to write
 fine-tuning targets, so the output stays exactly in the training grammar
-(spec section 5): phrases joined by ", ", the instances of one phrase joined by
-"," inside one group, ``None`` for a category that was asked for and is absent,
-keypoints as a fenced ``json`` block. The answer has no trailing
+(``docs/rex-omni-output.md``): phrases joined by ", ", the instances of one
+phrase joined by "," inside one group, ``None`` for a category that was asked
+for and is absent, keypoints as a fenced ``json`` block. The answer has no trailing
 ``<|im_end|>``: the chat template (or the trainer) adds the end of turn.
 
 ``parse_output(format_answer(task, x, w, h), task, w, h)`` gives ``x`` back up
@@ -14,24 +14,24 @@ to bin precision (one bin is ``size / 999`` pixels), in the answer's order.
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from converters.geometry import MAX_BIN, pixel_to_bin
-from converters.parser import (
+from converters.geometry import check_image_side, pixel_to_bin
+from converters.grammar import (
     BOX_END,
     BOX_START,
     FENCE,
     GRAMMAR_TOKENS,
     JSON_FENCE,
+    MAX_BIN,
     NONE_ANSWER,
     OBJECT_REF_END,
     OBJECT_REF_START,
     UNVISIBLE,
-    label_from_instance_id,
+    bin_token,
 )
+from converters.parser import label_from_instance_id
 from converters.prediction import Prediction, RegionType
 from converters.tasks import BOX_TASKS, OCR_TASKS, POINT_TASKS, POLYGON_TASKS, Task
 
@@ -85,8 +85,8 @@ def format_answer(
         phrase that would break the grammar (empty, or holding a special token).
     """
     task = Task.from_value(task)
-    _check_size(width, "width")
-    _check_size(height, "height")
+    check_image_side(width, "width")
+    check_image_side(height, "height")
     predictions = list(predictions)
     for index, prediction in enumerate(predictions):
         if not isinstance(prediction, Prediction):
@@ -123,16 +123,6 @@ def _group(phrase: str, items: list[tuple[int, str]]) -> str:
     return f"{OBJECT_REF_START}{phrase}{OBJECT_REF_END}{BOX_START}{body}{BOX_END}"
 
 
-def _check_size(value: Any, name: str) -> None:
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"image {name} must be a positive number, got {value!r}")
-
-
 def _phrase(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what} must be a non-empty string, got {value!r}")
@@ -163,7 +153,12 @@ def _check_json_text(value: str, what: str) -> None:
 
 
 def _tokens(*bins: int) -> str:
-    return "".join(f"<{b}>" for b in bins)
+    return "".join(map(bin_token, bins))
+
+
+def _spaced(*bins: int) -> str:
+    """Coordinate tokens with a space between them, as the keypoint JSON has them."""
+    return " ".join(map(bin_token, bins))
 
 
 def _box_bins(
@@ -247,11 +242,10 @@ def _keypoint_answer(predictions: list[Prediction], width: float, height: float)
                 joints[name] = UNVISIBLE
             else:
                 x, y = point
-                joints[name] = (
-                    f" <{pixel_to_bin(x, width)}> <{pixel_to_bin(y, height)}> "
-                )
+                joint_bins = (pixel_to_bin(x, width), pixel_to_bin(y, height))
+                joints[name] = f" {_spaced(*joint_bins)} "
         instances[instance_id] = {
-            "bbox": " " + " ".join(f"<{b}>" for b in bins) + " ",
+            "bbox": f" {_spaced(*bins)} ",
             "keypoints": joints,
         }
     body = json.dumps(instances, indent=KEYPOINT_JSON_INDENT, ensure_ascii=False)

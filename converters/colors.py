@@ -16,7 +16,7 @@ BRIGHTNESS = 0.95
 """HSV value: bright colours stay visible on dark and busy images."""
 
 SKELETON_COLOR = (173, 216, 230)
-"""Light blue limbs, as upstream draws them (rex-omni-interface section 9)."""
+"""Light blue limbs, as upstream draws them."""
 
 JOINT_COLOR = (51, 153, 255)
 """Blue joints with a white ring, as upstream draws them."""

@@ -3,12 +3,17 @@
 Rex-Omni writes every coordinate as one of 1000 tokens ``<0>`` .. ``<999>``: a
 bin of the ORIGINAL image's width (x) or height (y). The resize below only
 decides how many visual tokens the image costs; it never enters the bin maths.
+``docs/rex-omni-output.md`` describes both rules.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
+from typing import Any
+
+from converters.grammar import MAX_BIN, bin_token
 
 IMAGE_FACTOR = 28
 """Side lengths are multiples of 28 px: a 14 px ViT patch times the 2x2 token merge."""
@@ -28,12 +33,6 @@ takes a 61 MP camera photo or an 8K frame whole."""
 MAX_ASPECT_RATIO = 200
 """qwen_vl_utils refuses images longer than 200 times their width (or the reverse)."""
 
-MAX_BIN = 999
-"""The last coordinate token. Bins are divided by 999, not 1000, so 999 maps to W."""
-
-NUM_BINS = MAX_BIN + 1
-"""Coordinate tokens ``<0>`` .. ``<999>``."""
-
 
 def smart_resize(
     height: int,
@@ -44,7 +43,8 @@ def smart_resize(
 ) -> tuple[int, int]:
     """The ``(height, width)`` the Qwen2.5-VL processor resizes an image to.
 
-    Same arithmetic as qwen_vl_utils 0.0.14 (spec section 3): round each side to
+    Same arithmetic as qwen_vl_utils 0.0.14 (``docs/rex-omni-output.md``,
+    "Resize"): round each side to
     a multiple of ``factor`` (Python ``round``, ties to even, at least
     ``factor``), then scale down to fit ``max_pixels`` (floor) or up to reach
     ``min_pixels`` (ceil). Raises ValueError for a side that is not positive or
@@ -97,11 +97,6 @@ def bin_to_pixel(bin_index: float, size: float) -> float:
     return bin_index / MAX_BIN * size
 
 
-def bin_token(bin_index: int) -> str:
-    """The text of one coordinate token, e.g. ``<42>``."""
-    return f"<{int(bin_index)}>"
-
-
 def box_to_bins(
     box: Sequence[float], width: float, height: float
 ) -> tuple[int, int, int, int]:
@@ -110,12 +105,7 @@ def box_to_bins(
     Corners are not reordered (upstream does not reorder visual-prompt boxes).
     """
     x0, y0, x1, y1 = box
-    return (
-        pixel_to_bin(x0, width),
-        pixel_to_bin(y0, height),
-        pixel_to_bin(x1, width),
-        pixel_to_bin(y1, height),
-    )
+    return tuple(map(pixel_to_bin, (x0, y0, x1, y1), (width, height, width, height)))
 
 
 def bins_to_box(
@@ -123,14 +113,21 @@ def bins_to_box(
 ) -> tuple[float, float, float, float]:
     """Pixels ``(x0, y0, x1, y1)`` of a box given as bins."""
     x0, y0, x1, y1 = bins
-    return (
-        bin_to_pixel(x0, width),
-        bin_to_pixel(y0, height),
-        bin_to_pixel(x1, width),
-        bin_to_pixel(y1, height),
-    )
+    return tuple(map(bin_to_pixel, (x0, y0, x1, y1), (width, height, width, height)))
 
 
 def box_to_tokens(box: Sequence[float], width: float, height: float) -> str:
     """A pixel box as four coordinate tokens, e.g. ``<286><760><374><855>``."""
     return "".join(bin_token(b) for b in box_to_bins(box, width, height))
+
+
+def check_image_side(value: Any, name: str) -> None:
+    """Raise ValueError unless ``value`` (the image's ``name``: width or height,
+    pixels) is a finite positive real number; bools are refused."""
+    if (
+        not isinstance(value, numbers.Real)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"image {name} must be a positive number, got {value!r}")

@@ -29,6 +29,14 @@ NONE_ANSWER = "None"
 """What stands between ``BOX_START`` and ``BOX_END`` for a category that was
 asked for and is absent from the image."""
 
+JSON_FENCE = "```json"
+"""Opens the fenced block that holds the keypoint task's JSON answer."""
+FENCE = "```"
+"""Closes a fenced block."""
+UNVISIBLE = "unvisible"
+"""The keypoint answer's (misspelt, as trained) value for a joint that is not
+visible."""
+
 MAX_BIN = 999
 """The last coordinate token. Bins are divided by 999, not 1000, so 999 maps to
 the image's full width or height."""

@@ -1,7 +1,7 @@
 """Rex-Omni prompts: the exact question text per task, and the chat messages.
 
-The templates are the model's trained interface (spec section 2); they are
-reproduced byte for byte, upstream's doubled quote in ``gui_grounding``
+The templates are the model's trained interface (upstream's ``rex_omni/tasks.py``);
+they are reproduced byte for byte, upstream's doubled quote in ``gui_grounding``
 included, because that is what the model was trained and evaluated with.
 """
 

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from backend.cli import main
 from converters import masks
-from converters.labelstudio import from_labelstudio
+from converters.labelstudio.reader import from_labelstudio
 from tests.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio
 
 W, H = 200, 100

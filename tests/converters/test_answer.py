@@ -5,8 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from converters.answer import format_answer
-from converters.geometry import MAX_BIN, pixel_to_bin
-from converters.parser import GRAMMAR_TOKENS, parse_output
+from converters.geometry import pixel_to_bin
+from converters.grammar import GRAMMAR_TOKENS, MAX_BIN
+from converters.parser import parse_output
 from converters.prediction import Prediction, RegionType
 from converters.tasks import BOX_TASKS, OCR_TASKS, POINT_TASKS, Task
 

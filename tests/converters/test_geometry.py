@@ -6,11 +6,9 @@ from hypothesis import strategies as st
 
 from converters.geometry import (
     IMAGE_FACTOR,
-    MAX_BIN,
     MAX_PIXELS,
     MIN_PIXELS,
     bin_to_pixel,
-    bin_token,
     bins_to_box,
     box_to_bins,
     box_to_tokens,
@@ -18,6 +16,7 @@ from converters.geometry import (
     smart_resize,
     vision_tokens,
 )
+from converters.grammar import MAX_BIN, bin_token
 from tests.converters.conftest import vector_params
 
 

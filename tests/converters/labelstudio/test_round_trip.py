@@ -1,6 +1,5 @@
-import math
-import subprocess
-import sys
+"""converters.labelstudio: what the writer writes is valid for Label Studio's
+SDK and reads back as the same predictions."""
 
 import numpy as np
 import pytest
@@ -10,10 +9,9 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from converters import masks
 from converters.keypoint_sets import ANIMAL, PERSON
-from converters.labelstudio import (
+from converters.labelstudio.reader import from_labelstudio
+from converters.labelstudio.writer import (
     KEYPOINT_SIZE_PERCENT,
-    LabelStudioError,
-    from_labelstudio,
     to_labelstudio,
     to_labelstudio_prediction,
 )
@@ -101,141 +99,6 @@ def _person(n: int, dx: float = 0.0) -> Prediction:
         instance_id=f"person{n}",
         score=0.75,
     )
-
-
-# Shapes of the results --------------------------------------------------------
-def test_rectangle_result_matches_protocol_shape():
-    box = Prediction(type="box", label="Car", coords=(64, 96, 256, 168), score=0.91)
-    (result,) = to_labelstudio(
-        [box], from_name="label", to_name="image", width=W, height=H
-    )
-    assert result["type"] == "rectanglelabels"
-    assert result["from_name"] == "label" and result["to_name"] == "image"
-    assert result["original_width"] == W and result["original_height"] == H
-    assert result["image_rotation"] == 0
-    assert result["score"] == 0.91
-    assert result["value"] == {
-        "x": 10.0,
-        "y": 20.0,
-        "width": 30.0,
-        "height": 15.0,
-        "rotation": 0,
-        "rectanglelabels": ["Car"],
-    }
-
-
-def test_percent_coordinates_are_clamped():
-    box = Prediction(type="box", label="Car", coords=(-20, -5, 700, 500))
-    poly = Prediction(type="polygon", label="Car", coords=[(-1, 5), (650, 5), (5, 490)])
-    rect, polygon = to_labelstudio(
-        [box, poly], from_name="label", to_name="image", width=W, height=H
-    )
-    assert rect["value"]["x"] == 0 and rect["value"]["y"] == 0
-    assert rect["value"]["width"] == 100 and rect["value"]["height"] == 100
-    for x, y in polygon["value"]["points"]:
-        assert 0 <= x <= 100 and 0 <= y <= 100
-    assert "score" not in rect
-
-
-def test_ids_are_stable_across_processes_and_unique():
-    boxes = [
-        Prediction(type="box", label="Car", coords=(10, 10, 50, 50)),
-        Prediction(type="box", label="Car", coords=(10, 10, 50, 50)),
-        Prediction(type="box", label="Person", coords=(10, 10, 50, 50)),
-    ]
-    ids = [
-        r["id"]
-        for r in to_labelstudio(
-            boxes, from_name="label", to_name="image", width=W, height=H
-        )
-    ]
-    assert len(set(ids)) == 3
-    assert all(i.isalnum() for i in ids)
-    code = (
-        "from converters.labelstudio import to_labelstudio\n"
-        "from converters.prediction import Prediction\n"
-        "b=[Prediction(type='box',label='Car',coords=(10,10,50,50))]*2\n"
-        "b.append(Prediction(type='box',label='Person',coords=(10,10,50,50)))\n"
-        "print(' '.join(r['id'] for r in to_labelstudio(b,from_name='label',"
-        "to_name='image',width=640,height=480)))\n"
-    )
-    other = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONHASHSEED": "12345", "PATH": ""},
-        cwd=str(_repo_root()),
-    )
-    assert other.stdout.split() == ids
-    # Another control tag gives other ids (results of two tags can share a task).
-    again = to_labelstudio(boxes, from_name="other", to_name="image", width=W, height=H)
-    assert not set(ids) & {r["id"] for r in again}
-
-
-def _repo_root():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parents[2]
-
-
-def test_label_map_dict_callable_and_drop():
-    preds = [
-        Prediction(type="box", label="car", coords=(1, 1, 5, 5)),
-        Prediction(type="box", label="person", coords=(1, 1, 5, 5)),
-        Prediction(type="box", label="tree", coords=(1, 1, 5, 5)),
-    ]
-    out = to_labelstudio(
-        preds,
-        from_name="label",
-        to_name="image",
-        width=W,
-        height=H,
-        label_map={"car": "Car", "tree": None},
-    )
-    assert [r["value"]["rectanglelabels"] for r in out] == [["Car"], ["person"]]
-    out = to_labelstudio(
-        preds,
-        from_name="label",
-        to_name="image",
-        width=W,
-        height=H,
-        label_map=str.title,
-    )
-    assert [r["value"]["rectanglelabels"][0] for r in out] == ["Car", "Person", "Tree"]
-
-
-def test_points_cannot_be_rectangles():
-    point = Prediction(type="point", label="Car", coords=(5, 5))
-    with pytest.raises(LabelStudioError, match=r"prediction 0 \(point 'Car'\)"):
-        to_labelstudio(
-            [point],
-            from_name="label",
-            to_name="image",
-            width=W,
-            height=H,
-            output="rectanglelabels",
-        )
-
-
-def test_task_prediction_score_is_mean_of_regions():
-    preds = [
-        Prediction(type="box", label="Car", coords=(1, 1, 5, 5), score=0.5, text="a"),
-        Prediction(type="box", label="Car", coords=(2, 1, 5, 5), score=1.0, text="b"),
-    ]
-    results = to_labelstudio(
-        preds,
-        from_name="label",
-        to_name="image",
-        width=W,
-        height=H,
-        text_from_name="transcription",
-    )
-    task = to_labelstudio_prediction(results, model_version="rex-1")
-    assert task == {"result": results, "score": 0.75, "model_version": "rex-1"}
-    assert to_labelstudio_prediction([], model_version="v")["score"] == 0.0
-    with pytest.raises(LabelStudioError, match="model_version"):
-        to_labelstudio_prediction([], model_version="")
 
 
 # Each config kind: valid for the SDK, and reads back the same -----------------
@@ -364,20 +227,6 @@ def test_brush_without_mask_rasterises_the_box():
     assert back.coords == (10, 20, 30, 60)
 
 
-def test_brush_mask_of_wrong_size_is_refused():
-    rle = masks.mask_to_rle(np.ones((10, 10)))
-    box = Prediction(type="box", label="Car", coords=(0, 0, 10, 10), mask=rle)
-    with pytest.raises(LabelStudioError, match="original size"):
-        to_labelstudio(
-            [box],
-            from_name="brush",
-            to_name="image",
-            width=W,
-            height=H,
-            output="brushlabels",
-        )
-
-
 def test_points_validate_and_round_trip():
     preds = [Prediction(type="point", label="Banana", coords=(320, 240), score=0.3)]
     results = to_labelstudio(preds, from_name="kp", to_name="image", width=W, height=H)
@@ -484,110 +333,6 @@ def test_stock_ocr_template_validates_and_round_trips(kind):
     _assert_same(parsed.predictions, preds)
 
 
-# from_labelstudio on its own ---------------------------------------------------
-def test_rotated_rectangle_becomes_clockwise_polygon():
-    result = {
-        "id": "r",
-        "type": "rectanglelabels",
-        "from_name": "label",
-        "to_name": "image",
-        "original_width": 200,
-        "original_height": 100,
-        "value": {
-            "x": 10,
-            "y": 20,
-            "width": 20,
-            "height": 10,
-            "rotation": 90,
-            "rectanglelabels": ["Car"],
-        },
-    }
-    (poly,) = from_labelstudio([result]).predictions
-    assert poly.type is RegionType.POLYGON
-    # Pixels: top-left (20, 20), 40 x 10; 90 degrees clockwise (y down) sends the
-    # top edge downwards and the left edge to the left.
-    expected = [(20, 20), (20, 60), (10, 60), (10, 20)]
-    for got, want in zip(poly.coords, expected, strict=True):
-        assert got == pytest.approx(want, abs=1e-9)
-    thirty = dict(result, value=dict(result["value"], rotation=30))
-    (poly,) = from_labelstudio([thirty]).predictions
-    x1, y1 = poly.coords[1]
-    assert (x1, y1) == pytest.approx(
-        (20 + 40 * math.cos(math.pi / 6), 20 + 40 * math.sin(math.pi / 6))
-    )
-
-
-def test_unknown_and_whole_image_results_are_skipped_with_warnings():
-    results = [
-        {
-            "from_name": "quality",
-            "to_name": "image",
-            "type": "choices",
-            "value": {"choices": ["good"]},
-        },
-        {
-            "id": "t",
-            "from_name": "caption",
-            "to_name": "image",
-            "type": "textarea",
-            "value": {"text": ["a cat"]},
-        },
-        {
-            "id": "b",
-            "from_name": "label",
-            "to_name": "image",
-            "type": "rectanglelabels",
-            "original_width": 100,
-            "original_height": 100,
-            "value": {
-                "x": 1,
-                "y": 2,
-                "width": 3,
-                "height": 4,
-                "rectanglelabels": ["Car"],
-            },
-        },
-    ]
-    parsed = from_labelstudio(results)
-    assert [p.label for p in parsed.predictions] == ["Car"]
-    assert len(parsed.warnings) == 2
-    assert "'choices'" in parsed.warnings[0]
-    assert "'t'" in parsed.warnings[1]
-
-
-def test_missing_size_uses_fallback_or_warns():
-    result = {
-        "id": "b",
-        "type": "rectanglelabels",
-        "value": {
-            "x": 10,
-            "y": 10,
-            "width": 10,
-            "height": 10,
-            "rectanglelabels": ["Car"],
-        },
-    }
-    parsed = from_labelstudio([result])
-    assert parsed.predictions == []
-    assert "original_width" in parsed.warnings[0]
-    (box,) = from_labelstudio([result], width=200, height=100).predictions
-    assert box.coords == pytest.approx((20, 10, 40, 20))
-
-
-def test_keypoint_with_unknown_parent_reads_as_point():
-    result = {
-        "id": "k",
-        "type": "keypointlabels",
-        "parentID": "nope",
-        "original_width": 100,
-        "original_height": 100,
-        "value": {"x": 10, "y": 10, "width": 1, "keypointlabels": ["nose"]},
-    }
-    parsed = from_labelstudio([result])
-    assert parsed.predictions[0].type is RegionType.POINT
-    assert "'nope'" in parsed.warnings[0]
-
-
 def test_validator_used_above_rejects_labels_not_in_the_config():
     box = Prediction(type="box", label="Bicycle", coords=(1, 1, 5, 5))
     results = to_labelstudio(
@@ -654,30 +399,4 @@ def test_round_trip_property(case):
         scale = max(width, height)
         assert np.allclose(
             np.asarray(got.coords), np.asarray(want.coords), rtol=0, atol=1e-9 * scale
-        )
-
-
-def test_several_labels_keep_the_first_with_a_warning():
-    result = {
-        "id": "m",
-        "type": "rectanglelabels",
-        "original_width": 100,
-        "original_height": 100,
-        "value": {
-            "x": 1,
-            "y": 1,
-            "width": 5,
-            "height": 5,
-            "rectanglelabels": ["Car", "Truck"],
-        },
-    }
-    parsed = from_labelstudio([result])
-    assert parsed.predictions[0].label == "Car"
-    assert "'m'" in parsed.warnings[0] and "Truck" in parsed.warnings[0]
-
-
-def test_unknown_output_kind_names_the_choices():
-    with pytest.raises(LabelStudioError, match="'ellipse' is not one of: rect"):
-        to_labelstudio(
-            [], from_name="x", to_name="image", width=W, height=H, output="ellipse"
         )

@@ -170,8 +170,8 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
 
 def run_job(folder: Path, out: Path, jobs_root: Path, connection) -> tuple[float, dict]:
     """One bulk job over ``folder``; returns (seconds, final record)."""
-    from backend.bulk.api import create_files_job
-    from backend.bulk.api import run_job as run
+    from backend.bulk.creation import create_files_job
+    from backend.bulk.orchestration import run_job as run
     from backend.bulk.store import JobStore
 
     store = JobStore(jobs_root, connection)
@@ -276,12 +276,14 @@ def main() -> int:
     if args.case:
         folder, size, workers, tmp = args.case
         return case(Path(folder), int(size), int(workers), Path(tmp))
+    from backend.bulk.creation import CHUNK_SIZE
+
     os.environ[ENGINE_MS_ENV] = str(args.engine_ms)
     sizes = [int(s) for s in args.sizes.split(",")]
     worker_counts = [int(w) for w in args.workers.split(",")]
     print(
         f"bench_bulk: instant engine, {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} JPEGs, "
-        f"chunks of {__import__('backend.bulk.api').bulk.api.CHUNK_SIZE}, "
+        f"chunks of {CHUNK_SIZE}, "
         f"engine {args.engine_ms:g} ms/image, "
         f"{os.cpu_count()} CPUs, Redis {BENCH_REDIS}"
     )

@@ -22,10 +22,12 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from backend.bulk.progress import ProgressMeter
-from backend.bulk.store import JobDir, JobRecord, JobSpec, JobStore
+from backend.bulk.records import JobRecord, JobSpec, JobStatus
+from backend.bulk.store import JobDir, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -194,24 +196,18 @@ class _Counts:
         return self.done + self.failed + self.skipped
 
 
+@dataclass
 class JobRun:
     """One run of a job by this process (first run, resume, or retry of failures)."""
 
-    def __init__(
-        self,
-        job: JobDir,
-        store: JobStore,
-        executor: Executor,
-        sink: Sink,
-        *,
-        on_progress: Callable[[JobRecord], None] | None = None,
-    ) -> None:
-        self.job = job
-        self.store = store
-        self.executor = executor
-        self.sink = sink
-        self.on_progress = on_progress
-        self.spec = job.read_spec()
+    job: JobDir
+    store: JobStore
+    executor: Executor
+    sink: Sink
+    on_progress: Callable[[JobRecord], None] | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        self.spec = self.job.read_spec()
         self.counts = _Counts()
         self.record = JobRecord(
             id=self.spec.id,
@@ -226,6 +222,7 @@ class JobRun:
         self._last_cancel_check = 0.0
         self._cancelled = False
         self._handled: set[int] = set()  # chunks this run recorded
+        self._retrying = False  # this run retries failed images only
         self.meter: ProgressMeter | None = None
 
     # Bookkeeping -----------------------------------------------------------------
@@ -249,7 +246,7 @@ class JobRun:
         r.chunks_done = self.counts.chunks
         if self.meter is not None:
             r.rate = self.meter.rate
-            r.eta_s = self.meter.eta_s if r.status == "running" else None
+            r.eta_s = self.meter.eta_s if r.status == JobStatus.RUNNING else None
         self.store.save_record(self.job, r)
         if self.on_progress is not None:
             self.on_progress(r)
@@ -262,31 +259,28 @@ class JobRun:
         return self._cancelled
 
     # Results ---------------------------------------------------------------------
-    def _on_chunk(
+    def _on_result(
         self,
         index: int,
         payload: dict[str, Any],
         result: dict[str, Any] | None,
         error: str | None,
     ) -> None:
+        """Deliver chunk ``index``'s lines, then write its part. A retry round
+        ran the chunk's failed images only: they replace their lines in the
+        part written before."""
         lines = result_lines(payload, result, error)
-        self.sink.deliver(self.spec, index, lines)
-        self.job.write_part(index, lines)  # the done-record, after the delivery
-        self._recorded(index, lines, len(lines))
-
-    def _on_retried(
-        self,
-        index: int,
-        payload: dict[str, Any],
-        result: dict[str, Any] | None,
-        error: str | None,
-    ) -> None:
-        fresh = {line["id"]: line for line in result_lines(payload, result, error)}
-        old = self.job.read_part(index)
-        self.sink.deliver(self.spec, index, list(fresh.values()))
-        merged = [fresh.get(line["id"], line) for line in old]
-        self.job.write_part(index, merged)
-        self._recorded(index, merged, len(fresh))
+        if self._retrying:
+            fresh = {line["id"]: line for line in lines}
+            old = self.job.read_part(index)
+            self.sink.deliver(self.spec, index, list(fresh.values()))
+            recorded = [fresh.get(line["id"], line) for line in old]
+            ran = len(fresh)
+        else:
+            self.sink.deliver(self.spec, index, lines)
+            recorded, ran = lines, len(lines)
+        self.job.write_part(index, recorded)  # the done-record, after the delivery
+        self._recorded(index, recorded, ran)
 
     def _recorded(self, index: int, lines: list[dict[str, Any]], ran: int) -> None:
         """Chunk ``index`` now holds ``lines`` (``ran`` of them ran this time)."""
@@ -325,9 +319,10 @@ class JobRun:
     def _run(self, retry_failed: bool) -> JobRecord:
         done = self._scan()
         self.record.started_at = time.time()
-        self.record.status = "running"
+        self.record.status = JobStatus.RUNNING
         self.record.chunks_done = len(done)
         self.record.message = ""
+        self._retrying = retry_failed
         if retry_failed:
             self.spec.retry_round += 1
             self.job.write_spec(self.spec)
@@ -335,38 +330,40 @@ class JobRun:
             self.meter.total = self.counts.failed
             self.meter.finished = 0
             chunks: Iterator[tuple[int, dict[str, Any]]] = self._failed_chunks()
-            on_result = self._on_retried
             round_ = self.spec.retry_round
         else:
             self.meter = ProgressMeter(self.spec.total, already=self.counts.finished)
             chunks = self._pending_chunks(done)
-            on_result = self._on_chunk
             round_ = 0
         self._save(force=True)
         try:
             completed = self.executor.run(
-                chunks, on_result, self._should_stop, job_id=self.spec.id, round_=round_
+                chunks,
+                self._on_result,
+                self._should_stop,
+                job_id=self.spec.id,
+                round_=round_,
             )
         except KeyboardInterrupt:
-            self.record.status = "interrupted"
+            self.record.status = JobStatus.INTERRUPTED
             self.record.message = (
                 "interrupted; run the same command (or jobs resume) to go on"
             )
             self._save(force=True)
             raise
         except BaseException as exc:
-            self.record.status = "failed"
+            self.record.status = JobStatus.FAILED
             self.record.message = f"{type(exc).__name__}: {exc}"
             self._save(force=True)
             raise
         if not completed:
-            self.record.status = "cancelled"
+            self.record.status = JobStatus.CANCELLED
             self.record.message = "cancelled; jobs resume continues it"
             self._save(force=True)
             return self.record
         outputs = self.sink.finish(self.job, self.spec)
         self.record.outputs.update(outputs or {})
-        self.record.status = "done"
+        self.record.status = JobStatus.DONE
         self.record.finished_at = time.time()
         if self.counts.failed:
             self.record.message = (

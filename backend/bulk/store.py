@@ -13,29 +13,33 @@ One directory per job under the jobs root (``REXLABEL_JOBS_DIR``)::
 A chunk is done exactly when its part file exists: it is written (tmp +
 ``os.replace``) only after its results reached their destination. The progress
 record is mirrored to Redis (``rexlabel:job:<id>``) when Redis is in use, so
-``rexlabel jobs`` and the backend's ``/jobs`` see jobs of other processes.
+``rexlabel jobs`` sees jobs of other processes (the backend's too). The spec
+and the record themselves are :mod:`backend.bulk.records`.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.bulk.records import (
+    JobBusyError,
+    JobError,
+    JobRecord,
+    JobSpec,
+    JobStatus,
+)
 from common import settings
 
 DEFAULT_JOBS_DIR = "~/.local/state/rexlabel/jobs"
 """XDG state directory: job records must survive reboots, unlike a cache."""
-JOB_ID_CHARS = 16
-"""Hex digits of the spec digest in a job id: collisions are out of reach."""
 REDIS_RECORD_PREFIX = "rexlabel:job:"
 """Redis key of a job's progress record (JSON) is this prefix plus the id."""
 REDIS_JOBS_SET = "rexlabel:jobs"
@@ -48,25 +52,25 @@ DELIVERED_NAME = "delivered.jsonl"
 """A project job's delivery log (:class:`DeliveryLog`), beside its spec."""
 
 
-class JobError(RuntimeError):
-    """A job cannot be found, started or read; the message says which and why."""
-
-
-class JobBusyError(JobError):
-    """Another process is running this job right now."""
-
-
-class NothingToDo(JobError):
-    """Every image or task the job would cover is already done."""
-
-
 def jobs_root() -> Path:
     """The jobs directory (REXLABEL_JOBS_DIR, else ``DEFAULT_JOBS_DIR``)."""
     return Path(settings.get("REXLABEL_JOBS_DIR") or DEFAULT_JOBS_DIR).expanduser()
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def redis_connection(url: str | None = None) -> Any:
+    """A Redis connection for REDIS_URL (or ``url``), or None when neither is set."""
+    url = url if url is not None else settings.get("REDIS_URL")
+    if not url:
+        return None
+    from common.redis_conn import redis_connection as connect
+
+    return connect(url, purpose="bulk jobs")
+
+
+def open_store(connection: Any = None, root: Path | None = None) -> JobStore:
+    """The jobs under ``root`` (default :func:`jobs_root`), records mirrored to
+    Redis through ``connection`` when given."""
+    return JobStore(root, connection)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -83,105 +87,6 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-@dataclass
-class JobSpec:
-    """What a bulk job runs; its id is a digest of all of it.
-
-    Attributes:
-        kind: ``files`` (images on disk or URLs -> COCO + JSONL) or ``project``
-            (a Label Studio project -> predictions posted to it).
-        total: number of images (lines of ``images.jsonl``).
-        inputs_digest: sha256 of the image list, so the same command over the
-            same images is the same job (and resumes it).
-        chunk_size: images per chunk (fixed for the job's life: chunk ``i`` is
-            always the same images).
-        calls: ``ModelCall`` dicts run on every image (files jobs; project jobs
-            store per-task calls in ``images.jsonl``).
-        generation: sampling overrides for every call.
-        model_version: the name results are recorded under (Label Studio's
-            ``model_version``; also the COCO ``info``).
-        outputs: files jobs: ``coco``, ``raw`` and ``draw`` paths (absolute).
-        project: project jobs: ``id``, ``view``, ``url`` and the plan.
-        retry_round: how many ``--retry-failed`` runs the job has had.
-    """
-
-    kind: str
-    total: int
-    inputs_digest: str
-    chunk_size: int
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    generation: dict[str, Any] = field(default_factory=dict)
-    model_version: str = ""
-    outputs: dict[str, Any] = field(default_factory=dict)
-    project: dict[str, Any] = field(default_factory=dict)
-    created_at: float = 0.0
-    retry_round: int = 0
-    id: str = ""
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that define the job (not its history)."""
-        data = asdict(self)
-        for key in ("id", "created_at", "retry_round"):
-            data.pop(key)
-        return data
-
-    def compute_id(self) -> str:
-        digest = hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()
-        return f"{self.kind}-{digest[:JOB_ID_CHARS]}"
-
-    @property
-    def chunk_count(self) -> int:
-        return (self.total + self.chunk_size - 1) // self.chunk_size
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class JobRecord:
-    """A job's progress as ``rexlabel jobs status`` shows it.
-
-    ``status`` is one of :data:`STATUSES`. Counts are images; ``rate`` is images
-    per second over the recent past; ``eta_s`` is None while unknown.
-    """
-
-    id: str
-    kind: str = ""
-    status: str = "pending"
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    skipped: int = 0
-    chunks_total: int = 0
-    chunks_done: int = 0
-    rate: float = 0.0
-    eta_s: float | None = None
-    started_at: float = 0.0
-    updated_at: float = 0.0
-    finished_at: float | None = None
-    message: str = ""
-    outputs: dict[str, Any] = field(default_factory=dict)
-    host: str = ""
-    pid: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-STATUSES = ("pending", "running", "done", "cancelled", "interrupted", "failed")
-"""``interrupted``: the process running it stopped (Ctrl-C, crash); resume it."""
 
 
 class DeliveryLog:
@@ -497,9 +402,10 @@ class JobStore:
                 )
             raise JobError(f"no job {job_id!r} (looked in {self.root} and Redis)")
         record = max(found, key=lambda r: r.updated_at)
-        if record.status == "running" and job.root.exists() and not job.is_running():
+        running = record.status == JobStatus.RUNNING
+        if running and job.root.exists() and not job.is_running():
             if record.host in ("", socket.gethostname()):
-                record.status = "interrupted"
+                record.status = JobStatus.INTERRUPTED
         return record
 
     def list_records(self) -> list[JobRecord]:

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from backend.bulk.store import DeliveryLog, JobDir, JobSpec
+from backend.bulk.records import JobSpec
+from backend.bulk.store import DeliveryLog, JobDir
 from converters.coco import CocoCategory, CocoImage, fill_keypoints, to_coco
 from converters.prediction import Prediction, predictions_from_dicts
 

@@ -93,13 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from backend.bulk.api import (
-        cancel_job,
-        job_status,
-        list_jobs,
-        open_store,
-        redis_connection,
-    )
+    from backend.bulk.orchestration import cancel_job, job_status, list_jobs
+    from backend.bulk.store import open_store, redis_connection
 
     mirror = redis_connection()
     store = open_store(mirror)

@@ -282,7 +282,7 @@ def call_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def _connection() -> Any:
     """Redis for REDIS_URL (checked now, not after planning), or None."""
-    from backend.bulk.api import redis_connection
+    from backend.bulk.store import redis_connection
 
     connection = redis_connection()
     if connection is not None:
@@ -309,18 +309,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from backend.bulk.api import (
+    from backend.bulk.creation import (
         CHUNK_SIZE,
         create_files_job,
         create_project_job,
-        open_store,
     )
+    from backend.bulk.store import open_store
 
     chunk_size = args.chunk_size or CHUNK_SIZE
     if chunk_size < 1:
         raise UsageError("--chunk-size must be at least 1")
     mirror = _connection()
-    store = open_store(mirror)  # records go to Redis too, for rexlabel jobs / /jobs
+    store = open_store(mirror)  # records go to Redis too, for rexlabel jobs
     connection = None if args.inline else mirror
     client = None
     if args.project is not None:
@@ -382,8 +382,9 @@ def execute(
     job: Any, store: Any, connection: Any, args: argparse.Namespace, client: Any = None
 ) -> int:
     """Run ``job`` with a progress bar; print the summary; return the exit code."""
-    from backend.bulk.api import run_job
+    from backend.bulk.orchestration import run_job
     from backend.bulk.progress import RichProgress
+    from backend.bulk.records import JobStatus
     from backend.bulk.runner import failures
 
     where = "inline" if connection is None else "on rexlabel:bulk workers"
@@ -420,17 +421,19 @@ def execute(
         print(json.dumps({**record.to_dict(), "failures": failed}, indent=1))
     else:
         print(summary(record, failed))
-    if record.status == "cancelled":
+    if record.status == JobStatus.CANCELLED:
         return EXIT_CANCELLED
     return EXIT_SOME_FAILED if record.failed else EXIT_OK
 
 
 def summary(record: Any, failed: list[dict[str, Any]]) -> str:
+    from backend.bulk.records import JobStatus
+
     lines = [
-        f"job {record.id}: {record.status}; {record.done} done, "
+        f"job {record.id}: {record.status.value}; {record.done} done, "
         f"{record.failed} failed, {record.skipped} skipped of {record.total}"
     ]
-    if record.status == "done":
+    if record.status == JobStatus.DONE:
         for name, value in (record.outputs or {}).items():
             if value not in (None, ""):
                 lines.append(f"  {name}: {value}")
@@ -445,6 +448,6 @@ def summary(record: Any, failed: list[dict[str, Any]]) -> str:
                 f"(rexlabel jobs status {record.id})"
             )
         lines.append("rerun with --retry-failed to try them again")
-    if record.message and record.status != "done":
+    if record.message and record.status != JobStatus.DONE:
         lines.append(record.message)
     return "\n".join(lines)

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from backend.bulk import runner
-from backend.bulk.api import start_for_tasks
+from backend.bulk.orchestration import start_for_tasks
 from backend.bulk.store import JobStore
 from backend.cli import main
 from backend.model_version import model_version

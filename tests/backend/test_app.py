@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-import backend.app as app_module
 from backend.app import create_app
 from backend.queue import InProcessRunner, RQRunner
+from backend.routes import background, predict, webhook
 from backend.state import MemoryStore
 from tests.backend.redis_helpers import (
     redis_or_skip,
@@ -78,7 +78,7 @@ def basic(user: str, password: str) -> dict:
 def stored_by_label_studio(tasks: list, reply: dict) -> dict:
     """Task id -> the predictions Label Studio 1.23 stores from a /predict reply.
 
-    Its rules (label-studio-protocol.md 1.3, ``MLBackend.predict_tasks``):
+    Its rules (Label Studio's ``MLBackend.predict_tasks``):
     one item per task, in order, or nothing is stored; an item is one
     prediction or a list of them; a prediction without ``result`` is skipped.
     A task that gets nothing stored is predicted again by the next "Retrieve
@@ -349,7 +349,7 @@ def test_tasks_created_starts_a_bulk_job_when_asked(monkeypatch) -> None:
         calls.append(kwargs)
         return "job-1"
 
-    monkeypatch.setattr(app_module, "_start_bulk_job", fake_start)
+    monkeypatch.setattr(background, "start_bulk_job", fake_start)
     store = MemoryStore()
     client = make_client(store=store)
     client.post("/setup", json={"project": PROJECT, "schema": CONFIG})
@@ -385,7 +385,7 @@ def _prelabel_client(monkeypatch, calls: list) -> object:
         calls.append(kwargs)
         return f"job-{len(calls)}"
 
-    monkeypatch.setattr(app_module, "_start_bulk_job", fake_start)
+    monkeypatch.setattr(background, "start_bulk_job", fake_start)
     client = make_client()
     setup = {
         "project": PROJECT,
@@ -412,8 +412,8 @@ def test_tasks_created_for_a_project_never_set_up_does_nothing(
     monkeypatch, caplog
 ) -> None:
     calls: list[dict] = []
-    monkeypatch.setattr(app_module, "_start_bulk_job", lambda **k: calls.append(k))
-    caplog.set_level(logging.INFO, logger="backend.app")
+    monkeypatch.setattr(background, "start_bulk_job", lambda **k: calls.append(k))
+    caplog.set_level(logging.INFO, logger="backend.routes.webhook")
     client = make_client()
     assert client.post("/webhook", json=created_event([task(1)])).status_code == 200
     wait_for(lambda: "it was never set up" in caplog.text)
@@ -423,22 +423,22 @@ def test_tasks_created_for_a_project_never_set_up_does_nothing(
 def test_webhook_jobs_are_limited_per_project(monkeypatch, caplog) -> None:
     calls: list[dict] = []
     client = _prelabel_client(monkeypatch, calls)
-    monkeypatch.setattr(app_module, "_job_active", lambda job_id: True)
-    caplog.set_level(logging.WARNING, logger="backend.app")
-    for task_id in range(app_module.WEBHOOK_JOBS_PER_PROJECT + 1):
+    monkeypatch.setattr(background, "job_active", lambda job_id: True)
+    caplog.set_level(logging.WARNING, logger="backend.routes.webhook")
+    for task_id in range(webhook.WEBHOOK_JOBS_PER_PROJECT + 1):
         client.post("/webhook", json=created_event([task(task_id + 1)]))
     wait_for(lambda: "WEBHOOK_JOBS_PER_PROJECT" in caplog.text)
-    assert len(calls) == app_module.WEBHOOK_JOBS_PER_PROJECT
+    assert len(calls) == webhook.WEBHOOK_JOBS_PER_PROJECT
     # once they finish, the project gets jobs again
-    monkeypatch.setattr(app_module, "_job_active", lambda job_id: False)
+    monkeypatch.setattr(background, "job_active", lambda job_id: False)
     client.post("/webhook", json=created_event([task(9)]))
-    wait_for(lambda: len(calls) == app_module.WEBHOOK_JOBS_PER_PROJECT + 1)
+    wait_for(lambda: len(calls) == webhook.WEBHOOK_JOBS_PER_PROJECT + 1)
 
 
 def test_one_event_pre_annotates_at_most_webhook_max_tasks(monkeypatch) -> None:
     calls: list[dict] = []
     client = _prelabel_client(monkeypatch, calls)
-    monkeypatch.setattr(app_module, "WEBHOOK_MAX_TASKS", 2)
+    monkeypatch.setattr(webhook, "WEBHOOK_MAX_TASKS", 2)
     client.post("/webhook", json=created_event([task(1), task(2), task(3)]))
     wait_for(lambda: calls)
     assert [t["id"] for t in calls[0]["tasks"]] == [1, 2]
@@ -448,8 +448,8 @@ def test_a_flood_of_tasks_created_is_refused_beyond_the_backlog(monkeypatch) -> 
     release = threading.Event()
     calls: list[dict] = []
     client = _prelabel_client(monkeypatch, calls)
-    monkeypatch.setattr(app_module, "_start_bulk_job", lambda **k: release.wait())
-    monkeypatch.setattr(app_module, "WEBHOOK_PENDING_LIMIT", 3)
+    monkeypatch.setattr(background, "start_bulk_job", lambda **k: release.wait())
+    monkeypatch.setattr(webhook, "WEBHOOK_PENDING_LIMIT", 3)
     try:
         statuses = [
             client.post("/webhook", json=created_event([task(i)])).status_code
@@ -577,7 +577,7 @@ def test_a_task_past_the_deadline_gets_no_prediction_and_is_retried() -> None:
 
 
 def test_too_many_tasks_without_bulk_jobs_is_a_clear_503(monkeypatch) -> None:
-    monkeypatch.setattr(app_module, "BULK_FUNCTION", "no_such_function")
+    monkeypatch.setattr(background, "BULK_FUNCTION", "no_such_function")
     client = make_client({"REXLABEL_SYNC_TASK_LIMIT": "2"})
     response = client.post("/predict", json=predict_body([task(i) for i in range(3)]))
     assert response.status_code == 503
@@ -589,7 +589,7 @@ def test_too_many_tasks_without_bulk_jobs_is_a_clear_503(monkeypatch) -> None:
 def test_too_many_tasks_become_a_background_job(monkeypatch) -> None:
     calls: list[dict] = []
     monkeypatch.setattr(
-        app_module, "_start_bulk_job", lambda **kw: calls.append(kw) or "job-7"
+        background, "start_bulk_job", lambda **kw: calls.append(kw) or "job-7"
     )
     client = make_client({"REXLABEL_SYNC_TASK_LIMIT": "2"})
     reply = client.post(
@@ -610,10 +610,10 @@ def test_background_jobs_of_predict_are_limited(monkeypatch) -> None:
         started.append(kwargs)
         return f"job-{len(started)}"
 
-    monkeypatch.setattr(app_module, "_start_bulk_job", start)
-    monkeypatch.setattr(app_module, "_job_active", lambda job_id: True)
+    monkeypatch.setattr(background, "start_bulk_job", start)
+    monkeypatch.setattr(background, "job_active", lambda job_id: True)
     client = make_client({"REXLABEL_SYNC_TASK_LIMIT": "2"})
-    limit = app_module.PREDICT_BACKGROUND_JOBS
+    limit = predict.PREDICT_BACKGROUND_JOBS
     for first in range(limit):
         body = predict_body([task(first * 10 + i) for i in range(3)])
         assert client.post("/predict", json=body).status_code == 200
@@ -622,7 +622,7 @@ def test_background_jobs_of_predict_are_limited(monkeypatch) -> None:
     assert "PREDICT_BACKGROUND_JOBS" in response.get_json()["error"]
     assert len(started) == limit
     # once they finish, /predict starts jobs again
-    monkeypatch.setattr(app_module, "_job_active", lambda job_id: False)
+    monkeypatch.setattr(background, "job_active", lambda job_id: False)
     response = client.post("/predict", json=predict_body([task(i) for i in range(3)]))
     assert response.status_code == 200
     assert len(started) == limit + 1

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.app import MAX_BODY_BYTES
+from backend.routes.bodies import MAX_BODY_BYTES
 from tests.security.conftest import START_TIMEOUT_S, FakeChat, Served, serve
 from tests.worker.rq_helpers import wait_for
 

@@ -21,8 +21,6 @@ from typing import Any
 from converters.geometry import MAX_IMAGE_PIXELS, MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT
 
-DEFAULT_MODEL = "IDEA-Research/Rex-Omni"
-"""REXLABEL_MODEL's default: upstream's weights on the Hugging Face hub."""
 DEFAULT_MAX_NEW_TOKENS = 4096
 """REXLABEL_MAX_NEW_TOKENS's default and ``SamplingSettings.max_new_tokens``'s:
 upstream's wrapper default; dense scenes need thousands of tokens."""
@@ -40,6 +38,16 @@ DEFAULT_VLLM_MAX_MODEL_LEN = 8192
 """REXLABEL_VLLM_MAX_MODEL_LEN's default and the vllm engine's."""
 DEFAULT_VLLM_GPU_MEMORY_UTILIZATION = 0.8
 """REXLABEL_VLLM_GPU_MEMORY_UTILIZATION's default and the vllm engine's."""
+DEFAULT_PREDICT_TIMEOUT_S = 90.0
+"""REXLABEL_PREDICT_TIMEOUT's default and the backend config's."""
+DEFAULT_SYNC_TASK_LIMIT = 16
+"""REXLABEL_SYNC_TASK_LIMIT's default and the backend config's."""
+DEFAULT_PREDICT_CHUNK_SIZE = 4
+"""REXLABEL_PREDICT_CHUNK_SIZE's default and the backend config's."""
+DEFAULT_DOWNLOAD_DEADLINE_S = 120.0
+"""REXLABEL_DOWNLOAD_DEADLINE_S's default and the image loader's."""
+DEFAULT_IMAGE_CACHE_MB = 256
+"""REXLABEL_IMAGE_CACHE_MB's default and the image loader's (in bytes there)."""
 
 
 class SettingsError(ValueError):
@@ -101,8 +109,6 @@ class Setting:
     sets it); ``check``
     raises ValueError (its message names the bad part) for a value of the
     right type that is still unusable, so start-up refuses it at once.
-    ``engine_option`` is the keyword ``create_engine`` passes the value to the
-    engine as, for the ``engines`` named (empty: every engine);
     ``changes_predictions`` marks a value that changes what the model answers,
     so ``model_version`` hashes it.
     """
@@ -117,8 +123,6 @@ class Setting:
     secret: bool = False
     check: Callable[[Any], Any] | None = None
     blank_is_default: bool = False
-    engine_option: str = ""
-    engines: tuple[str, ...] = ()
     changes_predictions: bool = False
 
     def raw(self, environ: Mapping[str, str]) -> str | None:
@@ -208,7 +212,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_PREDICT_TIMEOUT",
         float,
-        90.0,
+        DEFAULT_PREDICT_TIMEOUT_S,
         "Seconds /predict waits for the model: under Label Studio's 100 s "
         "ML_TIMEOUT_PREDICT, so a late answer still arrives.",
         minimum=1,
@@ -216,7 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_SYNC_TASK_LIMIT",
         int,
-        16,
+        DEFAULT_SYNC_TASK_LIMIT,
         "Most tasks one /predict answers while Label Studio waits (16 images at "
         "up to 5 s each fit the timeout); more become a background bulk job.",
         minimum=1,
@@ -224,7 +228,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_PREDICT_CHUNK_SIZE",
         int,
-        4,
+        DEFAULT_PREDICT_CHUNK_SIZE,
         "Images per queued job of a synchronous /predict: batched on one worker, "
         "yet spread over several workers.",
         minimum=1,
@@ -264,7 +268,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_DOWNLOAD_DEADLINE_S",
         float,
-        120.0,
+        DEFAULT_DOWNLOAD_DEADLINE_S,
         "Total seconds for one image download, redirects included: 256 MB at "
         "50 Mbit/s fits; a host dripping bytes cannot hold a worker.",
         minimum=1,
@@ -287,7 +291,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_IMAGE_CACHE_MB",
         int,
-        256,
+        DEFAULT_IMAGE_CACHE_MB,
         "Downloaded-image cache (LRU by URL): about a hundred photos; 0 disables.",
         minimum=0,
     ),
@@ -295,7 +299,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_MODEL",
         str,
-        DEFAULT_MODEL,
+        "IDEA-Research/Rex-Omni",
         "Hub id or local directory of the Rex-Omni weights.",
         changes_predictions=True,
     ),
@@ -316,7 +320,6 @@ SETTINGS: tuple[Setting, ...] = (
         "Smallest area an image is resized to before the model sees it: "
         "upstream's min_pixels (16 visual tokens).",
         minimum=28 * 28,
-        engine_option="min_pixels",
         changes_predictions=True,
     ),
     Setting(
@@ -326,7 +329,6 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest area an image is resized to: upstream's max_pixels (2,560 visual "
         "tokens); lower saves memory and time, higher helps small objects.",
         minimum=28 * 28,
-        engine_option="max_pixels",
         changes_predictions=True,
     ),
     Setting(
@@ -336,7 +338,6 @@ SETTINGS: tuple[Setting, ...] = (
         "The chat's system message: upstream's, as the model was evaluated with; "
         "empty means upstream's too.",
         blank_is_default=True,
-        engine_option="system_prompt",
         changes_predictions=True,
     ),
     Setting(
@@ -347,8 +348,6 @@ SETTINGS: tuple[Setting, ...] = (
         "loads it with quantization=awq, transformers checks its config says awq; "
         "not for openai (the server loads the model).",
         choices=("none", "awq"),
-        engine_option="quantization",
-        engines=("transformers", "vllm"),
         changes_predictions=True,
     ),
     Setting(
@@ -356,8 +355,6 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "",
         "Base URL (…/v1) of an OpenAI-compatible server for the openai engine.",
-        engine_option="base_url",
-        engines=("openai",),
     ),
     Setting(
         "REXLABEL_OPENAI_API_KEY",
@@ -365,8 +362,6 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_OPENAI_API_KEY,
         "API key for that server; vLLM accepts any value unless started with one.",
         secret=True,
-        engine_option="api_key",
-        engines=("openai",),
     ),
     Setting(
         "REXLABEL_OPENAI_CONCURRENCY",
@@ -374,8 +369,6 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_OPENAI_CONCURRENCY,
         "Requests in flight to the OpenAI-compatible server, which batches them.",
         minimum=1,
-        engine_option="concurrency",
-        engines=("openai",),
     ),
     Setting(
         "REXLABEL_VLLM_MAX_MODEL_LEN",
@@ -384,8 +377,6 @@ SETTINGS: tuple[Setting, ...] = (
         "Prompt (up to ~2,700 tokens with the image) plus 4,096 output tokens; "
         "upstream's 4,096 cuts dense scenes.",
         minimum=256,
-        engine_option="max_model_len",
-        engines=("vllm",),
         changes_predictions=True,
     ),
     Setting(
@@ -394,8 +385,6 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_VLLM_GPU_MEMORY_UTILIZATION,
         "Upstream's share of GPU memory for vLLM.",
         minimum=0.05,
-        engine_option="gpu_memory_utilization",
-        engines=("vllm",),
     ),
     Setting(
         "REXLABEL_MAX_NEW_TOKENS",
@@ -471,15 +460,6 @@ def setting(name: str) -> Setting:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"{name} is not a rexlabel setting") from None
-
-
-def engine_settings(engine: str) -> tuple[Setting, ...]:
-    """The settings ``create_engine`` passes to ``engine`` as keywords."""
-    return tuple(
-        s
-        for s in SETTINGS
-        if s.engine_option and (not s.engines or engine in s.engines)
-    )
 
 
 PREDICTION_SETTINGS = tuple(s.name for s in SETTINGS if s.changes_predictions)

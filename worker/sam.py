@@ -31,6 +31,7 @@ from PIL import Image
 from common.images.decode import original_size
 from converters.masks import mask_to_polygon, mask_to_rle, rle_bbox
 from converters.prediction import Prediction, RegionType
+from worker.engines.transformers_loading import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,6 @@ def model_type_from_checkpoint(path: str | Path) -> str | None:
     """
     match = re.search(r"vit_([hlb])(?![a-z])", Path(path).name.lower())
     return f"vit_{match.group(1)}" if match else None
-
-
-def _device(name: str | None) -> str:
-    import torch
-
-    if name in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def build_sam(checkpoint: str | Path, model_type: str | None = None) -> Any:
@@ -191,7 +184,7 @@ class SamMasker:
     def __init__(self, sam: Any, *, device: str | None = "auto") -> None:
         from segment_anything import SamPredictor
 
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.sam = sam.to(self.device).eval()
         self.predictor = SamPredictor(self.sam)
         self._lock = threading.Lock()

@@ -8,7 +8,6 @@ from PIL import Image
 from common.jobspec import ImageJob, ImageResult, ModelCall
 from converters.prediction import Prediction, RegionType
 from converters.tasks import Task
-from tests.worker.grammar import TemplateLogitsProcessor
 from worker.engines.base import Engine, GenerationRequest, GenerationResult
 from worker.pipeline import (
     ENGINE_DOWN_AFTER,
@@ -20,22 +19,6 @@ from worker.pipeline import (
 
 BOX_GROUP = "<|object_ref_start|>{p}<|object_ref_end|><|box_start|>{items}<|box_end|>"
 B4 = "{B}{B}{B}{B}"
-
-
-@pytest.fixture
-def constrained(tiny_engine):
-    from worker.engines.transformers_engine import TransformersEngine
-
-    def make(templates: list[str]) -> TransformersEngine:
-        processor = TemplateLogitsProcessor(tiny_engine.processor.tokenizer, templates)
-        return TransformersEngine(
-            tiny_engine.model_id,
-            device="cpu",
-            loaded=(tiny_engine.model, tiny_engine.processor),
-            logits_processors=[processor],
-        )
-
-    return make
 
 
 def _image(width=320, height=240) -> Image.Image:

@@ -17,18 +17,6 @@ from PIL import Image
 
 from common.settings import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_NEW_TOKENS
 
-DEFAULT_TEMPERATURE = 0.0
-"""Upstream decodes greedily."""
-DEFAULT_TOP_P = 0.8
-"""Upstream's wrapper default (irrelevant while greedy, kept for sampling)."""
-DEFAULT_TOP_K = 1
-"""Upstream's wrapper default."""
-DEFAULT_REPETITION_PENALTY = 1.05
-"""Upstream's default; it changes greedy outputs, so keep it."""
-DEFAULT_MAX_REPEATS = 3
-"""Runaway guard: stop when the same item is written this many times in a row."""
-
-
 _SAMPLING_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("max_new_tokens", lambda v: v >= 1, ">= 1"),
     ("temperature", lambda v: v >= 0, ">= 0"),
@@ -50,15 +38,17 @@ class SamplingSettings:
 
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     """Output tokens at most (the answer is cut there: ``length``)."""
-    temperature: float = DEFAULT_TEMPERATURE
-    """0 decodes greedily; above 0 samples with ``top_p`` and ``top_k``."""
-    top_p: float = DEFAULT_TOP_P
-    top_k: int = DEFAULT_TOP_K
-    """0: no top-k cut."""
-    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
+    temperature: float = 0.0
+    """Upstream decodes greedily (0); above 0 samples with ``top_p``, ``top_k``."""
+    top_p: float = 0.8
+    """Upstream's wrapper default (irrelevant while greedy, kept for sampling)."""
+    top_k: int = 1
+    """Upstream's wrapper default; 0: no top-k cut."""
+    repetition_penalty: float = 1.05
+    """Upstream's default; it changes greedy outputs, so keep it."""
     max_instances: int = DEFAULT_MAX_INSTANCES
     """Runaway guard: items written before it stops the generation."""
-    max_repeats: int = DEFAULT_MAX_REPEATS
+    max_repeats: int = 3
     """Runaway guard: the same item this many times in a row stops it."""
 
     def __post_init__(self) -> None:
@@ -96,6 +86,21 @@ class FinishReason(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def vllm_sampling_fields(sampling: SamplingSettings) -> dict[str, Any]:
+    """The settings under vLLM's names, which its ``SamplingParams`` and
+    OpenAI-compatible servers take, as upstream sets them (``top_k`` -1: no
+    cut), plus exact grammar text: special tokens kept, no spaces around them."""
+    return {
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k if sampling.top_k > 0 else -1,
+        "repetition_penalty": sampling.repetition_penalty,
+        "skip_special_tokens": False,
+        "spaces_between_special_tokens": False,
+    }
 
 
 def batch_timings(

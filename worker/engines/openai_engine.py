@@ -55,6 +55,7 @@ from worker.engines.base import (
     GenerationResult,
     SamplingSettings,
     batch_timings,
+    vllm_sampling_fields,
 )
 from worker.engines.openai_answer import (
     OpenAIEngineError,
@@ -216,7 +217,6 @@ class OpenAIEngine(Engine):
         image = resize_for_model(
             request.image, min_pixels=self.min_pixels, max_pixels=self.max_pixels
         )
-        sampling = request.sampling
         body: dict[str, Any] = {
             "model": self._model_id,
             "messages": [
@@ -234,13 +234,7 @@ class OpenAIEngine(Engine):
                     ],
                 },
             ],
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "top_k": sampling.top_k if sampling.top_k > 0 else -1,
-            "repetition_penalty": sampling.repetition_penalty,
-            "skip_special_tokens": False,
-            "spaces_between_special_tokens": False,
+            **vllm_sampling_fields(request.sampling),
             "logprobs": True,
             "top_logprobs": SCORE_TOP_LOGPROBS,
             "return_token_ids": True,

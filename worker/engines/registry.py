@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.engines.base import Engine, SamplingSettings
 
@@ -73,17 +73,44 @@ class EngineSettingsError(ValueError):
     """Engine settings that cannot work together; the message names them."""
 
 
+class EngineSetting(NamedTuple):
+    """A setting ``create_engine`` passes to engines as a keyword argument."""
+
+    keyword: str
+    engines: tuple[str, ...] = ()
+    """The engines that take it; empty: every engine."""
+
+
+QUANTIZED_ENGINES = ("transformers", "vllm")
+"""Engines that load the weights themselves, so REXLABEL_QUANTIZATION applies;
+the openai engine's server loads them (start it with ``--quantization awq``)."""
+ENGINE_SETTINGS: dict[str, EngineSetting] = {
+    "REXLABEL_MIN_PIXELS": EngineSetting("min_pixels"),
+    "REXLABEL_MAX_PIXELS": EngineSetting("max_pixels"),
+    "REXLABEL_SYSTEM_PROMPT": EngineSetting("system_prompt"),
+    "REXLABEL_QUANTIZATION": EngineSetting("quantization", QUANTIZED_ENGINES),
+    "REXLABEL_VLLM_MAX_MODEL_LEN": EngineSetting("max_model_len", ("vllm",)),
+    "REXLABEL_VLLM_GPU_MEMORY_UTILIZATION": EngineSetting(
+        "gpu_memory_utilization", ("vllm",)
+    ),
+    "REXLABEL_OPENAI_URL": EngineSetting("base_url", ("openai",)),
+    "REXLABEL_OPENAI_API_KEY": EngineSetting("api_key", ("openai",)),
+    "REXLABEL_OPENAI_CONCURRENCY": EngineSetting("concurrency", ("openai",)),
+}
+"""Every setting an engine takes, by name (whether it changes predictions, and
+so ``model_version``, is marked in ``common.settings``)."""
+
+
 def engine_options(
     name: str, environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """The engine arguments the settings give ``name``, as the engine takes them.
 
-    Every setting the registry gives an ``engine_option`` for this engine
-    (``common.settings.engine_settings``): ``min_pixels`` / ``max_pixels``
-    (REXLABEL_MIN_PIXELS / _MAX_PIXELS, areas in pixels), ``system_prompt``
-    (REXLABEL_SYSTEM_PROMPT; empty means upstream's), for engines that load
-    weights ``quantization`` (REXLABEL_QUANTIZATION: None or ``"awq"``), and the
-    vLLM and OpenAI-server options (REXLABEL_VLLM_*, REXLABEL_OPENAI_*).
+    The :data:`ENGINE_SETTINGS` that apply to ``name``: ``min_pixels`` /
+    ``max_pixels`` (REXLABEL_MIN_PIXELS / _MAX_PIXELS, areas in pixels),
+    ``system_prompt`` (REXLABEL_SYSTEM_PROMPT; empty means upstream's), for
+    engines that load weights ``quantization`` (REXLABEL_QUANTIZATION: None or
+    ``"awq"``), and the vLLM and OpenAI-server options.
 
     Raises:
         EngineSettingsError: min above max, or a quantization for openai.
@@ -91,24 +118,24 @@ def engine_options(
     from common import settings
 
     options: dict[str, Any] = {
-        s.engine_option: s.read(environ) for s in settings.engine_settings(name)
+        entry.keyword: settings.get(setting, environ)
+        for setting, entry in ENGINE_SETTINGS.items()
+        if not entry.engines or name in entry.engines
     }
     low, high = options["min_pixels"], options["max_pixels"]
     if low > high:
         raise EngineSettingsError(
             f"REXLABEL_MIN_PIXELS={low} is above REXLABEL_MAX_PIXELS={high}"
         )
-    if "quantization" in options:
-        quantization = options["quantization"]
-        options["quantization"] = None if quantization == "none" else quantization
-    else:
-        quantization = settings.get("REXLABEL_QUANTIZATION", environ)
-        if quantization != "none":
-            raise EngineSettingsError(
-                f"REXLABEL_QUANTIZATION={quantization} does not apply to the {name} "
-                "engine: its server loads the model (e.g. vllm serve --quantization "
-                f"{quantization}); unset it"
-            )
+    if name in QUANTIZED_ENGINES:
+        if options["quantization"] == "none":
+            options["quantization"] = None
+    elif (quantization := settings.get("REXLABEL_QUANTIZATION", environ)) != "none":
+        raise EngineSettingsError(
+            f"REXLABEL_QUANTIZATION={quantization} does not apply to the {name} "
+            "engine: its server loads the model (e.g. vllm serve --quantization "
+            f"{quantization}); unset it"
+        )
     return options
 
 

@@ -52,6 +52,7 @@ from worker.engines.base import (
     GenerationResult,
     SamplingSettings,
     batch_timings,
+    vllm_sampling_fields,
 )
 from worker.engines.runaway_guard_text import RunawayScanner
 from worker.scoring import SCORE_TOP_LOGPROBS, bin_value
@@ -96,13 +97,7 @@ def sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
     """``SamplingParams`` arguments for our settings, as upstream sets them, plus
     exact grammar text (no spaces around special tokens) and log-probs."""
     return {
-        "max_tokens": sampling.max_new_tokens,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "top_k": sampling.top_k if sampling.top_k > 0 else -1,
-        "repetition_penalty": sampling.repetition_penalty,
-        "skip_special_tokens": False,
-        "spaces_between_special_tokens": False,
+        **vllm_sampling_fields(sampling),
         "stop": [IM_END],  # upstream's stop string (also the EOS token)
         "logprobs": LOGPROBS_PER_TOKEN,
     }

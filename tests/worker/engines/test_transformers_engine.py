@@ -10,7 +10,6 @@ import sys
 import pytest
 from PIL import Image
 
-from tests.worker.grammar import TemplateLogitsProcessor
 from worker.engines.base import GenerationRequest, SamplingSettings
 
 DETECT = (
@@ -20,23 +19,6 @@ DETECT = (
 
 def _image(width: int, height: int, colour=(90, 120, 200)) -> Image.Image:
     return Image.new("RGB", (width, height), colour)
-
-
-@pytest.fixture
-def constrained(tiny_engine):
-    """The session's model and processor, with a template processor to fill."""
-    from worker.engines.transformers_engine import TransformersEngine
-
-    def make(templates: list[str]) -> TransformersEngine:
-        processor = TemplateLogitsProcessor(tiny_engine.processor.tokenizer, templates)
-        return TransformersEngine(
-            tiny_engine.model_id,
-            device="cpu",
-            loaded=(tiny_engine.model, tiny_engine.processor),
-            logits_processors=[processor],
-        )
-
-    return make
 
 
 def test_mixed_tasks_in_one_batch(constrained):

@@ -7,6 +7,7 @@ No torch here.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,19 +104,6 @@ def vllm_sampling_fields(sampling: SamplingSettings) -> dict[str, Any]:
     }
 
 
-def batch_timings(
-    started: float, preprocessed: float, generated: float, finished: float, size: int
-) -> dict[str, float]:
-    """``GenerationResult.timings`` of a batch of ``size`` requests from the
-    ``time.perf_counter()`` readings that close its stages."""
-    return {
-        "preprocess": preprocessed - started,
-        "generate": generated - preprocessed,
-        "postprocess": finished - generated,
-        "batch_size": float(size),
-    }
-
-
 @dataclass
 class GenerationRequest:
     """One image and the full user prompt for it (already built by converters)."""
@@ -141,8 +129,8 @@ class GenerationResult:
             weighed there (token text -> log-probability, the top k; an empty
             mapping where none were kept), or None when the engine reports
             none. ``worker.scoring`` reads them at coordinate tokens.
-        finish_reason: ``stop`` (end token), ``length`` (token cap) or
-            ``runaway`` (stopped by the runaway guard).
+        finish_reason: :class:`FinishReason` ``stop`` (end token), ``length``
+            (token cap) or ``runaway`` (stopped by the runaway guard).
         prompt_tokens / output_tokens: counts without padding.
         timings: seconds per stage: ``preprocess``, ``generate``, ``postprocess``.
     """
@@ -160,6 +148,27 @@ class GenerationResult:
     @property
     def truncated(self) -> bool:
         return self.finish_reason in (FinishReason.LENGTH, FinishReason.RUNAWAY)
+
+
+def timed_batch(
+    results: list[GenerationResult],
+    started: float,
+    preprocessed: float,
+    generated: float,
+    extra: list[dict[str, float]] | None = None,
+) -> list[GenerationResult]:
+    """Give every result of a batch its ``timings``: seconds per stage from the
+    ``time.perf_counter()`` readings that close them (postprocessing ends now),
+    the batch's size, and the result's own ``extra`` ones; returns ``results``."""
+    timings = {
+        "preprocess": preprocessed - started,
+        "generate": generated - preprocessed,
+        "postprocess": time.perf_counter() - generated,
+        "batch_size": float(len(results)),
+    }
+    for index, result in enumerate(results):
+        result.timings = {**timings, **(extra[index] if extra else {})}
+    return results
 
 
 class Engine(ABC):

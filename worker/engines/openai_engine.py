@@ -54,7 +54,7 @@ from worker.engines.base import (
     GenerationRequest,
     GenerationResult,
     SamplingSettings,
-    batch_timings,
+    timed_batch,
     vllm_sampling_fields,
 )
 from worker.engines.openai_answer import (
@@ -260,12 +260,8 @@ class OpenAIEngine(Engine):
         responses = [f.result() for f in futures]
         generated = time.perf_counter()
         results = [result_from_answer(data, self.base_url) for data, _ in responses]
-        timings = batch_timings(
-            started, preprocessed, generated, time.perf_counter(), len(requests)
-        )
-        for result, (_, seconds) in zip(results, responses, strict=True):
-            result.timings = {**timings, "request": seconds}
-        return results
+        requested = [{"request": seconds} for _, seconds in responses]
+        return timed_batch(results, started, preprocessed, generated, requested)
 
     def _complete(
         self, body: dict[str, Any], sampling: SamplingSettings

@@ -30,7 +30,7 @@ from worker.engines.base import (
     GenerationRequest,
     GenerationResult,
     SamplingSettings,
-    batch_timings,
+    timed_batch,
 )
 from worker.engines.transformers_loading import load_model, resolve_device
 from worker.scoring import TRANSFORMERS_TOP_LOGPROBS, bin_value
@@ -294,12 +294,7 @@ class TransformersEngine(Engine):
                     prompt_tokens=int(prompt_tokens[row]),
                 )
             )
-        timings = batch_timings(
-            started, preprocessed, generated, time.perf_counter(), len(requests)
-        )
-        for result in results:
-            result.timings = dict(timings)
-        return results
+        return timed_batch(results, started, preprocessed, generated)
 
     def _generation_setup(self, sampling: SamplingSettings, batch_size: int):
         """Guard, log-prob recorder and our own processor list (raw log-probs

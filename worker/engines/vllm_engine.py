@@ -51,7 +51,7 @@ from worker.engines.base import (
     GenerationRequest,
     GenerationResult,
     SamplingSettings,
-    batch_timings,
+    timed_batch,
     vllm_sampling_fields,
 )
 from worker.engines.runaway_guard_text import RunawayScanner
@@ -314,12 +314,7 @@ class VLLMEngine(Engine):
             result_from_output(output, self._decode, request.sampling)
             for output, request in zip(outputs, requests, strict=True)
         ]
-        timings = batch_timings(
-            started, preprocessed, generated, time.perf_counter(), len(requests)
-        )
-        for result in results:
-            result.timings = dict(timings)
-        return results
+        return timed_batch(results, started, preprocessed, generated)
 
     def _decode(self, token_id: int) -> str:
         """One token's text, special tokens kept."""

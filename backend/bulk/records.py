@@ -31,14 +31,18 @@ class NothingToDo(JobError):
 
 class JobStatus(str, Enum):
     """Where a job stands (:attr:`JobRecord.status`); a ``str`` Enum, so it is
-    stored as its value."""
+    stored as its value.
+
+    ``interrupted``: the process running it stopped (Ctrl-C, crash); resume it.
+    ``failed``: the run itself raised (the record's message says what), as
+    opposed to images that failed in a ``done`` job.
+    """
 
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
-    """The process running it stopped (Ctrl-C, crash); resume it."""
     FAILED = "failed"
 
 

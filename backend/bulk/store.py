@@ -166,31 +166,17 @@ class JobDir:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.spec_path = self.root / "job.json"
+        self.images_path = self.root / "images.jsonl"
+        self.parts_dir = self.root / "parts"
+        self.status_path = self.root / "status.json"
+        self.cancel_path = self.root / "cancel"
+        self.lock_path = self.root / "lock"
         self._lock_handle: Any = None
 
     @property
     def id(self) -> str:
         return self.root.name
-
-    @property
-    def spec_path(self) -> Path:
-        return self.root / "job.json"
-
-    @property
-    def images_path(self) -> Path:
-        return self.root / "images.jsonl"
-
-    @property
-    def parts_dir(self) -> Path:
-        return self.root / "parts"
-
-    @property
-    def status_path(self) -> Path:
-        return self.root / "status.json"
-
-    @property
-    def cancel_path(self) -> Path:
-        return self.root / "cancel"
 
     def delivery_log(self) -> DeliveryLog:
         """The job's :class:`DeliveryLog` (read now, appended to from now on)."""
@@ -279,7 +265,7 @@ class JobDir:
     def acquire(self) -> None:
         """Take the job's lock; JobBusyError if another process holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / "lock", "a+")
+        handle = open(self.lock_path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -303,10 +289,9 @@ class JobDir:
 
     def is_running(self) -> bool:
         """Whether some process holds the job's lock now."""
-        lock = self.root / "lock"
-        if not lock.exists():
+        if not self.lock_path.exists():
             return False
-        with open(lock, "a+") as handle:
+        with open(self.lock_path, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -96,9 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from backend.bulk.convert import (
         ConvertError,
-        iter_json_list,
         iter_jsonl,
-        labelstudio_to_coco,
         raw_to_coco,
         raw_to_labelstudio,
     )
@@ -132,17 +130,27 @@ def run(args: argparse.Namespace) -> int:
                     "rexlabel convert: an export converts to COCO only", file=sys.stderr
                 )
                 return 2
-            stats = labelstudio_to_coco(
-                iter_json_list(args.file),
-                args.out,
-                source="predictions" if args.predictions else "annotations",
-                model_version=args.model_version,
-                image_key=args.image_key,
-            )
+            stats = export_to_coco(args.file, args, image_key=args.image_key)
     except (ConvertError, OSError, ValueError) as exc:
         print(f"rexlabel convert: {exc}", file=sys.stderr)
         return 2
     return report(stats, args.out, "convert")
+
+
+def export_to_coco(path: Any, args: argparse.Namespace, **config: Any) -> Any:
+    """Convert the Label Studio JSON export at ``path`` to COCO at ``args.out``:
+    its annotations, or with ``--predictions`` its predictions (of
+    ``--model-version`` only, when given). ``config``: the labeling config's
+    ``categories`` and ``image_key``, where known. Returns the stats."""
+    from backend.bulk.convert import iter_json_list, labelstudio_to_coco
+
+    return labelstudio_to_coco(
+        iter_json_list(path),
+        args.out,
+        source="predictions" if args.predictions else "annotations",
+        model_version=args.model_version,
+        **config,
+    )
 
 
 def report(stats: Any, out: str, command: str) -> int:

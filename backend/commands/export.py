@@ -51,14 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.bulk.convert import (
-        ConvertError,
-        config_categories,
-        config_image_key,
-        iter_json_list,
-        labelstudio_to_coco,
-    )
-    from backend.commands.convert import report
+    from backend.bulk.convert import ConvertError, config_categories, config_image_key
+    from backend.commands.convert import export_to_coco, report
     from backend.planner import PlanError
     from common.labelstudio.api import LabelStudioAPIError, LabelStudioClient
 
@@ -73,13 +67,8 @@ def run(args: argparse.Namespace) -> int:
                 image_key = config_image_key(label_config)
             except PlanError:
                 categories, image_key = [], None
-            stats = labelstudio_to_coco(
-                iter_json_list(path),
-                args.out,
-                source="predictions" if args.predictions else "annotations",
-                model_version=args.model_version,
-                categories=categories,
-                image_key=image_key,
+            stats = export_to_coco(
+                path, args, categories=categories, image_key=image_key
             )
     except (LabelStudioAPIError, ConvertError, OSError) as exc:
         print(f"rexlabel export: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 EXIT_UNKNOWN_JOB = 2
-"""No job with that id (same code as a usage error)."""
+"""No job with that id, or it is running elsewhere (the code of a usage error)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -80,14 +80,11 @@ def format_record(record: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.bulk import JobBusyError, JobError
+    from backend.bulk import JobError
 
     try:
         return _run(args)
-    except JobBusyError as exc:
-        print(f"rexlabel jobs: {exc}", file=sys.stderr)
-        return EXIT_UNKNOWN_JOB
-    except JobError as exc:
+    except JobError as exc:  # an unknown id, or a job running elsewhere
         print(f"rexlabel jobs: {exc}", file=sys.stderr)
         return EXIT_UNKNOWN_JOB
 

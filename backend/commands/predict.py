@@ -79,9 +79,10 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_boxes(values: list[str]) -> list[list[float]]:
-    """``["10,20,110,140"]`` -> ``[[10.0, 20.0, 110.0, 140.0]]``; ValueError names
-    the bad box."""
+def parse_single_boxes(values: list[str]) -> list[list[float]]:
+    """``--box`` values, one box each: ``["10,20,110,140"]`` ->
+    ``[[10.0, 20.0, 110.0, 140.0]]``; ValueError names a value that is not
+    four numbers (the corners' order is not checked)."""
     boxes = []
     for value in values:
         parts = [p.strip() for p in value.split(",")]
@@ -106,7 +107,7 @@ def build_call(args: argparse.Namespace):
         task=args.task,
         categories=[c.strip() for c in args.categories.split(",") if c.strip()],
         keypoint_type=args.keypoint_type,
-        visual_prompt_boxes=parse_boxes(args.box) or None,
+        visual_prompt_boxes=parse_single_boxes(args.box) or None,
         score_threshold=args.score_threshold,
         generation=generation,
         key="cli",

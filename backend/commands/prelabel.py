@@ -188,8 +188,10 @@ class UsageError(ValueError):
     """A bad combination of options; printed with exit code 2."""
 
 
-def parse_boxes(values: list[str]) -> list[list[float]]:
-    """``["1,2,3,4;5,6,7,8"]`` -> ``[[1, 2, 3, 4], [5, 6, 7, 8]]`` (xyxy pixels)."""
+def parse_box_lists(values: list[str]) -> list[list[float]]:
+    """``--visual-prompt`` values, each a ``;``-separated list of boxes:
+    ``["1,2,3,4;5,6,7,8"]`` -> ``[[1, 2, 3, 4], [5, 6, 7, 8]]`` (xyxy pixels);
+    UsageError for a box that is not four numbers with x1>x0 and y1>y0."""
     boxes = []
     for value in values:
         for part in value.split(";"):
@@ -246,7 +248,7 @@ def call_from_args(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as exc:
         raise UsageError(f"--task: {exc}") from None
     categories = [c.strip() for c in (args.categories or "").split(",") if c.strip()]
-    boxes = parse_boxes(args.visual_prompt)
+    boxes = parse_box_lists(args.visual_prompt)
     _check_visual_prompt(task, boxes, args.reference_boxes, categories)
     if task is Task.KEYPOINT and not args.keypoint_type:
         raise UsageError("--task keypoint needs --keypoint-type (person, hand, animal)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from backend.config import BackendConfig
@@ -56,23 +57,18 @@ class NoBackgroundJobs(RuntimeError):
     """A /predict too large to answer in time, and no bulk jobs to take it."""
 
 
+@dataclass
 class Predictions:
     """What ``/predict`` answers; ``version_for(label_config, extra)`` is the
     app's model version (listed in /versions)."""
 
-    def __init__(
-        self,
-        config: BackendConfig,
-        runner: ChunkRunner,
-        store: StateStore,
-        version_for: Callable[[str | None, Mapping[str, Any]], str],
-    ) -> None:
-        self.config = config
-        self.runner = runner
-        self.store = store
-        self.version_for = version_for
-        self._jobs: list[str] = []
-        self._jobs_lock = threading.Lock()  # /predict's background jobs
+    config: BackendConfig
+    runner: ChunkRunner
+    store: StateStore
+    version_for: Callable[[str | None, Mapping[str, Any]], str]
+    _jobs: list[str] = field(default_factory=list, init=False)
+    """/predict's background jobs that held a slot when last counted."""
+    _jobs_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def extra_params(self, project: Any) -> dict[str, Any]:
         """The extra params /setup stored for ``project`` (none: ``{}``)."""

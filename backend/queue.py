@@ -1,11 +1,10 @@
 """Run chunks on the workers and wait for them: through Redis/RQ, or in-process.
 
-With ``REDIS_URL`` set, chunks are enqueued by dotted path
-(``worker.jobs.run_chunk``) on RQ queues with RQ's JSON serializer (never
-pickle: a Redis others can reach must not mean code execution on the GPU
-boxes), and the request waits for their results with a deadline below Label
-Studio's 100 s timeout. Without Redis the same job function runs in this
-process (the model is loaded on first use), so one command serves on a laptop.
+With ``REDIS_URL`` set, chunks go through :mod:`backend.dispatch` (by dotted
+path ``worker.jobs.run_chunk``, JSON payloads) on RQ queues, and the request
+waits for their results with a deadline below Label Studio's 100 s timeout.
+Without Redis the same job function runs in this process (the model is loaded
+on first use), so one command serves on a laptop.
 
 Queue choice (see ``backend.app``): everything a person waits for goes to
 ``rexlabel:interactive`` -- a click with Auto-Annotation is put at the *front*
@@ -26,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backend.dispatch import Dispatcher, failure_reason
 from common import settings
 from common.model_state import (
     READY,
@@ -36,7 +36,6 @@ from common.model_state import (
 )
 from common.queues import QUEUE_INTERACTIVE, QUEUES, RUN_CHUNK
 from common.redis_conn import redis_connection
-from worker.engines.registry import ENGINE_INSTALL_HINT, missing_packages
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,9 @@ LOAD_RUNTIME = "worker.jobs.load_runtime"
 """What the in-process runner loads for the real job function: the engine (and
 SAM) from the settings, installed for ``worker.jobs.run_chunk``."""
 
+NO_REASON = "the worker gave no reason"
+"""A failed chunk's error when its traceback is empty."""
+
 DEFAULT_LOAD = object()
 """InProcessRunner's ``load`` default: LOAD_RUNTIME for RUN_CHUNK, else nothing."""
 
@@ -79,6 +81,20 @@ class JobFailed(QueueError):
     """The worker raised while running the chunk; the message is its error."""
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When a :meth:`ChunkRunner.run_many` call gives up."""
+
+    timeout: float
+    """Its seconds, as the call got them (the figure error messages name)."""
+    at: float
+    """The ``time.monotonic()`` value ``timeout`` seconds after the call."""
+
+    def remaining(self) -> float:
+        """Seconds left; zero or less once passed."""
+        return self.at - time.monotonic()
+
+
 @dataclass
 class ChunkOutcome:
     """The result of one chunk, or the error that replaced it."""
@@ -93,7 +109,6 @@ class ChunkRunner(ABC):
 
     mode: str = "runner"
 
-    @abstractmethod
     def run_many(
         self,
         payloads: Sequence[dict[str, Any]],
@@ -106,6 +121,17 @@ class ChunkRunner(ABC):
         ``urgent`` work (a click) goes ahead of other interactive work. A chunk
         that fails or misses the deadline gets ``error``; the others are kept.
         """
+        deadline = Deadline(timeout, time.monotonic() + timeout)
+        outcomes = [ChunkOutcome(payload=dict(p)) for p in payloads]
+        if outcomes:  # nothing to run: do not wait for a loading model
+            self._run(outcomes, deadline, urgent)
+        return outcomes
+
+    @abstractmethod
+    def _run(
+        self, outcomes: list[ChunkOutcome], deadline: Deadline, urgent: bool
+    ) -> None:
+        """Set each outcome's ``result`` or ``error`` before ``deadline``."""
 
     @abstractmethod
     def status(self) -> dict[str, Any]:
@@ -122,11 +148,6 @@ class ChunkRunner(ABC):
         """Release connections."""
 
 
-def _last_line(text: str | None) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "the worker gave no reason"
-
-
 class RQRunner(ChunkRunner):
     """Chunks go through Redis to ``rexlabel worker`` processes."""
 
@@ -140,18 +161,24 @@ class RQRunner(ChunkRunner):
         job_timeout: int = JOB_TIMEOUT_S,
         function: str = RUN_CHUNK,
     ) -> None:
-        from rq import Queue
-        from rq.serializers import JSONSerializer
-
-        self.connection = connection
+        self.dispatcher = Dispatcher(connection, QUEUES, function)
         self.health_connection = health_connection or connection
         self.job_timeout = job_timeout
-        self.function = function
-        self.serializer = JSONSerializer
-        self.queues = {
-            name: Queue(name, connection=connection, serializer=JSONSerializer)
-            for name in QUEUES
-        }
+
+    @property
+    def connection(self) -> Any:
+        """The queue's Redis client (its timeouts cover :meth:`wait`'s reads)."""
+        return self.dispatcher.connection
+
+    @property
+    def function(self) -> str:
+        """Dotted path of the job function the chunks run."""
+        return self.dispatcher.function
+
+    @property
+    def queues(self) -> dict[str, Any]:
+        """The RQ queues by name, :data:`common.queues.QUEUES`."""
+        return self.dispatcher.queues
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RQRunner:
@@ -172,13 +199,13 @@ class RQRunner(ChunkRunner):
         urgent: bool = False,
     ) -> Any:
         """Put one chunk on ``queue``; returns the RQ job."""
-        return self.queues[queue].enqueue(
-            self.function,
+        return self.dispatcher.enqueue(
+            queue,
             payload,
             job_id=f"rexlabel-{uuid.uuid4().hex}",
-            job_timeout=self.job_timeout,
-            result_ttl=RESULT_TTL_S,
-            failure_ttl=FAILURE_TTL_S,
+            timeout_s=self.job_timeout,
+            result_ttl_s=RESULT_TTL_S,
+            failure_ttl_s=FAILURE_TTL_S,
             at_front=urgent,
             description=f"{self.function} ({len(payload.get('images') or [])} images)",
         )
@@ -187,29 +214,22 @@ class RQRunner(ChunkRunner):
         """The chunk's result; DeadlineExceeded / JobFailed otherwise.
 
         ``deadline`` is a ``time.monotonic()`` value. Reads RQ's result stream
-        with blocking XREADs, so a result is seen the moment it is written.
+        (:meth:`Dispatcher.results_after`), so a result is seen the moment it is
+        written.
         """
         from rq.exceptions import InvalidJobOperation
         from rq.job import JobStatus
         from rq.results import Result
 
-        key = Result.get_key(job.id)
         last_id = "0-0"
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded(f"job {job.id} did not finish in time")
-            block_ms = max(1, int(min(remaining, WAIT_SLICE_S) * 1000))
-            response = self.connection.xread({key: last_id}, block=block_ms)
-            for entry_id, fields in response[0][1] if response else []:
-                last_id = entry_id
-                result = Result.restore(
-                    job.id,
-                    entry_id.decode(),
-                    fields,
-                    connection=self.connection,
-                    serializer=self.serializer,
-                )
+            results = self.dispatcher.results_after(
+                job.id, last_id, min(remaining, WAIT_SLICE_S)
+            )
+            for last_id, result in results:
                 if result.type is Result.Type.SUCCESSFUL:
                     if not isinstance(result.return_value, dict):
                         kind = type(result.return_value).__name__
@@ -220,9 +240,9 @@ class RQRunner(ChunkRunner):
                     Result.Type.STOPPED,
                     Result.Type.MAX_RETRIES_EXCEEDED,
                 ):
-                    raise JobFailed(_last_line(result.exc_string))
+                    raise JobFailed(failure_reason(result.exc_string, NO_REASON))
                 # RETRIED: the job runs again; keep waiting for its next result.
-            if response:
+            if results:
                 continue
             try:
                 status = job.get_status(refresh=True)
@@ -241,15 +261,9 @@ class RQRunner(ChunkRunner):
         except Exception:  # the job may have started or vanished meanwhile
             log.debug("could not cancel job %s", job.id, exc_info=True)
 
-    def run_many(
-        self,
-        payloads: Sequence[dict[str, Any]],
-        *,
-        timeout: float,
-        urgent: bool = False,
-    ) -> list[ChunkOutcome]:
-        deadline = time.monotonic() + timeout
-        outcomes = [ChunkOutcome(payload=dict(p)) for p in payloads]
+    def _run(
+        self, outcomes: list[ChunkOutcome], deadline: Deadline, urgent: bool
+    ) -> None:
         jobs: list[Any] = []
         for outcome in outcomes:  # all first, so workers run them side by side
             try:
@@ -258,10 +272,10 @@ class RQRunner(ChunkRunner):
                 outcome.error = f"could not enqueue the job: {exc}"
         for outcome, job in jobs:
             try:
-                outcome.result = self.wait(job, deadline)
+                outcome.result = self.wait(job, deadline.at)
             except DeadlineExceeded:
                 outcome.error = (
-                    f"no worker finished the job within {timeout:.0f} s "
+                    f"no worker finished the job within {deadline.timeout:.0f} s "
                     "(are workers running? see /health)"
                 )
                 self.cancel(job)
@@ -269,20 +283,14 @@ class RQRunner(ChunkRunner):
                 outcome.error = f"the worker failed: {exc}"
             except Exception as exc:  # Redis went away while waiting
                 outcome.error = f"lost the job while waiting: {exc}"
-        return outcomes
 
     def status(self) -> dict[str, Any]:
-        from rq import Worker
-
         out: dict[str, Any] = {"mode": self.mode, "queue_up": False, "workers": 0}
         try:
             self.health_connection.ping()
             out["queue_up"] = True
             conn = self.health_connection
-            per_queue = {
-                name: Worker.count(connection=conn, queue=queue)
-                for name, queue in self.queues.items()
-            }
+            per_queue = {name: self.dispatcher.worker_count(name) for name in QUEUES}
             out["workers"] = per_queue[QUEUE_INTERACTIVE]
             out["workers_per_queue"] = per_queue
             out["queued"] = {
@@ -337,29 +345,22 @@ class InProcessRunner(ChunkRunner):
         if self.loader is not None:
             self.loader.start()
 
-    def run_many(
-        self,
-        payloads: Sequence[dict[str, Any]],
-        *,
-        timeout: float,
-        urgent: bool = False,
-    ) -> list[ChunkOutcome]:
-        deadline = time.monotonic() + timeout
-        outcomes = [ChunkOutcome(payload=dict(p)) for p in payloads]
-        if not outcomes:  # nothing to run: do not wait for a loading model
-            return outcomes
+    def _run(
+        self, outcomes: list[ChunkOutcome], deadline: Deadline, urgent: bool
+    ) -> None:
+        timeout = deadline.timeout
         try:
             model = self.loader.wait(timeout) if self.loader is not None else None
         except ModelNotReady as exc:
             for outcome in outcomes:
                 outcome.error = str(exc)
-            return outcomes
+            return
         # The runtime's own lock (worker.jobs.WorkerRuntime, re-entrant) also
         # guards in-process bulk jobs; waiting on it is what the deadline bounds.
         lock = getattr(model, "lock", None) or self._lock
         run_chunk = self.job_function()
         for outcome in outcomes:
-            remaining = deadline - time.monotonic()
+            remaining = deadline.remaining()
             if remaining <= 0:
                 outcome.error = f"not started: the {timeout:.0f} s deadline passed"
                 continue
@@ -376,7 +377,6 @@ class InProcessRunner(ChunkRunner):
                 outcome.error = f"the worker failed: {type(exc).__name__}: {exc}"
             finally:
                 lock.release()
-        return outcomes
 
     def status(self) -> dict[str, Any]:
         """Also ``model``: the load's state (``common.model_state.ModelState``)."""
@@ -405,6 +405,10 @@ def in_process_problem(redis_url: str, engine: str) -> str | None:
     """
     if redis_url:
         return None
+    # The inline path: only a backend that runs the model itself asks the
+    # engine registry (which finds packages without importing them).
+    from worker.engines.registry import ENGINE_INSTALL_HINT, missing_packages
+
     missing = missing_packages(engine)
     if not missing:
         return None

@@ -2,7 +2,9 @@
 
 Both take ``(chunk index, payload)`` pairs in order and call back with each
 chunk's result (``worker.jobs.run_chunk``'s JSON) or the reason it failed, in
-completion order. Neither writes anything: the caller writes, then records.
+completion order (:meth:`ChunkExecutor.run`). Neither writes anything: the
+caller writes, then records. The RQ one is the bulk policy on top of
+:mod:`backend.dispatch`: streamed, with retries.
 
 RQ chunks get deterministic ids (``rexlabel-<job id>-<chunk>``), so a second
 run of the same job finds chunks that are still queued, running, or finished
@@ -16,10 +18,13 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from common.queues import QUEUE_BULK, RUN_CHUNK
+from backend.dispatch import Dispatcher, delete_job, failure_reason
+from common.queues import QUEUE_BULK
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ HOUSEKEEPING_INTERVAL_S = 2.0
 """How often abandoned chunks are re-enqueued and live workers counted."""
 REDIS_RETRY_S = 1.0
 """Pause before trying Redis again after a connection error (Redis restarting)."""
+NO_REASON = "chunk failed on the worker"
+"""A failed chunk's reason when its traceback is empty."""
 
 ChunkCallback = Callable[[int, dict[str, Any], dict[str, Any] | None, str | None], None]
 """``(chunk index, payload, result or None, error or None)``."""
@@ -53,45 +60,25 @@ def rq_job_id(job_id: str, chunk: int, round_: int = 0) -> str:
     return f"rexlabel-{job_id}-{chunk:06d}{suffix}"
 
 
-def delete_job(job: Any) -> None:
-    """``job.delete()``, first dropping executions whose record has expired.
+@dataclass(frozen=True)
+class ChunkRun:
+    """One :meth:`ChunkExecutor.run` call."""
 
-    RQ 3.0 keeps an execution in the job's execution registry 60 s longer than
-    the execution itself lives; deleting a job whose worker died within that
-    minute raises "Execution ... not found in Redis". Those entries are stale
-    (the worker is gone), so they are removed first. A job that vanished
-    meanwhile (Redis emptied) is not an error.
-    """
-    from rq.exceptions import InvalidJobOperation, NoSuchJobError
-    from rq.executions import Execution, ExecutionRegistry
-    from rq.results import Result
+    pending: Iterator[tuple[int, dict[str, Any]]]
+    """The ``(chunk index, payload)`` pairs not handed over yet, in order."""
+    on_result: ChunkCallback
+    should_stop: Callable[[], bool]
+    job_id: str
+    round_: int
 
-    registry = ExecutionRegistry(job_id=job.id, connection=job.connection)
-    for raw in job.connection.zrange(registry.key, 0, -1):
-        execution_id = raw.decode() if isinstance(raw, bytes) else raw
-        execution = Execution(id=execution_id, job_id=job.id, connection=job.connection)
-        if not job.connection.exists(execution.key):
-            job.connection.zrem(registry.key, execution_id)
-    try:
-        job.delete()
-    except (InvalidJobOperation, NoSuchJobError, ValueError):
-        # gone meanwhile (Redis emptied, another process deleted it): drop the rest
-        job.connection.delete(job.key, Result.get_key(job.id))
+    def rq_id(self, index: int, payload: dict[str, Any]) -> str:
+        """The chunk's RQ job id (:func:`rq_job_id`); ``job_id`` or the payload's."""
+        job_id = self.job_id or str(payload.get("job", ""))
+        return rq_job_id(job_id, index, self.round_)
 
 
-def _failure_reason(exc_string: str | None) -> str:
-    """The last line of a traceback (the exception), or a generic reason."""
-    lines = [line for line in (exc_string or "").strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "chunk failed on the worker"
-
-
-class InlineExecutor:
-    """Runs chunks one after the other in this process (``--inline``, no Redis)."""
-
-    def __init__(
-        self, run_chunk: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    ):
-        self._run_chunk = run_chunk
+class ChunkExecutor(ABC):
+    """Runs chunks and hands each one's outcome over as it comes back."""
 
     def run(
         self,
@@ -102,68 +89,67 @@ class InlineExecutor:
         job_id: str = "",
         round_: int = 0,
     ) -> bool:
+        """Hand each chunk's outcome to ``on_result`` as it comes back: True once
+        all are back, False when ``should_stop()`` said so first. ``job_id``
+        (default: each payload's ``job``) and ``round_`` name the RQ jobs
+        (:func:`rq_job_id`)."""
+        return self._run(ChunkRun(iter(chunks), on_result, should_stop, job_id, round_))
+
+    @abstractmethod
+    def _run(self, run: ChunkRun) -> bool:
+        """Hand every chunk of ``run`` to ``run.on_result``; see :meth:`run`."""
+
+
+class InlineExecutor(ChunkExecutor):
+    """Runs chunks one after the other in this process (``--inline``, no Redis)."""
+
+    def __init__(
+        self, run_chunk: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    ):
+        self._run_chunk = run_chunk
+
+    def _run(self, run: ChunkRun) -> bool:
         """Returns False when stopped before every chunk ran."""
         run_chunk = self._run_chunk
         if run_chunk is None:
             from worker.jobs import run_chunk
-        for index, payload in chunks:
-            if should_stop():
+        for index, payload in run.pending:
+            if run.should_stop():
                 return False
             try:
                 result = run_chunk(payload)
             except Exception as exc:  # the chunk fails, the job goes on
                 log.exception("chunk %s failed", index)
-                on_result(index, payload, None, f"{type(exc).__name__}: {exc}")
+                run.on_result(index, payload, None, f"{type(exc).__name__}: {exc}")
             else:
-                on_result(index, payload, result, None)
+                run.on_result(index, payload, result, None)
         return True
 
 
-class RQExecutor:
-    """Runs chunks on RQ workers listening on ``queue_name``."""
+class RQExecutor(ChunkExecutor):
+    """Runs chunks on RQ workers listening on ``queue_name``: the bulk policy,
+    tuned by the class attributes (the module's constants)."""
 
-    def __init__(
-        self,
-        connection: Any,
-        *,
-        queue_name: str = QUEUE_BULK,
-        retries: int = CHUNK_RETRIES,
-        timeout_s: int = CHUNK_TIMEOUT_S,
-        result_ttl_s: int = RESULT_TTL_S,
-        poll_interval_s: float = POLL_INTERVAL_S,
-        housekeeping_interval_s: float = HOUSEKEEPING_INTERVAL_S,
-    ) -> None:
-        from rq import Queue
-        from rq.serializers import JSONSerializer
+    retries: int = CHUNK_RETRIES
+    timeout_s: int = CHUNK_TIMEOUT_S
+    result_ttl_s: int = RESULT_TTL_S
+    poll_interval_s: float = POLL_INTERVAL_S
+    housekeeping_interval_s: float = HOUSEKEEPING_INTERVAL_S
 
+    def __init__(self, connection: Any, *, queue_name: str = QUEUE_BULK) -> None:
+        self.dispatcher = Dispatcher(connection, [queue_name])
         self.connection = connection
-        self.queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
-        self.retries = retries
-        self.timeout_s = timeout_s
-        self.result_ttl_s = result_ttl_s
-        self.poll_interval_s = poll_interval_s
-        self.housekeeping_interval_s = housekeeping_interval_s
+        self.queue = self.dispatcher.queues[queue_name]
         self._window = MIN_IN_FLIGHT
         self._last_housekeeping = 0.0
 
     # One chunk -------------------------------------------------------------------
-    def _fetch(self, rq_id: str) -> Any:
-        from rq.exceptions import NoSuchJobError
-        from rq.job import Job
-
-        try:
-            return Job.fetch(
-                rq_id, connection=self.connection, serializer=self.queue.serializer
-            )
-        except NoSuchJobError:
-            return None
-
     def submit(self, rq_id: str, index: int, payload: dict[str, Any]) -> None:
         """Enqueue the chunk unless a live or finished copy of it exists."""
         from rq import Retry
         from rq.job import JobStatus
 
-        existing = self._fetch(rq_id)
+        existing = self.dispatcher.fetch(rq_id)
         if existing is not None:
             status = existing.get_status(refresh=False)
             if status in (
@@ -176,14 +162,14 @@ class RQExecutor:
                 log.info("chunk %s: adopting RQ job %s (%s)", index, rq_id, status)
                 return
             delete_job(existing)
-        self.queue.enqueue(
-            RUN_CHUNK,
+        self.dispatcher.enqueue(
+            self.queue.name,
             payload,
             job_id=rq_id,
             retry=Retry(max=self.retries) if self.retries else None,
-            job_timeout=self.timeout_s,
-            result_ttl=self.result_ttl_s,
-            failure_ttl=self.result_ttl_s,
+            timeout_s=self.timeout_s,
+            result_ttl_s=self.result_ttl_s,
+            failure_ttl_s=self.result_ttl_s,
             description=f"{payload.get('job', '')} chunk {index}",
         )
 
@@ -194,24 +180,14 @@ class RQExecutor:
         if not force and now - self._last_housekeeping < self.housekeeping_interval_s:
             return
         self._last_housekeeping = now
-        from rq import Worker
-
         from common.rq_jobs import clean_queue
 
         clean_queue(self.queue)
-        workers = Worker.count(connection=self.connection, queue=self.queue)
+        workers = self.dispatcher.worker_count(self.queue.name)
         self._window = max(MIN_IN_FLIGHT, IN_FLIGHT_PER_WORKER * workers)
 
     # The loop ------------------------------------------------------------------------
-    def run(
-        self,
-        chunks: Iterable[tuple[int, dict[str, Any]]],
-        on_result: ChunkCallback,
-        should_stop: Callable[[], bool],
-        *,
-        job_id: str = "",
-        round_: int = 0,
-    ) -> bool:
+    def _run(self, run: ChunkRun) -> bool:
         """Keep a window of chunks in flight until all are back.
 
         Returns False when stopped (cancel) before every chunk came back;
@@ -220,29 +196,26 @@ class RQExecutor:
         import redis
         from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
-        pending: Iterator[tuple[int, dict[str, Any]]] = iter(chunks)
         exhausted = False
         in_flight: dict[str, tuple[int, dict[str, Any]]] = {}
         while True:
             try:
-                if should_stop():
+                if run.should_stop():
                     self._withdraw(in_flight)
                     return False
                 self.housekeeping()
                 while not exhausted and len(in_flight) < self._window:
-                    item = next(pending, None)
+                    item = next(run.pending, None)
                     if item is None:
                         exhausted = True
                         break
                     index, payload = item
-                    rq_id = rq_job_id(
-                        job_id or str(payload.get("job", "")), index, round_
-                    )
+                    rq_id = run.rq_id(index, payload)
                     self.submit(rq_id, index, payload)
                     in_flight[rq_id] = (index, payload)
                 if exhausted and not in_flight:
                     return True
-                if not self._collect(in_flight, on_result):
+                if not self._collect(in_flight, run.on_result):
                     time.sleep(self.poll_interval_s)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning(
@@ -258,12 +231,10 @@ class RQExecutor:
         self, in_flight: dict[str, tuple[int, dict[str, Any]]], on_result: ChunkCallback
     ) -> int:
         """Hand finished and failed chunks to ``on_result``; returns how many."""
-        from rq.job import Job, JobStatus
+        from rq.job import JobStatus
 
         ids = list(in_flight)
-        jobs = Job.fetch_many(
-            ids, connection=self.connection, serializer=self.queue.serializer
-        )
+        jobs = self.dispatcher.fetch_many(ids)
         handled = 0
         for rq_id, job in zip(ids, jobs, strict=True):
             index, payload = in_flight[rq_id]
@@ -283,7 +254,7 @@ class RQExecutor:
                 on_result(index, payload, result, None)
             elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                 latest = job.latest_result()
-                reason = _failure_reason(getattr(latest, "exc_string", None))
+                reason = failure_reason(getattr(latest, "exc_string", None), NO_REASON)
                 if status != JobStatus.FAILED:
                     reason = f"chunk {status.value}"
                 on_result(index, payload, None, reason)
@@ -297,12 +268,9 @@ class RQExecutor:
     def _withdraw(self, in_flight: dict[str, tuple[int, dict[str, Any]]]) -> None:
         """Take queued chunks off the queue (cancel); running ones finish and
         keep their results in Redis for a later resume."""
-        from rq.job import Job, JobStatus
+        from rq.job import JobStatus
 
-        ids = list(in_flight)
-        for job in Job.fetch_many(
-            ids, connection=self.connection, serializer=self.queue.serializer
-        ):
+        for job in self.dispatcher.fetch_many(list(in_flight)):
             if job is not None and job.get_status(refresh=False) in (
                 JobStatus.QUEUED,
                 JobStatus.SCHEDULED,

@@ -6,9 +6,16 @@ so that importing this package never imports torch or vLLM.
 
 from worker.engines.base import (
     Engine,
+    FinishReason,
     GenerationRequest,
     GenerationResult,
     SamplingSettings,
 )
 
-__all__ = ["Engine", "GenerationRequest", "GenerationResult", "SamplingSettings"]
+__all__ = [
+    "Engine",
+    "FinishReason",
+    "GenerationRequest",
+    "GenerationResult",
+    "SamplingSettings",
+]

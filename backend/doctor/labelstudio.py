@@ -15,7 +15,7 @@ import requests
 
 from backend.doctor.report import HTTP_TIMEOUT_S, Check, Status, fail, ok, skip, warn
 from common.labelstudio.api import LabelStudioAPIError, LabelStudioClient, health
-from common.labelstudio.auth import TokenExchangeError
+from common.labelstudio.auth import TokenExchangeError, TokenKind
 
 LS_PAGE_SIZE = 1
 """The image check needs one project and one task."""
@@ -124,7 +124,7 @@ def _check_token(client: LabelStudioClient) -> Check:
             fix = (
                 "new organizations disable legacy tokens: use a Personal Access "
                 "Token, or enable legacy tokens in Organization settings"
-                if kind == "legacy"
+                if kind is TokenKind.LEGACY
                 else "create a new Personal Access Token and set LABEL_STUDIO_API_KEY"
             )
             return fail(

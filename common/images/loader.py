@@ -35,7 +35,7 @@ from common.images.errors import (
     ImageTooLarge,
 )
 from common.images.hosts import HostGuard, Resolver, parse_allowed_hosts, resolve_host
-from common.labelstudio.auth import LabelStudioAuth, TokenExchangeError
+from common.labelstudio.auth import LabelStudioAuth, TokenExchangeError, TokenKind
 from common.labelstudio.media import (
     LOCAL_FILE_UNREADABLE,
     MediaLocation,
@@ -278,7 +278,11 @@ class ImageLoader:
                     target = urljoin(hop.url, response.headers.get("Location", ""))
                     hop = self._hop(ref, target, trusted=label_studio)
                     continue
-                if response.status_code == 401 and is_ls and self.auth.kind == "pat":
+                if (
+                    response.status_code == 401
+                    and is_ls
+                    and self.auth.kind is TokenKind.PAT
+                ):
                     if not renewed:  # revoked or expired early: one fresh token
                         self.auth.invalidate()
                         renewed = True
@@ -351,9 +355,9 @@ class ImageLoader:
 
     def _token_advice(self, ref: str, what: str) -> str:
         kind = self.auth.kind
-        if kind == "none":
+        if kind is TokenKind.NONE:
             hint = "no token is configured: set LABEL_STUDIO_API_KEY"
-        elif kind == "legacy":
+        elif kind is TokenKind.LEGACY:
             hint = (
                 "the legacy token in LABEL_STUDIO_API_KEY was rejected (new "
                 "organizations disable legacy tokens: use a personal access token)"

@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from common import settings
-from common.labelstudio.auth import LabelStudioAuth
+from common.labelstudio.auth import LabelStudioAuth, TokenKind
 from common.urls import UnsafeURLError, parse_http_url
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,11 @@ class LabelStudioClient:
                     f"{what} to Label Studio at {self.url} failed: {exc}",
                     ambiguous=not repeatable,
                 ) from exc
-            if response.status_code == 401 and self.auth.kind == "pat" and not renewed:
+            if (
+                response.status_code == 401
+                and self.auth.kind is TokenKind.PAT
+                and not renewed
+            ):
                 self.auth.invalidate()  # the access token expired early: renew once
                 renewed = True
                 continue

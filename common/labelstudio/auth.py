@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 import requests
@@ -38,6 +39,19 @@ class TokenExchangeError(RuntimeError):
         self.status = status
 
 
+class TokenKind(str, Enum):
+    """Which token ``LABEL_STUDIO_API_KEY`` holds, read from its shape."""
+
+    NONE = "none"
+    """No token: requests go without ``Authorization``."""
+    LEGACY = "legacy"
+    """Not a JWT: Label Studio's legacy token, sent as ``Token <t>``."""
+    ACCESS = "access"
+    """An access JWT, sent as it is (``Bearer <t>``) until it expires."""
+    PAT = "pat"
+    """A personal access token (a refresh JWT), exchanged for access tokens."""
+
+
 def jwt_claims(token: str) -> dict[str, Any] | None:
     """The (unverified) payload of a JWT, or None if ``token`` is not JWT-shaped."""
     parts = token.split(".")
@@ -54,8 +68,7 @@ def jwt_claims(token: str) -> dict[str, Any] | None:
 class LabelStudioAuth:
     """The ``Authorization`` header for Label Studio, from whichever token is given.
 
-    ``kind`` is ``legacy`` (``Token <t>``), ``pat`` (a refresh JWT exchanged for
-    access tokens), ``access`` (an access JWT, sent as it is) or ``none``.
+    ``kind`` (:class:`TokenKind`) says which token it is and so how it is sent.
     Thread-safe: concurrent downloads share one exchange.
     """
 
@@ -76,21 +89,21 @@ class LabelStudioAuth:
         self._access_expires = 0.0
         claims = jwt_claims(self.token) if self.token else None
         if not self.token:
-            self.kind = "none"
+            self.kind = TokenKind.NONE
         elif claims is None:
-            self.kind = "legacy"
+            self.kind = TokenKind.LEGACY
         elif claims.get("token_type") == "access":
-            self.kind = "access"
+            self.kind = TokenKind.ACCESS
         else:
-            self.kind = "pat"
+            self.kind = TokenKind.PAT
 
     def headers(self) -> dict[str, str]:
         """Headers to send to Label Studio (empty when no token is configured)."""
-        if self.kind == "none":
+        if self.kind is TokenKind.NONE:
             return {}
-        if self.kind == "legacy":
+        if self.kind is TokenKind.LEGACY:
             return {"Authorization": f"Token {self.token}"}
-        if self.kind == "access":
+        if self.kind is TokenKind.ACCESS:
             return {"Authorization": f"Bearer {self.token}"}
         return {"Authorization": f"Bearer {self.access_token()}"}
 

@@ -3,8 +3,9 @@
 For each tag that draws regions on an image: the ``type`` of the results it
 holds, its geometry, whether it carries labels, and which Rex-Omni tasks give
 predictions it can show. The planner (which control gets which task), the
-backend's prediction writer, the Label Studio writer/reader and the COCO
-converter all look tags up here.
+backend's prediction writer, the Label Studio writer/reader and the export to
+COCO (``backend.bulk.convert``: which controls become categories) all look tags
+up here.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ Chunk result::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from converters.prediction import (
@@ -34,8 +35,40 @@ class JobSpecError(ValueError):
     """A job payload is malformed; the message names the bad field."""
 
 
-MASK_OUTPUTS = ("none", "rle", "brush", "polygon")
-"""What SAM output a call wants on its boxes: none, COCO RLE, LS brush, polygon."""
+class MaskOutput(str, Enum):
+    """What SAM output a call wants on its boxes. A ``str`` Enum: it serialises
+    as its value."""
+
+    NONE = "none"
+    RLE = "rle"
+    """COCO compressed RLE on ``Prediction.mask``."""
+    BRUSH = "brush"
+    """RLE, written as Label Studio brush regions."""
+    POLYGON = "polygon"
+    """The mask's outline as the region's polygon."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+MASK_OUTPUTS = tuple(m.value for m in MaskOutput)
+"""The values of :class:`MaskOutput`, as error messages list them."""
+
+
+class FinishReason(str, Enum):
+    """Why a call's output ended. A ``str`` Enum: it serialises as its value."""
+
+    STOP = "stop"
+    """The model wrote its end token."""
+    LENGTH = "length"
+    """The token cap (``max_new_tokens``) cut the answer."""
+    RUNAWAY = "runaway"
+    """The runaway guard stopped it (repeated items or too many)."""
+    SAM = "sam"
+    """No generation: the pipeline answered a point prompt with a SAM mask."""
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -55,7 +88,7 @@ class ModelCall:
     keypoint_type: str | None = None
     visual_prompt_boxes: list[list[float]] | None = None
     sam_points: list[list[float]] | None = None
-    masks: str = "none"
+    masks: MaskOutput = MaskOutput.NONE
     score_threshold: float | None = None
     max_instances: int | None = None
     generation: dict[str, Any] = field(default_factory=dict)
@@ -69,11 +102,13 @@ class ModelCall:
             raise JobSpecError(f"call.task: {exc}") from None
         if isinstance(self.categories, str):
             self.categories = [self.categories]
-        if self.masks not in MASK_OUTPUTS:
+        try:
+            self.masks = MaskOutput(self.masks)
+        except (ValueError, TypeError):
             raise JobSpecError(
                 f"call.masks must be one of {', '.join(MASK_OUTPUTS)}, "
                 f"got {self.masks!r}"
-            )
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,7 +117,7 @@ class ModelCall:
             "keypoint_type": self.keypoint_type,
             "visual_prompt_boxes": self.visual_prompt_boxes,
             "sam_points": self.sam_points,
-            "masks": self.masks,
+            "masks": self.masks.value,
             "score_threshold": self.score_threshold,
             "max_instances": self.max_instances,
             "generation": dict(self.generation),
@@ -162,6 +197,7 @@ class CallResult:
     truncated: bool = False
     warnings: list[str] = field(default_factory=list)
     finish_reason: str = ""
+    """A :class:`FinishReason` value; empty when no generation ran."""
     prompt_tokens: int = 0
     output_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)

@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image
 
 from common.images.decode import original_size
-from common.jobspec import CallResult, ImageJob, ImageResult, ModelCall
+from common.jobspec import CallResult, ImageJob, ImageResult, MaskOutput, ModelCall
 from converters.geometry import MAX_PIXELS
 from converters.parser import parse_output
 from converters.prediction import Prediction
@@ -255,7 +255,7 @@ def run_batch(
 
 
 def _check_masker(call: ModelCall, masker: Masker | None) -> None:
-    if masker is None and (call.masks != "none" or call.sam_points):
+    if masker is None and (call.masks is not MaskOutput.NONE or call.sam_points):
         raise PipelineError(
             f"{describe_call(call)} asks for masks but no SAM "
             "model is loaded (set SAM_CHECKPOINT)"
@@ -290,7 +290,7 @@ def _call_result(image, call: ModelCall, generation, masker) -> CallResult:
         )
     elif generation.finish_reason == FinishReason.LENGTH:
         warnings.append("generation hit max_new_tokens; the answer is cut off")
-    if masker is not None and call.masks != "none" and predictions:
+    if masker is not None and call.masks is not MaskOutput.NONE and predictions:
         predictions = masker(image, predictions, call)
     timings = dict(generation.timings)
     timings["parse"] = time.perf_counter() - started
@@ -311,7 +311,7 @@ def _call_result(image, call: ModelCall, generation, masker) -> CallResult:
 def _point_mask_result(image, call: ModelCall, masker) -> CallResult:
     started = time.perf_counter()
     label = call.categories[0] if call.categories else ""
-    output = call.masks if call.masks != "none" else "rle"
+    output = call.masks if call.masks is not MaskOutput.NONE else MaskOutput.RLE
     prediction = masker.point_mask(image, call.sam_points, label=label, output=output)
     return CallResult(
         key=call.key,

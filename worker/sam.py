@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from common.images.decode import original_size
+from common.jobspec import MaskOutput
 from converters.masks import mask_to_polygon, mask_to_rle, rle_bbox
 from converters.prediction import Prediction, RegionType
 from worker.engines.transformers_loading import resolve_device
@@ -302,8 +303,8 @@ class SamMasker:
         box's corners when the mask is empty), mask kept. Other predictions pass
         through unchanged, in order.
         """
-        output = getattr(call, "masks", "none")
-        if output == "none":
+        output = MaskOutput(getattr(call, "masks", MaskOutput.NONE))
+        if output is MaskOutput.NONE:
             return predictions
         indices = [i for i, p in enumerate(predictions) if p.type is RegionType.BOX]
         masks, _ = self.box_masks(image, [predictions[i].coords for i in indices])
@@ -318,7 +319,7 @@ class SamMasker:
         points: Sequence[Sequence[float]],
         *,
         label: str = "",
-        output: str = "rle",
+        output: MaskOutput = MaskOutput.RLE,
     ) -> Prediction:
         """The region ``[x, y, positive]`` clicks select, as one prediction.
 
@@ -336,11 +337,11 @@ class SamMasker:
     def _with_mask(
         prediction: Prediction,
         mask: np.ndarray,
-        output: str,
+        output: MaskOutput,
         rle: Mapping[str, Any] | None = None,
     ) -> Prediction:
         rle = dict(rle) if rle is not None else mask_to_rle(mask)
-        if output != "polygon":
+        if MaskOutput(output) is not MaskOutput.POLYGON:
             return prediction.with_(mask=rle)
         polygon = mask_to_polygon(mask) or _box_polygon(prediction.coords)
         return prediction.with_(type=RegionType.POLYGON, coords=polygon, mask=rle)

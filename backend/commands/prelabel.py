@@ -240,7 +240,7 @@ def _check_visual_prompt(
 
 def call_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The one ModelCall (as a dict) the options describe; UsageError if unusable."""
-    from common.jobspec import JobSpecError, ModelCall
+    from common.jobspec import JobSpecError, MaskOutput, ModelCall
     from converters.tasks import Task
 
     try:
@@ -271,7 +271,7 @@ def call_from_args(args: argparse.Namespace) -> dict[str, Any]:
             categories=categories,
             keypoint_type=args.keypoint_type,
             visual_prompt_boxes=boxes or None,
-            masks="rle" if args.masks else "none",
+            masks=MaskOutput.RLE if args.masks else MaskOutput.NONE,
             score_threshold=args.score_threshold,
             max_instances=args.max_instances,
             generation=generation,

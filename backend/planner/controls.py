@@ -25,7 +25,7 @@ from backend.planner.config import (
 )
 from backend.planner.keypoint_boxes import link_keypoint_boxes
 from backend.planner.plan import ControlPlan, Plan, PlanError
-from common.jobspec import ModelCall
+from common.jobspec import MaskOutput, ModelCall
 from converters.keypoint_sets import KEYPOINT_SETS
 from converters.tags import LABELS_TAG, REGION_TAGS, Geometry
 from converters.tasks import Task
@@ -96,7 +96,7 @@ def plan_control(
     else:
         _plan_phrases(control, plan, categories)
 
-    masks = "none"
+    masks = MaskOutput.NONE
     sam = bool_attr(ctx, control, "rex_sam", geometry in SAM_GEOMETRIES)
     if geometry is Geometry.BRUSH:
         if not sam:
@@ -104,9 +104,9 @@ def plan_control(
                 f"{describe(control)}: brush regions need SAM masks; remove "
                 'rex_sam="false" or use a Rectangle/Polygon control'
             )
-        masks = "brush"
+        masks = MaskOutput.BRUSH
     elif geometry is Geometry.POLYGON and task is not Task.OCR_POLYGON and sam:
-        masks = "polygon"
+        masks = MaskOutput.POLYGON
     plan.call.masks = masks
     plan.call.score_threshold = threshold_attr(ctx, control)
     plan.call.max_instances = max_instances_attr(ctx, control)

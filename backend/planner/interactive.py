@@ -32,7 +32,7 @@ from backend.planner.config import (
 )
 from backend.planner.controls import plan_control
 from backend.planner.plan import ContextError, ControlPlan, Plan, PlanError, shown
-from common.jobspec import ModelCall
+from common.jobspec import MaskOutput, ModelCall
 from converters.tags import (
     REGION_TAGS,
     REGION_TAGS_BY_TYPE,
@@ -355,7 +355,7 @@ def _plan_point_prompt(
         task=Task.POINTING,
         categories=[label or clicked or "object"],
         sam_points=points,
-        masks="brush" if brush else "polygon",
+        masks=MaskOutput.BRUSH if brush else MaskOutput.POLYGON,
         key=target.name,
     )
     return control_plan(ctx, target, to_name, call, label_map, relabel=label)

@@ -11,11 +11,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from PIL import Image
 
+from common.jobspec import FinishReason
 from common.settings import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_NEW_TOKENS
 
 _SAMPLING_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
@@ -71,22 +71,6 @@ class SamplingSettings:
         values = {name: getattr(self, name) for name in known}
         values.update(overrides)
         return SamplingSettings(**values)
-
-
-class FinishReason(str, Enum):
-    """Why a call's output ended. A ``str`` Enum: it serialises as its value."""
-
-    STOP = "stop"
-    """The model wrote its end token."""
-    LENGTH = "length"
-    """The token cap (``max_new_tokens``) cut the answer."""
-    RUNAWAY = "runaway"
-    """The runaway guard stopped it (repeated items or too many)."""
-    SAM = "sam"
-    """No generation: the pipeline answered a point prompt with a SAM mask."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def vllm_sampling_fields(sampling: SamplingSettings) -> dict[str, Any]:

@@ -17,9 +17,9 @@ class BackendConfig:
     auth: AuthConfig
     redis_url: str = ""
     state_path: str = ""
-    predict_timeout: float = 90.0
-    sync_task_limit: int = 16
-    chunk_size: int = 4
+    predict_timeout: float = settings.DEFAULT_PREDICT_TIMEOUT_S
+    sync_task_limit: int = settings.DEFAULT_SYNC_TASK_LIMIT
+    chunk_size: int = settings.DEFAULT_PREDICT_CHUNK_SIZE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BackendConfig:

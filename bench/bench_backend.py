@@ -45,6 +45,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from converters.grammar import IM_END  # noqa: E402 - after the path fix above
 from worker.engines.base import (  # noqa: E402 - after the path fix above
     Engine,
     GenerationRequest,
@@ -69,8 +70,6 @@ ANSWER = (
 )
 """Two boxes: what visual prompting typically returns for one drawn box."""
 
-STOP_TOKEN = "<|im_end|>"
-
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-password-not-secret"
 """Basic auth credentials of the bench's own loopback server."""
@@ -91,7 +90,7 @@ class InstantEngine(Engine):
 
     def __init__(self, answer: str = ANSWER) -> None:
         self.answer = answer
-        pieces = [*_TOKEN.findall(answer), STOP_TOKEN]
+        pieces = [*_TOKEN.findall(answer), IM_END]
         self.token_texts = pieces
         self.token_ids = list(range(1, len(pieces) + 1))
         self.token_logprobs = [-0.01] * len(pieces)

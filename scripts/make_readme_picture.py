@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     args = parser.parse_args(argv)
 
+    from worker.engines.registry import base_sampling
     from worker.engines.transformers_engine import TransformersEngine
     from worker.pipeline import run_batch
     from worker.training.synthetic import held_out_samples
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [
         (s.image, ModelCall(task="detection", categories=[s.phrase])) for s in samples
     ]
-    results = run_batch(engine, pairs)
+    results = run_batch(engine, pairs, sampling=base_sampling())
     tiles = []
     for sample, result in zip(samples, results, strict=True):
         big = sample.image.resize(

@@ -46,13 +46,13 @@ from common.urls import HttpURL, UnsafeURLError, parse_http_url, same_origin
 
 DEFAULT_MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
 """A 100 MP PNG is at most ~300 MB raw and far less compressed; stop endless bodies."""
-DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+DEFAULT_CACHE_BYTES = settings.DEFAULT_IMAGE_CACHE_MB * 1024 * 1024
 """About a hundred 2.5 MB photos: interactive sessions revisit a few images."""
 CONNECT_TIMEOUT_S = 5.0
 """A reachable host connects in milliseconds; longer means it is down."""
 READ_TIMEOUT_S = 60.0
 """Between bytes of a download; presigned cloud URLs can be slow to start."""
-DOWNLOAD_DEADLINE_S = 120.0
+DOWNLOAD_DEADLINE_S = settings.DEFAULT_DOWNLOAD_DEADLINE_S
 """Total seconds for one download, redirects and body included: the largest
 download allowed (256 MB) arrives in under a minute at 50 Mbit/s; a host
 dripping bytes slower than the read timeout must not hold a worker longer."""

@@ -2,7 +2,7 @@
 
 Installed into the ``.venv-vllm`` site-packages by ``scripts/setup-vllm-venv.sh``
 and loaded at interpreter start by a one-line ``.pth`` file. Touches no package
-file. Two parts (see shared/spec/serving-on-cpu.md):
+file. Two parts:
 
 1. Just before ``torchvision`` is first imported, define the schemas of the ops
    that ``torchvision/_meta_registrations.py`` registers fakes for (``nms``,

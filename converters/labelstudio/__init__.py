@@ -10,5 +10,5 @@ clockwise about ``(x, y)``. All results that describe one region share an
   prediction);
 * :mod:`converters.labelstudio.reader`: ``from_labelstudio``, annotation or
   prediction results back into canonical predictions;
-* :mod:`converters.labelstudio.common`: what both share.
+* :mod:`converters.labelstudio.base`: what both share.
 """

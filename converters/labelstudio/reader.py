@@ -14,7 +14,7 @@ from typing import Any
 
 from converters import masks
 from converters.keypoint_sets import guess_keypoint_set
-from converters.labelstudio.common import PERCENT, LabelStudioError
+from converters.labelstudio.base import PERCENT, LabelStudioError
 from converters.prediction import ParseResult, Prediction, PredictionError, RegionType
 from converters.tags import (
     LABELS_TYPE,

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any
 
 from converters import masks
-from converters.labelstudio.common import PERCENT, LabelStudioError
+from converters.labelstudio.base import PERCENT, LabelStudioError
 from converters.prediction import Prediction, RegionType
 from converters.tags import LABELS_TYPE, REGION_TAGS, TEXT_TYPE
 

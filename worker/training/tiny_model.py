@@ -118,7 +118,8 @@ class TinyModelSizes:
 
 
 TINY_SIZES = TinyModelSizes()
-"""Defaults from tiny-model.md: hidden 128, 2 layers, 4 heads, 2 KV heads."""
+"""The sizes the test model is built with: hidden 128, 2 layers, 4 heads, 2 KV heads
+(small enough to train on a CPU in minutes, with the real Qwen2.5-VL layout)."""
 
 _COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 _SHAPES = ("square", "circle", "triangle", "rectangle", "star", "diamond")

@@ -29,7 +29,7 @@ from typing import Any
 from backend.labels import LabelMap, Match
 from backend.planner import DRAWN_BOX_IOU, ControlPlan, Plan
 from common.jobspec import CallResult, ImageResult
-from converters.labelstudio.common import LabelStudioError
+from converters.labelstudio.base import LabelStudioError
 from converters.labelstudio.writer import (
     Output,
     to_labelstudio,

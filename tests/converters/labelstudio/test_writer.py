@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from converters import masks
-from converters.labelstudio.common import LabelStudioError
+from converters.labelstudio.base import LabelStudioError
 from converters.labelstudio.writer import to_labelstudio, to_labelstudio_prediction
 from converters.prediction import Prediction
 

@@ -373,8 +373,11 @@ class JobStore:
             found.append(on_disk)
         if self.connection is not None:
             raw = self.connection.get(REDIS_RECORD_PREFIX + job_id)
-            if raw:
-                found.append(JobRecord.from_dict(json.loads(raw)))
+            try:
+                if raw:
+                    found.append(JobRecord.from_dict(json.loads(raw)))
+            except (ValueError, TypeError):
+                pass  # unreadable (e.g. an unknown status): as a missing status file
         if not found:
             if job.exists():
                 spec = job.read_spec()

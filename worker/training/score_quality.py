@@ -111,6 +111,7 @@ def score_quality(
     """Scores of right and wrong boxes of ``engine`` on ``count`` held-out
     images (detection), half of the questions about absent phrases."""
     from common.jobspec import ModelCall
+    from worker.engines.registry import base_sampling
     from worker.pipeline import run_batch
     from worker.training.synthetic import box_iou, held_out_samples
 
@@ -124,7 +125,11 @@ def score_quality(
         )
         for _, phrase, _ in asked
     ]
-    results = run_batch(engine, list(zip([image for image, _, _ in asked], calls)))
+    results = run_batch(
+        engine,
+        list(zip([image for image, _, _ in asked], calls)),
+        sampling=base_sampling(),
+    )
     right, wrong = [], []
     false_boxes = nones = misses = absent_count = 0
     for sample, (_, phrase, present), result in zip(

@@ -242,6 +242,7 @@ def evaluate(
     or text written matches) for all.
     """
     from common.jobspec import ModelCall
+    from worker.engines.registry import base_sampling
     from worker.pipeline import run_batch
 
     task = Task.from_value(task)
@@ -254,7 +255,11 @@ def evaluate(
         )
         for s in samples
     ]
-    results = run_batch(engine, list(zip([s.image for s in samples], calls)))
+    results = run_batch(
+        engine,
+        list(zip([s.image for s in samples], calls)),
+        sampling=base_sampling(),
+    )
     scores, phrases = [], 0
     for sample, result in zip(samples, results, strict=True):
         ranked = sorted(result.predictions, key=lambda p: -(p.score or 0.0))

@@ -1,0 +1,103 @@
+"""Predicted points against ground-truth regions: hits and false points.
+
+A point hits a ground-truth box, polygon or mask of its label when it lies
+inside (a box's edges count; a polygon or mask by the pixel under the point,
+rasterised by pycocotools at the image size). Each region is hit at most once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pycocotools import mask as mask_utils
+
+from backend.evaluate.pairs import ImagePair, score_of
+from converters.prediction import Prediction, RegionType
+
+
+@dataclass
+class PointHits:
+    """Per label: ``hits`` (points inside a region of their label, one per
+    region), ``false_points`` (the other points) and ``regions`` (ground-truth
+    regions that could be hit)."""
+
+    hits: Counter = field(default_factory=Counter)
+    false_points: Counter = field(default_factory=Counter)
+    regions: Counter = field(default_factory=Counter)
+
+    def hit_rate(self, label: str | None = None) -> float | None:
+        """Share of ground-truth regions hit (0..1), overall or for one label;
+        None without regions."""
+        if label is None:
+            hits, regions = sum(self.hits.values()), sum(self.regions.values())
+        else:
+            hits, regions = self.hits[label], self.regions[label]
+        return hits / regions if regions else None
+
+
+def _inside(point: Prediction, region: Prediction, height: int, width: int) -> bool:
+    x, y = point.coords
+    if region.mask is None and region.type in (RegionType.BOX, RegionType.KEYPOINT):
+        x0, y0, x1, y1 = region.coords
+        return x0 <= x <= x1 and y0 <= y <= y1
+    col, row = math.floor(x), math.floor(y)  # pixel i spans i .. i + 1
+    if not (0 <= col < width and 0 <= row < height):
+        return False
+    if region.mask is not None:
+        rle = dict(region.mask)
+    else:
+        flat = [v for vertex in region.coords for v in vertex]
+        rle = mask_utils.merge(mask_utils.frPyObjects([flat], height, width))
+    return bool(mask_utils.decode(rle)[row, col])
+
+
+def point_hits(
+    pairs: Iterable[ImagePair], labels: Sequence[str] | None = None
+) -> PointHits:
+    """Score the point predictions of ``pairs``.
+
+    Points are taken by score, highest first; each hits the smallest unhit
+    region of its label containing it. ``labels`` are those scored (regions of
+    other labels are not counted); None scores the labels of predicted points.
+    """
+    pairs = list(pairs)
+    if labels is None:
+        labels = sorted({p.label for pair in pairs for p in _points(pair)})
+    wanted = set(labels)
+    result = PointHits()
+    for pair in pairs:
+        regions = [
+            g
+            for g in pair.ground_truth
+            if g.label in wanted and g.type is not RegionType.POINT
+        ]
+        regions.sort(key=_area)
+        for g in regions:
+            result.regions[g.label] += 1
+        points = [p for p in _points(pair) if p.label in wanted]
+        hit: set[int] = set()
+        for p in sorted(points, key=lambda p: -score_of(p)):
+            for n, g in enumerate(regions):
+                if (
+                    n not in hit
+                    and g.label == p.label
+                    and _inside(p, g, pair.height, pair.width)
+                ):
+                    hit.add(n)
+                    result.hits[p.label] += 1
+                    break
+            else:
+                result.false_points[p.label] += 1
+    return result
+
+
+def _points(pair: ImagePair) -> list[Prediction]:
+    return [p for p in pair.predictions if p.type is RegionType.POINT]
+
+
+def _area(region: Prediction) -> float:
+    x0, y0, x1, y1 = region.bbox
+    return (x1 - x0) * (y1 - y0)

@@ -14,6 +14,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -30,6 +31,14 @@ STAT_INDEX = {
 }
 """Where ``COCOeval.summarize`` puts AP (IoU/OKS .50:.95), AP50 and AR (all
 areas; 100 detections for bbox/segm, 20 for keypoints: COCO's own maxDets)."""
+
+OKS_SIGMA = 0.07
+"""Per-joint OKS sigma (in units of the instance's scale) for keypoint sets
+other than COCO's 17 person joints, which keep COCOeval's own sigmas: about
+the mean of those (0.025 eyes .. 0.107 hips), a joint of average difficulty."""
+
+COCO_PERSON_JOINTS = 17
+"""The joint count COCOeval's default ``kpt_oks_sigmas`` are for."""
 
 UNDEFINED = -1.0
 """COCOeval's value for a figure it could not compute (no ground truth)."""
@@ -105,6 +114,13 @@ def _evaluate(
     saw reads the wrong ones in pycocotools 2.0)."""
     evaluator = COCOeval(ground_truth, detections, iou_type)
     evaluator.params.catIds = cat_ids
+    if iou_type == "keypoints":
+        counts = {len(ground_truth.cats[k].get("keypoints", [])) for k in cat_ids}
+        if len(counts) != 1:  # one sigma vector per run: no common OKS
+            return ApScores(None, None, None)
+        (joints,) = counts
+        if joints != COCO_PERSON_JOINTS:
+            evaluator.params.kpt_oks_sigmas = np.full(joints, OKS_SIGMA)
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
@@ -115,7 +131,8 @@ def _evaluate(
 def coco_ap(pairs: Sequence[ImagePair], iou_type: str = "bbox") -> CocoApReport:
     """COCOeval over ``pairs`` for ``iou_type`` (``bbox``, ``segm`` or
     ``keypoints``): overall (COCOeval's mean over labels with ground truth) and
-    for each label alone."""
+    for each label alone. Keypoint categories with different joint counts have
+    no overall OKS AP (None); each label still has its own."""
     gt_dataset, results, labels = coco_datasets(pairs, iou_type)
     ids = {c["name"]: c["id"] for c in gt_dataset["categories"]}
     gt_counts = {name: 0 for name in labels}

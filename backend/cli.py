@@ -9,6 +9,7 @@ Usage::
     rexlabel prelabel IMAGES... --task detection --categories person --out out.coco.json
     rexlabel export --project 1 --out coco.json
     rexlabel convert FILE --out coco.json
+    rexlabel evaluate --gt export.json --pred labels.jsonl --out eval/
     rexlabel jobs list|status ID|cancel ID|resume ID
     rexlabel config | rexlabel doctor
 
@@ -33,6 +34,7 @@ COMMAND_MODULES = (
     "prelabel",
     "export",
     "convert",
+    "evaluate",
     "jobs",
     "config",
     "doctor",

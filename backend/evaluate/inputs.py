@@ -1,0 +1,276 @@
+"""Ground-truth and prediction files -> :class:`ImagePair` s, keyed by image.
+
+Each file is one of what rexlabel already reads (no new parsers here):
+
+- a Label Studio JSON export (a JSON list of tasks, ``rexlabel export``): as
+  ground truth each task's latest non-cancelled annotation, as predictions its
+  latest prediction (``backend.bulk.convert.pick_results``), read back with
+  ``converters.labelstudio.reader.from_labelstudio``;
+- a COCO dataset (a JSON object), read with ``converters.coco.from_coco``;
+- JSON lines: ``rexlabel prelabel``'s raw JSONL (``image``, ``width``,
+  ``height``, ``calls[].predictions``) or upstream raw answers (parsed as
+  ``rexlabel convert --raw`` does).
+
+Images pair up by their reference (the task's image, ``file_name``, the line's
+``image``), else by Label Studio task id. Bad input raises
+:class:`EvaluateInputError` naming the file and the task, line or image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.bulk.convert import (
+    TASK_ERRORS,
+    ConvertError,
+    ConvertStats,
+    _image_ref,
+    _named,
+    _size_from_results,
+    image_size,
+    iter_json_list,
+    iter_jsonl,
+    parse_raw_lines,
+    pick_results,
+)
+from backend.bulk.writers import line_predictions
+from backend.evaluate.pairs import ImagePair
+from converters.coco import CocoError, from_coco
+from converters.prediction import Prediction
+
+GROUND_TRUTH, PREDICTIONS = "ground truth", "predictions"
+
+
+class EvaluateInputError(ValueError):
+    """A file cannot be evaluated; the message names the file and the part."""
+
+
+@dataclass
+class SideImage:
+    """One image as one file gives it."""
+
+    key: str
+    where: str
+    width: int
+    height: int
+    regions: list[Prediction]
+    task_id: Any = None
+
+
+@dataclass
+class Side:
+    """What one file gives: its images, and how many it passed over."""
+
+    path: str
+    images: list[SideImage] = field(default_factory=list)
+    skipped: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Pairing:
+    """The pairs to score and what did not pair up."""
+
+    pairs: list[ImagePair]
+    gt_skipped: int = 0
+    pred_skipped: int = 0
+    without_predictions: int = 0
+    predictions_without_ground_truth: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _kind(path: Path) -> str:
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return "jsonl"
+    with open(path, encoding="utf-8") as handle:
+        head = handle.read(4096).lstrip()
+    if head.startswith("["):
+        return "labelstudio"
+    if head.startswith("{"):
+        return "coco"
+    raise EvaluateInputError(
+        f"{path}: not a Label Studio export (JSON list), COCO (JSON object) "
+        "or JSON lines (.jsonl)"
+    )
+
+
+def read_side(path: str | Path, role: str) -> Side:
+    """Read one file as ``role`` (:data:`GROUND_TRUTH` or :data:`PREDICTIONS`)."""
+    path = Path(path)
+    side = Side(str(path))
+    try:
+        kind = _kind(path)
+        if kind == "labelstudio":
+            _read_labelstudio(path, role, side)
+        elif kind == "coco":
+            _read_coco(path, side)
+        else:
+            _read_jsonl(path, side)
+    except EvaluateInputError:
+        raise
+    except (ConvertError, CocoError) as exc:
+        message = str(exc)
+        raise EvaluateInputError(
+            message if message.startswith(str(path)) else f"{path}: {message}"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EvaluateInputError(f"{path}: {exc}") from None
+    return side
+
+
+def _read_labelstudio(path: Path, role: str, side: Side) -> None:
+    from converters.labelstudio.reader import from_labelstudio
+
+    source = "annotations" if role == GROUND_TRUTH else "predictions"
+    for n, task in enumerate(iter_json_list(path)):
+        if not isinstance(task, Mapping):
+            raise EvaluateInputError(f"{path}: item {n} is not a task object")
+        where = f"task {task.get('id', n)}"
+        try:
+            results = pick_results(task, source)
+            if results is None and role == GROUND_TRUTH:
+                side.skipped += 1  # not annotated yet: nothing to compare with
+                continue
+            results = results or []
+            ref = _image_ref(task, None)
+            width, height = _size_from_results(results)
+            if not width:
+                width, height = image_size(ref)
+            parsed = from_labelstudio(
+                results, width=width or None, height=height or None
+            )
+        except TASK_ERRORS as exc:
+            raise EvaluateInputError(
+                f"{path}: {where}: {str(exc) or type(exc).__name__}"
+            ) from None
+        side.warnings.extend(f"{path}: {where}: {w}" for w in parsed.warnings)
+        regions = [_named(p) for p in parsed.predictions]
+        side.images.append(
+            SideImage(ref, where, width, height, regions, task.get("id"))
+        )
+
+
+def _read_coco(path: Path, side: Side) -> None:
+    with open(path, encoding="utf-8") as handle:
+        dataset = json.load(handle)
+    if not isinstance(dataset, Mapping):
+        raise EvaluateInputError(f"{path}: not a COCO dataset")
+    for image in from_coco(dataset):
+        where = f"image {image.id} ({image.file_name})"
+        side.images.append(
+            SideImage(
+                image.file_name,
+                where,
+                image.width,
+                image.height,
+                [_named(p) for p in image.predictions],
+            )
+        )
+
+
+def _read_jsonl(path: Path, side: Side) -> None:
+    upstream: list[dict[str, Any]] = []
+    for line in iter_jsonl(path):
+        where = f"line {line.get('__line__')}"
+        if "calls" not in line:
+            upstream.append(line)
+            continue
+        if line.get("error") or line.get("status") == "skipped":
+            side.skipped += 1
+            continue
+        try:
+            regions = [_named(p) for p in line_predictions(line)]
+            side.images.append(
+                SideImage(
+                    str(line["image"]),
+                    where,
+                    int(line.get("width") or 0),
+                    int(line.get("height") or 0),
+                    regions,
+                    line.get("task_id"),
+                )
+            )
+        except TASK_ERRORS as exc:
+            raise EvaluateInputError(
+                f"{path}: {where}: {str(exc) or type(exc).__name__}"
+            ) from None
+    if upstream:
+        stats = ConvertStats()
+        for image in parse_raw_lines(upstream, stats=stats):
+            side.images.append(
+                SideImage(
+                    image.image,
+                    image.where,
+                    image.width,
+                    image.height,
+                    [_named(p) for p in image.predictions],
+                )
+            )
+        if stats.failures:
+            raise EvaluateInputError(f"{path}: {stats.failures[0]}")
+        side.skipped += stats.skipped
+        side.warnings.extend(f"{path}: {w}" for w in stats.warnings)
+
+
+def _index(side: Side) -> tuple[dict[str, SideImage], dict[Any, SideImage]]:
+    by_key: dict[str, SideImage] = {}
+    by_task: dict[Any, SideImage] = {}
+    for image in side.images:
+        if image.key in by_key:
+            raise EvaluateInputError(
+                f"{side.path}: {image.where}: image {image.key!r} also in "
+                f"{by_key[image.key].where}"
+            )
+        by_key[image.key] = image
+        if image.task_id is not None:
+            by_task[image.task_id] = image
+    return by_key, by_task
+
+
+def pair_sides(gt: Side, pred: Side) -> Pairing:
+    """Pair each ground-truth image with its predictions (none found: empty).
+    Different sizes on the two sides are an error naming the task."""
+    pred_by_key, pred_by_task = _index(pred)
+    _index(gt)  # duplicate images are an error on either side
+    pairing = Pairing(
+        [], gt.skipped, pred.skipped, warnings=gt.warnings + pred.warnings
+    )
+    used: set[int] = set()
+    for g in gt.images:
+        p = pred_by_key.get(g.key)
+        if p is None and g.task_id is not None:
+            p = pred_by_task.get(g.task_id)
+        width, height = g.width, g.height
+        if p is None:
+            pairing.without_predictions += 1
+            regions: list[Prediction] = []
+        else:
+            used.add(id(p))
+            regions = p.regions
+            if width and p.width and (width, height) != (p.width, p.height):
+                raise EvaluateInputError(
+                    f"{g.where} ({g.key}): image size {width}x{height} in "
+                    f"{gt.path} but {p.width}x{p.height} in {pred.path} ({p.where})"
+                )
+            width, height = width or p.width, height or p.height
+        if not (width and height) and (g.regions or regions):
+            raise EvaluateInputError(
+                f"{gt.path}: {g.where} ({g.key}): image size unknown "
+                "(no original_width/height, image not readable)"
+            )
+        pairing.pairs.append(ImagePair(g.key, width, height, g.regions, regions))
+    pairing.predictions_without_ground_truth = sum(
+        id(p) not in used for p in pred.images
+    )
+    return pairing
+
+
+def load_pairs(gt_path: str | Path, pred_path: str | Path) -> Pairing:
+    """Read both files and pair their images."""
+    return pair_sides(
+        read_side(gt_path, GROUND_TRUTH), read_side(pred_path, PREDICTIONS)
+    )

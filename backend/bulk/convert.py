@@ -168,7 +168,7 @@ def config_image_key(label_config: str) -> str | None:
     return None
 
 
-def _image_ref(task: Mapping[str, Any], image_key: str | None) -> str:
+def image_ref(task: Mapping[str, Any], image_key: str | None) -> str:
     data = task.get("data") or {}
     if image_key and isinstance(data.get(image_key), str):
         return data[image_key]
@@ -214,7 +214,7 @@ def pick_results(
     return list(chosen.get("result") or []) if chosen is not None else None
 
 
-def _size_from_results(results: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+def size_from_results(results: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
     for r in results:
         if r.get("original_width") and r.get("original_height"):
             return int(r["original_width"]), int(r["original_height"])
@@ -292,19 +292,19 @@ def _add_task(
     from converters.labelstudio.reader import from_labelstudio
 
     results = pick_results(task, source, model_version) or []
-    ref = _image_ref(task, image_key)
-    width, height = _size_from_results(results)
+    ref = image_ref(task, image_key)
+    width, height = size_from_results(results)
     if not width:
         width, height = image_size(ref)
     parsed = from_labelstudio(results, width=width or None, height=height or None)
     for warning in parsed.warnings:
         stats.warn(f"task {task.get('id')}: {warning}")
-    predictions = [_named(p) for p in parsed.predictions]
+    predictions = [named_region(p) for p in parsed.predictions]
     writer.add(ref, width, height, predictions, task_id=task.get("id"))
     stats.images += 1
 
 
-def _named(p: Prediction) -> Prediction:
+def named_region(p: Prediction) -> Prediction:
     """A region without a label (a plain ``Rectangle``/``Polygon``) named for
     its COCO category: OCR text regions ``text``, as the parser names OCR
     answers, others ``UNLABELLED_CATEGORY`` -- never a category called ``""``."""

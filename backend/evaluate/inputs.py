@@ -28,14 +28,14 @@ from backend.bulk.convert import (
     TASK_ERRORS,
     ConvertError,
     ConvertStats,
-    _image_ref,
-    _named,
-    _size_from_results,
+    image_ref,
     image_size,
     iter_json_list,
     iter_jsonl,
+    named_region,
     parse_raw_lines,
     pick_results,
+    size_from_results,
 )
 from backend.bulk.writers import line_predictions
 from backend.evaluate.pairs import ImagePair
@@ -136,8 +136,8 @@ def _read_labelstudio(path: Path, role: str, side: Side) -> None:
                 side.skipped += 1  # not annotated yet: nothing to compare with
                 continue
             results = results or []
-            ref = _image_ref(task, None)
-            width, height = _size_from_results(results)
+            ref = image_ref(task, None)
+            width, height = size_from_results(results)
             if not width:
                 width, height = image_size(ref)
             parsed = from_labelstudio(
@@ -148,7 +148,7 @@ def _read_labelstudio(path: Path, role: str, side: Side) -> None:
                 f"{path}: {where}: {str(exc) or type(exc).__name__}"
             ) from None
         side.warnings.extend(f"{path}: {where}: {w}" for w in parsed.warnings)
-        regions = [_named(p) for p in parsed.predictions]
+        regions = [named_region(p) for p in parsed.predictions]
         side.images.append(
             SideImage(ref, where, width, height, regions, task.get("id"))
         )
@@ -167,7 +167,7 @@ def _read_coco(path: Path, side: Side) -> None:
                 where,
                 image.width,
                 image.height,
-                [_named(p) for p in image.predictions],
+                [named_region(p) for p in image.predictions],
             )
         )
 
@@ -183,7 +183,7 @@ def _read_jsonl(path: Path, side: Side) -> None:
             side.skipped += 1
             continue
         try:
-            regions = [_named(p) for p in line_predictions(line)]
+            regions = [named_region(p) for p in line_predictions(line)]
             side.images.append(
                 SideImage(
                     str(line["image"]),
@@ -207,7 +207,7 @@ def _read_jsonl(path: Path, side: Side) -> None:
                     image.where,
                     image.width,
                     image.height,
-                    [_named(p) for p in image.predictions],
+                    [named_region(p) for p in image.predictions],
                 )
             )
         if stats.failures:

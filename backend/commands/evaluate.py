@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         "predictions_skipped": pairing.pred_skipped,
         "images_without_predictions": pairing.without_predictions,
         "predictions_without_ground_truth": pairing.predictions_without_ground_truth,
+        "paired_by_task_id": pairing.paired_by_task_id,
     }
     out = Path(args.out)
     try:
@@ -65,4 +66,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print(format_table(report))
     print(f"{out / 'report.json'}: {len(pairing.pairs)} images")
+    if pairing.without_predictions:
+        # scored as misses: a predictions file covering fewer images lowers recall
+        print(
+            f"{pairing.without_predictions} ground-truth image(s) have no "
+            "predictions in the predictions file (scored as missed)"
+        )
     return 0

@@ -80,6 +80,10 @@ class Pairing:
     pred_skipped: int = 0
     without_predictions: int = 0
     predictions_without_ground_truth: int = 0
+    paired_by_task_id: int = 0
+    """Images whose references differ on the two sides, paired by Label Studio
+    task id: right for two exports of one project, wrong across projects, so
+    each one is warned about."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -244,6 +248,12 @@ def pair_sides(gt: Side, pred: Side) -> Pairing:
         p = pred_by_key.get(g.key)
         if p is None and g.task_id is not None:
             p = pred_by_task.get(g.task_id)
+            if p is not None:
+                pairing.paired_by_task_id += 1
+                pairing.warnings.append(
+                    f"{g.where}: {g.key!r} in {gt.path} paired with {p.key!r} in "
+                    f"{pred.path} by task id {g.task_id!r} (the references differ)"
+                )
         width, height = g.width, g.height
         if p is None:
             pairing.without_predictions += 1

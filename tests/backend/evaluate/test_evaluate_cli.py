@@ -184,3 +184,24 @@ def test_size_mismatch_names_the_task(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "task 1" in err and "200x100" in err and "400x200" in err
+
+
+def test_pairing_by_task_id_is_warned_and_counted(tmp_path, capsys):
+    gt = export(tmp_path, GT_TASKS)
+    moved = dict(line("/data/upload/1/a.jpg", [("cat", [20, 10, 60, 50], 0.9)]))
+    moved["task_id"] = 1  # same task, another reference to its image
+    pred = prelabel_jsonl(tmp_path, [moved])
+    code, report = run(tmp_path, gt, pred)
+    assert code == 0
+    assert report["inputs"]["paired_by_task_id"] == 1
+    assert "by task id 1" in capsys.readouterr().err
+
+
+def test_images_missing_from_the_predictions_file_are_said(tmp_path, capsys):
+    gt = export(tmp_path, GT_TASKS)
+    pred = prelabel_jsonl(tmp_path, [line("other.jpg", [("cat", [0, 0, 5, 5], 0.9)])])
+    code, report = run(tmp_path, gt, pred)
+    assert code == 0
+    assert report["inputs"]["images_without_predictions"] == 1
+    assert report["inputs"]["predictions_without_ground_truth"] == 1
+    assert "1 ground-truth image(s) have no predictions" in capsys.readouterr().out

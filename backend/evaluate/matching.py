@@ -87,7 +87,8 @@ def _rle(p: Prediction, height: int, width: int) -> dict[str, Any]:
     if p.type is RegionType.POLYGON:
         flat = [v for point in p.coords for v in point]
         return mask_utils.merge(mask_utils.frPyObjects([flat], height, width))
-    return mask_utils.frPyObjects([_xywh(p)], height, width)[0]
+    box = np.array([_xywh(p)], dtype=np.float64)  # pycocotools: a list fails
+    return mask_utils.frPyObjects(box, height, width)[0]
 
 
 def iou_matrix(

@@ -19,6 +19,9 @@ from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 
+MAX_WARNINGS = 50
+"""Warnings printed; the rest are counted (a big export can warn per task)."""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -37,15 +40,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from backend.evaluate.inputs import EvaluateInputError, load_pairs
     from backend.evaluate.report import build_report, format_table
+    from converters.coco import CocoError
 
     try:
-        pairing = load_pairs(args.gt, args.pred)
-    except EvaluateInputError as exc:
+        pairs, pairing = load_pairs(args.gt, args.pred)
+        report = build_report(pairs)
+    except (EvaluateInputError, CocoError) as exc:
         print(f"rexlabel evaluate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for warning in pairing.warnings[:50]:
+    for warning in pairing.warnings[:MAX_WARNINGS]:
         print(f"warning: {warning}", file=sys.stderr)
-    report = build_report(pairing.pairs)
+    if len(pairing.warnings) > MAX_WARNINGS:
+        print(
+            f"warning: {len(pairing.warnings) - MAX_WARNINGS} more warnings",
+            file=sys.stderr,
+        )
     report["inputs"] = {
         "ground_truth": str(args.gt),
         "predictions": str(args.pred),
@@ -65,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rexlabel evaluate: {out}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(report))
-    print(f"{out / 'report.json'}: {len(pairing.pairs)} images")
+    print(f"{out / 'report.json'}: {pairing.pairs} images")
     if pairing.without_predictions:
         # scored as misses: a predictions file covering fewer images lowers recall
         print(

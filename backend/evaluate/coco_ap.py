@@ -21,8 +21,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from collections import defaultdict
+import multiprocessing
+import os
+from collections import defaultdict, deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +33,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from backend.evaluate.pairs import ImagePair
+from backend.evaluate.pairs import ImagePair, score_of
 from converters.coco import CocoCategory, CocoImage, to_coco, to_coco_results
 from converters.prediction import Prediction, RegionType
 
@@ -40,6 +43,16 @@ CHUNK_IMAGES = 500
 """Images evaluated per COCOeval run: large enough that COCOeval's fixed cost
 per run is small (bench/bench_evaluate.py), small enough that one chunk's
 COCO objects stay a few MB."""
+
+EVAL_PROCESSES = max(0, min(4, (os.cpu_count() or 1) - 1))
+"""Processes running ``COCOeval.evaluate`` on chunks while this one reads and
+matches the next images: one core is left to this process, and past four
+the per-chunk pickling costs more than it saves. 0 (one core) evaluates
+inline. Only used once a second chunk exists, so small runs never start one."""
+
+CHUNKS_IN_FLIGHT = 2
+"""Chunks queued per evaluating process: enough to keep it busy, few enough
+that queued chunks do not pile up in memory when reading is faster."""
 
 STAT_INDEX = {
     "bbox": {"ap": 0, "ap50": 1, "ar": 8},
@@ -128,11 +141,17 @@ class CocoAccumulator:
     """COCOeval over images added one at a time, for one iouType
     (``bbox``, ``segm`` or ``keypoints``)."""
 
-    def __init__(self, iou_type: str = "bbox", chunk_images: int = CHUNK_IMAGES):
+    def __init__(
+        self,
+        iou_type: str = "bbox",
+        chunk_images: int = CHUNK_IMAGES,
+        processes: int = EVAL_PROCESSES,
+    ):
         if iou_type not in IOU_TYPES:
             raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
         self.iou_type = iou_type
         self.chunk_images = chunk_images
+        self.processes = processes
         self.categories: list[CocoCategory] = []
         self.gt_counts: dict[str, int] = {}
         self.pred_counts: dict[str, int] = {}
@@ -140,6 +159,8 @@ class CocoAccumulator:
         self._chunk_gt: list[CocoImage] = []
         self._images = 0
         self._evals: dict[int, list[dict[str, np.ndarray]]] = defaultdict(list)
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: deque[Future] = deque()
 
     def add(self, pair: ImagePair) -> None:
         """Take one image's regions of this iouType (the others are ignored)."""
@@ -160,38 +181,105 @@ class CocoAccumulator:
         if len(self._chunk) >= self.chunk_images:
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, final: bool = False) -> None:
+        """Evaluate the chunk: in a worker process when there is one (and
+        this is not the only chunk), else here."""
         if not self._chunk:
             return
+        gt_dataset, results = self._datasets()
+        self._chunk, self._chunk_gt = [], []
+        groups = self._groups()
+        if self._pool is None and not final and self.processes:
+            # spawn, not fork: the caller may hold threads (a server, torch)
+            spawn = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=spawn)
+        if self._pool is None:
+            self._keep(evaluate_chunk(gt_dataset, results, self.iou_type, groups))
+            return
+        self._pending.append(
+            self._pool.submit(
+                evaluate_chunk, gt_dataset, results, self.iou_type, groups
+            )
+        )
+        while len(self._pending) > CHUNKS_IN_FLIGHT * self.processes:
+            self._keep(self._pending.popleft().result())
+
+    def _keep(self, evals: dict[int, list[dict[str, np.ndarray]]]) -> None:
+        for cat_id, entries in evals.items():
+            self._evals[cat_id].extend(entries)
+
+    def _drain(self) -> None:
+        """Wait for the chunks in flight, in order (image order per category
+        is what one COCOeval run over all images would have)."""
+        try:
+            while self._pending:
+                self._keep(self._pending.popleft().result())
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+
+    def _datasets(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The chunk's ground-truth dataset and results list; categories keep
+        their ids (and keypoint joints) from chunk to chunk."""
+        if self.iou_type == "bbox":
+            return self._box_datasets()
         gt_dataset = to_coco(self._chunk_gt, self.categories, add_unknown=True)
         dt_dataset = to_coco(self._chunk, _fixed(gt_dataset), add_unknown=True)
         self.categories = _fixed(dt_dataset)
         gt_dataset["categories"] = dt_dataset["categories"]
-        results = to_coco_results(dt_dataset, self.iou_type)
-        with contextlib.redirect_stdout(io.StringIO()):
-            ground_truth = COCO()
-            ground_truth.dataset = gt_dataset
-            ground_truth.createIndex()
-            if results:
-                detections = ground_truth.loadRes(results)
-            else:  # loadRes cannot read an empty list
-                detections = COCO()
-                detections.dataset = {**gt_dataset, "annotations": []}
-                detections.createIndex()
-            for cat_ids, sigmas in self._groups():
-                evaluator = COCOeval(ground_truth, detections, self.iou_type)
-                params = _params(evaluator)
-                params.catIds = cat_ids
-                if sigmas is not None:
-                    params.kpt_oks_sigmas = sigmas
-                evaluator.evaluate()
-                # evalImgs: category-major, then images (one area range)
-                per_cat = len(params.imgIds)
-                for n, cat_id in enumerate(params.catIds):
-                    for e in evaluator.evalImgs[n * per_cat : (n + 1) * per_cat]:
-                        if e is not None:
-                            self._evals[cat_id].append({k: e[k] for k in EVAL_KEYS})
-        self._chunk, self._chunk_gt = [], []
+        return gt_dataset, to_coco_results(dt_dataset, self.iou_type)
+
+    def _box_datasets(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """What ``COCOeval(iouType="bbox")`` reads, written directly: the box
+        (xywh, pixels), area, category and crowd flag. :func:`to_coco` writes
+        the same figures after checking and converting every region type,
+        which costs more than the evaluation of boxes itself."""
+        ids = {c.name: n for n, c in enumerate(self.categories, start=1)}
+
+        def category(label: str) -> int:
+            if label not in ids:
+                self.categories.append(CocoCategory(label))
+                ids[label] = len(self.categories)
+            return ids[label]
+
+        images, annotations, results = [], [], []
+        for gt_image, dt_image in zip(self._chunk_gt, self._chunk, strict=True):
+            image_id = gt_image.id
+            images.append(
+                {"id": image_id, "width": gt_image.width, "height": gt_image.height}
+            )
+            for p in gt_image.predictions:
+                x0, y0, x1, y1 = p.bbox
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": category(p.label),
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "area": (x1 - x0) * (y1 - y0),
+                        "iscrowd": 0,
+                    }
+                )
+            for p in dt_image.predictions:
+                x0, y0, x1, y1 = p.bbox
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": category(p.label),
+                        "bbox": [x0, y0, x1 - x0, y1 - y0],
+                        "score": score_of(p),
+                    }
+                )
+        categories = [
+            {"id": n, "name": c.name} for n, c in enumerate(self.categories, start=1)
+        ]
+        dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
+        return dataset, results
 
     def _groups(self) -> list[tuple[list[int], np.ndarray | None]]:
         """Category ids evaluated together: all of them, except keypoints,
@@ -241,8 +329,12 @@ class CocoAccumulator:
         return evaluator
 
     def result(self) -> CocoApReport:
-        """The scores so far (evaluates what is left of the last chunk)."""
-        self._flush()
+        """The scores (evaluates what is left of the last chunk); call once,
+        after the last :meth:`add`."""
+        try:
+            self._flush(final=True)
+        finally:
+            self._drain()
         names = [c.name for c in self.categories]
         report = CocoApReport(
             self.iou_type, NO_SCORES, {}, dict(self.gt_counts), dict(self.pred_counts)
@@ -258,6 +350,42 @@ class CocoAccumulator:
             for cat_id, name in enumerate(names, start=1)
         }
         return report
+
+
+def evaluate_chunk(
+    gt_dataset: dict[str, Any],
+    results: list[dict[str, Any]],
+    iou_type: str,
+    groups: list[tuple[list[int], np.ndarray | None]],
+) -> dict[int, list[dict[str, np.ndarray]]]:
+    """``COCOeval.evaluate`` over one chunk (run in a worker process or here):
+    per category id, the per-image results in image order, reduced to
+    :data:`EVAL_KEYS`."""
+    evals: dict[int, list[dict[str, np.ndarray]]] = defaultdict(list)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO()
+        ground_truth.dataset = gt_dataset
+        ground_truth.createIndex()
+        if results:
+            detections = ground_truth.loadRes(results)
+        else:  # loadRes cannot read an empty list
+            detections = COCO()
+            detections.dataset = {**gt_dataset, "annotations": []}
+            detections.createIndex()
+        for cat_ids, sigmas in groups:
+            evaluator = COCOeval(ground_truth, detections, iou_type)
+            params = _params(evaluator)
+            params.catIds = cat_ids
+            if sigmas is not None:
+                params.kpt_oks_sigmas = sigmas
+            evaluator.evaluate()
+            # evalImgs: category-major, then images (one area range)
+            per_cat = len(params.imgIds)
+            for n, cat_id in enumerate(params.catIds):
+                for e in evaluator.evalImgs[n * per_cat : (n + 1) * per_cat]:
+                    if e is not None:
+                        evals[cat_id].append({k: e[k] for k in EVAL_KEYS})
+    return dict(evals)
 
 
 def _fixed(dataset: dict[str, Any]) -> list[CocoCategory]:

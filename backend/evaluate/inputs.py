@@ -129,33 +129,42 @@ def iter_side(path: str | Path, role: str, side: Side) -> Iterator[SideImage]:
 
 
 def _read_labelstudio(path: Path, role: str, side: Side) -> Iterator[SideImage]:
+    for n, task in enumerate(iter_json_list(path)):
+        image = _task_image(path, n, task, role, side)
+        if image is not None:
+            yield image
+
+
+def _task_image(
+    path: Path, n: int, task: Any, role: str, side: Side
+) -> SideImage | None:
+    """One exported task as ``role`` sees it; None when it has nothing of
+    that role: ground truth never annotated (counted as skipped), or no
+    prediction at all (a prediction that found nothing is an empty image)."""
     from converters.labelstudio.reader import from_labelstudio
 
+    if not isinstance(task, Mapping):
+        raise EvaluateInputError(f"{path}: item {n} is not a task object")
     source = "annotations" if role == GROUND_TRUTH else "predictions"
-    for n, task in enumerate(iter_json_list(path)):
-        if not isinstance(task, Mapping):
-            raise EvaluateInputError(f"{path}: item {n} is not a task object")
-        where = f"task {task.get('id', n)}"
-        try:
-            results = pick_results(task, source)
-            if results is None and role == GROUND_TRUTH:
+    where = f"task {task.get('id', n)}"
+    try:
+        results = pick_results(task, source)
+        if results is None:
+            if role == GROUND_TRUTH:
                 side.skipped += 1  # not annotated yet: nothing to compare with
-                continue
-            results = results or []
-            ref = image_ref(task, None)
-            width, height = size_from_results(results)
-            if not width:
-                width, height = image_size(ref)
-            parsed = from_labelstudio(
-                results, width=width or None, height=height or None
-            )
-        except TASK_ERRORS as exc:
-            raise EvaluateInputError(
-                f"{path}: {where}: {str(exc) or type(exc).__name__}"
-            ) from None
-        side.warnings.extend(f"{path}: {where}: {w}" for w in parsed.warnings)
-        regions = [named_region(p) for p in parsed.predictions]
-        yield SideImage(ref, where, width, height, regions, task.get("id"))
+            return None
+        ref = image_ref(task, None)
+        width, height = size_from_results(results)
+        if not width:
+            width, height = image_size(ref)
+        parsed = from_labelstudio(results, width=width or None, height=height or None)
+    except TASK_ERRORS as exc:
+        raise EvaluateInputError(
+            f"{path}: {where}: {str(exc) or type(exc).__name__}"
+        ) from None
+    side.warnings.extend(f"{path}: {where}: {w}" for w in parsed.warnings)
+    regions = [named_region(p) for p in parsed.predictions]
+    return SideImage(ref, where, width, height, regions, task.get("id"))
 
 
 def _read_coco(path: Path, side: Side) -> Iterator[SideImage]:
@@ -254,6 +263,32 @@ class PredictionIndex:
         return sum(id(p) not in self.used for p in self.by_key.values())
 
 
+def _paired(
+    g: SideImage, p: SideImage | None, gt: Side, pred: Side, pairing: Pairing
+) -> ImagePair:
+    """Ground-truth image ``g`` with its predictions ``p`` (None: none), checked
+    and counted into ``pairing``."""
+    width, height = g.width, g.height
+    if p is None:
+        pairing.without_predictions += 1
+        regions: list[Prediction] = []
+    else:
+        regions = p.regions
+        if width and p.width and (width, height) != (p.width, p.height):
+            raise EvaluateInputError(
+                f"{g.where} ({g.key}): image size {width}x{height} in "
+                f"{gt.path} but {p.width}x{p.height} in {pred.path} ({p.where})"
+            )
+        width, height = width or p.width, height or p.height
+    if not (width and height) and (g.regions or regions):
+        raise EvaluateInputError(
+            f"{gt.path}: {g.where} ({g.key}): image size unknown "
+            "(no original_width/height, image not readable)"
+        )
+    pairing.pairs += 1
+    return ImagePair(g.key, width, height, g.regions, regions)
+
+
 def iter_pairs(
     gt: Side,
     gt_images: Iterable[SideImage],
@@ -276,37 +311,54 @@ def iter_pairs(
                 f"{g.where}: {g.key!r} in {gt.path} paired with {p.key!r} in "
                 f"{pred.path} by task id {g.task_id!r} (the references differ)"
             )
-        width, height = g.width, g.height
-        if p is None:
-            pairing.without_predictions += 1
-            regions: list[Prediction] = []
-        else:
+        if p is not None:
             predictions.used.add(id(p))
-            regions = p.regions
-            if width and p.width and (width, height) != (p.width, p.height):
-                raise EvaluateInputError(
-                    f"{g.where} ({g.key}): image size {width}x{height} in "
-                    f"{gt.path} but {p.width}x{p.height} in {pred.path} ({p.where})"
-                )
-            width, height = width or p.width, height or p.height
-        if not (width and height) and (g.regions or regions):
-            raise EvaluateInputError(
-                f"{gt.path}: {g.where} ({g.key}): image size unknown "
-                "(no original_width/height, image not readable)"
-            )
-        pairing.pairs += 1
-        yield ImagePair(g.key, width, height, g.regions, regions)
+        yield _paired(g, p, gt, pred, pairing)
     pairing.gt_skipped = gt.skipped
     pairing.predictions_without_ground_truth = predictions.unused()
     pairing.warnings.extend(gt.warnings)
 
 
+def iter_export_pairs(path: Path, pairing: Pairing) -> Iterator[ImagePair]:
+    """Both sides from one Label Studio export, task by task (each task holds
+    its annotations and predictions): nothing is held between tasks."""
+    gt, pred = Side(str(path)), Side(str(path))
+    try:
+        for n, task in enumerate(iter_json_list(path)):
+            g = _task_image(path, n, task, GROUND_TRUTH, gt)
+            p = _task_image(path, n, task, PREDICTIONS, pred)
+            if g is None:
+                pairing.predictions_without_ground_truth += p is not None
+                continue
+            yield _paired(g, p, gt, pred, pairing)
+    except (ConvertError, OSError, UnicodeDecodeError, ValueError) as exc:
+        message = str(exc)
+        raise EvaluateInputError(
+            message if message.startswith(str(path)) else f"{path}: {message}"
+        ) from None
+    pairing.gt_skipped = gt.skipped
+    pairing.warnings.extend(gt.warnings + pred.warnings)
+
+
+def _same_export(gt_path: Path, pred_path: Path) -> bool:
+    try:
+        same = gt_path.samefile(pred_path)
+    except OSError:
+        return False  # a missing file is named when it is read
+    return same and _kind(gt_path) == "labelstudio"
+
+
 def load_pairs(
     gt_path: str | Path, pred_path: str | Path
 ) -> tuple[Iterator[ImagePair], Pairing]:
-    """Read the predictions file, then stream the ground truth past it: the
-    pairs (read lazily; errors raise while iterating) and the counts, complete
-    once the pairs are consumed."""
+    """The pairs (read lazily; errors raise while iterating) and the counts,
+    complete once the pairs are consumed. One Label Studio export given as
+    both files is read once, task by task; otherwise the predictions file is
+    read whole and the ground truth streams past it."""
+    gt_path, pred_path = Path(gt_path), Path(pred_path)
+    if _same_export(gt_path, pred_path):
+        pairing = Pairing()
+        return iter_export_pairs(gt_path, pairing), pairing
     pred = Side(str(pred_path))
     index = PredictionIndex(pred, iter_side(pred_path, PREDICTIONS, pred))
     pairing = Pairing(pred_skipped=pred.skipped, warnings=list(pred.warnings))

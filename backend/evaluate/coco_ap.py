@@ -21,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import multiprocessing
 import os
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,8 @@ from pycocotools.cocoeval import COCOeval
 from backend.evaluate.pairs import ImagePair, score_of
 from converters.coco import CocoCategory, CocoImage, to_coco, to_coco_results
 from converters.prediction import Prediction, RegionType
+
+log = logging.getLogger(__name__)
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 
@@ -160,7 +164,8 @@ class CocoAccumulator:
         self._images = 0
         self._evals: dict[int, list[dict[str, np.ndarray]]] = defaultdict(list)
         self._pool: ProcessPoolExecutor | None = None
-        self._pending: deque[Future] = deque()
+        self._pending: deque[tuple[Future | None, tuple]] = deque()
+        self._warned = False
 
     def add(self, pair: ImagePair) -> None:
         """Take one image's regions of this iouType (the others are ignored)."""
@@ -186,23 +191,39 @@ class CocoAccumulator:
         this is not the only chunk), else here."""
         if not self._chunk:
             return
-        gt_dataset, results = self._datasets()
+        chunk = (*self._datasets(), self.iou_type, self._groups())
         self._chunk, self._chunk_gt = [], []
-        groups = self._groups()
         if self._pool is None and not final and self.processes:
             # spawn, not fork: the caller may hold threads (a server, torch)
             spawn = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.processes, mp_context=spawn)
         if self._pool is None:
-            self._keep(evaluate_chunk(gt_dataset, results, self.iou_type, groups))
+            self._keep(evaluate_chunk(*chunk))
             return
-        self._pending.append(
-            self._pool.submit(
-                evaluate_chunk, gt_dataset, results, self.iou_type, groups
-            )
-        )
+        try:
+            self._pending.append((self._pool.submit(evaluate_chunk, *chunk), chunk))
+        except BrokenProcessPool:
+            self._pending.append((None, chunk))
         while len(self._pending) > CHUNKS_IN_FLIGHT * self.processes:
-            self._keep(self._pending.popleft().result())
+            self._collect()
+
+    def _collect(self) -> None:
+        """The oldest chunk in flight. A worker that could not start (spawn
+        re-imports ``__main__``, which fails for a script read from stdin)
+        leaves its chunks to be evaluated here: slower, same figures."""
+        future, chunk = self._pending.popleft()
+        try:
+            if future is not None:
+                self._keep(future.result())
+                return
+        except BrokenProcessPool:
+            if not self._warned:
+                log.warning(
+                    "COCOeval worker process failed to start; evaluating in "
+                    "this process"
+                )
+                self._warned = True
+        self._keep(evaluate_chunk(*chunk))
 
     def _keep(self, evals: dict[int, list[dict[str, np.ndarray]]]) -> None:
         for cat_id, entries in evals.items():
@@ -213,7 +234,7 @@ class CocoAccumulator:
         is what one COCOeval run over all images would have)."""
         try:
             while self._pending:
-                self._keep(self._pending.popleft().result())
+                self._collect()
         finally:
             if self._pool is not None:
                 self._pool.shutdown(cancel_futures=True)

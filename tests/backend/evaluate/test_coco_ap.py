@@ -174,3 +174,32 @@ def test_equal_scores_across_chunks_rank_in_image_order():
     chunked = accumulator.result()
     assert chunked.overall == one_run.overall
     assert one_run.overall != coco_ap(hit_first[::-1]).overall
+
+
+def test_a_worker_that_cannot_start_leaves_its_chunks_to_this_process(
+    monkeypatch, caplog
+):
+    """spawn re-imports ``__main__``; where that fails (a script on stdin)
+    the pool breaks, and the chunks are evaluated here with the same result."""
+    import concurrent.futures
+
+    import backend.evaluate.coco_ap as coco_ap_module
+
+    class BrokenPool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, *args):
+            future = concurrent.futures.Future()
+            future.set_exception(coco_ap_module.BrokenProcessPool("no start"))
+            return future
+
+        def shutdown(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(coco_ap_module, "ProcessPoolExecutor", BrokenPool)
+    accumulator = CocoAccumulator("bbox", chunk_images=1, processes=1)
+    for p in _pairs(GT, DT):
+        accumulator.add(p)
+    assert accumulator.result().overall == coco_ap(_pairs(GT, DT)).overall
+    assert "evaluating in this process" in caplog.text

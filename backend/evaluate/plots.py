@@ -497,7 +497,8 @@ def confusion_plot(confusion: Mapping[str, Any] | None) -> Plot | None:
 
 
 def _percent(share: float) -> str:
-    return f"{100 * share:.0f}%"
+    """0.125 as "12.5%", 0.5 as "50%"."""
+    return f"{100 * share:.1f}".removesuffix(".0") + "%"
 
 
 def effort_plot(effort: Mapping[str, Any] | None) -> Plot | None:

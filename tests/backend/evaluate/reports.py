@@ -54,6 +54,20 @@ def built_report() -> dict[str, Any]:
     return report
 
 
+NEWER_KEYS = ("curve", "predictions", "only_in")
+"""Per-label keys report.py is gaining (with the top-level "confusion")."""
+
+
+def without_newer_keys(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` without :data:`NEWER_KEYS` and "confusion": a report as
+    build_report wrote it before them, whichever report.py runs."""
+    report.pop("confusion", None)
+    for entry in report["labels"].values():
+        for key in NEWER_KEYS:
+            entry.pop(key, None)
+    return report
+
+
 def _point(threshold: float, tp: int, fp: int, n_gt: int) -> dict[str, float]:
     misses = n_gt - tp
     return {

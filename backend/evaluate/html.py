@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from backend.evaluate.plots import Plot, confusion_summary, report_plots
+from backend.evaluate.plots import Plot, report_plots
 
 MISSING = "–"
 """What a missing, None or non-finite value shows as (an en dash)."""
@@ -50,7 +50,7 @@ ONLY_IN_MEANING = {
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-       color: #1d232a; margin: 0 auto; max-width: 1180px; padding: 24px; }
+       color: #1d232a; margin: 0 auto; max-width: 1320px; padding: 24px; }
 h1 { font-size: 1.6em; margin: 0 0 4px; }
 h2 { font-size: 1.25em; margin: 32px 0 8px; border-bottom: 1px solid #dde2e7;
      padding-bottom: 4px; }
@@ -312,10 +312,8 @@ def _confusion_section(report: Mapping[str, Any], plot: Plot | None) -> str:
         + "</tr>"
         for a, row in zip(axis, rows, strict=False)
     ]
-    counts = [[int(v) if isinstance(v, int) else 0 for v in r] for r in rows]
     return (
         _figure(plot)
-        + f"<p>{esc(confusion_summary([str(a) for a in axis], counts))}.</p>"
         + "<details><summary>Counts as a table (rows ground truth, columns "
         "predictions)</summary>"
         + _table(["ground truth \\ predicted", *(str(a) for a in axis)], body)
@@ -430,24 +428,26 @@ def render_html(report: Mapping[str, Any]) -> str:
         f'<p class="lead">{fmt(images)} images, {len(labels)} labels. Regions are '
         "matched at IoU 0.5; AP comes from pycocotools' COCOeval.</p>",
         '<nav><a href="#inputs">Inputs</a><a href="#overall">Overall</a>'
-        '<a href="#labels">Per label</a><a href="#confusion">Confusion</a>'
-        '<a href="#effort">Effort</a><a href="#curves">Precision-recall</a></nav>',
+        '<a href="#labels">Per label</a><a href="#curves">Precision-recall</a>'
+        '<a href="#bars">Bars</a><a href="#confusion">Confusion</a>'
+        '<a href="#effort">Effort</a></nav>',
         '<h2 id="inputs">Inputs</h2>',
         _inputs_section(report),
         '<h2 id="overall">Overall</h2>',
         _overall_section(report),
         '<h2 id="labels">Per label</h2>',
         _labels_section(labels, anchors),
-        '<div class="figures">' + "".join(_figure(p) for p in bars) + "</div>",
-        '<h2 id="confusion">Confusion matrix</h2>',
-        _confusion_section(report, confusion),
-        '<h2 id="effort">Effort</h2>',
-        _effort_section(report, effort),
         '<h2 id="curves">Precision-recall per label</h2>',
         '<p class="note">Each point keeps the predictions scoring at least a '
         "threshold; the star is the recommended <code>model_score_threshold</code> "
         "(best F1).</p>",
         _curves_section(labels, plots.curves, anchors),
+        '<h2 id="bars">Quality and errors per label</h2>',
+        '<div class="figures">' + "".join(_figure(p) for p in bars) + "</div>",
+        '<h2 id="confusion">Confusion matrix</h2>',
+        _confusion_section(report, confusion),
+        '<h2 id="effort">Effort</h2>',
+        _effort_section(report, effort),
         _ocr_section(report, labels),
         _keypoints_section(labels),
     ]

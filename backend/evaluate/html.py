@@ -419,9 +419,6 @@ def render_html(report: Mapping[str, Any]) -> str:
     labels = _labels(report)
     plots = report_plots(report)
     anchors = {name: f"label-{n}" for n, name in enumerate(labels, start=1)}
-    confusion = next((p for p in plots.summary if p.title == "Confusion matrix"), None)
-    effort = next((p for p in plots.summary if p.title == "Effort"), None)
-    bars = [p for p in plots.summary if p not in (confusion, effort)]
     images = dig(report, "overall", "images")
     sections = [
         f"<h1>{esc(TITLE)}</h1>",
@@ -443,11 +440,11 @@ def render_html(report: Mapping[str, Any]) -> str:
         "(best F1).</p>",
         _curves_section(labels, plots.curves, anchors),
         '<h2 id="bars">Quality and errors per label</h2>',
-        '<div class="figures">' + "".join(_figure(p) for p in bars) + "</div>",
+        '<div class="figures">' + "".join(_figure(p) for p in plots.bars) + "</div>",
         '<h2 id="confusion">Confusion matrix</h2>',
-        _confusion_section(report, confusion),
+        _confusion_section(report, plots.confusion),
         '<h2 id="effort">Effort</h2>',
-        _effort_section(report, effort),
+        _effort_section(report, plots.effort),
         _ocr_section(report, labels),
         _keypoints_section(labels),
     ]

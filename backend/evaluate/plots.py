@@ -72,6 +72,10 @@ ISO_F1_LEVELS = (0.2, 0.4, 0.6, 0.8)
 """F1 contours drawn faintly behind each precision-recall curve, so the best-F1
 point can be read off against them."""
 
+MARKERS_UP_TO = 30
+"""A curve of at most this many thresholds shows each as a dot; more dots
+would merge into a thick line."""
+
 COLOURS = {
     "ap": "#0072B2",
     "ap50": "#56B4E9",
@@ -109,11 +113,15 @@ class Plot:
 
 @dataclass
 class ReportPlots:
-    """Every figure of a report: ``summary`` (bars, confusion, effort) and one
-    precision-recall curve per label that has one."""
+    """Every figure of a report; None or empty where the report lacks the data."""
 
-    summary: list[Plot] = field(default_factory=list)
+    bars: list[Plot] = field(default_factory=list)
+    """Quality bars, then error bars (several of each past
+    :data:`BAR_LABELS_PER_FIGURE` labels)."""
+    confusion: Plot | None = None
+    effort: Plot | None = None
     curves: dict[str, Plot] = field(default_factory=dict)
+    """One precision-recall curve per label that has one."""
 
 
 def figure_text(name: str) -> str:
@@ -171,9 +179,19 @@ def _curve_points(curve: Sequence[Any]) -> list[tuple[float, float, float, float
     return points
 
 
+def _iso_f1(level: float, steps: int = 50) -> tuple[list[float], list[float]]:
+    """Recall and precision along the curve F1 = ``level`` (recall from
+    level / (2 - level), where precision is 1, to 1)."""
+    start = level / (2 - level)
+    recall = [start + i * (1 - start) / steps for i in range(steps + 1)]
+    return recall, [level * r / (2 * r - level) for r in recall]
+
+
 def _recommended_point(
     points: list[tuple[float, float, float, float]], threshold: float | None
 ) -> tuple[float, float, float, float] | None:
+    """The curve's point at ``threshold`` (the nearest, should the report
+    round one of them)."""
     if threshold is None or not points:
         return None
     return min(points, key=lambda p: abs(p[0] - threshold))
@@ -192,11 +210,7 @@ def pr_curve_plot(label: str, entry: Mapping[str, Any]) -> Plot | None:
         ax = fig.add_subplot()
         _style(ax)
         for level in ISO_F1_LEVELS:
-            recall = [
-                level / (2 - level) + i * (1 - level / (2 - level)) / 50
-                for i in range(51)
-            ]
-            precision = [level * r / (2 * r - level) for r in recall]
+            recall, precision = _iso_f1(level)
             ax.plot(recall, precision, color="#bbbbbb", linewidth=0.7, zorder=1)
             ax.annotate(
                 f"F1 {level:.1f}",
@@ -211,7 +225,7 @@ def pr_curve_plot(label: str, entry: Mapping[str, Any]) -> Plot | None:
             [p[2] for p in points],
             [p[1] for p in points],
             color=COLOURS["curve"],
-            marker="o" if len(points) <= 30 else None,
+            marker="o" if len(points) <= MARKERS_UP_TO else None,
             markersize=3,
             linewidth=1.6,
             zorder=2,
@@ -564,16 +578,12 @@ def report_plots(report: Mapping[str, Any]) -> ReportPlots:
     labels = labels if isinstance(labels, Mapping) else {}
     overall = report.get("overall")
     overall = overall if isinstance(overall, Mapping) else {}
-    plots = ReportPlots()
+    plots = ReportPlots(
+        confusion=confusion_plot(report.get("confusion")),
+        effort=effort_plot(overall.get("effort")),
+    )
     if labels:
-        plots.summary += quality_bars_plots(labels)
-        plots.summary += error_bars_plots(labels)
-    for plot in (
-        confusion_plot(report.get("confusion")),
-        effort_plot(overall.get("effort")),
-    ):
-        if plot is not None:
-            plots.summary.append(plot)
+        plots.bars = quality_bars_plots(labels) + error_bars_plots(labels)
     for label, entry in labels.items():
         if isinstance(entry, Mapping) and (plot := pr_curve_plot(str(label), entry)):
             plots.curves[str(label)] = plot

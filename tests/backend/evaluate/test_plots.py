@@ -154,21 +154,16 @@ def test_effort_shares_are_said_in_percent():
 def test_a_report_without_curves_or_confusion_gets_the_other_figures():
     """An older report.json (no "curve", no "confusion") still gets its bars."""
     built = report_plots(without_newer_keys(built_report()))
-    assert [p.title for p in built.summary] == [
-        "Quality per label",
-        "Errors per label",
-        "Effort",
-    ]
-    assert built.curves == {}
+    assert [p.title for p in built.bars] == ["Quality per label", "Errors per label"]
+    assert built.effort.title == "Effort"
+    assert built.confusion is None and built.curves == {}
     full = report_plots(full_report())
-    assert [p.title for p in full.summary] == [
-        "Quality per label",
-        "Errors per label",
-        "Confusion matrix",
-        "Effort",
-    ]
+    assert full.confusion.title == "Confusion matrix"
     assert list(full.curves) == ["car", "person", HOSTILE]  # sign: empty curve
-    assert report_plots({}).summary == [] and report_plots({}).curves == {}
+    empty = report_plots({})
+    assert (empty.bars, empty.confusion, empty.effort, empty.curves) == (
+        [], None, None, {},
+    )  # fmt: skip
 
 
 def test_label_names_are_never_read_as_mathtext():

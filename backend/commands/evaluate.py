@@ -7,7 +7,8 @@ Usage::
 ``--gt`` and ``--pred`` are each a Label Studio JSON export (ground truth: the
 latest non-cancelled annotation per task; predictions: the task's latest
 prediction), a COCO file, or ``rexlabel prelabel``'s raw JSON lines. Writes
-``DIR/report.json`` and prints a table; bad input exits 2 naming the bad part.
+``DIR/report.json`` and ``DIR/report.html`` (one self-contained page with
+plots) and prints a table; bad input exits 2 naming the bad part.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from backend.evaluate.html import write_html
     from backend.evaluate.inputs import EvaluateInputError, load_pairs
     from backend.evaluate.report import build_report, format_table
     from converters.coco import CocoError
@@ -70,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
         (out / "report.json").write_text(
             json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
+        write_html(report, out / "report.html")
     except OSError as exc:
         print(f"rexlabel evaluate: {out}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(report))
-    print(f"{out / 'report.json'}: {pairing.pairs} images")
+    print(f"{out / 'report.json'}, {out / 'report.html'}: {pairing.pairs} images")
     if pairing.without_predictions:
         # scored as misses: a predictions file covering fewer images lowers recall
         print(

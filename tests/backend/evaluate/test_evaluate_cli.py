@@ -98,6 +98,8 @@ def test_perfect_predictions_score_one(tmp_path, capsys):
     assert report["labels"]["cat"]["recommended_threshold"] == 0.8
     assert report["inputs"]["ground_truth_skipped"] == 1
     assert "cat" in capsys.readouterr().out
+    page = (tmp_path / "eval" / "report.html").read_text(encoding="utf-8")
+    assert "<td" in page and ">cat<" in page and "data:image/png;base64," in page
 
 
 def test_one_miss_halves_recall(tmp_path):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from common.tile_options import TileOptions
 from converters.prediction import (
     Prediction,
     predictions_from_dicts,
@@ -80,7 +81,9 @@ class ModelCall:
     ``visual_prompt_boxes`` are xyxy pixel boxes of the original image.
     ``sam_points`` are ``[x, y, positive]`` pixel clicks for a point-prompted
     mask (no model generation then). ``masks`` asks SAM for masks of the boxes.
-    ``score_threshold`` drops predictions scoring below it.
+    ``score_threshold`` drops predictions scoring below it. ``tile`` overrides
+    the worker's tiling for this call (``common.tile_options.CALL_FIELDS``:
+    ``mode``, ``size``, ``overlap``, ``whole_image``); empty: the worker's.
     """
 
     task: Task
@@ -94,6 +97,7 @@ class ModelCall:
     generation: dict[str, Any] = field(default_factory=dict)
     key: str = ""
     """Caller's tag to find this call's result (e.g. the control tag name)."""
+    tile: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -109,8 +113,15 @@ class ModelCall:
                 f"call.masks must be one of {', '.join(MASK_OUTPUTS)}, "
                 f"got {self.masks!r}"
             ) from None
+        try:
+            TileOptions().with_overrides(self.tile)
+        except ValueError as exc:
+            raise JobSpecError(f"call: {exc}") from None
+        self.tile = dict(self.tile or {})
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON; ``tile`` only when set, so untiled calls read the same
+        to a worker of the version before tiling."""
         return {
             "task": self.task.value,
             "categories": list(self.categories),
@@ -122,6 +133,7 @@ class ModelCall:
             "max_instances": self.max_instances,
             "generation": dict(self.generation),
             "key": self.key,
+            **({"tile": dict(self.tile)} if self.tile else {}),
         }
 
     @classmethod
@@ -201,6 +213,9 @@ class CallResult:
     prompt_tokens: int = 0
     output_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    tiles: list[list[int]] = field(default_factory=list)
+    """A tiled call: each tile's ``[x0, y0, x1, y1]`` (pixels of the original
+    image, x1/y1 exclusive), the whole-image pass not listed; else empty."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -214,6 +229,7 @@ class CallResult:
             "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens,
             "timings": dict(self.timings),
+            "tiles": [list(t) for t in self.tiles],
         }
 
     @classmethod
@@ -229,6 +245,7 @@ class CallResult:
             prompt_tokens=int(data.get("prompt_tokens", 0)),
             output_tokens=int(data.get("output_tokens", 0)),
             timings=dict(data.get("timings", {})),
+            tiles=[[int(v) for v in t] for t in data.get("tiles", [])],
         )
 
 

@@ -13,13 +13,14 @@ references.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
+from common.setting_spec import Setting, SettingsError
 from converters.geometry import MAX_IMAGE_PIXELS, MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT
+
+__all__ = ["SETTINGS", "Setting", "SettingsError", "get", "read_all", "setting"]
 
 DEFAULT_MAX_NEW_TOKENS = 4096
 """REXLABEL_MAX_NEW_TOKENS's default and ``SamplingSettings.max_new_tokens``'s:
@@ -48,31 +49,35 @@ DEFAULT_DOWNLOAD_DEADLINE_S = 120.0
 """REXLABEL_DOWNLOAD_DEADLINE_S's default and the image loader's."""
 DEFAULT_IMAGE_CACHE_MB = 256
 """REXLABEL_IMAGE_CACHE_MB's default and the image loader's (in bytes there)."""
-
-
-class SettingsError(ValueError):
-    """An environment variable has a value rexlabel cannot use; names the variable."""
-
-
-def _parse_bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true/false (1/0, yes/no, on/off)")
-
-
-def _parse_int(raw: str) -> int:
-    return int(raw.strip())
-
-
-def _parse_float(raw: str) -> float:
-    return float(raw.strip())
-
-
-def _parse_str(raw: str) -> str:
-    return raw.strip()
+TILE_MODES = ("auto", "on", "off")
+"""Tiled inference: ``auto`` tiles an image the model would shrink more than
+REXLABEL_TILE_AUTO_SHRINK times, ``on`` every image, ``off`` none."""
+DEFAULT_TILE_MODE = "auto"
+"""REXLABEL_TILE's default: only images far past the model's 2 MP are tiled,
+so everyday photos keep their one call (a tiled image costs a call per tile)."""
+DEFAULT_TILE_SIZE = 1400
+"""REXLABEL_TILE_SIZE's default, pixels of the image: the largest multiple of
+28 whose square fits upstream's max_pixels (1400^2 = 1.96 MP), so the model
+sees each tile unshrunk in the fewest tiles (2,500 visual tokens each)."""
+MIN_TILE_SIZE = 112
+"""Smallest tile side: the processor scales anything smaller up to its
+min_pixels (112^2), so a smaller tile shows nothing more."""
+DEFAULT_TILE_OVERLAP = 0.2
+"""REXLABEL_TILE_OVERLAP's default, a share of the tile side (280 px of 1400):
+an object up to that size is whole in some tile; SAHI's default too."""
+MAX_TILE_OVERLAP = 0.5
+"""Largest overlap: at half a tile every point is in up to four tiles; more
+costs calls without new views."""
+DEFAULT_TILE_WHOLE_IMAGE = True
+"""REXLABEL_TILE_WHOLE_IMAGE's default: one more call over the whole image
+finds the objects larger than the overlap, which tiles cut."""
+DEFAULT_TILE_AUTO_SHRINK = 3.0
+"""REXLABEL_TILE_AUTO_SHRINK's default: ``auto`` tiles an image whose sides
+the resize to max_pixels divides by more than this, above 18 MP at 2 MP
+(a 24 MP camera frame, aerial photos; a 12 MP phone photo, 2.4, is not)."""
+DEFAULT_TILE_MAX_TILES = 64
+"""REXLABEL_TILE_MAX_TILES's default: the largest decode (64 MP, 9800 x 6550)
+in default tiles needs 54; far more means a tile size too small for the image."""
 
 
 def _check_label_studio_url(url: str) -> None:
@@ -87,75 +92,6 @@ def _check_allowed_hosts(raw: str) -> None:
     from common.images.hosts import parse_allowed_hosts
 
     parse_allowed_hosts(raw)
-
-
-_PARSERS: dict[type, Callable[[str], Any]] = {
-    bool: _parse_bool,
-    int: _parse_int,
-    float: _parse_float,
-    str: _parse_str,
-}
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable.
-
-    ``aliases`` are older names users know (read when ``name`` is unset);
-    ``choices`` restricts the value; ``minimum`` bounds numbers from below;
-    ``secret`` masks the value in ``rexlabel config`` and logs;
-    ``blank_is_default`` reads an empty value as the default (numbers and
-    booleans always do; a text whose empty value would mean nothing useful
-    sets it); ``check``
-    raises ValueError (its message names the bad part) for a value of the
-    right type that is still unusable, so start-up refuses it at once.
-    ``changes_predictions`` marks a value that changes what the model answers,
-    so ``model_version`` hashes it.
-    """
-
-    name: str
-    type: type
-    default: Any
-    reason: str
-    aliases: tuple[str, ...] = ()
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    secret: bool = False
-    check: Callable[[Any], Any] | None = None
-    blank_is_default: bool = False
-    changes_predictions: bool = False
-
-    def raw(self, environ: Mapping[str, str]) -> str | None:
-        for key in (self.name, *self.aliases):
-            if key in environ:
-                return environ[key]
-        return None
-
-    def read(self, environ: Mapping[str, str] | None = None) -> Any:
-        environ = os.environ if environ is None else environ
-        raw = self.raw(environ)
-        blank = raw is not None and raw.strip() == ""
-        if raw is None or (blank and (self.type is not str or self.blank_is_default)):
-            return self.default
-        try:
-            value = _PARSERS[self.type](raw)
-        except ValueError as exc:
-            raise SettingsError(f"{self.name}={raw!r} is not valid: {exc}") from None
-        if self.choices and value not in self.choices:
-            raise SettingsError(
-                f"{self.name}={raw!r} is not valid: "
-                f"expected one of {', '.join(self.choices)}"
-            )
-        if self.minimum is not None and value < self.minimum:
-            raise SettingsError(
-                f"{self.name}={raw!r} is not valid: must be at least {self.minimum}"
-            )
-        if self.check is not None and value != "":
-            try:
-                self.check(value)
-            except ValueError as exc:
-                raise SettingsError(f"{self.name} is not valid: {exc}") from None
-        return value
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -402,6 +338,60 @@ SETTINGS: tuple[Setting, ...] = (
         "see hundreds of boxes on textured images).",
         minimum=1,
         changes_predictions=True,
+    ),
+    # Tiled inference ----------------------------------------------------------
+    Setting(
+        "REXLABEL_TILE",
+        str,
+        DEFAULT_TILE_MODE,
+        "Tiled inference: auto tiles an image the model would shrink more than "
+        "REXLABEL_TILE_AUTO_SHRINK times; on tiles all, off none.",
+        choices=TILE_MODES,
+        changes_predictions=True,
+    ),
+    Setting(
+        "REXLABEL_TILE_SIZE",
+        int,
+        DEFAULT_TILE_SIZE,
+        "Tile side in image pixels: the largest multiple of 28 whose square "
+        "fits max_pixels, so the model sees a tile unshrunk.",
+        minimum=MIN_TILE_SIZE,
+        changes_predictions=True,
+    ),
+    Setting(
+        "REXLABEL_TILE_OVERLAP",
+        float,
+        DEFAULT_TILE_OVERLAP,
+        "Share of a tile its neighbours overlap (280 px of 1400): an object "
+        "that small is whole in some tile.",
+        minimum=0.0,
+        maximum=MAX_TILE_OVERLAP,
+        changes_predictions=True,
+    ),
+    Setting(
+        "REXLABEL_TILE_WHOLE_IMAGE",
+        bool,
+        DEFAULT_TILE_WHOLE_IMAGE,
+        "Add a call on the whole image to the tiles: it finds objects larger "
+        "than the overlap whole.",
+        changes_predictions=True,
+    ),
+    Setting(
+        "REXLABEL_TILE_AUTO_SHRINK",
+        float,
+        DEFAULT_TILE_AUTO_SHRINK,
+        "auto tiles an image whose sides the resize to max_pixels divides by "
+        "more than this: above 18 MP at 2 MP; a 12 MP photo stays one call.",
+        minimum=1.0,
+        changes_predictions=True,
+    ),
+    Setting(
+        "REXLABEL_TILE_MAX_TILES",
+        int,
+        DEFAULT_TILE_MAX_TILES,
+        "Most tiles per image: a 64 MP image in default tiles needs 54; a call "
+        "needing more fails, naming its count.",
+        minimum=1,
     ),
     # SAM ----------------------------------------------------------------------
     Setting(

@@ -24,6 +24,10 @@ JOINT_COLOR = (51, 153, 255)
 RING_COLOR = (255, 255, 255)
 """Outline around points and joints so they stand out on any background."""
 
+TILE_COLOR = (160, 160, 160)
+"""Grey tile grid (``rexlabel predict --draw`` of a tiled image): seen on
+light and dark images, and never a label's (labels are saturated)."""
+
 Color = tuple[int, int, int]
 
 

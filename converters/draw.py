@@ -19,6 +19,7 @@ from converters.colors import (
     JOINT_COLOR,
     RING_COLOR,
     SKELETON_COLOR,
+    TILE_COLOR,
     label_color,
     text_color,
 )
@@ -42,6 +43,10 @@ MIN_FONT_SIZE = 12
 
 TAB_PADDING = 2
 """Pixels between the label text and the edge of its tab."""
+
+TILE_LINE_FRACTION = 1 / 1000
+"""Tile grid line width as a share of the shorter side: thinner than the
+regions' outlines, so the grid stays in the background."""
 
 
 def _rgb(image: Image.Image | np.ndarray) -> Image.Image:
@@ -179,4 +184,22 @@ def draw(
             tabs.append((_caption(p, show_scores), anchor, label_color(p.label)))
     for text, anchor, color in tabs:
         painter.tab(text, anchor, color)
+    return canvas
+
+
+def draw_tiles(
+    image: Image.Image | np.ndarray,
+    tiles: Iterable[Iterable[float]],
+    *,
+    line_width: int | None = None,
+) -> Image.Image:
+    """A new RGB image with each tile's outline drawn in grey on a copy of
+    ``image``: tiles are ``[x0, y0, x1, y1]`` in pixels of ``image``, x1/y1
+    exclusive (``CallResult.tiles``)."""
+    canvas = _rgb(image)
+    width = line_width or max(1, round(min(canvas.size) * TILE_LINE_FRACTION))
+    pen = ImageDraw.Draw(canvas)
+    for tile in tiles:
+        x0, y0, x1, y1 = tile
+        pen.rectangle((x0, y0, x1 - 1, y1 - 1), outline=TILE_COLOR, width=width)
     return canvas

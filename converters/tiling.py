@@ -27,7 +27,7 @@ class Tile:
 def _starts(length: int, tile: int, overlap: float) -> list[int]:
     if length <= tile:
         return [0]
-    stride = max(1, tile - int(round(tile * overlap)))
+    stride = max(1, tile - round(tile * overlap))
     count = math.ceil((length - tile) / stride) + 1
     return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 

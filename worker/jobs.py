@@ -135,9 +135,11 @@ def process_images(
     """Load each image, run its calls through the engine in one batch, parse, score.
 
     The base sampling carries the configured caps (REXLABEL_MAX_NEW_TOKENS,
-    REXLABEL_MAX_INSTANCES), read for each chunk. An image that cannot be
+    REXLABEL_MAX_INSTANCES) and the base tiling the REXLABEL_TILE* settings,
+    both read for each chunk. An image that cannot be
     loaded, or whose calls fail, gets ``error`` set; the others are unaffected.
     """
+    from common.tile_options import TileOptions
     from worker.engines.registry import base_sampling
     from worker.pipeline import run_image_jobs
 
@@ -147,6 +149,7 @@ def process_images(
         sampling=base_sampling(),
         generation=generation,
         masker=runtime.masker,
+        tiling=TileOptions.from_settings(),
     )
 
 

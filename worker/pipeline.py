@@ -1,22 +1,24 @@
 """From (image, model call) pairs to canonical predictions.
 
-    prompt (converters.build_prompt)
-      -> engine.generate (ONE batch for every call of every image; if the
-       batch fails, each request alone, so one bad request fails only its call)
-      -> converters.parse_output -> scores (worker.scoring)
-      -> duplicates, score_threshold, max_instances
+    prompt (converters.build_prompt); a tiled call: a prompt per tile
+      (worker.tiling_step)
+      -> engine.generate (ONE batch for every call and tile of every image;
+       if the batch fails, each request alone, so one bad request fails only
+       its call)
+      -> converters.parse_output -> scores (worker.scoring) -> duplicates
+      -> a tiled call: back to original pixels, merged (worker.tiling_step)
+      -> score_threshold, max_instances (worker.call_result)
       -> masks (``masker``, e.g. worker.sam's SAM masker) when the call asks
 
 Phrases stay the labels the model wrote; mapping them to Label Studio labels
 is the planner's job (``backend.labels``), which knows the label config.
 Only ``engine.generate`` touches the device. No settings are read here: the
 caller passes the base sampling (``worker.engines.registry.base_sampling``
-reads the configured caps).
+reads the configured caps) and tiling (``TileOptions.from_settings``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,21 +27,55 @@ from typing import Any
 
 from PIL import Image
 
-from common.images.decode import original_size
-from common.jobspec import CallResult, ImageJob, ImageResult, MaskOutput, ModelCall
+from common.images.decode import FitPixels, original_size
+from common.jobspec import (
+    CallResult,
+    FinishReason,
+    ImageJob,
+    ImageResult,
+    MaskOutput,
+    ModelCall,
+)
+from common.tile_options import TileOptions
 from converters.geometry import MAX_PIXELS
-from converters.parser import parse_output
-from converters.prediction import Prediction
-from converters.prompts import build_prompt
-from converters.tasks import Task
+from worker.call_result import (
+    Masker,
+    PipelineError,
+    call_prompt,
+    call_result,
+    call_sampling,
+    describe_call,
+    drop_duplicates,
+    limit_predictions,
+)
 from worker.engines.base import (
     Engine,
-    FinishReason,
     GenerationRequest,
     GenerationResult,
     SamplingSettings,
 )
-from worker.scoring import score_predictions
+from worker.tiling_step import (
+    TilePlan,
+    decode_pixels,
+    plan_tiles,
+    tile_images,
+    tiled_result,
+    untiled_note,
+)
+
+__all__ = [
+    "ENGINE_DOWN_AFTER",
+    "Masker",
+    "PipelineError",
+    "call_prompt",
+    "call_sampling",
+    "describe_call",
+    "drop_duplicates",
+    "limit_predictions",
+    "model_max_pixels",
+    "run_batch",
+    "run_image_jobs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,110 +84,20 @@ ENGINE_DOWN_AFTER = 2
 failures in a row mean the engine itself is failing (server down, device
 lost), so the remaining requests get the batch's error without a try each."""
 
-Masker = Callable[[Image.Image, list[Prediction], ModelCall], list[Prediction]]
-"""Adds masks to a call's predictions: ``masker(image, predictions, call)``
-(``worker.sam`` provides one; it also has ``point_mask`` for clicks)."""
-
-
-class PipelineError(ValueError):
-    """A call cannot run as asked (bad prompt inputs, masks without SAM)."""
-
-
-def describe_call(call: ModelCall) -> str:
-    """How errors name a call: ``call 'boxes' (detection: cat, dog)``."""
-    asked = call.task.value
-    if call.categories:
-        asked += ": " + ", ".join(call.categories)
-    return f"call {call.key!r} ({asked})" if call.key else f"call ({asked})"
-
-
-def call_sampling(call: ModelCall, base: SamplingSettings) -> SamplingSettings:
-    """The call's own generation overrides on top of ``base``.
-
-    ``call.max_instances`` does not stop generation: the call keeps its best
-    scored predictions after parsing. The guard's ``max_instances`` (the base
-    sampling's, from REXLABEL_MAX_INSTANCES, or a ``generation`` override) is
-    the runaway cap.
-    """
-    if call.max_instances is not None and call.max_instances < 1:
-        raise PipelineError(f"max_instances must be >= 1, got {call.max_instances}")
-    return base.with_overrides(call.generation)
-
-
-def call_prompt(call: ModelCall, image: Image.Image) -> str:
-    """The question for ``call`` about ``image``; PipelineError names the problem."""
-    try:
-        return build_prompt(
-            call.task,
-            call.categories,
-            keypoint_type=call.keypoint_type,
-            visual_prompt_boxes=call.visual_prompt_boxes,
-            image_size=original_size(image),
-        )
-    except ValueError as exc:
-        raise PipelineError(f"{describe_call(call)}: {exc}") from None
-
-
-def _parse_category(call: ModelCall) -> str | None:
-    """OCR: the granularity asked (label of every region); keypoint: the fallback
-    label of instances whose id has no letters."""
-    if (call.task.is_ocr or call.task is Task.KEYPOINT) and call.categories:
-        return call.categories[0]
-    return None
-
-
-def drop_duplicates(predictions: list[Prediction]) -> tuple[list[Prediction], int]:
-    """Keep the first of predictions with identical type, label, text and coords
-    (a looping model writes the same item again)."""
-    seen: set[Any] = set()
-    kept = []
-    for p in predictions:
-        key = (p.type, p.label, p.text, p.coords, p.instance_id)
-        if key in seen:
-            continue
-        seen.add(key)
-        kept.append(p)
-    return kept, len(predictions) - len(kept)
-
-
-def limit_predictions(
-    predictions: list[Prediction],
-    *,
-    score_threshold: float | None,
-    max_instances: int | None,
-) -> tuple[list[Prediction], list[str]]:
-    """Drop predictions below ``score_threshold``; keep the ``max_instances``
-    best-scoring (output order kept; unscored ones rank last)."""
-    notes = []
-    if score_threshold is not None:
-        kept = [p for p in predictions if p.score is None or p.score >= score_threshold]
-        if len(kept) < len(predictions):
-            notes.append(
-                f"{len(predictions) - len(kept)} prediction(s) scored below "
-                f"score_threshold {score_threshold}"
-            )
-        predictions = kept
-    if max_instances is not None and len(predictions) > max_instances:
-        ranked = sorted(
-            range(len(predictions)),
-            key=lambda i: (
-                -(predictions[i].score if predictions[i].score is not None else -1)
-            ),
-        )
-        chosen = sorted(ranked[:max_instances])
-        notes.append(
-            f"kept the {max_instances} best of {len(predictions)} predictions "
-            "(max_instances)"
-        )
-        predictions = [predictions[i] for i in chosen]
-    return predictions, notes
-
 
 @dataclass
 class _Pending:
+    """A call waiting for its generations: ``count`` requests from ``first``
+    (one, or a pass per tile of ``plan``)."""
+
     index: int
     image: Image.Image
     call: ModelCall
+    first: int
+    count: int = 1
+    plan: TilePlan | None = None
+    cut_s: float = 0.0
+    note: str | None = None
 
 
 def _generate_each(
@@ -198,11 +144,16 @@ def _run_pairs(
     sampling: SamplingSettings | None,
     generation: Mapping[str, Any] | None,
     masker: Masker | None,
+    tiling: TileOptions | None = None,
 ) -> list[CallResult | Exception]:
     """One CallResult, or the exception that stopped it, per pair. Model calls
-    go to the engine in one batch (each alone if the batch fails).
-    ``generation`` overrides ``sampling`` (default: upstream's) for every call."""
+    and the tiles of tiled calls go to the engine in one batch (each alone if
+    the batch fails). ``generation`` overrides ``sampling`` (default:
+    upstream's) for every call; ``tiling`` is the base tiling (default:
+    ``TileOptions()``), each call's ``tile`` on top."""
     base = (sampling or SamplingSettings()).with_overrides(dict(generation or {}))
+    tiling = tiling or TileOptions()
+    max_pixels = model_max_pixels(engine)
     results: list[CallResult | Exception | None] = [None] * len(pairs)
     pending: list[_Pending] = []
     requests: list[GenerationRequest] = []
@@ -212,24 +163,49 @@ def _run_pairs(
             if call.sam_points:
                 results[index] = _point_mask_result(image, call, masker)
                 continue
-            request = GenerationRequest(
-                image, call_prompt(call, image), call_sampling(call, base)
+            item = _Pending(index, image, call, first=len(requests))
+            item.plan = plan_tiles(image, call, tiling, max_pixels)
+            cut = time.perf_counter()
+            views = tile_images(image, item.plan, max_pixels) if item.plan else [image]
+            item.cut_s, item.count = time.perf_counter() - cut, len(views)
+            item.note = (
+                None if item.plan else untiled_note(image, call, tiling, max_pixels)
             )
+            call_requests = [
+                GenerationRequest(
+                    view, call_prompt(call, view), call_sampling(call, base)
+                )
+                for view in views
+            ]
         except Exception as exc:  # reported for this call only
             results[index] = exc
             continue
-        requests.append(request)
-        pending.append(_Pending(index, image, call))
+        requests.extend(call_requests)
+        pending.append(item)
     generated = _generate_each(engine, requests)
-    for item, output in zip(pending, generated, strict=True):
-        if isinstance(output, Exception):
-            results[item.index] = output
-            continue
+    for item in pending:
+        outputs = generated[item.first : item.first + item.count]
+        failed = [o for o in outputs if isinstance(o, Exception)]
         try:
-            results[item.index] = _call_result(item.image, item.call, output, masker)
+            if failed:
+                raise failed[0]
+            results[item.index] = _result(item, outputs, masker)
         except Exception as exc:  # e.g. SAM failed on this image
             results[item.index] = exc
     return results  # type: ignore[return-value]
+
+
+def _result(
+    item: _Pending, outputs: list[GenerationResult], masker: Masker | None
+) -> CallResult:
+    if item.plan is not None:
+        return tiled_result(
+            item.image, item.call, item.plan, outputs, masker, cut_s=item.cut_s
+        )
+    result = call_result(item.image, item.call, outputs[0], masker)
+    if item.note:
+        result.warnings.append(item.note)
+    return result
 
 
 def run_batch(
@@ -239,15 +215,18 @@ def run_batch(
     sampling: SamplingSettings | None = None,
     generation: Mapping[str, Any] | None = None,
     masker: Masker | None = None,
+    tiling: TileOptions | None = None,
 ) -> list[CallResult]:
     """Run every ``(image, call)`` pair; the model calls go in one engine batch.
 
     ``sampling`` is the base (default: upstream's), ``generation`` overrides
     it for every call, and each call's own ``generation`` goes on top.
+    ``tiling`` is the base tiling (default: ``TileOptions()``), each call's
+    ``tile`` on top; a tiled call's tiles join the batch.
     Returns one CallResult per pair, in order. A call that cannot run raises
     its error (PipelineError names the call) after the batch.
     """
-    results = _run_pairs(engine, pairs, sampling, generation, masker)
+    results = _run_pairs(engine, pairs, sampling, generation, masker, tiling)
     for result in results:
         if isinstance(result, Exception):
             raise result
@@ -260,52 +239,6 @@ def _check_masker(call: ModelCall, masker: Masker | None) -> None:
             f"{describe_call(call)} asks for masks but no SAM "
             "model is loaded (set SAM_CHECKPOINT)"
         )
-
-
-def _call_result(image, call: ModelCall, generation, masker) -> CallResult:
-    started = time.perf_counter()
-    width, height = original_size(image)
-    parsed = parse_output(
-        generation.text, call.task, width, height, category=_parse_category(call)
-    )
-    warnings = list(parsed.warnings)
-    predictions = score_predictions(
-        parsed.predictions,
-        generation.token_texts,
-        generation.token_logprobs,
-        generation.token_top_logprobs,
-    )
-    predictions, duplicates = drop_duplicates(predictions)
-    if duplicates:
-        warnings.append(f"dropped {duplicates} repeated prediction(s)")
-    predictions, notes = limit_predictions(
-        predictions,
-        score_threshold=call.score_threshold,
-        max_instances=call.max_instances,
-    )
-    warnings.extend(notes)
-    if generation.finish_reason == FinishReason.RUNAWAY:
-        warnings.append(
-            "generation stopped by the runaway guard (repeated items or too many)"
-        )
-    elif generation.finish_reason == FinishReason.LENGTH:
-        warnings.append("generation hit max_new_tokens; the answer is cut off")
-    if masker is not None and call.masks is not MaskOutput.NONE and predictions:
-        predictions = masker(image, predictions, call)
-    timings = dict(generation.timings)
-    timings["parse"] = time.perf_counter() - started
-    return CallResult(
-        key=call.key,
-        task=call.task,
-        predictions=predictions,
-        raw_text=generation.text,
-        truncated=parsed.truncated or generation.truncated,
-        warnings=warnings,
-        finish_reason=generation.finish_reason,
-        prompt_tokens=generation.prompt_tokens,
-        output_tokens=generation.output_tokens,
-        timings=timings,
-    )
 
 
 def _point_mask_result(image, call: ModelCall, masker) -> CallResult:
@@ -330,14 +263,17 @@ def run_image_jobs(
     generation: Mapping[str, Any] | None = None,
     masker: Masker | None = None,
     load: Callable[[ImageJob], Image.Image] | None = None,
+    tiling: TileOptions | None = None,
 ) -> list[ImageResult]:
     """Load each image and run all calls of all images in one engine batch.
 
-    ``sampling`` and ``generation`` are as for :func:`run_batch`.
+    ``sampling``, ``generation`` and ``tiling`` are as for :func:`run_batch`.
 
     Images are decoded one at a time, each straight down to the engine's
     ``max_pixels`` when larger (``common.images.decode.decode_image``), so a chunk
-    holds model-sized images only; regions stay in original pixels
+    holds model-sized images only; an image a call tiles is decoded only as
+    far down as its tiles allow (``worker.tiling_step.decode_pixels``, within
+    REXLABEL_MAX_IMAGE_PIXELS). Regions stay in original pixels
     (``original_size``). An image that cannot be loaded gets ``error`` set.
     A call that fails (engine, parsing, SAM) is left out of its image's
     ``calls`` and named in its ``error``; the image's other calls are kept,
@@ -345,7 +281,13 @@ def run_image_jobs(
     ``load`` defaults to ``common.images.loader.load_image`` (Label Studio URLs,
     local paths).
     """
-    load = load or functools.partial(_load_image, fit_pixels=model_max_pixels(engine))
+    tiling = tiling or TileOptions()
+    if load is None:
+        max_pixels = model_max_pixels(engine)
+
+        def load(job: ImageJob) -> Image.Image:
+            return _load_image(job, _fit_rule(job, tiling, max_pixels))
+
     results = [ImageResult(id=job.id, task_id=job.task_id) for job in images]
     loaded: list[tuple[int, Image.Image]] = []
     for index, job in enumerate(images):
@@ -361,7 +303,7 @@ def run_image_jobs(
         loaded.append((index, image))
     pairs = [(image, call) for index, image in loaded for call in images[index].calls]
     try:
-        outcomes = _run_pairs(engine, pairs, sampling, generation, masker)
+        outcomes = _run_pairs(engine, pairs, sampling, generation, masker, tiling)
     except Exception as exc:  # e.g. an engine answering the wrong count
         log.exception("batch of %d calls failed", len(pairs))
         for index, _ in loaded:
@@ -397,7 +339,21 @@ def model_max_pixels(engine: Engine) -> int:
     return int(getattr(engine, "max_pixels", MAX_PIXELS))
 
 
-def _load_image(job: ImageJob, fit_pixels: int | None = None) -> Image.Image:
+def _fit_rule(
+    job: ImageJob, tiling: TileOptions, max_pixels: int
+) -> Callable[[int, int], int]:
+    """The loader's ``fit_pixels`` for ``job``: from the image's size, the
+    pixels its calls need decoded (``worker.tiling_step.decode_pixels``)."""
+
+    def fit(width: int, height: int) -> int:
+        return decode_pixels(
+            width, height, calls=job.calls, base=tiling, max_pixels=max_pixels
+        )
+
+    return fit
+
+
+def _load_image(job: ImageJob, fit_pixels: FitPixels = None) -> Image.Image:
     from common.images.loader import load_image
 
     return load_image(

@@ -7,12 +7,16 @@ Usage::
     rexlabel predict a.jpg --task visual_prompting --box 10,20,110,140 --categories cup
     rexlabel predict a.jpg --task ocr_box --categories word --json
     rexlabel predict a.jpg --task pointing --categories cat --draw out/
+    rexlabel predict aerial.tif --task detection --categories car --tile on \
+        --tile-size 1024 --draw out/
 
 Images are local paths or URLs (``common.images.loader.load_image``). All images go to
 the engine in one batch. ``--json`` prints one JSON object with the canonical
 predictions per image; ``--draw DIR`` saves each image with its predictions
-drawn. The model, engine and device default to ``REXLABEL_MODEL``,
-``REXLABEL_ENGINE`` and ``REXLABEL_DEVICE``.
+drawn (and the tile grid, thin grey, when the image was tiled). ``--tile``,
+``--tile-size`` and ``--tile-overlap`` set tiled inference (default: the
+REXLABEL_TILE* settings; docs/tiling.md). The model, engine and device
+default to ``REXLABEL_MODEL``, ``REXLABEL_ENGINE`` and ``REXLABEL_DEVICE``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from backend.commands.tile_args import add_tile_arguments, tile_from_args
 from converters.tasks import Task
 
 EXIT_BAD_INPUT = 2
@@ -72,9 +77,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--score-threshold", type=float, help="Drop predictions scoring below this."
     )
+    add_tile_arguments(parser)
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
     parser.add_argument(
-        "--draw", metavar="DIR", help="Save each image with its predictions drawn."
+        "--draw",
+        metavar="DIR",
+        help="Save each image with its predictions (and tile grid) drawn.",
     )
     parser.set_defaults(func=run)
 
@@ -111,6 +119,7 @@ def build_call(args: argparse.Namespace):
         score_threshold=args.score_threshold,
         generation=generation,
         key="cli",
+        tile=tile_from_args(args),
     )
 
 
@@ -136,13 +145,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"rexlabel predict: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    from common.tile_options import TileOptions
     from worker.engines.registry import base_sampling, create_engine
     from worker.pipeline import PipelineError, run_batch
 
     engine = create_engine(args.engine, args.model, args.device)
     try:
         pairs = [(image, call) for image in images]
-        results = run_batch(engine, pairs, sampling=base_sampling())
+        results = run_batch(
+            engine,
+            pairs,
+            sampling=base_sampling(),
+            tiling=TileOptions.from_settings(),
+        )
     except PipelineError as exc:
         print(f"rexlabel predict: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -183,8 +198,9 @@ def _print_table(refs, results) -> None:
             result.timings.get(k, 0.0)
             for k in ("preprocess", "generate", "postprocess")
         )
+        tiled = f"{len(result.tiles)} tiles, " if result.tiles else ""
         print(
-            f"{ref}: {len(result.predictions)} prediction(s), "
+            f"{ref}: {len(result.predictions)} prediction(s), {tiled}"
             f"{result.output_tokens} tokens, {result.finish_reason}, {seconds:.2f} s"
         )
         for p in result.predictions:
@@ -197,7 +213,7 @@ def _print_table(refs, results) -> None:
 
 
 def _draw_all(out_dir: Path, refs, images, results) -> None:
-    from converters.draw import draw
+    from converters.draw import draw, draw_tiles
 
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
@@ -207,5 +223,8 @@ def _draw_all(out_dir: Path, refs, images, results) -> None:
         stem = Path(str(ref).split("?")[0]).stem or f"image{index}"
         name = f"{stem}.png" if f"{stem}.png" not in used else f"{stem}-{index}.png"
         used.add(name)
-        draw(image, result.predictions, show_scores=True).save(out_dir / name)
+        drawn = draw(image, result.predictions, show_scores=True)
+        if result.tiles:
+            drawn = draw_tiles(drawn, result.tiles)
+        drawn.save(out_dir / name)
         print(f"drew {out_dir / name}", file=sys.stderr)

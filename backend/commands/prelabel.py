@@ -12,6 +12,8 @@ Usage::
     rexlabel prelabel shots/ --task visual_prompting --reference-boxes refs.jsonl \\
         --categories widget --out similar.json
     rexlabel prelabel photos/ --task detection --categories car --masks --out cars.json
+    rexlabel prelabel scans/ --task detection --categories stamp --tile on \
+        --tile-size 1024 --out stamps.json
     rexlabel prelabel --project 3 [--view "Night shots"]   # LABEL_STUDIO_URL/_API_KEY
 
 Image files: COCO JSON (``--out``) plus a JSONL of each image's raw model text
@@ -39,6 +41,12 @@ import argparse
 import json
 import sys
 from typing import Any
+
+from backend.commands.tile_args import (
+    add_tile_arguments,
+    tile_extra_params,
+    tile_from_args,
+)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -127,6 +135,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="cap on generated tokens per image",
     )
+    add_tile_arguments(parser)
     parser.add_argument("--out", default=None, help="COCO JSON to write")
     parser.add_argument(
         "--raw-out",
@@ -266,6 +275,10 @@ def call_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_new_tokens:
         generation["max_new_tokens"] = args.max_new_tokens
     try:
+        tile = tile_from_args(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
         call = ModelCall(
             task=task,
             categories=categories,
@@ -276,6 +289,7 @@ def call_from_args(args: argparse.Namespace) -> dict[str, Any]:
             max_instances=args.max_instances,
             generation=generation,
             key=task.value,
+            tile=tile,
         )
     except JobSpecError as exc:
         raise UsageError(str(exc)) from None
@@ -335,6 +349,12 @@ def _run(args: argparse.Namespace) -> int:
         extra = json.loads(args.extra_params) if args.extra_params else None
         if extra is not None and not isinstance(extra, dict):
             raise UsageError("--extra-params must be a JSON object")
+        try:  # the flags as project-wide rex_tile* defaults
+            tile = tile_extra_params(tile_from_args(args))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if tile:
+            extra = {**(extra or {}), **tile}
         client = LabelStudioClient.from_settings()
         job, skipped = create_project_job(
             client,

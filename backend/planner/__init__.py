@@ -26,6 +26,10 @@ defaults may come from the model's "Extra params" JSON, same names):
   (``cat,dog``); for OCR the granularity (``word`` or ``text line``).
 - ``model_score_threshold``: drop predictions scoring below (0..1).
 - ``rex_max_instances``: runaway guard for this control.
+- ``rex_tile="auto|on|off"``, ``rex_tile_size`` (pixels) and
+  ``rex_tile_overlap`` (share of a tile, 0 to 0.5): tiled inference for this
+  control (unset: the worker's REXLABEL_TILE* settings; keypoint controls
+  are never tiled); see docs/tiling.md.
 - ``rex_sam="true|false"``: masks for Polygon/Brush controls (Polygon without
   SAM gets the detected box as a 4-point polygon).
 - ``rex_skip="true"``: leave this control out of pre-annotation.

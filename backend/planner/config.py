@@ -10,8 +10,9 @@ from functools import lru_cache
 from typing import Any
 
 from backend.labels import LabelMap, split_phrases
-from backend.planner.plan import ControlPlan, PlanError
+from backend.planner.plan import ControlPlan, PlanError, shown
 from common.jobspec import ModelCall
+from common.settings import MAX_TILE_OVERLAP, MIN_TILE_SIZE, TILE_MODES
 from converters.keypoint_sets import KEYPOINT_SETS, KeypointSet
 from converters.tags import TEXT_TAG
 from converters.tasks import Task
@@ -149,6 +150,51 @@ def max_instances_attr(ctx: ConfigContext, control: Any) -> int | None:
             "number of at least 1"
         )
     return number
+
+
+def tile_attrs(ctx: ConfigContext, control: Any) -> dict[str, Any]:
+    """The call's tiling (``ModelCall.tile``) from ``rex_tile``
+    (auto|on|off), ``rex_tile_size`` (pixels) and ``rex_tile_overlap`` (a
+    share of the tile); unset ones are left to the worker's settings."""
+    tile: dict[str, Any] = {}
+    mode = _attr_text(ctx, control, "rex_tile")
+    if mode is not None:
+        if mode.lower() not in TILE_MODES:
+            raise PlanError(
+                f"{describe(control)}: rex_tile={shown(mode)} must be one of "
+                f"{', '.join(TILE_MODES)}"
+            )
+        tile["mode"] = mode.lower()
+    size = _attr_text(ctx, control, "rex_tile_size")
+    if size is not None:
+        number = int(size) if size.isdigit() else 0
+        if number < MIN_TILE_SIZE:
+            raise PlanError(
+                f"{describe(control)}: rex_tile_size={shown(size)} must be a whole "
+                f"number of pixels, at least {MIN_TILE_SIZE}"
+            )
+        tile["size"] = number
+    overlap = _attr_text(ctx, control, "rex_tile_overlap")
+    if overlap is not None:
+        try:
+            share = float(overlap)
+        except ValueError:
+            share = math.nan
+        if not 0.0 <= share <= MAX_TILE_OVERLAP:
+            raise PlanError(
+                f"{describe(control)}: rex_tile_overlap={shown(overlap)} must be "
+                f"a share of the tile from 0 to {MAX_TILE_OVERLAP}"
+            )
+        tile["overlap"] = share
+    return tile
+
+
+def _attr_text(ctx: ConfigContext, control: Any, name: str) -> str | None:
+    """The attribute (or extra param) as stripped text; None when unset or blank."""
+    value = ctx.attr(control, name)
+    if value is None or isinstance(value, bool) or str(value).strip() == "":
+        return None
+    return str(value).strip()
 
 
 def generation_of(ctx: ConfigContext) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from backend.planner.config import (
     parse_config,
     task_attr,
     threshold_attr,
+    tile_attrs,
 )
 from backend.planner.keypoint_boxes import link_keypoint_boxes
 from backend.planner.plan import ControlPlan, Plan, PlanError
@@ -111,6 +112,7 @@ def plan_control(
     plan.call.score_threshold = threshold_attr(ctx, control)
     plan.call.max_instances = max_instances_attr(ctx, control)
     plan.call.generation = generation_of(ctx)
+    plan.call.tile = tile_attrs(ctx, control)
     return plan
 
 

@@ -1,8 +1,9 @@
 """Bytes (or a file) to one RGB image, EXIF orientation applied, within limits.
 
 A bomb is refused from its header (``max_pixels``); with ``fit_pixels`` a large
-image is decoded straight down to the model's size and its full size is kept
-for coordinates (:func:`original_size`).
+image is decoded straight down to the model's size (or, for tiled inference,
+only as far as its tiles allow) and its full size is kept for coordinates
+(:func:`original_size`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,6 +50,12 @@ GREY_MODES = ("1", "L")
 memory (a 1-bit bomb would otherwise be tripled to RGB at full size)."""
 SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)
 """EXIF orientations whose upright image swaps width and height."""
+MAX_DRAFT_SCALE = 8
+"""A JPEG's DCT scaling divides each side by 1, 2, 4 or 8 while decoding."""
+
+FitPixels = int | Callable[[int, int], int | None] | None
+"""``decode_image``'s ``fit_pixels``: the pixels to decode at, or a rule giving
+them from the stored ``(width, height)`` (read from the header), or None."""
 
 
 def decode_image(
@@ -55,19 +63,22 @@ def decode_image(
     *,
     source: str,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    fit_pixels: int | None = None,
+    fit_pixels: FitPixels = None,
 ) -> Image.Image:
     """Decode bytes (or a file) to an RGB image with EXIF orientation applied.
 
-    ``fit_pixels`` (the model's ``max_pixels``): an image with more pixels is
-    decoded straight down to the size the model takes (``smart_resize``): a
-    JPEG by DCT scaling while decoding (``Image.draft``, up to 8x a side), any
-    image by ``reduce()`` inside the bicubic resize. Its size as Label Studio
-    shows it stays available as :func:`original_size`, for coordinates.
+    ``fit_pixels`` (the model's ``max_pixels``, or a rule giving the pixels
+    from the stored size: the pipeline's for tiled calls): an image with more
+    pixels is decoded straight down to that size (``smart_resize``): a JPEG by
+    DCT scaling while decoding (``Image.draft``, up to 8x a side), any image by
+    ``reduce()`` inside the bicubic resize. Its size as Label Studio shows it
+    stays available as :func:`original_size`, for coordinates.
 
     ``max_pixels`` bounds what is decoded at once: the header's size, or a
     drafted JPEG's reduced size. Both are known before any pixel is decoded, so
-    a bomb is refused for the price of its header.
+    a bomb is refused for the price of its header. A fit above ``max_pixels``
+    (tiling a JPEG larger than the limit) is lowered to a DCT scale within it:
+    the tiles then see that reduced decode.
 
     Raises:
         ImageDecodeError: not an image, or truncated.
@@ -86,7 +97,7 @@ def decode_image(
         raise ImageDecodeError(f"{source} could not be read: {exc}") from None
     try:
         stored = image.size
-        target = _fit_size(stored, fit_pixels)
+        target = _fit_size(stored, fit_pixels, max_pixels)
         if target is not None:
             image.draft("RGB", target)
         _check_pixels(source, stored, image.size, max_pixels)
@@ -100,17 +111,44 @@ def decode_image(
             image.close()
 
 
-def _fit_size(size: tuple[int, int], fit_pixels: int | None) -> tuple[int, int] | None:
-    """``(width, height)`` the model takes an image of ``size`` at, when that is
-    a downscale (more than ``fit_pixels`` pixels); None to keep the size."""
+def _fit_size(
+    size: tuple[int, int], fit_pixels: FitPixels, max_pixels: int
+) -> tuple[int, int] | None:
+    """``(width, height)`` to decode an image of ``size`` at, when that is a
+    downscale (more than ``fit_pixels`` pixels); None to keep the size.
+
+    A fit above ``max_pixels`` is capped there, and a target a JPEG's draft
+    could only reach by decoding more than ``max_pixels`` is lowered to the
+    next DCT scale (``_within_draft``)."""
     width, height = size
-    if fit_pixels is None or width * height <= fit_pixels:
+    if callable(fit_pixels):
+        fit_pixels = fit_pixels(width, height)
+    if fit_pixels is None:
+        return None
+    fit_pixels = min(fit_pixels, max_pixels)
+    if width * height <= fit_pixels:
         return None
     try:
         fit_h, fit_w = smart_resize(height, width, max_pixels=fit_pixels)
     except ValueError:  # aspect ratio the model refuses: the engine says so
         return None
-    return fit_w, fit_h
+    return _within_draft(size, (fit_w, fit_h), max_pixels)
+
+
+def _within_draft(
+    size: tuple[int, int], target: tuple[int, int], max_pixels: int
+) -> tuple[int, int]:
+    """``target``, or a smaller one whose JPEG draft decodes at most
+    ``max_pixels``: Pillow drafts at the largest scale 1, 2, 4 or 8 that keeps
+    each side at least the target's, rounding up (``JpegImageFile.draft``)."""
+    width, height = size
+    while True:
+        scale = min(width // target[0], height // target[1], MAX_DRAFT_SCALE)
+        scale = 1 << (max(scale, 1).bit_length() - 1)  # a power of two
+        drafted = -(-width // scale) * -(-height // scale)
+        if drafted <= max_pixels or scale >= MAX_DRAFT_SCALE:
+            return target
+        target = (max(1, width // (2 * scale)), max(1, height // (2 * scale)))
 
 
 def _check_pixels(

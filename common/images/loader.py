@@ -25,7 +25,12 @@ import urllib3
 from PIL import Image
 
 from common import settings
-from common.images.decode import DEFAULT_MAX_IMAGE_PIXELS, decode_image, read_capped
+from common.images.decode import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    FitPixels,
+    decode_image,
+    read_capped,
+)
 from common.images.errors import (
     ImageAccessDenied,
     ImageFetchError,
@@ -177,13 +182,14 @@ class ImageLoader:
         *,
         task_id: int | None = None,
         local_paths: bool = False,
-        fit_pixels: int | None = None,
+        fit_pixels: FitPixels = None,
     ) -> Image.Image:
         """The image ``ref`` points to: RGB, EXIF orientation applied.
 
         ``local_paths`` allows plain paths and ``file://`` (the command line
         only; see ``resolve_media``). ``fit_pixels``: decode a larger image
-        down to the model's size (see :func:`decode_image`).
+        down to the model's size, or to what a rule of its size says (see
+        :func:`decode_image`).
         """
         try:
             location = resolve_media(
@@ -205,7 +211,7 @@ class ImageLoader:
         )
 
     def _load_file(
-        self, ref: str, path: Path, fit_pixels: int | None = None
+        self, ref: str, path: Path, fit_pixels: FitPixels = None
     ) -> Image.Image:
         if not path.is_file():
             reason = "is a directory" if path.is_dir() else "does not exist"
@@ -223,7 +229,7 @@ class ImageLoader:
             raise ImageAccessDenied(f"no permission to read {str(path)!r}") from None
 
     def _load_file_quietly(
-        self, ref: str, path: Path, fit_pixels: int | None = None
+        self, ref: str, path: Path, fit_pixels: FitPixels = None
     ) -> Image.Image:
         """``_load_file`` for a request over HTTP: every failure (missing,
         directory, no permission, not an image, too large) is one answer."""
@@ -439,7 +445,7 @@ def load_image(
     task_id: int | None = None,
     loader: ImageLoader | None = None,
     local_paths: bool = False,
-    fit_pixels: int | None = None,
+    fit_pixels: FitPixels = None,
 ) -> Image.Image:
     """Load ``ref`` as RGB with EXIF orientation applied (as Label Studio shows it).
 

@@ -1,0 +1,236 @@
+"""Tiled inference: one call on a large image made on its overlapping tiles.
+
+    plan_tiles (converters.tiling.should_tile, tile_grid)
+      -> tile_requests: a crop per tile (+ the whole image when asked), all in
+         the pipeline's one engine batch
+      -> tiled_result: parse each tile in its own pixels, to_original,
+         keep what each tile found in its core (converters.tile_cores: an
+         object cut by a tile edge is answered by the tile that holds it
+         whole), merge_tiled (duplicates in the overlaps, the whole image)
+      -> worker.call_result.finish_result (score_threshold, max_instances,
+         masks on the whole image)
+
+Tiled tasks: :data:`TILED_TASKS`. Keypoint instances are never tiled (a
+person cut by a tile edge loses joints that no merge restores), nor visual
+prompting (its reference boxes are in one place of the image) or GUI tasks
+(one target per screenshot): they run on the whole image, with a note when
+tiling was asked.
+
+Memory: :func:`decode_pixels` tells the loader how far a tiled image may be
+reduced while decoding (until a tile holds the model's ``max_pixels``); crops
+are cut from that decode and the whole-image pass gets a model-sized copy.
+No settings are read here: the caller passes the base :class:`TileOptions`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from common.images.decode import ORIGINAL_SIZE_KEY, original_size, resize_for_model
+from common.jobspec import CallResult, ModelCall
+from common.tile_options import TileOptions
+from converters.tasks import Task
+from converters.tile_cores import keep_owned
+from converters.tile_merge import merge_tiled
+from converters.tiling import Tile, should_tile, tile_grid, to_original
+from worker.call_result import (
+    Masker,
+    PipelineError,
+    describe_call,
+    finish_result,
+    parse_generation,
+)
+from worker.engines.base import GenerationResult
+
+TILED_TASKS = frozenset({Task.DETECTION, Task.POINTING, Task.OCR_BOX, Task.OCR_POLYGON})
+"""Tasks whose items stand alone, so tiles' answers merge into one answer."""
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How one call is cut: ``tiles`` (pixels of the original image) and
+    whether a pass over the whole image joins them (last in the batch)."""
+
+    tiles: tuple[Tile, ...]
+    whole_image: bool
+
+    @property
+    def passes(self) -> int:
+        """Generations the call needs."""
+        return len(self.tiles) + int(self.whole_image)
+
+
+def _tiled(call: ModelCall, options: TileOptions, size, max_pixels: int) -> bool:
+    width, height = size
+    return should_tile(options.mode, width, height, max_pixels, options.min_shrink)
+
+
+def plan_tiles(
+    image: Image.Image, call: ModelCall, base: TileOptions, max_pixels: int
+) -> TilePlan | None:
+    """The tiles of ``call`` on ``image`` (``base`` with the call's own
+    ``tile`` on top), or None to run it once on the whole image: a task not
+    in :data:`TILED_TASKS`, a point-prompted mask, ``auto`` on an image the
+    model takes without shrinking it past ``min_shrink``, or one tile only.
+    PipelineError when the grid has more than ``max_tiles`` tiles."""
+    if call.task not in TILED_TASKS or call.sam_points:
+        return None
+    options = base.with_overrides(call.tile)
+    size = original_size(image)
+    if not _tiled(call, options, size, max_pixels):
+        return None
+    tiles = tile_grid(size[0], size[1], options.size, options.overlap)
+    if len(tiles) > options.max_tiles:
+        raise PipelineError(
+            f"{describe_call(call)}: {size[0]}x{size[1]} in {options.size} px tiles "
+            f"with overlap {options.overlap:g} is {len(tiles)} tiles, more than "
+            f"{options.max_tiles} (REXLABEL_TILE_MAX_TILES); use larger tiles"
+        )
+    if len(tiles) == 1 and (tiles[0].width, tiles[0].height) == size:
+        return None
+    return TilePlan(tuple(tiles), options.whole_image)
+
+
+def untiled_note(
+    image: Image.Image, call: ModelCall, base: TileOptions, max_pixels: int
+) -> str | None:
+    """Why a call that tiling would cut runs on the whole image, else None."""
+    if call.task in TILED_TASKS or call.sam_points:
+        return None
+    options = base.with_overrides(call.tile)
+    if not _tiled(call, options, original_size(image), max_pixels):
+        return None
+    return (
+        f"not tiled: {call.task.value} runs on the whole image (keypoint "
+        "instances, visual prompts and GUI targets are not cut into tiles)"
+    )
+
+
+def decode_pixels(
+    width: int,
+    height: int,
+    *,
+    calls: Sequence[ModelCall],
+    base: TileOptions,
+    max_pixels: int,
+) -> int:
+    """Pixels to decode a ``width`` x ``height`` image at for ``calls``: the
+    model's ``max_pixels`` when none is tiled, else enough that each tile
+    keeps ``max_pixels`` of detail (all of the image when a tile is smaller).
+    The decoder caps it at REXLABEL_MAX_IMAGE_PIXELS."""
+    needed = max_pixels
+    for call in calls:
+        if call.task not in TILED_TASKS or call.sam_points:
+            continue
+        options = base.with_overrides(call.tile)
+        if _tiled(call, options, (width, height), max_pixels):
+            share = min(1.0, max_pixels / options.size**2)
+            needed = max(needed, math.ceil(width * height * share))
+    return needed
+
+
+def crop_tile(image: Image.Image, tile: Tile) -> Image.Image:
+    """``tile`` (original pixels) cut from ``image``, which may be a reduced
+    decode; the crop's :func:`original_size` is the tile's size, so prompts
+    and parsing work in tile pixels (``to_original`` shifts them back)."""
+    width, height = original_size(image)
+    sx, sy = image.width / width, image.height / height
+    box = (
+        round(tile.x0 * sx),
+        round(tile.y0 * sy),
+        max(round(tile.x1 * sx), round(tile.x0 * sx) + 1),
+        max(round(tile.y1 * sy), round(tile.y0 * sy) + 1),
+    )
+    crop = image.crop(box)
+    if crop.size != (tile.width, tile.height):
+        crop.info[ORIGINAL_SIZE_KEY] = (tile.width, tile.height)
+    return crop
+
+
+def whole_view(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image`` as the whole-image pass sends it: a decode larger than the
+    model takes is reduced to ``max_pixels`` here (the engine would resize it
+    anyway), keeping its original size for coordinates."""
+    if image.width * image.height <= max_pixels:
+        return image
+    view = resize_for_model(image, max_pixels=max_pixels)
+    view.info[ORIGINAL_SIZE_KEY] = original_size(image)
+    return view
+
+
+def tile_images(
+    image: Image.Image, plan: TilePlan, max_pixels: int
+) -> list[Image.Image]:
+    """One image per pass of ``plan``: the tiles in order, then the whole
+    image when asked."""
+    views = [crop_tile(image, tile) for tile in plan.tiles]
+    if plan.whole_image:
+        views.append(whole_view(image, max_pixels))
+    return views
+
+
+def tiled_result(
+    image: Image.Image,
+    call: ModelCall,
+    plan: TilePlan,
+    generations: Sequence[GenerationResult],
+    masker: Masker | None,
+    *,
+    cut_s: float = 0.0,
+) -> CallResult:
+    """One result from the passes of ``plan`` (``generations`` in its order):
+    each parsed in its own pixels, moved to the original image, merged."""
+    started = time.perf_counter()
+    width, height = original_size(image)
+    passes = [(tile, f"tile {_name(tile)}") for tile in plan.tiles]
+    if plan.whole_image:
+        passes.append((Tile(0, 0, width, height), "whole image"))
+    predictions, sources, warnings, texts = [], [], [], []
+    truncated = False
+    for (tile, name), generation in zip(passes, generations, strict=True):
+        found, notes, cut = parse_generation(
+            call, generation, (tile.width, tile.height)
+        )
+        truncated = truncated or cut
+        predictions.extend(to_original(p, tile) for p in found)
+        sources.extend([tile] * len(found))
+        warnings.extend(f"{name}: {note}" for note in notes)
+        texts.append(f"[{name}] {generation.text}")
+    merging = time.perf_counter()
+    owned, owners = keep_owned(predictions, sources, plan.tiles, (width, height))
+    merged = merge_tiled(owned, owners)
+    merged_at = time.perf_counter()
+    if len(merged) < len(predictions):
+        warnings.append(
+            f"merged {len(predictions)} predictions of {plan.passes} passes "
+            f"into {len(merged)}"
+        )
+    timings = {
+        key: max(g.timings.get(key, 0.0) for g in generations)
+        for key in ("preprocess", "generate", "postprocess", "batch_size")
+    }
+    timings["tile_cut"] = cut_s
+    timings["tile_merge"] = merged_at - merging
+    result = finish_result(
+        image,
+        call,
+        merged,
+        warnings,
+        generations,
+        masker=masker,
+        raw_text="\n".join(texts),
+        truncated=truncated,
+        timings=timings,
+        tiles=[[t.x0, t.y0, t.x1, t.y1] for t in plan.tiles],
+    )
+    result.timings["parse"] = time.perf_counter() - started
+    return result
+
+
+def _name(tile: Tile) -> str:
+    return f"{tile.x0},{tile.y0},{tile.x1},{tile.y1}"

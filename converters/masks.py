@@ -319,3 +319,56 @@ def polygon_to_mask(
 ) -> np.ndarray:
     """``(H, W)`` uint8 0/1 mask of a polygon, rasterised as COCO does."""
     return rle_to_mask(polygon_to_rle(polygon, width, height))
+
+
+# Tiles ------------------------------------------------------------------------
+def rle_paste(
+    rle: Mapping[str, Any], left: int, top: int, width: int, height: int
+) -> dict[str, Any]:
+    """The COCO RLE of a crop's mask placed at ``(left, top)`` in a ``width`` x
+    ``height`` image (pixels), all else off.
+
+    Built from the crop's runs, column by column, without allocating the large
+    image: a tile's mask costs its own size even in a 60-megapixel photo.
+    Raises MaskError when the crop does not fit inside the image there.
+    """
+    crop = rle_to_mask(rle)
+    crop_height, crop_width = crop.shape
+    if left < 0 or top < 0 or left + crop_width > width or top + crop_height > height:
+        raise MaskError(
+            f"a {crop_width}x{crop_height} mask at ({left}, {top}) does not fit "
+            f"in a {width}x{height} image"
+        )
+    # Column-major, as COCO counts: each crop column, then one stand-in value
+    # for the off pixels below it and above the next column (their count as
+    # its weight); the last stands for everything after the crop.
+    values = np.zeros((crop_height + 1, crop_width), np.uint8)
+    values[:crop_height] = crop
+    values = values.ravel(order="F")
+    weights = np.ones(values.size, np.int64)
+    weights[crop_height :: crop_height + 1] = height - crop_height
+    weights[-1] = (height - top - crop_height) + (width - left - crop_width) * height
+    kept = weights > 0
+    values, weights = values[kept], weights[kept]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    runs = np.add.reduceat(weights, starts)
+    before = left * height + top
+    if values[0]:
+        runs = np.r_[before, runs]
+    else:
+        runs[0] += before
+    return _plain(
+        _coco_mask().frPyObjects(
+            {"size": [height, width], "counts": [int(v) for v in runs]}, height, width
+        )
+    )
+
+
+def rle_union(rles: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The COCO RLE of the pixels on in any of ``rles`` (all the same size)."""
+    if not rles:
+        raise MaskError("a union needs at least one mask")
+    sizes = {tuple(int(v) for v in rle["size"]) for rle in rles}
+    if len(sizes) > 1:
+        raise MaskError(f"masks to unite differ in size: {sorted(sizes)}")
+    return _plain(_coco_mask().merge([_coco_rle(rle) for rle in rles], intersect=0))

@@ -235,3 +235,40 @@ def test_brush_with_words_wider_than_a_byte_is_refused():
     brush = _brush_bytes(_brush_header(8, word_bits=16) + "1" + "00" + "111" + "1" * 16)
     with pytest.raises(masks.MaskError, match="16 bits"):
         masks.brush_rle_to_mask(brush, 2, 1)
+
+
+def test_rle_paste_places_a_crop_exactly_like_a_numpy_paste():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        height, width = (int(v) for v in rng.integers(1, 25, 2))
+        crop_h, crop_w = (
+            int(rng.integers(1, height + 1)),
+            int(rng.integers(1, width + 1)),
+        )
+        top = int(rng.integers(0, height - crop_h + 1))
+        left = int(rng.integers(0, width - crop_w + 1))
+        crop = (rng.random((crop_h, crop_w)) < rng.random()).astype(np.uint8)
+        expected = np.zeros((height, width), np.uint8)
+        expected[top : top + crop_h, left : left + crop_w] = crop
+        pasted = masks.rle_paste(masks.mask_to_rle(crop), left, top, width, height)
+        assert pasted == masks.mask_to_rle(expected)
+
+
+def test_rle_paste_by_hand_and_refuses_a_crop_that_does_not_fit():
+    crop = np.array([[1, 0], [1, 1]], np.uint8)
+    pasted = masks.rle_paste(masks.mask_to_rle(crop), 1, 2, 4, 5)
+    expected = np.zeros((5, 4), np.uint8)
+    expected[2:4, 1:3] = crop
+    np.testing.assert_array_equal(masks.rle_to_mask(pasted), expected)
+    with pytest.raises(masks.MaskError, match="does not fit"):
+        masks.rle_paste(masks.mask_to_rle(crop), 3, 0, 4, 5)
+
+
+def test_rle_union_is_the_pixelwise_or():
+    a, b = np.zeros((4, 6), np.uint8), np.zeros((4, 6), np.uint8)
+    a[0:2, 0:3] = 1
+    b[1:4, 2:6] = 1
+    union = masks.rle_union([masks.mask_to_rle(a), masks.mask_to_rle(b)])
+    np.testing.assert_array_equal(masks.rle_to_mask(union), a | b)
+    with pytest.raises(masks.MaskError, match="differ in size"):
+        masks.rle_union([masks.mask_to_rle(a), masks.mask_to_rle(np.ones((2, 2)))])

@@ -19,6 +19,7 @@ from typing import Any
 from common.setting_spec import Setting, SettingsError
 from converters.geometry import MAX_IMAGE_PIXELS, MAX_PIXELS, MIN_PIXELS
 from converters.prompts import SYSTEM_PROMPT
+from converters.tiling import MAX_TILE_OVERLAP, TILE_MODES
 
 __all__ = ["SETTINGS", "Setting", "SettingsError", "get", "read_all", "setting"]
 
@@ -49,9 +50,6 @@ DEFAULT_DOWNLOAD_DEADLINE_S = 120.0
 """REXLABEL_DOWNLOAD_DEADLINE_S's default and the image loader's."""
 DEFAULT_IMAGE_CACHE_MB = 256
 """REXLABEL_IMAGE_CACHE_MB's default and the image loader's (in bytes there)."""
-TILE_MODES = ("auto", "on", "off")
-"""Tiled inference: ``auto`` tiles an image the model would shrink more than
-REXLABEL_TILE_AUTO_SHRINK times, ``on`` every image, ``off`` none."""
 DEFAULT_TILE_MODE = "auto"
 """REXLABEL_TILE's default: only images far past the model's 2 MP are tiled,
 so everyday photos keep their one call (a tiled image costs a call per tile)."""
@@ -65,9 +63,6 @@ min_pixels (112^2), so a smaller tile shows nothing more."""
 DEFAULT_TILE_OVERLAP = 0.2
 """REXLABEL_TILE_OVERLAP's default, a share of the tile side (280 px of 1400):
 an object up to that size is whole in some tile; SAHI's default too."""
-MAX_TILE_OVERLAP = 0.5
-"""Largest overlap: at half a tile every point is in up to four tiles; more
-costs calls without new views."""
 DEFAULT_TILE_WHOLE_IMAGE = True
 """REXLABEL_TILE_WHOLE_IMAGE's default: one more call over the whole image
 finds the objects larger than the overlap, which tiles cut."""

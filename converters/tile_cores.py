@@ -72,15 +72,13 @@ def keep_owned(
     sources: Sequence[Tile],
     tiles: Sequence[Tile],
     image_size: tuple[int, int],
-) -> tuple[list[Prediction], list[Tile]]:
-    """The predictions (and their source tiles) whose centre lies in the core
-    of the tile that found them. A source that is not one of ``tiles`` (the
-    whole-image pass) owns the whole image."""
+) -> list[Prediction]:
+    """The predictions whose centre lies in the core of the tile that found
+    them (``sources``: one per prediction). A source that is not one of
+    ``tiles`` (the whole-image pass) owns the whole image."""
     cores = tile_cores(tiles)
-    kept, kept_sources = [], []
-    for prediction, source in zip(predictions, sources, strict=True):
-        core = cores.get(source)
-        if core is None or in_core(prediction, core, image_size):
-            kept.append(prediction)
-            kept_sources.append(source)
-    return kept, kept_sources
+    return [
+        prediction
+        for prediction, source in zip(predictions, sources, strict=True)
+        if source not in cores or in_core(prediction, cores[source], image_size)
+    ]

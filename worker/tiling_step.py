@@ -202,8 +202,8 @@ def tiled_result(
         warnings.extend(f"{name}: {note}" for note in notes)
         texts.append(f"[{name}] {generation.text}")
     merging = time.perf_counter()
-    owned, owners = keep_owned(predictions, sources, plan.tiles, (width, height))
-    merged = merge_tiled(owned, owners)
+    owned = keep_owned(predictions, sources, plan.tiles, (width, height))
+    merged = merge_tiled(owned, list(plan.tiles))
     merged_at = time.perf_counter()
     if len(merged) < len(predictions):
         warnings.append(

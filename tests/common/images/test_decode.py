@@ -253,3 +253,50 @@ def test_a_png_text_chunk_cannot_set_the_original_size(value, fit):
     Image.new("RGB", (640, 480)).save(buffer, "PNG", pnginfo=info)
     image = decode_image(buffer.getvalue(), source="x", fit_pixels=fit)
     assert original_size(image) == (640, 480)
+
+
+# Decoding for tiled inference -----------------------------------------------------
+
+
+def test_a_fit_rule_gets_the_stored_size_and_may_keep_every_pixel():
+    asked = []
+
+    def keep_all(width, height):
+        asked.append((width, height))
+        return width * height
+
+    data = encoded(two_colour(3000, 2000), "PNG")
+    image = decode_image(data, source="x", fit_pixels=keep_all)
+    assert asked == [(3000, 2000)]
+    assert image.size == original_size(image) == (3000, 2000)
+
+
+def test_a_fit_rule_may_ask_for_a_size_between_the_model_and_the_image():
+    data = encoded(two_colour(3000, 2000), "PNG")
+    image = decode_image(data, source="x", fit_pixels=lambda w, h: 1_500_000)
+    fit_h, fit_w = smart_resize(2000, 3000, max_pixels=1_500_000)
+    assert image.size == (fit_w, fit_h)
+    assert original_size(image) == (3000, 2000)
+
+
+def test_a_tiled_jpeg_above_the_limit_is_decoded_at_the_dct_scale_within_it(
+    monkeypatch,
+):
+    data = encoded(two_colour(4000, 3000), "JPEG", quality=90)
+    sizes = _record_decoded_sizes(monkeypatch)
+    # The tiles want every pixel (12 MP); the limit is 5 MP: half a side it is.
+    image = decode_image(
+        data, source="big.jpg", max_pixels=5_000_000, fit_pixels=lambda w, h: w * h
+    )
+    assert set(sizes) == {(2000, 1500)}
+    assert image.size == (2000, 1500)
+    assert original_size(image) == (4000, 3000)
+    assert close_to(image.getpixel((10, 10)), RED)
+
+
+def test_a_tiled_png_above_the_limit_is_refused_as_an_untiled_one():
+    data = png_with_size(4000, 3000)
+    with pytest.raises(ImageTooLarge, match="4000x3000"):
+        decode_image(
+            data, source="x", max_pixels=5_000_000, fit_pixels=lambda w, h: w * h
+        )

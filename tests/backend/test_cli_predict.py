@@ -149,3 +149,64 @@ def test_bad_inputs_exit_2_naming_the_problem(tiny_model_dir, tmp_path, capsys):
         "cpu",
     )
     assert code == 2 and "categor" in err.lower()
+
+
+def test_tiled_predict_reports_and_draws_its_tiles(tiny_model_dir, tmp_path, capsys):
+    from converters.colors import TILE_COLOR
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (448, 224), (0, 0, 0)).save(path)
+    code, out, _ = _predict(
+        capsys,
+        str(path),
+        "--task",
+        "detection",
+        "--categories",
+        "red square",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "6",
+        "--tile",
+        "on",
+        "--tile-size",
+        "224",
+        "--tile-overlap",
+        "0",
+        "--json",
+        "--draw",
+        str(tmp_path / "drawn"),
+    )
+    assert code == 0
+    (item,) = json.loads(out)["images"]
+    assert item["tiles"] == [[0, 0, 224, 224], [224, 0, 448, 224]]
+    assert item["timings"]["batch_size"] == 3  # two tiles and the whole image
+    drawn = Image.open(tmp_path / "drawn" / "wide.png").convert("RGB")
+    assert drawn.getpixel((100, 0)) == TILE_COLOR
+    assert drawn.getpixel((224, 100)) == TILE_COLOR
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tile-size", "50"], "--tile-size 50: must be a whole number of pixels"),
+        (["--tile-overlap", "0.95"], "--tile-overlap 0.95: must be a share"),
+    ],
+)
+def test_bad_tile_flags_are_named(tiny_model_dir, tmp_path, capsys, flags, message):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (64, 64)).save(path)
+    code, _, err = _predict(
+        capsys,
+        str(path),
+        "--task",
+        "detection",
+        "--categories",
+        "cat",
+        "--model",
+        str(tiny_model_dir),
+        *flags,
+    )
+    assert code == 2 and message in err

@@ -261,6 +261,10 @@ def test_files_and_project_cannot_be_mixed(ls, tmp_path, capsys):
         (["--task", "flying"], "Unknown task"),
         (["--task", "visual_prompting", "--visual-prompt", "1,2,3"], "x0,y0,x1,y1"),
         (["--task", "detection", "--categories", "a"], "--out is required"),
+        (
+            ["--task", "detection", "--categories", "a", "--tile-size", "9"],
+            "--tile-size 9: must be a whole number of pixels, at least 112",
+        ),
     ],
 )
 def test_bad_options_are_named(tmp_path, capsys, args, message):
@@ -308,6 +312,11 @@ def test_every_task_option_builds_a_valid_call(tmp_path):
     )
     assert masked["masks"] == "rle" and masked["score_threshold"] == 0.3
     assert masked["generation"] == {"max_new_tokens": 99}
+    assert "tile" not in masked  # the worker's REXLABEL_TILE* settings decide
+    tiled = call("--task", "detection", "--categories", "car", "--tile", "on")
+    assert tiled["tile"] == {"mode": "on"}
+    sized = call("--task", "ocr_box", "--categories", "word", "--tile-size", "896")
+    assert sized["tile"] == {"size": 896}
 
 
 @pytest.mark.parametrize(

@@ -147,3 +147,16 @@ def test_ocr_text_is_drawn_as_the_label():
     assert (long_text == color).all(axis=2).sum() > 2 * (label_only == color).all(
         axis=2
     ).sum()
+
+
+def test_tile_grid_is_drawn_in_grey_without_touching_the_input():
+    from converters.colors import TILE_COLOR
+    from converters.draw import draw_tiles
+
+    canvas = _canvas()
+    out = draw_tiles(canvas, [[0, 0, 200, 200], [120, 40, 320, 240]], line_width=2)
+    assert _pixel(out, 100, 0) == TILE_COLOR  # top edge of the first tile
+    assert _pixel(out, 199, 100) == TILE_COLOR  # its right edge (x1 exclusive)
+    assert _pixel(out, 120, 150) == TILE_COLOR  # the second tile's left edge
+    assert _pixel(out, 60, 100) == BLACK  # inside: untouched
+    assert canvas.getpixel((100, 0)) == BLACK

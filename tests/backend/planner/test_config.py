@@ -49,6 +49,11 @@ def test_extra_params_give_project_defaults_attributes_win() -> None:
         ('rex_task="pointing"', "cannot be shown as rectangle"),
         ('rex_task="visual_prompting"', "drawn box"),
         ('rex_categories="zebra"', "zebra"),
+        ('rex_tile="sometimes"', "rex_tile='sometimes' must be one of auto, on, off"),
+        ('rex_tile_size="64"', "rex_tile_size='64' must be a whole number"),
+        ('rex_tile_size="500.5"', "rex_tile_size='500.5' must be a whole number"),
+        ('rex_tile_overlap="0.95"', "rex_tile_overlap='0.95' must be a share"),
+        ('rex_tile_overlap="lots"', "rex_tile_overlap='lots' must be a share"),
     ],
 )
 def test_bad_attributes_name_the_tag(attr: str, message: str) -> None:
@@ -83,3 +88,21 @@ def test_rex_sam_false() -> None:
                 '<Label value="Car"/></PolygonLabels>'
             )
         )
+
+
+def test_tiling_attributes_and_extra_params() -> None:
+    config = view(
+        '<RectangleLabels name="label" toName="image" rex_tile="ON" '
+        'rex_tile_size="448"><Label value="Car"/></RectangleLabels>',
+        '<KeyPointLabels name="kp" toName="image"><Label value="nose"/>'
+        "</KeyPointLabels>",
+    )
+    plan = plan_config(config, {"rex_tile_overlap": 0.3, "rex_tile_size": 896})
+    assert plan.control("label").call.tile == {
+        "mode": "on",
+        "size": 448,
+        "overlap": 0.3,
+    }
+    # keypoints get the project's tiling too; the worker runs them whole
+    assert plan.control("kp").call.tile == {"size": 896, "overlap": 0.3}
+    assert plan_config(view(RECT)).control("label").call.tile == {}

@@ -216,7 +216,8 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         MAX_IMAGE_PIXELS,
         "Pixels decoded at once (a JPEG's after DCT scaling): 32x the model's "
-        "2 MP input, more only costs memory; a 61 MP photo still fits.",
+        "2 MP input; a 61 MP photo fits. Untiled images are held at 2 MP, tiled "
+        "ones at up to this.",
         minimum=1,
     ),
     Setting(

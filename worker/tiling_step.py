@@ -65,7 +65,8 @@ class TilePlan:
         return len(self.tiles) + int(self.whole_image)
 
 
-def _tiled(call: ModelCall, options: TileOptions, size, max_pixels: int) -> bool:
+def _tiled(options: TileOptions, size: tuple[int, int], max_pixels: int) -> bool:
+    """Whether ``options`` tile an image of ``size`` (width, height)."""
     width, height = size
     return should_tile(options.mode, width, height, max_pixels, options.min_shrink)
 
@@ -82,7 +83,7 @@ def plan_tiles(
         return None
     options = base.with_overrides(call.tile)
     size = original_size(image)
-    if not _tiled(call, options, size, max_pixels):
+    if not _tiled(options, size, max_pixels):
         return None
     tiles = tile_grid(size[0], size[1], options.size, options.overlap)
     if len(tiles) > options.max_tiles:
@@ -103,7 +104,7 @@ def untiled_note(
     if call.task in TILED_TASKS or call.sam_points:
         return None
     options = base.with_overrides(call.tile)
-    if not _tiled(call, options, original_size(image), max_pixels):
+    if not _tiled(options, original_size(image), max_pixels):
         return None
     return (
         f"not tiled: {call.task.value} runs on the whole image (keypoint "
@@ -128,7 +129,7 @@ def decode_pixels(
         if call.task not in TILED_TASKS or call.sam_points:
             continue
         options = base.with_overrides(call.tile)
-        if _tiled(call, options, (width, height), max_pixels):
+        if _tiled(options, (width, height), max_pixels):
             share = min(1.0, max_pixels / options.size**2)
             needed = max(needed, math.ceil(width * height * share))
     return needed

@@ -15,6 +15,9 @@ With auth:
 
 - ``GET /api/current-user/whoami``; ``/api/projects/`` (paginated) and
   ``/api/projects/<id>/``; ``/api/dm/views/?project=``;
+  ``/api/projects/<id>/model-versions/?extended=true`` (the versions of the
+  project's predictions, newest first, as ``{"static": [...], "live": None}``);
+  ``/api/ml/?project=`` (``ml_backends``);
 - ``GET /api/tasks/?project=&view=&page=&page_size=&fields=all`` with the
   envelope ``{"tasks": [...], "total": N}``; a page past the end is 404;
   ``GET /api/tasks/<id>/`` (the task with its ``project``; 404 if unknown);
@@ -115,6 +118,7 @@ class FakeLabelStudio:
         self.tasks: dict[int, dict] = {}
         self.views: dict[int, dict] = {}
         self.predictions: list[dict] = []
+        self.ml_backends: list[dict] = []
         self.files: dict[str, bytes] = {}
         self.cloud: dict[str, bytes] = {}
         self.legacy_upload_enabled = True
@@ -160,11 +164,18 @@ class FakeLabelStudio:
             return [r.path for r in self.requests if method in (None, r.method)]
 
     # Data ------------------------------------------------------------------------
-    def add_project(self, project_id: int, label_config: str, title: str = "") -> None:
+    def add_project(
+        self,
+        project_id: int,
+        label_config: str,
+        title: str = "",
+        model_version: str = "",
+    ) -> None:
         self.projects[project_id] = {
             "id": project_id,
             "title": title or f"project {project_id}",
             "label_config": label_config,
+            "model_version": model_version,
         }
 
     def add_task(self, project_id: int, task_id: int, data: dict) -> dict:
@@ -271,6 +282,20 @@ class FakeLabelStudio:
             else f"{self.url}/api/projects/?page={page - 1}",
             "results": projects[start : start + size],
         }
+
+    def _model_versions(self, project: int) -> dict:
+        """Like Label Studio: per version its count and newest prediction
+        (here by id: the fake stores no times), newest version first."""
+        rows: dict[str, dict] = {}
+        for pred in self._predictions({"project": project}):
+            row = rows.setdefault(pred["model_version"], {"count": 0, "latest": 0})
+            row["count"] += 1
+            row["latest"] = max(row["latest"], pred["id"])
+        static = [
+            {"model_version": v, "count": r["count"], "latest": r["latest"]}
+            for v, r in sorted(rows.items(), key=lambda item: -item[1]["latest"])
+        ]
+        return {"static": static, "live": None}
 
     def _export(self, project: int) -> list:
         return [
@@ -420,6 +445,17 @@ class FakeLabelStudio:
                     return self._send(*ls._projects_page(query))
                 if path.startswith("/api/projects/") and path.endswith("/export"):
                     return self._send(200, ls._export(int(path.split("/")[3])))
+                if path.startswith("/api/projects/") and path.endswith(
+                    "/model-versions/"
+                ):
+                    project_id = int(path.split("/")[3])
+                    if project_id not in ls.projects:
+                        return self._send(404, {"detail": "Not found."})
+                    return self._send(200, ls._model_versions(project_id))
+                if path == "/api/ml/":
+                    project_id = int(query["project"])
+                    mine = [m for m in ls.ml_backends if m["project"] == project_id]
+                    return self._send(200, mine)
                 if path.startswith("/api/projects/"):
                     project = ls.projects.get(int(path.strip("/").split("/")[2]))
                     if project is None:

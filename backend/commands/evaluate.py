@@ -3,11 +3,22 @@
 Usage::
 
     rexlabel evaluate --gt export.json --pred labels.jsonl --out eval/
+    rexlabel evaluate --project 3 [--model-version V] --out eval/
 
 ``--gt`` and ``--pred`` are each a Label Studio JSON export (ground truth: the
 latest non-cancelled annotation per task; predictions: the task's latest
 prediction), a COCO file, or ``rexlabel prelabel``'s raw JSON lines. Writes
 ``DIR/report.json`` and prints a table; bad input exits 2 naming the bad part.
+
+``--project`` reads the project from Label Studio (LABEL_STUDIO_URL /
+LABEL_STUDIO_API_KEY), page by page: the ground truth is each task's latest
+non-cancelled annotation, the predictions its prediction of one model version.
+Tasks without an annotation, or without a prediction of that version, are not
+scored and are counted. Without ``--model-version`` the version is the
+project's model version if it has predictions of it; else, when that names a
+connected model, the model's current version if it has predictions of it; else
+the version of the newest rexlabel prediction (else of the newest
+prediction). The report says which version was scored and why.
 """
 
 from __future__ import annotations
@@ -28,16 +39,78 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("--gt", required=True, help="ground-truth file")
-    parser.add_argument("--pred", required=True, help="predictions file")
+    parser.add_argument("--gt", help="ground-truth file")
+    parser.add_argument("--pred", help="predictions file")
+    parser.add_argument(
+        "--project",
+        type=int,
+        metavar="ID",
+        help="read ground truth and predictions from this Label Studio project "
+        "instead of --gt/--pred",
+    )
+    parser.add_argument(
+        "--model-version",
+        metavar="V",
+        help="with --project: score the predictions of this model version "
+        "(default: the current one, see below)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, usage_error=parser.error)
+
+
+def check_source(args: argparse.Namespace) -> None:
+    """Exactly one source: ``--project``, or ``--gt`` with ``--pred``; an
+    argparse error (exit 2) naming the flags otherwise."""
+    files = [f for f in ("--gt", "--pred") if getattr(args, f[2:]) is not None]
+    if args.project is not None and files:
+        args.usage_error(f"--project cannot be combined with {' and '.join(files)}")
+    if args.project is None:
+        if args.model_version is not None:
+            args.usage_error("--model-version needs --project")
+        if len(files) != 2:
+            args.usage_error("give --gt and --pred (files), or --project ID")
+
+
+def run_project(args: argparse.Namespace) -> tuple[dict, int, list[str]] | int:
+    """``--project``: the report with its ``inputs``, images scored and notes
+    for the terminal; or the exit code of a failure (printed)."""
+    from backend.evaluate.inputs import EvaluateInputError
+    from backend.evaluate.project import open_project
+    from backend.evaluate.report import build_report
+    from common.labelstudio.api import LabelStudioAPIError
+    from common.labelstudio.auth import TokenExchangeError
+
+    try:
+        source = open_project(args.project, args.model_version)
+        report = build_report(source.pairs())
+    except (EvaluateInputError, LabelStudioAPIError, TokenExchangeError) as exc:
+        print(f"rexlabel evaluate: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    report["inputs"] = source.inputs()
+    for warning in source.counts.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    c = source.counts
+    notes = [
+        f"project {args.project}: model version {source.choice.version!r} "
+        f"({source.choice.reason}); {c.tasks} tasks read, {c.scored} scored, "
+        f"{c.without_annotation} without an annotation "
+        f"({c.only_cancelled} only cancelled), {c.without_predictions} annotated "
+        "without a prediction of this version (not scored)"
+    ]
+    return report, c.scored, notes
 
 
 def run(args: argparse.Namespace) -> int:
     from backend.evaluate.inputs import EvaluateInputError, load_pairs
-    from backend.evaluate.report import build_report, format_table
+    from backend.evaluate.report import build_report
 
+    check_source(args)
+    if args.project is not None:
+        done = run_project(args)
+        if isinstance(done, int):
+            return done
+        report, images, notes = done
+        return write_report(report, Path(args.out), images, notes)
     try:
         pairing = load_pairs(args.gt, args.pred)
     except EvaluateInputError as exc:
@@ -55,7 +128,20 @@ def run(args: argparse.Namespace) -> int:
         "predictions_without_ground_truth": pairing.predictions_without_ground_truth,
         "paired_by_task_id": pairing.paired_by_task_id,
     }
-    out = Path(args.out)
+    notes = []
+    if pairing.without_predictions:
+        # scored as misses: a predictions file covering fewer images lowers recall
+        notes.append(
+            f"{pairing.without_predictions} ground-truth image(s) have no "
+            "predictions in the predictions file (scored as missed)"
+        )
+    return write_report(report, Path(args.out), len(pairing.pairs), notes)
+
+
+def write_report(report: dict, out: Path, images: int, notes: list[str]) -> int:
+    """``out/report.json``, the table and ``notes`` on the terminal; exit code."""
+    from backend.evaluate.report import format_table
+
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(
@@ -65,11 +151,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rexlabel evaluate: {out}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(report))
-    print(f"{out / 'report.json'}: {len(pairing.pairs)} images")
-    if pairing.without_predictions:
-        # scored as misses: a predictions file covering fewer images lowers recall
-        print(
-            f"{pairing.without_predictions} ground-truth image(s) have no "
-            "predictions in the predictions file (scored as missed)"
-        )
+    print(f"{out / 'report.json'}: {images} images")
+    for note in notes:
+        print(note)
     return 0

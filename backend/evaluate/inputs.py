@@ -59,6 +59,8 @@ class SideImage:
     height: int
     regions: list[Prediction]
     task_id: Any = None
+    warnings: list[str] = field(default_factory=list)
+    """What the reader passed over in this image (a choices result...)."""
 
 
 @dataclass
@@ -127,8 +129,6 @@ def read_side(path: str | Path, role: str) -> Side:
 
 
 def _read_labelstudio(path: Path, role: str, side: Side) -> None:
-    from converters.labelstudio.reader import from_labelstudio
-
     source = "annotations" if role == GROUND_TRUTH else "predictions"
     for n, task in enumerate(iter_json_list(path)):
         if not isinstance(task, Mapping):
@@ -139,23 +139,38 @@ def _read_labelstudio(path: Path, role: str, side: Side) -> None:
             if results is None and role == GROUND_TRUTH:
                 side.skipped += 1  # not annotated yet: nothing to compare with
                 continue
-            results = results or []
-            ref = image_ref(task, None)
-            width, height = size_from_results(results)
-            if not width:
-                width, height = image_size(ref)
-            parsed = from_labelstudio(
-                results, width=width or None, height=height or None
-            )
+            image = task_image(task, results or [], where)
         except TASK_ERRORS as exc:
             raise EvaluateInputError(
                 f"{path}: {where}: {str(exc) or type(exc).__name__}"
             ) from None
-        side.warnings.extend(f"{path}: {where}: {w}" for w in parsed.warnings)
-        regions = [named_region(p) for p in parsed.predictions]
-        side.images.append(
-            SideImage(ref, where, width, height, regions, task.get("id"))
-        )
+        side.warnings.extend(f"{path}: {where}: {w}" for w in image.warnings)
+        side.images.append(image)
+
+
+def task_image(
+    task: Mapping[str, Any],
+    results: list[dict[str, Any]],
+    where: str,
+    *,
+    local_size: bool = True,
+) -> SideImage:
+    """One Label Studio task's ``results`` (one annotation's or prediction's)
+    as an image in pixels. The size comes from the results'
+    ``original_width/height``, else (``local_size``) from the task's image
+    when it is a readable local file, else it stays 0. Raises one of
+    :data:`~backend.bulk.convert.TASK_ERRORS` on malformed results."""
+    from converters.labelstudio.reader import from_labelstudio
+
+    ref = image_ref(task, None)
+    width, height = size_from_results(results)
+    if not width and local_size:
+        width, height = image_size(ref)
+    parsed = from_labelstudio(results, width=width or None, height=height or None)
+    regions = [named_region(p) for p in parsed.predictions]
+    return SideImage(
+        ref, where, width, height, regions, task.get("id"), list(parsed.warnings)
+    )
 
 
 def _read_coco(path: Path, side: Side) -> None:
@@ -254,29 +269,39 @@ def pair_sides(gt: Side, pred: Side) -> Pairing:
                     f"{g.where}: {g.key!r} in {gt.path} paired with {p.key!r} in "
                     f"{pred.path} by task id {g.task_id!r} (the references differ)"
                 )
-        width, height = g.width, g.height
         if p is None:
             pairing.without_predictions += 1
-            regions: list[Prediction] = []
         else:
             used.add(id(p))
-            regions = p.regions
-            if width and p.width and (width, height) != (p.width, p.height):
-                raise EvaluateInputError(
-                    f"{g.where} ({g.key}): image size {width}x{height} in "
-                    f"{gt.path} but {p.width}x{p.height} in {pred.path} ({p.where})"
-                )
-            width, height = width or p.width, height or p.height
-        if not (width and height) and (g.regions or regions):
-            raise EvaluateInputError(
-                f"{gt.path}: {g.where} ({g.key}): image size unknown "
-                "(no original_width/height, image not readable)"
-            )
-        pairing.pairs.append(ImagePair(g.key, width, height, g.regions, regions))
+        pairing.pairs.append(pair_images(g, p, gt.path, pred.path))
     pairing.predictions_without_ground_truth = sum(
         id(p) not in used for p in pred.images
     )
     return pairing
+
+
+def pair_images(
+    g: SideImage, p: SideImage | None, gt_name: str, pred_name: str
+) -> ImagePair:
+    """``g`` 's ground truth with ``p`` 's regions (none when ``p`` is None).
+    Different sizes on the two sides, or no size for an image with regions,
+    are an error naming the image and where each side came from."""
+    width, height = g.width, g.height
+    regions: list[Prediction] = []
+    if p is not None:
+        regions = p.regions
+        if width and p.width and (width, height) != (p.width, p.height):
+            raise EvaluateInputError(
+                f"{g.where} ({g.key}): image size {width}x{height} in "
+                f"{gt_name} but {p.width}x{p.height} in {pred_name} ({p.where})"
+            )
+        width, height = width or p.width, height or p.height
+    if not (width and height) and (g.regions or regions):
+        raise EvaluateInputError(
+            f"{gt_name}: {g.where} ({g.key}): image size unknown "
+            "(no original_width/height, image not readable)"
+        )
+    return ImagePair(g.key, width, height, g.regions, regions)
 
 
 def load_pairs(gt_path: str | Path, pred_path: str | Path) -> Pairing:

@@ -199,6 +199,24 @@ class LabelStudioClient:
         """The project, with ``label_config`` and ``title``."""
         return self._json("GET", f"/api/projects/{int(project)}/")
 
+    def model_versions(self, project: int) -> list[dict[str, Any]]:
+        """The model versions of the project's stored predictions, newest
+        first: ``[{"model_version", "count", "latest"}]`` (``latest``: when
+        the newest prediction of that version was created)."""
+        data = self._json(
+            "GET",
+            f"/api/projects/{int(project)}/model-versions/",
+            params={"extended": "true"},
+        )
+        versions = data.get("static") if isinstance(data, dict) else data
+        return [v for v in versions or [] if isinstance(v, dict)]
+
+    def list_ml_backends(self, project: int) -> list[dict[str, Any]]:
+        """The models connected to the project (``title``, ``model_version``,
+        ``url``, ``state``)."""
+        data = self._json("GET", "/api/ml/", params={"project": int(project)})
+        return data if isinstance(data, list) else list(data.get("results", []))
+
     def list_views(self, project: int) -> list[dict[str, Any]]:
         """The Data Manager tabs (views) of a project."""
         data = self._json("GET", "/api/dm/views/", params={"project": int(project)})

@@ -8,7 +8,8 @@ Usage::
 ``--gt`` and ``--pred`` are each a Label Studio JSON export (ground truth: the
 latest non-cancelled annotation per task; predictions: the task's latest
 prediction), a COCO file, or ``rexlabel prelabel``'s raw JSON lines. Writes
-``DIR/report.json`` and prints a table; bad input exits 2 naming the bad part.
+``DIR/report.json`` and ``DIR/report.html`` (one self-contained page with
+plots) and prints a table; bad input exits 2 naming the bad part.
 
 ``--project`` reads the project from Label Studio (LABEL_STUDIO_URL /
 LABEL_STUDIO_API_KEY), page by page: the ground truth is each task's latest
@@ -30,12 +31,16 @@ from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 
+MAX_WARNINGS = 50
+"""Warnings printed; the rest are counted (a big export can warn per task)."""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="score pre-labels against ground truth (AP, thresholds, effort)",
-        description="Score predictions against ground truth, from files.",
+        description="Score predictions against ground truth, from files or "
+        "a Label Studio project.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
@@ -87,9 +92,14 @@ def run_project(args: argparse.Namespace) -> tuple[dict, int, list[str]] | int:
         print(f"rexlabel evaluate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     report["inputs"] = source.inputs()
-    for warning in source.counts.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     c = source.counts
+    for warning in c.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if c.warning_count > len(c.warnings):
+        print(
+            f"warning: {c.warning_count - len(c.warnings)} more warnings",
+            file=sys.stderr,
+        )
     notes = [
         f"project {args.project}: model version {source.choice.version!r} "
         f"({source.choice.reason}); {c.tasks} tasks read, {c.scored} scored, "
@@ -103,6 +113,7 @@ def run_project(args: argparse.Namespace) -> tuple[dict, int, list[str]] | int:
 def run(args: argparse.Namespace) -> int:
     from backend.evaluate.inputs import EvaluateInputError, load_pairs
     from backend.evaluate.report import build_report
+    from converters.coco import CocoError
 
     check_source(args)
     if args.project is not None:
@@ -112,13 +123,18 @@ def run(args: argparse.Namespace) -> int:
         report, images, notes = done
         return write_report(report, Path(args.out), images, notes)
     try:
-        pairing = load_pairs(args.gt, args.pred)
-    except EvaluateInputError as exc:
+        pairs, pairing = load_pairs(args.gt, args.pred)
+        report = build_report(pairs)
+    except (EvaluateInputError, CocoError) as exc:
         print(f"rexlabel evaluate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for warning in pairing.warnings[:50]:
+    for warning in pairing.warnings[:MAX_WARNINGS]:
         print(f"warning: {warning}", file=sys.stderr)
-    report = build_report(pairing.pairs)
+    if len(pairing.warnings) > MAX_WARNINGS:
+        print(
+            f"warning: {len(pairing.warnings) - MAX_WARNINGS} more warnings",
+            file=sys.stderr,
+        )
     report["inputs"] = {
         "ground_truth": str(args.gt),
         "predictions": str(args.pred),
@@ -135,11 +151,13 @@ def run(args: argparse.Namespace) -> int:
             f"{pairing.without_predictions} ground-truth image(s) have no "
             "predictions in the predictions file (scored as missed)"
         )
-    return write_report(report, Path(args.out), len(pairing.pairs), notes)
+    return write_report(report, Path(args.out), pairing.pairs, notes)
 
 
 def write_report(report: dict, out: Path, images: int, notes: list[str]) -> int:
-    """``out/report.json``, the table and ``notes`` on the terminal; exit code."""
+    """``out/report.json`` and ``out/report.html``, the table and ``notes`` on
+    the terminal; the exit code."""
+    from backend.evaluate.html import write_html
     from backend.evaluate.report import format_table
 
     try:
@@ -147,11 +165,12 @@ def write_report(report: dict, out: Path, images: int, notes: list[str]) -> int:
         (out / "report.json").write_text(
             json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
+        write_html(report, out / "report.html")
     except OSError as exc:
         print(f"rexlabel evaluate: {out}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(report))
-    print(f"{out / 'report.json'}: {images} images")
+    print(f"{out / 'report.json'}, {out / 'report.html'}: {images} images")
     for note in notes:
         print(note)
     return 0

@@ -190,6 +190,7 @@ def test_evaluate_project_matches_cocoeval_on_what_label_studio_stored(
     )
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "report.html").is_file()
     report = json.loads((out / "report.json").read_text())
     inputs = report["inputs"]
     assert inputs["model_version"] == ml["model_version"], inputs

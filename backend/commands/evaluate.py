@@ -8,6 +8,12 @@ Usage::
 latest non-cancelled annotation per task; predictions: the task's latest
 prediction), a COCO file, or ``rexlabel prelabel``'s raw JSON lines. Writes
 ``DIR/report.json`` and prints a table; bad input exits 2 naming the bad part.
+
+``--apply-thresholds`` puts each label's recommended score threshold where the
+planner reads it (``model_score_thresholds`` in the model's extra params): with
+``--project`` into the extra params of the project's ML backend in Label Studio
+(``--ml-backend ID`` when it has several), printing what changed (exit 1 when
+that fails); with files it prints the JSON to paste there and writes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import sys
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_NOT_APPLIED = 1
+"""The report was written, but the thresholds could not be applied."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +39,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gt", required=True, help="ground-truth file")
     parser.add_argument("--pred", required=True, help="predictions file")
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    parser.add_argument(
+        "--apply-thresholds",
+        action="store_true",
+        help="write the recommended per-label thresholds to the project's ML "
+        "backend (--project), or print them as extra params JSON (files)",
+    )
+    parser.add_argument(
+        "--ml-backend",
+        type=int,
+        metavar="ID",
+        help="with --apply-thresholds: the ML backend to update when the "
+        "project has several",
+    )
     parser.set_defaults(func=run)
 
 
@@ -38,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from backend.evaluate.inputs import EvaluateInputError, load_pairs
     from backend.evaluate.report import build_report, format_table
 
+    if args.ml_backend is not None and not args.apply_thresholds:
+        print(
+            "rexlabel evaluate: --ml-backend needs --apply-thresholds", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
     try:
         pairing = load_pairs(args.gt, args.pred)
     except EvaluateInputError as exc:
@@ -72,4 +98,39 @@ def run(args: argparse.Namespace) -> int:
             f"{pairing.without_predictions} ground-truth image(s) have no "
             "predictions in the predictions file (scored as missed)"
         )
+    return apply_thresholds(args, report) if args.apply_thresholds else 0
+
+
+def apply_thresholds(args: argparse.Namespace, report: dict) -> int:
+    """``--apply-thresholds``: into the project's ML backend (``--project``),
+    else printed as the extra params to paste; says what changed."""
+    from backend.evaluate.apply import (
+        ApplyError,
+        apply_to_project,
+        config_snippet,
+        recommended_thresholds,
+    )
+    from common.labelstudio.api import LabelStudioAPIError, LabelStudioClient
+
+    thresholds = recommended_thresholds(report)
+    if not thresholds:
+        print("no label has a recommended threshold (nothing found); nothing to apply")
+        return 0
+    project = getattr(args, "project", None)  # --project: another branch adds it
+    if project is None:
+        print("Recommended thresholds; nothing was written. Paste into the model's")
+        print('"Extra params" in Label Studio (keep the keys already there):')
+        print(config_snippet(thresholds))
+        return 0
+    try:
+        client = LabelStudioClient.from_settings()
+        changes = apply_to_project(client, project, thresholds, args.ml_backend)
+    except (ApplyError, LabelStudioAPIError) as exc:
+        print(f"rexlabel evaluate: --apply-thresholds: {exc}", file=sys.stderr)
+        return EXIT_NOT_APPLIED
+    if not changes:
+        print(f"project {project}: model_score_thresholds unchanged")
+    for change in changes:
+        old = "unset" if change.old is None else f"{change.old:g}"
+        print(f"{change.label}: {old} -> {change.new:g}")
     return 0

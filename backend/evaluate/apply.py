@@ -2,7 +2,7 @@
 
 The planner reads per-label thresholds from the ML backend's extra params
 (``model_score_thresholds``: label value -> threshold; see
-:data:`backend.planner.config.LABEL_THRESHOLDS_PARAM`). :func:`apply_to_project`
+:data:`backend.planner.LABEL_THRESHOLDS_PARAM`). :func:`apply_to_project`
 merges them into the extra params of the ML backend connected to a Label
 Studio project (every other key and label kept); :func:`config_snippet` gives
 the JSON to paste there by hand when the report came from files.
@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from backend.planner import PlanError, shown
-from backend.planner.config import LABEL_THRESHOLDS_PARAM, label_thresholds_of
+from backend.planner import (
+    LABEL_THRESHOLDS_PARAM,
+    PlanError,
+    label_thresholds_of,
+    shown,
+)
 
 THRESHOLD_DECIMALS = 2
 """Recommended thresholds are rounded down to this many decimals: a value a

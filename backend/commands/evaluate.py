@@ -7,7 +7,8 @@ Usage::
 ``--gt`` and ``--pred`` are each a Label Studio JSON export (ground truth: the
 latest non-cancelled annotation per task; predictions: the task's latest
 prediction), a COCO file, or ``rexlabel prelabel``'s raw JSON lines. Writes
-``DIR/report.json`` and prints a table; bad input exits 2 naming the bad part.
+``DIR/report.json`` and ``DIR/report.html`` (one self-contained page with
+plots) and prints a table; bad input exits 2 naming the bad part.
 
 ``--apply-thresholds`` puts each label's recommended score threshold where the
 planner reads it (``model_score_thresholds`` in the model's extra params): with
@@ -26,6 +27,9 @@ from pathlib import Path
 EXIT_BAD_INPUT = 2
 EXIT_NOT_APPLIED = 1
 """The report was written, but the thresholds could not be applied."""
+
+MAX_WARNINGS = 50
+"""Warnings printed; the rest are counted (a big export can warn per task)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -56,8 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from backend.evaluate.html import write_html
     from backend.evaluate.inputs import EvaluateInputError, load_pairs
     from backend.evaluate.report import build_report, format_table
+    from converters.coco import CocoError
 
     if args.ml_backend is not None and not args.apply_thresholds:
         print(
@@ -65,13 +71,18 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_BAD_INPUT
     try:
-        pairing = load_pairs(args.gt, args.pred)
-    except EvaluateInputError as exc:
+        pairs, pairing = load_pairs(args.gt, args.pred)
+        report = build_report(pairs)
+    except (EvaluateInputError, CocoError) as exc:
         print(f"rexlabel evaluate: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for warning in pairing.warnings[:50]:
+    for warning in pairing.warnings[:MAX_WARNINGS]:
         print(f"warning: {warning}", file=sys.stderr)
-    report = build_report(pairing.pairs)
+    if len(pairing.warnings) > MAX_WARNINGS:
+        print(
+            f"warning: {len(pairing.warnings) - MAX_WARNINGS} more warnings",
+            file=sys.stderr,
+        )
     report["inputs"] = {
         "ground_truth": str(args.gt),
         "predictions": str(args.pred),
@@ -87,11 +98,12 @@ def run(args: argparse.Namespace) -> int:
         (out / "report.json").write_text(
             json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
+        write_html(report, out / "report.html")
     except OSError as exc:
         print(f"rexlabel evaluate: {out}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(report))
-    print(f"{out / 'report.json'}: {len(pairing.pairs)} images")
+    print(f"{out / 'report.json'}, {out / 'report.html'}: {pairing.pairs} images")
     if pairing.without_predictions:
         # scored as misses: a predictions file covering fewer images lowers recall
         print(

@@ -53,19 +53,40 @@ class Effort:
         return self.added / self.ground_truth if self.ground_truth else 0.0
 
 
-def effort(matches: Iterable[ImageMatch]) -> Effort:
-    """Count what happened to every predicted and ground-truth region."""
-    unchanged = edited = deleted = added = n_pred = n_gt = 0
-    for m in matches:
-        n_gt += len(m.matches) + len(m.misses)
-        n_pred += len(m.matches) + len(m.false_positives)
+class EffortTally:
+    """The :class:`Effort` counts, fed one image's :class:`ImageMatch` at a time."""
+
+    def __init__(self) -> None:
+        self.unchanged = self.edited = self.deleted = self.added = 0
+        self.predictions = self.ground_truth = 0
+
+    def add(self, m: ImageMatch) -> None:
+        self.ground_truth += len(m.matches) + len(m.misses)
+        self.predictions += len(m.matches) + len(m.false_positives)
         for t in m.matches:
             if t.iou >= UNCHANGED_IOU:
-                unchanged += 1
+                self.unchanged += 1
             else:
-                edited += 1
+                self.edited += 1
         relabelled = {fp.gt for fp in m.false_positives if fp.wrong_label is not None}
-        edited += len(relabelled)
-        deleted += sum(fp.wrong_label is None for fp in m.false_positives)
-        added += sum(j not in relabelled for j in m.misses)
-    return Effort(n_pred, n_gt, unchanged, edited, deleted, added)
+        self.edited += len(relabelled)
+        self.deleted += sum(fp.wrong_label is None for fp in m.false_positives)
+        self.added += sum(j not in relabelled for j in m.misses)
+
+    def result(self) -> Effort:
+        return Effort(
+            self.predictions,
+            self.ground_truth,
+            self.unchanged,
+            self.edited,
+            self.deleted,
+            self.added,
+        )
+
+
+def effort(matches: Iterable[ImageMatch]) -> Effort:
+    """Count what happened to every predicted and ground-truth region."""
+    tally = EffortTally()
+    for m in matches:
+        tally.add(m)
+    return tally.result()

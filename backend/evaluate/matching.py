@@ -87,7 +87,8 @@ def _rle(p: Prediction, height: int, width: int) -> dict[str, Any]:
     if p.type is RegionType.POLYGON:
         flat = [v for point in p.coords for v in point]
         return mask_utils.merge(mask_utils.frPyObjects([flat], height, width))
-    return mask_utils.frPyObjects([_xywh(p)], height, width)[0]
+    box = np.array([_xywh(p)], dtype=np.float64)  # pycocotools: a list fails
+    return mask_utils.frPyObjects(box, height, width)[0]
 
 
 def iou_matrix(
@@ -201,22 +202,29 @@ class ConfusionMatrix:
         axis = [*self.labels, BACKGROUND]
         return [[self.count(g, p) for p in axis] for g in axis]
 
-
-def confusion_matrix(matches: Iterable[ImageMatch]) -> ConfusionMatrix:
-    """The confusion matrix of :func:`match_image` outcomes (labels sorted)."""
-    counts: Counter = Counter()
-    for m in matches:
+    def add(self, m: ImageMatch) -> None:
+        """Count one image's outcome; its labels join :attr:`labels` (sorted)."""
+        seen = {t.label for t in m.matches} | {m.gt_labels[j] for j in m.misses}
+        seen |= {fp.label for fp in m.false_positives}
         for t in m.matches:
-            counts[(t.label, t.label)] += 1
+            self.counts[(t.label, t.label)] += 1
         claimed = set()
         for fp in m.false_positives:
             if fp.wrong_label is None:
-                counts[(BACKGROUND, fp.label)] += 1
+                self.counts[(BACKGROUND, fp.label)] += 1
             else:
-                counts[(fp.wrong_label, fp.label)] += 1
+                self.counts[(fp.wrong_label, fp.label)] += 1
                 claimed.add(fp.gt)
         for j in m.misses:
             if j not in claimed:
-                counts[(m.gt_labels[j], BACKGROUND)] += 1
-    labels = sorted({name for key in counts for name in key} - {BACKGROUND})
-    return ConfusionMatrix(labels, counts)
+                self.counts[(m.gt_labels[j], BACKGROUND)] += 1
+        if not seen <= set(self.labels):
+            self.labels = sorted({*self.labels, *seen})
+
+
+def confusion_matrix(matches: Iterable[ImageMatch]) -> ConfusionMatrix:
+    """The confusion matrix of :func:`match_image` outcomes (labels sorted)."""
+    matrix = ConfusionMatrix([])
+    for m in matches:
+        matrix.add(m)
+    return matrix

@@ -54,30 +54,27 @@ def _inside(point: Prediction, region: Prediction, height: int, width: int) -> b
     return bool(mask_utils.decode(rle)[row, col])
 
 
-def point_hits(
-    pairs: Iterable[ImagePair], labels: Sequence[str] | None = None
-) -> PointHits:
-    """Score the point predictions of ``pairs``.
+class PointTally:
+    """:class:`PointHits` fed one image at a time. Regions of every label are
+    counted; :meth:`result` keeps the labels scored."""
 
-    Points are taken by score, highest first; each hits the smallest unhit
-    region of its label containing it. ``labels`` are those scored (regions of
-    other labels are not counted); None scores the labels of predicted points.
-    """
-    pairs = list(pairs)
-    if labels is None:
-        labels = sorted({p.label for pair in pairs for p in _points(pair)})
-    wanted = set(labels)
-    result = PointHits()
-    for pair in pairs:
+    def __init__(self, labels: Sequence[str] | None = None) -> None:
+        self.wanted = None if labels is None else set(labels)
+        self.counts = PointHits()
+        self.pointed: set[str] = set()
+
+    def add(self, pair: ImagePair) -> None:
+        wanted = self.wanted
         regions = [
             g
             for g in pair.ground_truth
-            if g.label in wanted and g.type is not RegionType.POINT
+            if g.type is not RegionType.POINT and (wanted is None or g.label in wanted)
         ]
         regions.sort(key=_area)
         for g in regions:
-            result.regions[g.label] += 1
-        points = [p for p in _points(pair) if p.label in wanted]
+            self.counts.regions[g.label] += 1
+        points = [p for p in _points(pair) if wanted is None or p.label in wanted]
+        self.pointed.update(p.label for p in points)
         hit: set[int] = set()
         for p in sorted(points, key=lambda p: -score_of(p)):
             for n, g in enumerate(regions):
@@ -87,11 +84,35 @@ def point_hits(
                     and _inside(p, g, pair.height, pair.width)
                 ):
                     hit.add(n)
-                    result.hits[p.label] += 1
+                    self.counts.hits[p.label] += 1
                     break
             else:
-                result.false_points[p.label] += 1
-    return result
+                self.counts.false_points[p.label] += 1
+
+    def result(self) -> PointHits:
+        """The counts of the scored labels: those given, else those of
+        predicted points."""
+        labels = self.pointed if self.wanted is None else self.wanted
+        return PointHits(
+            Counter({k: v for k, v in self.counts.hits.items() if k in labels}),
+            Counter({k: v for k, v in self.counts.false_points.items() if k in labels}),
+            Counter({k: v for k, v in self.counts.regions.items() if k in labels}),
+        )
+
+
+def point_hits(
+    pairs: Iterable[ImagePair], labels: Sequence[str] | None = None
+) -> PointHits:
+    """Score the point predictions of ``pairs``.
+
+    Points are taken by score, highest first; each hits the smallest unhit
+    region of its label containing it. ``labels`` are those scored (regions of
+    other labels are not counted); None scores the labels of predicted points.
+    """
+    tally = PointTally(labels)
+    for pair in pairs:
+        tally.add(pair)
+    return tally.result()
 
 
 def _points(pair: ImagePair) -> list[Prediction]:

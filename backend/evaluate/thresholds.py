@@ -5,14 +5,18 @@ Read from :func:`backend.evaluate.matching.match_image` outcomes at IoU 0.5:
 matching is greedy by score, so keeping only predictions with score >= t
 leaves their matches as they were, and the counts at t are those of the
 predictions scoring at least t. A wrong-label prediction is a false positive
-of its predicted label.
+of its predicted label. :class:`ThresholdTally` keeps one (score, hit) entry
+per prediction (a compact array per label), so images can stream through it.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from backend.evaluate.matching import ImageMatch
 
@@ -50,29 +54,61 @@ def _point(threshold: float, tp: int, fp: int, n_gt: int) -> ThresholdPoint:
     return ThresholdPoint(threshold, tp, fp, misses, precision, recall, f1)
 
 
+def _curve(scores: np.ndarray, hits: np.ndarray, n_gt: int) -> list[ThresholdPoint]:
+    """One point per distinct score, highest first."""
+    if not len(scores):
+        return []
+    order = np.argsort(-scores, kind="stable")
+    ranked, hit = scores[order], hits[order].astype(bool)
+    tp = np.cumsum(hit)
+    fp = np.cumsum(~hit)
+    last = np.append(ranked[1:] != ranked[:-1], True)  # last of each score
+    return [
+        _point(float(s), int(t), int(f), n_gt)
+        for s, t, f in zip(ranked[last], tp[last], fp[last], strict=True)
+    ]
+
+
+class ThresholdTally:
+    """Per label: the score and outcome of every prediction, and the ground
+    truth count, fed one image's :class:`ImageMatch` at a time."""
+
+    def __init__(self) -> None:
+        self.scores: dict[str, array] = defaultdict(lambda: array("d"))
+        self.hits: dict[str, bytearray] = defaultdict(bytearray)
+        self.ground_truth: dict[str, int] = defaultdict(int)
+
+    def add(self, m: ImageMatch) -> None:
+        for j in m.misses:
+            self.ground_truth[m.gt_labels[j]] += 1
+        for t in m.matches:
+            self.ground_truth[t.label] += 1
+            self.scores[t.label].append(t.score)
+            self.hits[t.label].append(1)
+        for fp in m.false_positives:
+            self.scores[fp.label].append(fp.score)
+            self.hits[fp.label].append(0)
+
+    def result(self) -> dict[str, LabelThresholds]:
+        """Per label (sorted): the curve at every distinct score and the best F1."""
+        report = {}
+        for label in sorted({*self.ground_truth, *self.scores}):
+            n_gt = self.ground_truth.get(label, 0)
+            entry = LabelThresholds(label, n_gt)
+            entry.curve = _curve(
+                np.frombuffer(self.scores.get(label, array("d")), dtype=np.float64),
+                np.frombuffer(bytes(self.hits.get(label, b"")), dtype=np.uint8),
+                n_gt,
+            )
+            best = max(entry.curve, key=lambda p: (p.f1, p.threshold), default=None)
+            entry.recommended = best if best is not None and best.f1 > 0 else None
+            report[label] = entry
+        return report
+
+
 def label_thresholds(matches: Iterable[ImageMatch]) -> dict[str, LabelThresholds]:
     """Per label (sorted): the curve at every distinct score and the best F1."""
-    outcomes: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    n_gt: dict[str, int] = defaultdict(int)
+    tally = ThresholdTally()
     for m in matches:
-        for j in m.misses:
-            n_gt[m.gt_labels[j]] += 1
-        for t in m.matches:
-            n_gt[t.label] += 1
-            outcomes[t.label].append((t.score, True))
-        for fp in m.false_positives:
-            outcomes[fp.label].append((fp.score, False))
-    report = {}
-    for label in sorted({*n_gt, *outcomes}):
-        ranked = sorted(outcomes.get(label, []), key=lambda o: -o[0])
-        entry = LabelThresholds(label, n_gt.get(label, 0))
-        tp = fp = 0
-        for n, (score, hit) in enumerate(ranked):
-            tp, fp = tp + hit, fp + (not hit)
-            if n + 1 < len(ranked) and ranked[n + 1][0] == score:
-                continue  # one point per distinct score
-            entry.curve.append(_point(score, tp, fp, entry.ground_truth))
-        best = max(entry.curve, key=lambda p: (p.f1, p.threshold), default=None)
-        entry.recommended = best if best is not None and best.f1 > 0 else None
-        report[label] = entry
-    return report
+        tally.add(m)
+    return tally.result()

@@ -6,7 +6,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from backend.evaluate.coco_ap import coco_ap
+from backend.evaluate.coco_ap import CocoAccumulator, coco_ap
 from converters.prediction import Prediction, RegionType
 from tests.backend.evaluate.helpers import box, pair
 
@@ -137,3 +137,69 @@ def test_perfect_keypoints_give_oks_ap_1():
     report = coco_ap([pair([person], [person.with_(score=0.8)])], "keypoints")
     assert report.overall.ap == pytest.approx(1.0)
     assert report.per_label["person"].ap50 == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("processes", [0, 1])
+def test_chunks_give_what_one_run_over_all_images_gives(tmp_path, processes):
+    """One image per chunk, evaluated here or in a worker process: the same
+    figures as pycocotools run once over the JSON files."""
+    accumulator = CocoAccumulator("bbox", chunk_images=1, processes=processes)
+    for p in _pairs(GT, DT):
+        accumulator.add(p)
+    report = accumulator.result()
+    stats = _direct(tmp_path, [1, 2])
+    assert (report.overall.ap, report.overall.ap50, report.overall.ar) == (
+        pytest.approx((stats[0], stats[1], stats[8]))
+    )
+    for k, label in enumerate(LABELS, 1):
+        stats = _direct(tmp_path, [k])
+        scores = report.per_label[label]
+        assert (scores.ap, scores.ap50, scores.ar) == pytest.approx(
+            (stats[0], stats[1], stats[8])
+        )
+
+
+def test_equal_scores_across_chunks_rank_in_image_order():
+    """Unscored predictions all rank equal; COCOeval breaks the tie by image
+    order, which chunking must keep: a hit in image 1 and a false box in
+    image 2 give another AP than the reverse."""
+    hit_first = [
+        pair([box("cat", 0, 0, 10, 10)], [box("cat", 0, 0, 10, 10)], "1.jpg"),
+        pair([box("cat", 0, 0, 10, 10)], [box("cat", 50, 50, 60, 60)], "2.jpg"),
+    ]
+    one_run = coco_ap(hit_first)
+    accumulator = CocoAccumulator("bbox", chunk_images=1, processes=0)
+    for p in hit_first:
+        accumulator.add(p)
+    chunked = accumulator.result()
+    assert chunked.overall == one_run.overall
+    assert one_run.overall != coco_ap(hit_first[::-1]).overall
+
+
+def test_a_worker_that_cannot_start_leaves_its_chunks_to_this_process(
+    monkeypatch, caplog
+):
+    """spawn re-imports ``__main__``; where that fails (a script on stdin)
+    the pool breaks, and the chunks are evaluated here with the same result."""
+    import concurrent.futures
+
+    import backend.evaluate.coco_ap as coco_ap_module
+
+    class BrokenPool:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, *args):
+            future = concurrent.futures.Future()
+            future.set_exception(coco_ap_module.BrokenProcessPool("no start"))
+            return future
+
+        def shutdown(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(coco_ap_module, "ProcessPoolExecutor", BrokenPool)
+    accumulator = CocoAccumulator("bbox", chunk_images=1, processes=1)
+    for p in _pairs(GT, DT):
+        accumulator.add(p)
+    assert accumulator.result().overall == coco_ap(_pairs(GT, DT)).overall
+    assert "evaluating in this process" in caplog.text

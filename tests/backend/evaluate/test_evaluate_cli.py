@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from backend.cli import main
+from backend.evaluate.report import build_report
 
 
 def rect(rid, label, x, y, w, h, width=200, height=100):
@@ -97,6 +98,8 @@ def test_perfect_predictions_score_one(tmp_path, capsys):
     assert report["labels"]["cat"]["recommended_threshold"] == 0.8
     assert report["inputs"]["ground_truth_skipped"] == 1
     assert "cat" in capsys.readouterr().out
+    page = (tmp_path / "eval" / "report.html").read_text(encoding="utf-8")
+    assert "<td" in page and ">cat<" in page and "data:image/png;base64," in page
 
 
 def test_one_miss_halves_recall(tmp_path):
@@ -205,3 +208,36 @@ def test_images_missing_from_the_predictions_file_are_said(tmp_path, capsys):
     assert report["inputs"]["images_without_predictions"] == 1
     assert report["inputs"]["predictions_without_ground_truth"] == 1
     assert "1 ground-truth image(s) have no predictions" in capsys.readouterr().out
+
+
+def test_one_export_as_both_files_is_read_once_task_by_task(tmp_path, monkeypatch):
+    """A project export holds annotations and predictions: given as --gt and
+    --pred it is read in one pass, with the counts of the two-file path."""
+    import backend.evaluate.inputs as inputs
+
+    def task(n, annotated=True, predicted=True):
+        item = {"id": n, "data": {"image": f"/data/{n}.jpg"}}
+        box = rect("r1", "cat", 10, 10, 20, 20)
+        if annotated:
+            item["annotations"] = [{"id": n, "result": [box], "was_cancelled": False}]
+        if predicted:
+            item["predictions"] = [{"result": [{**box, "score": 0.9}]}]
+        return item
+
+    export = tmp_path / "export.json"
+    export.write_text(
+        json.dumps([task(1), task(2, predicted=False), task(3, annotated=False)])
+    )
+    reads = []
+    real = inputs.iter_json_list
+    monkeypatch.setattr(
+        inputs, "iter_json_list", lambda path: reads.append(path) or real(path)
+    )
+    pairs, pairing = inputs.load_pairs(export, export)
+    report = build_report(pairs)
+    assert len(reads) == 1
+    assert report["overall"]["images"] == 2 and pairing.pairs == 2
+    assert pairing.gt_skipped == 1  # task 3: not annotated
+    assert pairing.without_predictions == 1  # task 2
+    assert pairing.predictions_without_ground_truth == 1  # task 3
+    assert report["labels"]["cat"]["at_threshold"]["recall"] == 0.5

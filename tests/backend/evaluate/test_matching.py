@@ -77,3 +77,11 @@ def test_a_mislabelled_box_shows_in_the_confusion_matrix():
     # every region counted once: 3 predictions (columns), 3 truths (rows)
     rows = np.array(matrix.rows())
     assert rows[:, :2].sum() == 3 and rows[:2, :].sum() == 3
+
+
+def test_a_plain_box_against_a_mask_is_rasterised():
+    # the box's 10 x 10 pixels against a mask of 5 of its 10 columns: 50 / 100
+    half = np.zeros((20, 20), dtype=np.uint8)
+    half[0:10, 0:5] = 1
+    pred = box("cat", 0, 0, 5, 10).with_(mask=mask_to_rle(half))
+    assert iou_matrix([pred], [box("cat", 0, 0, 10, 10)], 20, 20)[0, 0] == 0.5

@@ -20,6 +20,12 @@ project's model version if it has predictions of it; else, when that names a
 connected model, the model's current version if it has predictions of it; else
 the version of the newest rexlabel prediction (else of the newest
 prediction). The report says which version was scored and why.
+
+``--apply-thresholds`` puts each label's recommended score threshold where the
+planner reads it (``model_score_thresholds`` in the model's extra params): with
+``--project`` into the extra params of the project's ML backend in Label Studio
+(``--ml-backend ID`` when it has several), printing what changed (exit 1 when
+that fails); with files it prints the JSON to paste there and writes nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import sys
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_NOT_APPLIED = 1
+"""The report was written, but the thresholds could not be applied."""
 
 MAX_WARNINGS = 50
 """Warnings printed; the rest are counted (a big export can warn per task)."""
@@ -60,6 +68,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(default: the current one, see below)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    parser.add_argument(
+        "--apply-thresholds",
+        action="store_true",
+        help="write the recommended per-label thresholds to the project's ML "
+        "backend (--project), or print them as extra params JSON (files)",
+    )
+    parser.add_argument(
+        "--ml-backend",
+        type=int,
+        metavar="ID",
+        help="with --apply-thresholds: the ML backend to update when the "
+        "project has several",
+    )
     parser.set_defaults(func=run, usage_error=parser.error)
 
 
@@ -116,12 +137,17 @@ def run(args: argparse.Namespace) -> int:
     from converters.coco import CocoError
 
     check_source(args)
+    if args.ml_backend is not None and not args.apply_thresholds:
+        print(
+            "rexlabel evaluate: --ml-backend needs --apply-thresholds", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
     if args.project is not None:
         done = run_project(args)
         if isinstance(done, int):
             return done
         report, images, notes = done
-        return write_report(report, Path(args.out), images, notes)
+        return write_report(args, report, images, notes)
     try:
         pairs, pairing = load_pairs(args.gt, args.pred)
         report = build_report(pairs)
@@ -151,15 +177,18 @@ def run(args: argparse.Namespace) -> int:
             f"{pairing.without_predictions} ground-truth image(s) have no "
             "predictions in the predictions file (scored as missed)"
         )
-    return write_report(report, Path(args.out), pairing.pairs, notes)
+    return write_report(args, report, pairing.pairs, notes)
 
 
-def write_report(report: dict, out: Path, images: int, notes: list[str]) -> int:
-    """``out/report.json`` and ``out/report.html``, the table and ``notes`` on
-    the terminal; the exit code."""
+def write_report(
+    args: argparse.Namespace, report: dict, images: int, notes: list[str]
+) -> int:
+    """``DIR/report.json`` and ``DIR/report.html``, the table and ``notes`` on
+    the terminal, then ``--apply-thresholds``; the exit code."""
     from backend.evaluate.html import write_html
     from backend.evaluate.report import format_table
 
+    out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(
@@ -173,4 +202,39 @@ def write_report(report: dict, out: Path, images: int, notes: list[str]) -> int:
     print(f"{out / 'report.json'}, {out / 'report.html'}: {images} images")
     for note in notes:
         print(note)
+    return apply_thresholds(args, report) if args.apply_thresholds else 0
+
+
+def apply_thresholds(args: argparse.Namespace, report: dict) -> int:
+    """``--apply-thresholds``: into the project's ML backend (``--project``),
+    else printed as the extra params to paste; says what changed."""
+    from backend.evaluate.apply import (
+        ApplyError,
+        apply_to_project,
+        config_snippet,
+        recommended_thresholds,
+    )
+    from common.labelstudio.api import LabelStudioAPIError, LabelStudioClient
+
+    thresholds = recommended_thresholds(report)
+    if not thresholds:
+        print("no label has a recommended threshold (nothing found); nothing to apply")
+        return 0
+    project = args.project
+    if project is None:
+        print("Recommended thresholds; nothing was written. Paste into the model's")
+        print('"Extra params" in Label Studio (keep the keys already there):')
+        print(config_snippet(thresholds))
+        return 0
+    try:
+        client = LabelStudioClient.from_settings()
+        changes = apply_to_project(client, project, thresholds, args.ml_backend)
+    except (ApplyError, LabelStudioAPIError) as exc:
+        print(f"rexlabel evaluate: --apply-thresholds: {exc}", file=sys.stderr)
+        return EXIT_NOT_APPLIED
+    if not changes:
+        print(f"project {project}: model_score_thresholds unchanged")
+    for change in changes:
+        old = "unset" if change.old is None else f"{change.old:g}"
+        print(f"{change.label}: {old} -> {change.new:g}")
     return 0

@@ -1,4 +1,5 @@
-"""A small Label Studio REST client: projects, tasks, views, predictions, export.
+"""A small Label Studio REST client: projects, tasks, views, predictions, export,
+and the ML backends connected to a project.
 
 Only what rexlabel needs, over ``requests``, with the token handling of
 :class:`common.labelstudio.auth.LabelStudioAuth` (legacy token, or personal
@@ -211,12 +212,6 @@ class LabelStudioClient:
         versions = data.get("static") if isinstance(data, dict) else data
         return [v for v in versions or [] if isinstance(v, dict)]
 
-    def list_ml_backends(self, project: int) -> list[dict[str, Any]]:
-        """The models connected to the project (``title``, ``model_version``,
-        ``url``, ``state``)."""
-        data = self._json("GET", "/api/ml/", params={"project": int(project)})
-        return data if isinstance(data, list) else list(data.get("results", []))
-
     def list_views(self, project: int) -> list[dict[str, Any]]:
         """The Data Manager tabs (views) of a project."""
         data = self._json("GET", "/api/dm/views/", params={"project": int(project)})
@@ -376,6 +371,26 @@ class LabelStudioClient:
     def has_prediction(self, task: int, model_version: str) -> bool:
         """Whether the task already holds a prediction of ``model_version``."""
         return self.find_prediction(task, model_version) is not None
+
+    # ML backends ---------------------------------------------------------------
+    def list_ml_backends(self, project: int) -> list[dict[str, Any]]:
+        """The ML backends connected to the project (``id``, ``url``, ``title``,
+        ``extra_params``...); Label Studio asks each one's /health and /setup
+        first, to refresh its state."""
+        data = self._json("GET", "/api/ml/", params={"project": int(project)})
+        return data if isinstance(data, list) else list(data.get("results", []))
+
+    def update_ml_backend(
+        self, ml_backend: int, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``PATCH /api/ml/<id>``: change some fields; returns the backend.
+
+        Label Studio 1.23 checks the backend before saving (its /health, and
+        /setup with the new values, so the backend gets new ``extra_params``
+        at once) and fails with HTTP 500 unless ``fields`` hold its ``url``
+        and ``project``. Not repeated after an unclear failure.
+        """
+        return self._json("PATCH", f"/api/ml/{int(ml_backend)}", json_body=fields)
 
     # Export --------------------------------------------------------------------
     def export_json(self, project: int, path: str | Path) -> Path:

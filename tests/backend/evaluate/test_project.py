@@ -258,8 +258,10 @@ def test_project_report_with_the_chosen_version(fake_ls, tmp_path, capsys):
         prediction(4, [rect("p", "cat", 20, 10, 20, 40, score=0.8)], V1),
         prediction(5, [rect("q", "cat", 10, 10, 20, 40, score=0.9)], V2),
     ]
-    fake_ls.ml_backends.append({"project": 1, "title": "rexlabel", "model_version": V1})
     fill(fake_ls, tasks, model_version="rexlabel")
+    fake_ls.add_ml_backend(
+        1, 1, "http://rexlabel:9090", title="rexlabel", model_version=V1
+    )
     code, report = evaluate(tmp_path, "--project", "1")
     assert code == 0
     inputs = report["inputs"]
@@ -337,3 +339,18 @@ def test_exactly_one_source(tmp_path, capsys, args, named):
         main(["evaluate", *args, "--out", str(tmp_path / "x")])
     assert exit_.value.code == 2
     assert named in capsys.readouterr().err
+
+
+def test_project_thresholds_applied_to_its_model(fake_ls, tmp_path, capsys):
+    """--project with --apply-thresholds: the recommended threshold of the
+    project's report lands in its connected model's extra params."""
+    fill(fake_ls, cats(3), model_version=V1)
+    fake_ls.add_ml_backend(1, 2, "http://rexlabel:9090", {"other": 1})
+    code, report = evaluate(tmp_path, "--project", "1", "--apply-thresholds")
+    assert code == 0
+    assert report["labels"]["cat"]["recommended_threshold"] == pytest.approx(0.9)
+    assert fake_ls.ml_backends[2]["extra_params"] == {
+        "other": 1,
+        "model_score_thresholds": {"cat": 0.9},
+    }
+    assert "cat: unset -> 0.9" in capsys.readouterr().out

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from backend.evaluate.plots import Plot, report_plots
+from backend.evaluate.plot_base import Plot
+from backend.evaluate.plots import report_plots
 
 MISSING = "–"
 """What a missing, None or non-finite value shows as (an en dash)."""

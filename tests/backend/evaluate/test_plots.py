@@ -14,22 +14,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from backend.evaluate.plots import (
+from backend.evaluate.plot_bars import (
     BAR_BASE_HEIGHT,
     BAR_LABELS_PER_FIGURE,
     BAR_ROW_HEIGHT,
-    COLOURS,
-    CURVE_SIZE,
-    DPI,
-    confusion_plot,
     effort_plot,
     error_bars_plots,
-    figure_text,
-    pr_curve_plot,
     quality_bars_plots,
-    render_png,
-    report_plots,
 )
+from backend.evaluate.plot_base import COLOURS, DPI, figure_text, render_png
+from backend.evaluate.plot_confusion import confusion_plot
+from backend.evaluate.plot_curves import CURVE_SIZE, pr_curve_plot
+from backend.evaluate.plots import report_plots
 from tests.backend.evaluate.reports import (
     HOSTILE,
     built_report,

@@ -152,8 +152,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--extra-params",
         default=None,
         metavar="JSON",
-        help="project: the model's Extra params (rex_* defaults), as "
-        "the backend would get them in /setup",
+        help="project: the model's Extra params (rex_* defaults, score "
+        "thresholds), as the backend gets them in /setup (default: those of the "
+        "model connected to the project in Label Studio)",
     )
     parser.add_argument(
         "--model-version",

@@ -22,6 +22,7 @@ from backend.planner import (
     label_thresholds_of,
     shown,
 )
+from common.labelstudio.api import ExtraParamsError, ml_backend_extra_params
 
 THRESHOLD_DECIMALS = 2
 """Recommended thresholds are rounded down to this many decimals: a value a
@@ -130,22 +131,10 @@ def choose_ml_backend(
 
 
 def _extra_params_of(backend: Mapping[str, Any]) -> dict[str, Any]:
-    """The backend's extra params as an object (Label Studio may hold null,
-    or JSON text); ApplyError when they are something else."""
-    extra = backend.get("extra_params")
-    if extra is None or extra == "":
-        return {}
-    if isinstance(extra, str):
-        try:
-            extra = json.loads(extra)
-        except ValueError:
-            pass
-    if not isinstance(extra, dict):
-        raise ApplyError(
-            f"ML backend {backend.get('id')}: extra_params {shown(extra)} is not a "
-            "JSON object; fix it in Label Studio first"
-        )
-    return extra
+    try:
+        return ml_backend_extra_params(dict(backend))
+    except ExtraParamsError as exc:
+        raise ApplyError(str(exc)) from None
 
 
 def merged_extra_params(

@@ -11,11 +11,11 @@ from backend.evaluate.plot_base import (
     COLOURS,
     FONT_SIZE,
     Plot,
-    f,
     figure_text,
     number,
     render_png,
     style,
+    two_decimals,
 )
 
 BAR_WIDTH = 7.5
@@ -135,8 +135,8 @@ def quality_bars_plots(labels: Mapping[str, Mapping[str, Any]]) -> list[Plot]:
             key = "no label has a figure yet"
         else:
             key = (
-                f"best {best[0]} ({by} {f(best[1])}), "
-                f"worst {worst[0]} ({by} {f(worst[1])})"
+                f"best {best[0]} ({by} {two_decimals(best[1])}), "
+                f"worst {worst[0]} ({by} {two_decimals(worst[1])})"
             )
         alt = (
             f"Bar chart of AP, AP50 and F1 at the recommended threshold for "

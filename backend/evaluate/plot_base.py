@@ -99,7 +99,7 @@ def number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def f(value: float) -> str:
+def two_decimals(value: float) -> str:
     """``value`` with two decimals, as the figures print scores."""
     return f"{value:.2f}"
 

@@ -11,11 +11,11 @@ from backend.evaluate.plot_base import (
     COLOURS,
     FONT_SIZE,
     Plot,
-    f,
     figure_text,
     number,
     render_png,
     style,
+    two_decimals,
 )
 
 CURVE_SIZE = (4.2, 3.4)
@@ -109,8 +109,8 @@ def pr_curve_plot(label: str, entry: Mapping[str, Any]) -> Plot | None:
             )
             left = recall > 0.55
             ax.annotate(
-                f"threshold {threshold:.2f}\nP {f(precision)}  R {f(recall)}  "
-                f"F1 {f(f1)}",
+                f"threshold {threshold:.2f}\nP {two_decimals(precision)}  "
+                f"R {two_decimals(recall)}  F1 {two_decimals(f1)}",
                 (recall, precision),
                 xytext=(-12 if left else 12, -28 if precision > 0.5 else 24),
                 textcoords="offset points",
@@ -134,7 +134,8 @@ def pr_curve_plot(label: str, entry: Mapping[str, Any]) -> Plot | None:
         threshold, precision, recall, f1 = best
         key = (
             f"recommended threshold {threshold:.2f} gives precision "
-            f"{f(precision)}, recall {f(recall)}, F1 {f(f1)}"
+            f"{two_decimals(precision)}, recall {two_decimals(recall)}, "
+            f"F1 {two_decimals(f1)}"
         )
     alt = (
         f"Precision-recall curve for {label} over {len(points)} score "

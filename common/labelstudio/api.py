@@ -425,6 +425,32 @@ def health(
     )
 
 
+class ExtraParamsError(ValueError):
+    """An ML backend's extra params are not a JSON object."""
+
+
+def ml_backend_extra_params(backend: dict[str, Any]) -> dict[str, Any]:
+    """An ML backend's "Extra params" (from :meth:`LabelStudioClient.list_ml_backends`)
+    as an object: Label Studio may hold null, or JSON text.
+    :class:`ExtraParamsError` naming the backend when they are something else."""
+    extra = backend.get("extra_params")
+    if extra is None or extra == "":
+        return {}
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            pass
+    if not isinstance(extra, dict):
+        shown = repr(extra)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ExtraParamsError(
+            f"ML backend {backend.get('id')}: extra_params {shown} is not a "
+            "JSON object; fix it in Label Studio first"
+        )
+    return extra
+
+
 def prediction_model_versions(task: dict[str, Any]) -> set[str]:
     """The model versions of the predictions a listed task carries."""
     versions = set()

@@ -40,10 +40,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.bulk.convert import TASK_ERRORS, pick_results
-from backend.evaluate.inputs import EvaluateInputError, pair_images, task_image
+from backend.evaluate.inputs import (
+    EvaluateInputError,
+    check_task,
+    pair_images,
+    reason,
+    task_image,
+)
 from backend.evaluate.pairs import ImagePair
 from backend.model_version import VERSION_PREFIX
 from common.labelstudio.api import PAGE_SIZE, LabelStudioAPIError, LabelStudioClient
+from converters.geometry import MAX_IMAGE_PIXELS
 
 WARNINGS_KEPT = 50
 """Reader warnings kept by text (a project of choices-only tasks would give one
@@ -165,12 +172,18 @@ def resolve_model_version(
     )
 
 
-def task_pair(task: Any, model_version: str, counts: ProjectCounts) -> ImagePair | None:
+def task_pair(
+    task: Any,
+    model_version: str,
+    counts: ProjectCounts,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> ImagePair | None:
     """One listed task as a pair, or None (counted) when it is not scored.
 
     Raises:
         EvaluateInputError: malformed results, sizes that disagree or are
-            unknown; the message names the task.
+            unknown, a size over ``max_pixels`` or a region out of bounds
+            (``inputs.pair_images``); the message names the task.
     """
     if not isinstance(task, Mapping):
         raise EvaluateInputError(
@@ -179,6 +192,8 @@ def task_pair(task: Any, model_version: str, counts: ProjectCounts) -> ImagePair
     counts.tasks += 1
     where = f"task {task.get('id')}"
     try:
+        check_task(task, "annotations")
+        check_task(task, "predictions")
         truth = pick_results(task, "annotations")
         if truth is None:
             counts.without_annotation += 1
@@ -192,11 +207,13 @@ def task_pair(task: Any, model_version: str, counts: ProjectCounts) -> ImagePair
         gt = task_image(task, truth, where, local_size=False)
         pred = task_image(task, ours, where, local_size=False)
     except TASK_ERRORS as exc:
-        raise EvaluateInputError(f"{where}: {str(exc) or type(exc).__name__}") from None
+        raise EvaluateInputError(f"{where}: {reason(exc)}") from None
     for side, image in (("annotation", gt), ("prediction", pred)):
         for warning in image.warnings:
             counts.warn(f"{where}: {side}: {warning}")
-    pair = pair_images(gt, pred, "the annotation", f"the prediction {model_version!r}")
+    pair = pair_images(
+        gt, pred, "the annotation", f"the prediction {model_version!r}", max_pixels
+    )
     counts.scored += 1
     return pair
 
@@ -208,6 +225,7 @@ def iter_project_pairs(
     counts: ProjectCounts,
     *,
     page_size: int = PAGE_SIZE,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Iterator[ImagePair]:
     """The project's scored tasks as pairs, read ``page_size`` tasks at a
     time; ``counts`` is complete once the iterator is exhausted.
@@ -217,7 +235,7 @@ def iter_project_pairs(
         LabelStudioAPIError: Label Studio failed a page.
     """
     for task in client.iter_tasks(project_id, fields="all", page_size=page_size):
-        pair = task_pair(task, model_version, counts)
+        pair = task_pair(task, model_version, counts, max_pixels)
         if pair is not None:
             yield pair
 
@@ -230,11 +248,17 @@ class ProjectSource:
     project_id: int
     choice: VersionChoice
     counts: ProjectCounts = field(default_factory=ProjectCounts)
+    max_pixels: int = MAX_IMAGE_PIXELS
+    """The largest image size scored (``REXLABEL_MAX_IMAGE_PIXELS``)."""
 
     def pairs(self) -> Iterator[ImagePair]:
         """The pairs, streamed (:func:`iter_project_pairs`); once."""
         return iter_project_pairs(
-            self.client, self.project_id, self.choice.version, self.counts
+            self.client,
+            self.project_id,
+            self.choice.version,
+            self.counts,
+            max_pixels=self.max_pixels,
         )
 
     def inputs(self) -> dict[str, Any]:
@@ -259,6 +283,7 @@ def open_project(
     project_id: int,
     requested_version: str | None = None,
     client: LabelStudioClient | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> ProjectSource:
     """The project at ``LABEL_STUDIO_URL`` (or ``client``'s), its version chosen.
 
@@ -285,4 +310,4 @@ def open_project(
                 exc.status,
             ) from None
         raise
-    return ProjectSource(client, project_id, choice)
+    return ProjectSource(client, project_id, choice, max_pixels=max_pixels)

@@ -1,31 +1,34 @@
-"""``rexlabel evaluate``: pre-labels against what annotators submitted.
+"""rexlabel evaluate: pre-labels against what annotators submitted.
 
-Usage::
-
+Examples:
     rexlabel evaluate --gt export.json --pred labels.jsonl --out eval/
     rexlabel evaluate --project 3 [--model-version V] --out eval/
 
-``--gt`` and ``--pred`` are each a Label Studio JSON export (ground truth: the
-latest non-cancelled annotation per task; predictions: the task's latest
-prediction), a COCO file, or ``rexlabel prelabel``'s raw JSON lines. Writes
-``DIR/report.json`` and ``DIR/report.html`` (one self-contained page with
-plots) and prints a table; bad input exits 2 naming the bad part.
+--gt and --pred are each a Label Studio JSON export (ground truth: the latest
+non-cancelled annotation per task; predictions: the task's latest prediction),
+a COCO file, or rexlabel prelabel's raw JSON lines. Writes DIR/report.json and
+DIR/report.html (one self-contained page with plots) and prints a table. Bad
+input exits 2 naming the bad part; so do predictions of which not one pairs
+with a ground-truth image (images pair by equal references, else by task id).
 
-``--project`` reads the project from Label Studio (LABEL_STUDIO_URL /
+--project reads the project from Label Studio (LABEL_STUDIO_URL,
 LABEL_STUDIO_API_KEY), page by page: the ground truth is each task's latest
 non-cancelled annotation, the predictions its prediction of one model version.
 Tasks without an annotation, or without a prediction of that version, are not
-scored and are counted. Without ``--model-version`` the version is the
-project's model version if it has predictions of it; else, when that names a
-connected model, the model's current version if it has predictions of it; else
-the version of the newest rexlabel prediction (else of the newest
-prediction). The report says which version was scored and why.
+scored and are counted. Without --model-version the version is the project's
+model version if it has predictions of it; else, when that names a connected
+model, the model's current version if it has predictions of it; else the
+version of the newest rexlabel prediction (else of the newest prediction).
+The report says which version was scored and why.
 
-``--apply-thresholds`` puts each label's recommended score threshold where the
-planner reads it (``model_score_thresholds`` in the model's extra params): with
-``--project`` into the extra params of the project's ML backend in Label Studio
-(``--ml-backend ID`` when it has several), printing what changed (exit 1 when
+--apply-thresholds puts each label's recommended score threshold where the
+planner reads it (model_score_thresholds in the model's extra params): with
+--project into the extra params of the project's ML backend in Label Studio
+(--ml-backend ID when it has several), printing what changed (exit 1 when
 that fails); with files it prints the JSON to paste there and writes nothing.
+
+Images larger than REXLABEL_MAX_IMAGE_PIXELS, and regions further outside
+their image than its size, are refused (exit 2). See docs/evaluate.md.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_APPLIED = 1
@@ -41,6 +46,57 @@ EXIT_NOT_APPLIED = 1
 
 MAX_WARNINGS = 50
 """Warnings printed; the rest are counted (a big export can warn per task)."""
+
+
+def say(text: str, *, error: bool = False) -> None:
+    """Print ``text``, which may hold task data (labels, image references,
+    messages quoting them), with its control characters escaped
+    (``common.logs.printable``): one line. ``error``: to stderr, as rexlabel
+    evaluate's, keeping the lines of a parser's message (a JSON error points
+    at the bad character on its next lines)."""
+    from common.logs import printable
+
+    if error:
+        lines = (printable(line) for line in text.split("\n"))
+        print("rexlabel evaluate: " + "\n".join(lines), file=sys.stderr)
+    else:
+        print(printable(text))
+
+
+def warn(warnings: list[str], count: int) -> None:
+    """``warnings`` to stderr, escaped, then how many more of ``count``
+    there were."""
+    from common.logs import printable
+
+    for warning in warnings:
+        print(f"warning: {printable(warning)}", file=sys.stderr)
+    if count > len(warnings):
+        print(f"warning: {count - len(warnings)} more warnings", file=sys.stderr)
+
+
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` escaping control characters: a library's
+    warning may quote a label (matplotlib names a glyph it lacks, ESC too)."""
+    from common.logs import printable
+
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    lines = (printable(part) for part in text.rstrip("\n").split("\n"))
+    print("\n".join(lines), file=file or sys.stderr)
+
+
+def max_image_pixels() -> int:
+    """``REXLABEL_MAX_IMAGE_PIXELS``: larger images are refused, as the image
+    loader refuses to decode them."""
+    from common import settings
+
+    return settings.get("REXLABEL_MAX_IMAGE_PIXELS")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -105,22 +161,22 @@ def run_project(args: argparse.Namespace) -> tuple[dict, int, list[str]] | int:
     from backend.evaluate.report import build_report
     from common.labelstudio.api import LabelStudioAPIError
     from common.labelstudio.auth import TokenExchangeError
+    from converters.coco import CocoError
 
     try:
-        source = open_project(args.project, args.model_version)
+        source = open_project(
+            args.project, args.model_version, max_pixels=max_image_pixels()
+        )
         report = build_report(source.pairs())
     except (EvaluateInputError, LabelStudioAPIError, TokenExchangeError) as exc:
-        print(f"rexlabel evaluate: {exc}", file=sys.stderr)
+        say(str(exc), error=True)
+        return EXIT_BAD_INPUT
+    except CocoError as exc:  # COCOeval cannot take the regions (keypoint sets)
+        say(f"project {args.project}: {exc}", error=True)
         return EXIT_BAD_INPUT
     report["inputs"] = source.inputs()
     c = source.counts
-    for warning in c.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if c.warning_count > len(c.warnings):
-        print(
-            f"warning: {c.warning_count - len(c.warnings)} more warnings",
-            file=sys.stderr,
-        )
+    warn(c.warnings, c.warning_count)
     notes = [
         f"project {args.project}: model version {source.choice.version!r} "
         f"({source.choice.reason}); {c.tasks} tasks read, {c.scored} scored, "
@@ -132,15 +188,20 @@ def run_project(args: argparse.Namespace) -> tuple[dict, int, list[str]] | int:
 
 
 def run(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        return run_evaluate(args)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """The command, its warnings escaped (:func:`run`); the exit code."""
     from backend.evaluate.inputs import EvaluateInputError, load_pairs
     from backend.evaluate.report import build_report
     from converters.coco import CocoError
 
     check_source(args)
     if args.ml_backend is not None and not args.apply_thresholds:
-        print(
-            "rexlabel evaluate: --ml-backend needs --apply-thresholds", file=sys.stderr
-        )
+        say("--ml-backend needs --apply-thresholds", error=True)
         return EXIT_BAD_INPUT
     if args.project is not None:
         done = run_project(args)
@@ -149,18 +210,19 @@ def run(args: argparse.Namespace) -> int:
         report, images, notes = done
         return write_report(args, report, images, notes)
     try:
-        pairs, pairing = load_pairs(args.gt, args.pred)
+        pairs, pairing = load_pairs(args.gt, args.pred, max_image_pixels())
         report = build_report(pairs)
-    except (EvaluateInputError, CocoError) as exc:
-        print(f"rexlabel evaluate: {exc}", file=sys.stderr)
+    except EvaluateInputError as exc:
+        say(str(exc), error=True)
         return EXIT_BAD_INPUT
-    for warning in pairing.warnings[:MAX_WARNINGS]:
-        print(f"warning: {warning}", file=sys.stderr)
-    if len(pairing.warnings) > MAX_WARNINGS:
-        print(
-            f"warning: {len(pairing.warnings) - MAX_WARNINGS} more warnings",
-            file=sys.stderr,
-        )
+    except CocoError as exc:  # COCOeval cannot take the regions (keypoint sets)
+        say(f"{args.gt} with {args.pred}: {exc}", error=True)
+        return EXIT_BAD_INPUT
+    warn(pairing.warnings[:MAX_WARNINGS], len(pairing.warnings))
+    unpaired = pairing.unpaired(str(args.gt), str(args.pred))
+    if unpaired:
+        say(unpaired, error=True)
+        return EXIT_BAD_INPUT
     report["inputs"] = {
         "ground_truth": str(args.gt),
         "predictions": str(args.pred),
@@ -176,6 +238,11 @@ def run(args: argparse.Namespace) -> int:
         notes.append(
             f"{pairing.without_predictions} ground-truth image(s) have no "
             "predictions in the predictions file (scored as missed)"
+        )
+    if pairing.predictions_without_ground_truth:
+        notes.append(
+            f"{pairing.predictions_without_ground_truth} image(s) in the "
+            "predictions file have no ground truth (not scored)"
         )
     return write_report(args, report, pairing.pairs, notes)
 
@@ -196,12 +263,12 @@ def write_report(
         )
         write_html(report, out / "report.html")
     except OSError as exc:
-        print(f"rexlabel evaluate: {out}: {exc}", file=sys.stderr)
+        say(f"{out}: {exc}", error=True)
         return EXIT_BAD_INPUT
     print(format_table(report))
-    print(f"{out / 'report.json'}, {out / 'report.html'}: {images} images")
+    say(f"{out / 'report.json'}, {out / 'report.html'}: {images} images")
     for note in notes:
-        print(note)
+        say(note)
     return apply_thresholds(args, report) if args.apply_thresholds else 0
 
 
@@ -215,6 +282,7 @@ def apply_thresholds(args: argparse.Namespace, report: dict) -> int:
         recommended_thresholds,
     )
     from common.labelstudio.api import LabelStudioAPIError, LabelStudioClient
+    from common.logs import printable
 
     thresholds = recommended_thresholds(report)
     if not thresholds:
@@ -224,17 +292,18 @@ def apply_thresholds(args: argparse.Namespace, report: dict) -> int:
     if project is None:
         print("Recommended thresholds; nothing was written. Paste into the model's")
         print('"Extra params" in Label Studio (keep the keys already there):')
-        print(config_snippet(thresholds))
+        for line in config_snippet(thresholds).splitlines():
+            print(printable(line, json_escapes=True))
         return 0
     try:
         client = LabelStudioClient.from_settings()
         changes = apply_to_project(client, project, thresholds, args.ml_backend)
     except (ApplyError, LabelStudioAPIError) as exc:
-        print(f"rexlabel evaluate: --apply-thresholds: {exc}", file=sys.stderr)
+        say(f"--apply-thresholds: {exc}", error=True)
         return EXIT_NOT_APPLIED
     if not changes:
         print(f"project {project}: model_score_thresholds unchanged")
     for change in changes:
         old = "unset" if change.old is None else f"{change.old:g}"
-        print(f"{change.label}: {old} -> {change.new:g}")
+        say(f"{change.label}: {old} -> {change.new:g}")
     return 0

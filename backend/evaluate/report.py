@@ -261,7 +261,11 @@ def _fmt(value: Any) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A plain-text table: one row per label and the overall row."""
+    """A plain-text table: one row per label and the overall row. Labels come
+    from task data: control characters show escaped (``common.logs.printable``),
+    never reaching the terminal."""
+    from common.logs import printable
+
     head = (
         "label",
         "gt",
@@ -282,7 +286,7 @@ def format_table(report: dict[str, Any]) -> str:
         at = e.get("at_threshold") or {}
         rows.append(
             tuple(
-                _fmt(v)
+                printable(_fmt(v))
                 for v in (
                     name,
                     e.get("ground_truth"),

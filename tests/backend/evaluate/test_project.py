@@ -354,3 +354,59 @@ def test_project_thresholds_applied_to_its_model(fake_ls, tmp_path, capsys):
         "model_score_thresholds": {"cat": 0.9},
     }
     assert "cat: unset -> 0.9" in capsys.readouterr().out
+
+
+def test_project_region_far_outside_exits_2_naming_the_task(fake_ls, tmp_path, capsys):
+    tasks = cats(2)
+    far = {
+        **rect("q", "cat", 0, 0, 0, 0),
+        "type": "polygonlabels",
+        "value": {"points": [[1, 1], [3e8, 1], [5, 5]], "polygonlabels": ["cat"]},
+        "score": 0.5,
+    }
+    tasks[1]["predictions"] = [prediction(2, [far], V1)]
+    fill(fake_ls, tasks, model_version=V1)
+    code, _ = evaluate(tmp_path, "--project", "1")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"the prediction {V1!r}: task 2 (/data/upload/1/2.png): region 0" in err
+    assert "vertex 1 (6e+08, 1) lies further outside the 200x100 image" in err
+
+
+def test_project_scoring_errors_exit_2(fake_ls, tmp_path, capsys, monkeypatch):
+    """COCOeval refusing the regions (a CocoError, as for keypoint sets that
+    disagree) is bad input, not a traceback."""
+    import backend.evaluate.report as report_module
+    from converters.coco import CocoError
+
+    def refuse(pairs):
+        raise CocoError("keypoint instance of prediction 0 has joints ['paw']")
+
+    monkeypatch.setattr(report_module, "build_report", refuse)
+    fill(fake_ls, cats(2), model_version=V1)
+    code, _ = evaluate(tmp_path, "--project", "1")
+    assert code == 2
+    assert "project 1: keypoint instance" in capsys.readouterr().err
+
+
+def test_project_labels_and_versions_print_escaped(fake_ls, tmp_path, capsys):
+    escape = "\x1b[31mred\x1b]0;owned\x07"
+    label, version = f"cat{escape}", f"v{escape}"
+    tasks = [
+        task(
+            i,
+            [annotation(i, [rect("a", label, 10, 10, 20, 40)])],
+            [prediction(i, [rect("p", label, 10, 10, 20, 40, score=0.9)], version)],
+        )
+        for i in (1, 2)
+    ]
+    fill(fake_ls, tasks, model_version=version)
+    fake_ls.add_ml_backend(1, 2, "http://rexlabel:9090")
+    code, _ = evaluate(tmp_path, "--project", "1", "--apply-thresholds")
+    assert code == 0
+    assert fake_ls.ml_backends[2]["extra_params"]["model_score_thresholds"] == {
+        label: 0.9
+    }
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err
+    assert "cat\\x1b[31mred\\x1b]0;owned\\x07: unset -> 0.9" in captured.out

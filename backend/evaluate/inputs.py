@@ -214,22 +214,40 @@ def _task_image(
 
 def reason(exc: BaseException) -> str:
     """An error from reading a malformed task or line, for a message: a
-    missing key says which field is missing (a bare KeyError says ``'image'``)."""
+    missing key says which field is missing (a bare KeyError says ``'image'``),
+    a value of the wrong JSON type says so (not ``'str' object has no
+    attribute 'get'``)."""
     if isinstance(exc, KeyError) and exc.args:
         return f"no {exc.args[0]!r} field"
+    if isinstance(exc, (AttributeError, TypeError)):
+        return f"a value of the wrong JSON type ({exc})"
     return str(exc) or type(exc).__name__
 
 
+def _objects(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, Mapping) for v in value)
+
+
 def check_task(task: Mapping[str, Any], source: str) -> None:
-    """A task's ``annotations`` or ``predictions`` (``source``): absent, or a
-    list of objects, as ``pick_results`` reads them; else EvaluateInputError."""
+    """A task's ``data`` (an object) and its ``annotations`` or
+    ``predictions`` (``source``): absent, or a list of objects each with a
+    ``result`` list of objects, as ``pick_results`` reads them; else
+    EvaluateInputError naming the field."""
+    if not isinstance(task.get("data", {}), Mapping):
+        raise EvaluateInputError(f"'data' must be an object, got {shown(task['data'])}")
     items = task.get(source)
     if items is None:
         return
-    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+    if not _objects(items):
         raise EvaluateInputError(
             f"{source!r} must be a list of {source[:-1]} objects, got {shown(items)}"
         )
+    for item in items:
+        if not _objects(item.get("result", [])):
+            raise EvaluateInputError(
+                f"{source[:-1]} {item.get('id')!r}: 'result' must be a list of "
+                f"result objects, got {shown(item['result'])}"
+            )
 
 
 def task_image(

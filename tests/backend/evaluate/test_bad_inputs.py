@@ -193,6 +193,29 @@ def test_annotations_not_a_list_say_what_was_expected(tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (
+            {"id": 1, "data": "x", "annotations": []},
+            "task 1: 'data' must be an object, got 'x'",
+        ),
+        (
+            {
+                "id": 1,
+                "data": {"image": "a.jpg"},
+                "annotations": [{"id": 4, "result": "x"}],
+            },
+            "task 1: annotation 4: 'result' must be a list of result objects, got 'x'",
+        ),
+    ],
+)
+def test_malformed_tasks_say_what_was_expected(tmp_path, capsys, task, expected):
+    gt = export(tmp_path, [task], name="gt.json")
+    assert evaluate(tmp_path, gt, good_predictions(tmp_path)) == 2
+    assert f"{gt}: {expected}" in capsys.readouterr().err
+
+
 def test_a_few_pixels_of_overhang_are_scored(tmp_path):
     # (-2, 10)-(60, 101): 1 % of 200 px left of the image, 1 px below it
     gt = export(tmp_path, one_task([rect("r", "cat", -1, 10, 31, 91)]), name="gt.json")

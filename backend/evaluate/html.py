@@ -44,6 +44,12 @@ ONLY_IN = {
 }
 """How ``only_in`` is written next to a label."""
 
+FLAGS = {
+    "points_only": "points only: scored by hit rate, not as boxes",
+    "unscored": "no scores: no threshold to recommend",
+}
+"""Badges for a label's true flags (``points_only``, ``unscored``)."""
+
 ONLY_IN_MEANING = {
     "ground_truth": "annotators used it, the model never predicted it",
     "predictions": "the model predicted it, no annotator used it",
@@ -270,6 +276,9 @@ def _label_cell(name: str, entry: Mapping[str, Any], anchor: str | None) -> str:
     only = entry.get("only_in")
     if only in ONLY_IN:
         text += f'<span class="badge">{ONLY_IN[only]}</span>'
+    for flag, badge in FLAGS.items():
+        if entry.get(flag) is True:
+            text += f'<span class="badge">{badge}</span>'
     return f'<th scope="row">{text}</th>'
 
 

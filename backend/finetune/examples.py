@@ -170,10 +170,11 @@ def build_examples(
         if control.to_name != to_name:
             continue
         regions = read_regions(plan, control, own, width, height, where)
+        built.examples.extend(
+            _control_examples(control, regions, info, visual_prompts, seed)
+        )
         built.dropped += regions.dropped
         built.warnings.extend(regions.warnings)
-        for example in _control_examples(control, regions, info, visual_prompts, seed):
-            built.examples.append(example)
     return built
 
 
@@ -187,6 +188,13 @@ def _control_examples(
     call = control.call
     task = call.task
     regions = found.regions
+    if found.unreadable:
+        found.warnings.append(
+            f"{info.where}: {found.unreadable} region(s) of {control.control!r} "
+            "could not be read, so what the image holds is unknown; no "
+            f"{task.value} example"
+        )
+        return []
     if task is Task.KEYPOINT or task.is_ocr:
         if not regions:
             return []

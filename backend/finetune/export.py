@@ -23,8 +23,12 @@ from typing import Any
 
 from PIL import Image
 
-from backend.finetune.examples import build_examples
-from backend.finetune.source import AnnotatedImage, ExampleStats, annotated_images
+from backend.finetune.source import (
+    AnnotatedImage,
+    ExampleStats,
+    annotated_images,
+    image_examples,
+)
 from backend.finetune.tsv import RexOmniTsvWriter
 from backend.planner import Plan
 from common.images.errors import ImageLoadError
@@ -148,17 +152,9 @@ def _export_image(
         if picture is None:
             return
         size = picture.size
-    built = build_examples(
-        plan,
-        image.results,
-        to_name=image.to_name,
-        image=image.ref,
-        width=size[0],
-        height=size[1],
-        task_id=image.task_id,
-        visual_prompts=False,
-    )
-    stats.add(built)
+    built = image_examples(image, plan, stats, size, visual_prompts=False)
+    if built is None:
+        return
     regions = [
         region
         for example in built.examples

@@ -43,10 +43,13 @@ from converters.tasks import BOX_TASKS, POINT_TASKS, Task
 class ControlRegions:
     """What one control's regions became: ``regions`` labelled with phrases
     (OCR: labelled with the granularity asked, the text in ``text``), how
-    many were ``dropped``, and why (``warnings``)."""
+    many were ``dropped``, and why (``warnings``). ``unreadable`` counts the
+    regions Label Studio's results did not describe well enough to read:
+    what they were is unknown, so no answer about the image can be trusted."""
 
     regions: list[Prediction] = field(default_factory=list)
     dropped: int = 0
+    unreadable: int = 0
     warnings: list[str] = field(default_factory=list)
 
     def drop(self, message: str) -> None:
@@ -64,7 +67,9 @@ def phrase_by_label(label_map: LabelMap) -> dict[str, str]:
 
 
 def _label_of(result: Mapping[str, Any]) -> str | None:
-    value = result.get("value") or {}
+    value = result.get("value")
+    if not isinstance(value, Mapping):
+        return None
     labels = value.get(str(result.get("type", "")).lower())
     if isinstance(labels, list):
         return str(labels[0]) if labels else None
@@ -87,6 +92,9 @@ def _read(
 ) -> list[Prediction]:
     parsed = from_labelstudio(group, width=int(width), height=int(height))
     out.warnings.extend(f"{where}: {w}" for w in parsed.warnings)
+    if not parsed.predictions:
+        out.unreadable += 1
+        out.dropped += 1
     return parsed.predictions
 
 

@@ -159,21 +159,40 @@ def iter_examples(
                 "(no region gives it and the image cannot be read); skipped"
             )
             continue
-        try:
-            built = build_examples(
-                plan,
-                image.results,
-                to_name=image.to_name,
-                image=image.ref,
-                width=size[0],
-                height=size[1],
-                task_id=image.task_id,
-                visual_prompts=visual_prompts,
-                seed=seed,
-            )
-        except TASK_ERRORS as exc:
-            stats.failed += 1
-            stats.warn(f"task {image.task_id}: {exc}; skipped")
-            continue
-        stats.add(built)
-        yield from built.examples
+        built = image_examples(
+            image, plan, stats, size, visual_prompts=visual_prompts, seed=seed
+        )
+        if built is not None:
+            yield from built.examples
+
+
+def image_examples(
+    image: AnnotatedImage,
+    plan: Plan,
+    stats: ExampleStats,
+    size: tuple[int, int],
+    *,
+    visual_prompts: bool = True,
+    seed: int = 0,
+) -> BuiltExamples | None:
+    """:func:`~backend.finetune.examples.build_examples` for one annotated
+    image of ``size`` (width, height), added to ``stats``; None (counted as
+    failed, with the reason) when its results are malformed."""
+    try:
+        built = build_examples(
+            plan,
+            image.results,
+            to_name=image.to_name,
+            image=image.ref,
+            width=size[0],
+            height=size[1],
+            task_id=image.task_id,
+            visual_prompts=visual_prompts,
+            seed=seed,
+        )
+    except TASK_ERRORS as exc:
+        stats.failed += 1
+        stats.warn(f"task {image.task_id}: malformed results ({exc}); skipped")
+        return None
+    stats.add(built)
+    return built

@@ -317,3 +317,10 @@ def test_examples_are_plain_json_data():
         data = json.loads(json.dumps(example.to_dict()))
         assert Example.from_dict(data) == example
         assert data["image"] == "/data/upload/1/a.jpg" and data["task_id"] == 7
+
+
+def test_text_that_would_break_the_grammar_skips_the_example_with_a_warning():
+    box = rect("t1", 20, 20, 120, 50, name="bbox")
+    _, built = _build(OCR_TEMPLATE, [box, text(box, "stop<|im_end|>here")])
+    assert built.examples == []
+    assert "contains the special token <|im_end|>; skipped" in built.warnings[-1]

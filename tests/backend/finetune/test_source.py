@@ -75,3 +75,17 @@ def test_a_size_read_from_the_image_lets_an_empty_annotation_teach_absence():
     assert len(examples) == 1 and examples[0].answer.count("None") == 2
     assert (examples[0].width, examples[0].height) == (64, 48)
     assert stats.skipped_no_image == 0
+
+
+def test_an_unreadable_region_gives_no_example_of_its_control():
+    """Its label is unknown: answering None for the other phrases could be wrong."""
+    broken = {**rect("c", 1, 1, 9, 9, "Car"), "value": ["not", "an", "object"]}
+    tasks = [
+        _task(1, [_annotation([broken, rect("d", 10, 10, 50, 50, "Dog")])]),
+        _task(2, [_annotation([rect("c", 10, 10, 50, 50, "Car")])]),
+    ]
+    stats = ExampleStats()
+    examples = list(iter_examples(tasks, plan_config(CONFIG), stats))
+    assert {e.task_id for e in examples} == {2}
+    assert stats.regions_dropped == 1 and stats.failed == 0
+    assert "task 1: 1 region(s) of 'label' could not be read" in stats.warnings[-1]

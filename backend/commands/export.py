@@ -35,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export a Label Studio project to COCO (masks, keypoints, text, scores)",
-        description="Export a Label Studio project to COCO without losing anything.",
+        description="Export a Label Studio project to COCO without losing anything, "
+        "or to upstream Rex-Omni's SFT training files.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )

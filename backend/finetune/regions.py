@@ -34,6 +34,7 @@ from backend.labels import LabelMap
 from backend.planner import ControlPlan, Plan
 from converters.keypoint_sets import get_keypoint_set
 from converters.labelstudio.reader import from_labelstudio
+from converters.parser import DEFAULT_OCR_LABEL
 from converters.prediction import Prediction, RegionType
 from converters.tags import TEXT_TYPE
 from converters.tasks import BOX_TASKS, POINT_TASKS, Task
@@ -254,7 +255,7 @@ def _ocr_regions(
     TextArea (Label Studio's OCR template draws with a Rectangle and a Polygon
     and serves only one of them)."""
     out = ControlRegions()
-    category = (control.call.categories or ["text"])[0]
+    category = (control.call.categories or [DEFAULT_OCR_LABEL])[0]
     for rid, group in _grouped(results).items():
         mine = any(r.get("from_name") == control.control for r in group)
         texted = any(
@@ -270,9 +271,8 @@ def _ocr_regions(
                 out.drop(f"{here}: an OCR region without text; dropped")
                 continue
             region = region.with_(label=category, score=None, mask=None)
-            if control.call.task is Task.OCR_BOX or region.type is not (
-                RegionType.POLYGON
-            ):
-                region = _as_box(region)
+            outline = control.call.task is Task.OCR_POLYGON
+            if not (outline and region.type is RegionType.POLYGON):
+                region = _as_box(region)  # a box: the polygon answer writes 4 corners
             _keep(region, width, height, out, here)
     return out

@@ -199,3 +199,14 @@ def test_points_only_and_unscored_labels_carry_a_badge():
     assert rows[1][0] == "catpoints only: scored by hit rate, not as boxes"
     assert rows[2][0] == "dogno scores: no threshold to recommend"
     assert rows[1][6] == MISSING  # no box threshold for the pointed label
+
+
+def test_a_label_no_font_draws_is_named_by_its_figure_number():
+    """U+0378 is unassigned: no font has it, so the figures draw "#1" and the
+    table says so next to the real name."""
+    odd = "\u0378\u0379"
+    report = build_report(
+        [pair([box(odd, 0, 0, 10, 10)], [box(odd, 0, 0, 10, 10, 0.9)])]
+    )
+    rows = Page(render_html(report)).table("label", "GT")
+    assert rows[1][0] == odd + "#1 in the figures"

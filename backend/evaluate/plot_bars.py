@@ -11,7 +11,8 @@ from backend.evaluate.plot_base import (
     COLOURS,
     FONT_SIZE,
     Plot,
-    figure_text,
+    drawn_names,
+    index_names_note,
     number,
     render_png,
     style,
@@ -41,9 +42,11 @@ def _grouped_bars(
     title: str,
     xlabel: str,
     unit_range: bool,
+    drawn: Sequence[str],
 ) -> bytes:
-    """Horizontal bars, one group per label (top to bottom in order), one bar per
-    series ``(key, legend, read)``; a missing value is marked "n/a"."""
+    """Horizontal bars, one group per label (top to bottom in order, named
+    ``drawn``), one bar per series ``(key, legend, read)``; a missing value is
+    marked "n/a"."""
     rows = len(labels)
     bar = 0.8 / len(series)
 
@@ -71,7 +74,7 @@ def _grouped_bars(
                 )
         ax.set_yticks(
             [rows - 1 - row for row in range(rows)],
-            labels=[figure_text(name) for name, _ in labels],
+            labels=list(drawn),
             fontsize=FONT_SIZE,
         )
         ax.set_ylim(-0.6, rows - 0.4)
@@ -107,22 +110,44 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _items(labels: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [(str(k), v) for k, v in labels.items() if isinstance(v, Mapping)]
+
+
+def _drawn(
+    items: list[tuple[str, Mapping[str, Any]]], names: Mapping[str, str] | None
+) -> list[str]:
+    """What the charts print for each of ``items``, numbered over all of them
+    (not per chart) when drawn by index."""
+    return drawn_names([name for name, _ in items], names)
+
+
 def _at(entry: Mapping[str, Any], key: str) -> Any:
     at = entry.get("at_threshold")
     return at.get(key) if isinstance(at, Mapping) else None
 
 
-def quality_bars_plots(labels: Mapping[str, Mapping[str, Any]]) -> list[Plot]:
+def quality_bars_plots(
+    labels: Mapping[str, Mapping[str, Any]], names: Mapping[str, str] | None = None
+) -> list[Plot]:
     """AP, AP50 and F1 at the recommended threshold, per label (several charts
-    past :data:`BAR_LABELS_PER_FIGURE` labels)."""
-    items = [(str(k), v) for k, v in labels.items() if isinstance(v, Mapping)]
+    past :data:`BAR_LABELS_PER_FIGURE` labels). ``names``: what the figures
+    print per label (see :func:`~backend.evaluate.plot_base.figure_names`)."""
+    items = _items(labels)
+    drawn = _drawn(items, names)
     series = (
         ("ap", "AP", lambda e: e.get("ap")),
         ("ap50", "AP50", lambda e: e.get("ap50")),
         ("f1", "F1 at threshold", lambda e: _at(e, "f1")),
     )
     plots = []
-    for n, chunk in enumerate(_chunks(items, BAR_LABELS_PER_FIGURE)):
+    chunks = zip(
+        _chunks(items, BAR_LABELS_PER_FIGURE),
+        _chunks(drawn, BAR_LABELS_PER_FIGURE),
+        strict=True,
+    )
+    for n, (chunk, shown) in enumerate(chunks):
+        note = index_names_note([name for name, _ in chunk], shown)
         part = f" ({n + 1})" if len(items) > BAR_LABELS_PER_FIGURE else ""
         by = "AP"
         best = _extreme(chunk, series[0][2], True)
@@ -140,25 +165,40 @@ def quality_bars_plots(labels: Mapping[str, Mapping[str, Any]]) -> list[Plot]:
             )
         alt = (
             f"Bar chart of AP, AP50 and F1 at the recommended threshold for "
-            f"{len(chunk)} label{'s' if len(chunk) != 1 else ''}{part}: {key}"
+            f"{len(chunk)} label{'s' if len(chunk) != 1 else ''}{part}: {key}{note}"
         )
         png = _grouped_bars(
-            chunk, series, "Quality per label", "score (0 to 1)", unit_range=True
+            chunk,
+            series,
+            "Quality per label",
+            "score (0 to 1)",
+            unit_range=True,
+            drawn=shown,
         )
         plots.append(Plot(f"Quality per label{part}", alt, png))
     return plots
 
 
-def error_bars_plots(labels: Mapping[str, Mapping[str, Any]]) -> list[Plot]:
-    """Misses, false positives and wrong labels per label (counts at IoU 0.5)."""
-    items = [(str(k), v) for k, v in labels.items() if isinstance(v, Mapping)]
+def error_bars_plots(
+    labels: Mapping[str, Mapping[str, Any]], names: Mapping[str, str] | None = None
+) -> list[Plot]:
+    """Misses, false positives and wrong labels per label (counts at IoU 0.5);
+    ``names`` as for :func:`quality_bars_plots`."""
+    items = _items(labels)
+    drawn = _drawn(items, names)
     series = (
         ("misses", "misses", lambda e: e.get("misses")),
         ("false_positives", "false positives", lambda e: e.get("false_positives")),
         ("wrong_labels", "wrong labels", lambda e: e.get("wrong_labels")),
     )
     plots = []
-    for n, chunk in enumerate(_chunks(items, BAR_LABELS_PER_FIGURE)):
+    chunks = zip(
+        _chunks(items, BAR_LABELS_PER_FIGURE),
+        _chunks(drawn, BAR_LABELS_PER_FIGURE),
+        strict=True,
+    )
+    for n, (chunk, shown) in enumerate(chunks):
+        note = index_names_note([name for name, _ in chunk], shown)
         part = f" ({n + 1})" if len(items) > BAR_LABELS_PER_FIGURE else ""
         facts = []
         for _, legend, read in series:
@@ -169,9 +209,15 @@ def error_bars_plots(labels: Mapping[str, Mapping[str, Any]]) -> list[Plot]:
             f"Bar chart of misses, false positives and wrong labels for "
             f"{len(chunk)} label{'s' if len(chunk) != 1 else ''}{part}: "
             + ("; ".join(facts) if facts else "no counts")
+            + note
         )
         png = _grouped_bars(
-            chunk, series, "Errors per label (IoU 0.5)", "regions", unit_range=False
+            chunk,
+            series,
+            "Errors per label (IoU 0.5)",
+            "regions",
+            unit_range=False,
+            drawn=shown,
         )
         plots.append(Plot(f"Errors per label{part}", alt, png))
     return plots

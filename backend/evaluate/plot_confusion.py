@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from backend.evaluate.plot_base import FONT_SIZE, Plot, figure_text, number, render_png
+from backend.evaluate.plot_base import (
+    FONT_SIZE,
+    Plot,
+    drawn_names,
+    index_names_note,
+    number,
+    render_png,
+)
 
 CONFUSION_CELL = 0.6
 """Inches per confusion-matrix cell: room for a four-digit count."""
@@ -69,10 +76,13 @@ def confusion_summary(axis: list[str], counts: list[list[int]]) -> str:
     )
 
 
-def confusion_plot(confusion: Mapping[str, Any] | None) -> Plot | None:
+def confusion_plot(
+    confusion: Mapping[str, Any] | None, names: Mapping[str, str] | None = None
+) -> Plot | None:
     """The confusion matrix as a heatmap: colour is the share of each ground-truth
     row, the count is written in the cell (up to :data:`CONFUSION_COUNTS_UP_TO`
-    rows); None when the report has no matrix."""
+    rows); None when the report has no matrix. ``names``: what the figures print
+    per label (see :func:`~backend.evaluate.plot_base.figure_names`)."""
     table = _confusion_table(confusion) if isinstance(confusion, Mapping) else None
     if table is None:
         return None
@@ -80,12 +90,12 @@ def confusion_plot(confusion: Mapping[str, Any] | None) -> Plot | None:
     n = len(axis)
     side = min(CONFUSION_MAX_SIDE, max(CONFUSION_MIN_SIDE, 1.8 + CONFUSION_CELL * n))
     shares = [[c / (sum(r) or 1) for c in r] for r in counts]
+    names = drawn_names(axis, names)
 
     def draw(fig: Any) -> None:
         ax = fig.add_subplot()
         ax.tick_params(labelsize=FONT_SIZE)
         image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-        names = [figure_text(a) for a in axis]
         ax.set_xticks(range(n), labels=names, rotation=45, ha="right")
         ax.set_yticks(range(n), labels=names)
         ax.set_xlabel("predicted label", fontsize=FONT_SIZE)
@@ -112,5 +122,6 @@ def confusion_plot(confusion: Mapping[str, Any] | None) -> Plot | None:
         f"Confusion matrix at IoU 0.5 of {len(labels)} label"
         f"{'s' if len(labels) != 1 else ''} and background, rows ground truth, "
         f"columns predictions: {confusion_summary(axis, counts)}"
+        f"{index_names_note(axis, names)}"
     )
     return Plot("Confusion matrix", alt, render_png(draw, (side + 1.2, side)))

@@ -11,7 +11,8 @@ from backend.evaluate.plot_base import (
     COLOURS,
     FONT_SIZE,
     Plot,
-    figure_text,
+    drawn_names,
+    index_names_note,
     number,
     render_png,
     style,
@@ -61,14 +62,18 @@ def _recommended_point(
     return min(points, key=lambda p: abs(p[0] - threshold))
 
 
-def pr_curve_plot(label: str, entry: Mapping[str, Any]) -> Plot | None:
+def pr_curve_plot(
+    label: str, entry: Mapping[str, Any], names: Mapping[str, str] | None = None
+) -> Plot | None:
     """The precision-recall curve of one label over its score thresholds, the
-    recommended threshold marked and annotated; None without a curve."""
+    recommended threshold marked and annotated; None without a curve.
+    ``names``: what the figures print per label (see
+    :func:`~backend.evaluate.plot_base.figure_names`)."""
     points = _curve_points(entry.get("curve") or [])
     if not points:
         return None
     best = _recommended_point(points, number(entry.get("recommended_threshold")))
-    name = figure_text(label)
+    (name,) = drawn_names([label], names)
 
     def draw(fig: Any) -> None:
         ax = fig.add_subplot()
@@ -140,5 +145,6 @@ def pr_curve_plot(label: str, entry: Mapping[str, Any]) -> Plot | None:
     alt = (
         f"Precision-recall curve for {label} over {len(points)} score "
         f"threshold{'s' if len(points) != 1 else ''}; {key}"
+        f"{index_names_note([label], [name])}"
     )
     return Plot(f"Precision-recall: {label}", alt, render_png(draw, CURVE_SIZE))

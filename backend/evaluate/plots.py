@@ -23,7 +23,7 @@ from backend.evaluate.plot_bars import (
     error_bars_plots,
     quality_bars_plots,
 )
-from backend.evaluate.plot_base import Plot
+from backend.evaluate.plot_base import Plot, figure_names
 from backend.evaluate.plot_confusion import confusion_plot
 from backend.evaluate.plot_curves import pr_curve_plot
 
@@ -48,13 +48,17 @@ def report_plots(report: Mapping[str, Any]) -> ReportPlots:
     labels = labels if isinstance(labels, Mapping) else {}
     overall = report.get("overall")
     overall = overall if isinstance(overall, Mapping) else {}
+    # one numbering for every figure: a label's row in the per-label table
+    names = figure_names(str(k) for k, v in labels.items() if isinstance(v, Mapping))
     plots = ReportPlots(
-        confusion=confusion_plot(report.get("confusion")),
+        confusion=confusion_plot(report.get("confusion"), names),
         effort=effort_plot(overall.get("effort")),
     )
     if labels:
-        plots.bars = quality_bars_plots(labels) + error_bars_plots(labels)
+        plots.bars = quality_bars_plots(labels, names) + error_bars_plots(labels, names)
     for label, entry in labels.items():
-        if isinstance(entry, Mapping) and (plot := pr_curve_plot(str(label), entry)):
+        if isinstance(entry, Mapping) and (
+            plot := pr_curve_plot(str(label), entry, names)
+        ):
             plots.curves[str(label)] = plot
     return plots

@@ -84,11 +84,14 @@ def _iou(a: tuple[float, ...], b: list[float]) -> float:
 
 
 def _kept(control: ControlPlan, predictions: Iterable[Prediction]) -> list[Prediction]:
-    """Predictions above the threshold and not a box the user drew."""
-    threshold = control.call.score_threshold
+    """Predictions scoring at least their label's threshold
+    (:meth:`ControlPlan.threshold_of`: per label, else the control's) and not
+    a box the user drew. Every path's results pass here: ``/predict``,
+    interactive answers and bulk jobs."""
     out = []
     for p in predictions:
-        if threshold is not None and p.score is not None and p.score < threshold:
+        threshold = control.threshold_of(p.label) if p.score is not None else None
+        if threshold is not None and p.score < threshold:
             continue
         if control.drop_boxes and any(
             _iou(p.bbox, box) >= DRAWN_BOX_IOU for box in control.drop_boxes

@@ -5,7 +5,8 @@
 handler carries a :class:`RedactionFilter`, so whatever any library logs through
 it never shows an access token, an ``Authorization`` header, an API key or
 password, or image bytes (``common.redaction``). Every line stays one line,
-whatever a client sent (:func:`escape_controls`).
+whatever a client sent (:func:`escape_controls`); :func:`printable` makes a
+name from task data safe to print on a terminal.
 
 The one line per job and per request that operators grep for is written by
 ``common.loglines``. No torch, no Flask here.
@@ -102,6 +103,29 @@ def escape_controls(text: str) -> str:
     """``text`` with every :data:`LINE_BREAKING` character written as its
     Python escape: one record stays one line, whatever a client sent."""
     return text.translate(_TEXT_ESCAPES)
+
+
+def printable(text: str, *, json_escapes: bool = False) -> str:
+    """``text`` safe to print on a terminal: every character Python does not
+    call printable (ESC, BEL and the other controls, bidirectional overrides,
+    line separators, format characters) written as its escape, as ``repr``
+    shows it (``\\x1b``, ``\\u202e``); letters of every script are kept. For
+    names from task data (labels, image references) that a command prints.
+    ``json_escapes``: the JSON escape (``\\u001b``) instead, for a line of
+    printed JSON that must stay valid. A newline is escaped too: one string
+    prints as one line."""
+    if text.isprintable():
+        return text
+    escape = _json_char if json_escapes else _python_char
+    return "".join(c if c.isprintable() else escape(c) for c in text)
+
+
+def _python_char(c: str) -> str:
+    return ascii(c)[1:-1]
+
+
+def _json_char(c: str) -> str:
+    return json.dumps(c)[1:-1]
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,11 +15,16 @@ With auth:
 
 - ``GET /api/current-user/whoami``; ``/api/projects/`` (paginated) and
   ``/api/projects/<id>/``; ``/api/dm/views/?project=``;
+  ``/api/projects/<id>/model-versions/?extended=true`` (the versions of the
+  project's predictions, newest first, as ``{"static": [...], "live": None}``);
 - ``GET /api/tasks/?project=&view=&page=&page_size=&fields=all`` with the
   envelope ``{"tasks": [...], "total": N}``; a page past the end is 404;
   ``GET /api/tasks/<id>/`` (the task with its ``project``; 404 if unknown);
 - ``POST /api/predictions/`` and ``GET /api/predictions/?task=|project=``;
 - ``GET /api/projects/<id>/export?exportType=JSON``;
+- ``GET /api/ml/?project=`` (the project's ML backends, a list; 404 for an
+  unknown project) and ``PATCH /api/ml/<id>`` (fields replaced; as 1.23, HTTP
+  500 unless the body holds ``url`` and ``project``);
 - uploads (``files``: ``1/a.png`` -> bytes) on ``/data/upload/<path>`` (404 when
   ``legacy_upload_enabled`` is off, as with a cloud default storage) and
   ``/storage-data/uploaded/?filepath=upload/<path>`` (400 when
@@ -115,6 +120,7 @@ class FakeLabelStudio:
         self.tasks: dict[int, dict] = {}
         self.views: dict[int, dict] = {}
         self.predictions: list[dict] = []
+        self.ml_backends: dict[int, dict] = {}
         self.files: dict[str, bytes] = {}
         self.cloud: dict[str, bytes] = {}
         self.legacy_upload_enabled = True
@@ -160,11 +166,18 @@ class FakeLabelStudio:
             return [r.path for r in self.requests if method in (None, r.method)]
 
     # Data ------------------------------------------------------------------------
-    def add_project(self, project_id: int, label_config: str, title: str = "") -> None:
+    def add_project(
+        self,
+        project_id: int,
+        label_config: str,
+        title: str = "",
+        model_version: str = "",
+    ) -> None:
         self.projects[project_id] = {
             "id": project_id,
             "title": title or f"project {project_id}",
             "label_config": label_config,
+            "model_version": model_version,
         }
 
     def add_task(self, project_id: int, task_id: int, data: dict) -> dict:
@@ -192,6 +205,33 @@ class FakeLabelStudio:
             }
             self.predictions.append(pred)
             return pred
+
+    def add_ml_backend(
+        self, project_id: int, ml_id: int, url: str, extra_params=None, **fields
+    ) -> dict:
+        """A connected ML backend (``fields``: ``title``, ``auth_method``...)."""
+        backend = {
+            "id": ml_id,
+            "project": project_id,
+            "url": url,
+            "title": fields.pop("title", f"model {ml_id}"),
+            "state": "CO",
+            "auth_method": "NONE",
+            "extra_params": extra_params,
+            **fields,
+        }
+        self.ml_backends[ml_id] = backend
+        return backend
+
+    def _patch_ml_backend(self, ml_id: int, body) -> tuple[int, dict]:
+        backend = self.ml_backends.get(ml_id)
+        if backend is None:
+            return 404, {"detail": "Not found."}
+        if not isinstance(body, dict) or "url" not in body or "project" not in body:
+            return 500, {"detail": "A server error occurred."}  # KeyError in 1.23
+        with self._lock:
+            backend.update(body)
+        return 200, backend
 
     def predictions_of(self, task_id: int) -> list[dict]:
         with self._lock:
@@ -271,6 +311,20 @@ class FakeLabelStudio:
             else f"{self.url}/api/projects/?page={page - 1}",
             "results": projects[start : start + size],
         }
+
+    def _model_versions(self, project: int) -> dict:
+        """Like Label Studio: per version its count and newest prediction
+        (here by id: the fake stores no times), newest version first."""
+        rows: dict[str, dict] = {}
+        for pred in self._predictions({"project": project}):
+            row = rows.setdefault(pred["model_version"], {"count": 0, "latest": 0})
+            row["count"] += 1
+            row["latest"] = max(row["latest"], pred["id"])
+        static = [
+            {"model_version": v, "count": r["count"], "latest": r["latest"]}
+            for v, r in sorted(rows.items(), key=lambda item: -item[1]["latest"])
+        ]
+        return {"static": static, "live": None}
 
     def _export(self, project: int) -> list:
         return [
@@ -397,6 +451,19 @@ class FakeLabelStudio:
                     return self._send(status, stored)
                 return self._send(404, {"detail": "Not found."})
 
+            def do_PATCH(self):
+                if not self._begin("PATCH") or not self._auth():
+                    return None
+                path = urlsplit(self.path).path
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"null")
+                except ValueError:
+                    body = None
+                if path.startswith("/api/ml/") and path[8:].isdigit():
+                    return self._send(*ls._patch_ml_backend(int(path[8:]), body))
+                return self._send(404, {"detail": "Not found."})
+
             def do_GET(self):
                 if not self._begin("GET"):
                     return None
@@ -420,6 +487,13 @@ class FakeLabelStudio:
                     return self._send(*ls._projects_page(query))
                 if path.startswith("/api/projects/") and path.endswith("/export"):
                     return self._send(200, ls._export(int(path.split("/")[3])))
+                if path.startswith("/api/projects/") and path.endswith(
+                    "/model-versions/"
+                ):
+                    project_id = int(path.split("/")[3])
+                    if project_id not in ls.projects:
+                        return self._send(404, {"detail": "Not found."})
+                    return self._send(200, ls._model_versions(project_id))
                 if path.startswith("/api/projects/"):
                     project = ls.projects.get(int(path.strip("/").split("/")[2]))
                     if project is None:
@@ -442,6 +516,14 @@ class FakeLabelStudio:
                     return self._send(200, ls._task_view(task, "all"))
                 if path == "/api/predictions/":
                     return self._send(200, ls._predictions(query))
+                if path == "/api/ml/":
+                    project = int(query.get("project", 0))
+                    if project not in ls.projects:
+                        return self._send(404, {"detail": "Not found."})
+                    found = [
+                        b for b in ls.ml_backends.values() if b["project"] == project
+                    ]
+                    return self._send(200, found)
                 if path.startswith("/data/upload/"):
                     if not ls.legacy_upload_enabled:
                         return self._send(404, {"detail": "Not found."})

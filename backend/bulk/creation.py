@@ -333,6 +333,9 @@ def create_project_job(
 ) -> tuple[JobDir, int]:
     """The job pre-labeling a Label Studio project (all tasks, or a view).
 
+    ``extra_params`` None takes those of the model connected to the project
+    (:func:`connected_extra_params`), as its ``/predict`` gets them.
+
     Tasks that already hold a prediction of this ``model_version`` are left
     out (Label Studio would show them twice). The plan comes from the
     project's labeling config exactly as the backend's ``/predict`` makes it.
@@ -347,7 +350,9 @@ def create_project_job(
     store = store or open_store()
     info = client.get_project(project)
     label_config = info.get("label_config") or ""
-    extra = dict(extra_params or {})
+    if extra_params is None:
+        extra_params = connected_extra_params(client, project)
+    extra = dict(extra_params)
     plan = plan_config(label_config, extra)
     model_version = model_version or version_of(label_config, extra)
     view_id = client.find_view(project, view) if view not in (None, "") else None
@@ -378,6 +383,30 @@ def create_project_job(
     # need not ask Label Studio again (LabelStudioSink).
     spec = target.spec(digest, chunk_size, filtered=True)
     return _create(store, spec, spool), skipped
+
+
+def connected_extra_params(client: Any, project: int) -> dict[str, Any]:
+    """The "Extra params" of the model connected to ``project`` in Label
+    Studio: its rex_* defaults and score thresholds (``rexlabel evaluate
+    --apply-thresholds`` writes them there), so a bulk job plans and files its
+    predictions under the model version ``/predict`` uses. {} when no model is
+    connected; JobError when several are (which one is meant is unknown).
+    """
+    from common.labelstudio.api import ExtraParamsError, ml_backend_extra_params
+
+    backends = client.list_ml_backends(project)
+    if not backends:
+        return {}
+    if len(backends) > 1:
+        ids = ", ".join(str(b.get("id")) for b in backends)
+        raise JobError(
+            f"project {project} has {len(backends)} models connected (ML backends "
+            f"{ids}): pass that model's --extra-params (or '{{}}')"
+        )
+    try:
+        return ml_backend_extra_params(backends[0])
+    except ExtraParamsError as exc:
+        raise JobError(str(exc)) from None
 
 
 def _project_job(

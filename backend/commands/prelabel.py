@@ -161,8 +161,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--extra-params",
         default=None,
         metavar="JSON",
-        help="project: the model's Extra params (rex_* defaults), as "
-        "the backend would get them in /setup",
+        help="project: the model's Extra params (rex_* defaults, score "
+        "thresholds), as the backend gets them in /setup (default: those of the "
+        "model connected to the project in Label Studio)",
     )
     parser.add_argument(
         "--model-version",
@@ -353,9 +354,13 @@ def _run(args: argparse.Namespace) -> int:
             tile = tile_extra_params(tile_from_args(args))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        if tile:
-            extra = {**(extra or {}), **tile}
         client = LabelStudioClient.from_settings()
+        if tile:  # on top of --extra-params, else of the connected model's
+            from backend.bulk.creation import connected_extra_params
+
+            if extra is None:
+                extra = connected_extra_params(client, args.project)
+            extra = {**extra, **tile}
         job, skipped = create_project_job(
             client,
             args.project,

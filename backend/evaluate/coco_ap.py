@@ -25,7 +25,7 @@ import logging
 import multiprocessing
 import os
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -37,6 +37,7 @@ from pycocotools.cocoeval import COCOeval
 
 from backend.evaluate.pairs import ImagePair, score_of
 from converters.coco import CocoCategory, CocoImage, to_coco, to_coco_results
+from converters.keypoint_sets import guess_keypoint_set
 from converters.prediction import Prediction, RegionType
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ class CocoApReport:
     per_label: dict[str, ApScores] = field(default_factory=dict)
     gt_counts: dict[str, int] = field(default_factory=dict)
     pred_counts: dict[str, int] = field(default_factory=dict)
+    dropped_joints: int = 0
+    """Keypoints: joints left out because their category's joints were
+    fixed without them (see :meth:`CocoAccumulator._fix_joints`)."""
 
 
 def _params(evaluator: COCOeval) -> Any:
@@ -166,6 +170,7 @@ class CocoAccumulator:
         self._pool: ProcessPoolExecutor | None = None
         self._pending: deque[tuple[Future | None, tuple]] = deque()
         self._warned = False
+        self.dropped_joints = 0
 
     def add(self, pair: ImagePair) -> None:
         """Take one image's regions of this iouType (the others are ignored)."""
@@ -245,11 +250,46 @@ class CocoAccumulator:
         their ids (and keypoint joints) from chunk to chunk."""
         if self.iou_type == "bbox":
             return self._box_datasets()
+        if self.iou_type == "keypoints":
+            self._fix_joints()
         gt_dataset = to_coco(self._chunk_gt, self.categories, add_unknown=True)
         dt_dataset = to_coco(self._chunk, _fixed(gt_dataset), add_unknown=True)
         self.categories = _fixed(dt_dataset)
         gt_dataset["categories"] = dt_dataset["categories"]
         return gt_dataset, to_coco_results(dt_dataset, self.iou_type)
+
+    def _fix_joints(self) -> None:
+        """A keypoint category takes the joints of all its instances in the
+        chunk that first shows it (annotators of a custom set may place
+        different subsets), or the known set covering them. COCOeval needs one
+        joint list per category for the whole run, so a joint a later instance
+        adds is dropped from it and counted (``dropped_joints``)."""
+        known = {c.name for c in self.categories}
+        union: dict[str, dict[str, None]] = {}
+        for image in (*self._chunk_gt, *self._chunk):
+            for p in image.predictions:
+                if p.label not in known:
+                    union.setdefault(p.label, {}).update(
+                        dict.fromkeys(p.keypoints or {})
+                    )
+        for label, names in union.items():
+            if not names:
+                continue  # no joints named yet: to_coco waits for some
+            kp_set = guess_keypoint_set(names)
+            if kp_set is not None and set(names) <= set(kp_set.joints):
+                category = CocoCategory.from_keypoint_set(kp_set, label)
+            else:
+                category = CocoCategory(label, tuple(names))
+            self.categories.append(category)
+        allowed = {c.name: set(c.keypoints) for c in self.categories if c.keypoints}
+        for image in (*self._chunk_gt, *self._chunk):
+            for n, p in enumerate(image.predictions):
+                joints = allowed.get(p.label)
+                extra = [j for j in p.keypoints or {} if joints and j not in joints]
+                if extra:
+                    self.dropped_joints += len(extra)
+                    kept = {j: xy for j, xy in p.keypoints.items() if j in joints}
+                    image.predictions[n] = p.with_(keypoints=kept)
 
     def _box_datasets(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """What ``COCOeval(iouType="bbox")`` reads, written directly: the box
@@ -349,23 +389,34 @@ class CocoAccumulator:
             evaluator.accumulate()
         return evaluator
 
-    def result(self) -> CocoApReport:
+    def result(self, overall_without: Collection[str] = ()) -> CocoApReport:
         """The scores (evaluates what is left of the last chunk); call once,
-        after the last :meth:`add`."""
+        after the last :meth:`add`. ``overall_without``: labels left out of
+        the overall figures (each still has its own)."""
         try:
             self._flush(final=True)
         finally:
             self._drain()
         names = [c.name for c in self.categories]
         report = CocoApReport(
-            self.iou_type, NO_SCORES, {}, dict(self.gt_counts), dict(self.pred_counts)
+            self.iou_type,
+            NO_SCORES,
+            {},
+            dict(self.gt_counts),
+            dict(self.pred_counts),
+            self.dropped_joints,
         )
         if not names:
             return report
         evaluator = self._accumulated()
         groups = self._groups()
         if len(groups) == 1:  # keypoint sets of different sizes: no common OKS
-            report.overall = self._summary(groups[0][0], evaluator)
+            cat_ids = [
+                cat_id
+                for cat_id in groups[0][0]
+                if names[cat_id - 1] not in overall_without
+            ]
+            report.overall = self._summary(cat_ids, evaluator) if cat_ids else NO_SCORES
         report.per_label = {
             name: self._summary([cat_id], evaluator)
             for cat_id, name in enumerate(names, start=1)

@@ -6,7 +6,8 @@ Read from :func:`backend.evaluate.matching.match_image` outcomes at IoU 0.5.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from backend.evaluate.matching import ImageMatch
@@ -53,35 +54,43 @@ class Effort:
         return self.added / self.ground_truth if self.ground_truth else 0.0
 
 
+FIELDS = ("predictions", "ground_truth", "unchanged", "edited", "deleted", "added")
+
+
 class EffortTally:
-    """The :class:`Effort` counts, fed one image's :class:`ImageMatch` at a time."""
+    """The :class:`Effort` counts per label (a prediction's counts under its
+    label, an added region's under its own), fed one image's
+    :class:`ImageMatch` at a time."""
 
     def __init__(self) -> None:
-        self.unchanged = self.edited = self.deleted = self.added = 0
-        self.predictions = self.ground_truth = 0
+        self.counts: dict[str, Counter] = {name: Counter() for name in FIELDS}
 
     def add(self, m: ImageMatch) -> None:
-        self.ground_truth += len(m.matches) + len(m.misses)
-        self.predictions += len(m.matches) + len(m.false_positives)
+        c = self.counts
         for t in m.matches:
-            if t.iou >= UNCHANGED_IOU:
-                self.unchanged += 1
+            c["ground_truth"][t.label] += 1
+            c["predictions"][t.label] += 1
+            c["unchanged" if t.iou >= UNCHANGED_IOU else "edited"][t.label] += 1
+        relabelled = set()
+        for fp in m.false_positives:
+            c["predictions"][fp.label] += 1
+            if fp.wrong_label is None:
+                c["deleted"][fp.label] += 1
             else:
-                self.edited += 1
-        relabelled = {fp.gt for fp in m.false_positives if fp.wrong_label is not None}
-        self.edited += len(relabelled)
-        self.deleted += sum(fp.wrong_label is None for fp in m.false_positives)
-        self.added += sum(j not in relabelled for j in m.misses)
+                c["edited"][fp.label] += 1
+                relabelled.add(fp.gt)
+        for j in m.misses:
+            c["ground_truth"][m.gt_labels[j]] += 1
+            if j not in relabelled:
+                c["added"][m.gt_labels[j]] += 1
 
-    def result(self) -> Effort:
-        return Effort(
-            self.predictions,
-            self.ground_truth,
-            self.unchanged,
-            self.edited,
-            self.deleted,
-            self.added,
-        )
+    def result(self, without: Collection[str] = ()) -> Effort:
+        """The counts over all labels but ``without``."""
+        totals = {
+            name: sum(n for label, n in counter.items() if label not in without)
+            for name, counter in self.counts.items()
+        }
+        return Effort(**totals)
 
 
 def effort(matches: Iterable[ImageMatch]) -> Effort:

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from backend.evaluate.plots import Plot, report_plots
+from backend.evaluate.plot_base import Plot, figure_names
+from backend.evaluate.plots import report_plots
 
 MISSING = "–"
 """What a missing, None or non-finite value shows as (an en dash)."""
@@ -42,6 +43,12 @@ ONLY_IN = {
     "predictions": "only in predictions",
 }
 """How ``only_in`` is written next to a label."""
+
+FLAGS = {
+    "points_only": "points only: scored by hit rate, not as boxes",
+    "unscored": "no scores: no threshold to recommend",
+}
+"""Badges for a label's true flags (``points_only``, ``unscored``)."""
 
 ONLY_IN_MEANING = {
     "ground_truth": "annotators used it, the model never predicted it",
@@ -262,13 +269,20 @@ def _overall_section(report: Mapping[str, Any]) -> str:
     )
 
 
-def _label_cell(name: str, entry: Mapping[str, Any], anchor: str | None) -> str:
+def _label_cell(
+    name: str, entry: Mapping[str, Any], anchor: str | None, drawn: str
+) -> str:
     text = esc(name)
     if anchor:
         text = f'<a href="#{anchor}">{text}</a>'
     only = entry.get("only_in")
     if only in ONLY_IN:
         text += f'<span class="badge">{ONLY_IN[only]}</span>'
+    for flag, badge in FLAGS.items():
+        if entry.get(flag) is True:
+            text += f'<span class="badge">{badge}</span>'
+    if drawn != name and drawn.startswith("#"):  # no font here draws the name
+        text += f'<span class="badge">{esc(drawn)} in the figures</span>'
     return f'<th scope="row">{text}</th>'
 
 
@@ -278,13 +292,13 @@ def _labels_section(
     if not labels:
         return '<p class="note">No labels on either side.</p>'
     columns = _columns(labels.values())
+    drawn = figure_names(labels)
     rows = []
     for name, entry in labels.items():
         css = ' class="only-in"' if entry.get("only_in") in ONLY_IN else ""
         cells = _cells(entry, columns)
-        rows.append(
-            f"<tr{css}>{_label_cell(name, entry, anchors.get(name))}{cells}</tr>"
-        )
+        label = _label_cell(name, entry, anchors.get(name), drawn[name])
+        rows.append(f"<tr{css}>{label}{cells}</tr>")
     head = ["label", *(h for h, _, _ in columns)]
     titles = ["", *(t for _, t, _ in columns)]
     one_side = [

@@ -15,8 +15,10 @@ Images pair up by their reference (the task's image, ``file_name``, the line's
 ``image``), else by Label Studio task id. The predictions file is read whole
 (:class:`PredictionIndex`); the ground truth streams past it one image at a
 time, so only one side's regions and the ground-truth references are held.
-Bad input raises :class:`EvaluateInputError` naming the file and the task,
-line or image.
+Every pair's sizes and regions are checked (``backend.evaluate.bounds``) in
+:func:`pair_images`, which every source goes through, before anything is
+rasterised. Bad input raises :class:`EvaluateInputError` naming the file and
+the task, line or image.
 """
 
 from __future__ import annotations
@@ -41,8 +43,17 @@ from backend.bulk.convert import (
     size_from_results,
 )
 from backend.bulk.writers import line_predictions
+from backend.evaluate.bounds import (
+    GeometryError,
+    check_coco,
+    check_regions,
+    check_size,
+    dimension,
+)
 from backend.evaluate.pairs import ImagePair
+from backend.planner import shown
 from converters.coco import CocoError, from_coco
+from converters.geometry import MAX_IMAGE_PIXELS
 from converters.prediction import Prediction
 
 GROUND_TRUTH, PREDICTIONS = "ground truth", "predictions"
@@ -62,6 +73,8 @@ class SideImage:
     height: int
     regions: list[Prediction]
     task_id: Any = None
+    warnings: list[str] = field(default_factory=list)
+    """What the reader passed over in this image (a choices result...)."""
 
 
 @dataclass
@@ -79,6 +92,13 @@ class Pairing:
     """What did not pair up, counted while :func:`iter_pairs` runs."""
 
     pairs: int = 0
+    with_predictions: int = 0
+    """Ground-truth images that found their predictions."""
+    prediction_images: int = 0
+    """Images the predictions side holds, paired or not."""
+    gt_example: str | None = None
+    pred_example: str | None = None
+    """A reference of each side (the first), to show when nothing pairs."""
     gt_skipped: int = 0
     pred_skipped: int = 0
     without_predictions: int = 0
@@ -88,6 +108,35 @@ class Pairing:
     task id: right for two exports of one project, wrong across projects, so
     each one is warned about."""
     warnings: list[str] = field(default_factory=list)
+    same_file: bool = False
+    """Both sides from one Label Studio export (pairs are its tasks)."""
+
+    def unpaired(self, gt_name: str, pred_name: str) -> str | None:
+        """Why nothing can be scored, once the pairs are consumed: no
+        ground-truth image, no predictions at all, or predictions of which not
+        one paired with a ground-truth image (an example reference of each
+        side, and how images pair); None when something paired."""
+        if not self.pairs:
+            return (
+                f"{gt_name}: no ground-truth image to score ({self.gt_skipped} "
+                "skipped without a non-cancelled annotation)"
+            )
+        if not self.prediction_images:
+            return f"{pred_name}: no predictions in it (no image, no task predicted)"
+        if self.with_predictions:
+            return None
+        if self.same_file:
+            return f"{gt_name}: no task has both an annotation and a prediction"
+        return (
+            f"not one of the {self.prediction_images} images in {pred_name} pairs "
+            f"with one of the {self.pairs} ground-truth images in {gt_name} "
+            f"(e.g. {self.gt_example!r} in {gt_name}, {self.pred_example!r} in "
+            f"{pred_name}). Images "
+            "pair by equal references (a task's image as Label Studio stores it, "
+            "such as /data/local-files/?d=..., a COCO file_name, a line's "
+            "image), else by Label Studio task id (task_id in JSON lines): "
+            "write both files with the same references"
+        )
 
 
 def _kind(path: Path) -> str:
@@ -105,16 +154,20 @@ def _kind(path: Path) -> str:
     )
 
 
-def iter_side(path: str | Path, role: str, side: Side) -> Iterator[SideImage]:
+def iter_side(
+    path: str | Path, role: str, side: Side, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Iterator[SideImage]:
     """The images of one file as ``role`` (:data:`GROUND_TRUTH` or
-    :data:`PREDICTIONS`), one at a time; ``side`` counts what was skipped."""
+    :data:`PREDICTIONS`), one at a time; ``side`` counts what was skipped.
+    ``max_pixels``: a COCO file's masks are decoded as it is read, so its
+    image sizes are checked against it first."""
     path = Path(path)
     try:
         kind = _kind(path)
         if kind == "labelstudio":
             yield from _read_labelstudio(path, role, side)
         elif kind == "coco":
-            yield from _read_coco(path, side)
+            yield from _read_coco(path, side, max_pixels)
         else:
             yield from _read_jsonl(path, side)
     except EvaluateInputError:
@@ -141,37 +194,96 @@ def _task_image(
     """One exported task as ``role`` sees it; None when it has nothing of
     that role: ground truth never annotated (counted as skipped), or no
     prediction at all (a prediction that found nothing is an empty image)."""
-    from converters.labelstudio.reader import from_labelstudio
-
     if not isinstance(task, Mapping):
         raise EvaluateInputError(f"{path}: item {n} is not a task object")
     source = "annotations" if role == GROUND_TRUTH else "predictions"
     where = f"task {task.get('id', n)}"
     try:
+        check_task(task, source)
         results = pick_results(task, source)
         if results is None:
             if role == GROUND_TRUTH:
                 side.skipped += 1  # not annotated yet: nothing to compare with
             return None
-        ref = image_ref(task, None)
-        width, height = size_from_results(results)
-        if not width:
-            width, height = image_size(ref)
-        parsed = from_labelstudio(results, width=width or None, height=height or None)
+        image = task_image(task, results, where)
     except TASK_ERRORS as exc:
+        raise EvaluateInputError(f"{path}: {where}: {reason(exc)}") from None
+    side.warnings.extend(f"{path}: {where}: {w}" for w in image.warnings)
+    return image
+
+
+def reason(exc: BaseException) -> str:
+    """An error from reading a malformed task or line, for a message: a
+    missing key says which field is missing (a bare KeyError says ``'image'``),
+    a value of the wrong JSON type says so (not ``'str' object has no
+    attribute 'get'``)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return f"no {exc.args[0]!r} field"
+    if isinstance(exc, (AttributeError, TypeError)):
+        return f"a value of the wrong JSON type ({exc})"
+    return str(exc) or type(exc).__name__
+
+
+def _objects(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, Mapping) for v in value)
+
+
+def check_task(task: Mapping[str, Any], source: str) -> None:
+    """A task's ``data`` (an object) and its ``annotations`` or
+    ``predictions`` (``source``): absent, or a list of objects each with a
+    ``result`` list of objects, as ``pick_results`` reads them; else
+    EvaluateInputError naming the field."""
+    if not isinstance(task.get("data", {}), Mapping):
+        raise EvaluateInputError(f"'data' must be an object, got {shown(task['data'])}")
+    items = task.get(source)
+    if items is None:
+        return
+    if not _objects(items):
         raise EvaluateInputError(
-            f"{path}: {where}: {str(exc) or type(exc).__name__}"
-        ) from None
-    side.warnings.extend(f"{path}: {where}: {w}" for w in parsed.warnings)
+            f"{source!r} must be a list of {source[:-1]} objects, got {shown(items)}"
+        )
+    for item in items:
+        if not _objects(item.get("result", [])):
+            raise EvaluateInputError(
+                f"{source[:-1]} {item.get('id')!r}: 'result' must be a list of "
+                f"result objects, got {shown(item['result'])}"
+            )
+
+
+def task_image(
+    task: Mapping[str, Any],
+    results: list[dict[str, Any]],
+    where: str,
+    *,
+    local_size: bool = True,
+) -> SideImage:
+    """One Label Studio task's ``results`` (one annotation's or prediction's)
+    as an image in pixels. The size comes from the results'
+    ``original_width/height``, else (``local_size``) from the task's image
+    when it is a readable local file, else it stays 0. Raises one of
+    :data:`~backend.bulk.convert.TASK_ERRORS` on malformed results."""
+    from converters.labelstudio.reader import from_labelstudio
+
+    ref = image_ref(task, None)
+    width, height = size_from_results(results)
+    if not width and local_size:
+        width, height = image_size(ref)
+    parsed = from_labelstudio(results, width=width or None, height=height or None)
     regions = [named_region(p) for p in parsed.predictions]
-    return SideImage(ref, where, width, height, regions, task.get("id"))
+    return SideImage(
+        ref, where, width, height, regions, task.get("id"), list(parsed.warnings)
+    )
 
 
-def _read_coco(path: Path, side: Side) -> Iterator[SideImage]:
+def _read_coco(path: Path, side: Side, max_pixels: int) -> Iterator[SideImage]:
     with open(path, encoding="utf-8") as handle:
         dataset = json.load(handle)
     if not isinstance(dataset, Mapping):
         raise EvaluateInputError(f"{path}: not a COCO dataset")
+    try:
+        check_coco(dataset, max_pixels)
+    except GeometryError as exc:
+        raise EvaluateInputError(f"{path}: {exc}") from None
     for image in from_coco(dataset):
         where = f"image {image.id} ({image.file_name})"
         yield SideImage(
@@ -194,19 +306,9 @@ def _read_jsonl(path: Path, side: Side) -> Iterator[SideImage]:
             side.skipped += 1
             continue
         try:
-            regions = [named_region(p) for p in line_predictions(line)]
-            image = SideImage(
-                str(line["image"]),
-                where,
-                int(line.get("width") or 0),
-                int(line.get("height") or 0),
-                regions,
-                line.get("task_id"),
-            )
+            image = _line_image(line, where)
         except TASK_ERRORS as exc:
-            raise EvaluateInputError(
-                f"{path}: {where}: {str(exc) or type(exc).__name__}"
-            ) from None
+            raise EvaluateInputError(f"{path}: {where}: {reason(exc)}") from None
         yield image
     if upstream:
         stats = ConvertStats()
@@ -222,6 +324,33 @@ def _read_jsonl(path: Path, side: Side) -> Iterator[SideImage]:
             raise EvaluateInputError(f"{path}: {stats.failures[0]}")
         side.skipped += stats.skipped
         side.warnings.extend(f"{path}: {w}" for w in stats.warnings)
+
+
+def _line_image(line: Mapping[str, Any], where: str) -> SideImage:
+    """One ``rexlabel prelabel`` line (``image``, ``width``, ``height``,
+    ``calls[].predictions``) as an image; ValueError naming the bad field."""
+    if "image" not in line:
+        raise ValueError("no 'image' field (the image's path or URL)")
+    ref = line["image"]
+    if not isinstance(ref, str) or not ref:
+        raise ValueError(f"'image' must be the image's path or URL, got {shown(ref)}")
+    calls = line["calls"]
+    if not isinstance(calls, list) or not all(
+        isinstance(c, Mapping) and isinstance(c.get("predictions") or [], list)
+        for c in calls
+    ):
+        raise ValueError(
+            "'calls' must be a list of objects with a 'predictions' list, "
+            f"got {shown(calls)}"
+        )
+    return SideImage(
+        ref,
+        where,
+        dimension(line.get("width"), "width"),
+        dimension(line.get("height"), "height"),
+        [named_region(p) for p in line_predictions(line)],
+        line.get("task_id"),
+    )
 
 
 def _duplicate(
@@ -264,28 +393,72 @@ class PredictionIndex:
 
 
 def _paired(
-    g: SideImage, p: SideImage | None, gt: Side, pred: Side, pairing: Pairing
+    g: SideImage,
+    p: SideImage | None,
+    gt: Side,
+    pred: Side,
+    pairing: Pairing,
+    max_pixels: int,
 ) -> ImagePair:
     """Ground-truth image ``g`` with its predictions ``p`` (None: none), checked
     and counted into ``pairing``."""
+    pair = pair_images(g, p, gt.path, pred.path, max_pixels)
+    pairing.without_predictions += p is None
+    pairing.with_predictions += p is not None
+    pairing.pairs += 1
+    if pairing.gt_example is None:
+        pairing.gt_example = g.key
+    return pair
+
+
+def _named(image: SideImage) -> str:
+    """Where ``image`` is in its file, and its reference unless that says it."""
+    return image.where if image.key in image.where else f"{image.where} ({image.key})"
+
+
+def _refused(image: SideImage, name: str, exc: GeometryError) -> EvaluateInputError:
+    """``exc`` about ``image`` of ``name`` (the file), naming both."""
+    return EvaluateInputError(f"{name}: {_named(image)}: {exc}")
+
+
+def pair_images(
+    g: SideImage,
+    p: SideImage | None,
+    gt_name: str,
+    pred_name: str,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> ImagePair:
+    """``g`` 's ground truth with ``p`` 's regions (none when ``p`` is None).
+    Different sizes on the two sides, or no size for an image with regions,
+    are an error naming the image and where each side came from; so is a
+    size over ``max_pixels`` or a region :mod:`backend.evaluate.bounds`
+    refuses, naming the region. Every source pairs its images here."""
+    sides = [(g, gt_name)] if p is None else [(g, gt_name), (p, pred_name)]
+    for image, name in sides:
+        try:
+            check_size(image.width, image.height, max_pixels)
+        except GeometryError as exc:
+            raise _refused(image, name, exc) from None
     width, height = g.width, g.height
-    if p is None:
-        pairing.without_predictions += 1
-        regions: list[Prediction] = []
-    else:
+    regions: list[Prediction] = []
+    if p is not None:
         regions = p.regions
         if width and p.width and (width, height) != (p.width, p.height):
             raise EvaluateInputError(
-                f"{g.where} ({g.key}): image size {width}x{height} in "
-                f"{gt.path} but {p.width}x{p.height} in {pred.path} ({p.where})"
+                f"{_named(g)}: image size {width}x{height} in "
+                f"{gt_name} but {p.width}x{p.height} in {pred_name} ({p.where})"
             )
         width, height = width or p.width, height or p.height
     if not (width and height) and (g.regions or regions):
         raise EvaluateInputError(
-            f"{gt.path}: {g.where} ({g.key}): image size unknown "
+            f"{gt_name}: {_named(g)}: image size unknown "
             "(no original_width/height, image not readable)"
         )
-    pairing.pairs += 1
+    for image, name in sides:
+        try:
+            check_regions(image.regions, width, height)
+        except GeometryError as exc:
+            raise _refused(image, name, exc) from None
     return ImagePair(g.key, width, height, g.regions, regions)
 
 
@@ -294,11 +467,15 @@ def iter_pairs(
     gt_images: Iterable[SideImage],
     predictions: PredictionIndex,
     pairing: Pairing,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Iterator[ImagePair]:
     """Pair each ground-truth image with its predictions (none found: empty),
     counting into ``pairing`` as it goes. Different sizes on the two sides are
-    an error naming the task; so is an image listed twice."""
+    an error naming the task; so is an image listed twice, and what
+    :func:`pair_images` refuses."""
     pred = predictions.side
+    pairing.prediction_images = len(predictions.by_key)
+    pairing.pred_example = next(iter(predictions.by_key), None)
     seen: dict[str, str] = {}
     for g in gt_images:
         if g.key in seen:
@@ -313,13 +490,15 @@ def iter_pairs(
             )
         if p is not None:
             predictions.used.add(id(p))
-        yield _paired(g, p, gt, pred, pairing)
+        yield _paired(g, p, gt, pred, pairing, max_pixels)
     pairing.gt_skipped = gt.skipped
     pairing.predictions_without_ground_truth = predictions.unused()
     pairing.warnings.extend(gt.warnings)
 
 
-def iter_export_pairs(path: Path, pairing: Pairing) -> Iterator[ImagePair]:
+def iter_export_pairs(
+    path: Path, pairing: Pairing, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Iterator[ImagePair]:
     """Both sides from one Label Studio export, task by task (each task holds
     its annotations and predictions): nothing is held between tasks."""
     gt, pred = Side(str(path)), Side(str(path))
@@ -327,10 +506,13 @@ def iter_export_pairs(path: Path, pairing: Pairing) -> Iterator[ImagePair]:
         for n, task in enumerate(iter_json_list(path)):
             g = _task_image(path, n, task, GROUND_TRUTH, gt)
             p = _task_image(path, n, task, PREDICTIONS, pred)
+            pairing.prediction_images += p is not None
+            if p is not None and pairing.pred_example is None:
+                pairing.pred_example = p.key
             if g is None:
                 pairing.predictions_without_ground_truth += p is not None
                 continue
-            yield _paired(g, p, gt, pred, pairing)
+            yield _paired(g, p, gt, pred, pairing, max_pixels)
     except (ConvertError, OSError, UnicodeDecodeError, ValueError) as exc:
         message = str(exc)
         raise EvaluateInputError(
@@ -349,18 +531,20 @@ def _same_export(gt_path: Path, pred_path: Path) -> bool:
 
 
 def load_pairs(
-    gt_path: str | Path, pred_path: str | Path
+    gt_path: str | Path, pred_path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS
 ) -> tuple[Iterator[ImagePair], Pairing]:
     """The pairs (read lazily; errors raise while iterating) and the counts,
     complete once the pairs are consumed. One Label Studio export given as
     both files is read once, task by task; otherwise the predictions file is
-    read whole and the ground truth streams past it."""
+    read whole and the ground truth streams past it. ``max_pixels``: the
+    largest image size accepted (``REXLABEL_MAX_IMAGE_PIXELS``)."""
     gt_path, pred_path = Path(gt_path), Path(pred_path)
     if _same_export(gt_path, pred_path):
-        pairing = Pairing()
-        return iter_export_pairs(gt_path, pairing), pairing
+        pairing = Pairing(same_file=True)
+        return iter_export_pairs(gt_path, pairing, max_pixels), pairing
     pred = Side(str(pred_path))
-    index = PredictionIndex(pred, iter_side(pred_path, PREDICTIONS, pred))
+    index = PredictionIndex(pred, iter_side(pred_path, PREDICTIONS, pred, max_pixels))
     pairing = Pairing(pred_skipped=pred.skipped, warnings=list(pred.warnings))
     gt = Side(str(gt_path))
-    return iter_pairs(gt, iter_side(gt_path, GROUND_TRUTH, gt), index, pairing), pairing
+    gt_images = iter_side(gt_path, GROUND_TRUTH, gt, max_pixels)
+    return iter_pairs(gt, gt_images, index, pairing, max_pixels), pairing

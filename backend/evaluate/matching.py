@@ -99,22 +99,38 @@ def iou_matrix(
 ) -> np.ndarray:
     """IoU (0..1) of every prediction (rows) with every ground truth (columns).
 
-    Boxes only: exact rectangle IoU. Any polygon or mask: all regions are
-    rasterised at ``height`` x ``width`` (pixels of the original image), which
-    must then be given.
+    Two boxes: exact rectangle IoU, whatever else the image holds. A pair with
+    a polygon or mask on either side: both regions rasterised at ``height`` x
+    ``width`` (pixels of the original image), which must then be given.
     """
     if not predictions or not ground_truth:
         return np.zeros((len(predictions), len(ground_truth)))
     crowd = [0] * len(ground_truth)
-    if all(_is_box(p) for p in (*predictions, *ground_truth)):
-        dt = np.array([_xywh(p) for p in predictions], dtype=np.float64)
-        gt = np.array([_xywh(p) for p in ground_truth], dtype=np.float64)
-        return np.asarray(mask_utils.iou(dt, gt, crowd), dtype=np.float64)
+    dt = np.array([_xywh(p) for p in predictions], dtype=np.float64)
+    gt = np.array([_xywh(p) for p in ground_truth], dtype=np.float64)
+    ious = np.asarray(mask_utils.iou(dt, gt, crowd), dtype=np.float64)
+    area_rows = [r for r, p in enumerate(predictions) if not _is_box(p)]
+    area_cols = [c for c, g in enumerate(ground_truth) if not _is_box(g)]
+    if not area_rows and not area_cols:
+        return ious
     if height is None or width is None:
         raise ValueError("comparing polygons or masks needs the image height and width")
-    dt_rle = [_rle(p, height, width) for p in predictions]
-    gt_rle = [_rle(p, height, width) for p in ground_truth]
-    return np.asarray(mask_utils.iou(dt_rle, gt_rle, crowd), dtype=np.float64)
+    rows = range(len(predictions)) if area_cols else area_rows
+    cols = range(len(ground_truth)) if area_rows else area_cols
+    dt_rle = {r: _rle(predictions[r], height, width) for r in rows}
+    gt_rle = {c: _rle(ground_truth[c], height, width) for c in cols}
+    all_rows, all_cols = list(dt_rle), list(gt_rle)
+    if area_rows:
+        ious[area_rows, :] = mask_utils.iou(
+            [dt_rle[r] for r in area_rows], [gt_rle[c] for c in all_cols], crowd
+        )
+    if area_cols:
+        ious[:, area_cols] = mask_utils.iou(
+            [dt_rle[r] for r in all_rows],
+            [gt_rle[c] for c in area_cols],
+            [0] * len(area_cols),
+        )
+    return ious
 
 
 def _regions(items: Sequence[Prediction]) -> list[tuple[int, Prediction]]:

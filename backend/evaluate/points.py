@@ -2,7 +2,8 @@
 
 A point hits a ground-truth box, polygon or mask of its label when it lies
 inside (a box's edges count; a polygon or mask by the pixel under the point,
-rasterised by pycocotools at the image size). Each region is hit at most once.
+as pycocotools rasterises it at the image size). Each region is hit at most
+once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from pycocotools import mask as mask_utils
 
 from backend.evaluate.pairs import ImagePair, score_of
@@ -38,20 +40,47 @@ class PointHits:
         return hits / regions if regions else None
 
 
-def _inside(point: Prediction, region: Prediction, height: int, width: int) -> bool:
+class _Pixels:
+    """The pixels of one image's polygons and masks, rasterised once each and
+    only when a point asks: a polygon inside its own bounding window (integer
+    shifts keep pycocotools' pixels), a mask decoded once."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.height, self.width = height, width
+        self._cache: dict[int, tuple[np.ndarray, int, int]] = {}
+
+    def covers(self, key: int, region: Prediction, col: int, row: int) -> bool:
+        if key not in self._cache:
+            self._cache[key] = self._raster(region)
+        pixels, left, top = self._cache[key]
+        r, c = row - top, col - left
+        return (
+            0 <= r < pixels.shape[0] and 0 <= c < pixels.shape[1] and bool(pixels[r, c])
+        )
+
+    def _raster(self, region: Prediction) -> tuple[np.ndarray, int, int]:
+        if region.mask is not None:
+            return mask_utils.decode(dict(region.mask)), 0, 0
+        x0, y0, x1, y1 = region.bbox
+        left, top = max(0, math.floor(x0)), max(0, math.floor(y0))
+        right = min(self.width, math.ceil(x1) + 1)
+        bottom = min(self.height, math.ceil(y1) + 1)
+        if right <= left or bottom <= top:
+            return np.zeros((0, 0), dtype=np.uint8), left, top
+        flat = [v for x, y in region.coords for v in (x - left, y - top)]
+        rle = mask_utils.frPyObjects([flat], bottom - top, right - left)
+        return mask_utils.decode(mask_utils.merge(rle)), left, top
+
+
+def _inside(point: Prediction, key: int, region: Prediction, pixels: _Pixels) -> bool:
     x, y = point.coords
     if region.mask is None and region.type in (RegionType.BOX, RegionType.KEYPOINT):
         x0, y0, x1, y1 = region.coords
         return x0 <= x <= x1 and y0 <= y <= y1
     col, row = math.floor(x), math.floor(y)  # pixel i spans i .. i + 1
-    if not (0 <= col < width and 0 <= row < height):
+    if not (0 <= col < pixels.width and 0 <= row < pixels.height):
         return False
-    if region.mask is not None:
-        rle = dict(region.mask)
-    else:
-        flat = [v for vertex in region.coords for v in vertex]
-        rle = mask_utils.merge(mask_utils.frPyObjects([flat], height, width))
-    return bool(mask_utils.decode(rle)[row, col])
+    return pixels.covers(key, region, col, row)
 
 
 class PointTally:
@@ -76,13 +105,10 @@ class PointTally:
         points = [p for p in _points(pair) if wanted is None or p.label in wanted]
         self.pointed.update(p.label for p in points)
         hit: set[int] = set()
+        pixels = _Pixels(pair.height, pair.width)
         for p in sorted(points, key=lambda p: -score_of(p)):
             for n, g in enumerate(regions):
-                if (
-                    n not in hit
-                    and g.label == p.label
-                    and _inside(p, g, pair.height, pair.width)
-                ):
+                if n not in hit and g.label == p.label and _inside(p, n, g, pixels):
                     hit.add(n)
                     self.counts.hits[p.label] += 1
                     break

@@ -36,6 +36,19 @@ curve has one point per distinct score (up to one per prediction), and a
 hundred steps draw it as smoothly as a plot can show; the recommended point
 is always among them."""
 
+BOX_FIGURES = (
+    "ap",
+    "ap50",
+    "ar",
+    "recommended_threshold",
+    "at_threshold",
+    "misses",
+    "false_positives",
+    "wrong_labels",
+)
+"""What a label scored only by points has none of (its ``points_only``
+entry): its ground-truth regions were never meant to be matched by boxes."""
+
 GROUND_TRUTH_ONLY, PREDICTIONS_ONLY = "ground_truth", "predictions"
 """``only_in`` of a label found on one side only."""
 
@@ -102,6 +115,9 @@ class Evaluation:
         self.keypoints = KeypointAccuracy()
         self.masks = MaskIoU()
         self.coco = {t: CocoAccumulator(t) for t in ("bbox", "segm", "keypoints")}
+        self.region_preds: Counter = Counter()
+        self.point_preds: Counter = Counter()
+        self.unscored: Counter = Counter()
         self.seen: set[str] = set()
         """What kinds of region appeared: "text", "points", "segm", "keypoints"."""
 
@@ -110,6 +126,13 @@ class Evaluation:
         self.images += 1
         self.gt_counts.update(p.label for p in pair.ground_truth)
         self.pred_counts.update(p.label for p in pair.predictions)
+        for p in pair.predictions:
+            if p.type is RegionType.POINT:
+                self.point_preds[p.label] += 1
+                continue
+            self.region_preds[p.label] += 1
+            if p.score is None:
+                self.unscored[p.label] += 1
         m = match_image(pair)
         for j in m.misses:
             self.misses[m.gt_labels[j]] += 1
@@ -138,37 +161,52 @@ class Evaluation:
 
     def report(self) -> dict[str, Any]:
         """The report as a JSON-able dict (see the module docstring)."""
-        bbox = self.coco["bbox"].result()
+        # labels only pointed at: their regions were found by points, not boxes
+        points_only = {n for n in self.point_preds if not self.region_preds[n]}
+        # labels whose predictions carry no score: nothing to rank by
+        unscored = {n for n, k in self.region_preds.items() if k == self.unscored[n]}
+        bbox = self.coco["bbox"].result(overall_without=points_only)
         thresholds = self.thresholds.result()
-        work = self.effort.result()
+        work = self.effort.result(without=points_only)
         labels: dict[str, Any] = {}
         total: Counter = Counter()
         for label in sorted({*self.gt_counts, *self.pred_counts}):
-            entry = thresholds.get(label) or LabelThresholds(label, 0)
-            tp, fp, miss = _at(entry.recommended, entry)
-            total.update({"tp": tp, "fp": fp, "misses": miss})
             gt, pred = self.gt_counts[label], self.pred_counts[label]
-            labels[label] = {
+            entry = {
                 "ground_truth": gt,
                 "predictions": pred,
                 "only_in": None
                 if gt and pred
                 else (GROUND_TRUTH_ONLY if gt else PREDICTIONS_ONLY),
-                **_ap(bbox.per_label.get(label)),
-                "recommended_threshold": (
-                    entry.recommended.threshold if entry.recommended else None
-                ),
-                "at_threshold": {
+                "points_only": label in points_only,
+                "unscored": label in unscored,
+            }
+            labels[label] = entry
+            if label in points_only:  # scored in the points section
+                entry.update(dict.fromkeys(BOX_FIGURES), curve=[])
+                continue
+            scores = thresholds.get(label) or LabelThresholds(label, 0)
+            recommended = None if label in unscored else scores.recommended
+            kept = (
+                scores.curve[-1] if label in unscored and scores.curve else recommended
+            )
+            tp, fp, miss = _at(kept, scores)
+            total.update({"tp": tp, "fp": fp, "misses": miss})
+            entry.update(
+                _ap(bbox.per_label.get(label)),
+                recommended_threshold=recommended.threshold if recommended else None,
+                at_threshold={
                     "true_positives": tp,
                     "false_positives": fp,
                     "misses": miss,
                     **_prf(tp, fp, miss),
                 },
-                "misses": self.misses[label],
-                "false_positives": self.false_positives[label],
-                "wrong_labels": self.wrong_labels[label],
-                "curve": _curve(entry),
-            }
+                misses=self.misses[label],
+                false_positives=self.false_positives[label],
+                wrong_labels=self.wrong_labels[label],
+                curve=_curve(scores),
+            )
+        boxed = [e for e in labels.values() if not e["points_only"]]
         overall: dict[str, Any] = {
             "images": self.images,
             "ground_truth": sum(self.gt_counts.values()),
@@ -180,9 +218,9 @@ class Evaluation:
                 "misses": total["misses"],
                 **_prf(total["tp"], total["fp"], total["misses"]),
             },
-            "misses": sum(self.misses.values()),
-            "false_positives": sum(self.false_positives.values()),
-            "wrong_labels": sum(self.wrong_labels.values()),
+            "misses": sum(e["misses"] for e in boxed),
+            "false_positives": sum(e["false_positives"] for e in boxed),
+            "wrong_labels": sum(e["wrong_labels"] for e in boxed),
             "effort": {
                 "unchanged_share": work.unchanged_share,
                 "edited_share": work.edited_share,
@@ -216,8 +254,10 @@ class Evaluation:
         if "points" in self.seen:
             hits = self.points.result()
             overall["point_hit_rate"] = hits.hit_rate()
-            for label in hits.regions:
+            overall["false_points"] = sum(hits.false_points.values())
+            for label in {*hits.regions, *hits.false_points, *hits.hits}:
                 labels[label]["point_hit_rate"] = hits.hit_rate(label)
+                labels[label]["false_points"] = hits.false_points[label]
         if "segm" in self.seen:
             segm = self.coco["segm"].result()
             overall["segm"] = {
@@ -261,7 +301,11 @@ def _fmt(value: Any) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A plain-text table: one row per label and the overall row."""
+    """A plain-text table: one row per label and the overall row. Labels come
+    from task data: control characters show escaped (``common.logs.printable``),
+    never reaching the terminal."""
+    from common.logs import printable
+
     head = (
         "label",
         "gt",
@@ -282,7 +326,7 @@ def format_table(report: dict[str, Any]) -> str:
         at = e.get("at_threshold") or {}
         rows.append(
             tuple(
-                _fmt(v)
+                printable(_fmt(v))
                 for v in (
                     name,
                     e.get("ground_truth"),

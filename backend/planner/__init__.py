@@ -25,6 +25,15 @@ defaults may come from the model's "Extra params" JSON, same names):
   pointing phrases must map to a label; for keypoints the instance category
   (``cat,dog``); for OCR the granularity (``word`` or ``text line``).
 - ``model_score_threshold``: drop predictions scoring below (0..1).
+- ``model_score_thresholds`` (extra params only): ``{"<label value>": 0.42}``,
+  the threshold of each label's regions, wherever the label is (the label
+  of the region as Label Studio shows it: a keypoint instance's box label,
+  an OCR region's ``Labels`` label, a drawn box's label). Precedence: this
+  entry, then the control's ``model_score_threshold``, then the project-wide
+  one. An entry that is not a number from 0 to 1 is a PlanError naming the
+  label; a label no control has is a note (renamed labels). Masks from
+  keypoint clicks are never cut (as with ``model_score_threshold``).
+  ``rexlabel evaluate --apply-thresholds`` writes it.
 - ``rex_max_instances``: runaway guard for this control.
 - ``rex_tile="auto|on|off"``, ``rex_tile_size`` (pixels) and
   ``rex_tile_overlap`` (share of a tile, 0 to 0.5): tiled inference for this
@@ -63,8 +72,10 @@ raises :class:`PlanError` naming the tag.
 
 from backend.planner.config import (
     IMAGE_TAGS,
+    LABEL_THRESHOLDS_PARAM,
     PARSED_CONFIG_CACHE,
     UNSERVABLE_REGION_TAGS,
+    label_thresholds_of,
     parse_config,
 )
 from backend.planner.controls import OCR_DEFAULT_CATEGORY, plan_config
@@ -92,6 +103,7 @@ __all__ = [
     "DRAWN_BOX_IOU",
     "HUMAN_WORDS",
     "IMAGE_TAGS",
+    "LABEL_THRESHOLDS_PARAM",
     "OCR_DEFAULT_CATEGORY",
     "PARSED_CONFIG_CACHE",
     "POINT_PROMPT_TARGETS",
@@ -105,6 +117,7 @@ __all__ = [
     "PlanError",
     "checked_task_id",
     "is_id",
+    "label_thresholds_of",
     "parse_config",
     "plan_config",
     "plan_interactive",

@@ -1,6 +1,7 @@
 """Reading a labeling config: the SDK's ``LabelInterface`` (parsed once per
 config) and the ``rex_*`` / ``model_score_threshold`` attributes of its
-controls, with project-wide defaults from the model's "Extra params"."""
+controls, with project-wide defaults from the model's "Extra params" (and
+there, per-label thresholds: :data:`LABEL_THRESHOLDS_PARAM`)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ UNSERVABLE_REGION_TAGS = frozenset(
     }
 )
 """Region controls rexlabel cannot produce; named in errors and notes."""
+
+LABEL_THRESHOLDS_PARAM = "model_score_thresholds"
+"""Extra params key: ``{"<label value>": 0.42, ...}``, the score threshold of
+each label's regions (``rexlabel evaluate --apply-thresholds`` writes it).
+An entry wins over the control's ``model_score_threshold`` attribute, which
+wins over the project-wide ``model_score_threshold``."""
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -85,6 +92,7 @@ class ConfigContext:
         }
         self.object_tags = {obj.name: obj.tag for obj in interface.objects}
         self.controls = list(interface.controls)
+        self.label_thresholds = label_thresholds_of(self.defaults)
 
     def attr(self, control: Any, name: str) -> Any:
         value = (control.attr or {}).get(name)
@@ -134,6 +142,55 @@ def threshold_attr(ctx: ConfigContext, control: Any) -> float | None:
             "number from 0 to 1"
         )
     return number
+
+
+def label_thresholds_of(defaults: Mapping[str, Any]) -> dict[str, float]:
+    """The :data:`LABEL_THRESHOLDS_PARAM` map of the extra params (``{}`` when
+    absent); PlanError naming the label when an entry is not a number from 0
+    to 1."""
+    value = defaults.get(LABEL_THRESHOLDS_PARAM)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PlanError(
+            f"extra_params {LABEL_THRESHOLDS_PARAM!r} must be an object of label "
+            f"-> score threshold (0 to 1), got {shown(value)}"
+        )
+    thresholds: dict[str, float] = {}
+    for label, number in value.items():
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not 0.0 <= number <= 1.0
+        ):
+            raise PlanError(
+                f"extra_params {LABEL_THRESHOLDS_PARAM!r}: label {shown(label)} has "
+                f"threshold {shown(number)}; it must be a number from 0 to 1"
+            )
+        thresholds[str(label)] = float(number)
+    return thresholds
+
+
+def set_score_thresholds(ctx: ConfigContext, control: Any, plan: ControlPlan) -> None:
+    """``plan``'s thresholds: per label from :data:`LABEL_THRESHOLDS_PARAM`,
+    else ``control``'s ``model_score_threshold`` (attribute, else project-wide);
+    its call gets the loosest of them (:meth:`ControlPlan.loosest_threshold`)."""
+    plan.score_threshold = threshold_attr(ctx, control)
+    plan.label_thresholds = dict(ctx.label_thresholds)
+    plan.call.score_threshold = plan.loosest_threshold()
+
+
+def unknown_threshold_labels(ctx: ConfigContext, plans: list[ControlPlan]) -> list[str]:
+    """Labels of :data:`LABEL_THRESHOLDS_PARAM` that no control of the config
+    has (and no planned control can give): a renamed label's threshold is
+    unused, worth a note, not an error."""
+    known = {
+        label
+        for control in ctx.controls
+        for label in getattr(control, "labels", None) or []
+    }
+    known.update(label for plan in plans for label in plan.region_labels)
+    return [label for label in ctx.label_thresholds if label not in known]
 
 
 def max_instances_attr(ctx: ConfigContext, control: Any) -> int | None:

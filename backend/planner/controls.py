@@ -20,12 +20,13 @@ from backend.planner.config import (
     label_map_of,
     max_instances_attr,
     parse_config,
+    set_score_thresholds,
     task_attr,
-    threshold_attr,
     tile_attrs,
+    unknown_threshold_labels,
 )
 from backend.planner.keypoint_boxes import link_keypoint_boxes
-from backend.planner.plan import ControlPlan, Plan, PlanError
+from backend.planner.plan import ControlPlan, Plan, PlanError, shown
 from common.jobspec import MaskOutput, ModelCall
 from converters.keypoint_sets import KEYPOINT_SETS
 from converters.tags import LABELS_TAG, REGION_TAGS, Geometry
@@ -109,7 +110,7 @@ def plan_control(
     elif geometry is Geometry.POLYGON and task is not Task.OCR_POLYGON and sam:
         masks = MaskOutput.POLYGON
     plan.call.masks = masks
-    plan.call.score_threshold = threshold_attr(ctx, control)
+    set_score_thresholds(ctx, control, plan)
     plan.call.max_instances = max_instances_attr(ctx, control)
     plan.call.generation = generation_of(ctx)
     plan.call.tile = tile_attrs(ctx, control)
@@ -205,9 +206,11 @@ def plan_config(
     """The plan for predicting a task of this config.
 
     ``extra_params`` (the model's "Extra params") give project-wide defaults
-    for the ``rex_*``/``model_score_threshold`` attributes and ``generation``
-    overrides. Raises PlanError naming the tag when nothing can be served or an
-    attribute is unusable.
+    for the ``rex_*``/``model_score_threshold`` attributes, per-label
+    thresholds (``model_score_thresholds``) and ``generation`` overrides.
+    Raises PlanError naming the tag when nothing can be served or an
+    attribute is unusable (naming the label for a bad per-label threshold; a
+    label the config lacks is a note).
     """
     ctx = ConfigContext(parse_config(label_config), extra_params or {})
     controls: list[ControlPlan] = []
@@ -248,6 +251,13 @@ def plan_config(
                 continue
         controls.append(plan_control(ctx, control, to_name))
     controls = link_keypoint_boxes(ctx, controls, notes)
+    for plan in controls:  # keypoint boxes changed which labels a call gives
+        plan.call.score_threshold = plan.loosest_threshold()
+    for label in unknown_threshold_labels(ctx, controls):
+        notes.append(
+            f"extra_params model_score_thresholds: {shown(label)} is no label of "
+            "this config (renamed?); its threshold is not used"
+        )
     if not controls:
         found = ", ".join(describe(c) for c in ctx.controls) or "no control tags"
         detail = f" ({'; '.join(notes)})" if notes else ""

@@ -28,7 +28,7 @@ from backend.planner.config import (
     label_map_of,
     max_instances_attr,
     parse_config,
-    threshold_attr,
+    set_score_thresholds,
 )
 from backend.planner.controls import plan_control
 from backend.planner.plan import ContextError, ControlPlan, Plan, PlanError, shown
@@ -254,11 +254,10 @@ def _plan_visual_prompt(
         task=Task.VISUAL_PROMPTING,
         visual_prompt_boxes=boxes,
         key=source.name,
-        score_threshold=threshold_attr(ctx, source),
         max_instances=max_instances_attr(ctx, source),
         generation=generation_of(ctx),
     )
-    return control_plan(
+    plan = control_plan(
         ctx,
         source,
         to_name,
@@ -267,6 +266,8 @@ def _plan_visual_prompt(
         relabel=label,
         drop_boxes=boxes,
     )
+    set_score_thresholds(ctx, source, plan)
+    return plan
 
 
 def _plan_text_prompt(

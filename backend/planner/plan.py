@@ -57,6 +57,15 @@ class ControlPlan:
         box_control: keypoint calls: the ``RectangleLabels`` receiving each
             instance's box (its joints' ``parentID``); None: joints stand alone.
         box_map: instance category -> label of ``box_control``.
+        score_threshold: regions scoring below it are dropped, unless their
+            label has an entry in ``label_thresholds`` (the control's
+            ``model_score_threshold``, else the project-wide one; None: none).
+        label_thresholds: label -> threshold (0..1) of regions with that
+            label (``model_score_thresholds`` of the extra params); wins over
+            ``score_threshold``. The call's ``score_threshold`` is the loosest
+            of the two (:meth:`loosest_threshold`): the worker drops only what
+            every label would, the exact cut is made per label when results
+            are written (:mod:`backend.predictions`).
     """
 
     control: str
@@ -73,11 +82,62 @@ class ControlPlan:
     keypoint_set: str | None = None
     box_control: str | None = None
     box_map: LabelMap | None = None
+    score_threshold: float | None = None
+    label_thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def output(self) -> str:
         """Label Studio result type of its regions (``rectanglelabels``...)."""
         return REGION_TAGS[self.tag].result_type
+
+    def _region_map(self) -> LabelMap | None:
+        """The map giving a model phrase its region's label: the ``Labels``
+        tag's for labelled OCR, the box control's for keypoint instances
+        (joints alone: none), else the control's own."""
+        if self.labels_control is not None:
+            return self.labels_map
+        if self.keypoint_set is not None:
+            return self.box_map
+        return self.label_map
+
+    def region_label(self, phrase: str) -> str | None:
+        """The label the regions of a model ``phrase`` get in Label Studio
+        (keypoint instances: their box's); None when it gets none."""
+        if self.relabel is not None:
+            return self.relabel
+        mapping = self._region_map()
+        return mapping.resolve(phrase) if mapping is not None else None
+
+    @property
+    def region_labels(self) -> list[str]:
+        """Every label :meth:`region_label` can give (free maps: the phrases
+        asked)."""
+        if self.relabel is not None:
+            return [self.relabel]
+        mapping = self._region_map()
+        return mapping.labels if mapping is not None else []
+
+    def threshold_of(self, phrase: str) -> float | None:
+        """The score a region of model ``phrase`` needs to be kept: its
+        label's entry in ``label_thresholds``, else ``score_threshold``."""
+        if self.label_thresholds:
+            label = self.region_label(phrase)
+            if label in self.label_thresholds:
+                return self.label_thresholds[label]
+        return self.score_threshold
+
+    def loosest_threshold(self) -> float | None:
+        """The lowest threshold any region of this control can have: what the
+        worker may drop before labels are known (None when some region has
+        no threshold)."""
+        if self.score_threshold is None:
+            return None
+        own = [
+            self.label_thresholds[label]
+            for label in self.region_labels
+            if label in self.label_thresholds
+        ]
+        return min([self.score_threshold, *own])
 
 
 @dataclass

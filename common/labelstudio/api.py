@@ -1,4 +1,5 @@
-"""A small Label Studio REST client: projects, tasks, views, predictions, export.
+"""A small Label Studio REST client: projects, tasks, views, predictions, export,
+and the ML backends connected to a project.
 
 Only what rexlabel needs, over ``requests``, with the token handling of
 :class:`common.labelstudio.auth.LabelStudioAuth` (legacy token, or personal
@@ -199,6 +200,18 @@ class LabelStudioClient:
         """The project, with ``label_config`` and ``title``."""
         return self._json("GET", f"/api/projects/{int(project)}/")
 
+    def model_versions(self, project: int) -> list[dict[str, Any]]:
+        """The model versions of the project's stored predictions, newest
+        first: ``[{"model_version", "count", "latest"}]`` (``latest``: when
+        the newest prediction of that version was created)."""
+        data = self._json(
+            "GET",
+            f"/api/projects/{int(project)}/model-versions/",
+            params={"extended": "true"},
+        )
+        versions = data.get("static") if isinstance(data, dict) else data
+        return [v for v in versions or [] if isinstance(v, dict)]
+
     def list_views(self, project: int) -> list[dict[str, Any]]:
         """The Data Manager tabs (views) of a project."""
         data = self._json("GET", "/api/dm/views/", params={"project": int(project)})
@@ -359,6 +372,26 @@ class LabelStudioClient:
         """Whether the task already holds a prediction of ``model_version``."""
         return self.find_prediction(task, model_version) is not None
 
+    # ML backends ---------------------------------------------------------------
+    def list_ml_backends(self, project: int) -> list[dict[str, Any]]:
+        """The ML backends connected to the project (``id``, ``url``, ``title``,
+        ``extra_params``...); Label Studio asks each one's /health and /setup
+        first, to refresh its state."""
+        data = self._json("GET", "/api/ml/", params={"project": int(project)})
+        return data if isinstance(data, list) else list(data.get("results", []))
+
+    def update_ml_backend(
+        self, ml_backend: int, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``PATCH /api/ml/<id>``: change some fields; returns the backend.
+
+        Label Studio 1.23 checks the backend before saving (its /health, and
+        /setup with the new values, so the backend gets new ``extra_params``
+        at once) and fails with HTTP 500 unless ``fields`` hold its ``url``
+        and ``project``. Not repeated after an unclear failure.
+        """
+        return self._json("PATCH", f"/api/ml/{int(ml_backend)}", json_body=fields)
+
     # Export --------------------------------------------------------------------
     def export_json(self, project: int, path: str | Path) -> Path:
         """Stream the project's JSON export (all tasks, annotations, predictions)
@@ -390,6 +423,32 @@ def health(
     return (session or requests.Session()).get(
         url.rstrip("/") + HEALTH_PATH, timeout=timeout
     )
+
+
+class ExtraParamsError(ValueError):
+    """An ML backend's extra params are not a JSON object."""
+
+
+def ml_backend_extra_params(backend: dict[str, Any]) -> dict[str, Any]:
+    """An ML backend's "Extra params" (from :meth:`LabelStudioClient.list_ml_backends`)
+    as an object: Label Studio may hold null, or JSON text.
+    :class:`ExtraParamsError` naming the backend when they are something else."""
+    extra = backend.get("extra_params")
+    if extra is None or extra == "":
+        return {}
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            pass
+    if not isinstance(extra, dict):
+        shown = repr(extra)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ExtraParamsError(
+            f"ML backend {backend.get('id')}: extra_params {shown} is not a "
+            "JSON object; fix it in Label Studio first"
+        )
+    return extra
 
 
 def prediction_model_versions(task: dict[str, Any]) -> set[str]:

@@ -559,6 +559,27 @@ def test_extra_params_apply_to_predict() -> None:
     assert reply["results"][0]["result"] == []  # every fake box scores 0.9
 
 
+def test_label_thresholds_of_extra_params_apply_to_predict() -> None:
+    client = make_client()
+    setup = {
+        "project": PROJECT,
+        "schema": CONFIG,
+        "extra_params": {
+            "model_score_threshold": 0.95,
+            "model_score_thresholds": {"Car": 0.5},
+        },
+    }
+    version = client.post("/setup", json=setup).get_json()["model_version"]
+    reply = client.post("/predict", json=predict_body([task(1)])).get_json()
+    # every fake box scores 0.9: Car's (asked as car and truck) pass its 0.5,
+    # Person's fail the project's 0.95
+    regions = reply["results"][0]["result"]
+    assert [r["value"]["rectanglelabels"] for r in regions] == [["Car"], ["Car"]]
+    assert reply["model_version"] == version
+    setup["extra_params"]["model_score_thresholds"] = {"Car": 0.95}
+    assert client.post("/setup", json=setup).get_json()["model_version"] != version
+
+
 def test_a_task_past_the_deadline_gets_no_prediction_and_is_retried() -> None:
     client = make_client(
         {"REXLABEL_PREDICT_TIMEOUT": "1", "REXLABEL_PREDICT_CHUNK_SIZE": "1"}

@@ -377,3 +377,20 @@ def test_every_task_runs_as_a_files_job(
     assert [line["calls"][0]["task"] for line in lines] == [args[1]] * 2
     assert all(line["calls"][0]["raw_text"] for line in lines)
     assert len(list((tmp_path / "previews").glob("*.jpg"))) == 2
+
+
+def test_a_project_job_plans_with_the_connected_models_extra_params(ls, capsys):
+    """The thresholds `evaluate --apply-thresholds` writes to the connected
+    model reach bulk jobs too, filed under the version /predict would use."""
+    extra = {"model_score_thresholds": {"red square": 0.99}}
+    ls.add_ml_backend(PROJECT, 1, "http://rexlabel:9090", extra_params=extra)
+    args = ["prelabel", "--project", str(PROJECT), "--inline", "--quiet"]
+    assert main(args) == 0
+    versions = {p["model_version"] for p in ls.predictions}
+    assert versions == {model_version(CONFIG, extra)} != {_version()}
+    capsys.readouterr()
+    ls.add_ml_backend(PROJECT, 2, "http://other:9090")
+    assert main([*args, "--model-version", "v2"]) != 0
+    assert "2 models connected (ML backends 1, 2)" in capsys.readouterr().err
+    # naming the params settles it
+    assert main([*args, "--model-version", "v2", "--extra-params", "{}"]) == 0

@@ -27,9 +27,11 @@ def test_every_prediction_changing_input_changes_it() -> None:
         mv.model_version(CONFIG, {}, {**ENV, "SAM_CHECKPOINT": "/sam_vit_b.pth"}),
         mv.model_version(CONFIG.replace("$i", "$img"), {}, ENV),
         mv.model_version(CONFIG, {"model_score_threshold": 0.5}, ENV),
+        mv.model_version(CONFIG, {"model_score_thresholds": {"Car": 0.5}}, ENV),
+        mv.model_version(CONFIG, {"model_score_thresholds": {"Car": 0.6}}, ENV),
     }
     assert base not in changed
-    assert len(changed) == 6
+    assert len(changed) == 8
 
 
 def test_settings_that_do_not_change_predictions_do_not_change_it() -> None:

@@ -15,7 +15,7 @@ from converters.keypoint_sets import ANIMAL, PERSON
 from converters.masks import mask_to_rle
 from converters.prediction import Prediction, RegionType
 from converters.tasks import Task
-from tests.backend.planner.helpers import prompt_item
+from tests.backend.planner.helpers import prompt_item, rect_item
 
 W, H = 640, 480
 VERSION = "rexlabel-test-1"
@@ -105,6 +105,39 @@ def test_score_threshold_drops_low_scores() -> None:
     )
 
 
+def labels_of(results: list[dict]) -> list[list[str]]:
+    return [r["value"]["rectanglelabels"] for r in results]
+
+
+def test_label_thresholds_cut_per_label_then_the_control_threshold() -> None:
+    plan = plan_config(
+        RECT, {"model_score_threshold": 0.5, "model_score_thresholds": {"Car": 0.85}}
+    )
+    call = CallResult(
+        key="label",
+        task=Task.DETECTION,
+        predictions=[
+            box("car", score=0.8),  # Car needs 0.85: dropped
+            box("truck", score=0.9),  # a Car too: kept
+            box("Person", score=0.55),  # no entry: the project's 0.5
+            box("Person", score=0.45),
+        ],
+    )
+    out = task_prediction(plan, [image_result(call)], VERSION)
+    assert labels_of(out.prediction["result"]) == [["Car"], ["Person"]]
+    assert [r["score"] for r in out.prediction["result"]] == [0.9, 0.55]
+
+
+def test_label_thresholds_cut_interactive_answers() -> None:
+    extra = {"model_score_thresholds": {"Person": 0.8}}
+    plan = plan_interactive(RECT, {"result": [rect_item("d", 60, "Person")]}, extra)
+    found = [box("object_1", score=0.7), box("object_1", (0, 0, 30, 30), score=0.85)]
+    call = CallResult(key="label", task=Task.VISUAL_PROMPTING, predictions=found)
+    results = task_prediction(plan, [image_result(call)], VERSION).prediction["result"]
+    assert labels_of(results) == [["Person"]]
+    assert results[0]["score"] == 0.85
+
+
 def test_failed_image_gives_the_empty_prediction() -> None:
     out = task_prediction(
         plan_config(RECT), [image_result(error="HTTP 401 from Label Studio")], VERSION
@@ -160,6 +193,22 @@ def test_ocr_regions_share_an_id_across_geometry_labels_and_text() -> None:
     assert results[1]["value"]["labels"] == ["Text"]
     assert results[2]["value"]["text"] == ["HELLO"]
     valid(OCR, results)
+
+
+def test_label_thresholds_cut_labelled_ocr_regions_by_their_labels_tag() -> None:
+    plan = plan_config(OCR, {"model_score_thresholds": {"Text": 0.6}})
+    call = CallResult(
+        key="bbox",
+        task=Task.OCR_BOX,
+        predictions=[
+            box("text line", score=0.5, text="LOW"),
+            box("text line", (0, 0, 10, 10), score=0.7, text="HIGH"),
+        ],
+    )
+    results = task_prediction(plan, [image_result(call)], VERSION).prediction["result"]
+    assert [r["value"]["text"] for r in results if r["type"] == "textarea"] == [
+        ["HIGH"]
+    ]
 
 
 STOCK_OCR = view(

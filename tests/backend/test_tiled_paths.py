@@ -1,8 +1,8 @@
 """One tiled image, four ways in, one answer: ``rexlabel predict --tile on``,
 ``/predict`` with ``rex_tile`` attributes, ``rexlabel prelabel`` on files with
-``--tile`` flags, and ``rexlabel prelabel --project`` with the flags as extra
-params. All run the trained tiny model on the same 448 px scene in 112 px
-tiles, so their regions must be the same boxes."""
+``--tile`` flags, and ``rexlabel prelabel --project`` with the flags on top of
+the connected model's extra params. All run the trained tiny model on the
+same 448 px scene in 112 px tiles, so their regions must be the same boxes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from backend.app import create_app
 from backend.cli import main
+from backend.model_version import model_version
 from backend.queue import InProcessRunner
 from backend.state import MemoryStore
 from common.images import loader as image_loader
@@ -130,6 +131,8 @@ def test_predict_cli_backend_and_prelabel_give_the_same_tiled_regions(
         server.files[f"{PROJECT}/scene.png"] = buffer.getvalue()
         server.add_project(PROJECT, _config(scene.phrase))  # tiling from the flags
         server.add_task(PROJECT, 1, {"image": f"/data/upload/{PROJECT}/scene.png"})
+        connected = {"rex_max_instances": 50, "rex_tile": "off"}  # the flags win
+        server.add_ml_backend(PROJECT, 1, "http://rexlabel:9090", connected)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("LABEL_STUDIO_URL", server.url)
             patch.setenv("LABEL_STUDIO_API_KEY", server.pat)
@@ -142,3 +145,6 @@ def test_predict_cli_backend_and_prelabel_give_the_same_tiled_regions(
         (posted,) = server.predictions_of(1)
     project = _from_percent(posted["result"], 448, 448)
     assert _same(project, cli), (project, cli)
+    flags = {"rex_tile": "on", "rex_tile_size": 112, "rex_tile_overlap": 0.5}
+    extra = {**connected, **flags}
+    assert posted["model_version"] == model_version(_config(scene.phrase), extra)

@@ -365,3 +365,13 @@ def test_escaping_leaves_ordinary_text_and_tracebacks_alone(root_logger):
     head, *trace = stream.getvalue().splitlines()
     assert head.endswith("x: caf\u00e9 / \u65e5\u672c / path=/a b")
     assert trace[0].startswith("Traceback") and trace[-1] == "ValueError: bad"
+
+
+def test_printable_escapes_what_would_drive_a_terminal():
+    printable = logs.printable
+    assert printable("猫 café") == "猫 café"
+    shown = printable("cat\x1b[31m\u202e\x07\n\x9b")
+    assert shown == "cat\\x1b[31m\\u202e\\x07\\n\\x9b"
+    as_json = printable('"cat\x1b\u202e"', json_escapes=True)
+    assert as_json == '"cat\\u001b\\u202e"'
+    assert json.loads(as_json) == "cat\x1b\u202e"

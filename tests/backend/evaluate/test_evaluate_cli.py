@@ -200,14 +200,30 @@ def test_pairing_by_task_id_is_warned_and_counted(tmp_path, capsys):
     assert "by task id 1" in capsys.readouterr().err
 
 
-def test_images_missing_from_the_predictions_file_are_said(tmp_path, capsys):
-    gt = export(tmp_path, GT_TASKS)
-    pred = prelabel_jsonl(tmp_path, [line("other.jpg", [("cat", [0, 0, 5, 5], 0.9)])])
+def test_images_missing_from_either_file_are_said(tmp_path, capsys):
+    tasks = [
+        *GT_TASKS,
+        {
+            "id": 3,
+            "data": {"image": "c.jpg"},
+            "annotations": [{"id": 30, "result": [rect("r", "cat", 1, 1, 5, 5)]}],
+        },
+    ]
+    gt = export(tmp_path, tasks)
+    pred = prelabel_jsonl(
+        tmp_path,
+        [
+            line("a.jpg", [("cat", [20, 10, 60, 50], 0.9)]),
+            line("other.jpg", [("cat", [0, 0, 5, 5], 0.9)]),
+        ],
+    )
     code, report = run(tmp_path, gt, pred)
     assert code == 0
-    assert report["inputs"]["images_without_predictions"] == 1
-    assert report["inputs"]["predictions_without_ground_truth"] == 1
-    assert "1 ground-truth image(s) have no predictions" in capsys.readouterr().out
+    assert report["inputs"]["images_without_predictions"] == 1  # c.jpg
+    assert report["inputs"]["predictions_without_ground_truth"] == 1  # other.jpg
+    out = capsys.readouterr().out
+    assert "1 ground-truth image(s) have no predictions" in out
+    assert "1 image(s) in the predictions file have no ground truth" in out
 
 
 def test_one_export_as_both_files_is_read_once_task_by_task(tmp_path, monkeypatch):

@@ -85,3 +85,18 @@ def test_a_plain_box_against_a_mask_is_rasterised():
     half[0:10, 0:5] = 1
     pred = box("cat", 0, 0, 5, 10).with_(mask=mask_to_rle(half))
     assert iou_matrix([pred], [box("cat", 0, 0, 10, 10)], 20, 20)[0, 0] == 0.5
+
+
+def test_two_boxes_compare_as_rectangles_even_beside_a_polygon():
+    """A polygon elsewhere in the image must not rasterise the box pairs:
+    (10.4..18.4) against (10..18) is 7.6^2 / (2 * 64 - 7.6^2) exactly."""
+    gt = box("cat", 10.4, 10.4, 18.4, 18.4)
+    pred = box("cat", 10, 10, 18, 18, score=0.9)
+    leaf = Prediction(RegionType.POLYGON, "leaf", [(60, 60), (90, 60), (60, 90)])
+    exact = 7.6**2 / (2 * 64 - 7.6**2)
+    alone = iou_matrix([pred], [gt], 100, 100)
+    beside = iou_matrix([pred, leaf], [gt, leaf], 100, 100)
+    assert alone[0, 0] == pytest.approx(exact)
+    assert beside[0, 0] == pytest.approx(exact)
+    assert beside[1, 1] == pytest.approx(1.0)  # the polygons, rasterised
+    assert beside[0, 1] == beside[1, 0] == 0.0

@@ -6,30 +6,38 @@ from __future__ import annotations
 
 import gc
 import io
+import logging
 import subprocess
 import sys
+import warnings
 import weakref
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from backend.evaluate.plots import (
+from backend.evaluate.plot_bars import (
     BAR_BASE_HEIGHT,
     BAR_LABELS_PER_FIGURE,
     BAR_ROW_HEIGHT,
-    COLOURS,
-    CURVE_SIZE,
-    DPI,
-    confusion_plot,
     effort_plot,
     error_bars_plots,
-    figure_text,
-    pr_curve_plot,
     quality_bars_plots,
-    render_png,
-    report_plots,
 )
+from backend.evaluate.plot_base import (
+    COLOURS,
+    DPI,
+    PRIMARY_FAMILY,
+    figure_names,
+    figure_text,
+    font_families,
+    render_png,
+)
+from backend.evaluate.plot_confusion import confusion_plot
+from backend.evaluate.plot_curves import CURVE_SIZE, pr_curve_plot
+from backend.evaluate.plots import report_plots
+from backend.evaluate.report import build_report
+from tests.backend.evaluate.helpers import box, pair
 from tests.backend.evaluate.reports import (
     HOSTILE,
     built_report,
@@ -218,3 +226,106 @@ print("ok")
         cwd=REPO_ROOT,
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+CAT, DOG = "猫", "狗"
+"""Chinese labels: DejaVu Sans, matplotlib's own font, has neither."""
+
+NO_FONT_HAS = ("\u0378", "\u0379")
+"""Unassigned code points: no font draws them, on any machine."""
+
+
+def _font_has(family: str, character: str) -> bool:
+    """Whether the font file matplotlib's font manager picks for ``family``
+    maps ``character`` to a glyph."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    props = font_manager.FontProperties(family=family)
+    path = font_manager.findfont(props, fallback_to_default=False)
+    return ord(character) in FT2Font(path).get_charmap()
+
+
+def test_labels_the_machine_has_no_font_for_are_drawn_as_their_row():
+    labels = ["cat", NO_FONT_HAS[0], f"dog {NO_FONT_HAS[1]}"]
+    assert figure_names(labels) == {
+        "cat": "cat",
+        NO_FONT_HAS[0]: "#2",
+        f"dog {NO_FONT_HAS[1]}": "#3",
+    }
+    (bars,) = quality_bars_plots({name: {"ap": 0.5} for name in labels})
+    assert bars.alt.endswith(
+        f"; in the figure #2 is {NO_FONT_HAS[0]}, #3 is dog {NO_FONT_HAS[1]}"
+    )
+
+
+def test_the_whole_report_numbers_labels_as_its_per_label_table():
+    """The confusion axis holds only some labels, yet #n is the label's row in
+    report["labels"] (the per-label table), in every figure."""
+    first, second = NO_FONT_HAS
+    report = {
+        "labels": {"cat": {"ap": 1.0}, first: {"ap": 0.5}, second: {"ap": 0.2}},
+        "confusion": {"axis": [second, "background"], "rows": [[1, 0], [0, 0]]},
+    }
+    plots = report_plots(report)
+    assert plots.confusion.alt.endswith(f"; in the figure #3 is {second}")
+    assert plots.bars[0].alt.endswith(f"; in the figure #2 is {first}, #3 is {second}")
+
+
+def test_chinese_labels_draw_without_glyph_warnings_and_stay_told_apart(caplog):
+    """A covering font installed (scripts/test.sh installs fonts-wqy-microhei):
+    the labels are drawn in it; none: they are drawn as #1 and #2. Either way
+    no "Glyph ... missing" warning, and the two labels draw differently (as
+    empty boxes they gave the same pixels)."""
+    found = pair(
+        [box(CAT, 0, 0, 20, 20), box(DOG, 40, 40, 60, 60)],
+        [
+            box(CAT, 0, 0, 20, 20, score=0.9),
+            box(DOG, 40, 40, 60, 60, score=0.8),
+            box("cat", 70, 70, 90, 90, score=0.4),
+        ],
+    )
+    report = build_report([found])
+    assert list(report["labels"]) == ["cat", DOG, CAT]  # sorted by code point
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with caplog.at_level(logging.DEBUG):
+            plots = report_plots(report)
+    said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [line for line in said if "Glyph" in line or "findfont" in line]
+    for plot in [*plots.bars, plots.confusion, *plots.curves.values()]:
+        image(plot.png)
+
+    names = figure_names(report["labels"])
+    assert names["cat"] == "cat"
+    for row, label in ((2, DOG), (3, CAT)):
+        if names[label] == label:
+            fallbacks = font_families()[1:]
+            assert font_families()[0] == PRIMARY_FAMILY
+            assert any(_font_has(family, label) for family in fallbacks)
+        else:
+            assert names[label] == f"#{row}"
+            assert f"#{row} is {label}" in plots.curves[label].alt
+    assert plots.curves[CAT].png != plots.curves[DOG].png  # the titles differ
+
+
+def test_the_glyph_warning_is_silenced_only_while_drawing():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def draw(fig):
+        fig.text(0.5, 0.5, NO_FONT_HAS[0])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filters = list(warnings.filters)
+        image(render_png(draw, (1, 1)))
+        assert warnings.filters == filters
+        assert caught == []
+        plain = Figure(figsize=(1, 1))  # the same text drawn without render_png
+        FigureCanvasAgg(plain)
+        draw(plain)
+        plain.savefig(io.BytesIO(), format="png")
+    assert [str(w.message) for w in caught] == [
+        "Glyph 888 (\\u0378) missing from font(s) DejaVu Sans."
+    ]

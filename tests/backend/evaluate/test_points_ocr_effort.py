@@ -1,10 +1,13 @@
+import random
+
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from backend.evaluate.effort import effort
 from backend.evaluate.matching import match_image
 from backend.evaluate.ocr import ocr_errors, text_errors
-from backend.evaluate.points import point_hits
+from backend.evaluate.points import _Pixels, point_hits
 from converters.masks import mask_to_rle
 from converters.prediction import Prediction, RegionType
 from tests.backend.evaluate.helpers import box, pair, point
@@ -90,3 +93,28 @@ def test_effort_counts_unchanged_edited_deleted_and_added():
     )
     assert (result.unchanged_share, result.edited_share) == (1 / 4, 2 / 4)
     assert result.deleted_share == 1 / 4 and result.added_share == 1 / 4
+
+
+def test_a_polygon_rasterised_in_its_window_has_the_full_images_pixels():
+    """Points test polygons inside their bounding window (cheap on big
+    images): every pixel must agree with pycocotools on the whole image."""
+    rng = random.Random(5)
+    height, width = 60, 80
+    for _ in range(30):
+        vertices = [
+            (rng.uniform(-10, width + 10), rng.uniform(-10, height + 10))
+            for _ in range(rng.randint(3, 7))
+        ]
+        region = Prediction(RegionType.POLYGON, "leaf", vertices)
+        flat = [v for xy in vertices for v in xy]
+        full = mask_utils.decode(
+            mask_utils.merge(mask_utils.frPyObjects([flat], height, width))
+        )
+        pixels = _Pixels(height, width)
+        window = np.array(
+            [
+                [pixels.covers(0, region, col, row) for col in range(width)]
+                for row in range(height)
+            ]
+        )
+        assert (window == full.astype(bool)).all()

@@ -2,7 +2,7 @@ import pytest
 
 from backend.evaluate.report import CURVE_POINTS, build_report
 from converters.prediction import Prediction, RegionType
-from tests.backend.evaluate.helpers import box, pair
+from tests.backend.evaluate.helpers import box, pair, point
 
 
 def test_perfect_predictions_report_ap_1_a_threshold_and_a_diagonal():
@@ -87,3 +87,62 @@ def test_a_generator_is_read_once_and_streamed():
     report = build_report(images())
     assert report["overall"]["images"] == 3
     assert report["overall"]["ap"] == pytest.approx(1.0)
+
+
+def test_a_label_only_pointed_at_is_scored_by_its_points_alone():
+    gt = [
+        box("cat", 0, 0, 10, 10),
+        box("cat", 20, 20, 30, 30),
+        box("dog", 50, 50, 60, 60),
+    ]
+    pred = [point("cat", 5, 5, 0.9), point("cat", 90, 90, 0.8)]
+    pred.append(box("dog", 50, 50, 60, 60, score=0.9))
+    report = build_report([pair(gt, pred)])
+    cat = report["labels"]["cat"]
+    assert cat["points_only"] is True
+    assert cat["point_hit_rate"] == 0.5 and cat["false_points"] == 1
+    assert cat["ap"] is None and cat["at_threshold"] is None and cat["misses"] is None
+    overall = report["overall"]
+    assert overall["false_points"] == 1
+    # the overall box figures are the dog's alone: the cats were pointed at
+    assert overall["ap"] == pytest.approx(1.0) and overall["misses"] == 0
+    assert overall["at_threshold"]["recall"] == 1.0
+    assert overall["effort"]["added_share"] == 0.0
+
+
+def test_predictions_without_scores_recommend_no_threshold():
+    """Unscored boxes all rank equal: no threshold can be read from them (a
+    recommendation of 1.0 would cut every scored region later)."""
+    gt = [box("cat", 0, 0, 10, 10)]
+    pred = [box("cat", 0, 0, 10, 10), box("cat", 50, 50, 60, 60)]
+    cat = build_report([pair(gt, pred)])["labels"]["cat"]
+    assert cat["unscored"] is True and cat["recommended_threshold"] is None
+    # with nothing to cut, the counts are those of every prediction kept
+    assert cat["at_threshold"]["true_positives"] == 1
+    assert cat["at_threshold"]["false_positives"] == 1
+    assert cat["at_threshold"]["precision"] == 0.5
+
+
+def test_annotators_placing_different_joints_of_a_custom_set():
+    """A custom keypoint set where each instance has some of the joints:
+    the category takes all of them, and OKS AP is computed."""
+
+    def paw(x, y, joints, score=None):
+        named = {"nose": (x, y), "left_paw": (x - 5, y + 20), "tail": (x + 20, y)}
+        return Prediction(
+            RegionType.KEYPOINT,
+            "dog",
+            (x - 10, y - 5, x + 25, y + 30),
+            score=score,
+            keypoints={j: named[j] for j in joints},
+        )
+
+    first = paw(20, 20, ["nose", "tail"])
+    second = paw(60, 60, ["nose", "left_paw"])
+    pairs = [
+        pair([first], [first.with_(score=0.9)], "1"),
+        pair([second], [second.with_(score=0.9)], "2"),
+    ]
+    report = build_report(pairs)
+    dog = report["labels"]["dog"]["keypoints"]
+    assert dog["ap"] == pytest.approx(1.0) and dog["pck"] == 1.0

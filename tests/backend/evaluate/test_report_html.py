@@ -11,6 +11,8 @@ from html.parser import HTMLParser
 import pytest
 
 from backend.evaluate.html import MISSING, render_html, write_html
+from backend.evaluate.report import build_report
+from tests.backend.evaluate.helpers import box, pair, point
 from tests.backend.evaluate.reports import (
     HOSTILE,
     HOSTILE_FILE,
@@ -188,3 +190,23 @@ def test_write_html_writes_the_page_as_utf8(tmp_path, full_page):
     write_html(full_report(), path)
     assert path.read_text(encoding="utf-8") == full_page  # figures: same bytes
     assert "≥" in full_page
+
+
+def test_points_only_and_unscored_labels_carry_a_badge():
+    gt = [box("cat", 0, 0, 10, 10), box("dog", 50, 50, 60, 60)]
+    pred = [point("cat", 5, 5, 0.9), box("dog", 50, 50, 60, 60)]
+    rows = Page(render_html(build_report([pair(gt, pred)]))).table("label", "GT")
+    assert rows[1][0] == "catpoints only: scored by hit rate, not as boxes"
+    assert rows[2][0] == "dogno scores: no threshold to recommend"
+    assert rows[1][6] == MISSING  # no box threshold for the pointed label
+
+
+def test_a_label_no_font_draws_is_named_by_its_figure_number():
+    """U+0378 is unassigned: no font has it, so the figures draw "#1" and the
+    table says so next to the real name."""
+    odd = "\u0378\u0379"
+    report = build_report(
+        [pair([box(odd, 0, 0, 10, 10)], [box(odd, 0, 0, 10, 10, 0.9)])]
+    )
+    rows = Page(render_html(report)).table("label", "GT")
+    assert rows[1][0] == odd + "#1 in the figures"

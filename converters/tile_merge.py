@@ -24,15 +24,15 @@ tested again until nothing more matches. Two regions match when
 3. **parts across a seam**: one region is cut by the right (bottom) edge of a
    tile, the other by the left (top) edge of a tile whose overlap it shares,
    each reaches across the whole overlap, and they line up along the seam (their
-   extents across it share at least :data:`SEAM_ALIGN` of the shorter): the two
-   halves of an object larger than the overlap, which barely overlap, and
-   which neither IoU nor IOS would join.
+   extents across it share at least :data:`~converters.tile_seams.SEAM_ALIGN`
+   of the shorter): the two halves of an object larger than the overlap, which
+   barely overlap, and which neither IoU nor IOS would join.
 
 A side of a box is **cut** when the box lies inside a tile and that side is
-within :data:`EDGE_TOLERANCE_SHARE` of the tile size of one of the tile's edges,
-and that edge is inside the image (the image border cuts nothing). Without
-``tiles`` the borders are unknown: every side may be cut, rule 3 never applies,
-and the merge is close to SAHI's greedy IOS merge.
+within :data:`~converters.tile_seams.EDGE_TOLERANCE_SHARE` of the tile size of
+one of the tile's edges, and that edge is inside the image (the image border
+cuts nothing). Without ``tiles`` the borders are unknown: every side may be
+cut, rule 3 never applies, and the merge is close to SAHI's greedy IOS merge.
 
 A merged group keeps the highest score of its members, the label, and:
 
@@ -80,25 +80,21 @@ not depend on it, for two reasons:
   shapely masks, and no knowledge of tile borders, so an object larger than
   the overlap always comes back in parts and a small object on a big one of
   its label is merged away. The parts we need beyond it are most of this
-  module; its slicing is the twenty lines of :func:`converters.tiling.tile_grid`.
+  module, :mod:`converters.tile_seams` (where tile edges cut) and
+  :mod:`converters.tile_groups` (growing and uniting groups); its slicing is
+  the twenty lines of :func:`converters.tiling.tile_grid`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from converters.masks import (
-    mask_to_polygon,
-    polygon_to_rle,
-    rle_to_mask,
-    rle_union,
-)
-from converters.prediction import Box, Prediction, RegionType
-from converters.tile_text import fuller_text, join_at_seam, texts_agree
+from converters.prediction import Prediction, RegionType
+from converters.tile_groups import best_score, merge_regions, rank
+from converters.tile_seams import Borders
+from converters.tile_text import texts_agree
 from converters.tiling import Tile
 
 MERGE_IOU = 0.5
@@ -111,358 +107,17 @@ MERGE_IOS = 0.5
 A cut part lies inside its whole view (IOS near 1); SAHI's default of 0.5
 leaves room for the noise of a narrow part at a tile edge."""
 
-SEAM_ALIGN = 0.5
-"""Parts across a seam must share half of the shorter of their extents along the
-seam: both tiles see the same slice of the object in their overlap, so the
-parts of one compact object line up; side-by-side objects of one row usually
-do not meet both tile edges at once."""
-
-EDGE_TOLERANCE_SHARE = 0.02
-"""A box side within 2% of the tile size of a tile edge counts as cut there
-(20 px on 1024 px tiles, 2 px on 112 px ones): Rex-Omni draws coordinates in
-thousandths of the tile, and a model may stop a few pixels short of the edge
-where it sees an object sliced off."""
-
-EDGE_TOLERANCE_MIN_PX = 1.0
-"""The tolerance is never under a pixel, the rounding of pixel coordinates."""
-
 POINT_MERGE_DISTANCE = 10.0
 """Pixels between two points taken for one object: a point marks the object's
 centre as each crop shows it, which moves a few pixels between two crops;
 neighbouring objects worth separate points (cells, heads) lie further apart."""
-
-POLYGON_UNION_MAX_PIXELS = 4_000_000
-"""Polygon parts are united on a raster of their box; a box larger than this
-(4 MB of mask) is rasterised at a reduced scale instead of at full size."""
-
-_LEFT, _TOP, _RIGHT, _BOTTOM = range(4)
-"""Index of each side in a box ``(x0, y0, x1, y1)``."""
-
-
-@dataclass
-class _Borders:
-    """The interior tile edges that can cut a box, and the tolerance in pixels."""
-
-    tiles: np.ndarray  # (T, 4) x0, y0, x1, y1
-    interior: np.ndarray  # (T, 4) bool: that edge of the tile is inside the image
-    tolerance: float
-
-    @classmethod
-    def of(
-        cls, tiles: Sequence[Tile | None] | None, tolerance: float | None
-    ) -> _Borders | None:
-        for i, tile in enumerate(tiles or ()):
-            if tile is not None and not isinstance(tile, Tile):
-                raise ValueError(f"tiles[{i}] must be a Tile, got {tile!r}")
-        known = [t for t in tiles or () if t is not None]
-        if not known:
-            return None
-        boxes = np.array([t.box for t in known], dtype=float)
-        low = boxes[:, :2].min(axis=0)
-        high = boxes[:, 2:].max(axis=0)
-        interior = np.concatenate([boxes[:, :2] > low, boxes[:, 2:] < high], axis=1)
-        if tolerance is None:
-            side = max(max(t.width, t.height) for t in known)
-            tolerance = max(EDGE_TOLERANCE_MIN_PX, EDGE_TOLERANCE_SHARE * side)
-        return cls(boxes, interior, tolerance)
-
-    def cuts(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For ``(n, 4)`` boxes: ``(cut, line)``, each ``(n, 4)``: whether each side
-        is cut by a tile edge, and that edge's coordinate (nan where not cut)."""
-        tol = self.tolerance
-        inside = np.all(
-            (boxes[:, None, :2] >= self.tiles[None, :, :2] - tol)
-            & (boxes[:, None, 2:] <= self.tiles[None, :, 2:] + tol),
-            axis=2,
-        )
-        near = np.abs(boxes[:, None, :] - self.tiles[None, :, :]) <= tol
-        hits = near & inside[:, :, None] & self.interior[None, :, :]  # (n, T, 4)
-        cut = hits.any(axis=1)
-        first = hits.argmax(axis=1)  # (n, 4): a tile that cuts that side
-        line = np.where(cut, self.tiles[first, np.arange(4)[None, :]], np.nan)
-        return cut, line
-
-
-@dataclass
-class _Views:
-    """One group's regions as arrays: boxes, areas, and where they are cut."""
-
-    predictions: list[Prediction]
-    boxes: np.ndarray  # (n, 4)
-    cut: np.ndarray  # (n, 4) bool
-    line: np.ndarray  # (n, 4) float, nan where the cutting edge is unknown
-
-    @classmethod
-    def of(cls, predictions: list[Prediction], borders: _Borders | None) -> _Views:
-        boxes = np.array([p.bbox for p in predictions], dtype=float).reshape(-1, 4)
-        if borders is None:  # borders unknown: any side may be cut, by no known edge
-            cut = np.ones(boxes.shape, dtype=bool)
-            line = np.full(boxes.shape, np.nan)
-        else:
-            cut, line = borders.cuts(boxes)
-        return cls(predictions, boxes, cut, line)
-
-
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * np.clip(
-        boxes[..., 3] - boxes[..., 1], 0, None
-    )
-
-
-def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
-    return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
-
-
-def _seam(
-    first: np.ndarray,
-    first_line: np.ndarray,
-    second: np.ndarray,
-    second_line: np.ndarray,
-    axis: int,
-    tol: float,
-) -> np.ndarray:
-    """Rule 3: ``first`` is the part left of (axis 0) or above (axis 1) a seam,
-    cut by a tile's far edge at ``b``; ``second`` is cut by a tile's near edge at
-    ``a <= b``; each reaches across the overlap ``a .. b``; they line up along it."""
-    lo, hi = axis, axis + 2
-    across_lo, across_hi = 1 - axis, 3 - axis
-    b = first_line[..., hi]
-    a = second_line[..., lo]
-    with np.errstate(invalid="ignore"):  # nan lines (not cut) compare False
-        meets = (
-            (a <= b + tol)
-            & (first[..., lo] <= a + tol)
-            & (second[..., hi] >= b - tol)
-            & (first[..., lo] < second[..., lo])
-            & (first[..., hi] < second[..., hi])
-        )
-    shared = np.clip(
-        np.minimum(first[..., across_hi], second[..., across_hi])
-        - np.maximum(first[..., across_lo], second[..., across_lo]),
-        0,
-        None,
-    )
-    shorter = np.minimum(
-        first[..., across_hi] - first[..., across_lo],
-        second[..., across_hi] - second[..., across_lo],
-    )
-    return meets & (_ratio(shared, shorter) >= SEAM_ALIGN)
-
-
-@dataclass
-class _Group:
-    """A growing merge group: its members, box around them, cut sides, text."""
-
-    members: list[int]
-    box: np.ndarray  # (4,)
-    cut: np.ndarray  # (4,) bool
-    line: np.ndarray  # (4,)
-    text: str | None
-    tolerance: float
-
-    @classmethod
-    def start(cls, views: _Views, i: int, tolerance: float) -> _Group:
-        return cls(
-            [i],
-            views.boxes[i].copy(),
-            views.cut[i].copy(),
-            views.line[i].copy(),
-            views.predictions[i].text,
-            tolerance,
-        )
-
-    def touches(self, boxes: np.ndarray) -> np.ndarray:
-        """Which ``(n, 4)`` boxes overlap or touch the group's box, give or take
-        the tolerance: every rule needs that, so the rest are skipped cheaply."""
-        tol = self.tolerance
-        return np.all(boxes[:, :2] <= self.box[2:] + tol, axis=1) & np.all(
-            boxes[:, 2:] >= self.box[:2] - tol, axis=1
-        )
-
-    def matches(
-        self, views: _Views, candidates: np.ndarray, iou: float, ios: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For each candidate: ``(duplicate_or_part, seam_group_first,
-        seam_candidate_first)`` (rules 1-2, rule 3 either way round)."""
-        boxes, cut, line = (
-            views.boxes[candidates],
-            views.cut[candidates],
-            views.line[candidates],
-        )
-        low = np.maximum(boxes[:, :2], self.box[:2])
-        high = np.minimum(boxes[:, 2:], self.box[2:])
-        inter = _area(np.concatenate([low, high], axis=1))
-        own, their = float(_area(self.box)), _area(boxes)
-        overlap_iou = _ratio(inter, own + their - inter)
-        overlap_ios = _ratio(inter, np.minimum(own, their))
-        smaller_cut = np.where(their <= own, cut.any(axis=1), self.cut.any())
-        same = (overlap_iou >= iou) | ((overlap_ios >= ios) & smaller_cut)
-        tol = self.tolerance
-        group_first = np.zeros(len(candidates), dtype=bool)
-        candidate_first = np.zeros(len(candidates), dtype=bool)
-        for axis in (0, 1):
-            group_first |= _seam(self.box, self.line, boxes, line, axis, tol)
-            candidate_first |= _seam(boxes, line, self.box, self.line, axis, tol)
-        return same, group_first, candidate_first
-
-    def take(self, views: _Views, j: int, text: str | None) -> None:
-        """Add member ``j``: the box grows; a side stays cut only where every
-        member reaching that far is cut."""
-        self.members.append(j)
-        self.text = text
-        box, tol = views.boxes[j], self.tolerance
-        for side in range(4):
-            sign = -1.0 if side < _RIGHT else 1.0  # left/top grow down, right/bottom up
-            reach = sign * (box[side] - self.box[side])
-            if reach > tol:
-                self.cut[side] = views.cut[j, side]
-                self.line[side] = views.line[j, side]
-            elif reach >= -tol:
-                self.cut[side] = self.cut[side] and views.cut[j, side]
-                if not self.cut[side]:
-                    self.line[side] = np.nan
-            if reach > 0:
-                self.box[side] = box[side]
-
-
-def _rank(p: Prediction, index: int) -> tuple[bool, float, int]:
-    """Sort key: highest score first, unknown scores last, then input order."""
-    return (p.score is None, -(p.score or 0.0), index)
-
-
-def _best_score(predictions: Sequence[Prediction]) -> float | None:
-    scores = [p.score for p in predictions if p.score is not None]
-    return max(scores) if scores else None
-
-
-def _text_relation(
-    group: _Group,
-    candidate: Prediction,
-    same: bool,
-    group_first: bool,
-    candidate_first: bool,
-) -> tuple[bool, str | None]:
-    """Whether an OCR candidate may join the group, and the group's text after."""
-    text = candidate.text or ""
-    current = group.text or ""
-    if same and texts_agree(current, text):
-        return True, fuller_text(current, text)
-    for seam, (first, second) in (
-        (group_first, (current, text)),
-        (candidate_first, (text, current)),
-    ):
-        joined = join_at_seam(first, second) if seam else None
-        if joined is not None:
-            return True, joined
-    return False, group.text
-
-
-def _grow(
-    group: _Group, views: _Views, alive: np.ndarray, iou: float, ios: float
-) -> None:
-    """Take in matching regions until none is left that matches the group."""
-    ocr = group.text is not None
-    while alive.any():
-        candidates = np.flatnonzero(alive)
-        candidates = candidates[group.touches(views.boxes[candidates])]
-        if not candidates.size:
-            return
-        same, group_first, candidate_first = group.matches(views, candidates, iou, ios)
-        hit = same | group_first | candidate_first
-        took = False
-        for k in np.flatnonzero(hit):  # candidates are in rank order already
-            j = int(candidates[k])
-            text = group.text
-            if ocr:
-                ok, text = _text_relation(
-                    group,
-                    views.predictions[j],
-                    bool(same[k]),
-                    bool(group_first[k]),
-                    bool(candidate_first[k]),
-                )
-                if not ok:
-                    continue
-            group.take(views, j, text)
-            alive[j] = False
-            took = True
-        if not took:
-            return
-
-
-def _polygon_union(polygons: list[tuple], box: np.ndarray) -> tuple | None:
-    """Outline of the union of ``polygons`` (pixels), rasterised on ``box``."""
-    left, top = math.floor(box[_LEFT]), math.floor(box[_TOP])
-    extent = (math.ceil(box[_RIGHT]) - left, math.ceil(box[_BOTTOM]) - top)
-    scale = min(
-        1.0, math.sqrt(POLYGON_UNION_MAX_PIXELS / max(1, extent[0] * extent[1]))
-    )
-    width, height = (max(1, math.ceil(side * scale)) for side in extent)
-    rles = [
-        polygon_to_rle(
-            [((x - left) * scale, (y - top) * scale) for x, y in polygon], width, height
-        )
-        for polygon in polygons
-    ]
-    outline = mask_to_polygon(rle_to_mask(rle_union(rles)))
-    if outline is None:
-        return None
-    return tuple((x / scale + left, y / scale + top) for x, y in outline)
-
-
-def _merged(group: _Group, views: _Views) -> Prediction:
-    """One prediction for a group: its best whole view, else the union of parts."""
-    members = [views.predictions[i] for i in group.members]
-    score = _best_score(members)
-    whole = [i for i in group.members if not views.cut[i].any()]
-    if whole:
-        best = min(whole, key=lambda i: _rank(views.predictions[i], i))
-        return views.predictions[best].with_(score=score)
-    keeper = members[0]
-    if len(members) == 1:
-        return keeper
-    box: Box = tuple(float(v) for v in group.box)
-    coords: object = box
-    if keeper.type is RegionType.POLYGON:
-        coords = _polygon_union([p.coords for p in members], group.box) or keeper.coords
-    masks = [p.mask for p in members if p.mask is not None]
-    return keeper.with_(
-        coords=coords,
-        score=score,
-        text=group.text,
-        mask=rle_union(masks) if masks else None,
-    )
-
-
-def _merge_regions(
-    predictions: list[Prediction],
-    borders: _Borders | None,
-    iou: float,
-    ios: float,
-) -> list[tuple[int, Prediction]]:
-    """Greedy merge of one group (one label, geometry, OCR or not); each result
-    with the input position of its first member (positions are the group's)."""
-    order = sorted(range(len(predictions)), key=lambda i: _rank(predictions[i], i))
-    ranked = [predictions[i] for i in order]
-    views = _Views.of(ranked, borders)
-    tolerance = 0.0 if borders is None else borders.tolerance
-    alive = np.ones(len(ranked), dtype=bool)
-    out = []
-    for i in range(len(ranked)):
-        if not alive[i]:
-            continue
-        alive[i] = False
-        group = _Group.start(views, i, tolerance)
-        _grow(group, views, alive, iou, ios)
-        out.append((min(order[m] for m in group.members), _merged(group, views)))
-    return out
 
 
 def _merge_points(
     predictions: list[Prediction], distance: float
 ) -> list[tuple[int, Prediction]]:
     """Greedy merge of one label's points: each keeps those within ``distance``."""
-    order = sorted(range(len(predictions)), key=lambda i: _rank(predictions[i], i))
+    order = sorted(range(len(predictions)), key=lambda i: rank(predictions[i], i))
     xy = np.array([predictions[i].coords for i in order], dtype=float).reshape(-1, 2)
     alive = np.ones(len(order), dtype=bool)
     out = []
@@ -476,7 +131,7 @@ def _merge_points(
         near[k] = True
         members = [order[m] for m in np.flatnonzero(near)]
         alive &= ~near
-        merged = keeper.with_(score=_best_score([predictions[j] for j in members]))
+        merged = keeper.with_(score=best_score([predictions[j] for j in members]))
         out.append((min(members), merged))
     return out
 
@@ -540,7 +195,7 @@ def merge_tiled(
         raise ValueError(
             f"edge_tolerance must be a number >= 0 or None, got {edge_tolerance!r}"
         )
-    borders = _Borders.of(tiles, edge_tolerance)
+    borders = Borders.of(tiles, edge_tolerance)
     placed: list[tuple[int, Prediction]] = []
     buckets: dict[tuple, _Bucket] = {}
     for position, p in enumerate(predictions):
@@ -556,7 +211,7 @@ def merge_tiled(
         if kind is RegionType.POINT:
             merged = _merge_points(bucket.predictions, float(point_distance))
         else:
-            merged = _merge_regions(bucket.predictions, borders, iou, ios)
+            merged = merge_regions(bucket.predictions, borders, iou, ios)
         placed.extend((bucket.positions[i], p) for i, p in merged)
     placed.sort(key=lambda item: item[0])
     return [p for _, p in placed]

@@ -25,10 +25,11 @@ MAX_PIXELS = 2560 * 28 * 28
 """Largest resized area (2,007,040 px, 2,560 visual tokens): upstream's max_pixels."""
 
 MAX_IMAGE_PIXELS = 32 * MAX_PIXELS
-"""Most pixels decoded for one image (64,225,280, e.g. 9800 x 6550): the model
-sees at most MAX_PIXELS, so more only costs memory (a decode peaks at 1 to 7 bytes
-a pixel: grey 1-2, RGB 3, RGBA 7 with its RGB copy; 64 to 450 MB here); 32x still
-takes a 61 MP camera photo or an 8K frame whole."""
+"""Most pixels decoded for one image (64,225,280, e.g. 9800 x 6550). Untiled, the
+model sees at most MAX_PIXELS and more only costs memory; tiled (docs/tiling.md),
+up to this many pixels are cut into tiles the model sees at full detail. A decode
+peaks at 1 to 7 bytes a pixel (grey 1-2, RGB 3, RGBA 7 with its RGB copy; 64 to
+450 MB here); 32x still takes a 61 MP camera photo or an 8K frame whole."""
 
 MAX_ASPECT_RATIO = 200
 """qwen_vl_utils refuses images longer than 200 times their width (or the reverse)."""

@@ -5,6 +5,7 @@ until a :class:`Setting` is read."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,12 @@ def _parse_int(raw: str) -> int:
 
 
 def _parse_float(raw: str) -> float:
-    return float(raw.strip())
+    """A finite float: ``nan`` passes every minimum/maximum test and ``inf``
+    every minimum, so both are refused here, where the variable is named."""
+    value = float(raw.strip())
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
 
 
 def _parse_str(raw: str) -> str:

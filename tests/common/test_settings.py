@@ -33,6 +33,21 @@ def test_bad_values_name_the_variable(env, name):
         settings.read_all(env)
 
 
+FLOAT_SETTINGS = [s.name for s in SETTINGS if s.type is float]
+
+
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e999", " NaN "])
+def test_float_settings_refuse_non_finite_values(name, raw):
+    # nan passes every minimum/maximum comparison, inf every minimum
+    with pytest.raises(SettingsError, match=f"{name}=.*finite number"):
+        settings.read_all({name: raw})
+
+
+def test_float_settings_cover_the_tiling_ones():
+    assert {"REXLABEL_TILE_OVERLAP", "REXLABEL_TILE_AUTO_SHRINK"} <= set(FLOAT_SETTINGS)
+
+
 def test_all_bad_values_are_reported_together():
     with pytest.raises(SettingsError) as info:
         settings.read_all({"PORT": "x", "LOG_FORMAT": "xml"})

@@ -49,6 +49,12 @@ each label's regions (``rexlabel evaluate --apply-thresholds`` writes it).
 An entry wins over the control's ``model_score_threshold`` attribute, which
 wins over the project-wide ``model_score_threshold``."""
 
+MAX_WHOLE_NUMBER_DIGITS = 9
+"""Most digits of a whole-number attribute (``rex_max_instances``,
+``rex_tile_size``): a billion is past any image's pixels and any generation's
+items, and longer text is refused before ``int()`` (which raises past 4300
+digits) sees it."""
+
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -94,9 +100,27 @@ class ConfigContext:
         self.controls = list(interface.controls)
         self.label_thresholds = label_thresholds_of(self.defaults)
 
-    def attr(self, control: Any, name: str) -> Any:
+    def attr(self, control: Any, name: str, *, flag: bool = False) -> Any:
+        """The control's attribute ``name`` (always text), else the extra
+        param of that name (any JSON); None when neither is set. An extra
+        param must be text or a number -- or, for a ``flag``, a boolean:
+        PlanError naming the key and value otherwise, so ``{"rex_tile": true}``
+        is refused rather than ignored."""
         value = (control.attr or {}).get(name)
-        return self.defaults.get(name) if value is None else value
+        if value is not None:
+            return value
+        value = self.defaults.get(name)
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            if flag:
+                return value
+        elif isinstance(value, (int, float)):
+            return value
+        rule = "true or false" if flag else "text or a number"
+        raise PlanError(
+            f"{describe(control)}: extra_params {name}={shown(value)} must be {rule}"
+        )
 
     def image_of(self, control: Any) -> str | None:
         for name in control.to_name or []:
@@ -117,7 +141,7 @@ class ConfigContext:
 
 
 def bool_attr(ctx: ConfigContext, control: Any, name: str, default: bool) -> bool:
-    value = ctx.attr(control, name)
+    value = ctx.attr(control, name, flag=True)
     if value is None:
         return default
     text = str(value).strip().lower()
@@ -125,20 +149,30 @@ def bool_attr(ctx: ConfigContext, control: Any, name: str, default: bool) -> boo
         return True
     if text in _FALSE:
         return False
-    raise PlanError(f"{describe(control)}: {name}={value!r} must be true or false")
+    raise PlanError(f"{describe(control)}: {name}={shown(value)} must be true or false")
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as a whole number when it is ASCII digits only (at most
+    :data:`MAX_WHOLE_NUMBER_DIGITS`), else None. ``str.isdigit`` alone lets
+    ``"²"`` (which ``int()`` refuses) and ``"١٤٠٠"`` through."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_WHOLE_NUMBER_DIGITS:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def threshold_attr(ctx: ConfigContext, control: Any) -> float | None:
     value = ctx.attr(control, "model_score_threshold")
     if value is None or str(value).strip() == "":
         return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
+    number = _share(value)
     if not 0.0 <= number <= 1.0:
         raise PlanError(
-            f"{describe(control)}: model_score_threshold={value!r} must be a "
+            f"{describe(control)}: model_score_threshold={shown(value)} must be a "
             "number from 0 to 1"
         )
     return number
@@ -197,14 +231,11 @@ def max_instances_attr(ctx: ConfigContext, control: Any) -> int | None:
     value = ctx.attr(control, "rex_max_instances")
     if value is None or str(value).strip() == "":
         return None
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = 0
-    if number < 1:
+    number = whole_number(str(value))
+    if number is None or number < 1:
         raise PlanError(
-            f"{describe(control)}: rex_max_instances={value!r} must be a whole "
-            "number of at least 1"
+            f"{describe(control)}: rex_max_instances={shown(value)} must be a whole "
+            f"number of at least 1 (at most {MAX_WHOLE_NUMBER_DIGITS} digits)"
         )
     return number
 
@@ -224,19 +255,17 @@ def tile_attrs(ctx: ConfigContext, control: Any) -> dict[str, Any]:
         tile["mode"] = mode.lower()
     size = _attr_text(ctx, control, "rex_tile_size")
     if size is not None:
-        number = int(size) if size.isdigit() else 0
-        if number < MIN_TILE_SIZE:
+        number = whole_number(size)
+        if number is None or number < MIN_TILE_SIZE:
             raise PlanError(
                 f"{describe(control)}: rex_tile_size={shown(size)} must be a whole "
-                f"number of pixels, at least {MIN_TILE_SIZE}"
+                f"number of pixels, at least {MIN_TILE_SIZE} (at most "
+                f"{MAX_WHOLE_NUMBER_DIGITS} digits)"
             )
         tile["size"] = number
     overlap = _attr_text(ctx, control, "rex_tile_overlap")
     if overlap is not None:
-        try:
-            share = float(overlap)
-        except ValueError:
-            share = math.nan
+        share = _share(overlap)
         if not 0.0 <= share <= MAX_TILE_OVERLAP:
             raise PlanError(
                 f"{describe(control)}: rex_tile_overlap={shown(overlap)} must be "
@@ -246,10 +275,22 @@ def tile_attrs(ctx: ConfigContext, control: Any) -> dict[str, Any]:
     return tile
 
 
+def _share(value: Any) -> float:
+    """``value`` (text or a number) as a float; NaN (which fails every range
+    test) when it is not an ASCII number. ``-0`` reads as 0."""
+    text = str(value).strip()
+    if not text.isascii():
+        return math.nan
+    try:
+        return float(text) + 0.0
+    except ValueError:
+        return math.nan
+
+
 def _attr_text(ctx: ConfigContext, control: Any, name: str) -> str | None:
     """The attribute (or extra param) as stripped text; None when unset or blank."""
     value = ctx.attr(control, name)
-    if value is None or isinstance(value, bool) or str(value).strip() == "":
+    if value is None or str(value).strip() == "":
         return None
     return str(value).strip()
 

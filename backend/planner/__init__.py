@@ -36,7 +36,7 @@ defaults may come from the model's "Extra params" JSON, same names):
   ``rexlabel evaluate --apply-thresholds`` writes it.
 - ``rex_max_instances``: runaway guard for this control.
 - ``rex_tile="auto|on|off"``, ``rex_tile_size`` (pixels) and
-  ``rex_tile_overlap`` (share of a tile, 0 to 0.5): tiled inference for this
+  ``rex_tile_overlap`` (share of a tile, 0 to 0.9): tiled inference for this
   control (unset: the worker's REXLABEL_TILE* settings; keypoint controls
   are never tiled); see docs/tiling.md.
 - ``rex_sam="true|false"``: masks for Polygon/Brush controls (Polygon without

@@ -71,8 +71,10 @@ DEFAULT_TILE_AUTO_SHRINK = 3.0
 the resize to max_pixels divides by more than this, above 18 MP at 2 MP
 (a 24 MP camera frame, aerial photos; a 12 MP phone photo, 2.4, is not)."""
 DEFAULT_TILE_MAX_TILES = 64
-"""REXLABEL_TILE_MAX_TILES's default: the largest decode (64 MP, 9800 x 6550)
-in default tiles needs 54; far more means a tile size too small for the image."""
+"""REXLABEL_TILE_MAX_TILES's default: a 64 MP decode of camera proportions
+(9800 x 6550) in default tiles needs 54 (the worst 64 MP shape, 1401 x 45842,
+82: ``auto`` grows its tiles to fit, ``on`` fails); far more means a tile size
+too small for the image."""
 
 
 def _check_label_studio_url(url: str) -> None:

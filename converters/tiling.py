@@ -101,6 +101,41 @@ def _spans(length: int, tile_size: int, stride: int) -> list[tuple[int, int]]:
     return [(start, start + tile_size) for start in starts]
 
 
+def _checked(
+    width: int, height: int, tile_size: int, overlap: float
+) -> tuple[int, int, int, int]:
+    """``width, height, tile_size, stride`` checked; ValueError names a bad one."""
+    width = _whole(width, "width", 1)
+    height = _whole(height, "height", 1)
+    tile_size = _whole(tile_size, "tile_size", 1)
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)):
+        raise ValueError(f"overlap must be a number, got {overlap!r}")
+    if not 0.0 <= overlap <= MAX_TILE_OVERLAP:
+        raise ValueError(
+            f"overlap must be a share of the tile in 0..{MAX_TILE_OVERLAP}, "
+            f"got {overlap!r}"
+        )
+    shared = math.floor(overlap * tile_size + OVERLAP_ROUNDING)
+    return width, height, tile_size, tile_size - shared  # >= 1: shared <= 0.9 side
+
+
+def _span_count(length: int, tile_size: int, stride: int) -> int:
+    """``len(_spans(length, tile_size, stride))`` without building them."""
+    if length <= tile_size:
+        return 1
+    return -(-(length - tile_size) // stride) + 1
+
+
+def tile_count(width: int, height: int, tile_size: int, overlap: float) -> int:
+    """``len(tile_grid(width, height, tile_size, overlap))``, counted without
+    building a tile: the cap is checked before a grid of millions is made.
+    Raises ValueError as :func:`tile_grid` does."""
+    width, height, tile_size, stride = _checked(width, height, tile_size, overlap)
+    return _span_count(width, tile_size, stride) * _span_count(
+        height, tile_size, stride
+    )
+
+
 def tile_grid(width: int, height: int, tile_size: int, overlap: float) -> list[Tile]:
     """The tiles covering a ``width`` x ``height`` image, row-major.
 
@@ -113,18 +148,7 @@ def tile_grid(width: int, height: int, tile_size: int, overlap: float) -> list[T
     Raises ValueError naming the bad argument: sizes below 1 or not integers,
     ``overlap`` outside ``0 .. MAX_TILE_OVERLAP``.
     """
-    width = _whole(width, "width", 1)
-    height = _whole(height, "height", 1)
-    tile_size = _whole(tile_size, "tile_size", 1)
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)):
-        raise ValueError(f"overlap must be a number, got {overlap!r}")
-    if not 0.0 <= overlap <= MAX_TILE_OVERLAP:
-        raise ValueError(
-            f"overlap must be a share of the tile in 0..{MAX_TILE_OVERLAP}, "
-            f"got {overlap!r}"
-        )
-    shared = math.floor(overlap * tile_size + OVERLAP_ROUNDING)
-    stride = tile_size - shared  # >= 1: shared <= 0.9 * tile_size
+    width, height, tile_size, stride = _checked(width, height, tile_size, overlap)
     return [
         Tile(x0, y0, x1, y1, image_width=width, image_height=height)
         for y0, y1 in _spans(height, tile_size, stride)

@@ -55,10 +55,10 @@ from worker.engines.base import (
     SamplingSettings,
 )
 from worker.tiling_step import (
+    ChunkCrops,
     TilePlan,
     decode_pixels,
     plan_tiles,
-    tile_images,
     tiled_result,
     untiled_note,
 )
@@ -157,6 +157,7 @@ def _run_pairs(
     results: list[CallResult | Exception | None] = [None] * len(pairs)
     pending: list[_Pending] = []
     requests: list[GenerationRequest] = []
+    crops = ChunkCrops(max_pixels)
     for index, (image, call) in enumerate(pairs):
         try:
             _check_masker(call, masker)
@@ -166,10 +167,12 @@ def _run_pairs(
             item = _Pending(index, image, call, first=len(requests))
             item.plan = plan_tiles(image, call, tiling, max_pixels)
             cut = time.perf_counter()
-            views = tile_images(image, item.plan, max_pixels) if item.plan else [image]
+            views = crops.views(image, item.plan, call) if item.plan else [image]
             item.cut_s, item.count = time.perf_counter() - cut, len(views)
             item.note = (
-                None if item.plan else untiled_note(image, call, tiling, max_pixels)
+                item.plan.note
+                if item.plan
+                else untiled_note(image, call, tiling, max_pixels)
             )
             call_requests = [
                 GenerationRequest(
@@ -199,10 +202,11 @@ def _result(
     item: _Pending, outputs: list[GenerationResult], masker: Masker | None
 ) -> CallResult:
     if item.plan is not None:
-        return tiled_result(
+        result = tiled_result(
             item.image, item.call, item.plan, outputs, masker, cut_s=item.cut_s
         )
-    result = call_result(item.image, item.call, outputs[0], masker)
+    else:
+        result = call_result(item.image, item.call, outputs[0], masker)
     if item.note:
         result.warnings.append(item.note)
     return result
@@ -286,7 +290,7 @@ def run_image_jobs(
         max_pixels = model_max_pixels(engine)
 
         def load(job: ImageJob) -> Image.Image:
-            return _load_image(job, _fit_rule(job, tiling, max_pixels))
+            return _load_image(job, fit_rule(job.calls, tiling, max_pixels))
 
     results = [ImageResult(id=job.id, task_id=job.task_id) for job in images]
     loaded: list[tuple[int, Image.Image]] = []
@@ -339,15 +343,16 @@ def model_max_pixels(engine: Engine) -> int:
     return int(getattr(engine, "max_pixels", MAX_PIXELS))
 
 
-def _fit_rule(
-    job: ImageJob, tiling: TileOptions, max_pixels: int
+def fit_rule(
+    calls: Sequence[ModelCall], tiling: TileOptions, max_pixels: int
 ) -> Callable[[int, int], int]:
-    """The loader's ``fit_pixels`` for ``job``: from the image's size, the
-    pixels its calls need decoded (``worker.tiling_step.decode_pixels``)."""
+    """The loader's ``fit_pixels`` for an image of ``calls``: from its size,
+    the pixels they need decoded (``worker.tiling_step.decode_pixels``).
+    ``rexlabel predict`` decodes with it too, so its tiles are the worker's."""
 
     def fit(width: int, height: int) -> int:
         return decode_pixels(
-            width, height, calls=job.calls, base=tiling, max_pixels=max_pixels
+            width, height, calls=calls, base=tiling, max_pixels=max_pixels
         )
 
     return fit

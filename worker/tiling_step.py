@@ -1,8 +1,8 @@
 """Tiled inference: one call on a large image made on its overlapping tiles.
 
-    plan_tiles (converters.tiling.should_tile, tile_grid)
-      -> tile_requests: a crop per tile (+ the whole image when asked), all in
-         the pipeline's one engine batch
+    plan_tiles (converters.tiling.should_tile, tile_count, tile_grid)
+      -> ChunkCrops.views: a crop per tile (+ the whole image when asked),
+         all in the pipeline's one engine batch
       -> tiled_result: parse each tile in its own pixels, to_original,
          keep what each tile found in its core (converters.tile_cores: an
          object cut by a tile edge is answered by the tile that holds it
@@ -18,7 +18,9 @@ tiling was asked.
 
 Memory: :func:`decode_pixels` tells the loader how far a tiled image may be
 reduced while decoding (until a tile holds the model's ``max_pixels``); crops
-are cut from that decode and the whole-image pass gets a model-sized copy.
+are cut from that decode once per chunk (:class:`ChunkCrops`, shared by the
+calls tiling an image alike, at most :data:`MAX_CHUNK_TILES`) and the
+whole-image pass gets a model-sized copy.
 No settings are read here: the caller passes the base :class:`TileOptions`.
 """
 
@@ -37,7 +39,7 @@ from common.tile_options import TileOptions
 from converters.tasks import Task
 from converters.tile_cores import keep_owned
 from converters.tile_merge import merge_tiled
-from converters.tiling import Tile, should_tile, tile_grid, to_original
+from converters.tiling import Tile, should_tile, tile_count, tile_grid, to_original
 from worker.call_result import (
     Masker,
     PipelineError,
@@ -50,6 +52,16 @@ from worker.engines.base import GenerationResult
 TILED_TASKS = frozenset({Task.DETECTION, Task.POINTING, Task.OCR_BOX, Task.OCR_POLYGON})
 """Tasks whose items stand alone, so tiles' answers merge into one answer."""
 
+TILE_STEP = 28
+"""Tile sides grow in steps of 28 px (a 14 px patch, merged 2 x 2): the
+model's resize rounds a side to it, so a tile on it loses nothing there."""
+
+MAX_CHUNK_TILES = 256
+"""Most tile crops one chunk (one engine batch) holds, shared by its calls:
+4 images (REXLABEL_PREDICT_CHUNK_SIZE) at 64 tiles (REXLABEL_TILE_MAX_TILES).
+A 1400 px RGB crop is 5.9 MB, so 256 are 1.5 GB next to the decodes; a call
+whose new crops would pass it fails naming the count (the chunk's others run)."""
+
 
 @dataclass(frozen=True)
 class TilePlan:
@@ -58,6 +70,8 @@ class TilePlan:
 
     tiles: tuple[Tile, ...]
     whole_image: bool
+    note: str | None = None
+    """Why the tiles are larger than asked (the tile cap), for the warnings."""
 
     @property
     def passes(self) -> int:
@@ -71,6 +85,55 @@ def _tiled(options: TileOptions, size: tuple[int, int], max_pixels: int) -> bool
     return should_tile(options.mode, width, height, max_pixels, options.min_shrink)
 
 
+def model_tile_side(max_pixels: int) -> int:
+    """The largest multiple of :data:`TILE_STEP` whose square fits
+    ``max_pixels``: the most pixels a tile's side is seen at in full (1400
+    at upstream's 2 MP)."""
+    return max(TILE_STEP, math.isqrt(max_pixels) // TILE_STEP * TILE_STEP)
+
+
+def _decode_scale(image: Image.Image) -> float:
+    """Original pixels per decoded pixel (1.0 for a full decode)."""
+    width, height = original_size(image)
+    return max(1.0, min(width / image.width, height / image.height))
+
+
+def _tile_side(
+    image: Image.Image, call: ModelCall, options: TileOptions, max_pixels: int
+) -> tuple[int, str | None]:
+    """The tile side in original pixels and a note when it grew.
+
+    A decode reduced below the tile's detail (a JPEG past
+    REXLABEL_MAX_IMAGE_PIXELS drafted at 1/2 or 1/4) has its tiles scaled up
+    so each still holds ``min(size, model_tile_side)`` decoded pixels a side:
+    the model then sees every decoded pixel, in a quarter of the calls. Then,
+    when the grid has more than ``max_tiles`` tiles, ``auto`` grows the side
+    (decoded pixels, steps of :data:`TILE_STEP`) until it fits, and ``on``
+    fails naming the count (PipelineError)."""
+    width, height = original_size(image)
+    scale = _decode_scale(image)
+    wanted = min(options.size, model_tile_side(max_pixels))
+    side = max(options.size, round(wanted * scale))
+    count = tile_count(width, height, side, options.overlap)
+    if count <= options.max_tiles:
+        return side, None
+    if options.mode != "auto":
+        raise PipelineError(
+            f"{describe_call(call)}: {width}x{height} in {side} px tiles "
+            f"with overlap {options.overlap:g} is {count} tiles, more than "
+            f"{options.max_tiles} (REXLABEL_TILE_MAX_TILES); use larger tiles"
+        )
+    asked, decoded, grown = side, math.ceil(side / scale / TILE_STEP) * TILE_STEP, count
+    while grown > options.max_tiles:
+        decoded += TILE_STEP
+        side = round(decoded * scale)
+        grown = tile_count(width, height, side, options.overlap)
+    return side, (
+        f"tiles grown from {asked} to {side} px: {count} tiles were more than "
+        f"{options.max_tiles} (REXLABEL_TILE_MAX_TILES), now {grown}"
+    )
+
+
 def plan_tiles(
     image: Image.Image, call: ModelCall, base: TileOptions, max_pixels: int
 ) -> TilePlan | None:
@@ -78,23 +141,20 @@ def plan_tiles(
     ``tile`` on top), or None to run it once on the whole image: a task not
     in :data:`TILED_TASKS`, a point-prompted mask, ``auto`` on an image the
     model takes without shrinking it past ``min_shrink``, or one tile only.
-    PipelineError when the grid has more than ``max_tiles`` tiles."""
+    The tile side is :func:`_tile_side`'s (larger on a reduced decode, grown
+    by ``auto`` to fit ``max_tiles``); PipelineError when ``on`` has more
+    than ``max_tiles`` tiles."""
     if call.task not in TILED_TASKS or call.sam_points:
         return None
     options = base.with_overrides(call.tile)
     size = original_size(image)
     if not _tiled(options, size, max_pixels):
         return None
-    tiles = tile_grid(size[0], size[1], options.size, options.overlap)
-    if len(tiles) > options.max_tiles:
-        raise PipelineError(
-            f"{describe_call(call)}: {size[0]}x{size[1]} in {options.size} px tiles "
-            f"with overlap {options.overlap:g} is {len(tiles)} tiles, more than "
-            f"{options.max_tiles} (REXLABEL_TILE_MAX_TILES); use larger tiles"
-        )
+    side, note = _tile_side(image, call, options, max_pixels)
+    tiles = tile_grid(size[0], size[1], side, options.overlap)
     if len(tiles) == 1 and (tiles[0].width, tiles[0].height) == size:
         return None
-    return TilePlan(tuple(tiles), options.whole_image)
+    return TilePlan(tuple(tiles), options.whole_image, note)
 
 
 def untiled_note(
@@ -164,15 +224,50 @@ def whole_view(image: Image.Image, max_pixels: int) -> Image.Image:
     return view
 
 
-def tile_images(
-    image: Image.Image, plan: TilePlan, max_pixels: int
-) -> list[Image.Image]:
-    """One image per pass of ``plan``: the tiles in order, then the whole
-    image when asked."""
-    views = [crop_tile(image, tile) for tile in plan.tiles]
-    if plan.whole_image:
-        views.append(whole_view(image, max_pixels))
-    return views
+class ChunkCrops:
+    """The views of one chunk's tiled calls, each crop cut once per (image,
+    tile) and shared by every call tiling that image alike (the same PIL
+    objects), at most ``max_tiles`` crops (:data:`MAX_CHUNK_TILES`)."""
+
+    def __init__(self, max_pixels: int, max_tiles: int = MAX_CHUNK_TILES) -> None:
+        self.max_pixels = max_pixels
+        self.max_tiles = max_tiles
+        self._crops: dict[tuple[int, tuple[int, int, int, int]], Image.Image] = {}
+        self._wholes: dict[int, Image.Image] = {}
+        self._images: list[Image.Image] = []  # alive, so their ids stay theirs
+
+    @property
+    def cut(self) -> int:
+        """Crops cut so far."""
+        return len(self._crops)
+
+    def views(
+        self, image: Image.Image, plan: TilePlan, call: ModelCall
+    ) -> list[Image.Image]:
+        """One image per pass of ``plan``: its tiles in order, then the whole
+        image when asked, sharing crops already cut;
+        PipelineError when the new ones would pass ``max_tiles``."""
+        key = id(image)
+        new = {t.box for t in plan.tiles if (key, t.box) not in self._crops}
+        if self.cut + len(new) > self.max_tiles:
+            raise PipelineError(
+                f"{describe_call(call)}: its {len(new)} new tiles would make this "
+                f"chunk's {self.cut + len(new)} tile crops, more than "
+                f"{self.max_tiles} (MAX_CHUNK_TILES); send fewer tiled calls "
+                "per chunk or use larger tiles"
+            )
+        if new:
+            self._images.append(image)
+        for tile in plan.tiles:
+            if (key, tile.box) not in self._crops:
+                self._crops[(key, tile.box)] = crop_tile(image, tile)
+        views = [self._crops[(key, tile.box)] for tile in plan.tiles]
+        if plan.whole_image:
+            if key not in self._wholes:
+                self._images.append(image)
+                self._wholes[key] = whole_view(image, self.max_pixels)
+            views.append(self._wholes[key])
+        return views
 
 
 def tiled_result(

@@ -124,8 +124,11 @@ def build_call(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from common import settings
     from common.images.errors import ImageLoadError
     from common.images.loader import load_image
+    from common.tile_options import TileOptions
+    from worker.pipeline import PipelineError, fit_rule, run_batch
 
     try:
         call = build_call(args)
@@ -140,14 +143,17 @@ def run(args: argparse.Namespace) -> int:
                 "ones in the same image, so name one image (prelabel "
                 "--reference-boxes gives each of many images its own boxes)"
             )
-        images = [load_image(ref, local_paths=True) for ref in args.images]
+        tiling = TileOptions.from_settings()
+        # the worker's decode rule, so --tile gives /predict's tiles
+        fit = fit_rule([call], tiling, settings.get("REXLABEL_MAX_PIXELS"))
+        images = [
+            load_image(ref, local_paths=True, fit_pixels=fit) for ref in args.images
+        ]
     except (ValueError, ImageLoadError) as exc:
         print(f"rexlabel predict: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from common.tile_options import TileOptions
     from worker.engines.registry import base_sampling, create_engine
-    from worker.pipeline import PipelineError, run_batch
 
     engine = create_engine(args.engine, args.model, args.device)
     try:
@@ -156,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             engine,
             pairs,
             sampling=base_sampling(),
-            tiling=TileOptions.from_settings(),
+            tiling=tiling,
         )
     except PipelineError as exc:
         print(f"rexlabel predict: {exc}", file=sys.stderr)
@@ -178,13 +184,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(model_id: str, refs, images, results) -> dict[str, Any]:
+    from common.images.decode import original_size
+
     return {
         "model": model_id,
         "images": [
             {
                 "image": ref,
-                "width": image.width,
-                "height": image.height,
+                "width": original_size(image)[0],
+                "height": original_size(image)[1],
                 **result.to_dict(),
             }
             for ref, image, result in zip(refs, images, results, strict=True)
@@ -213,6 +221,7 @@ def _print_table(refs, results) -> None:
 
 
 def _draw_all(out_dir: Path, refs, images, results) -> None:
+    from common.images.decode import original_size
     from converters.draw import draw, draw_tiles
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +232,9 @@ def _draw_all(out_dir: Path, refs, images, results) -> None:
         stem = Path(str(ref).split("?")[0]).stem or f"image{index}"
         name = f"{stem}.png" if f"{stem}.png" not in used else f"{stem}-{index}.png"
         used.add(name)
+        full = original_size(image)  # regions are in its pixels
+        if image.size != full:  # decoded smaller (the worker's rule)
+            image = image.resize(full)
         drawn = draw(image, result.predictions, show_scores=True)
         if result.tiles:
             drawn = draw_tiles(drawn, result.tiles)

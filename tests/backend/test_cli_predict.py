@@ -210,3 +210,40 @@ def test_bad_tile_flags_are_named(tiny_model_dir, tmp_path, capsys, flags, messa
         *flags,
     )
     assert code == 2 and message in err
+
+
+def test_tiled_predict_decodes_as_the_worker_does(tmp_path, capsys, monkeypatch):
+    # 4000 x 2000 in 2000 px tiles: the worker decodes it at half its area
+    # (a tile then holds the model's 2 MP); the CLI now does too, so the
+    # engine gets the same images and the regions are the same.
+    from common.jobspec import ImageJob, ModelCall
+    from common.tile_options import TileOptions
+    from tests.worker.test_tiling_step import RedBoxEngine, _scene
+    from worker.engines import registry
+    from worker.pipeline import run_image_jobs
+
+    path = tmp_path / "wide.png"
+    _scene((4000, 2000), [(1000, 1000, 100), (2950, 400, 100)]).save(path)
+    engine = RedBoxEngine()
+    monkeypatch.setattr(registry, "create_engine", lambda *a: engine)
+    tile = ["--tile", "on", "--tile-size", "2000", "--tile-overlap", "0"]
+    code, out, err = _predict(
+        capsys, str(path), "--task", "detection", "--categories", "red square",
+        *tile, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    (item,) = json.loads(out)["images"]
+    assert (item["width"], item["height"]) == (4000, 2000)
+    call = ModelCall(
+        task="detection",
+        categories=["red square"],
+        tile={"mode": "on", "size": 2000, "overlap": 0.0},
+    )
+    worker = RedBoxEngine()
+    job = ImageJob(id="1", image=str(path), calls=[call], local_paths=True)
+    (result,) = run_image_jobs(worker, [job], tiling=TileOptions.from_settings())
+    assert engine.image_sizes == worker.image_sizes
+    assert item["tiles"] == result.calls[0].tiles
+    cli = sorted(p["coords"] for p in item["predictions"])
+    assert cli == sorted(list(p.coords) for p in result.calls[0].predictions)
+    assert len(cli) == 2

@@ -9,6 +9,7 @@ from converters.tiling import (
     Tile,
     should_tile,
     shrink_factor,
+    tile_count,
     tile_grid,
     to_original,
 )
@@ -203,3 +204,30 @@ def test_mask_of_another_size_than_the_tile_is_refused():
     )
     with pytest.raises(ValueError, match=r"mask size \[5, 5\].*\[48, 64\]"):
         to_original(p, TILE)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "side", "overlap"),
+    [
+        (1, 1, 1400, 0.2),
+        (1400, 1400, 1400, 0.2),
+        (2801, 1400, 1400, 0.0),
+        (1000, 300, 512, 0.2),
+        (700, 500, 256, 0.25),
+        (300, 50, 100, 0.29),
+        (3000, 3000, 1400, 0.9),
+    ],
+)
+def test_tile_count_is_the_grids_length(width, height, side, overlap):
+    assert tile_count(width, height, side, overlap) == len(
+        tile_grid(width, height, side, overlap)
+    )
+
+
+def test_tile_count_needs_no_grid():
+    # 1401 px wide: 2 columns; 45842 high at stride 1120: ceil(44442 / 1120) + 1
+    assert tile_count(1401, 45842, 1400, 0.2) == 2 * 41
+    # 13379 px at 112 px, stride 12: (ceil(13267 / 12) + 1)² tiles, none built
+    assert tile_count(13379, 13379, 112, 0.9) == 1107**2
+    with pytest.raises(ValueError, match="overlap must be a share"):
+        tile_count(100, 100, 10, 0.95)

@@ -22,6 +22,8 @@ from worker.call_result import PipelineError
 from worker.engines.base import Engine, GenerationRequest, GenerationResult
 from worker.pipeline import run_batch, run_image_jobs
 from worker.tiling_step import (
+    MAX_CHUNK_TILES,
+    ChunkCrops,
     TilePlan,
     crop_tile,
     decode_pixels,
@@ -274,3 +276,79 @@ def test_a_runaway_tile_makes_the_call_runaway_and_truncated():
     assert "generation stopped by the runaway guard" in result.warnings[-1]
     assert_boxes(result, [(10, 10, 50, 50), (110, 10, 150, 50)], 1)
     assert result.prompt_tokens == 6 and result.timings["generate"] == 0.5
+
+
+def test_auto_grows_its_tiles_until_the_grid_fits_the_cap_and_says_so():
+    image = _scene((448, 448), [])
+    base = TileOptions(min_shrink=3.0, max_tiles=9)
+    call = _call(size=112, overlap=0.0)  # auto: 448 / 112 = 4 > 3
+    plan = plan_tiles(image, call, base, max_pixels=112 * 112)
+    # 112 px: 16 tiles; 140 px: still 4 a side; 168 px (6 x 28): 3 a side
+    assert len(plan.tiles) == 9 and plan.tiles[0] == Tile(0, 0, 168, 168)
+    assert plan.note == (
+        "tiles grown from 112 to 168 px: 16 tiles were more than 9 "
+        "(REXLABEL_TILE_MAX_TILES), now 9"
+    )
+    (result,) = run_batch(
+        RedBoxEngine(max_pixels=112 * 112), [(image, call)], tiling=base
+    )
+    assert result.warnings[-1] == plan.note and len(result.tiles) == 9
+    on = _call(mode="on", size=112, overlap=0.0)
+    with pytest.raises(PipelineError, match=r"is 16 tiles, more than 9 \("):
+        plan_tiles(image, on, base, max_pixels=112 * 112)
+
+
+def test_tiles_of_a_reduced_decode_keep_the_decodes_detail_and_map_back():
+    # 448 px decoded at half a side: 112 px tiles of the original would be
+    # 56 px crops; the tiles become 224 original px, 112 decoded px each.
+    decoded = _scene((224, 224), [(20, 20, 20), (150, 130, 30)])
+    decoded.info[ORIGINAL_SIZE_KEY] = (448, 448)
+    engine = RedBoxEngine()
+    call = _call(mode="on", size=112, overlap=0.0, whole_image=False)
+    (result,) = run_batch(engine, [(decoded, call)])
+    assert engine.image_sizes == [(112, 112)] * 4
+    assert result.tiles == [
+        [0, 0, 224, 224],
+        [224, 0, 448, 224],
+        [0, 224, 224, 448],
+        [224, 224, 448, 448],
+    ]
+    assert_boxes(result, [(40, 40, 80, 80), (300, 260, 360, 320)], 1)
+
+
+class SeeingEngine(RedBoxEngine):
+    """Also records the identity of every image it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_ids: list[int] = []
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.image_ids.extend(id(r.image) for r in requests)
+        return super().generate(requests)
+
+
+def test_calls_tiling_one_image_alike_share_its_crops():
+    image = _scene((448, 448), SQUARES)
+    tiled = _call(mode="on", size=224, overlap=0.25)
+    other = ModelCall(
+        task="detection", categories=["circle"], key="b", tile=dict(tiled.tile)
+    )
+    engine = SeeingEngine()
+    first, second = run_batch(engine, [(image, tiled), (image, other)])
+    assert len(engine.image_ids) == 20  # 9 tiles and the whole image, twice
+    assert engine.image_ids[:10] == engine.image_ids[10:]  # the same crops
+    assert len(set(engine.image_ids)) == 10
+    assert first.tiles == second.tiles and len(first.predictions) == 4
+
+
+def test_a_chunk_cuts_at_most_its_cap_of_crops_naming_the_count():
+    crops = ChunkCrops(MAX_PIXELS, max_tiles=12)
+    call = _call(mode="on", size=224, overlap=0.25)
+    one, two = _scene((448, 448), []), _scene((448, 448), [])
+    plan = plan_tiles(one, call, TileOptions(), MAX_PIXELS)
+    assert len(crops.views(one, plan, call)) == 10 and crops.cut == 9
+    assert len(crops.views(one, plan, call)) == 10 and crops.cut == 9  # shared
+    with pytest.raises(PipelineError, match=r"make this chunk's 18 tile crops, more"):
+        crops.views(two, plan, call)
+    assert MAX_CHUNK_TILES >= 4 * TileOptions().max_tiles  # a full chunk fits

@@ -87,13 +87,14 @@ not depend on it, for two reasons:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from converters.prediction import Prediction, RegionType
 from converters.tile_groups import best_score, merge_regions, rank
-from converters.tile_seams import Borders
+from converters.tile_seams import WHOLE_IMAGE, Borders
 from converters.tile_text import texts_agree
 from converters.tiling import Tile
 
@@ -150,12 +151,14 @@ class _Bucket:
 
     positions: list[int] = field(default_factory=list)
     predictions: list[Prediction] = field(default_factory=list)
+    origins: list[int] = field(default_factory=list)
 
 
 def merge_tiled(
     predictions: list[Prediction],
     tiles: list[Tile] | None = None,
     *,
+    sources: Sequence[Tile | None] | None = None,
     iou: float = MERGE_IOU,
     point_distance: float = POINT_MERGE_DISTANCE,
     ios: float = MERGE_IOS,
@@ -168,7 +171,13 @@ def merge_tiled(
             (and, optionally, a whole-image pass's), in any order.
         tiles: the tiles the image was cut into, any order (repeats and None
             entries are ignored, so a list with one tile per prediction works
-            too). Without them tile borders are unknown: see the module.
+            too). Without them (and without ``sources``) tile borders are
+            unknown: see the module.
+        sources: the tile that found each prediction, None for the
+            whole-image pass; one per prediction. With them a box side is cut
+            only by its own tile's edges (never in the pass's regions),
+            regions of one source never merge with each other, and a whole
+            tile view wins over the pass's (see the module). None: unknown.
         iou: IoU at or above which two regions are duplicates (rule 1).
         point_distance: pixels within which points of one label merge.
         ios: intersection over the smaller box at or above which a cut part
@@ -195,7 +204,12 @@ def merge_tiled(
         raise ValueError(
             f"edge_tolerance must be a number >= 0 or None, got {edge_tolerance!r}"
         )
-    borders = Borders.of(tiles, edge_tolerance)
+    if sources is not None and len(sources) != len(predictions):
+        raise ValueError(
+            f"sources must give one tile (or None) per prediction: "
+            f"{len(sources)} for {len(predictions)} predictions"
+        )
+    borders = Borders.of(tiles, edge_tolerance, sources or ())
     placed: list[tuple[int, Prediction]] = []
     buckets: dict[tuple, _Bucket] = {}
     for position, p in enumerate(predictions):
@@ -207,11 +221,17 @@ def merge_tiled(
         bucket = buckets.setdefault((p.type, p.label, p.text is not None), _Bucket())
         bucket.positions.append(position)
         bucket.predictions.append(p)
+        if sources is not None:
+            source = sources[position]
+            bucket.origins.append(
+                WHOLE_IMAGE if source is None else borders.index[source]
+            )
     for (kind, _, _), bucket in buckets.items():
         if kind is RegionType.POINT:
             merged = _merge_points(bucket.predictions, float(point_distance))
         else:
-            merged = merge_regions(bucket.predictions, borders, iou, ios)
+            origin = bucket.origins if sources is not None else None
+            merged = merge_regions(bucket.predictions, borders, iou, ios, origin)
         placed.extend((bucket.positions[i], p) for i, p in merged)
     placed.sort(key=lambda item: item[0])
     return [p for _, p in placed]

@@ -28,16 +28,30 @@ tested again until nothing more matches. Two regions match when
    of the shorter): the two halves of an object larger than the overlap, which
    barely overlap, and which neither IoU nor IOS would join.
 
-A side of a box is **cut** when the box lies inside a tile and that side is
-within :data:`~converters.tile_seams.EDGE_TOLERANCE_SHARE` of the tile size of
-one of the tile's edges, and that edge is inside the image (the image border
-cuts nothing). Without ``tiles`` the borders are unknown: every side may be
-cut, rule 3 never applies, and the merge is close to SAHI's greedy IOS merge.
+**Sources.** With ``sources`` (the tile that found each prediction, None for
+the whole-image pass, as :mod:`worker.tiling_step` passes them):
+
+* a side of a box is **cut** when it is within
+  :data:`~converters.tile_seams.EDGE_TOLERANCE_SHARE` of the tile size of an
+  edge of *its own* tile, and that edge is inside the image (the image border
+  cuts nothing). A neighbour's edge running through the box cuts nothing: a
+  child found whole a few pixels from it is not taken for a cut part of the
+  adult around it. The pass's regions are never cut;
+* regions of **one source never merge** with each other, by any rule: a
+  tile's answer is taken as it is, like an untiled one (two people at IoU 0.54
+  stay two). A group takes at most one region of each source, best first.
+
+Without ``sources`` a side is cut when the box lies inside some tile and the
+side is near one of that tile's interior edges, and any two regions may merge.
+Without ``tiles`` either, the borders are unknown: every side may be cut, rule
+3 never applies, and the merge is close to SAHI's greedy IOS merge.
 
 A merged group keeps the highest score of its members, the label, and:
 
 * if some member is not cut anywhere (a whole view), the highest-scoring whole
-  view's geometry, mask and text: the object as one tile saw it entire;
+  view's geometry, mask and text: the object as one tile saw it entire. A
+  tile's whole view wins over the whole-image pass's, whatever their scores:
+  the pass sees the object shrunk, its box a few pixels off, its text misread;
 * otherwise the union of the members: the box around all of them, the outline
   of the union of the polygons, the union of the masks, and for OCR the parts'
   texts joined at the seams (:mod:`converters.tile_text`).
@@ -45,8 +59,9 @@ A merged group keeps the highest score of its members, the label, and:
 OCR regions merge only when their texts agree (rules 1 and 2) or join at the
 seam (rule 3), so two different words side by side, or overlapping, stay apart.
 Points merge per label when within ``point_distance`` pixels of the
-highest-scoring point, which is kept. Keypoint instances are never tiled (the
-caller runs them on the whole image) and pass through unchanged.
+highest-scoring point, which is kept (sources are not consulted). Keypoint
+instances are never tiled (the caller runs them on the whole image) and pass
+through unchanged.
 
 Objects larger than the overlap
 -------------------------------
@@ -60,6 +75,12 @@ Where that fails (a part is missed, stops short of the edge, or a thin diagonal
 object's parts do not line up) the object comes back as its parts, each with
 the extent its tile saw. A whole-image pass sees large objects whole and then
 absorbs their parts through rule 2.
+
+Known limit: two *distinct* objects of one label that both reach across the
+same seam and overlap there (two trucks, one behind the other) look like the
+two parts of one object to rule 3, and without the whole-image pass they come
+back joined into one box around both; with the pass on, its whole views keep
+them apart wherever it sees them.
 
 Why not SAHI
 ------------

@@ -50,6 +50,7 @@ class Group:
     line: np.ndarray  # (4,)
     text: str | None
     tolerance: float
+    origins: set[int]  # the sources of the members (Views.origin)
 
     @classmethod
     def start(cls, views: Views, i: int, tolerance: float) -> Group:
@@ -60,7 +61,14 @@ class Group:
             views.line[i].copy(),
             views.predictions[i].text,
             tolerance,
+            {int(views.origin[i])},
         )
+
+    def fresh(self, origins: np.ndarray) -> np.ndarray:
+        """Which origins are not yet in the group: one source's regions never
+        merge with each other (a tile's answer, like an untiled one, is taken
+        as it is: two people overlapping are two)."""
+        return ~np.isin(origins, list(self.origins))
 
     def touches(self, boxes: np.ndarray) -> np.ndarray:
         """Which ``(n, 4)`` boxes overlap or touch the group's box, give or take
@@ -74,7 +82,8 @@ class Group:
         self, views: Views, candidates: np.ndarray, iou: float, ios: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each candidate: ``(duplicate_or_part, seam_group_first,
-        seam_candidate_first)`` (rules 1-2, rule 3 either way round)."""
+        seam_candidate_first)`` (rules 1-2, rule 3 either way round); all False
+        for a candidate from a source already in the group."""
         boxes, cut, line = (
             views.boxes[candidates],
             views.cut[candidates],
@@ -94,12 +103,14 @@ class Group:
         for axis in (0, 1):
             group_first |= across_seam(self.box, self.line, boxes, line, axis, tol)
             candidate_first |= across_seam(boxes, line, self.box, self.line, axis, tol)
-        return same, group_first, candidate_first
+        fresh = self.fresh(views.origin[candidates])
+        return same & fresh, group_first & fresh, candidate_first & fresh
 
     def take(self, views: Views, j: int, text: str | None) -> None:
         """Add member ``j``: the box grows; a side stays cut only where every
         member reaching that far is cut."""
         self.members.append(j)
+        self.origins.add(int(views.origin[j]))
         self.text = text
         box, tol = views.boxes[j], self.tolerance
         for side in range(4):
@@ -163,6 +174,8 @@ def _grow(
         took = False
         for k in np.flatnonzero(hit):  # candidates are in rank order already
             j = int(candidates[k])
+            if int(views.origin[j]) in group.origins:  # its source joined meanwhile
+                continue
             text = group.text
             if ocr:
                 ok, text = _text_relation(
@@ -202,10 +215,12 @@ def _polygon_union(polygons: list[tuple], box: np.ndarray) -> tuple | None:
 
 
 def _merged(group: Group, views: Views) -> Prediction:
-    """One prediction for a group: its best whole view, else the union of parts."""
+    """One prediction for a group: its best whole view (a tile's before the
+    whole-image pass's, which sees the object shrunk), else the union of parts."""
     members = [views.predictions[i] for i in group.members]
     score = best_score(members)
     whole = [i for i in group.members if not views.cut[i].any()]
+    whole = [i for i in whole if not views.from_whole_image[i]] or whole
     if whole:
         best = min(whole, key=lambda i: rank(views.predictions[i], i))
         return views.predictions[best].with_(score=score)
@@ -230,12 +245,15 @@ def merge_regions(
     borders: Borders | None,
     iou: float,
     ios: float,
+    origin: Sequence[int] | None = None,
 ) -> list[tuple[int, Prediction]]:
     """Greedy merge of one group (one label, geometry, OCR or not); each result
-    with the input position of its first member (positions are the group's)."""
+    with the input position of its first member (positions are the group's).
+    ``origin``: each prediction's source (:class:`Views`), None when unknown."""
     order = sorted(range(len(predictions)), key=lambda i: rank(predictions[i], i))
     ranked = [predictions[i] for i in order]
-    views = Views.of(ranked, borders)
+    ranked_origin = None if origin is None else np.array([origin[i] for i in order])
+    views = Views.of(ranked, borders, ranked_origin)
     tolerance = 0.0 if borders is None else borders.tolerance
     alive = np.ones(len(ranked), dtype=bool)
     out = []

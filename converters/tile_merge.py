@@ -28,16 +28,30 @@ tested again until nothing more matches. Two regions match when
    of the shorter): the two halves of an object larger than the overlap, which
    barely overlap, and which neither IoU nor IOS would join.
 
-A side of a box is **cut** when the box lies inside a tile and that side is
-within :data:`~converters.tile_seams.EDGE_TOLERANCE_SHARE` of the tile size of
-one of the tile's edges, and that edge is inside the image (the image border
-cuts nothing). Without ``tiles`` the borders are unknown: every side may be
-cut, rule 3 never applies, and the merge is close to SAHI's greedy IOS merge.
+**Sources.** With ``sources`` (the tile that found each prediction, None for
+the whole-image pass, as :mod:`worker.tiling_step` passes them):
+
+* a side of a box is **cut** when it is within
+  :data:`~converters.tile_seams.EDGE_TOLERANCE_SHARE` of the tile size of an
+  edge of *its own* tile, and that edge is inside the image (the image border
+  cuts nothing). A neighbour's edge running through the box cuts nothing: a
+  child found whole a few pixels from it is not taken for a cut part of the
+  adult around it. The pass's regions are never cut;
+* regions of **one source never merge** with each other, by any rule: a
+  tile's answer is taken as it is, like an untiled one (two people at IoU 0.54
+  stay two). A group takes at most one region of each source, best first.
+
+Without ``sources`` a side is cut when the box lies inside some tile and the
+side is near one of that tile's interior edges, and any two regions may merge.
+Without ``tiles`` either, the borders are unknown: every side may be cut, rule
+3 never applies, and the merge is close to SAHI's greedy IOS merge.
 
 A merged group keeps the highest score of its members, the label, and:
 
 * if some member is not cut anywhere (a whole view), the highest-scoring whole
-  view's geometry, mask and text: the object as one tile saw it entire;
+  view's geometry, mask and text: the object as one tile saw it entire. A
+  tile's whole view wins over the whole-image pass's, whatever their scores:
+  the pass sees the object shrunk, its box a few pixels off, its text misread;
 * otherwise the union of the members: the box around all of them, the outline
   of the union of the polygons, the union of the masks, and for OCR the parts'
   texts joined at the seams (:mod:`converters.tile_text`).
@@ -45,8 +59,9 @@ A merged group keeps the highest score of its members, the label, and:
 OCR regions merge only when their texts agree (rules 1 and 2) or join at the
 seam (rule 3), so two different words side by side, or overlapping, stay apart.
 Points merge per label when within ``point_distance`` pixels of the
-highest-scoring point, which is kept. Keypoint instances are never tiled (the
-caller runs them on the whole image) and pass through unchanged.
+highest-scoring point, which is kept (sources are not consulted). Keypoint
+instances are never tiled (the caller runs them on the whole image) and pass
+through unchanged.
 
 Objects larger than the overlap
 -------------------------------
@@ -60,6 +75,12 @@ Where that fails (a part is missed, stops short of the edge, or a thin diagonal
 object's parts do not line up) the object comes back as its parts, each with
 the extent its tile saw. A whole-image pass sees large objects whole and then
 absorbs their parts through rule 2.
+
+Known limit: two *distinct* objects of one label that both reach across the
+same seam and overlap there (two trucks, one behind the other) look like the
+two parts of one object to rule 3, and without the whole-image pass they come
+back joined into one box around both; with the pass on, its whole views keep
+them apart wherever it sees them.
 
 Why not SAHI
 ------------
@@ -87,13 +108,14 @@ not depend on it, for two reasons:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from converters.prediction import Prediction, RegionType
 from converters.tile_groups import best_score, merge_regions, rank
-from converters.tile_seams import Borders
+from converters.tile_seams import WHOLE_IMAGE, Borders
 from converters.tile_text import texts_agree
 from converters.tiling import Tile
 
@@ -150,12 +172,14 @@ class _Bucket:
 
     positions: list[int] = field(default_factory=list)
     predictions: list[Prediction] = field(default_factory=list)
+    origins: list[int] = field(default_factory=list)
 
 
 def merge_tiled(
     predictions: list[Prediction],
     tiles: list[Tile] | None = None,
     *,
+    sources: Sequence[Tile | None] | None = None,
     iou: float = MERGE_IOU,
     point_distance: float = POINT_MERGE_DISTANCE,
     ios: float = MERGE_IOS,
@@ -168,7 +192,13 @@ def merge_tiled(
             (and, optionally, a whole-image pass's), in any order.
         tiles: the tiles the image was cut into, any order (repeats and None
             entries are ignored, so a list with one tile per prediction works
-            too). Without them tile borders are unknown: see the module.
+            too). Without them (and without ``sources``) tile borders are
+            unknown: see the module.
+        sources: the tile that found each prediction, None for the
+            whole-image pass; one per prediction. With them a box side is cut
+            only by its own tile's edges (never in the pass's regions),
+            regions of one source never merge with each other, and a whole
+            tile view wins over the pass's (see the module). None: unknown.
         iou: IoU at or above which two regions are duplicates (rule 1).
         point_distance: pixels within which points of one label merge.
         ios: intersection over the smaller box at or above which a cut part
@@ -195,7 +225,12 @@ def merge_tiled(
         raise ValueError(
             f"edge_tolerance must be a number >= 0 or None, got {edge_tolerance!r}"
         )
-    borders = Borders.of(tiles, edge_tolerance)
+    if sources is not None and len(sources) != len(predictions):
+        raise ValueError(
+            f"sources must give one tile (or None) per prediction: "
+            f"{len(sources)} for {len(predictions)} predictions"
+        )
+    borders = Borders.of(tiles, edge_tolerance, sources or ())
     placed: list[tuple[int, Prediction]] = []
     buckets: dict[tuple, _Bucket] = {}
     for position, p in enumerate(predictions):
@@ -207,11 +242,17 @@ def merge_tiled(
         bucket = buckets.setdefault((p.type, p.label, p.text is not None), _Bucket())
         bucket.positions.append(position)
         bucket.predictions.append(p)
+        if sources is not None:
+            source = sources[position]
+            bucket.origins.append(
+                WHOLE_IMAGE if source is None else borders.index[source]
+            )
     for (kind, _, _), bucket in buckets.items():
         if kind is RegionType.POINT:
             merged = _merge_points(bucket.predictions, float(point_distance))
         else:
-            merged = merge_regions(bucket.predictions, borders, iou, ios)
+            origin = bucket.origins if sources is not None else None
+            merged = merge_regions(bucket.predictions, borders, iou, ios, origin)
         placed.extend((bucket.positions[i], p) for i, p in merged)
     placed.sort(key=lambda item: item[0])
     return [p for _, p in placed]

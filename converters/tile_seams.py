@@ -42,15 +42,23 @@ class Borders:
     tiles: np.ndarray  # (T, 4) x0, y0, x1, y1
     interior: np.ndarray  # (T, 4) bool: that edge of the tile is inside the image
     tolerance: float
+    index: dict[Tile, int]  # each tile's row in ``tiles``
 
     @classmethod
     def of(
-        cls, tiles: Sequence[Tile | None] | None, tolerance: float | None
+        cls,
+        tiles: Sequence[Tile | None] | None,
+        tolerance: float | None,
+        sources: Sequence[Tile | None] = (),
     ) -> Borders | None:
-        for i, tile in enumerate(tiles or ()):
-            if tile is not None and not isinstance(tile, Tile):
-                raise ValueError(f"tiles[{i}] must be a Tile, got {tile!r}")
-        known = [t for t in tiles or () if t is not None]
+        """The borders of ``tiles`` and of the ``sources`` (a tile per
+        prediction, None for the whole-image pass); None when no tile is known."""
+        for name, listed in (("tiles", tiles or ()), ("sources", sources)):
+            for i, tile in enumerate(listed):
+                if tile is not None and not isinstance(tile, Tile):
+                    raise ValueError(f"{name}[{i}] must be a Tile, got {tile!r}")
+        listed = (*(tiles or ()), *sources)
+        known = list(dict.fromkeys(t for t in listed if t is not None))
         if not known:
             return None
         boxes = np.array([t.box for t in known], dtype=float)
@@ -60,7 +68,7 @@ class Borders:
         if tolerance is None:
             side = max(max(t.width, t.height) for t in known)
             tolerance = max(EDGE_TOLERANCE_MIN_PX, EDGE_TOLERANCE_SHARE * side)
-        return cls(boxes, interior, tolerance)
+        return cls(boxes, interior, tolerance, {t: i for i, t in enumerate(known)})
 
     def cuts(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For ``(n, 4)`` boxes: ``(cut, line)``, each ``(n, 4)``: whether each side
@@ -78,25 +86,64 @@ class Borders:
         line = np.where(cut, self.tiles[first, np.arange(4)[None, :]], np.nan)
         return cut, line
 
+    def cuts_by_source(
+        self, boxes: np.ndarray, origin: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`cuts`, each box tested against the edges of its own tile
+        only (``origin``: its row in ``tiles``, or :data:`WHOLE_IMAGE`, whose
+        regions no tile edge cuts)."""
+        from_tile = origin >= 0
+        rows = np.where(from_tile, origin, 0)
+        edges = self.tiles[rows]
+        near = np.abs(boxes - edges) <= self.tolerance
+        cut = near & self.interior[rows] & from_tile[:, None]
+        return cut, np.where(cut, edges, np.nan)
+
+
+WHOLE_IMAGE = -1
+"""The origin of a whole-image pass's region (tiles are numbered from 0)."""
+
 
 @dataclass
 class Views:
-    """One group's regions as arrays: boxes, areas, and where they are cut."""
+    """One group's regions as arrays: boxes, where they are cut, and where
+    they come from."""
 
     predictions: list[Prediction]
     boxes: np.ndarray  # (n, 4)
     cut: np.ndarray  # (n, 4) bool
     line: np.ndarray  # (n, 4) float, nan where the cutting edge is unknown
+    origin: np.ndarray  # (n,) int: the source tile's row, WHOLE_IMAGE, or < -1
+    # (sources unknown: each region its own origin)
 
     @classmethod
-    def of(cls, predictions: list[Prediction], borders: Borders | None) -> Views:
+    def of(
+        cls,
+        predictions: list[Prediction],
+        borders: Borders | None,
+        origin: np.ndarray | None = None,
+    ) -> Views:
+        """``origin``: each region's source (see the field), None when unknown:
+        then a side is cut by any tile's edge, or by anything without tiles."""
         boxes = np.array([p.bbox for p in predictions], dtype=float).reshape(-1, 4)
-        if borders is None:  # borders unknown: any side may be cut, by no known edge
-            cut = np.ones(boxes.shape, dtype=bool)
+        if origin is None:
+            origin = -2 - np.arange(len(predictions))
+            if borders is None:  # borders unknown: any side may be cut
+                cut = np.ones(boxes.shape, dtype=bool)
+                line = np.full(boxes.shape, np.nan)
+            else:
+                cut, line = borders.cuts(boxes)
+        elif borders is None:  # sources known, no tile: the pass's regions only
+            cut = np.zeros(boxes.shape, dtype=bool)
             line = np.full(boxes.shape, np.nan)
         else:
-            cut, line = borders.cuts(boxes)
-        return cls(predictions, boxes, cut, line)
+            cut, line = borders.cuts_by_source(boxes, origin)
+        return cls(predictions, boxes, cut, line, np.asarray(origin, dtype=int))
+
+    @property
+    def from_whole_image(self) -> np.ndarray:
+        """(n,) bool: found by the whole-image pass."""
+        return self.origin == WHOLE_IMAGE
 
 
 def area(boxes: np.ndarray) -> np.ndarray:

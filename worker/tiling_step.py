@@ -6,7 +6,9 @@
       -> tiled_result: parse each tile in its own pixels, to_original,
          keep what each tile found in its core (converters.tile_cores: an
          object cut by a tile edge is answered by the tile that holds it
-         whole), merge_tiled (duplicates in the overlaps, the whole image)
+         whole; the whole-image pass only regions larger than the overlap),
+         merge_tiled with each region's source tile (duplicates in the
+         overlaps, the whole image)
       -> worker.call_result.finish_result (score_threshold, max_instances,
          masks on the whole image)
 
@@ -37,7 +39,7 @@ from common.images.decode import ORIGINAL_SIZE_KEY, original_size, resize_for_mo
 from common.jobspec import CallResult, ModelCall
 from common.tile_options import TileOptions
 from converters.tasks import Task
-from converters.tile_cores import keep_owned
+from converters.tile_cores import owned_positions
 from converters.tile_merge import merge_tiled
 from converters.tiling import Tile, should_tile, tile_count, tile_grid, to_original
 from worker.call_result import (
@@ -283,23 +285,27 @@ def tiled_result(
     each parsed in its own pixels, moved to the original image, merged."""
     started = time.perf_counter()
     width, height = original_size(image)
-    passes = [(tile, f"tile {_name(tile)}") for tile in plan.tiles]
-    if plan.whole_image:
-        passes.append((Tile(0, 0, width, height), "whole image"))
+    passes = [(tile, f"tile {_name(tile)}", tile) for tile in plan.tiles]
+    if plan.whole_image:  # its source is None: the merge knows it for the pass
+        passes.append((Tile(0, 0, width, height), "whole image", None))
     predictions, sources, warnings, texts = [], [], [], []
     truncated = False
-    for (tile, name), generation in zip(passes, generations, strict=True):
+    for (tile, name, source), generation in zip(passes, generations, strict=True):
         found, notes, cut = parse_generation(
             call, generation, (tile.width, tile.height)
         )
         truncated = truncated or cut
         predictions.extend(to_original(p, tile) for p in found)
-        sources.extend([tile] * len(found))
+        sources.extend([source] * len(found))
         warnings.extend(f"{name}: {note}" for note in notes)
         texts.append(f"[{name}] {generation.text}")
     merging = time.perf_counter()
-    owned = keep_owned(predictions, sources, plan.tiles, (width, height))
-    merged = merge_tiled(owned, list(plan.tiles))
+    owned = owned_positions(predictions, sources, plan.tiles, (width, height))
+    merged = merge_tiled(
+        [predictions[i] for i in owned],
+        list(plan.tiles),
+        sources=[sources[i] for i in owned],
+    )
     merged_at = time.perf_counter()
     if len(merged) < len(predictions):
         warnings.append(

@@ -4,7 +4,13 @@ and predictions."""
 from __future__ import annotations
 
 from converters.prediction import Prediction, RegionType
-from converters.tile_cores import in_core, keep_owned, tile_cores
+from converters.tile_cores import (
+    grid_overlap,
+    in_core,
+    keep_owned,
+    owned_positions,
+    tile_cores,
+)
 from converters.tiling import Tile, tile_grid
 
 
@@ -59,11 +65,26 @@ def test_an_object_cut_by_a_tile_edge_is_answered_by_the_tile_holding_it_whole()
     assert kept == [whole]
 
 
-def test_a_whole_image_pass_owns_everything():
-    tiles = tile_grid(150, 100, 100, 0.5)
-    whole_image = Tile(0, 0, 150, 100)
+def test_a_whole_image_pass_owns_only_regions_larger_than_the_overlap():
+    # 250 x 250 in 100 px tiles sharing 20 (the last pair 30): overlap 20 a side.
+    tiles = tile_grid(250, 250, 100, 0.2)
+    assert grid_overlap(tiles) == (20.0, 20.0)
     big = _box(10, 10, 140, 90)
-    assert keep_owned([big], [whole_image], tiles, (150, 100)) == [big]
+    wide = _box(10, 10, 31, 20)  # 21 px wide: no tile need hold it whole
+    small = _box(100, 100, 120, 120)  # 20 x 20: the owning tile holds it whole
+    dot = Prediction(RegionType.POINT, "cell", (50, 50))
+    found = [big, wide, small, dot]
+    for whole_image in (None, Tile(0, 0, 250, 250)):  # None, or not a grid tile
+        sources = [whole_image] * len(found)
+        assert keep_owned(found, sources, tiles, (250, 250)) == [big, wide]
+        assert owned_positions(found, sources, tiles, (250, 250)) == [0, 1]
+
+
+def test_with_one_row_of_tiles_any_height_lies_whole_in_a_tile():
+    tiles = tile_grid(300, 100, 100, 0.5)
+    assert grid_overlap(tiles) == (50.0, float("inf"))
+    tall, wide = _box(10, 0, 60, 100), _box(10, 0, 61, 10)
+    assert keep_owned([tall, wide], [None, None], tiles, (300, 100)) == [wide]
 
 
 def test_a_region_on_the_far_edge_belongs_to_the_last_tile():

@@ -189,6 +189,80 @@ def test_tiles_given_once_per_prediction_work_like_the_grid():
     )
 
 
+# Sources: the tile that found each prediction, None for the whole-image pass --
+def test_a_side_is_cut_only_by_the_edges_of_the_tile_that_found_it():
+    # A child found whole by the left tile, 1 px right of the right tile's left
+    # edge (80), inside an adult the pass found: only the left tile's edges (0,
+    # 100) count for the child, so it is not a cut part and stays.
+    child = box((81, 30, 89, 60), 0.8, "person")
+    adult = box((60, 10, 99, 90), 0.9, "person")
+    assert boxes(merge_tiled([child, adult], ROW, sources=[ROW[0], None])) == boxes(
+        [child, adult]
+    )
+    # Tested against every tile, the right tile's edge cuts it: merged away.
+    assert boxes(merge_tiled([child, adult], ROW)) == [("person", adult.coords, 0.9)]
+
+
+def test_a_whole_image_pass_region_is_never_cut():
+    # The pass's child ends at the left tile's edge (100); the right tile's
+    # adult starts 1 px off its own left edge (80), so only the adult is cut.
+    child = box((85, 40, 100, 60), 0.8, "person")
+    adult = box((81, 20, 140, 80), 0.9, "person")
+    assert boxes(merge_tiled([child, adult], ROW, sources=[None, ROW[1]])) == boxes(
+        [child, adult]
+    )
+    assert boxes(merge_tiled([child, adult], ROW)) == [("person", adult.coords, 0.9)]
+
+
+def test_one_sources_overlapping_regions_stay_apart():
+    # Two people at IoU 0.54 in the left tile's answer stay two, as untiled;
+    # the right tile's view of the first (IoU 0.56 with the second too) joins
+    # the first only: once a source is in a group, its other regions are not.
+    # (The right tile's view starts 1.5 px off its edge at 80: cut, so the
+    # left tile's whole view is kept, with the better score.)
+    a = box((81, 10, 91, 50), 0.9, "person")
+    b = box((84, 10, 94, 50), 0.8, "person")
+    a_again = box((81.5, 10, 91, 50.5), 0.95, "person")
+    assert boxes(merge_tiled([a, b], ROW, sources=[ROW[0], ROW[0]])) == boxes([a, b])
+    merged = merge_tiled([a, b, a_again], ROW, sources=[ROW[0], ROW[0], ROW[1]])
+    assert boxes(merged) == [("person", a.coords, 0.95), boxes([b])[0]]
+    # Two regions of the pass stay apart too; sources unknown, all merge.
+    assert len(merge_tiled([a, b], ROW, sources=[None, None])) == 2
+    assert len(merge_tiled([a, b, a_again], ROW)) == 1
+
+
+def test_a_tile_view_wins_over_a_higher_scoring_whole_image_pass():
+    # The pass sees the object shrunk and draws it a few pixels off: the tile's
+    # geometry is kept, with the better score.
+    tile_view = box((20, 20, 40, 40), 0.8)
+    pass_view = box((17, 18, 42, 41), 0.85)
+    merged = merge_tiled([tile_view, pass_view], ROW, sources=[ROW[0], None])
+    assert boxes(merged) == [("car", (20.0, 20.0, 40.0, 40.0), 0.85)]
+    # A view cut by its tile's edge still gives way to the pass's whole one.
+    part, whole = box((90, 40, 100, 60), 0.9), box((88, 39, 111, 61), 0.6)
+    merged = merge_tiled([part, whole], ROW, sources=[ROW[0], None])
+    assert boxes(merged) == [("car", (88.0, 39.0, 111.0, 61.0), 0.9)]
+
+
+def test_ocr_keeps_the_tiles_reading_over_the_whole_image_pass():
+    line = box((10, 20, 70, 30), 0.8, "line", text="Invoice number 12345")
+    for reading in ("lnvoice nurnber 1Z345", "Invoice no 12345"):
+        coarse = box((8, 19, 72, 31), 0.9, "line", text=reading)
+        (merged,) = merge_tiled([line, coarse], ROW, sources=[ROW[0], None])
+        assert (merged.text, merged.coords, merged.score) == (
+            "Invoice number 12345",
+            (10.0, 20.0, 70.0, 30.0),
+            0.9,
+        )
+
+
+def test_sources_must_be_tiles_one_per_prediction():
+    with pytest.raises(ValueError, match=r"one tile .* per prediction: 1 for 2"):
+        merge_tiled([box((0, 0, 1, 1)), box((2, 2, 3, 3))], ROW, sources=[ROW[0]])
+    with pytest.raises(ValueError, match=r"sources\[0\]"):
+        merge_tiled([box((0, 0, 1, 1))], ROW, sources=[(0, 0, 100, 100)])
+
+
 def test_merging_again_changes_nothing():
     scene = [
         box((50, 40, 100, 60), 0.6),

@@ -352,3 +352,33 @@ def test_a_chunk_cuts_at_most_its_cap_of_crops_naming_the_count():
     with pytest.raises(PipelineError, match=r"make this chunk's 18 tile crops, more"):
         crops.views(two, plan, call)
     assert MAX_CHUNK_TILES >= 4 * TileOptions().max_tiles  # a full chunk fits
+
+
+def _answer(boxes: list[tuple[str, tuple]], size: tuple[int, int]) -> str:
+    """A detection answer boxing ``(label, xyxy)`` in an image of ``size``."""
+    found = [Prediction(RegionType.BOX, label, xyxy) for label, xyxy in boxes]
+    return format_answer(Task.DETECTION, found, *size, categories=["car", "person"])
+
+
+def test_the_merge_knows_which_tile_found_each_region():
+    # Tiles x 0..120 and 80..200 (overlap 40, cores split at 100) and the pass.
+    image = _scene((200, 100), [])
+    plan = TilePlan((Tile(0, 0, 120, 100), Tile(80, 0, 200, 100)), whole_image=True)
+    left = _answer(
+        [("car", (20, 20, 32, 32)), ("person", (81, 30, 95, 60))], (120, 100)
+    )
+    # The pass's car is 2-4 px off (IoU 0.48): no larger than the overlap, the
+    # left tile answers for it and the pass's is dropped. Its adult (60 x 80)
+    # stays, and the child the left tile found whole inside it, 1 px from the
+    # right tile's edge at 80, is no cut part: the left tile's edges alone count.
+    whole = _answer(
+        [("car", (16, 17, 30, 31)), ("person", (70, 10, 130, 90))], (200, 100)
+    )
+    generations = [
+        _generation(left),
+        _generation(_answer([], (120, 100))),
+        _generation(whole),
+    ]
+    call = ModelCall(task="detection", categories=["car", "person"], key="boxes")
+    result = tiled_result(image, call, plan, generations, masker=None)
+    assert_boxes(result, [(20, 20, 32, 32), (70, 10, 130, 90), (81, 30, 95, 60)], 1)

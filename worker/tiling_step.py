@@ -21,7 +21,7 @@ tiling was asked.
 Memory: :func:`decode_pixels` tells the loader how far a tiled image may be
 reduced while decoding (until a tile holds the model's ``max_pixels``); crops
 are cut from that decode once per chunk (:class:`ChunkCrops`, shared by the
-calls tiling an image alike, at most :data:`MAX_CHUNK_TILES`) and the
+calls tiling an image alike, at most :data:`MAX_CHUNK_CROP_PIXELS`) and the
 whole-image pass gets a model-sized copy.
 No settings are read here: the caller passes the base :class:`TileOptions`.
 """
@@ -58,11 +58,14 @@ TILE_STEP = 28
 """Tile sides grow in steps of 28 px (a 14 px patch, merged 2 x 2): the
 model's resize rounds a side to it, so a tile on it loses nothing there."""
 
-MAX_CHUNK_TILES = 256
-"""Most tile crops one chunk (one engine batch) holds, shared by its calls:
-4 images (REXLABEL_PREDICT_CHUNK_SIZE) at 64 tiles (REXLABEL_TILE_MAX_TILES).
-A 1400 px RGB crop is 5.9 MB, so 256 are 1.5 GB next to the decodes; a call
-whose new crops would pass it fails naming the count (the chunk's others run)."""
+MAX_CHUNK_CROP_PIXELS = 256 * 1400 * 1400
+"""Most pixels of tile crops (decoded pixels) one chunk (one engine batch)
+holds, shared by its calls: 4 images (REXLABEL_PREDICT_CHUNK_SIZE) at 64
+tiles (REXLABEL_TILE_MAX_TILES) of 1400 px. A 1400 px RGB crop is 5.9 MB, so
+that is 1.5 GB next to the decodes. Counted in pixels, not crops, so many small
+tiles cost what they weigh (six 448 px scenes in 49 tiles of 112 px each are
+17 MB). A call whose new crops would pass it fails naming the figures (the
+chunk's others run)."""
 
 
 @dataclass(frozen=True)
@@ -229,11 +232,16 @@ def whole_view(image: Image.Image, max_pixels: int) -> Image.Image:
 class ChunkCrops:
     """The views of one chunk's tiled calls, each crop cut once per (image,
     tile) and shared by every call tiling that image alike (the same PIL
-    objects), at most ``max_tiles`` crops (:data:`MAX_CHUNK_TILES`)."""
+    objects), at most ``max_crop_pixels`` pixels of crops
+    (:data:`MAX_CHUNK_CROP_PIXELS`)."""
 
-    def __init__(self, max_pixels: int, max_tiles: int = MAX_CHUNK_TILES) -> None:
+    def __init__(
+        self, max_pixels: int, max_crop_pixels: int = MAX_CHUNK_CROP_PIXELS
+    ) -> None:
         self.max_pixels = max_pixels
-        self.max_tiles = max_tiles
+        self.max_crop_pixels = max_crop_pixels
+        self.crop_pixels = 0
+        """Pixels of the crops cut so far."""
         self._crops: dict[tuple[int, tuple[int, int, int, int]], Image.Image] = {}
         self._wholes: dict[int, Image.Image] = {}
         self._images: list[Image.Image] = []  # alive, so their ids stay theirs
@@ -248,16 +256,21 @@ class ChunkCrops:
     ) -> list[Image.Image]:
         """One image per pass of ``plan``: its tiles in order, then the whole
         image when asked, sharing crops already cut;
-        PipelineError when the new ones would pass ``max_tiles``."""
+        PipelineError when the new ones would pass ``max_crop_pixels``."""
         key = id(image)
-        new = {t.box for t in plan.tiles if (key, t.box) not in self._crops}
-        if self.cut + len(new) > self.max_tiles:
+        new = {t.box: t for t in plan.tiles if (key, t.box) not in self._crops}
+        width, height = original_size(image)
+        scale = image.width * image.height / (width * height)
+        pixels = round(sum(t.width * t.height for t in new.values()) * scale)
+        if self.crop_pixels + pixels > self.max_crop_pixels:
             raise PipelineError(
-                f"{describe_call(call)}: its {len(new)} new tiles would make this "
-                f"chunk's {self.cut + len(new)} tile crops, more than "
-                f"{self.max_tiles} (MAX_CHUNK_TILES); send fewer tiled calls "
-                "per chunk or use larger tiles"
+                f"{describe_call(call)}: its {len(new)} new tile crops "
+                f"({pixels:,} pixels) would make this chunk's crops "
+                f"{self.crop_pixels + pixels:,} pixels, more than "
+                f"{self.max_crop_pixels:,} (MAX_CHUNK_CROP_PIXELS); send fewer "
+                "tiled calls per chunk or use larger tiles"
             )
+        self.crop_pixels += pixels
         if new:
             self._images.append(image)
         for tile in plan.tiles:

@@ -22,7 +22,7 @@ from worker.call_result import PipelineError
 from worker.engines.base import Engine, GenerationRequest, GenerationResult
 from worker.pipeline import run_batch, run_image_jobs
 from worker.tiling_step import (
-    MAX_CHUNK_TILES,
+    MAX_CHUNK_CROP_PIXELS,
     ChunkCrops,
     TilePlan,
     crop_tile,
@@ -342,16 +342,26 @@ def test_calls_tiling_one_image_alike_share_its_crops():
     assert first.tiles == second.tiles and len(first.predictions) == 4
 
 
-def test_a_chunk_cuts_at_most_its_cap_of_crops_naming_the_count():
-    crops = ChunkCrops(MAX_PIXELS, max_tiles=12)
+def test_a_chunk_cuts_at_most_its_cap_of_crop_pixels_naming_them():
+    crops = ChunkCrops(MAX_PIXELS, max_crop_pixels=12 * 224 * 224)
     call = _call(mode="on", size=224, overlap=0.25)
     one, two = _scene((448, 448), []), _scene((448, 448), [])
     plan = plan_tiles(one, call, TileOptions(), MAX_PIXELS)
     assert len(crops.views(one, plan, call)) == 10 and crops.cut == 9
     assert len(crops.views(one, plan, call)) == 10 and crops.cut == 9  # shared
-    with pytest.raises(PipelineError, match=r"make this chunk's 18 tile crops, more"):
+    assert crops.crop_pixels == 9 * 224 * 224
+    with pytest.raises(PipelineError, match=r"make this chunk's crops 903,168 pixels"):
         crops.views(two, plan, call)
-    assert MAX_CHUNK_TILES >= 4 * TileOptions().max_tiles  # a full chunk fits
+    options = TileOptions()
+    full_chunk = 4 * options.max_tiles * options.size**2  # 4 images, 64 tiles each
+    assert MAX_CHUNK_CROP_PIXELS >= full_chunk
+    # many small tiles weigh what they are: six 448 px scenes in 49 tiles each
+    small = ChunkCrops(MAX_PIXELS)
+    fine = _call(mode="on", size=112, overlap=0.5)
+    for _ in range(6):
+        scene = _scene((448, 448), [])
+        small.views(scene, plan_tiles(scene, fine, TileOptions(), MAX_PIXELS), fine)
+    assert small.cut == 6 * 49
 
 
 def _answer(boxes: list[tuple[str, tuple]], size: tuple[int, int]) -> str:

@@ -5,7 +5,6 @@ Label Studio one at a time."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -15,16 +14,10 @@ from typing import Any
 def _extra_params(args: argparse.Namespace, client: Any) -> dict[str, Any]:
     """``--extra-params``, else the connected model's (ValueError when bad)."""
     from backend.bulk.creation import connected_extra_params
+    from backend.commands.extra_params_arg import parse_extra_params
 
-    if args.extra_params is None:
-        return connected_extra_params(client, args.project)
-    try:
-        extra = json.loads(args.extra_params)
-    except ValueError as exc:
-        raise ValueError(f"--extra-params is not JSON ({exc})") from None
-    if not isinstance(extra, dict):
-        raise ValueError("--extra-params must be a JSON object")
-    return extra
+    extra = parse_extra_params(args.extra_params)
+    return connected_extra_params(client, args.project) if extra is None else extra
 
 
 def run_tsv(args: argparse.Namespace) -> int:

@@ -345,11 +345,13 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--project takes no images, no --out and no --reference-boxes"
             )
+        from backend.commands.extra_params_arg import parse_extra_params
         from common.labelstudio.api import LabelStudioClient
 
-        extra = json.loads(args.extra_params) if args.extra_params else None
-        if extra is not None and not isinstance(extra, dict):
-            raise UsageError("--extra-params must be a JSON object")
+        try:
+            extra = parse_extra_params(args.extra_params)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         try:  # the flags as project-wide rex_tile* defaults
             tile = tile_extra_params(tile_from_args(args))
         except ValueError as exc:

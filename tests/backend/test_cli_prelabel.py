@@ -394,3 +394,12 @@ def test_a_project_job_plans_with_the_connected_models_extra_params(ls, capsys):
     assert "2 models connected (ML backends 1, 2)" in capsys.readouterr().err
     # naming the params settles it
     assert main([*args, "--model-version", "v2", "--extra-params", "{}"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("{not json", "--extra-params is not JSON"), ("[1]", "must be a JSON object")],
+)
+def test_bad_extra_params_are_named(capsys, value, message):
+    assert main(["prelabel", "--project", "7", "--extra-params", value]) == 2
+    assert message in capsys.readouterr().err

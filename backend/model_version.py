@@ -2,7 +2,9 @@
 
 Label Studio skips tasks that already have a prediction of the current
 version, so the version must change whenever predictions would: the model,
-the engine, the prompt templates, a prediction-changing setting, the label
+the engine, the prompt templates, the weights a fine-tuned model directory
+holds (its card's digest, so a new training run that moves a project's
+``current`` pointer gives a new version), a prediction-changing setting, the label
 config or the project's extra params. It must also be *exactly* the same for
 ``/setup`` and the ``/predict`` that follows (a different string adds
 duplicates on every "Retrieve Predictions"), so it is a pure function of those
@@ -19,6 +21,7 @@ from importlib import metadata
 from typing import Any
 
 from common import settings
+from common.model_store import weights_identity
 
 VERSION_PREFIX = "rexlabel"
 """First part of every version string, so Label Studio users see whose it is."""
@@ -70,6 +73,9 @@ def model_version(
         "label_config": (label_config or "").strip(),
         "extra_params": dict(extra_params or {}),
     }
+    weights = weights_identity(settings.get("REXLABEL_MODEL", environ))
+    if weights is not None:  # only fine-tuned directories: hub ids keep their versions
+        parts["weights"] = weights
     text = json.dumps(parts, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
     return f"{VERSION_PREFIX}-{parts['package']}-{digest}"

@@ -188,6 +188,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Where bulk jobs keep their image list, part files and progress; empty "
         "means ~/.local/state/rexlabel/jobs (state that must survive a reboot).",
     ),
+    Setting(
+        "REXLABEL_MODELS_DIR",
+        str,
+        "",
+        "Where Label Studio's Start Training writes a project's fine-tuned "
+        "models (<dir>/project-<id>/<run>, with a current pointer); empty means "
+        "~/.local/share/rexlabel/models.",
+    ),
     # Images -------------------------------------------------------------------
     Setting(
         "REXLABEL_ALLOWED_HOSTS",

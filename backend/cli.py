@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "export",
     "convert",
     "evaluate",
+    "finetune",
     "jobs",
     "config",
     "doctor",

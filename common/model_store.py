@@ -124,7 +124,9 @@ def resolve_model(ref: str) -> str:
     name = read_pointer(path)
     run = path / str(name)
     if not run.is_dir():
-        raise ModelStoreError(f"{path / CURRENT_POINTER} names {name!r}, which is missing")
+        raise ModelStoreError(
+            f"{path / CURRENT_POINTER} names {name!r}, which is missing"
+        )
     return str(run)
 
 
@@ -144,7 +146,8 @@ def read_card(model_dir: str | Path) -> dict[str, Any] | None:
         raise ModelStoreError(f"{path} is not a {CARD_FORMAT} card")
     if card.get("method") not in METHODS:
         raise ModelStoreError(
-            f"{path}: method {card.get('method')!r}, expected one of {', '.join(METHODS)}"
+            f"{path}: method {card.get('method')!r}, expected one of "
+            f"{', '.join(METHODS)}"
         )
     if card["method"] == "lora" and not isinstance(card.get("base"), str):
         raise ModelStoreError(f"{path}: a LoRA adapter's card must name its base")
@@ -177,7 +180,8 @@ def base_chain(model_dir: str) -> list[tuple[str, dict[str, Any] | None]]:
     while True:
         if ref in seen or len(chain) > MAX_BASE_DEPTH:
             raise ModelStoreError(
-                f"{model_dir}: the adapters' bases loop or stack over {MAX_BASE_DEPTH} deep"
+                f"{model_dir}: the adapters' bases loop or stack over "
+                f"{MAX_BASE_DEPTH} deep"
             )
         seen.add(ref)
         card = read_card(ref) if Path(ref).expanduser().is_dir() else None
@@ -186,7 +190,9 @@ def base_chain(model_dir: str) -> list[tuple[str, dict[str, Any] | None]]:
             return chain
         base = str(card["base"])
         local = Path(ref).expanduser() / base
-        ref = resolve_model(str(local) if not Path(base).is_absolute() and local.exists() else base)
+        ref = resolve_model(
+            str(local) if not Path(base).is_absolute() and local.exists() else base
+        )
 
 
 def weights_identity(ref: str) -> str | None:

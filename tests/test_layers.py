@@ -49,6 +49,8 @@ INLINE_PATH = {
     "in this process",
     "backend.commands.predict": "`rexlabel predict` runs the model on files",
     "backend.commands.worker": "`rexlabel worker` starts a worker process",
+    "backend.commands.finetune": "`rexlabel finetune` trains the model in this "
+    "process (the training worker runs this command as a child process)",
     "backend.commands.make_test_model": "`rexlabel make-test-model` trains the "
     "tiny model",
     "backend.doctor": "`rexlabel doctor` checks the worker install (engine "

@@ -126,13 +126,21 @@ def load_model(
 ):
     """Load ``(model, processor)`` from a hub id or a local directory.
 
-    The one loading path for the real Rex-Omni and the tiny test model.
+    The one loading path for the real Rex-Omni and the tiny test model. A
+    fine-tuned directory (``rexlabel finetune``: a LoRA adapter whose card
+    names its base) loads its base, then merges each adapter in, base first
+    (``common.model_store.base_chain``); a project's models directory serves
+    the run its ``current`` pointer names.
     ``quantization`` (``awq``) is checked against the checkpoint and device
     (:func:`check_quantization`) and computes in fp16.
     """
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
+    from common.model_store import base_chain
+
+    chain = base_chain(model_id)
+    model_id = chain[-1][0]
     device = resolve_device(device)
     check_quantization(model_id, device, quantization)
     dtype = dtype or (AWQ_DTYPE if quantization else default_dtype(device))
@@ -143,6 +151,11 @@ def load_model(
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         model_id, dtype=dtype, attn_implementation=attn
     )
+    if len(chain) > 1:
+        from worker.training.lora import load_lora
+
+        for adapter_dir, _card in reversed(chain[:-1]):
+            model = load_lora(model, adapter_dir).merge_and_unload()
     model.to(device)
     model.eval()
     return model, processor

@@ -227,7 +227,7 @@ class VLLMEngine(Engine):
         llm: Any = None,
         **llm_kwargs: Any,
     ) -> None:
-        self._model_id = model
+        self._model_id = _merged_weights(model) if llm is None else model
         self.device = device
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.system_prompt = system_prompt
@@ -383,3 +383,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _merged_weights(model: str) -> str:
+    """The directory vLLM loads for ``model``: a project's models directory
+    gives the run its pointer names; a LoRA adapter is refused (vLLM loads
+    whole checkpoints here), with what to do instead."""
+    from common.model_store import base_chain
+
+    chain = base_chain(model)
+    if len(chain) > 1:
+        raise ValueError(
+            f"{chain[0][0]} is a LoRA adapter over {chain[1][0]}: the vllm engine "
+            "serves whole weights; write them with `rexlabel finetune --merge` (or "
+            "--method full), or serve the adapter with REXLABEL_ENGINE=transformers"
+        )
+    return chain[0][0]

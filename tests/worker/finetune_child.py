@@ -5,7 +5,8 @@ for the training job's tests (the real trainer needs a Label Studio project).
         --progress json [--steps N] [--batch-size B] ...
 
 It prints the JSON progress events on stdout (with a non-JSON line among
-them), writes ``DIR/argv.json`` (the arguments it got), and ends by MODE:
+them), writes ``DIR/argv.json`` (the arguments it got) and ``DIR/pid``, and
+ends by MODE:
 
 - ``ok``: ``DIR/rexlabel-model.json`` (a full-model card), ``done``, exit 0;
 - ``fail``: stderr lines and an ``error`` event, exit 1;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -51,6 +53,7 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True)
     (args.out / "argv.json").write_text(json.dumps(sys.argv[2:]))
+    (args.out / "pid").write_text(str(os.getpid()))
     print("loading the project's annotations", flush=True)  # not JSON: ignored
     emit(event="examples", train=40, val=4, replay=120)
     if args.mode in ("slow", "stubborn"):

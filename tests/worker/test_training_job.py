@@ -358,3 +358,53 @@ def test_sigterm_interrupts_the_training_of_a_train_worker(
     assert record["state"] == "failed", log_path.read_text()
     assert record["error"].startswith("interrupted (the worker is shutting down)")
     assert (Path(record["out"]) / "checkpoint").is_dir()
+
+
+def test_a_killed_train_worker_frees_the_slot_and_its_child_ends(
+    redis_conn, models_root, tmp_path
+):
+    """kill -9 of the worker: its child ends at its next progress line (stdout
+    closed), and once the execution expired the job reads as failed, so the
+    project may train again."""
+    import os
+
+    from tests.worker.rq_helpers import FAST_WORKER, start_worker, worker_env
+
+    records.enqueue_training(redis_conn, "train-kill9", TrainingRequest(7, {}), "test")
+    env = worker_env(tmp_path / "no-model-here", REXLABEL_MODELS_DIR=str(models_root))
+    log_path = tmp_path / "worker.log"
+    process = start_worker(
+        redis_conn,
+        env,
+        "--train",
+        *FAST_WORKER,
+        name="doomed",
+        entry="tests.worker.train_worker",
+        log_path=log_path,
+    )
+    wait_for(
+        lambda: (records.read_record(redis_conn, "train-kill9") or {}).get("step"),
+        WAIT_S,
+        "the training's first step",
+    )
+    out = Path(records.read_record(redis_conn, "train-kill9")["out"])
+    child = int((out / "pid").read_text())
+    process.kill()
+    process.wait()
+
+    def child_gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{child}/stat") as stat:  # a zombie until init reaps it
+            return stat.read().split()[2] == "Z"
+
+    wait_for(child_gone, WAIT_S, "the orphaned child to end")
+
+    def failed() -> bool:
+        records.clean_abandoned(redis_conn)  # what a start does first
+        record = records.read_record(redis_conn, "train-kill9")
+        return records.reconciled(redis_conn, record)["state"] == "failed"
+
+    wait_for(failed, WAIT_S, "the dead worker's job to read as failed", 0.5)

@@ -14,7 +14,12 @@ Routes:
 - ``GET /metrics``: Prometheus metrics (``backend.instrumentation``), behind basic auth.
 - ``POST /webhook``: answers at once, works in the background
   (``TASKS_CREATED`` starts pre-annotation when the project's extra params
-  say ``"prelabel_on_import": true``; :mod:`backend.routes.webhook`).
+  say ``"prelabel_on_import": true``; ``START_TRAINING`` queues a training
+  job; :mod:`backend.routes.webhook`).
+- ``POST /train``: ``{"project": ID}`` queues a training job like Label
+  Studio's Start Training (:mod:`backend.training`; Redis and a
+  ``rexlabel worker --train`` needed); answers ``{"status", "message",
+  "job"?}`` with 200, or 400/404/409/429/503 saying why not.
 
 Queues: all work someone waits for goes to ``rexlabel:interactive`` (a click
 with Auto-Annotation at the front); a ``/predict`` with more than
@@ -72,6 +77,7 @@ from backend.routes.health import health_reply, scrub_health
 from backend.routes.predict import NoBackgroundJobs, Predictions
 from backend.routes.webhook import WebhookBacklog, Webhooks
 from backend.state import StateError, StateStore, make_state, open_store
+from backend.training import TrainingStarter
 from common import settings
 
 log = logging.getLogger(__name__)
@@ -91,6 +97,7 @@ class Backend:
         runner: ChunkRunner,
         store: StateStore,
         environ: Mapping[str, str] | None = None,
+        redis_connection: Any = None,
     ) -> None:
         self.config = config
         self.runner = runner
@@ -98,7 +105,8 @@ class Backend:
         self.environ = environ
         self.versions: list[str] = []
         self._versions_lock = threading.Lock()
-        self.webhooks = Webhooks(store, self.version_for)
+        self.trainer = TrainingStarter(store, redis_connection)
+        self.webhooks = Webhooks(store, self.version_for, self.trainer)
         self.predictions = Predictions(config, runner, store, self.version_for)
 
     def version_for(
@@ -139,6 +147,12 @@ class Backend:
     def predict(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return self.predictions.predict(body)
 
+    def train(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+        """``POST /train``: only ``project`` is read (Label Studio's older call
+        also sends annotations and the config; the run reads its own)."""
+        decision = self.trainer.start(body.get("project"), source="api")
+        return decision.to_dict(), decision.http_status
+
 
 def create_app(
     environ: Mapping[str, str] | None = None,
@@ -171,14 +185,14 @@ def create_app(
         )
         if load_model and environ is None:
             runner.start()
-    if store is None:
-        redis_connection = getattr(runner, "connection", None)
-        if redis_connection is None and config.redis_url:
-            from common.redis_conn import redis_connection as connect
+    redis_connection = getattr(runner, "connection", None)
+    if redis_connection is None and config.redis_url:
+        from common.redis_conn import redis_connection as connect
 
-            redis_connection = connect(config.redis_url, purpose="state store")
+        redis_connection = connect(config.redis_url, purpose="state store")
+    if store is None:
         store = open_store(redis_connection, config.state_path)
-    backend = Backend(config, runner, store, environ)
+    backend = Backend(config, runner, store, environ, redis_connection)
 
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
@@ -288,6 +302,13 @@ def create_app(
     def predict() -> Response:
         body = json_body()
         return jsonify(backend.predict(body))
+
+    @app.post("/train")
+    def train() -> Response:
+        body, status = backend.train(json_body())
+        response = jsonify(body)
+        response.status_code = status
+        return response
 
     return app
 

@@ -11,6 +11,7 @@ Usage::
     rexlabel convert FILE --out coco.json
     rexlabel evaluate --gt export.json --pred labels.jsonl --out eval/
     rexlabel jobs list|status ID|cancel ID|resume ID
+    rexlabel models list --project 3 | rexlabel models rollback --project 3
     rexlabel config | rexlabel doctor
 
 Each subcommand lives in ``backend/commands/<name>.py`` and exposes
@@ -37,6 +38,7 @@ COMMAND_MODULES = (
     "evaluate",
     "finetune",
     "jobs",
+    "models",
     "config",
     "doctor",
 )

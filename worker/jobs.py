@@ -9,6 +9,14 @@ it loaded lazily on first use. This module and ``worker.engines.registry`` are
 where the worker reads its settings; the pipeline, engines and SAM below them
 take explicit arguments.
 
+Hot reload: when REXLABEL_MODEL is a project's models directory (one with a
+``current`` pointer, ``common.model_store``), the runtime reads the pointer
+before each chunk (one small file) and, when it names another run (a training
+job published one, or someone rolled back), closes the engine and loads that
+run before the chunk runs (:meth:`WorkerRuntime.reload_if_moved`). A run that
+fails to load is logged and the old model is loaded back; that run is tried
+again no sooner than :data:`RELOAD_RETRY_S` later.
+
 No torch at import time: the embedded backend and ``--inline`` jobs import it.
 """
 
@@ -19,13 +27,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from common.jobspec import ImageJob, ImageResult, parse_chunk
 from common.logs import route_library_logs
 from common.metrics import record_chunk
+from common.model_store import (
+    CURRENT_POINTER,
+    ModelStoreError,
+    base_chain,
+    resolve_model,
+)
 
 log = logging.getLogger(__name__)
+
+RELOAD_RETRY_S = 300.0
+"""After a run failed to load, the worker serves the old model and tries that
+run again no sooner than this: a broken run is not loaded (and the old model
+loaded back) before every chunk, yet a fixed one is picked up within minutes."""
 
 
 @dataclass
@@ -38,6 +58,10 @@ class WorkerRuntime:
     ``lock`` serialises engine use between threads of one process; it is
     re-entrant, so the embedded backend can take it first with a timeout
     (its request's deadline, ``backend.queue.InProcessRunner``).
+
+    ``models_dir`` (a project's models directory, with a ``current`` pointer)
+    and ``load_engine`` (model directory -> engine) turn on the hot reload
+    that :meth:`run` does first (:meth:`reload_if_moved`).
     """
 
     engine: Any
@@ -47,6 +71,12 @@ class WorkerRuntime:
         | None
     ) = None
     lock: threading.RLock = field(default_factory=threading.RLock)
+    models_dir: str | None = None
+    load_engine: Callable[[str], Any] | None = None
+    _retry_at: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _pointer_problem: str = field(default="", init=False, repr=False)
+    _fallback: str = field(default="", init=False, repr=False)
+    """The model served before a reload whose engine is not back yet."""
 
     @property
     def model_id(self) -> str:
@@ -57,12 +87,83 @@ class WorkerRuntime:
     ) -> list[ImageResult]:
         process = self.process or process_images
         with self.lock:
+            self.reload_if_moved()
             return process(self, images, generation)
 
     def close(self) -> None:
         close = getattr(self.engine, "close", None)
         if callable(close):
             close()
+
+    def reload_if_moved(self) -> bool:
+        """Load the run ``models_dir``'s pointer names when it is not the one
+        loaded; True when the engine changed. A run that fails to load leaves
+        the old model serving (loaded back) and is retried no sooner than
+        :data:`RELOAD_RETRY_S`; a pointer that cannot be read is logged once."""
+        if not self.models_dir or self.load_engine is None:
+            return False
+        try:
+            target = resolve_model(self.models_dir)
+        except ModelStoreError as exc:
+            if str(exc) != self._pointer_problem:
+                self._pointer_problem = str(exc)
+                log.error("model pointer unusable, serving %s: %s", self.model_id, exc)
+            return False
+        self._pointer_problem = ""
+        if target == self.model_id and self.engine is not None:
+            return False
+        with self.lock:
+            if target == self.model_id and self.engine is not None:
+                return False  # another thread reloaded meanwhile
+            waiting = time.monotonic() < self._retry_at.get(target, 0.0)
+            if waiting and self.engine is not None:
+                return False
+            return self._swap(target)
+
+    def _swap(self, target: str) -> bool:
+        """Close the engine, load ``target``; on failure load the old one back."""
+        assert self.load_engine is not None
+        old = self.model_id or self._fallback
+        try:
+            base_chain(target)  # a bad card or base fails here, before any unload
+        except ModelStoreError as exc:
+            return self._reload_failed(target, old, exc)
+        log.info("model pointer moved: %s -> %s; reloading", old or "(none)", target)
+        started = time.perf_counter()
+        self.close()
+        self.engine, self._fallback = None, old
+        try:
+            self.engine = self.load_engine(target)
+        except Exception as exc:
+            self._reload_failed(target, old, exc)
+            if not old:
+                raise
+            # Raises when the old model cannot come back either: this chunk
+            # fails, and the next one tries the pointer's run, then this again.
+            self.engine = self.load_engine(old)
+            log.info("serving %s again", old)
+            return False
+        self._retry_at.pop(target, None)
+        self._fallback = ""
+        log.info(
+            "reloaded: %s -> %s in %.1f s",
+            old or "(none)",
+            target,
+            time.perf_counter() - started,
+        )
+        return True
+
+    def _reload_failed(self, target: str, old: str, exc: Exception) -> bool:
+        self._retry_at[target] = time.monotonic() + RELOAD_RETRY_S
+        log.error(
+            "cannot load %s (%s: %s); keeping %s, next try in %.0f s",
+            target,
+            type(exc).__name__,
+            exc,
+            old or "(none)",
+            RELOAD_RETRY_S,
+        )
+        return False
 
 
 _runtime: WorkerRuntime | None = None
@@ -93,10 +194,12 @@ def current_runtime() -> WorkerRuntime:
 
 
 def _load_from_settings() -> WorkerRuntime:
+    from common import settings
     from worker.engines.registry import create_engine
 
     started = time.perf_counter()
-    engine = create_engine()
+    reference = settings.get("REXLABEL_MODEL")
+    engine = create_engine(model=resolve_model(reference))
     masker = _load_masker()
     route_library_logs()  # handlers the model's libraries added on import
     log.info(
@@ -106,7 +209,26 @@ def _load_from_settings() -> WorkerRuntime:
         time.perf_counter() - started,
         " with SAM" if masker is not None else "",
     )
-    return WorkerRuntime(engine=engine, masker=masker)
+    models_dir = reference if is_models_dir(reference) else None
+    if models_dir:
+        log.info(
+            "hot reload on: %s/%s is read before each chunk",
+            models_dir,
+            CURRENT_POINTER,
+        )
+    return WorkerRuntime(
+        engine=engine,
+        masker=masker,
+        models_dir=models_dir,
+        load_engine=lambda model: create_engine(model=model),
+    )
+
+
+def is_models_dir(reference: str) -> bool:
+    """Whether ``reference`` (REXLABEL_MODEL) is a project's models directory:
+    a local directory holding a ``current`` pointer."""
+    path = Path(reference).expanduser()
+    return path.is_dir() and (path / CURRENT_POINTER).exists()
 
 
 def _load_masker() -> Any:

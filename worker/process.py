@@ -23,6 +23,20 @@ holds (and its callbacks), so :meth:`RexWorker.execute_job` fails every job whos
 function is not in :data:`common.queues.JOB_FUNCTIONS` -- or that carries
 callbacks, webhooks or an instance -- before anything it names is imported
 (:func:`common.rq_jobs.refusal`; the job safety code the backend shares).
+
+Training (``--train``): a worker started with ``--train`` alone listens to
+``rexlabel:train`` only, loads no serving model (each training job runs
+``rexlabel finetune`` in a child process that loads its own) and runs nothing
+but training jobs. ``--train --queues Q1,Q2`` serves those queues too and adds
+``rexlabel:train`` last: it loads the serving model and, while it trains (for
+hours), serves nothing -- and the GPU must hold the serving model and the
+training at once; give training a worker of its own where you can. A worker
+without ``--train`` refuses a training job, whatever queue it came on. The
+heartbeats keep a training job alive however long it runs (its execution is
+pushed ``--execution-ttl`` ahead every beat; RQ's job timeout,
+``common.training_jobs.TRAIN_JOB_TIMEOUT_S``, bounds it); a warm shutdown
+(SIGTERM) interrupts a running training (it checkpoints) instead of waiting
+for it to end.
 """
 
 from __future__ import annotations
@@ -44,7 +58,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 from common import settings
 from common.logs import configure_logging
 from common.model_state import LoadReporter
-from common.queues import JOB_FUNCTIONS, QUEUES
+from common.queues import JOB_FUNCTIONS, QUEUE_TRAIN, QUEUES, RUN_CHUNK, RUN_TRAINING
 from common.redis_conn import redis_connection
 from common.rq_jobs import REFUSED_PREFIX, RexJob, clean_queue, disarm, refusal
 from worker.metrics_server import start_worker_metrics_server
@@ -86,6 +100,10 @@ class RexWorker(SimpleWorker):
     execution_ttl: int = EXECUTION_TTL_S
     allowed_functions: frozenset[str] = JOB_FUNCTIONS
     pubsub_poll: float = PUBSUB_POLL_S
+    trains: bool = False
+    """Started with ``--train``: runs training jobs."""
+    serves: bool = True
+    """Holds a serving model: runs chunks (False for ``--train`` alone)."""
     _burst: bool = False
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
@@ -121,7 +139,7 @@ class RexWorker(SimpleWorker):
         return int(self.execution_ttl)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        reason = refusal(job, self.allowed_functions)
+        reason = refusal(job, self.allowed_functions) or self.role_refusal(job)
         if reason is not None:
             self.refuse_job(job, queue, reason)
             return
@@ -140,6 +158,31 @@ class RexWorker(SimpleWorker):
             stop.set()
             beats.join()
         self.set_state(WorkerStatus.IDLE)
+
+    def role_refusal(self, job: Job) -> str | None:
+        """Why this worker, by its role, does not run ``job`` (an allowed
+        function, :func:`refusal` passed), or None."""
+        if job.func_name == RUN_TRAINING and not self.trains:
+            return (
+                "training jobs run only on a worker started with --train "
+                "(`rexlabel worker --train`); this one serves predictions"
+            )
+        if job.func_name == RUN_CHUNK and not self.serves:
+            return (
+                "this worker trains only (--train without --queues): it holds "
+                "no serving model"
+            )
+        return None
+
+    def handle_warm_shutdown_request(self) -> None:
+        """A warm shutdown interrupts a running training (it saves a
+        checkpoint and exits) rather than waiting hours for it to end."""
+        super().handle_warm_shutdown_request()
+        if self.trains:
+            from worker.training_job import interrupt_running
+
+            if interrupt_running("the worker is shutting down"):
+                log.warning("warm shutdown: interrupted the running training")
 
     def refuse_job(self, job: Job, queue: Queue, reason: str) -> None:
         """Fail ``job`` without running (or importing) anything it names."""
@@ -175,10 +218,13 @@ def build_worker(
     worker_ttl: int = WORKER_TTL_S,
     maintenance_interval: int = MAINTENANCE_INTERVAL_S,
     allowed_functions: frozenset[str] | None = None,
+    trains: bool = False,
+    serves: bool = True,
 ) -> RexWorker:
     """A worker on ``queues`` (listened to in that order), JSON payloads only,
     running only the job functions named in ``allowed_functions`` (default:
-    :attr:`RexWorker.allowed_functions`, that is :data:`JOB_FUNCTIONS`)."""
+    :attr:`RexWorker.allowed_functions`, that is :data:`JOB_FUNCTIONS`);
+    training jobs only when ``trains``, chunks only when ``serves``."""
     if execution_ttl <= heartbeat_interval:
         raise ValueError(
             f"execution_ttl ({execution_ttl}s) must be longer than "
@@ -195,6 +241,7 @@ def build_worker(
     )
     worker.heartbeat_interval = heartbeat_interval
     worker.execution_ttl = execution_ttl
+    worker.trains, worker.serves = trains, serves
     if allowed_functions is not None:
         worker.allowed_functions = frozenset(allowed_functions)
     return worker
@@ -228,8 +275,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--queues",
-        default=",".join(QUEUES),
-        help="Comma-separated queues, highest priority first (default: %(default)s).",
+        default=None,
+        help="Comma-separated queues, highest priority first (default: "
+        f"{','.join(QUEUES)}; with --train alone: {QUEUE_TRAIN} only).",
+    )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help=f"Run training jobs (Label Studio's Start Training) from {QUEUE_TRAIN}. "
+        "Alone: a training-only worker that loads no serving model; with "
+        f"--queues: those queues, then {QUEUE_TRAIN}.",
     )
     parser.add_argument("--name", default=None, help="Worker name (default: random).")
     parser.add_argument(
@@ -275,9 +330,12 @@ def run(args: argparse.Namespace) -> int:
     if not redis_url:
         log.error("rexlabel worker needs Redis: set REDIS_URL or pass --redis-url")
         return 2
-    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    queues, serves = worker_queues(args.queues, args.train)
     if not queues:
         log.error("--queues names no queue")
+        return 2
+    if QUEUE_TRAIN in queues and not args.train:
+        log.error("--queues names %s: add --train to run training jobs", QUEUE_TRAIN)
         return 2
     try:
         connection = worker_connection(redis_url, args.worker_ttl)
@@ -291,9 +349,13 @@ def run(args: argparse.Namespace) -> int:
         return REDIS_UNREACHABLE_EXIT
     start_worker_metrics_server()  # up while the model loads: the health check
     name = args.name or uuid.uuid4().hex  # RQ's name and the published state's
-    with LoadReporter(connection, name):  # /health: loading, or failed and why
-        runtime = load_runtime()
-    log.info("engine %s ready with model %s", runtime.engine.name, runtime.model_id)
+    runtime = None
+    if serves:
+        with LoadReporter(connection, name):  # /health: loading, or failed and why
+            runtime = load_runtime()
+        log.info("engine %s ready with model %s", runtime.engine.name, runtime.model_id)
+    else:
+        log.info("training-only worker on %s: no serving model loaded", QUEUE_TRAIN)
     worker = build_worker(
         connection,
         queues,
@@ -302,12 +364,33 @@ def run(args: argparse.Namespace) -> int:
         execution_ttl=args.execution_ttl,
         worker_ttl=args.worker_ttl,
         maintenance_interval=args.maintenance_interval,
+        trains=args.train,
+        serves=serves,
     )
     try:
         worker.work(burst=args.burst, logging_level=level)
     finally:
-        runtime.close()
+        if runtime is not None:
+            runtime.close()
     return 0
+
+
+def worker_queues(names: str | None, train: bool) -> tuple[list[str], bool]:
+    """``(queues in listening order, whether the worker serves chunks)``.
+
+    Without ``--train``: ``names`` (default :data:`QUEUES`), serving. With
+    ``--train`` alone: :data:`QUEUE_TRAIN` only, not serving (no model is
+    loaded). With ``--train`` and ``--queues``: those queues, then
+    :data:`QUEUE_TRAIN` (training last: a person waits for the others), and
+    serving unless the queues name only :data:`QUEUE_TRAIN`.
+    """
+    if names is None:
+        return ([QUEUE_TRAIN], False) if train else (list(QUEUES), True)
+    queues = [q.strip() for q in names.split(",") if q.strip()]
+    if train and queues and QUEUE_TRAIN not in queues:
+        queues.append(QUEUE_TRAIN)
+    serves = any(q != QUEUE_TRAIN for q in queues)
+    return queues, serves
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""``rexlabel jobs``: list, inspect, cancel and resume bulk jobs.
+"""``rexlabel jobs``: list, inspect, cancel and resume bulk jobs; list,
+inspect and cancel training jobs.
 
 Usage::
 
@@ -7,10 +8,15 @@ Usage::
     rexlabel jobs cancel ID
     rexlabel jobs resume ID [--inline] [--retry-failed]
 
-Jobs are read from ``REXLABEL_JOBS_DIR`` and, with ``REDIS_URL``, from Redis
-(jobs other processes run, e.g. the backend's). ``cancel`` asks the process
-running the job to stop (queued chunks are withdrawn; finished ones are kept);
-``resume`` continues a stopped job in this process.
+Bulk jobs are read from ``REXLABEL_JOBS_DIR`` and, with ``REDIS_URL``, from
+Redis (jobs other processes run, e.g. the backend's). ``cancel`` asks the
+process running the job to stop (queued chunks are withdrawn; finished ones
+are kept); ``resume`` continues a stopped job in this process.
+
+Training jobs (``train-...``, Label Studio's Start Training) live in Redis
+only (``common.training_jobs``): listed with kind ``train``, their step,
+loss and ETA; ``cancel`` interrupts the run (it keeps a checkpoint) or takes
+a queued one off the queue. They cannot be resumed: start a new run.
 """
 
 from __future__ import annotations
@@ -67,16 +73,58 @@ def _age(timestamp: float) -> str:
 
 
 def format_record(record: dict[str, Any]) -> str:
+    """One line: id, kind, status and progress, age of the last update."""
     from backend.bulk.progress import format_eta
 
+    if record.get("kind") == "train":
+        return format_training(record)
     finished = record["done"] + record["failed"] + record["skipped"]
     line = (
-        f"{record['id']}  {record['status']:<11} {finished}/{record['total']} "
-        f"({record['failed']} failed)"
+        f"{record['id']}  {record.get('kind') or 'bulk':<7} {record['status']:<11} "
+        f"{finished}/{record['total']} ({record['failed']} failed)"
     )
     if record["status"] == "running":
         line += f"  {record['rate']:.1f} img/s  ETA {format_eta(record['eta_s'])}"
     return line + f"  updated {_age(record['updated_at'])}"
+
+
+def format_training(record: dict[str, Any]) -> str:
+    """A training job's line: project, step of steps, loss, ETA while running."""
+    from backend.bulk.progress import format_eta
+
+    line = f"{record['id']}  train   {record['state']:<11} project {record['project']}"
+    if record.get("steps"):
+        line += f"  step {record.get('step') or 0}/{record['steps']}"
+    if isinstance(record.get("loss"), (int, float)):
+        line += f"  loss {record['loss']:.4f}"
+    if record["state"] == "running" and record.get("eta_s") is not None:
+        line += f"  ETA {format_eta(record['eta_s'])}"
+    return line + f"  updated {_age(record.get('updated') or 0)}"
+
+
+def training_records(connection: Any) -> list[dict[str, Any]]:
+    """Every training job's record as it stands (none without Redis)."""
+    if connection is None:
+        return []
+    from common.training_jobs import list_records, reconciled
+
+    return [reconciled(connection, r) for r in list_records(connection)]
+
+
+def _created(record: dict[str, Any]) -> float:
+    if record.get("kind") == "train":
+        return float(record.get("created") or 0)
+    return float(record.get("started_at") or record.get("updated_at") or 0)
+
+
+def _training_job(connection: Any, job_id: str) -> dict[str, Any] | None:
+    """The training job ``job_id`` (reconciled), or None when it is not one."""
+    from common.training_jobs import is_job_id, read_record, reconciled
+
+    if connection is None or not is_job_id(job_id):
+        return None
+    record = read_record(connection, job_id)
+    return reconciled(connection, record) if record else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,7 +144,9 @@ def _run(args: argparse.Namespace) -> int:
     mirror = redis_connection()
     store = open_store(mirror)
     if args.action == "list":
-        records = list_jobs(store)
+        records = sorted(
+            [*list_jobs(store), *training_records(mirror)], key=_created, reverse=True
+        )
         if args.json:
             print(json.dumps(records, indent=1))
         elif not records:
@@ -105,6 +155,9 @@ def _run(args: argparse.Namespace) -> int:
             for record in records:
                 print(format_record(record))
         return 0
+    training = _training_job(mirror, getattr(args, "id", ""))
+    if training is not None:
+        return _training_action(args, mirror, training)
     if args.action == "status":
         record = job_status(args.id, store)
         if args.json:
@@ -129,3 +182,31 @@ def _run(args: argparse.Namespace) -> int:
 
     job = store.get(args.id)
     return execute(job, store, None if args.inline else mirror, args)
+
+
+def _training_action(args: argparse.Namespace, connection: Any, record: dict) -> int:
+    """``status``, ``cancel`` or ``resume`` of a training job."""
+    if args.action == "status":
+        if args.json:
+            print(json.dumps(record, indent=1))
+            return 0
+        print(format_training(record))
+        for name in ("run", "out", "error"):
+            if record.get(name):
+                print(f"  {name}: {record[name]}")
+        for name in ("options", "examples", "metrics"):
+            if record.get(name):
+                print(f"  {name}: {json.dumps(record[name], sort_keys=True)}")
+        return 0
+    if args.action == "cancel":
+        from common.training_jobs import cancel_training, reconciled
+
+        record = reconciled(connection, cancel_training(connection, args.id))
+        print(f"cancel requested: {format_training(record)}")
+        return 0
+    print(
+        f"rexlabel jobs: {args.id} is a training job: it cannot be resumed; "
+        "start a new run (Label Studio's Start Training, or POST /train)",
+        file=sys.stderr,
+    )
+    return EXIT_UNKNOWN_JOB

@@ -4,9 +4,11 @@ Usage::
 
     REDIS_URL=redis://localhost:6379 rexlabel worker
     rexlabel worker --queues rexlabel:bulk --burst
+    rexlabel worker --train                     # training jobs only, no model loaded
     rexlabel worker --help                      # every option
 
-Listens on ``rexlabel:interactive`` before ``rexlabel:bulk``. SIGTERM finishes
+Listens on ``rexlabel:interactive`` before ``rexlabel:bulk``; ``--train``
+runs Label Studio's Start Training jobs from ``rexlabel:train``. SIGTERM finishes
 the running chunk, then exits; a worker killed outright has its chunk re-run
 by another worker within ``--execution-ttl`` seconds. The options are
 :mod:`worker.process`'s (imported only when the command runs, so ``rexlabel

@@ -4,7 +4,12 @@ the background.
 ``TASKS_CREATED`` starts pre-annotation (a bulk job, :mod:`backend.bulk`)
 when the project's extra params say ``"prelabel_on_import": true``, with the
 label config and extra params ``/setup`` stored for the project, never the
-event's own. Every other event is accepted and ignored.
+event's own. ``START_TRAINING`` (Label Studio's "Start Training" button posts
+``{"action": "START_TRAINING", "project": {"id": ...}}``) starts a training
+job under :mod:`backend.training`'s rules and answers its decision at once,
+always 200 (an error status would mark the model as failed in Label Studio
+and stop its predictions): ``{"status", "message", "job"?}``; Label Studio
+keeps ``job``. Every other event is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from backend.planner import is_id, shown
 from backend.routes import background
 from backend.routes.bodies import BadRequest
 from backend.state import StateError, StateStore, project_id
+from backend.training import TrainingStarter
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +58,14 @@ class Webhooks:
     extra)`` is the app's model version (listed in /versions)."""
 
     def __init__(
-        self, store: StateStore, version_for: Callable[[str, dict[str, Any]], str]
+        self,
+        store: StateStore,
+        version_for: Callable[[str, dict[str, Any]], str],
+        trainer: TrainingStarter | None = None,
     ) -> None:
         self.store = store
         self.version_for = version_for
+        self.trainer = trainer or TrainingStarter(store)
         self.background = ThreadPoolExecutor(
             max_workers=WEBHOOK_THREADS, thread_name_prefix="rexlabel-webhook"
         )
@@ -86,7 +96,8 @@ class Webhooks:
                 self._pending += 1
             self.background.submit(self._tasks_created_work, pid, tasks)
         elif action == "START_TRAINING":
-            log.info("webhook START_TRAINING ignored: rexlabel does not train")
+            decision = self.trainer.start(body.get("project"), source="webhook")
+            return {**decision.to_dict(), "action": action}
         else:
             log.debug("webhook %s ignored", shown(action))
         return {"status": "accepted", "action": action}

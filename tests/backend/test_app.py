@@ -224,6 +224,7 @@ AUTH_ENV = {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pw"}
         ("get", "/metrics"),
         ("post", "/setup"),
         ("post", "/predict"),
+        ("post", "/train"),
     ],
 )
 def test_basic_auth_guards_every_route(method: str, path: str) -> None:

@@ -20,7 +20,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from common import redis_conn as redis_conn_module
-from common.queues import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUES
+from common.queues import QUEUE_BULK, QUEUE_INTERACTIVE, QUEUE_TRAIN, QUEUES
 from common.rq_jobs import CLEANUP_LOCK_PREFIX, clean_queue
 from tests.worker.note_worker import NOTE
 from tests.worker.rq_helpers import (
@@ -33,7 +33,13 @@ from tests.worker.rq_helpers import (
     wait_for,
     worker_env,
 )
-from worker.process import PUBSUB_POLL_S, RexWorker, build_worker, worker_connection
+from worker.process import (
+    PUBSUB_POLL_S,
+    RexWorker,
+    build_worker,
+    worker_connection,
+    worker_queues,
+)
 
 NOTE_WORKER = "tests.worker.note_worker"
 """``rexlabel worker`` that also runs NOTE jobs."""
@@ -162,14 +168,14 @@ def test_sigterm_finishes_the_running_chunk_then_exits(
     assert redis_conn.lrange("runs", 0, -1) == [b"first"]
 
 
-def _run_worker_command(env: dict[str, str]):
+def _run_worker_command(env: dict[str, str], *args: str):
     import subprocess
     import sys
 
     from tests.worker.rq_helpers import REPO_ROOT
 
     return subprocess.run(
-        [sys.executable, "-m", "backend.cli", "worker"],
+        [sys.executable, "-m", "backend.cli", "worker", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -206,6 +212,28 @@ def test_a_bad_setting_stops_the_worker_before_the_model_loads(tiny_model_dir):
     assert "bad configuration" in done.stderr
     assert "REXLABEL_MAX_INSTANCES='lots'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --train: which queues, whether a model loads ------------------------------------
+def test_train_alone_listens_to_the_train_queue_only_and_serves_nothing():
+    assert worker_queues(None, train=False) == (list(QUEUES), True)
+    assert worker_queues(None, train=True) == ([QUEUE_TRAIN], False)
+    assert worker_queues("rexlabel:bulk", train=True) == (
+        [QUEUE_BULK, QUEUE_TRAIN],
+        True,
+    )
+    assert worker_queues(f"{QUEUE_TRAIN},{QUEUE_BULK}", train=True) == (
+        [QUEUE_TRAIN, QUEUE_BULK],
+        True,
+    )
+    assert worker_queues(QUEUE_TRAIN, train=True) == ([QUEUE_TRAIN], False)
+
+
+def test_the_train_queue_without_train_is_a_usage_error(tiny_model_dir):
+    env = worker_env(tiny_model_dir)
+    done = _run_worker_command(env, "--queues", QUEUE_TRAIN)
+    assert done.returncode == 2, done.stderr
+    assert "add --train" in done.stderr
 
 
 # Burst workers exit promptly; idle workers keep their Redis connection ---------

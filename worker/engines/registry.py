@@ -160,7 +160,9 @@ def create_engine(
 
     Args:
         name: ``transformers``, ``vllm`` or ``openai`` (REXLABEL_ENGINE).
-        model: hub id, local directory or served model name (REXLABEL_MODEL).
+        model: hub id, local directory or served model name (REXLABEL_MODEL);
+            a project's models directory (one with a ``current`` pointer)
+            loads the run the pointer names (``common.model_store.resolve_model``).
         device: ``auto``, ``cpu``, ``cuda`` ... (REXLABEL_DEVICE); engines that
             do not place the model themselves ignore it.
         kwargs: engine-specific options, passed through; they win over
@@ -168,11 +170,12 @@ def create_engine(
             the vLLM and OpenAI-server settings).
     """
     from common import settings
+    from common.model_store import resolve_model
 
     name = name or settings.get("REXLABEL_ENGINE")
     cls = engine_class(name)
     return cls(
-        model=model or settings.get("REXLABEL_MODEL"),
+        model=resolve_model(model or settings.get("REXLABEL_MODEL")),
         device=device or settings.get("REXLABEL_DEVICE"),
         **{**engine_options(name), **kwargs},
     )

@@ -105,6 +105,10 @@ RECORD_FIELDS = (
 """Every field of a record, in the order ``rexlabel jobs status`` shows them."""
 
 
+TEXT_OPTION_MAX_CHARS = 4000
+"""Longest free-text option (a list of replay phrases)."""
+
+
 class TrainingRequestError(ValueError):
     """A training payload or its options are unusable; the message names the field."""
 
@@ -124,6 +128,8 @@ class OptionSpec:
     meaning: str = ""
 
     def describe(self) -> str:
+        if self.kind is str and not self.choices:
+            return f"text of at most {TEXT_OPTION_MAX_CHARS} printable characters"
         if self.kind is str:
             return f"one of {', '.join(repr(c) for c in self.choices)}"
         if self.kind is int:
@@ -139,6 +145,12 @@ TRAINING_OPTIONS: dict[str, OptionSpec] = {
     "lr": OptionSpec(float, 1e-8, 1.0, meaning="learning rate"),
     "batch_size": OptionSpec(int, 1, 1024, meaning="examples per step"),
     "method": OptionSpec(str, choices=METHODS, meaning="LoRA adapter or every weight"),
+    "replay": OptionSpec(float, 0.0, 0.95, meaning="share of each batch replayed"),
+    "replay_phrases": OptionSpec(
+        str, meaning="comma-separated phrases the base model answers for replay"
+    ),
+    "lora_rank": OptionSpec(int, 1, 256, meaning="LoRA rank"),
+    "val_split": OptionSpec(float, 0.0, 0.9, meaning="share of tasks held out"),
 }
 """The only options a training job passes to ``rexlabel finetune`` (as
 ``--name-with-dashes VALUE``); anything else in a payload or in the project's
@@ -174,6 +186,12 @@ def validate_options(raw: Any, where: str = "options") -> dict[str, Any]:
 def _fits(spec: OptionSpec, value: Any) -> bool:
     if isinstance(value, bool):
         return False
+    if spec.kind is str and not spec.choices:
+        return (
+            isinstance(value, str)
+            and len(value) <= TEXT_OPTION_MAX_CHARS
+            and value.isprintable()
+        )
     if spec.kind is str:
         return isinstance(value, str) and value in spec.choices
     if spec.kind is int and not isinstance(value, int):
@@ -220,13 +238,13 @@ def parse_payload(payload: Any) -> TrainingRequest:
 
 
 def option_arguments(options: Mapping[str, Any]) -> list[str]:
-    """``{"batch_size": 4}`` -> ``["--batch-size", "4"]`` (validated first)."""
+    """``{"batch_size": 4}`` -> ``["--batch-size=4"]`` (validated first; one
+    ``--name=value`` argument each, so a value starting with ``-`` can never
+    be read as another option)."""
     argv: list[str] = []
     for name, value in validate_options(options).items():
-        argv += [
-            f"--{name.replace('_', '-')}",
-            f"{value:g}" if isinstance(value, float) else str(value),
-        ]
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        argv.append(f"--{name.replace('_', '-')}={shown}")
     return argv
 
 

@@ -160,10 +160,13 @@ def _fail(progress: Any, message: str) -> None:
 def _run(args: argparse.Namespace, progress: Any) -> int:
     from common import settings
     from common.finetune_data import data_dir, read_manifest
-    from common.model_store import MODEL_CARD_NAME
+    from common.model_store import MODEL_CARD_NAME, ModelStoreError, resolve_model
 
     out = Path(args.out).expanduser()
-    base = args.base or settings.get("REXLABEL_MODEL")
+    try:  # a project's models directory trains from the run it serves now
+        base = resolve_model(args.base or settings.get("REXLABEL_MODEL"))
+    except ModelStoreError as exc:
+        raise _Usage(f"--base: {exc}") from None
     if args.resume:
         if not (out / "data").is_dir():
             raise _Usage(

@@ -94,7 +94,9 @@ def test_a_payload_is_parsed_and_extra_fields_are_refused():
 
 def test_options_become_finetune_arguments():
     argv = option_arguments({"batch_size": 4, "lr": 0.0002, "method": "full"})
-    assert argv == ["--batch-size", "4", "--lr", "0.0002", "--method", "full"]
+    assert argv == ["--batch-size=4", "--lr=0.0002", "--method=full"]
+    phrases = option_arguments({"replay_phrases": "--base /evil,cat"})
+    assert phrases == ["--replay-phrases=--base /evil,cat"]  # one argument, a value
     with pytest.raises(TrainingRequestError):
         option_arguments({"steps": "1; rm"})
 

@@ -44,11 +44,11 @@ ANNOTATED = 40
 UNANNOTATED = 40
 """Images of the old shapes left unannotated: the base model labels them for
 replay (what it knew stays in every batch)."""
-STEPS = 300
+STEPS = 450
 LEARNING_RATE = 2e-3
-"""The tiny model's recipe (its own training runs at 2e-3): measured, 300
-LoRA steps of 8 reach labelled IoU 0.62 on the new class, old shapes 0.78 of
-0.80 (docs/finetune.md)."""
+"""The tiny model's recipe (its own training runs at 2e-3): measured, 450
+LoRA steps of 8 reach labelled IoU 0.67 on the new class, old shapes 0.78 of
+0.80; 300 steps reached 0.50-0.62, too close to the bar (docs/finetune.md)."""
 NEW_CLASS_MIN_IOU = 0.5
 OLD_CLASS_KEPT_SHARE = 0.7
 """The issue's bars: the new class >= 0.5, the old ones >= 0.7 of the base."""
@@ -217,3 +217,84 @@ def test_finetune_project_from_the_cli_learns_a_new_class_and_keeps_the_old(
     base_env = {"REXLABEL_MODEL": str(trained_model_dir)}
     tuned_env = {"REXLABEL_MODEL": str(out)}
     assert model_version(CONFIG, {}, base_env) != model_version(CONFIG, {}, tuned_env)
+
+
+TRAIN_JOB_TIMEOUT_S = 900.0
+"""Start Training to a published run: the CLI's minute plus the worker's
+start and Redis round trips; bounded for CI."""
+
+
+def test_start_training_in_label_studio_runs_on_the_train_worker_and_publishes(
+    label_studio: LabelStudio,
+    rexlabel_backend_queue: Backend,
+    trained_model_dir: Path,
+    base_iou: tuple[float, float],
+    tmp_path: Path,
+) -> None:
+    """The same proof through Label Studio's "Start Training": the webhook
+    enqueues a job on ``rexlabel:train``; a ``rexlabel worker --train`` runs
+    the fine-tune with the options of the project's ``finetune`` extra param,
+    publishes the run as the project's ``current`` and ``rexlabel jobs``
+    shows it finished; the project's models directory then serves the new
+    model."""
+    from tests.e2e.conftest import ManagedProcess, wait_until
+
+    client = label_studio.client
+    project, _ = annotated_project(
+        client, "finetune (webhook)", tmp_path / "images", 43
+    )
+    options = {
+        "steps": STEPS,
+        "lr": LEARNING_RATE,
+        "replay_phrases": ",".join(OLD_PHRASES),
+    }
+    ml = client.add_ml_backend(
+        project,
+        rexlabel_backend_queue.url,
+        "rexlabel (train)",
+        extra_params={"finetune": options},
+    )
+    assert client.ml_backend(ml["id"])["state"] == "CO", rexlabel_backend_queue.logs()
+    models = tmp_path / "models"
+    env = dict(rexlabel_backend_queue.env, REXLABEL_MODELS_DIR=str(models))
+    worker = ManagedProcess.start(
+        "rexlabel worker --train",
+        [str(REXLABEL_EXECUTABLE), "worker", "--train"],
+        env,
+        tmp_path / "train-worker.log",
+        Path.cwd(),
+    )
+    try:
+        started = time.monotonic()
+        client.post_json(f"/api/ml/{ml['id']}/train", {})
+        pointer = models / f"project-{project}" / "current"
+        wait_until(pointer.exists, TRAIN_JOB_TIMEOUT_S, "the published run", worker)
+        seconds = time.monotonic() - started
+    finally:
+        worker.stop()
+    run = models / f"project-{project}" / pointer.read_text().strip()
+    card = read_card(run)
+    assert card is not None and card["data"]["source"] == {"project": project}
+    assert card["training"]["steps"] == STEPS
+
+    listed = subprocess.run(
+        [str(REXLABEL_EXECUTABLE), "jobs", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    jobs = [j for j in json.loads(listed.stdout) if j.get("kind") == "train"]
+    (job,) = [j for j in jobs if j.get("project") == project]
+    assert job["state"] == "finished", job
+    assert job["step"] == STEPS and job["run"] == run.name, job
+
+    new, old = served_iou(models / f"project-{project}")  # through the pointer
+    base_new, base_old = base_iou
+    E2E_TIMINGS["finetune via Start Training"] = (
+        f"{seconds:.0f} s; labelled IoU new {base_new:.2f} -> {new:.2f}, "
+        f"old {base_old:.2f} -> {old:.2f}"
+    )
+    assert new >= NEW_CLASS_MIN_IOU, (new, old)
+    assert old >= OLD_CLASS_KEPT_SHARE * base_old, (new, old, base_old)

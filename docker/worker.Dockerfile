@@ -53,7 +53,7 @@ RUN apt-get update \
 
 RUN groupadd --system --gid 10001 rexlabel \
     && useradd --system --uid 10001 --gid rexlabel --create-home rexlabel \
-    && mkdir -p /models/hf /checkpoints \
+    && mkdir -p /models/hf /models/rexlabel /checkpoints \
     && chown -R rexlabel:rexlabel /models
 
 # torch from TORCH_INDEX_URL is bounded by pyproject's worker extra right after.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -144,12 +145,19 @@ def run(args: argparse.Namespace) -> int:
     except _Usage as exc:
         _fail(progress, str(exc))
         return EXIT_USAGE
+    except _Interrupted as exc:
+        _fail(progress, str(exc))
+        return EXIT_INTERRUPTED
     finally:
         progress.close()
 
 
 class _Usage(ValueError):
-    pass
+    """A bad option or input: exit 2 with the message."""
+
+
+class _Interrupted(RuntimeError):
+    """Ctrl-C before training started: exit 130 with the message."""
 
 
 def _fail(progress: Any, message: str) -> None:
@@ -180,7 +188,14 @@ def _run(args: argparse.Namespace, progress: Any) -> int:
                 f"--out {out} is not empty{hint}: choose a new directory, or --resume "
                 "to continue its run"
             )
-        manifest = _prepare(args, out, progress)
+        try:
+            manifest = _prepare(args, out, progress)
+        except KeyboardInterrupt:
+            shutil.rmtree(data_dir(out), ignore_errors=True)  # half a project
+            raise _Interrupted(
+                "interrupted while reading the project; nothing was kept: run the "
+                "same command again"
+            ) from None
     progress.event("prepared", manifest["counts"] | {"skipped": _skips(manifest)})
     for warning in manifest.get("warnings", []):
         progress.note(f"warning: {warning}")

@@ -233,7 +233,12 @@ def prepare_data(
             )
             if built is None or not built.examples:
                 continue
-            stored = store.put(picture)
+            try:
+                stored = store.put(picture)
+            except ValueError as exc:  # smart_resize: an aspect ratio over 200
+                stats.skipped_no_image += 1
+                stats.warn(f"task {image.task_id}: {exc}; skipped")
+                continue
             stored_sizes[stored] = (size[0], size[1], image.task_id)
             key = image.task_id if image.task_id is not None else -(n + 1)
             by_task.setdefault(key, []).extend(
@@ -342,8 +347,12 @@ def _replay_requests(
         if len(images) >= wanted + held:
             break
         picture = _load(load_image, ref, task_id, prepared.stats)
-        if picture is not None:
+        if picture is None:
+            continue
+        try:
             images.append((store.put(picture), picture.width, picture.height, task_id))
+        except ValueError as exc:  # smart_resize: an aspect ratio over 200
+            prepared.stats.warn(f"task {task_id}: {exc}; not used for replay")
     for stored, (width, height, task_id) in stored_sizes.items():
         if len(images) >= wanted + held:
             break

@@ -26,6 +26,10 @@ from common.model_store import weights_identity
 VERSION_PREFIX = "rexlabel"
 """First part of every version string, so Label Studio users see whose it is."""
 
+TRAINING_ONLY_PARAMS = ("finetune",)
+"""Extra params that change training runs, not predictions: editing them must
+not make Label Studio ask for every prediction again."""
+
 DIGEST_CHARS = 12
 """Hex digits of the SHA-256 kept: 48 bits, no collision among a project's
 versions in practice, short enough to read in Label Studio's UI."""
@@ -71,7 +75,11 @@ def model_version(
         "prompts": prompts_fingerprint(),
         "settings": settings_fingerprint(environ),
         "label_config": (label_config or "").strip(),
-        "extra_params": dict(extra_params or {}),
+        "extra_params": {
+            key: value
+            for key, value in dict(extra_params or {}).items()
+            if key not in TRAINING_ONLY_PARAMS
+        },
     }
     weights = weights_identity(settings.get("REXLABEL_MODEL", environ))
     if weights is not None:  # only fine-tuned directories: hub ids keep their versions

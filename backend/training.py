@@ -231,15 +231,23 @@ class TrainingStarter:
         )
 
 
+MAX_PROJECT_TEXT = 40
+"""Longest project value read: ``<id>.<timestamp>`` is about 20 characters;
+a longer one is refused before int() parses thousands of digits."""
+
+
 def training_project(raw: Any) -> int:
     """The project id of a start: Label Studio's project object (``{"id": 3,
     ...}``), ``3``, ``"3"`` or ``"3.1795697856"``; StateError otherwise."""
     value = raw.get("id") if isinstance(raw, Mapping) else raw
     if isinstance(value, float) or not isinstance(value, (int, str)):
         raise StateError(f"'project' must be a project id, got {shown(value)}")
+    text = str(value)
+    if len(text) > MAX_PROJECT_TEXT or not text.replace(".", "").isascii():
+        raise StateError(f"'project' must be a project id, got {shown(value)}")
     try:
         pid = int(project_id(value))
-    except StateError:
+    except (StateError, ValueError):
         raise StateError(
             f"'project' must be a project id or '<id>.<timestamp>', got {shown(value)}"
         ) from None

@@ -195,6 +195,30 @@ def base_chain(model_dir: str) -> list[tuple[str, dict[str, Any] | None]]:
         )
 
 
+def original_base(ref: str) -> str:
+    """The model no run of ours made that ``ref`` descends from: the cards'
+    ``base`` followed (LoRA and full fine-tunes alike) down to a hub id or a
+    directory without a card. Training jobs start there, so runs never stack
+    and one project's run never becomes another's starting point."""
+    seen: set[str] = set()
+    current = resolve_model(ref)
+    while True:
+        if current in seen or len(seen) > MAX_BASE_DEPTH:
+            raise ModelStoreError(
+                f"{ref}: the cards' bases loop or stack over {MAX_BASE_DEPTH} deep"
+            )
+        seen.add(current)
+        path = Path(current).expanduser()
+        card = read_card(path) if path.is_dir() else None
+        base = card.get("base") if card else None
+        if not isinstance(base, str) or not base:
+            return current
+        local = path / base
+        current = resolve_model(
+            str(local) if not Path(base).is_absolute() and local.exists() else base
+        )
+
+
 def weights_identity(ref: str) -> str | None:
     """What identifies the weights ``ref`` serves, for the model version: the
     card's ``weights_sha256`` (with its bases') for a fine-tuned directory,

@@ -34,9 +34,10 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from common.model_store import METHODS
+from common.model_store import METHODS, MODEL_CARD_NAME
 from common.queues import QUEUE_TRAIN, RUN_TRAINING
 
 KEY_PREFIX = "rexlabel:train-job:"
@@ -128,6 +129,8 @@ class OptionSpec:
     meaning: str = ""
 
     def describe(self) -> str:
+        if self.kind is bool:
+            return "true or false"
         if self.kind is str and not self.choices:
             return f"text of at most {TEXT_OPTION_MAX_CHARS} printable characters"
         if self.kind is str:
@@ -151,7 +154,12 @@ TRAINING_OPTIONS: dict[str, OptionSpec] = {
     ),
     "lora_rank": OptionSpec(int, 1, 256, meaning="LoRA rank"),
     "val_split": OptionSpec(float, 0.0, 0.9, meaning="share of tasks held out"),
+    "merge": OptionSpec(
+        bool, meaning="write merged weights (what the vllm engine serves)"
+    ),
 }
+EXCLUSIVE_OPTIONS = (("steps", "epochs"),)
+"""Options ``rexlabel finetune`` takes one of, not both."""
 """The only options a training job passes to ``rexlabel finetune`` (as
 ``--name-with-dashes VALUE``); anything else in a payload or in the project's
 ``finetune`` extra param is refused, naming it."""
@@ -180,10 +188,18 @@ def validate_options(raw: Any, where: str = "options") -> dict[str, Any]:
                 f"{where}.{name} must be {spec.describe()}, got {_shown(value)}"
             )
         options[name] = float(value) if spec.kind is float else value
+    for group in EXCLUSIVE_OPTIONS:
+        given = [name for name in group if name in options]
+        if len(given) > 1:
+            raise TrainingRequestError(
+                f"{where}: {' and '.join(given)} exclude each other; give one"
+            )
     return options
 
 
 def _fits(spec: OptionSpec, value: Any) -> bool:
+    if spec.kind is bool:
+        return isinstance(value, bool)
     if isinstance(value, bool):
         return False
     if spec.kind is str and not spec.choices:
@@ -243,8 +259,12 @@ def option_arguments(options: Mapping[str, Any]) -> list[str]:
     be read as another option)."""
     argv: list[str] = []
     for name, value in validate_options(options).items():
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+            continue
         shown = f"{value:g}" if isinstance(value, float) else str(value)
-        argv.append(f"--{name.replace('_', '-')}={shown}")
+        argv.append(f"{flag}={shown}")
     return argv
 
 
@@ -466,6 +486,13 @@ def reconciled(connection: Any, record: dict[str, Any]) -> dict[str, Any]:
             "state": CANCELLED,
             "error": record.get("error") or "cancelled",
         }
+    if status == JobStatus.FINISHED:  # the worker's last record write was lost
+        return {
+            **record,
+            "state": FINISHED if _published(record) else FAILED,
+            "error": record.get("error")
+            or ("" if _published(record) else "finished without a final record"),
+        }
     if status in (JobStatus.FAILED, JobStatus.STOPPED):
         return {
             **record,
@@ -473,6 +500,14 @@ def reconciled(connection: Any, record: dict[str, Any]) -> dict[str, Any]:
             "error": record.get("error") or _rq_failure(job) or "the worker stopped",
         }
     return record
+
+
+def _published(record: Mapping[str, Any]) -> bool:
+    """Whether the record's run has its model card (it finished and was kept)."""
+    out = record.get("out")
+    if not isinstance(out, str) or not out:
+        return False
+    return (Path(out) / MODEL_CARD_NAME).is_file()
 
 
 def _rq_failure(job: Any) -> str:

@@ -23,6 +23,7 @@ No torch at import time: the embedded backend and ``--inline`` jobs import it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,9 @@ from common.model_store import (
 
 log = logging.getLogger(__name__)
 
+ADAPTER_ENGINES = ("transformers",)
+"""Engines that load a LoRA adapter directory (base + merged adapter); the
+others (vllm, openai) serve whole weights only."""
 RELOAD_RETRY_S = 300.0
 """After a run failed to load, the worker serves the old model and tries that
 run again no sooner than this: a broken run is not loaded (and the old model
@@ -125,9 +129,24 @@ class WorkerRuntime:
         assert self.load_engine is not None
         old = self.model_id or self._fallback
         try:
-            base_chain(target)  # a bad card or base fails here, before any unload
+            chain = base_chain(
+                target
+            )  # a bad card or base fails here, before any unload
         except ModelStoreError as exc:
             return self._reload_failed(target, old, exc)
+        engine = getattr(self.engine, "name", "")
+        if len(chain) > 1 and engine and engine not in ADAPTER_ENGINES:
+            # never loadable by this engine: no unload, no retry until the pointer moves
+            self._retry_at[target] = math.inf
+            log.error(
+                "cannot serve %s: it is a LoRA adapter and the %s engine serves "
+                "whole weights (train with merge: true in the project's finetune "
+                "extra param, or --merge); keeping %s",
+                target,
+                engine,
+                old or "(none)",
+            )
+            return False
         log.info("model pointer moved: %s -> %s; reloading", old or "(none)", target)
         started = time.perf_counter()
         self.close()

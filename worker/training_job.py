@@ -105,9 +105,20 @@ class TrainingFailed(RuntimeError):
 
 
 def finetune_argv(project: int, out: Path, options: Mapping[str, Any]) -> list[str]:
-    """The child's command line (:data:`FINETUNE_ARGV` plus the run's arguments)."""
+    """The child's command line (:data:`FINETUNE_ARGV` plus the run's arguments).
+
+    The run starts from the original base of ``REXLABEL_MODEL``
+    (``common.model_store.original_base``), not from what it serves now: a
+    shared trainer whose ``REXLABEL_MODEL`` is one project's models directory
+    must not start another project from that project's run, and runs must not
+    stack adapter on adapter."""
+    from common import settings
+    from common.model_store import original_base
+
+    base = original_base(settings.get("REXLABEL_MODEL"))
     return [
         *FINETUNE_ARGV,
+        f"--base={base}",
         "--project",
         str(project),
         "--out",
@@ -163,7 +174,16 @@ def train(payload: Any, connection: Any, job_id: str) -> dict[str, Any]:
         _save(connection, {**record, "state": records.CANCELLED, "ended": time.time()})
         return _result(record, records.CANCELLED)
     _save(connection, record)
-    argv = finetune_argv(request.project, out, request.options)
+    try:
+        argv = finetune_argv(request.project, out, request.options)
+    except ModelStoreError as exc:
+        reason = f"REXLABEL_MODEL cannot be trained from: {exc}"
+        log.error("training job %s: %s", job_id, reason)
+        _save(
+            connection,
+            {**record, "state": records.FAILED, "error": reason, "ended": time.time()},
+        )
+        raise TrainingFailed(reason) from None
     log.info(
         "training job %s: project %s -> %s: %s", job_id, request.project, out, argv
     )
@@ -335,7 +355,7 @@ def _follow(
             eof = True
         elif event is not None:
             dirty |= _apply(event, record, outcome, job_id)
-            if event["event"] in ("examples", "done", "error"):
+            if event["event"] in ("prepared", "done", "error"):
                 last_write = 0.0  # write these at once
         if dirty and time.monotonic() - last_write >= PROGRESS_WRITE_S:
             _save(connection, record)
@@ -355,9 +375,11 @@ def _apply(
 ) -> bool:
     """Fold one event into the record; True when the record changed."""
     kind = event["event"]
-    if kind == "examples":
+    if kind == "prepared":  # the run's examples per split, and what it skipped
+        skipped = event.get("skipped")
+        fields = {**event, **(skipped if isinstance(skipped, dict) else {})}
         record["examples"] = {
-            k: v for k, v in event.items() if k != "event" and _number(v) is not None
+            k: v for k, v in fields.items() if k != "event" and _number(v) is not None
         }
         log.info("training job %s: examples %s", job_id, record["examples"])
         return True

@@ -167,27 +167,51 @@ def _fail(progress: Any, message: str) -> None:
 
 def _run(args: argparse.Namespace, progress: Any) -> int:
     from common import settings
-    from common.finetune_data import data_dir, read_manifest
-    from common.model_store import MODEL_CARD_NAME, ModelStoreError, resolve_model
+    from common.finetune_data import (
+        MANIFEST_NAME,
+        FinetuneDataError,
+        data_dir,
+        read_manifest,
+    )
+    from common.model_store import (
+        MAX_BASE_DEPTH,
+        MODEL_CARD_NAME,
+        ModelStoreError,
+        base_chain,
+        resolve_model,
+    )
 
     out = Path(args.out).expanduser()
     try:  # a project's models directory trains from the run it serves now
         base = resolve_model(args.base or settings.get("REXLABEL_MODEL"))
+        chain = base_chain(base)
     except ModelStoreError as exc:
         raise _Usage(f"--base: {exc}") from None
+    if len(chain) >= MAX_BASE_DEPTH and args.method == "lora" and not args.merge:
+        raise _Usage(
+            f"--base {base} already stacks {len(chain) - 1} adapters (at most "
+            f"{MAX_BASE_DEPTH}): train from its original base, or with --merge"
+        )
+    if (out / MODEL_CARD_NAME).exists():
+        raise _Usage(
+            f"--out {out} is a finished model ({MODEL_CARD_NAME}); nothing to "
+            "resume or overwrite: choose a new directory"
+        )
     if args.resume:
-        if not (out / "data").is_dir():
-            raise _Usage(
-                f"--resume: {out} holds no prepared data; start without --resume"
-            )
-        manifest = read_manifest(data_dir(out))
+        try:
+            manifest = read_manifest(data_dir(out))
+        except FinetuneDataError as exc:
+            raise _Usage(f"--resume: {exc}; start without --resume") from None
     else:
         if out.exists() and any(out.iterdir()):
-            hint = " (a finished model)" if (out / MODEL_CARD_NAME).exists() else ""
-            raise _Usage(
-                f"--out {out} is not empty{hint}: choose a new directory, or --resume "
-                "to continue its run"
-            )
+            if _failed_preparation(out, MANIFEST_NAME):
+                progress.note(f"{out}: removing the data of a run that never trained")
+                shutil.rmtree(data_dir(out))
+            else:
+                raise _Usage(
+                    f"--out {out} is not empty: choose a new directory, or "
+                    "--resume to continue its run"
+                )
         try:
             manifest = _prepare(args, out, progress)
         except KeyboardInterrupt:
@@ -200,11 +224,23 @@ def _run(args: argparse.Namespace, progress: Any) -> int:
     for warning in manifest.get("warnings", []):
         progress.note(f"warning: {warning}")
     if not manifest["counts"].get("train"):
+        shutil.rmtree(data_dir(out), ignore_errors=True)  # nothing to resume
         raise _Usage(
             "no training examples: the project has no submitted annotation with an "
             f"image that could be read ({json.dumps(_skips(manifest))})"
         )
     return _train(args, out, base, manifest, progress)
+
+
+def _failed_preparation(out: Path, manifest_name: str) -> bool:
+    """``out`` holds nothing but the data directory of a run whose preparation
+    stopped before writing its manifest (a crash or an error)."""
+    from common.finetune_data import data_dir
+
+    names = {p.name for p in out.iterdir()}
+    return (
+        names == {data_dir(out).name} and not (data_dir(out) / manifest_name).exists()
+    )
 
 
 def _skips(manifest: dict[str, Any]) -> dict[str, int]:
@@ -278,6 +314,7 @@ def _prepare(args: argparse.Namespace, out: Path, progress: Any) -> dict[str, An
         ConvertError,
         LabelStudioAPIError,
         OSError,
+        ValueError,
     ) as exc:
         raise _Usage(str(exc)) from None
     manifest = prepared.manifest() | {"source": source.description}
@@ -347,14 +384,18 @@ def _settings(args: argparse.Namespace, base: str, train_count: int):
 
 
 def _train(args, out: Path, base: str, manifest: dict[str, Any], progress) -> int:
+    """Replay answers, figures before, training, then the card (before the
+    checkpoint goes) and the figures after (a failure there keeps the model)."""
     from backend.finetune.metrics import heldout_figures
     from common.finetune_data import data_dir, read_split
+    from common.model_store import write_card
     from worker.engines.transformers_engine import TransformersEngine
     from worker.training.finetune import (
         FinetuneError,
         FinetuneInterrupted,
         FinetuneOutOfMemory,
         ImageCache,
+        drop_checkpoint,
         load_base,
         run_finetune,
     )
@@ -368,6 +409,10 @@ def _train(args, out: Path, base: str, manifest: dict[str, Any], progress) -> in
         )
     started = time.perf_counter()
     images = ImageCache(data)
+
+    def figures(engine, records):
+        return heldout_figures(records, predict_records(engine, records, images))
+
     try:
         model, processor = load_base(base, settings.device)
         engine = TransformersEngine(
@@ -376,11 +421,7 @@ def _train(args, out: Path, base: str, manifest: dict[str, Any], progress) -> in
         replayed = _answer_replay(engine, data, images, progress, predict_records)
         val = read_split(data, "val")
         kept_val = [r for r in replayed if r.held_out]
-        before = (
-            _figures(engine, val, images, predict_records, heldout_figures)
-            if not args.resume
-            else None
-        )
+        before = _stored_figures(data, lambda: figures(engine, val))
         result, model, processor = run_finetune(
             out,
             settings,
@@ -391,32 +432,62 @@ def _train(args, out: Path, base: str, manifest: dict[str, Any], progress) -> in
     except FinetuneInterrupted as exc:
         _fail(progress, str(exc))
         return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        _fail(
+            progress,
+            "interrupted before the first step; the prepared data is kept: run the "
+            "same command with --resume",
+        )
+        return EXIT_INTERRUPTED
     except FinetuneOutOfMemory as exc:
         _fail(progress, str(exc))
         return EXIT_OUT_OF_MEMORY
     except (FinetuneError, ValueError, OSError) as exc:
         _fail(progress, str(exc))
         return EXIT_FAILED
-    engine = TransformersEngine(
-        str(out), device=settings.device, loaded=(model, processor)
-    )
-    metrics = {
-        "new": {
-            "before": before,
-            "after": _figures(engine, val, images, predict_records, heldout_figures),
-        },
-        "kept": _figures(engine, kept_val, images, predict_records, heldout_figures),
-    }
+    metrics: dict[str, Any] = {"new": {"before": before, "after": None}, "kept": None}
     card = _card(
         args, base, settings, manifest, result, metrics, time.perf_counter() - started
     )
-    from common.model_store import write_card
-
+    write_card(out, card)  # the model is complete from here on
+    drop_checkpoint(out)
+    engine = TransformersEngine(
+        str(out), device=settings.device, loaded=(model, processor)
+    )
+    code = EXIT_OK
+    try:
+        metrics["new"]["after"] = figures(engine, val)
+        metrics["kept"] = figures(engine, kept_val)
+    except KeyboardInterrupt:
+        metrics["error"] = "interrupted while scoring the held-out examples"
+        code = EXIT_INTERRUPTED
+    except (FinetuneError, ValueError, OSError, RuntimeError) as exc:
+        metrics["error"] = f"scoring the held-out examples failed: {exc}"
+    card["metrics"] = metrics
     write_card(out, card)
+    if "error" in metrics:
+        progress.note(f"warning: {metrics['error']}; the model in {out} is complete")
     progress.event("metrics", metrics)
+    if code == EXIT_INTERRUPTED:
+        _fail(progress, f"{metrics['error']}; the model in {out} is complete")
+        return code
     progress.event("done", {"out": str(out), "metrics": metrics, "steps": result.steps})
     progress.note(_summary(out, metrics, result))
     return EXIT_OK
+
+
+BEFORE_FIGURES = "before.json"
+"""The base model's held-out figures, kept in the data directory so a resumed
+run reports them without asking the base again."""
+
+
+def _stored_figures(data: Path, compute) -> dict[str, Any]:
+    path = data / BEFORE_FIGURES
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    figures = compute()
+    path.write_text(json.dumps(figures, default=str), encoding="utf-8")
+    return figures
 
 
 def _answer_replay(engine, data: Path, images, progress, predict_records) -> list:
@@ -449,12 +520,6 @@ def _answer_replay(engine, data: Path, images, progress, predict_records) -> lis
         "replay", {"answered": len(kept), "dropped": len(requests) - len(kept)}
     )
     return kept
-
-
-def _figures(
-    engine, records, images, predict_records, heldout_figures
-) -> dict[str, Any]:
-    return heldout_figures(records, predict_records(engine, records, images))
 
 
 def _card(args, base, settings, manifest, result, metrics, seconds) -> dict[str, Any]:

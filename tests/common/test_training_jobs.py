@@ -33,16 +33,23 @@ def redis_conn():
 # The whitelist ------------------------------------------------------------------
 def test_options_within_bounds_pass_with_their_types():
     options = validate_options(
-        {"steps": 300, "epochs": 2, "lr": 1, "batch_size": 4, "method": "lora"}
+        {"steps": 300, "lr": 1, "batch_size": 4, "method": "lora", "merge": True}
     )
     assert options == {
         "steps": 300,
-        "epochs": 2,
         "lr": 1.0,
         "batch_size": 4,
         "method": "lora",
+        "merge": True,
     }
     assert isinstance(options["lr"], float)
+    assert validate_options({"epochs": 2}) == {"epochs": 2}
+    with pytest.raises(TrainingRequestError, match="steps and epochs exclude"):
+        validate_options({"steps": 300, "epochs": 2})
+    with pytest.raises(TrainingRequestError, match="merge must be true or false"):
+        validate_options({"merge": "yes"})
+    assert option_arguments({"merge": True}) == ["--merge"]
+    assert option_arguments({"merge": False}) == []
     assert validate_options(None) == {}
 
 

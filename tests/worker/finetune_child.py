@@ -50,12 +50,20 @@ def main() -> int:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--method", default="full")
+    parser.add_argument("--base")
     args = parser.parse_args()
     args.out.mkdir(parents=True)
     (args.out / "argv.json").write_text(json.dumps(sys.argv[2:]))
     (args.out / "pid").write_text(str(os.getpid()))
     print("loading the project's annotations", flush=True)  # not JSON: ignored
-    emit(event="examples", train=40, val=4, replay=120)
+    emit(
+        event="prepared",
+        train=40,
+        val=4,
+        replay=0,
+        replay_requests=44,
+        skipped={"skipped_no_annotation": 40, "skipped_no_image": 0},
+    )
     if args.mode in ("slow", "stubborn"):
         return run_until_interrupted(args)
     for step in range(1, args.steps + 1):

@@ -132,3 +132,26 @@ def test_create_engine_follows_the_pointer(models_dir):
         assert engine.model_id == str(models_dir / "run-a")
     finally:
         engine.close()
+
+
+def test_an_engine_of_whole_weights_keeps_its_model_for_an_adapter_run(
+    runtime, models_dir, tmp_path, caplog
+):
+    """A LoRA run published to a vllm (or openai) worker: refused before
+    anything is unloaded, and not retried until the pointer moves again."""
+    adapter = models_dir / "run-lora"
+    adapter.mkdir()
+    write_card(
+        adapter,
+        {"method": "lora", "base": str(models_dir / "run-a"), "weights_sha256": "x"},
+    )
+    engine = runtime.engine
+    engine.name = "vllm"  # what a vLLM engine calls itself
+    publish(models_dir, "run-lora")
+    with caplog.at_level(logging.ERROR, logger="worker.jobs"):
+        runtime.run([], {})
+        runtime.run([], {})
+    assert runtime.engine is engine and runtime.loads == []  # never unloaded
+    assert runtime.ran == [str(models_dir / "run-a")] * 2
+    assert caplog.text.count("it is a LoRA adapter") == 1
+    assert "merge" in caplog.text

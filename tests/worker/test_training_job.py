@@ -88,22 +88,49 @@ def test_a_finished_run_is_published_and_its_progress_recorded(
     assert read_pointer(models_dir) == record["run"]
     assert (record["step"], record["steps"]) == (4, 4)
     assert record["loss"] == pytest.approx(0.25)
-    assert record["examples"] == {"train": 40, "val": 4, "replay": 120}
+    assert record["examples"] == {
+        "train": 40,
+        "val": 4,
+        "replay": 0,
+        "replay_requests": 44,
+        "skipped_no_annotation": 40,
+        "skipped_no_image": 0,
+    }
     assert record["metrics"] == {"val_loss": 0.25} == result["metrics"]
     assert record["ended"] >= record["started"] >= record["created"]
     argv = json.loads((models_dir / record["run"] / "argv.json").read_text())
     assert argv == [
+        "--base=IDEA-Research/Rex-Omni",  # REXLABEL_MODEL's default
         "--project",
         "7",
         "--out",
         record["out"],
         "--progress",
         "json",
-        "--steps",
-        "4",
-        "--batch-size",
-        "2",
+        "--steps=4",
+        "--batch-size=2",
     ]
+
+
+def test_runs_start_from_the_original_base_never_from_a_served_run(
+    tmp_path, monkeypatch
+):
+    """A trainer whose REXLABEL_MODEL is project 3's models directory starts
+    every project (3 included) from the weights no run made: runs never stack
+    and project 3's run never seeds project 5's."""
+    from common.model_store import publish, write_card
+    from worker.training_job import finetune_argv
+
+    project_3 = tmp_path / "project-3"
+    first = project_3 / "run-a"
+    second = project_3 / "run-b"
+    for run, base in ((first, "hub/rex"), (second, str(first))):
+        run.mkdir(parents=True)
+        write_card(run, {"method": "lora", "base": base, "weights_sha256": run.name})
+    publish(project_3, "run-b")
+    monkeypatch.setenv("REXLABEL_MODEL", str(project_3))
+    argv = finetune_argv(5, tmp_path / "out", {})
+    assert "--base=hub/rex" in argv
 
 
 def test_a_failed_run_keeps_the_old_pointer_and_records_the_error(

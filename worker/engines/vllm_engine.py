@@ -381,10 +381,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _merged_weights(model: str) -> str:
     """The directory vLLM loads for ``model``: a project's models directory
     gives the run its pointer names; a LoRA adapter is refused (vLLM loads
@@ -399,3 +395,7 @@ def _merged_weights(model: str) -> str:
             "--method full), or serve the adapter with REXLABEL_ENGINE=transformers"
         )
     return chain[0][0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -279,6 +279,9 @@ def run_finetune(
     model, processor = loaded or load_base(settings.base, settings.device)
     device = next(model.parameters()).device
     checkpoint = out_dir / CHECKPOINT_DIR_NAME
+    previous = checkpoint.with_name(checkpoint.name + ".old")
+    if resume and not checkpoint.exists() and previous.is_dir():
+        os.replace(previous, checkpoint)  # a crash between a save's two renames
     start = 0
     if settings.method == "lora":
         if resume and (checkpoint / ADAPTER_SUBDIR).is_dir():
@@ -299,8 +302,10 @@ def run_finetune(
         optimizer, lambda s: _lr_factor(s, warmup, settings.steps)
     )
     losses: list[tuple[int, float]] = []
-    if resume:
+    if resume and (checkpoint / CHECKPOINT_META).is_file():
         start, losses = _load_state(checkpoint, optimizer, scheduler, settings)
+    elif resume:  # stopped before the first checkpoint: the same run from step 1
+        emit("checkpoint", {"step": 0, "path": "none yet: starting at step 1"})
     first_bin = processor.tokenizer.convert_tokens_to_ids("<0>")
     images = ImageCache(data)
     pools = {"train": train, REPLAY_POOL: replay}
@@ -362,15 +367,16 @@ def run_finetune(
             if _is_oom(exc):
                 kept = (
                     f"the last checkpoint ({checkpoint}) is kept; --resume goes "
-                    "on from it"
+                    "on from it at the same batch size (on a GPU with more memory "
+                    "free)"
                     if checkpoint.exists()
                     else "no checkpoint was written yet"
                 )
                 raise FinetuneOutOfMemory(
                     f"out of memory at step {step + 1} (batch size "
                     f"{settings.batch_size}, method {settings.method}): try a smaller "
-                    f"--batch-size{LORA_HINT if settings.method == 'full' else ''}; "
-                    f"{kept}"
+                    f"--batch-size{LORA_HINT if settings.method == 'full' else ''} "
+                    f"into a new --out (a run keeps its batch size); {kept}"
                 ) from exc
             raise
     model.eval()
@@ -390,8 +396,13 @@ def run_finetune(
         weights_sha256=files_sha256(out_dir, files),
         files=files,
     )
-    shutil.rmtree(checkpoint, ignore_errors=True)  # the result supersedes it
     return result, model, processor
+
+
+def drop_checkpoint(out_dir: Path) -> None:
+    """Remove the run's checkpoint once its result and card are written."""
+    for name in (CHECKPOINT_DIR_NAME, CHECKPOINT_DIR_NAME + ".old"):
+        shutil.rmtree(Path(out_dir) / name, ignore_errors=True)
 
 
 def _freeze_vision(model) -> None:
@@ -456,8 +467,15 @@ def _save_checkpoint(
         model.save_pretrained(tmp / ADAPTER_SUBDIR)
     else:
         model.save_pretrained(tmp / FULL_SUBDIR)
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng,
+        },
         tmp / CHECKPOINT_STATE,
     )
     meta = {
@@ -468,6 +486,9 @@ def _save_checkpoint(
         "seed": settings.seed,
         "replay_share": settings.replay_share,
         "base": settings.base,
+        "learning_rate": settings.lr,
+        "lora_rank": settings.lora.rank,
+        "bin_sigma": settings.bin_sigma,
         "losses": losses,
     }
     (tmp / CHECKPOINT_META).write_text(json.dumps(meta))
@@ -479,9 +500,19 @@ def _save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
-RESUME_MUST_MATCH = ("method", "batch_size", "seed", "replay_share", "base")
+RESUME_MUST_MATCH = (
+    "method",
+    "batch_size",
+    "seed",
+    "replay_share",
+    "base",
+    "learning_rate",
+    "lora_rank",
+    "bin_sigma",
+)
 """Settings a resumed run must share with its checkpoint: they decide the
-batches and the weights trained; steps and the learning rate may change."""
+batches, the schedule and the weights trained (the optimizer and adapter come
+back from the checkpoint, so a changed value would be recorded but not used)."""
 
 
 def _load_state(checkpoint: Path, optimizer, scheduler, settings) -> tuple[int, list]:
@@ -491,15 +522,25 @@ def _load_state(checkpoint: Path, optimizer, scheduler, settings) -> tuple[int, 
     if not meta_path.is_file():
         raise FinetuneError(f"--resume: no checkpoint in {checkpoint}")
     meta = json.loads(meta_path.read_text())
+    asked = {
+        **{key: getattr(settings, key, None) for key in RESUME_MUST_MATCH},
+        "learning_rate": settings.lr,
+        "lora_rank": settings.lora.rank,
+    }
     for key in RESUME_MUST_MATCH:
-        if meta.get(key) != getattr(settings, key):
+        if key in meta and meta[key] != asked[key]:
             raise FinetuneError(
                 f"--resume: the checkpoint was trained with {key}={meta.get(key)!r}, "
-                f"this run asks {getattr(settings, key)!r}; use the same value"
+                f"this run asks {asked[key]!r}; use the same value"
             )
     state = torch.load(checkpoint / CHECKPOINT_STATE, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    rng = state.get("rng") or {}
+    if "cpu" in rng:
+        torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     step = int(meta["step"])
     if step >= settings.steps:
         raise FinetuneError(

@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LORA_TARGET_MODULES = (
-    r".*language_model\.layers\.\d+\."
-    r"(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+    r"(.*\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 )
 """PEFT's regex (matched against each module's full name): the language
-model's seven projections per layer; the vision tower's own ``mlp.gate_proj``
-and friends do not match (they sit under ``visual.blocks``)."""
+model's seven projections per layer, named ``model.language_model.layers.N``
+in transformers 5 and ``model.layers.N`` before; the vision tower's own
+``mlp.gate_proj`` and friends do not match (they sit under
+``visual.blocks.N``)."""
 DEFAULT_LORA_RANK = 16
 """Adapter rank: the usual 8-64 range for instruction fine-tunes of 3B
 models; small enough to be a guard against forgetting (fewer directions to

@@ -154,7 +154,7 @@ def record_of(example: Example, stored: str) -> Record:
         height=example.height,
         categories=tuple(example.categories),
         regions=tuple(regions),
-        labels=tuple(dict.fromkeys(str(r.get("label", "")) for r in regions)),
+        labels=example.labels,
         task_id=example.task_id,
         source="annotation",
         keypoint_type=example.keypoint_type,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -37,13 +37,16 @@ class FinetuneInputError(ValueError):
 
 @dataclass
 class Source:
-    """Tasks (an iterator of Label Studio task objects), the label config, and
-    how to load a task's image."""
+    """Tasks (an iterator of Label Studio task objects), the label config, how
+    to load a task's image, and the Extra params to plan with."""
 
     tasks: Iterator[Any]
     label_config: str
     load_image: LoadImage
     description: dict[str, Any]
+    extra_params: dict[str, Any] = field(default_factory=dict)
+    """The Extra params the plan uses: ``--extra-params``, else (``--project``)
+    those of the model connected to the project."""
 
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")

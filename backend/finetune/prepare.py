@@ -174,6 +174,15 @@ def project_phrases(plan: Plan) -> list[str]:
     return list(phrases)
 
 
+def plan_labels(plan: Plan) -> list[str]:
+    """Every Label Studio label the plan's controls answer with (what
+    ``--focus`` may name)."""
+    labels: dict[str, None] = {}
+    for control in plan.controls:
+        labels.update(dict.fromkeys(control.label_map.labels))
+    return list(labels)
+
+
 def held_out_tasks(task_ids: Iterable[int], share: float, seed: int) -> set[int]:
     """The tasks held out: ``ceil(share * n)`` of them (at least one when
     ``share`` > 0 and n >= 2, never all), in a seeded hash order."""

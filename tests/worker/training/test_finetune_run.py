@@ -347,6 +347,31 @@ def test_the_written_adapter_loads_as_the_model_it_trained(tiny_model_dir, whole
     assert not torch.allclose(logits(base), logits(whole_run.model), atol=1e-3)
 
 
+def test_merge_writes_every_weight_and_loads_as_the_merged_model(
+    tmp_path, tiny_model_dir
+):
+    from worker.engines.transformers_loading import load_model
+
+    out = _make_data(tmp_path / "run")
+    result, merged, processor = run_finetune(
+        out, _settings(tiny_model_dir, merge=True, steps=2)
+    )
+    assert "model.safetensors" in result.files and "config.json" in result.files
+    assert not (out / "adapter_config.json").exists()
+    write_card(out, {"method": "full", "weights_sha256": result.weights_sha256})
+    sample = render_shape(random.Random(3))
+    example = make_example(sample, "detection")
+    inputs = encode_batch(
+        processor, [TrainingExample(sample.image, example.prompt, example.answer)]
+    )
+    inputs.pop("labels")
+    loaded, _ = load_model(str(out), "cpu")
+    with torch.no_grad():
+        assert torch.allclose(
+            loaded(**inputs).logits, merged(**inputs).logits, atol=1e-5
+        )
+
+
 # --- settings -------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -167,12 +168,6 @@ def _fail(progress: Any, message: str) -> None:
 
 def _run(args: argparse.Namespace, progress: Any) -> int:
     from common import settings
-    from common.finetune_data import (
-        MANIFEST_NAME,
-        FinetuneDataError,
-        data_dir,
-        read_manifest,
-    )
     from common.model_store import (
         MAX_BASE_DEPTH,
         MODEL_CARD_NAME,
@@ -192,55 +187,90 @@ def _run(args: argparse.Namespace, progress: Any) -> int:
             f"--base {base} already stacks {len(chain) - 1} adapters (at most "
             f"{MAX_BASE_DEPTH}): train from its original base, or with --merge"
         )
+    _settings(args, base, train_count=1)  # bad flags stop before any work
+    if out.exists() and not out.is_dir():
+        raise _Usage(f"--out {out} is a file, not a directory")
     if (out / MODEL_CARD_NAME).exists():
         raise _Usage(
             f"--out {out} is a finished model ({MODEL_CARD_NAME}); nothing to "
             "resume or overwrite: choose a new directory"
         )
     if args.resume:
-        try:
-            manifest = read_manifest(data_dir(out))
-        except FinetuneDataError as exc:
-            raise _Usage(f"--resume: {exc}; start without --resume") from None
+        manifest = _resumed_manifest(out)
+        _report_prepared(manifest, progress)
     else:
-        if out.exists() and any(out.iterdir()):
-            if _failed_preparation(out, MANIFEST_NAME):
-                progress.note(f"{out}: removing the data of a run that never trained")
-                shutil.rmtree(data_dir(out))
-            else:
-                raise _Usage(
-                    f"--out {out} is not empty: choose a new directory, or "
-                    "--resume to continue its run"
-                )
+        _check_out_is_new(out, progress)
+        created = not out.exists()
         try:
             manifest = _prepare(args, out, progress)
+            _report_prepared(manifest, progress)
         except KeyboardInterrupt:
-            shutil.rmtree(data_dir(out), ignore_errors=True)  # half a project
+            _remove_prepared(out, created)
             raise _Interrupted(
                 "interrupted while reading the project; nothing was kept: run the "
                 "same command again"
             ) from None
+        except BaseException:
+            _remove_prepared(out, created)
+            raise
+    return _train(args, out, base, manifest, progress)
+
+
+def _resumed_manifest(out: Path) -> dict[str, Any]:
+    from common.finetune_data import FinetuneDataError, data_dir, read_manifest
+
+    if not data_dir(out).is_dir():
+        raise _Usage(f"--resume: {out} holds no prepared data; start without --resume")
+    try:
+        return read_manifest(data_dir(out))
+    except FinetuneDataError as exc:
+        raise _Usage(
+            f"--resume: {exc} (its preparation never finished): remove {out} and "
+            "start without --resume"
+        ) from None
+
+
+def _check_out_is_new(out: Path, progress: Any) -> None:
+    """``out`` is absent or empty; the data of a preparation that stopped
+    before its manifest (a crash) is cleared first."""
+    from common.finetune_data import MANIFEST_NAME, data_dir
+
+    if not out.exists() or not any(out.iterdir()):
+        return
+    names = {p.name for p in out.iterdir()}
+    if names == {data_dir(out).name} and not (data_dir(out) / MANIFEST_NAME).exists():
+        progress.note(f"{out}: removing the data of a preparation that never finished")
+        shutil.rmtree(data_dir(out))
+        return
+    raise _Usage(
+        f"--out {out} is not empty: choose a new directory, or --resume to "
+        "continue its run"
+    )
+
+
+def _remove_prepared(out: Path, created: bool) -> None:
+    """Undo a preparation that did not finish (or found nothing to train), so
+    the same command can run again: ``--out`` was empty or absent before."""
+    from common.finetune_data import data_dir
+
+    shutil.rmtree(data_dir(out), ignore_errors=True)
+    if created:
+        try:
+            out.rmdir()
+        except OSError:
+            pass
+
+
+def _report_prepared(manifest: dict[str, Any], progress: Any) -> None:
+    """Show what the data holds; a usage error when nothing can be trained."""
     progress.event("prepared", manifest["counts"] | {"skipped": _skips(manifest)})
     for warning in manifest.get("warnings", []):
         progress.note(f"warning: {warning}")
     if not manifest["counts"].get("train"):
-        shutil.rmtree(data_dir(out), ignore_errors=True)  # nothing to resume
         raise _Usage(
             "no training examples: the project has no submitted annotation with an "
             f"image that could be read ({json.dumps(_skips(manifest))})"
         )
-    return _train(args, out, base, manifest, progress)
-
-
-def _failed_preparation(out: Path, manifest_name: str) -> bool:
-    """``out`` holds nothing but the data directory of a run whose preparation
-    stopped before writing its manifest (a crash or an error)."""
-    from common.finetune_data import data_dir
-
-    names = {p.name for p in out.iterdir()}
-    return (
-        names == {data_dir(out).name} and not (data_dir(out) / manifest_name).exists()
-    )
 
 
 def _skips(manifest: dict[str, Any]) -> dict[str, int]:
@@ -249,17 +279,13 @@ def _skips(manifest: dict[str, Any]) -> dict[str, int]:
 
 
 def _prepare(args: argparse.Namespace, out: Path, progress: Any) -> dict[str, Any]:
-    from backend.bulk.convert import ConvertError, iter_json_list
+    from backend.bulk.convert import ConvertError
+    from backend.bulk.records import JobError
     from backend.commands.extra_params_arg import parse_extra_params
-    from backend.finetune.inputs import (
-        FinetuneInputError,
-        coco_source,
-        is_coco,
-        local_loader,
-    )
-    from backend.finetune.prepare import PrepareOptions, prepare_data
+    from backend.finetune.inputs import FinetuneInputError
+    from backend.finetune.prepare import PrepareOptions, plan_labels, prepare_data
     from backend.planner import PlanError, plan_config
-    from common.finetune_data import data_dir
+    from common.finetune_data import data_dir, write_manifest
     from common.labelstudio.api import LabelStudioAPIError
 
     try:
@@ -275,35 +301,15 @@ def _prepare(args: argparse.Namespace, out: Path, progress: Any) -> dict[str, An
     except ValueError as exc:
         raise _Usage(str(exc)) from None
     data = data_dir(out)
-    data.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(prefix="rexlabel-finetune-") as tmp:
             if args.project is not None:
                 source = _project_source(args.project, extra, Path(tmp) / "export.json")
             else:
-                path = Path(args.from_file)
-                if not path.is_file():
-                    raise _Usage(f"--from {path}: no such file")
-                if not args.images:
-                    raise _Usage("--from needs --images DIR (where the images are)")
-                if is_coco(path):
-                    source = coco_source(path, Path(args.images))
-                else:
-                    if not args.label_config:
-                        raise _Usage(
-                            "--from with a Label Studio export needs "
-                            "--label-config FILE"
-                        )
-                    config = Path(args.label_config).read_text(encoding="utf-8")
-                    from backend.finetune.inputs import Source
-
-                    source = Source(
-                        iter_json_list(path),
-                        config,
-                        local_loader(Path(args.images)),
-                        {"from": str(path), "format": "labelstudio"},
-                    )
-            plan = plan_config(source.label_config, extra or {})
+                source = _file_source(args, extra)
+            plan = plan_config(source.label_config, source.extra_params)
+            _check_focus(options.focus, plan_labels(plan))
+            data.mkdir(parents=True, exist_ok=True)
             progress.note("reading annotations and images ...")
             prepared = prepare_data(
                 source.tasks, plan, source.load_image, data, options
@@ -312,16 +318,59 @@ def _prepare(args: argparse.Namespace, out: Path, progress: Any) -> dict[str, An
         FinetuneInputError,
         PlanError,
         ConvertError,
+        JobError,
         LabelStudioAPIError,
         OSError,
         ValueError,
     ) as exc:
         raise _Usage(str(exc)) from None
     manifest = prepared.manifest() | {"source": source.description}
-    from common.finetune_data import write_manifest
-
     write_manifest(data, manifest)
     return manifest
+
+
+def _file_source(args: argparse.Namespace, extra: dict[str, Any] | None):
+    """``--from FILE --images DIR`` (and ``--label-config`` for an export),
+    each checked before anything is written."""
+    from backend.bulk.convert import iter_json_list
+    from backend.finetune.inputs import Source, coco_source, is_coco, local_loader
+
+    path = Path(args.from_file).expanduser()
+    if not path.is_file():
+        raise _Usage(f"--from {path}: no such file")
+    if not args.images:
+        raise _Usage("--from needs --images DIR (where the images are)")
+    images = Path(args.images).expanduser()
+    if is_coco(path):
+        source = coco_source(path, images)
+    else:
+        if not args.label_config:
+            raise _Usage("--from with a Label Studio export needs --label-config FILE")
+        config_path = Path(args.label_config).expanduser()
+        try:
+            config = config_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _Usage(f"--label-config {config_path}: {exc}") from None
+        source = Source(
+            iter_json_list(path),
+            config,
+            local_loader(images),
+            {"from": str(path), "format": "labelstudio"},
+        )
+    source.extra_params = extra or {}
+    return source
+
+
+def _check_focus(focus: tuple[str, ...], labels: list[str]) -> None:
+    """Every ``--focus`` label is one of the config's (case-insensitive): a
+    misspelt one would replay every example and train nothing."""
+    known = {label.lower() for label in labels}
+    unknown = [f for f in focus if f.lower() not in known]
+    if unknown:
+        raise _Usage(
+            f"--focus: {', '.join(map(repr, unknown))} is not a label of the label "
+            f"config (its labels: {', '.join(labels)})"
+        )
 
 
 def _project_source(project: int, extra: dict[str, Any] | None, export: Path):
@@ -338,18 +387,38 @@ def _project_source(project: int, extra: dict[str, Any] | None, export: Path):
     client.export_json(project, export)
     loader = ImageLoader.from_settings(cache_bytes=0)  # each image is read once
     tasks = list(iter_json_list(export))  # the temporary export goes away
-    source = Source(
+    return Source(
         iter(tasks),
         label_config,
         lambda ref, task_id: loader.load(ref, task_id=task_id),
         {"project": project},
+        extra_params=extra,
     )
-    source.extra = extra  # type: ignore[attr-defined]
-    return source
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Numeric flags in range, named (argparse's float also takes nan and inf)."""
+    for flag, value in (
+        ("--steps", args.steps),
+        ("--batch-size", args.batch_size),
+        ("--lora-rank", args.lora_rank),
+    ):
+        if value is not None and value < 1:
+            raise _Usage(f"{flag} must be >= 1, got {value}")
+    for flag, value in (("--epochs", args.epochs), ("--lr", args.lr)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise _Usage(f"{flag} must be a number > 0, got {value}")
+    if args.replay is not None and not 0 <= args.replay < 1:
+        raise _Usage(f"--replay must be in [0, 1), got {args.replay}")
+    if args.bin_sigma is not None and not (
+        args.bin_sigma >= 0 and math.isfinite(args.bin_sigma)
+    ):
+        raise _Usage(f"--bin-sigma must be a number >= 0, got {args.bin_sigma}")
 
 
 def _settings(args: argparse.Namespace, base: str, train_count: int):
     from worker.training.finetune import (
+        DEFAULT_BIN_SIGMA,
         DEFAULT_EPOCHS,
         DEFAULT_FINETUNE_BATCH_SIZE,
         DEFAULT_REPLAY_SHARE,
@@ -358,12 +427,15 @@ def _settings(args: argparse.Namespace, base: str, train_count: int):
     )
     from worker.training.lora import LoraSettings
 
-    batch = args.batch_size or DEFAULT_FINETUNE_BATCH_SIZE
+    _check_flags(args)
+    batch = DEFAULT_FINETUNE_BATCH_SIZE if args.batch_size is None else args.batch_size
     replay = DEFAULT_REPLAY_SHARE if args.replay is None else args.replay
-    steps = args.steps or steps_for(
-        train_count, batch, replay, args.epochs or DEFAULT_EPOCHS
-    )
     try:
+        steps = (
+            args.steps
+            if args.steps is not None
+            else steps_for(train_count, batch, replay, args.epochs or DEFAULT_EPOCHS)
+        )
         return FinetuneSettings(
             base=base,
             steps=steps,
@@ -371,10 +443,10 @@ def _settings(args: argparse.Namespace, base: str, train_count: int):
             batch_size=batch,
             learning_rate=args.lr,
             replay_share=replay,
-            bin_sigma=args.bin_sigma or 0.0,
-            lora=LoraSettings(rank=args.lora_rank)
-            if args.lora_rank
-            else LoraSettings(),
+            bin_sigma=DEFAULT_BIN_SIGMA if args.bin_sigma is None else args.bin_sigma,
+            lora=LoraSettings()
+            if args.lora_rank is None
+            else LoraSettings(rank=args.lora_rank),
             seed=args.seed,
             device=args.device,
             merge=args.merge,

@@ -66,6 +66,10 @@ class Example:
         keypoint_type: ``keypoint`` only: the keypoint set asked.
         visual_prompt_boxes: ``visual_prompting`` only: the reference boxes,
             xyxy pixels of the original image.
+        labels: the Label Studio labels of the regions, in first-seen order
+            (``Vehicle`` for regions answered as its alias ``car``; a
+            visual-prompting example's boxes are ``object_1`` in the answer
+            but keep their label here): what ``--focus`` selects on.
     """
 
     task: Task
@@ -80,6 +84,7 @@ class Example:
     task_id: int | None = None
     keypoint_type: str | None = None
     visual_prompt_boxes: tuple[tuple[float, float, float, float], ...] = ()
+    labels: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON (``task`` as its value, regions as ``Prediction.to_dict``)."""
@@ -96,6 +101,7 @@ class Example:
             "task_id": self.task_id,
             "keypoint_type": self.keypoint_type,
             "visual_prompt_boxes": [list(b) for b in self.visual_prompt_boxes],
+            "labels": list(self.labels),
         }
 
     @classmethod
@@ -116,6 +122,7 @@ class Example:
             visual_prompt_boxes=tuple(
                 tuple(b) for b in data.get("visual_prompt_boxes") or ()
             ),
+            labels=tuple(data.get("labels") or ()),
         )
 
 
@@ -221,6 +228,9 @@ def _control_examples(
             control=control.control,
             task_id=info.task_id,
             keypoint_type=call.keypoint_type if task is Task.KEYPOINT else None,
+            labels=tuple(
+                dict.fromkeys(_label_of_phrase(control, r.label) for r in regions)
+            ),
         )
     ]
     if visual_prompts and task is Task.DETECTION:
@@ -241,6 +251,12 @@ def _asked(control: ControlPlan, regions: list[Prediction]) -> list[str]:
         or labels.get(phrase) not in first
         or first[labels[phrase]] not in present
     ]
+
+
+def _label_of_phrase(control: ControlPlan, phrase: str) -> str:
+    """The Label Studio label a region answered as ``phrase`` carries (the
+    phrase itself where the control maps none, e.g. OCR's granularity)."""
+    return control.label_map.phrases.get(phrase, phrase)
 
 
 def _visual_prompt_examples(
@@ -279,6 +295,7 @@ def _visual_prompt_examples(
                 control=control.control,
                 task_id=info.task_id,
                 visual_prompt_boxes=tuple(tuple(b) for b in references),
+                labels=(_label_of_phrase(control, phrase),),
             )
         )
     return examples

@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 from xml.sax.saxutils import quoteattr
 
 from PIL import Image, ImageOps
@@ -36,17 +37,27 @@ class FinetuneInputError(ValueError):
 
 @dataclass
 class Source:
-    """Tasks (an iterator of Label Studio task objects), the label config, and
-    how to load a task's image."""
+    """Tasks (an iterator of Label Studio task objects), the label config, how
+    to load a task's image, and the Extra params to plan with."""
 
     tasks: Iterator[Any]
     label_config: str
     load_image: LoadImage
     description: dict[str, Any]
+    extra_params: dict[str, Any] = field(default_factory=dict)
+    """The Extra params the plan uses: ``--extra-params``, else (``--project``)
+    those of the model connected to the project."""
+
+
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+"""Label Studio exports as JSON lines (one task object a line): never COCO."""
 
 
 def is_coco(path: Path) -> bool:
-    """A JSON object with ``images`` and ``annotations`` (an export is a list)."""
+    """A JSON object with ``images`` and ``annotations`` (an export is a list,
+    or JSON lines)."""
+    if path.suffix.lower() in JSON_LINES_SUFFIXES:
+        return False
     with path.open("rb") as stream:
         head = stream.read(4096).lstrip()
     return head[:1] == b"{"
@@ -103,18 +114,27 @@ def coco_source(path: Path, images_dir: Path) -> Source:
     )
 
 
+def _number(value: Any) -> bool:
+    """A finite JSON number (not a boolean)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
 def _coco_result(ann, categories, width, height, path) -> dict[str, Any]:
-    if (
-        not (isinstance(width, (int, float)) and isinstance(height, (int, float)))
-        or min(width, height) <= 0
-    ):
+    if not (_number(width) and _number(height) and min(width, height) > 0):
         raise FinetuneInputError(
             f"--from {path}: image {ann.get('image_id')} has no width/height"
         )
     bbox = ann.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4):
+    if not (
+        isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)
+    ):
         raise FinetuneInputError(
-            f"--from {path}: annotation {ann.get('id')} has no bbox"
+            f"--from {path}: annotation {ann.get('id')} has no bbox "
+            "(four numbers: x, y, width, height)"
         )
     label = categories.get(ann.get("category_id"))
     if label is None:
@@ -137,6 +157,27 @@ def _coco_result(ann, categories, width, height, path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+LOCAL_FILES_PATH = "/data/local-files"
+LOCAL_FILES_PARAM = "d"
+"""The query parameter of Label Studio's local-files storage URLs
+(``/data/local-files/?d=folder/img.jpg``) that holds the file's path."""
+
+
+def file_name(ref: str) -> str:
+    """The file name a task's image reference ends in ("" when it names a
+    directory or nothing): a URL's path, or a local-files URL's ``d``
+    parameter, percent-decoded, last component only."""
+    parsed = urlparse(ref)
+    local_file = parse_qs(parsed.query).get(LOCAL_FILES_PARAM)
+    if local_file and parsed.path.rstrip("/").endswith(LOCAL_FILES_PATH):
+        path = local_file[0]
+    else:
+        path = unquote(parsed.path or ref)
+    if path.endswith("/"):
+        return ""
+    return PurePosixPath(path).name
+
+
 def local_loader(images_dir: Path) -> LoadImage:
     """Loads a task's image from ``images_dir`` by the reference's file name."""
     root = Path(images_dir)
@@ -144,7 +185,7 @@ def local_loader(images_dir: Path) -> LoadImage:
         raise FinetuneInputError(f"--images {root}: not a directory")
 
     def load(ref: str, task_id: int | None) -> Image.Image:
-        name = PurePosixPath(unquote(urlparse(ref).path or ref)).name
+        name = file_name(ref)
         if not name or name in (".", ".."):
             raise ImageLoadError(f"image reference {ref[:120]!r} names no file")
         path = root / name

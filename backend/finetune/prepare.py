@@ -154,7 +154,7 @@ def record_of(example: Example, stored: str) -> Record:
         height=example.height,
         categories=tuple(example.categories),
         regions=tuple(regions),
-        labels=tuple(dict.fromkeys(str(r.get("label", "")) for r in regions)),
+        labels=example.labels,
         task_id=example.task_id,
         source="annotation",
         keypoint_type=example.keypoint_type,
@@ -172,6 +172,15 @@ def project_phrases(plan: Plan) -> list[str]:
         phrases.update(dict.fromkeys(control.label_map.phrases))
         phrases.update(dict.fromkeys(control.label_map.phrases.values()))
     return list(phrases)
+
+
+def plan_labels(plan: Plan) -> list[str]:
+    """Every Label Studio label the plan's controls answer with (what
+    ``--focus`` may name)."""
+    labels: dict[str, None] = {}
+    for control in plan.controls:
+        labels.update(dict.fromkeys(control.label_map.labels))
+    return list(labels)
 
 
 def held_out_tasks(task_ids: Iterable[int], share: float, seed: int) -> set[int]:
@@ -358,9 +367,17 @@ def _replay_requests(
             break
         if task_id not in val_tasks:
             images.append((stored, width, height, task_id))
+    # held out: spread evenly over the list (unannotated tasks' images first),
+    # so forgetting is measured on the images replay is about, not on the
+    # annotated images of the new class that end the list
+    kept = (
+        {int(i * len(images) / held) for i in range(held)}
+        if len(images) > held
+        else set()
+    )
     requests = []
     for n, (stored, width, height, task_id) in enumerate(images):
-        held_out = n >= len(images) - held if len(images) > held else False
+        held_out = n in kept
         requests.append(
             replay_request(
                 stored, width, height, phrases, rng, task_id=task_id, held_out=held_out

@@ -54,6 +54,10 @@ CHECKPOINT_STATE = "trainer_state.pt"
 CHECKPOINT_META = "progress.json"
 ADAPTER_SUBDIR = "adapter"
 FULL_SUBDIR = "model"
+FULL_WEIGHTS = "trainable.safetensors"
+"""A full fine-tune's checkpoint: the trainable (language-model) weights
+only, loaded back into the base model the run already holds (no second copy
+of the model, and the base's processor stays)."""
 
 DEFAULT_STEPS_PER_EPOCH_CAP = None
 DEFAULT_EPOCHS = 3.0
@@ -134,6 +138,10 @@ class FinetuneSettings:
             raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
         if self.checkpoint_every < 1:
             raise ValueError("checkpoint_every must be >= 1")
+        if not 0.0 <= self.replay_share < 1.0:
+            raise ValueError(f"replay share must be in [0, 1), got {self.replay_share}")
+        if not (self.bin_sigma >= 0 and math.isfinite(self.bin_sigma)):
+            raise ValueError(f"bin sigma must be a number >= 0, got {self.bin_sigma}")
 
     @property
     def lr(self) -> float:
@@ -289,9 +297,9 @@ def run_finetune(
         else:
             model = add_lora(model, settings.lora)
     else:
-        if resume and (checkpoint / FULL_SUBDIR).is_dir():
-            model, processor = load_base(str(checkpoint / FULL_SUBDIR), settings.device)
         _freeze_vision(model)
+        if resume and (checkpoint / FULL_SUBDIR).is_dir():
+            _load_trainable(model, checkpoint / FULL_SUBDIR / FULL_WEIGHTS)
     model.to(device)
     trainable, total = trainable_parameters(model)
     emit("loaded", {"trainable_parameters": trainable, "total_parameters": total})
@@ -405,6 +413,40 @@ def drop_checkpoint(out_dir: Path) -> None:
         shutil.rmtree(Path(out_dir) / name, ignore_errors=True)
 
 
+def _save_trainable(model, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {
+            name: p.detach().contiguous()
+            for name, p in model.named_parameters()
+            if p.requires_grad
+        },
+        str(path),
+    )
+
+
+def _load_trainable(model, path: Path) -> None:
+    """Copy a full fine-tune checkpoint's weights into ``model`` in place."""
+    import torch
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FinetuneError(f"--resume: the checkpoint has no {path.name} ({path})")
+    saved = load_file(str(path))
+    parameters = dict(model.named_parameters())
+    unknown = sorted(set(saved) - {n for n, p in parameters.items() if p.requires_grad})
+    if unknown:
+        raise FinetuneError(
+            f"--resume: {path} holds weights this model does not train: "
+            f"{', '.join(unknown[:3])}"
+        )
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            parameters[name].copy_(tensor)
+
+
 def _freeze_vision(model) -> None:
     """A full fine-tune trains the language model; the vision tower stays."""
     for name, parameter in model.named_parameters():
@@ -466,15 +508,12 @@ def _save_checkpoint(
     if settings.method == "lora":
         model.save_pretrained(tmp / ADAPTER_SUBDIR)
     else:
-        model.save_pretrained(tmp / FULL_SUBDIR)
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+        _save_trainable(model, tmp / FULL_SUBDIR / FULL_WEIGHTS)
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": rng,
+            "rng": _rng_state(),
         },
         tmp / CHECKPOINT_STATE,
     )
@@ -498,6 +537,24 @@ def _save_checkpoint(
         os.replace(checkpoint, old)
     os.replace(tmp, checkpoint)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _rng_state() -> dict[str, Any]:
+    """torch's random state (CPU and every GPU): LoRA's dropout draws from it,
+    so a resumed run draws the masks the uninterrupted run would have."""
+    import torch
+
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["cpu"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 RESUME_MUST_MATCH = (
@@ -536,11 +593,8 @@ def _load_state(checkpoint: Path, optimizer, scheduler, settings) -> tuple[int, 
     state = torch.load(checkpoint / CHECKPOINT_STATE, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    rng = state.get("rng") or {}
-    if "cpu" in rng:
-        torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    if "rng" in state:
+        _set_rng_state(state["rng"])
     step = int(meta["step"])
     if step >= settings.steps:
         raise FinetuneError(

@@ -96,11 +96,3 @@ def heldout_figures(
         **{key: overall.get(key) for key in SUMMARY_KEYS},
         "unreadable_answers": sum(1 for a in answers if getattr(a, "error", None)),
     }
-
-
-def forgetting(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """How much of the kept set's mean IoU the new model keeps (after/before)."""
-    b, a = before.get("mean_iou"), after.get("mean_iou")
-    if b is None or a is None or b == 0:
-        return {"kept_share": None}
-    return {"kept_share": a / b}

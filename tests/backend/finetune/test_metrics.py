@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from backend.evaluate.pairs import ImagePair
-from backend.finetune.metrics import forgetting, heldout_figures, mean_labelled_iou
+from backend.finetune.metrics import heldout_figures, mean_labelled_iou
 from common.finetune_data import Record
 from converters.prediction import Prediction, RegionType, predictions_to_dicts
 
@@ -124,18 +124,3 @@ def test_heldout_figures_without_regions_have_no_mean_iou():
 def test_heldout_figures_need_one_answer_per_record():
     with pytest.raises(ValueError):
         heldout_figures([_record(1), _record(2)], [_Answer()])
-
-
-@pytest.mark.parametrize(
-    ("before", "after", "kept"),
-    [
-        ({"mean_iou": 0.8}, {"mean_iou": 0.4}, 0.5),
-        ({"mean_iou": 0.5}, {"mean_iou": 0.6}, 1.2),
-        ({"mean_iou": 0.0}, {"mean_iou": 0.4}, None),
-        ({"mean_iou": None}, {"mean_iou": 0.4}, None),
-        ({"examples": 0}, {"examples": 0}, None),
-    ],
-)
-def test_forgetting_is_the_share_of_mean_iou_kept(before, after, kept):
-    got = forgetting(before, after)["kept_share"]
-    assert got == (pytest.approx(kept) if kept is not None else None)

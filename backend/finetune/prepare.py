@@ -339,8 +339,13 @@ def _replay_requests(
     load_image: LoadImage,
     store: ImageStore,
 ) -> list[Record]:
-    """Questions for the base model: on images of unannotated tasks first,
-    then on annotated training images; a ``val_split`` share held out."""
+    """Questions for the base model, ``wanted`` of them plus a ``val_split``
+    share held out. On the images of unannotated tasks when the project has
+    any (each asked again with other phrases until there are enough: on the
+    tiny model, replaying old phrases on the new class's own images kept the
+    old classes at 0.46 of 0.80 where other images kept 0.74); on annotated
+    training images only when it has none. Held-out images are never asked
+    in a trained request."""
     phrases = prepared.replay_phrases
     wanted = (
         options.replay_images
@@ -362,25 +367,25 @@ def _replay_requests(
             images.append((store.put(picture), picture.width, picture.height, task_id))
         except ValueError as exc:  # smart_resize: an aspect ratio over 200
             prepared.stats.warn(f"task {task_id}: {exc}; not used for replay")
-    for stored, (width, height, task_id) in stored_sizes.items():
-        if len(images) >= wanted + held:
-            break
-        if task_id not in val_tasks:
-            images.append((stored, width, height, task_id))
-    # held out: spread evenly over the list (unannotated tasks' images first),
-    # so forgetting is measured on the images replay is about, not on the
-    # annotated images of the new class that end the list
-    kept = (
-        {int(i * len(images) / held) for i in range(held)}
-        if len(images) > held
-        else set()
-    )
-    requests = []
-    for n, (stored, width, height, task_id) in enumerate(images):
-        held_out = n in kept
+    if not images:
+        images = [
+            (stored, width, height, task_id)
+            for stored, (width, height, task_id) in stored_sizes.items()
+            if task_id not in val_tasks
+        ][: wanted + held]
+    if not images:
+        return []
+    held = min(held, len(images) // 2)  # at least as many images left to train on
+    spread = {int(i * len(images) / held) for i in range(held)} if held else set()
+    held_images = [image for n, image in enumerate(images) if n in spread]
+    train_images = [image for n, image in enumerate(images) if n not in spread]
+    requests = [
+        replay_request(stored, w, h, phrases, rng, task_id=task_id, held_out=True)
+        for stored, w, h, task_id in held_images
+    ]
+    for n in range(wanted):
+        stored, w, h, task_id = train_images[n % len(train_images)]
         requests.append(
-            replay_request(
-                stored, width, height, phrases, rng, task_id=task_id, held_out=held_out
-            )
+            replay_request(stored, w, h, phrases, rng, task_id=task_id, held_out=False)
         )
     return requests

@@ -12,8 +12,9 @@ default, ``worker.training.finetune.DEFAULT_REPLAY_SHARE``) from two sources:
   phrases the project does not label (:data:`DEFAULT_REPLAY_PHRASES` unless
   ``--replay-phrases``), answered by the base model before the first step
   (the worker fills these requests). Images of tasks without an annotation
-  come first (they are the project's kind of image, and no annotation says
-  otherwise); annotated images make up the rest.
+  (the project's kind of image, and no annotation says otherwise), asked
+  again with other phrases until there are enough; annotated images only
+  when the project has no other (``backend.finetune.prepare``).
 
 Measured on the tiny model (``docs/finetune.md``): replaying the base's own
 answers on images of the old classes kept them at 0.74 (from 0.82) while the

@@ -57,7 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="the model directory to write")
     p.add_argument("--base", help="the model to start from (default: REXLABEL_MODEL)")
-    p.add_argument("--method", choices=("lora", "full"), default="lora")
+    p.add_argument(
+        "--method",
+        choices=("lora", "full"),
+        default="lora",
+        help="a LoRA adapter through PEFT (default), or every language-model weight",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps")
     length.add_argument(
@@ -89,7 +94,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "'' turns it off)",
     )
     p.add_argument(
-        "--replay-images", type=int, help="images the base model labels for replay"
+        "--replay-images",
+        type=int,
+        help="replay questions the base model answers (default: one per "
+        "training example)",
     )
     p.add_argument("--lora-rank", type=int, help="LoRA rank (default 16)")
     p.add_argument(

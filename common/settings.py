@@ -248,10 +248,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_ENGINE",
         str,
-        "transformers",
-        "transformers runs everywhere; vllm is faster on GPUs; openai calls a "
-        "served model.",
-        choices=("transformers", "vllm", "openai"),
+        "auto",
+        "auto: vllm where the worker has a GPU and vLLM is installed (and the "
+        "model is not a LoRA adapter), else transformers; transformers runs "
+        "everywhere; vllm is faster on GPUs; openai calls a served model.",
+        choices=("auto", "transformers", "vllm", "openai"),
         changes_predictions=True,
     ),
     Setting("REXLABEL_DEVICE", str, "auto", "auto picks cuda when visible, else cpu."),

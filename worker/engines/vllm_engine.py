@@ -10,17 +10,17 @@ works without it. Smoke test from a venv that has vLLM::
 
     python -m worker.engines.vllm_engine MODEL --image a.jpg --prompt "Detect cat."
 
-The runaway guard's rules (``worker.engines.runaway_guard_text``, the request's
-``max_repeats`` and ``max_instances``) are applied to each finished output:
-``LLM.generate`` cannot be stopped per token from outside, so a looping output still
-runs to ``max_tokens``, then is cut after the token at which the transformers engine
-would have stopped, with finish reason ``runaway``. Cheaper ways to stop such requests
-inside vLLM 0.32, not built here: ``SamplingParams.repetition_detection``
-(``RepetitionDetectionParams``: ends a request whose last N-gram repeats ``min_count``
-times, finish ``repetition``; covers a repeated box, not the instance cap), or a v1
-``LogitsProcessor`` (``LLM(logits_processors=[...])``, per-request settings through
-``SamplingParams.extra_args``) that runs the scanner on each request's output ids and
-forces ``<|im_end|>`` on a trigger.
+The runaway guard (``worker.engines.runaway_guard_text``'s rules, the request's
+``max_repeats`` and ``max_instances``) runs inside vLLM as a logits processor
+(``worker.engines.vllm_guard``): a looping answer is ended one token after the
+trigger instead of running to ``max_tokens``. Each finished output is then cut
+after the token at which the transformers engine would have stopped, with
+finish reason ``runaway`` (the same rules on the token texts, so a vLLM that
+cannot load the processor still gets the same answers, only later).
+
+Throughput: the whole batch goes to vLLM at once (continuous batching), and
+prefix caching shares the KV cache of the system prompt and chat template
+across requests. ``capacity()`` says how many tokens vLLM's KV cache holds.
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ UPSTREAM_TOKENIZER_MODE = "slow"
 FALLBACK_TOKENIZER_MODE = "auto"
 """Used where ``slow`` is gone (vLLM 0.32 measured here); the fast tokenizer
 decodes the added ``<0>``..``<999>`` tokens the same way."""
+GUARD_ARG = "rexlabel_guard"
+"""``SamplingParams.extra_args`` key of the in-engine runaway guard's limits
+(read by ``worker.engines.vllm_guard``, which imports vLLM)."""
+GUARD_LOGITS_PROCESSOR = "worker.engines.vllm_guard:RunawayLogitsProcessor"
+"""The in-engine runaway guard, as ``LLM(logits_processors=[...])`` takes it."""
 LOGPROBS_PER_TOKEN = SCORE_TOP_LOGPROBS
 """Ask vLLM for the sampled token's log-probability plus the top alternatives,
 which ``worker.scoring`` weighs at coordinate tokens (vLLM's default
@@ -95,11 +100,18 @@ def choose_tokenizer_mode(modes: set[str] | None = None) -> str:
 
 def sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
     """``SamplingParams`` arguments for our settings, as upstream sets them, plus
-    exact grammar text (no spaces around special tokens) and log-probs."""
+    exact grammar text (no spaces around special tokens), log-probs and the
+    in-engine runaway guard's limits (``worker.engines.vllm_guard``)."""
     return {
         **vllm_sampling_fields(sampling),
         "stop": [IM_END],  # upstream's stop string (also the EOS token)
         "logprobs": LOGPROBS_PER_TOKEN,
+        "extra_args": {
+            GUARD_ARG: {
+                "max_repeats": sampling.max_repeats,
+                "max_instances": sampling.max_instances,
+            }
+        },
     }
 
 
@@ -180,11 +192,13 @@ def result_from_output(
     )
 
 
-def sampling_params(sampling: SamplingSettings):
-    """vLLM ``SamplingParams`` for ``sampling`` (imports vLLM)."""
+def sampling_params(
+    sampling: SamplingSettings, overrides: dict[str, Any] | None = None
+):
+    """vLLM ``SamplingParams`` for ``sampling``, then ``overrides`` (imports vLLM)."""
     from vllm import SamplingParams
 
-    return SamplingParams(**sampling_kwargs(sampling))
+    return SamplingParams(**{**sampling_kwargs(sampling), **(overrides or {})})
 
 
 class VLLMEngine(Engine):
@@ -205,6 +219,9 @@ class VLLMEngine(Engine):
         min_pixels / max_pixels: the area bounds images are resized within
             (REXLABEL_MIN_PIXELS / REXLABEL_MAX_PIXELS).
         system_prompt: the chat's system message (REXLABEL_SYSTEM_PROMPT).
+        sampling_overrides: ``SamplingParams`` fields set on every request
+            after ours (benches force lengths with ``min_tokens`` and
+            ``ignore_eos``).
         llm_kwargs: any other ``vllm.LLM`` argument (``dtype``,
             ``enforce_eager``, ``tensor_parallel_size`` ...).
         llm: an already built ``vllm.LLM`` to use instead of building one.
@@ -224,9 +241,11 @@ class VLLMEngine(Engine):
         min_pixels: int = MIN_PIXELS,
         max_pixels: int = MAX_PIXELS,
         system_prompt: str = SYSTEM_PROMPT,
+        sampling_overrides: dict[str, Any] | None = None,
         llm: Any = None,
         **llm_kwargs: Any,
     ) -> None:
+        self.sampling_overrides = dict(sampling_overrides or {})
         self._model_id = _merged_weights(model) if llm is None else model
         self.device = device
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
@@ -247,6 +266,24 @@ class VLLMEngine(Engine):
             self.max_model_len,
         )
 
+    def capacity(self) -> str:
+        """What bounds a batch: vLLM's KV cache, in tokens and in requests of
+        ``max_model_len`` tokens (more fit when shorter), when vLLM says."""
+        cache = getattr(
+            getattr(getattr(self.llm, "llm_engine", None), "vllm_config", None),
+            "cache_config",
+            None,
+        )
+        blocks = getattr(cache, "num_gpu_blocks", None)
+        if not blocks:
+            return "continuous batching (vLLM sizes its own KV cache)"
+        tokens = int(blocks) * int(cache.block_size)
+        return (
+            f"continuous batching; KV cache {tokens:,} tokens: "
+            f"{tokens // self.max_model_len} requests of max_model_len "
+            f"({self.max_model_len}) at once, more when shorter"
+        )
+
     def _build_llm(
         self, memory: float, quantization: str | None, extra: dict[str, Any]
     ) -> Any:
@@ -258,6 +295,9 @@ class VLLMEngine(Engine):
             max_model_len=self.max_model_len,
             gpu_memory_utilization=memory,
             limit_mm_per_prompt=dict(LIMIT_MM_PER_PROMPT),
+            # the system prompt and chat template open every request
+            enable_prefix_caching=True,
+            logits_processors=[GUARD_LOGITS_PROCESSOR],
             tensor_parallel_size=1,
             trust_remote_code=True,
             quantization=quantization,
@@ -306,7 +346,9 @@ class VLLMEngine(Engine):
             return []
         started = time.perf_counter()
         prompts = [self.preprocess(r) for r in requests]
-        params = [sampling_params(r.sampling) for r in requests]
+        params = [
+            sampling_params(r.sampling, self.sampling_overrides) for r in requests
+        ]
         preprocessed = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         generated = time.perf_counter()
@@ -323,6 +365,22 @@ class VLLMEngine(Engine):
     def close(self) -> None:
         self.llm = None
         self.processor = None
+
+
+def _merged_weights(model: str) -> str:
+    """The directory vLLM loads for ``model``: a project's models directory
+    gives the run its pointer names; a LoRA adapter is refused (vLLM loads
+    whole checkpoints here), with what to do instead."""
+    from common.model_store import base_chain
+
+    chain = base_chain(model)
+    if len(chain) > 1:
+        raise ValueError(
+            f"{chain[0][0]} is a LoRA adapter over {chain[1][0]}: the vllm engine "
+            "serves whole weights; write them with `rexlabel finetune --merge` (or "
+            "--method full), or serve the adapter with REXLABEL_ENGINE=transformers"
+        )
+    return chain[0][0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,19 +441,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _merged_weights(model: str) -> str:
-    """The directory vLLM loads for ``model``: a project's models directory
-    gives the run its pointer names; a LoRA adapter is refused (vLLM loads
-    whole checkpoints here), with what to do instead."""
-    from common.model_store import base_chain
-
-    chain = base_chain(model)
-    if len(chain) > 1:
-        raise ValueError(
-            f"{chain[0][0]} is a LoRA adapter over {chain[1][0]}: the vllm engine "
-            "serves whole weights; write them with `rexlabel finetune --merge` (or "
-            "--method full), or serve the adapter with REXLABEL_ENGINE=transformers"
-        )
-    return chain[0][0]

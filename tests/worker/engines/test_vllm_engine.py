@@ -31,11 +31,13 @@ from tests.worker.vllm_env import (
 )
 from worker.engines.base import GenerationRequest, SamplingSettings
 from worker.engines.vllm_engine import (
+    GUARD_LOGITS_PROCESSOR,
     VLLMEngine,
     choose_tokenizer_mode,
     result_from_output,
 )
 
+GUARD_CHECK = REPO_ROOT / "tests" / "worker" / "vllm_guard_check.py"
 SUBPROCESS_TIMEOUT_S = 600
 """Loading vLLM takes 5-60 s (more on a busy machine); the run is bounded."""
 # Plumbing (no vLLM needed) -------------------------------------------------------
@@ -82,6 +84,13 @@ class _RecordingLLM:
         return self.outputs
 
 
+def _kwargs_instead_of_params(sampling, overrides=None):
+    """``sampling_params`` without vLLM: the keyword arguments it would pass."""
+    from worker.engines.vllm_engine import sampling_kwargs
+
+    return {**sampling_kwargs(sampling), **(overrides or {})}
+
+
 def _logprob(value, text):
     return SimpleNamespace(logprob=value, rank=1, decoded_token=text)
 
@@ -91,7 +100,7 @@ def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
 
     from worker.engines import vllm_engine
 
-    monkeypatch.setattr(vllm_engine, "sampling_params", vllm_engine.sampling_kwargs)
+    monkeypatch.setattr(vllm_engine, "sampling_params", _kwargs_instead_of_params)
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     pieces = ["<|object_ref_start|>", "<|box_start|>", "<1>", "<|im_end|>"]
@@ -129,6 +138,7 @@ def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
         "spaces_between_special_tokens": False,
         "stop": ["<|im_end|>"],
         "logprobs": vllm_engine.LOGPROBS_PER_TOKEN,
+        "extra_args": {"rexlabel_guard": {"max_repeats": 3, "max_instances": 300}},
     }
     assert prompt["prompt"].endswith(
         "<|vision_start|><|image_pad|><|vision_end|>Detect cat.<|im_end|>\n"
@@ -244,7 +254,52 @@ def test_a_cut_keeps_the_outputs_own_text_where_token_texts_split_a_character():
     assert result.text == "<|object_ref_start|>é" + "".join(texts[3:kept])
 
 
+def test_sampling_overrides_go_on_every_request(tiny_model_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from worker.engines import vllm_engine
+
+    output, _ = _output(["<|im_end|>"], finish="stop", text="")
+    llm = _RecordingLLM(AutoTokenizer.from_pretrained(tiny_model_dir), [output])
+    monkeypatch.setattr(vllm_engine, "sampling_params", _kwargs_instead_of_params)
+    engine = VLLMEngine(
+        str(tiny_model_dir), llm=llm, sampling_overrides={"min_tokens": 5}
+    )
+    engine.generate([GenerationRequest(Image.new("RGB", (64, 64)), "Detect cat.")])
+    ((_,), (params,)) = llm.calls[0]
+    assert params["min_tokens"] == 5 and params["stop"] == ["<|im_end|>"]
+    assert engine.capacity().startswith("continuous batching")
+
+
+def test_the_guard_processor_path_names_the_class():
+    module, _, name = GUARD_LOGITS_PROCESSOR.partition(":")
+    source = (REPO_ROOT / (module.replace(".", "/") + ".py")).read_text()
+    assert f"class {name}(LogitsProcessor)" in source
+
+
 # Real vLLM (slow) ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@needs_vllm_venv
+def test_in_engine_guard_against_vllms_logits_processor_interface(tiny_model_dir):
+    """The runaway guard as vLLM runs it: rows, moves, placeholders, forcing."""
+    out = subprocess.run(
+        [str(VLLM_PYTHON), str(GUARD_CHECK), str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        env=vllm_env(),
+        cwd=REPO_ROOT,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    # the second identical box ends at its comma; from the next step on, the
+    # looping row may only end its answer, the other rows are untouched
+    assert found["forced_at"] == found["second_comma"]
+    assert found["rows_forced"] == [True, False, False]
+    assert found["allowed"] == [found["stop_id"]]
+    assert found["after_move"] == [False, False, True]
 
 
 @pytest.mark.slow

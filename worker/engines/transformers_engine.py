@@ -1,8 +1,10 @@
 """The transformers engine: Rex-Omni through ``Qwen2_5_VLForConditionalGeneration``.
 
 Runs everywhere (bf16 on a GPU, fp32 on a CPU) and is the engine the tests use
-on the tiny model. A batch of requests becomes one ``generate`` call per group
-of identical sampling settings, with left padding. Per token it keeps the id,
+on the tiny model. Requests with identical sampling settings are planned into
+``generate`` calls (``worker.engines.batch_plan``): similar prompt lengths
+together, padding capped, and on a GPU as many as its free memory holds;
+left padding. Per token it keeps the id,
 its text and the log-probability the model gave it (raw logits, before the
 repetition penalty), so ``worker.scoring`` can score each prediction.
 
@@ -21,6 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from common.settings import DEFAULT_MAX_NEW_TOKENS
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
 from converters.grammar import END_OF_TEXT, IM_END
 from converters.prompts import SYSTEM_PROMPT, build_messages
@@ -32,14 +35,29 @@ from worker.engines.base import (
     SamplingSettings,
     timed_batch,
 )
+from worker.engines.batch_plan import (
+    DEFAULT_MAX_PADDING,
+    MAX_BATCH_CAP,
+    ModelFootprint,
+    batch_size_for_memory,
+    plan_batches,
+    visual_tokens,
+)
 from worker.engines.transformers_loading import load_model, resolve_device
 from worker.scoring import TRANSFORMERS_TOP_LOGPROBS, bin_value
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 16
-"""Requests per ``generate`` call: enough to fill a GPU on Rex-Omni's 3B model
-at typical image sizes without the padded KV cache outgrowing 80 GB."""
+"""Requests per ``generate`` call on a CPU (on a GPU the free memory sizes
+batches, up to ``batch_plan.MAX_BATCH_CAP``): past this a CPU gains nothing."""
+PROMPT_TEXT_TOKENS = 100
+"""Text tokens of a prompt around its image (system prompt, template, the
+question): for the start-up line's examples only; batches count real ones."""
+TYPICAL_VISUAL_TOKENS = 391
+"""A 640x480 image's visual tokens (476x644 after smart_resize)."""
+TYPICAL_OUTPUT_TOKENS = 128
+"""A typical answer's length (a dozen boxes), for the start-up line."""
 PREFER_FLASH_OVER_CUDNN_SDPA = True
 """On CUDA, turn off PyTorch's cuDNN attention backend (its first choice on
 Hopper): it builds a plan for each new attention shape, and real requests
@@ -78,6 +96,18 @@ class TokenTexts:
         self._added = {
             idx: tok.content for idx, tok in tokenizer.added_tokens_decoder.items()
         }
+        self._alone: dict[int, str] = {}
+        """Token id -> its text alone, filled as alternatives are read (the
+        same few hundred ids come back at every coordinate)."""
+
+    def text_alone(self, token_id: int) -> str:
+        """One token's text on its own (a partial UTF-8 character replaced)."""
+        text = self._alone.get(token_id)
+        if text is None:
+            (name,) = self.tokenizer.convert_ids_to_tokens([token_id])
+            text = self._token_bytes(token_id, name).decode("utf-8", "replace")
+            self._alone[token_id] = text
+        return text
 
     def _token_bytes(self, token_id: int, token: str | None) -> bytes:
         if token_id in self._added:
@@ -99,13 +129,12 @@ class TokenTexts:
             if bin_value(text) is None or step >= len(top_ids):
                 rows.append({})
                 continue
-            ids = top_ids[step]
-            names = self.tokenizer.convert_ids_to_tokens(ids)
+            alone = self.text_alone
             rows.append(
                 {
-                    self._token_bytes(i, name).decode("utf-8", "replace"): logprob
-                    for i, name, logprob in zip(
-                        ids, names, top_logprobs[step], strict=True
+                    alone(i): logprob
+                    for i, logprob in zip(
+                        top_ids[step], top_logprobs[step], strict=True
                     )
                 }
             )
@@ -123,18 +152,12 @@ class TokenTexts:
         return texts
 
 
-def _group_by_settings(
-    requests: list[GenerationRequest], max_batch_size: int
-) -> list[list[int]]:
-    """Indices of requests sharing sampling settings, in batches, order kept."""
+def _group_by_settings(requests: list[GenerationRequest]) -> list[list[int]]:
+    """Indices of requests sharing sampling settings, order kept."""
     groups: dict[SamplingSettings, list[int]] = {}
     for index, request in enumerate(requests):
         groups.setdefault(request.sampling, []).append(index)
-    batches = []
-    for indices in groups.values():
-        for start in range(0, len(indices), max_batch_size):
-            batches.append(indices[start : start + max_batch_size])
-    return batches
+    return list(groups.values())
 
 
 class TransformersEngine(Engine):
@@ -153,7 +176,12 @@ class TransformersEngine(Engine):
         quantization: None, or ``awq`` for an AWQ checkpoint on CUDA
             (REXLABEL_QUANTIZATION; see
             :func:`worker.engines.transformers_loading.check_quantization`).
-        max_batch_size: most requests per ``generate`` call.
+        max_batch_size: most requests per ``generate`` call; default: on a
+            GPU :data:`~worker.engines.batch_plan.MAX_BATCH_CAP` with the free
+            memory deciding below it (:meth:`capacity` says what it chose),
+            else :data:`DEFAULT_MAX_BATCH_SIZE`.
+        max_padding: share of a batch's prompt tokens that may be padding
+            before similar-length requests are batched apart.
         generate_kwargs: extra generation settings for every call
             (``GenerationConfig`` fields such as ``min_new_tokens``, which
             benches use to force lengths; other keys go to ``generate``).
@@ -175,16 +203,21 @@ class TransformersEngine(Engine):
         max_pixels: int = MAX_PIXELS,
         system_prompt: str = SYSTEM_PROMPT,
         quantization: str | None = None,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_batch_size: int | None = None,
+        max_padding: float = DEFAULT_MAX_PADDING,
         generate_kwargs: dict[str, Any] | None = None,
         logits_processors: list[Any] | None = None,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         self._model_id = model
         self.device = resolve_device(device)
-        if max_batch_size < 1:
+        if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        self.max_batch_size = max_batch_size
+        cuda = self.device.startswith("cuda")
+        self.max_batch_size = max_batch_size or (
+            MAX_BATCH_CAP if cuda else DEFAULT_MAX_BATCH_SIZE
+        )
+        self.max_padding = max_padding
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.system_prompt = system_prompt
         self.quantization = quantization
@@ -218,6 +251,46 @@ class TransformersEngine(Engine):
         self.grammar = GrammarTokens.from_tokenizer(
             tokenizer, vocab_size=self.model.config.get_text_config().vocab_size
         )
+        self.footprint: ModelFootprint | None = None
+        self.memory_budget: int | None = None
+        """Bytes free for batches after the weights (GPU only; None: no limit)."""
+        if cuda:
+            self._measure_memory()
+
+    def _measure_memory(self) -> None:
+        """Free GPU memory after loading, and the model's bytes per token."""
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(self.device))
+        self.memory_budget = int(free)
+        self.footprint = ModelFootprint.from_config(
+            self.model.config.to_dict(), self.model.dtype.itemsize
+        )
+
+    def capacity(self) -> str:
+        """The batch rule in words, for the worker's start-up line."""
+        if self.memory_budget is None or self.footprint is None:
+            return f"batches of up to {self.max_batch_size} requests"
+        largest = self.footprint.request_bytes(
+            visual_tokens(100_000, 100_000, self.min_pixels, self.max_pixels)
+            + PROMPT_TEXT_TOKENS,
+            visual_tokens(100_000, 100_000, self.min_pixels, self.max_pixels),
+            DEFAULT_MAX_NEW_TOKENS,
+        )
+        typical = self.footprint.request_bytes(
+            TYPICAL_VISUAL_TOKENS + PROMPT_TEXT_TOKENS,
+            TYPICAL_VISUAL_TOKENS,
+            TYPICAL_OUTPUT_TOKENS,
+        )
+        at = lambda size: batch_size_for_memory(  # noqa: E731
+            self.memory_budget, size, cap=self.max_batch_size
+        )
+        return (
+            f"batches sized from memory: {self.memory_budget / 2**30:.1f} GiB free "
+            f"after the weights; {at(largest)} requests at max_pixels with "
+            f"{DEFAULT_MAX_NEW_TOKENS} output tokens, {at(typical)} at 640x480 "
+            f"with {TYPICAL_OUTPUT_TOKENS} (cap {self.max_batch_size})"
+        )
 
     @property
     def model_id(self) -> str:
@@ -226,24 +299,68 @@ class TransformersEngine(Engine):
     # Engine API -----------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         results: list[GenerationResult | None] = [None] * len(requests)
-        for indices in _group_by_settings(requests, self.max_batch_size):
-            batch = [requests[i] for i in indices]
-            for index, result in zip(indices, self._generate_batch(batch), strict=True):
-                results[index] = result
+        for group in _group_by_settings(requests):
+            texts = [self.chat_text(requests[i]) for i in group]
+            for batch in self.plan(group, requests, texts):
+                chosen = [requests[group[i]] for i in batch]
+                done = self._generate_batch(chosen, [texts[i] for i in batch])
+                for i, result in zip(batch, done, strict=True):
+                    results[group[i]] = result
         return results  # type: ignore[return-value]
 
-    # Stages ---------------------------------------------------------------
-    def preprocess(self, requests: Iterable[GenerationRequest]) -> dict[str, Any]:
-        """Chat template + image processor for a batch, left-padded, on device."""
-        requests = list(requests)
-        texts = [
-            self.processor.apply_chat_template(
-                build_messages(r.prompt, r.image, system_prompt=self.system_prompt),
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            for r in requests
+    def plan(
+        self,
+        group: list[int],
+        requests: list[GenerationRequest],
+        texts: list[str],
+    ) -> list[list[int]]:
+        """Batches of positions in ``group`` (requests sharing sampling
+        settings): similar prompt lengths together, within memory."""
+        visual = [
+            visual_tokens(*requests[i].image.size, self.min_pixels, self.max_pixels)
+            for i in group
         ]
+        tokenizer = self.processor.tokenizer
+        lengths = [
+            len(tokenizer(text, add_special_tokens=False)["input_ids"]) - 1 + v
+            for text, v in zip(texts, visual, strict=True)
+        ]
+        fits = None
+        if self.memory_budget is not None and self.footprint is not None:
+            max_new = requests[group[0]].sampling.max_new_tokens
+            footprint, budget = self.footprint, self.memory_budget
+            most_visual = max(visual)
+
+            def fits(rows: int, longest: int) -> bool:
+                one = footprint.request_bytes(longest, most_visual, max_new)
+                return batch_size_for_memory(budget, one, cap=rows) >= rows
+
+        return plan_batches(
+            lengths,
+            max_batch_size=self.max_batch_size,
+            max_padding=self.max_padding,
+            fits=fits,
+        )
+
+    # Stages ---------------------------------------------------------------
+    def chat_text(self, request: GenerationRequest) -> str:
+        """The request's chat-template text (one image placeholder)."""
+        return self.processor.apply_chat_template(
+            build_messages(
+                request.prompt, request.image, system_prompt=self.system_prompt
+            ),
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+
+    def preprocess(
+        self, requests: Iterable[GenerationRequest], texts: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Chat template (unless ``texts`` has it) + image processor for a
+        batch, left-padded, on device."""
+        requests = list(requests)
+        if texts is None:
+            texts = [self.chat_text(r) for r in requests]
         images = [r.image.convert("RGB") for r in requests]
         inputs = self.processor(
             text=texts, images=images, padding=True, return_tensors="pt"
@@ -251,13 +368,13 @@ class TransformersEngine(Engine):
         return inputs.to(self.device)
 
     def _generate_batch(
-        self, requests: list[GenerationRequest]
+        self, requests: list[GenerationRequest], texts: list[str] | None = None
     ) -> list[GenerationResult]:
         import torch
 
         sampling = requests[0].sampling
         started = time.perf_counter()
-        inputs = self.preprocess(requests)
+        inputs = self.preprocess(requests, texts)
         prompt_len = inputs["input_ids"].shape[1]
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
         self._sync()

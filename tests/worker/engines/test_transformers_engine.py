@@ -213,3 +213,47 @@ def test_registry_import_is_light_and_creates_engines(tiny_model_dir):
     assert engine.model_id == str(tiny_model_dir)
     with pytest.raises(UnknownEngineError, match="expected one of"):
         create_engine("tensorrt", str(tiny_model_dir), "cpu")
+
+
+def _planned_engine(tiny_engine, **kwargs):
+    from worker.engines.transformers_engine import TransformersEngine
+
+    return TransformersEngine(
+        tiny_engine.model_id,
+        device="cpu",
+        loaded=(tiny_engine.model, tiny_engine.processor),
+        **kwargs,
+    )
+
+
+def test_similar_prompt_lengths_are_batched_together(tiny_engine):
+    engine = _planned_engine(tiny_engine)
+    assert engine.capacity() == "batches of up to 16 requests"
+    sampling = SamplingSettings(max_new_tokens=4)
+    sizes = [(112, 112), (448, 448), (112, 112), (448, 448)]
+    requests = [GenerationRequest(_image(w, h), DETECT, sampling) for w, h in sizes]
+    results = engine.generate(requests)
+    # 16 and 256 visual tokens: two calls of two, answers in request order
+    assert [r.timings["batch_size"] for r in results] == [2, 2, 2, 2]
+    assert [r.prompt_tokens for r in results] == [
+        tiny_engine.generate([request])[0].prompt_tokens for request in requests
+    ]
+    alone = [engine.generate([request])[0].token_ids for request in requests]
+    assert [r.token_ids for r in results] == alone
+
+
+def test_a_memory_budget_splits_batches(tiny_engine):
+    from worker.engines.batch_plan import ModelFootprint
+
+    engine = _planned_engine(tiny_engine)
+    engine.footprint = ModelFootprint.from_config(
+        engine.model.config.to_dict(), dtype_bytes=4
+    )
+    sampling = SamplingSettings(max_new_tokens=4)
+    requests = [GenerationRequest(_image(448, 448), DETECT, sampling)] * 5
+    prompt = tiny_engine.generate(requests[:1])[0].prompt_tokens
+    one = engine.footprint.request_bytes(prompt, 256, 4)
+    engine.memory_budget = 2 * 2**30 + 2 * one + 1  # the reserve, then two
+    results = engine.generate(requests)
+    assert [r.timings["batch_size"] for r in results] == [2, 2, 2, 2, 1]
+    assert "after the weights" in engine.capacity()

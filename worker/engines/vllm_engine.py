@@ -33,6 +33,7 @@ import sys
 import time
 import typing
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
@@ -71,6 +72,10 @@ GUARD_ARG = "rexlabel_guard"
 (read by ``worker.engines.vllm_guard``, which imports vLLM)."""
 GUARD_LOGITS_PROCESSOR = "worker.engines.vllm_guard:RunawayLogitsProcessor"
 """The in-engine runaway guard, as ``LLM(logits_processors=[...])`` takes it."""
+PREPROCESS_THREADS = 4
+"""Requests prepared at once: the resize to the model's size (PIL, a few ms
+for a 640x480 photo) releases the GIL, so this divides the worker's time per
+image before vLLM gets the batch."""
 LOGPROBS_PER_TOKEN = SCORE_TOP_LOGPROBS
 """Ask vLLM for the sampled token's log-probability plus the top alternatives,
 which ``worker.scoring`` weighs at coordinate tokens (vLLM's default
@@ -129,7 +134,13 @@ def _alternatives(
     per-position log-probs; empty for other tokens (scoring reads only those)."""
     if not entry or bin_value(text) is None:
         return {}
-    return {_token_text(i, entry, decode): float(v.logprob) for i, v in entry.items()}
+    alternatives = {}
+    for token_id, logprob in entry.items():
+        name = logprob.decoded_token
+        alternatives[decode(token_id) if name is None else name] = float(
+            logprob.logprob
+        )
+    return alternatives
 
 
 def result_from_output(
@@ -345,7 +356,8 @@ class VLLMEngine(Engine):
         if not requests:
             return []
         started = time.perf_counter()
-        prompts = [self.preprocess(r) for r in requests]
+        with ThreadPoolExecutor(min(PREPROCESS_THREADS, len(requests))) as pool:
+            prompts = list(pool.map(self.preprocess, requests))
         params = [
             sampling_params(r.sampling, self.sampling_overrides) for r in requests
         ]

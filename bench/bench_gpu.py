@@ -22,8 +22,11 @@ repetition penalty.
 Cases, per engine and image size: batch 1 (``--latency-requests`` requests one
 after another: interactive latency) and each of ``--batches`` above 1 until
 images/s stops rising or memory runs out; then a ``best`` line. Variants of
-the transformers engine: ``eager`` (dynamic KV cache) and ``static`` (static
-KV cache; transformers then compiles the decoding step with CUDA graphs).
+the transformers engine: ``eager`` (dynamic KV cache), ``static`` (static KV
+cache, REXLABEL_TRANSFORMERS_STATIC_CACHE: transformers then compiles the
+decoding step with CUDA graphs; the cache sized for the 128 tokens, its best
+case) and ``static-cap`` (the same, the cache sized for the 4,096-token cap as
+in production, 128 tokens written).
 
 Output: one JSON line per case on stdout (and appended to ``--out``):
 ``engine``, ``variant``, ``image_size``, ``batch``, ``images_per_s``,
@@ -117,7 +120,10 @@ OUTPUT_TOKENS = 128
 BATCHES = {"transformers": (16, 32, 64), "vllm": (32, 64, 128, 256)}
 """Batch sizes tried above 1, ascending; a case stops at the first that is not
 faster than the one before."""
-VARIANTS = {"transformers": ("eager", "static"), "vllm": ("default",)}
+STATIC_CAP = "static-cap"
+"""The static cache as production sizes it: for REXLABEL_MAX_NEW_TOKENS's
+default (4,096) output tokens, while 128 are written."""
+VARIANTS = {"transformers": ("eager", "static", STATIC_CAP), "vllm": ("default",)}
 LATENCY_REQUESTS = 6
 """Batch-1 requests in a row: enough for a p50 and a rough p95."""
 SMOKE_SIZES = ((640, 480),)
@@ -200,17 +206,38 @@ def transformers_engine(workdir: Path, smoke: bool, device: str, variant: str, t
             config, dtype=dtype, attn_implementation=default_attention(device)
         )
     model.eval()
-    generate_kwargs = {"min_new_tokens": tokens}
-    if variant == "static":
-        generate_kwargs["cache_implementation"] = "static"
+    stop_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     return TransformersEngine(
         str(workdir),
         device=device,
         loaded=(model, processor),
         max_batch_size=max(max(BATCHES["transformers"]), 1),
         max_padding=1.0,  # one size per case: nothing to group
-        generate_kwargs=generate_kwargs,
+        static_cache=variant.startswith("static"),
+        generate_kwargs={"min_new_tokens": tokens},
+        logits_processors=[EndAfter(tokens, stop_id)] if variant == STATIC_CAP else [],
     )
+
+
+class EndAfter:
+    """A logits processor that ends every row after ``tokens`` tokens, so a
+    request capped at REXLABEL_MAX_NEW_TOKENS's default still writes exactly
+    ``tokens`` (+ the end token): the static cache is then sized as in
+    production, for the whole cap."""
+
+    def __init__(self, tokens: int, stop_id: int) -> None:
+        self.tokens, self.stop_id = tokens, stop_id
+        self.start = self.last = 0
+
+    def __call__(self, input_ids, scores):
+        length = input_ids.shape[1]
+        if length <= self.last:  # a new generate call
+            self.start = length
+        self.last = length
+        if length - self.start >= self.tokens:
+            scores[:] = float("-inf")
+            scores[:, self.stop_id] = 0.0
+        return scores
 
 
 def vllm_engine(workdir: Path, smoke: bool, device: str, tokens: int):
@@ -356,10 +383,12 @@ class Bench:
         return torch.cuda.get_device_name()
 
     def run(self, engine, sizes, batches, tokens: int, latency_requests: int) -> None:
+        from common.settings import DEFAULT_MAX_NEW_TOKENS
         from worker.engines.base import SamplingSettings
 
+        cap = DEFAULT_MAX_NEW_TOKENS if self.variant == STATIC_CAP else tokens
         sampling = SamplingSettings(
-            max_new_tokens=tokens, max_instances=10**9, max_repeats=10**9
+            max_new_tokens=cap, max_instances=10**9, max_repeats=10**9
         )
         engine.generate(self.requests(1, sizes[0], sampling))  # warm-up
         for size in sizes:

@@ -115,7 +115,7 @@ note "{\"bench\": \"gpu\", \"case\": \"self-check\", \"ok\": true, \"seconds\": 
 bench --engine vllm --sizes 640x480,1280x960 --batches 32,64,128,256
 bench --engine transformers --variants eager --sizes 640x480,1280x960 \
     --batches 16,32,64 --latency-requests 4
-bench --engine transformers --variants static --sizes 640x480 --batches 32 \
-    --latency-requests 4
+bench --engine transformers --variants static,static-cap --sizes 640x480 \
+    --batches 32 --latency-requests 4
 
 note "{\"bench\": \"gpu\", \"case\": \"done\", \"seconds\": $(($(date +%s) - START))}"

@@ -294,6 +294,14 @@ SETTINGS: tuple[Setting, ...] = (
         changes_predictions=True,
     ),
     Setting(
+        "REXLABEL_TRANSFORMERS_STATIC_CACHE",
+        bool,
+        False,
+        "transformers engine: a static KV cache, which on CUDA compiles the "
+        "decoding step into CUDA graphs (a minute per new batch size); off until "
+        "bench/gpu_check.sh shows it faster on your GPU.",
+    ),
+    Setting(
         "REXLABEL_OPENAI_URL",
         str,
         "",

@@ -47,6 +47,7 @@ def test_gpu_check_self_checks_both_engines_and_keeps_its_budget(tmp_path):
     assert {r["variant"] for r in smoke if r["engine"] == "transformers"} == {
         "eager",
         "static",
+        "static-cap",
     }
     assert any(r.get("case") == "self-check" and r["ok"] for r in lines)
     skipped = [r for r in lines if r.get("skipped") == "time budget"]

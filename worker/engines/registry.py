@@ -153,6 +153,9 @@ ENGINE_SETTINGS: dict[str, EngineSetting] = {
     "REXLABEL_MAX_PIXELS": EngineSetting("max_pixels"),
     "REXLABEL_SYSTEM_PROMPT": EngineSetting("system_prompt"),
     "REXLABEL_QUANTIZATION": EngineSetting("quantization", QUANTIZED_ENGINES),
+    "REXLABEL_TRANSFORMERS_STATIC_CACHE": EngineSetting(
+        "static_cache", ("transformers",)
+    ),
     "REXLABEL_VLLM_MAX_MODEL_LEN": EngineSetting("max_model_len", ("vllm",)),
     "REXLABEL_VLLM_GPU_MEMORY_UTILIZATION": EngineSetting(
         "gpu_memory_utilization", ("vllm",)

@@ -58,6 +58,10 @@ TYPICAL_VISUAL_TOKENS = 391
 """A 640x480 image's visual tokens (476x644 after smart_resize)."""
 TYPICAL_OUTPUT_TOKENS = 128
 """A typical answer's length (a dozen boxes), for the start-up line."""
+STATIC_CACHE_BUCKET = 1024
+"""A static cache's length is rounded up to a multiple of this, so that
+batches of other prompt lengths reuse the compiled decoding step
+(transformers also keeps the longest length it has allocated)."""
 PREFER_FLASH_OVER_CUDNN_SDPA = True
 """On CUDA, turn off PyTorch's cuDNN attention backend (its first choice on
 Hopper): it builds a plan for each new attention shape, and real requests
@@ -152,6 +156,11 @@ class TokenTexts:
         return texts
 
 
+def static_cache_length(tokens: int) -> int:
+    """``tokens`` (prompt plus output) rounded up to :data:`STATIC_CACHE_BUCKET`."""
+    return -(-tokens // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
+
+
 def _group_by_settings(requests: list[GenerationRequest]) -> list[list[int]]:
     """Indices of requests sharing sampling settings, order kept."""
     groups: dict[SamplingSettings, list[int]] = {}
@@ -182,6 +191,11 @@ class TransformersEngine(Engine):
             else :data:`DEFAULT_MAX_BATCH_SIZE`.
         max_padding: share of a batch's prompt tokens that may be padding
             before similar-length requests are batched apart.
+        static_cache: a static KV cache (REXLABEL_TRANSFORMERS_STATIC_CACHE):
+            on CUDA transformers then compiles the decoding step into CUDA
+            graphs, once per batch size and cache length (lengths are rounded
+            up to :data:`STATIC_CACHE_BUCKET`); the cache holds every row's
+            full ``max_new_tokens`` from the start.
         generate_kwargs: extra generation settings for every call
             (``GenerationConfig`` fields such as ``min_new_tokens``, which
             benches use to force lengths; other keys go to ``generate``).
@@ -205,6 +219,7 @@ class TransformersEngine(Engine):
         quantization: str | None = None,
         max_batch_size: int | None = None,
         max_padding: float = DEFAULT_MAX_PADDING,
+        static_cache: bool = False,
         generate_kwargs: dict[str, Any] | None = None,
         logits_processors: list[Any] | None = None,
         loaded: tuple[Any, Any] | None = None,
@@ -218,6 +233,7 @@ class TransformersEngine(Engine):
             MAX_BATCH_CAP if cuda else DEFAULT_MAX_BATCH_SIZE
         )
         self.max_padding = max_padding
+        self.static_cache = static_cache
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.system_prompt = system_prompt
         self.quantization = quantization
@@ -383,6 +399,12 @@ class TransformersEngine(Engine):
         guard, collector, processors, config = self._generation_setup(
             sampling, len(requests)
         )
+        if self.static_cache:
+            config.cache_implementation = "static"
+            if hasattr(config, "max_cache_len"):  # transformers >= 5.2x
+                config.max_cache_len = static_cache_length(
+                    prompt_len + sampling.max_new_tokens
+                )
         extra = config.update(**self.generate_kwargs)
         with torch.inference_mode():
             sequences = self.model.generate(

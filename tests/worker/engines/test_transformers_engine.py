@@ -257,3 +257,17 @@ def test_a_memory_budget_splits_batches(tiny_engine):
     results = engine.generate(requests)
     assert [r.timings["batch_size"] for r in results] == [2, 2, 2, 2, 1]
     assert "after the weights" in engine.capacity()
+
+
+def test_a_static_cache_gives_the_same_tokens(tiny_engine):
+    from worker.engines.transformers_engine import static_cache_length
+
+    assert [static_cache_length(n) for n in (1, 1024, 1025)] == [1024, 1024, 2048]
+    engine = _planned_engine(tiny_engine, static_cache=True)
+    sampling = SamplingSettings(max_new_tokens=6)
+    requests = [GenerationRequest(_image(112, 112), DETECT, sampling)] * 2
+    static = engine.generate(requests)
+    dynamic = tiny_engine.generate(requests)
+    assert [r.token_ids for r in static] == [r.token_ids for r in dynamic]
+    for ours, theirs in zip(static, dynamic, strict=True):
+        assert ours.token_logprobs == pytest.approx(theirs.token_logprobs, abs=1e-4)

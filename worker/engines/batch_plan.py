@@ -34,9 +34,10 @@ batch measured for the transformers engine on an H100 (3B, 640x480, 128
 tokens: 6.0 images/s at 64 against 3.4 at 32); ``bench/bench_gpu.py`` finds it
 again on other cards."""
 DEFAULT_MAX_PADDING = 0.5
-"""Largest share of a batch's prompt tokens that may be padding before the
-planner starts another batch: a 640x480 image (about 450 tokens) waits for
-another of its size rather than ride with a 1280x960 one (about 1,600)."""
+"""Largest share of a batch's prompt tokens that may be padding: one batch
+still beats two (half the decoding steps) until padding makes prefill the
+larger cost; a 1280x960 request (about 1,650 tokens) takes up to two 640x480
+ones (about 450) along, a third starts another batch."""
 VISUAL_TOKEN_PATCHES = 4
 """Vision patches per visual token (``spatial_merge_size`` squared, 2 x 2)."""
 
@@ -119,34 +120,37 @@ def plan_batches(
 ) -> list[list[int]]:
     """Indices of requests in batches, by prompt length (``lengths``, tokens).
 
-    Requests go in order of length, shortest first, so a batch holds similar
-    lengths. A batch is closed before the next request when it has
-    ``max_batch_size`` rows, when the padding that request would bring (each
-    row padded to the longest) would pass ``max_padding`` of the batch's
-    tokens, or when ``fits(rows, longest)`` says that many rows of that
-    length would not fit in memory (a ``max_padding`` of 1 never splits for
-    padding). Every index appears once; within a batch, in their given order.
+    Requests go in order of length, longest first: a batch opens with the
+    longest request left, which sets its padded length, and takes the next
+    ones while it has fewer than ``max_batch_size`` rows, its padding (each
+    row padded to the longest) stays within ``max_padding`` of its tokens, and
+    ``fits(rows, longest)`` says that many rows of that length fit in memory
+    (a ``max_padding`` of 1 never splits for padding). Each added row is
+    shorter, so the padding share only grows: every batch is as large as the
+    limits allow. Every index appears once; within a batch, in their given
+    order; batches longest first.
     """
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     if not 0 <= max_padding <= 1:
         raise ValueError(f"max_padding must be in [0, 1], got {max_padding}")
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
-    total = 0
+    longest = total = 0
     for index in order:
         length = lengths[index]
         rows = len(current) + 1
-        padded = rows * length  # sorted: this request is the longest
         closes = current and (
             rows > max_batch_size
-            or (padded - total - length) > max_padding * padded
-            or (fits is not None and not fits(rows, length))
+            or rows * longest - (total + length) > max_padding * rows * longest
+            or (fits is not None and not fits(rows, longest))
         )
         if closes:
             batches.append(sorted(current))
             current, total = [], 0
+        if not current:
+            longest = length
         current.append(index)
         total += length
     if current:

@@ -82,7 +82,18 @@ def test_batch_size_for_memory_rejects_nonsense():
 
 def test_alike_lengths_go_together_in_the_given_order():
     lengths = [1600, 450, 455, 1610, 450]
-    assert plan_batches(lengths, max_batch_size=8) == [[1, 2, 4], [0, 3]]
+    assert plan_batches(lengths, max_batch_size=8, max_padding=0.2) == [
+        [0, 3],
+        [1, 2, 4],
+    ]
+    # within the default cap (half) they share one call: fewer decoding steps
+    assert plan_batches(lengths, max_batch_size=8) == [[0, 1, 2, 3, 4]]
+    assert plan_batches([1600, 100, 100, 1610, 100], max_batch_size=8) == [
+        [0, 1, 2, 3],  # 47% padding; a third 100 would make it 56%
+        [4],
+    ]
+    # half short, half long: 37.5% padding in one batch, within the cap
+    assert plan_batches([80, 320] * 4, max_batch_size=8) == [list(range(8))]
     everything = [[0, 1, 2, 3, 4]]  # one call, in the given order
     assert plan_batches(lengths, max_batch_size=8, max_padding=1) == everything
 
@@ -96,7 +107,7 @@ def test_batches_close_at_the_size_cap_and_at_memory():
         [4],
     ]
     # a request that fits nowhere still runs, alone
-    assert plan_batches([100, 10], max_batch_size=8, fits=fits) == [[1], [0]]
+    assert plan_batches([100, 10], max_batch_size=8, fits=fits) == [[0], [1]]
 
 
 def test_planner_rejects_nonsense():

@@ -227,7 +227,7 @@ def _planned_engine(tiny_engine, **kwargs):
 
 
 def test_similar_prompt_lengths_are_batched_together(tiny_engine):
-    engine = _planned_engine(tiny_engine)
+    engine = _planned_engine(tiny_engine, max_padding=0.2)
     assert engine.capacity() == "batches of up to 16 requests"
     sampling = SamplingSettings(max_new_tokens=4)
     sizes = [(112, 112), (448, 448), (112, 112), (448, 448)]

@@ -38,8 +38,6 @@ DEFAULT_MAX_PADDING = 0.5
 still beats two (half the decoding steps) until padding makes prefill the
 larger cost; a 1280x960 request (about 1,650 tokens) takes up to two 640x480
 ones (about 450) along, a third starts another batch."""
-VISUAL_TOKEN_PATCHES = 4
-"""Vision patches per visual token (``spatial_merge_size`` squared, 2 x 2)."""
 
 
 @dataclass(frozen=True)

@@ -128,8 +128,8 @@ def engine_for(model_dir: str):
     from worker.engines import vllm_engine
 
     # SamplingParams without vLLM: its keyword arguments stand in for it.
-    vllm_engine.sampling_params = lambda sampling, overrides=None: {
-        **vllm_engine.sampling_kwargs(sampling),
+    vllm_engine.sampling_params = lambda sampling, overrides=None, guard=True: {
+        **vllm_engine.sampling_kwargs(sampling, guard),
         **(overrides or {}),
     }
     llm = InstantLLM(AutoTokenizer.from_pretrained(model_dir))

@@ -12,7 +12,7 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 
 from worker.engines.base import SamplingSettings
-from worker.engines.vllm_engine import sampling_kwargs
+from worker.engines.vllm_engine import sampling_kwargs, supports_guard_processor
 from worker.engines.vllm_guard import RunawayLogitsProcessor
 
 VOCAB = 2000
@@ -74,6 +74,7 @@ def main(model_dir: str) -> None:
                 "allowed": allowed,
                 "stop_id": ids("<|im_end|>"),
                 "after_move": forced_rows(processor.apply(torch.zeros(3, VOCAB))),
+                "supported": supports_guard_processor(),
             }
         )
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -95,6 +96,22 @@ def supported_tokenizer_modes() -> set[str] | None:
     return None
 
 
+def supports_guard_processor() -> bool:
+    """Whether the installed vLLM takes v1 logits processors
+    (``LLM(logits_processors=...)``, vLLM 0.10.2 and later), which the
+    in-engine runaway guard is (imports vLLM's engine arguments)."""
+    import dataclasses
+
+    try:
+        from vllm.engine.arg_utils import EngineArgs
+    except ImportError:
+        return False
+    fields = {f.name for f in dataclasses.fields(EngineArgs)}
+    return "logits_processors" in fields and (
+        importlib.util.find_spec("vllm.v1.sample.logits_processor") is not None
+    )
+
+
 def choose_tokenizer_mode(modes: set[str] | None = None) -> str:
     """``slow`` (upstream's choice) where vLLM still has it, else ``auto``."""
     modes = supported_tokenizer_modes() if modes is None else modes
@@ -103,21 +120,25 @@ def choose_tokenizer_mode(modes: set[str] | None = None) -> str:
     return FALLBACK_TOKENIZER_MODE
 
 
-def sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
+def sampling_kwargs(
+    sampling: SamplingSettings, in_engine_guard: bool = True
+) -> dict[str, Any]:
     """``SamplingParams`` arguments for our settings, as upstream sets them, plus
     exact grammar text (no spaces around special tokens), log-probs and the
     in-engine runaway guard's limits (``worker.engines.vllm_guard``)."""
-    return {
+    kwargs = {
         **vllm_sampling_fields(sampling),
         "stop": [IM_END],  # upstream's stop string (also the EOS token)
         "logprobs": LOGPROBS_PER_TOKEN,
-        "extra_args": {
+    }
+    if in_engine_guard:
+        kwargs["extra_args"] = {
             GUARD_ARG: {
                 "max_repeats": sampling.max_repeats,
                 "max_instances": sampling.max_instances,
             }
-        },
-    }
+        }
+    return kwargs
 
 
 def _token_text(token_id: int, entry: Any, decode: Callable[[int], str]) -> str:
@@ -204,12 +225,15 @@ def result_from_output(
 
 
 def sampling_params(
-    sampling: SamplingSettings, overrides: dict[str, Any] | None = None
+    sampling: SamplingSettings,
+    overrides: dict[str, Any] | None = None,
+    in_engine_guard: bool = True,
 ):
     """vLLM ``SamplingParams`` for ``sampling``, then ``overrides`` (imports vLLM)."""
     from vllm import SamplingParams
 
-    return SamplingParams(**{**sampling_kwargs(sampling), **(overrides or {})})
+    kwargs = sampling_kwargs(sampling, in_engine_guard)
+    return SamplingParams(**{**kwargs, **(overrides or {})})
 
 
 class VLLMEngine(Engine):
@@ -263,8 +287,10 @@ class VLLMEngine(Engine):
         self.system_prompt = system_prompt
         self.max_model_len = max_model_len
         self.tokenizer_mode = tokenizer_mode or choose_tokenizer_mode()
+        self.in_engine_guard = True
         started = time.perf_counter()
         if llm is None:
+            self.in_engine_guard = supports_guard_processor()
             llm = self._build_llm(gpu_memory_utilization, quantization, llm_kwargs)
         self.llm = llm
         self.processor = self._load_processor()
@@ -308,13 +334,19 @@ class VLLMEngine(Engine):
             limit_mm_per_prompt=dict(LIMIT_MM_PER_PROMPT),
             # the system prompt and chat template open every request
             enable_prefix_caching=True,
-            logits_processors=[GUARD_LOGITS_PROCESSOR],
             tensor_parallel_size=1,
             trust_remote_code=True,
             quantization=quantization,
             # vLLM's own switch for its loading bar overrides TQDM_DISABLE
             use_tqdm_on_load=not json_logging(),
         )
+        if self.in_engine_guard:
+            kwargs["logits_processors"] = [GUARD_LOGITS_PROCESSOR]
+        else:
+            log.warning(
+                "this vLLM takes no v1 logits processors: the runaway guard cuts "
+                "looping answers after they end, not as they loop"
+            )
         kwargs.update(extra)
         try:
             return LLM(tokenizer_mode=self.tokenizer_mode, **kwargs)
@@ -359,7 +391,8 @@ class VLLMEngine(Engine):
         with ThreadPoolExecutor(min(PREPROCESS_THREADS, len(requests))) as pool:
             prompts = list(pool.map(self.preprocess, requests))
         params = [
-            sampling_params(r.sampling, self.sampling_overrides) for r in requests
+            sampling_params(r.sampling, self.sampling_overrides, self.in_engine_guard)
+            for r in requests
         ]
         preprocessed = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)

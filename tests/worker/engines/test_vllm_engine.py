@@ -84,11 +84,11 @@ class _RecordingLLM:
         return self.outputs
 
 
-def _kwargs_instead_of_params(sampling, overrides=None):
+def _kwargs_instead_of_params(sampling, overrides=None, in_engine_guard=True):
     """``sampling_params`` without vLLM: the keyword arguments it would pass."""
     from worker.engines.vllm_engine import sampling_kwargs
 
-    return {**sampling_kwargs(sampling), **(overrides or {})}
+    return {**sampling_kwargs(sampling, in_engine_guard), **(overrides or {})}
 
 
 def _logprob(value, text):
@@ -271,6 +271,14 @@ def test_sampling_overrides_go_on_every_request(tiny_model_dir, monkeypatch):
     assert engine.capacity().startswith("continuous batching")
 
 
+def test_without_v1_logits_processors_the_guard_limits_are_not_sent():
+    from worker.engines.vllm_engine import sampling_kwargs, supports_guard_processor
+
+    assert not supports_guard_processor()  # this venv has no vLLM
+    assert "extra_args" not in sampling_kwargs(SamplingSettings(), False)
+    assert "extra_args" in sampling_kwargs(SamplingSettings())
+
+
 def test_the_guard_processor_path_names_the_class():
     module, _, name = GUARD_LOGITS_PROCESSOR.partition(":")
     source = (REPO_ROOT / (module.replace(".", "/") + ".py")).read_text()
@@ -300,6 +308,7 @@ def test_in_engine_guard_against_vllms_logits_processor_interface(tiny_model_dir
     assert found["rows_forced"] == [True, False, False]
     assert found["allowed"] == [found["stop_id"]]
     assert found["after_move"] == [False, False, True]
+    assert found["supported"]  # vLLM 0.32 takes v1 logits processors
 
 
 @pytest.mark.slow

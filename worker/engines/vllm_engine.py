@@ -412,22 +412,6 @@ class VLLMEngine(Engine):
         self.processor = None
 
 
-def _merged_weights(model: str) -> str:
-    """The directory vLLM loads for ``model``: a project's models directory
-    gives the run its pointer names; a LoRA adapter is refused (vLLM loads
-    whole checkpoints here), with what to do instead."""
-    from common.model_store import base_chain
-
-    chain = base_chain(model)
-    if len(chain) > 1:
-        raise ValueError(
-            f"{chain[0][0]} is a LoRA adapter over {chain[1][0]}: the vllm engine "
-            "serves whole weights; write them with `rexlabel finetune --merge` (or "
-            "--method full), or serve the adapter with REXLABEL_ENGINE=transformers"
-        )
-    return chain[0][0]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run images through the engine in one batch; print the results as JSON.
 
@@ -482,6 +466,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     sys.stdout.write("\n")
     return 0
+
+
+def _merged_weights(model: str) -> str:
+    """The directory vLLM loads for ``model``: a project's models directory
+    gives the run its pointer names; a LoRA adapter is refused (vLLM loads
+    whole checkpoints here), with what to do instead."""
+    from common.model_store import base_chain
+
+    chain = base_chain(model)
+    if len(chain) > 1:
+        raise ValueError(
+            f"{chain[0][0]} is a LoRA adapter over {chain[1][0]}: the vllm engine "
+            "serves whole weights; write them with `rexlabel finetune --merge` (or "
+            "--method full), or serve the adapter with REXLABEL_ENGINE=transformers"
+        )
+    return chain[0][0]
 
 
 if __name__ == "__main__":

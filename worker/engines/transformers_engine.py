@@ -268,24 +268,34 @@ class TransformersEngine(Engine):
             tokenizer, vocab_size=self.model.config.get_text_config().vocab_size
         )
         self.footprint: ModelFootprint | None = None
+        """The model's bytes per token (GPU only: None, no memory limit)."""
         self.memory_budget: int | None = None
-        """Bytes free for batches after the weights (GPU only; None: no limit)."""
+        """A fixed byte budget for batches instead of the GPU's free memory."""
         if cuda:
-            self._measure_memory()
+            self.footprint = ModelFootprint.from_config(
+                self.model.config.to_dict(), self.model.dtype.itemsize
+            )
 
-    def _measure_memory(self) -> None:
-        """Free GPU memory after loading, and the model's bytes per token."""
+    def free_memory(self) -> int | None:
+        """Bytes a batch may use now: the GPU's free memory plus what PyTorch
+        holds cached but unused (read at each call, so SAM or another model
+        loaded after this one is counted), or :attr:`memory_budget` when set;
+        None without a GPU."""
+        if self.memory_budget is not None or self.footprint is None:
+            return self.memory_budget
         import torch
 
-        free, _total = torch.cuda.mem_get_info(torch.device(self.device))
-        self.memory_budget = int(free)
-        self.footprint = ModelFootprint.from_config(
-            self.model.config.to_dict(), self.model.dtype.itemsize
+        device = torch.device(self.device)
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(
+            device
         )
+        return int(free + cached)
 
     def capacity(self) -> str:
         """The batch rule in words, for the worker's start-up line."""
-        if self.memory_budget is None or self.footprint is None:
+        budget = self.free_memory()
+        if budget is None or self.footprint is None:
             return f"batches of up to {self.max_batch_size} requests"
         largest = self.footprint.request_bytes(
             visual_tokens(100_000, 100_000, self.min_pixels, self.max_pixels)
@@ -299,11 +309,11 @@ class TransformersEngine(Engine):
             TYPICAL_OUTPUT_TOKENS,
         )
         at = lambda size: batch_size_for_memory(  # noqa: E731
-            self.memory_budget, size, cap=self.max_batch_size
+            budget, size, cap=self.max_batch_size
         )
         return (
-            f"batches sized from memory: {self.memory_budget / 2**30:.1f} GiB free "
-            f"after the weights; {at(largest)} requests at max_pixels with "
+            f"batches sized from memory: {budget / 2**30:.1f} GiB free "
+            f"now; {at(largest)} requests at max_pixels with "
             f"{DEFAULT_MAX_NEW_TOKENS} output tokens, {at(typical)} at 640x480 "
             f"with {TYPICAL_OUTPUT_TOKENS} (cap {self.max_batch_size})"
         )
@@ -342,9 +352,9 @@ class TransformersEngine(Engine):
             for text, v in zip(texts, visual, strict=True)
         ]
         fits = None
-        if self.memory_budget is not None and self.footprint is not None:
+        budget, footprint = self.free_memory(), self.footprint
+        if budget is not None and footprint is not None:
             max_new = requests[group[0]].sampling.max_new_tokens
-            footprint, budget = self.footprint, self.memory_budget
             most_visual = max(visual)
 
             def fits(rows: int, longest: int) -> bool:

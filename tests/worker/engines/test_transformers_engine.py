@@ -271,3 +271,23 @@ def test_a_static_cache_gives_the_same_tokens(tiny_engine):
     assert [r.token_ids for r in static] == [r.token_ids for r in dynamic]
     for ours, theirs in zip(static, dynamic, strict=True):
         assert ours.token_logprobs == pytest.approx(theirs.token_logprobs, abs=1e-4)
+
+
+def test_free_memory_on_a_gpu_counts_pytorchs_unused_cache(tiny_engine, monkeypatch):
+    import torch
+
+    from worker.engines.batch_plan import ModelFootprint
+
+    engine = _planned_engine(tiny_engine)
+    assert engine.free_memory() is None  # CPU: no limit
+    engine.footprint = ModelFootprint.from_config(
+        engine.model.config.to_dict(), dtype_bytes=2
+    )
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (5 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1 * gib)
+    assert engine.free_memory() == 7 * gib
+    assert "7.0 GiB free now" in engine.capacity()
+    engine.memory_budget = gib  # a fixed budget wins
+    assert engine.free_memory() == gib

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
@@ -36,6 +37,7 @@ from worker.engines.vllm_engine import (
     choose_tokenizer_mode,
     result_from_output,
 )
+from worker.scoring import SCORE_TOP_LOGPROBS
 
 GUARD_CHECK = REPO_ROOT / "tests" / "worker" / "vllm_guard_check.py"
 SUBPROCESS_TIMEOUT_S = 600
@@ -286,6 +288,25 @@ def test_the_guard_processor_path_names_the_class():
 
 
 # Real vLLM (slow) ------------------------------------------------------------------
+SCORE_TOLERANCE = 0.02
+"""Scores of the two engines from the same top-20 alternatives: float32 kernels
+differ a little between them (log-probs within 0.05)."""
+
+
+def _scores(result: dict, sample) -> list[float]:
+    """The detection scores ``worker.scoring`` gives a result (as a dict)."""
+    from converters.parser import parse_output
+    from worker.scoring import score_predictions
+
+    parsed = parse_output(result["text"], Task.DETECTION, *sample.image.size)
+    scored = score_predictions(
+        parsed.predictions,
+        result["token_texts"],
+        result["token_logprobs"],
+        result["token_top_logprobs"],
+    )
+    assert scored and all(p.score is not None for p in scored)
+    return [p.score for p in scored]
 
 
 @pytest.mark.slow
@@ -353,11 +374,20 @@ def test_in_process_vllm_engine_on_the_trained_model(
             for s, p in zip(samples, prompts, strict=True)
         ]
     )
-    for ours, reference in zip(results, references, strict=True):
+    for ours, reference, sample in zip(results, references, samples, strict=True):
         assert ours["text"] == reference.text
         assert ours["token_ids"] == reference.token_ids
         assert ours["token_logprobs"] == pytest.approx(
             reference.token_logprobs, abs=0.05
+        )
+        # the same scores, given the same alternatives (vLLM returns the top 20)
+        top = [
+            dict(sorted(a.items(), key=lambda kv: -kv[1])[:SCORE_TOP_LOGPROBS])
+            for a in reference.token_top_logprobs
+        ]
+        same_view = {**asdict(reference), "token_top_logprobs": top}
+        assert _scores(ours, sample) == pytest.approx(
+            _scores(same_view, sample), abs=SCORE_TOLERANCE
         )
     with capsys.disabled():
         timing = results[0]["timings"]

@@ -248,10 +248,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REXLABEL_ENGINE",
         str,
-        "transformers",
-        "transformers runs everywhere; vllm is faster on GPUs; openai calls a "
-        "served model.",
-        choices=("transformers", "vllm", "openai"),
+        "auto",
+        "auto: vllm where the worker has a GPU and vLLM is installed (and the "
+        "model is not a LoRA adapter), else transformers; transformers runs "
+        "everywhere; vllm is faster on GPUs; openai calls a served model.",
+        choices=("auto", "transformers", "vllm", "openai"),
         changes_predictions=True,
     ),
     Setting("REXLABEL_DEVICE", str, "auto", "auto picks cuda when visible, else cpu."),
@@ -291,6 +292,14 @@ SETTINGS: tuple[Setting, ...] = (
         "not for openai (the server loads the model).",
         choices=("none", "awq"),
         changes_predictions=True,
+    ),
+    Setting(
+        "REXLABEL_TRANSFORMERS_STATIC_CACHE",
+        bool,
+        False,
+        "transformers engine: a static KV cache, which on CUDA compiles the "
+        "decoding step into CUDA graphs (a minute per new batch size); off until "
+        "bench/gpu_check.sh shows it faster on your GPU.",
     ),
     Setting(
         "REXLABEL_OPENAI_URL",

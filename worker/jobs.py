@@ -235,11 +235,13 @@ def _load_from_settings() -> WorkerRuntime:
             models_dir,
             CURRENT_POINTER,
         )
+    # REXLABEL_ENGINE=auto chooses once: a reloaded run keeps this engine
+    name = getattr(engine, "name", None)
     return WorkerRuntime(
         engine=engine,
         masker=masker,
         models_dir=models_dir,
-        load_engine=lambda model: create_engine(model=model),
+        load_engine=lambda model: create_engine(name, model=model),
     )
 
 

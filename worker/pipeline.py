@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+LOAD_THREADS = 4
+"""Images of a chunk loaded at once: downloads wait on the network, and JPEG
+decoding and resizing release the GIL, so a GPU worker's engine is not kept
+waiting on one image after another. Bounds the decoding memory too: at most
+this many images are being decoded (a tiled one up to REXLABEL_MAX_IMAGE_PIXELS)."""
 ENGINE_DOWN_AFTER = 2
 """After a failed batch its requests are retried one at a time; this many
 failures in a row mean the engine itself is failing (server down, device
@@ -273,9 +279,10 @@ def run_image_jobs(
 
     ``sampling``, ``generation`` and ``tiling`` are as for :func:`run_batch`.
 
-    Images are decoded one at a time, each straight down to the engine's
-    ``max_pixels`` when larger (``common.images.decode.decode_image``), so a chunk
-    holds model-sized images only; an image a call tiles is decoded only as
+    Images are loaded :data:`LOAD_THREADS` at a time, each decoded straight
+    down to the engine's ``max_pixels`` when larger
+    (``common.images.decode.decode_image``), so a chunk holds model-sized
+    images only; an image a call tiles is decoded only as
     far down as its tiles allow (``worker.tiling_step.decode_pixels``, within
     REXLABEL_MAX_IMAGE_PIXELS). Regions stay in original pixels
     (``original_size``). An image that cannot be loaded gets ``error`` set.
@@ -294,15 +301,21 @@ def run_image_jobs(
 
     results = [ImageResult(id=job.id, task_id=job.task_id) for job in images]
     loaded: list[tuple[int, Image.Image]] = []
-    for index, job in enumerate(images):
+
+    def timed_load(job: ImageJob) -> tuple[Image.Image | Exception, float]:
         started = time.perf_counter()
         try:
-            image = load(job)
+            return load(job), time.perf_counter() - started
         except Exception as exc:  # one bad image must not fail the chunk
-            results[index].error = f"cannot load image {job.image!r}: {exc}"
+            return exc, time.perf_counter() - started
+
+    with ThreadPoolExecutor(min(LOAD_THREADS, max(1, len(images)))) as pool:
+        outcomes = list(pool.map(timed_load, images))
+    for index, (job, (image, seconds)) in enumerate(zip(images, outcomes, strict=True)):
+        results[index].load_s = seconds
+        if isinstance(image, Exception):
+            results[index].error = f"cannot load image {job.image!r}: {image}"
             continue
-        finally:
-            results[index].load_s = time.perf_counter() - started
         results[index].width, results[index].height = original_size(image)
         loaded.append((index, image))
     pairs = [(image, call) for index, image in loaded for call in images[index].calls]

@@ -353,7 +353,12 @@ def run(args: argparse.Namespace) -> int:
     if serves:
         with LoadReporter(connection, name):  # /health: loading, or failed and why
             runtime = load_runtime()
-        log.info("engine %s ready with model %s", runtime.engine.name, runtime.model_id)
+        log.info(
+            "engine %s ready with model %s; %s",
+            runtime.engine.name,
+            runtime.model_id,
+            runtime.engine.capacity(),
+        )
     else:
         log.info("training-only worker on %s: no serving model loaded", QUEUE_TRAIN)
     worker = build_worker(

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.commands.tile_args import add_tile_arguments, tile_from_args
+from common.settings import setting
 from converters.tasks import Task
 
 EXIT_BAD_INPUT = 2
@@ -67,7 +68,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--model", help="Hub id or local directory (REXLABEL_MODEL).")
     parser.add_argument(
         "--engine",
-        choices=("transformers", "vllm", "openai"),
+        choices=setting("REXLABEL_ENGINE").choices,
         help="Engine (REXLABEL_ENGINE).",
     )
     parser.add_argument("--device", help="auto, cpu, cuda ... (REXLABEL_DEVICE).")

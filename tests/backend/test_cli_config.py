@@ -43,7 +43,7 @@ def test_lists_every_setting_with_value_and_source(clean_env, capsys):
         "env LABEL_STUDIO_HOST",
     )
     assert rows["PORT"] == ("9191", "env PORT")
-    assert rows["REXLABEL_ENGINE"] == ("transformers", "default")
+    assert rows["REXLABEL_ENGINE"] == ("auto", "default")
     assert rows["LABEL_STUDIO_API_KEY"] == ('""', "default")  # empty stays visible
 
 

@@ -20,6 +20,7 @@ def constrained(tiny_engine):
             device="cpu",
             loaded=(tiny_engine.model, tiny_engine.processor),
             logits_processors=[processor],
+            max_padding=1.0,  # one batch in request order: templates go by row
         )
 
     return make

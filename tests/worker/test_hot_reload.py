@@ -62,6 +62,35 @@ def test_the_serving_model_is_the_run_the_pointer_names(runtime, models_dir):
     assert not jobs.is_models_dir(str(models_dir / "run-a"))
 
 
+def test_auto_chooses_once_and_a_reload_keeps_the_engine(models_dir, monkeypatch):
+    """REXLABEL_ENGINE=auto picks at start-up; a moved pointer reloads with
+    the engine it picked, never another kind in the same process."""
+    from worker.engines import registry
+
+    monkeypatch.setenv("REXLABEL_MODEL", str(models_dir))
+    monkeypatch.setenv("REXLABEL_ENGINE", "auto")
+    monkeypatch.setenv("REXLABEL_DEVICE", "cpu")
+    monkeypatch.setenv("SAM_CHECKPOINT", "")
+    previous = jobs.install_runtime(None)
+    try:
+        runtime = jobs.load_runtime()
+        assert runtime.engine.name == "transformers"  # no GPU here
+        asked: list[str] = []
+        real = registry.resolve_engine
+        monkeypatch.setattr(
+            registry,
+            "resolve_engine",
+            lambda name, *a: asked.append(name) or real(name, *a),
+        )
+        publish(models_dir, "run-b")
+        runtime.run([], {})
+        assert asked == ["transformers"]  # not "auto" again
+        assert runtime.model_id == str(models_dir / "run-b")
+    finally:
+        jobs.install_runtime(previous)
+        runtime.close()
+
+
 def test_a_moved_pointer_loads_the_new_run_before_the_chunk(
     runtime, models_dir, caplog
 ):

@@ -173,5 +173,9 @@ class Engine(ABC):
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """One result per request, in order."""
 
+    def capacity(self) -> str:
+        """What bounds a batch, in words, for the worker's start-up line."""
+        return "batch size not reported"
+
     def close(self) -> None:  # pragma: no cover - optional
         """Release resources (GPU memory, HTTP sessions)."""

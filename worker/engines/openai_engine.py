@@ -339,6 +339,9 @@ class OpenAIEngine(Engine):
                 else "",
             )
 
+    def capacity(self) -> str:
+        return f"{self.concurrency} requests in flight; the server batches them"
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.session.close()

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from worker.engines.base import Engine, SamplingSettings
+
+log = logging.getLogger(__name__)
 
 ENGINES: dict[str, str] = {
     # name: "module:ClassName" (imported lazily by create_engine)
@@ -26,7 +29,16 @@ ENGINES: dict[str, str] = {
     "openai": "worker.engines.openai_engine:OpenAIEngine",
     # --- end of openai / vllm engines ------------------------------------------
 }
-"""Every engine rexlabel can run; the keys are REXLABEL_ENGINE's choices."""
+"""Every engine rexlabel can run (REXLABEL_ENGINE also takes :data:`AUTO_ENGINE`)."""
+AUTO_ENGINE = "auto"
+"""REXLABEL_ENGINE's default: :func:`choose_engine` picks an engine of
+:data:`ENGINES` where the model runs."""
+ENGINE_CHOICES = (AUTO_ENGINE, *ENGINES)
+"""Every value REXLABEL_ENGINE takes."""
+VLLM_DEVICES = ("", "auto", "cuda", "cuda:0")
+"""REXLABEL_DEVICE values under which ``auto`` may pick vLLM: vLLM places
+itself on the first visible GPU (CUDA_VISIBLE_DEVICES picks another), so a
+device naming a later GPU keeps the transformers engine, which goes there."""
 
 
 class UnknownEngineError(ValueError):
@@ -49,12 +61,14 @@ def engine_class(name: str) -> type[Engine]:
 
 
 ENGINE_PACKAGES: dict[str, tuple[str, ...]] = {
+    AUTO_ENGINE: ("torch", "transformers"),  # what its fallback needs
     "transformers": ("torch", "transformers"),
     "vllm": ("vllm",),
     "openai": (),  # HTTP only: the base install has what it needs
 }
 """Top-level packages each engine imports beyond the base install."""
 ENGINE_INSTALL_HINT: dict[str, str] = {
+    AUTO_ENGINE: "pip install 'rexlabel[worker]' (and 'rexlabel[vllm]' on GPUs)",
     "transformers": "pip install 'rexlabel[worker]'",
     "vllm": "pip install 'rexlabel[worker,vllm]'",
     "openai": "nothing to install",
@@ -63,10 +77,60 @@ ENGINE_INSTALL_HINT: dict[str, str] = {
 
 
 def missing_packages(name: str) -> list[str]:
-    """The packages engine ``name`` needs that are not installed here, found
-    without importing them (a backend must not import torch to ask)."""
-    _check_known(name)
+    """The packages engine ``name`` (or ``auto``) needs that are not installed
+    here, found without importing them (a backend must not import torch to ask)."""
+    if name != AUTO_ENGINE:
+        _check_known(name)
     return [p for p in ENGINE_PACKAGES[name] if importlib.util.find_spec(p) is None]
+
+
+def choose_engine(
+    *, device: str, cuda_visible: bool, vllm_installed: bool, whole_weights: bool
+) -> tuple[str, str]:
+    """``auto``'s rule: ``(engine, why)``.
+
+    vLLM (continuous batching, paged KV cache: several times the transformers
+    engine's throughput on a GPU) when a GPU is visible, ``device`` lets vLLM
+    have it (:data:`VLLM_DEVICES`), vLLM is installed and the model is whole
+    weights (vLLM serves no LoRA adapter here); else transformers, which runs
+    everywhere.
+    """
+    if not cuda_visible:
+        return "transformers", "no GPU is visible"
+    if device not in VLLM_DEVICES:
+        return "transformers", f"REXLABEL_DEVICE={device} (vLLM takes the first GPU)"
+    if not vllm_installed:
+        return "transformers", "vLLM is not installed"
+    if not whole_weights:
+        return "transformers", "the model is a LoRA adapter (vLLM needs merged weights)"
+    return "vllm", "a GPU is visible and vLLM is installed"
+
+
+def cuda_visible() -> bool:
+    """Whether torch is installed and sees a CUDA GPU (imports torch)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_engine(name: str, model: str, device: str) -> str:
+    """``name``, or for ``auto`` the engine :func:`choose_engine` picks here
+    (imports torch to look for a GPU; logs the choice and why)."""
+    if name != AUTO_ENGINE:
+        _check_known(name)
+        return name
+    from common.model_store import base_chain
+
+    chosen, why = choose_engine(
+        device=str(device or ""),
+        cuda_visible=cuda_visible(),
+        vllm_installed=importlib.util.find_spec("vllm") is not None,
+        whole_weights=len(base_chain(model)) == 1,
+    )
+    log.info("REXLABEL_ENGINE=auto: %s engine (%s)", chosen, why)
+    return chosen
 
 
 class EngineSettingsError(ValueError):
@@ -89,6 +153,9 @@ ENGINE_SETTINGS: dict[str, EngineSetting] = {
     "REXLABEL_MAX_PIXELS": EngineSetting("max_pixels"),
     "REXLABEL_SYSTEM_PROMPT": EngineSetting("system_prompt"),
     "REXLABEL_QUANTIZATION": EngineSetting("quantization", QUANTIZED_ENGINES),
+    "REXLABEL_TRANSFORMERS_STATIC_CACHE": EngineSetting(
+        "static_cache", ("transformers",)
+    ),
     "REXLABEL_VLLM_MAX_MODEL_LEN": EngineSetting("max_model_len", ("vllm",)),
     "REXLABEL_VLLM_GPU_MEMORY_UTILIZATION": EngineSetting(
         "gpu_memory_utilization", ("vllm",)
@@ -159,7 +226,8 @@ def create_engine(
     """Build an engine; unset arguments come from the settings.
 
     Args:
-        name: ``transformers``, ``vllm`` or ``openai`` (REXLABEL_ENGINE).
+        name: ``auto`` (:func:`resolve_engine` picks), ``transformers``,
+            ``vllm`` or ``openai`` (REXLABEL_ENGINE).
         model: hub id, local directory or served model name (REXLABEL_MODEL);
             a project's models directory (one with a ``current`` pointer)
             loads the run the pointer names (``common.model_store.resolve_model``).
@@ -172,10 +240,8 @@ def create_engine(
     from common import settings
     from common.model_store import resolve_model
 
-    name = name or settings.get("REXLABEL_ENGINE")
+    model = resolve_model(model or settings.get("REXLABEL_MODEL"))
+    device = device or settings.get("REXLABEL_DEVICE")
+    name = resolve_engine(name or settings.get("REXLABEL_ENGINE"), model, device)
     cls = engine_class(name)
-    return cls(
-        model=resolve_model(model or settings.get("REXLABEL_MODEL")),
-        device=device or settings.get("REXLABEL_DEVICE"),
-        **{**engine_options(name), **kwargs},
-    )
+    return cls(model=model, device=device, **{**engine_options(name), **kwargs})

@@ -163,3 +163,80 @@ class ContentScanner:
                 self.cut_at = self._consumed
                 return self.cut_at
         return None
+
+
+class GuardTokenTexts:
+    """Token id -> the text the guard's rules see, for engines that see ids
+    one at a time outside transformers (vLLM's in-engine logits processor).
+
+    A coordinate token reads as ``<v>``, a whitespace token as ``" "``,
+    ``<|box_start|>`` and ``<|box_end|>`` as themselves, any other token as
+    ``""`` (it ends a run), so :class:`RunawayScanner` stops exactly where
+    ``worker.engines.runaway_guard_torch.RunawayGuard`` stops on the same ids.
+    """
+
+    def __init__(
+        self,
+        *,
+        first_bin: int,
+        num_bins: int,
+        box_start: int,
+        box_end: int,
+        whitespace: frozenset[int],
+    ) -> None:
+        self.first_bin, self.num_bins = first_bin, num_bins
+        self.specials = {box_start: BOX_START, box_end: BOX_END}
+        self.whitespace = whitespace
+
+    @classmethod
+    def from_grammar(cls, grammar) -> GuardTokenTexts:
+        """From a ``runaway_guard_torch.GrammarTokens`` (read from a tokenizer)."""
+        return cls(
+            first_bin=grammar.first_bin,
+            num_bins=grammar.num_bins,
+            box_start=grammar.box_start,
+            box_end=grammar.box_end,
+            whitespace=grammar.whitespace,
+        )
+
+    def __call__(self, token_id: int) -> str:
+        value = token_id - self.first_bin
+        if 0 <= value < self.num_bins:
+            return f"<{value}>"
+        if token_id in self.whitespace:
+            return " "
+        return self.specials.get(token_id, "")
+
+
+class IdStreamGuard:
+    """The guard on one request whose output ids grow in a list it reads.
+
+    ``output_ids`` is the engine's live list of the request's generated ids
+    (vLLM hands its logits processors a reference); :meth:`advance` feeds the
+    ids added since the last call and says whether the guard has triggered.
+    A negative id is a placeholder for a token not yet known (vLLM's
+    asynchronous scheduling): reading stops there until it is filled.
+    """
+
+    def __init__(
+        self,
+        texts: GuardTokenTexts,
+        output_ids: list[int],
+        *,
+        max_repeats: int,
+        max_instances: int,
+    ) -> None:
+        self.texts = texts
+        self.output_ids = output_ids
+        self.scanner = RunawayScanner(
+            max_repeats=max_repeats, max_instances=max_instances
+        )
+
+    def advance(self) -> bool:
+        ids, scanner = self.output_ids, self.scanner
+        while not scanner.triggered and scanner.tokens_seen < len(ids):
+            token = ids[scanner.tokens_seen]
+            if token < 0:
+                break
+            scanner.feed(self.texts(token))
+        return scanner.triggered

@@ -1,8 +1,10 @@
 """The transformers engine: Rex-Omni through ``Qwen2_5_VLForConditionalGeneration``.
 
 Runs everywhere (bf16 on a GPU, fp32 on a CPU) and is the engine the tests use
-on the tiny model. A batch of requests becomes one ``generate`` call per group
-of identical sampling settings, with left padding. Per token it keeps the id,
+on the tiny model. Requests with identical sampling settings are planned into
+``generate`` calls (``worker.engines.batch_plan``): similar prompt lengths
+together, padding capped, and on a GPU as many as its free memory holds;
+left padding. Per token it keeps the id,
 its text and the log-probability the model gave it (raw logits, before the
 repetition penalty), so ``worker.scoring`` can score each prediction.
 
@@ -21,6 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from common.settings import DEFAULT_MAX_NEW_TOKENS
 from converters.geometry import MAX_PIXELS, MIN_PIXELS
 from converters.grammar import END_OF_TEXT, IM_END
 from converters.prompts import SYSTEM_PROMPT, build_messages
@@ -32,14 +35,33 @@ from worker.engines.base import (
     SamplingSettings,
     timed_batch,
 )
+from worker.engines.batch_plan import (
+    DEFAULT_MAX_PADDING,
+    MAX_BATCH_CAP,
+    ModelFootprint,
+    batch_size_for_memory,
+    plan_batches,
+    visual_tokens,
+)
 from worker.engines.transformers_loading import load_model, resolve_device
 from worker.scoring import TRANSFORMERS_TOP_LOGPROBS, bin_value
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_SIZE = 16
-"""Requests per ``generate`` call: enough to fill a GPU on Rex-Omni's 3B model
-at typical image sizes without the padded KV cache outgrowing 80 GB."""
+"""Requests per ``generate`` call on a CPU (on a GPU the free memory sizes
+batches, up to ``batch_plan.MAX_BATCH_CAP``): past this a CPU gains nothing."""
+PROMPT_TEXT_TOKENS = 100
+"""Text tokens of a prompt around its image (system prompt, template, the
+question): for the start-up line's examples only; batches count real ones."""
+TYPICAL_VISUAL_TOKENS = 391
+"""A 640x480 image's visual tokens (476x644 after smart_resize)."""
+TYPICAL_OUTPUT_TOKENS = 128
+"""A typical answer's length (a dozen boxes), for the start-up line."""
+STATIC_CACHE_BUCKET = 1024
+"""A static cache's length is rounded up to a multiple of this, so that
+batches of other prompt lengths reuse the compiled decoding step
+(transformers also keeps the longest length it has allocated)."""
 PREFER_FLASH_OVER_CUDNN_SDPA = True
 """On CUDA, turn off PyTorch's cuDNN attention backend (its first choice on
 Hopper): it builds a plan for each new attention shape, and real requests
@@ -78,6 +100,18 @@ class TokenTexts:
         self._added = {
             idx: tok.content for idx, tok in tokenizer.added_tokens_decoder.items()
         }
+        self._alone: dict[int, str] = {}
+        """Token id -> its text alone, filled as alternatives are read (the
+        same few hundred ids come back at every coordinate)."""
+
+    def text_alone(self, token_id: int) -> str:
+        """One token's text on its own (a partial UTF-8 character replaced)."""
+        text = self._alone.get(token_id)
+        if text is None:
+            (name,) = self.tokenizer.convert_ids_to_tokens([token_id])
+            text = self._token_bytes(token_id, name).decode("utf-8", "replace")
+            self._alone[token_id] = text
+        return text
 
     def _token_bytes(self, token_id: int, token: str | None) -> bytes:
         if token_id in self._added:
@@ -99,13 +133,12 @@ class TokenTexts:
             if bin_value(text) is None or step >= len(top_ids):
                 rows.append({})
                 continue
-            ids = top_ids[step]
-            names = self.tokenizer.convert_ids_to_tokens(ids)
+            alone = self.text_alone
             rows.append(
                 {
-                    self._token_bytes(i, name).decode("utf-8", "replace"): logprob
-                    for i, name, logprob in zip(
-                        ids, names, top_logprobs[step], strict=True
+                    alone(i): logprob
+                    for i, logprob in zip(
+                        top_ids[step], top_logprobs[step], strict=True
                     )
                 }
             )
@@ -123,18 +156,17 @@ class TokenTexts:
         return texts
 
 
-def _group_by_settings(
-    requests: list[GenerationRequest], max_batch_size: int
-) -> list[list[int]]:
-    """Indices of requests sharing sampling settings, in batches, order kept."""
+def static_cache_length(tokens: int) -> int:
+    """``tokens`` (prompt plus output) rounded up to :data:`STATIC_CACHE_BUCKET`."""
+    return -(-tokens // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
+
+
+def _group_by_settings(requests: list[GenerationRequest]) -> list[list[int]]:
+    """Indices of requests sharing sampling settings, order kept."""
     groups: dict[SamplingSettings, list[int]] = {}
     for index, request in enumerate(requests):
         groups.setdefault(request.sampling, []).append(index)
-    batches = []
-    for indices in groups.values():
-        for start in range(0, len(indices), max_batch_size):
-            batches.append(indices[start : start + max_batch_size])
-    return batches
+    return list(groups.values())
 
 
 class TransformersEngine(Engine):
@@ -153,7 +185,17 @@ class TransformersEngine(Engine):
         quantization: None, or ``awq`` for an AWQ checkpoint on CUDA
             (REXLABEL_QUANTIZATION; see
             :func:`worker.engines.transformers_loading.check_quantization`).
-        max_batch_size: most requests per ``generate`` call.
+        max_batch_size: most requests per ``generate`` call; default: on a
+            GPU :data:`~worker.engines.batch_plan.MAX_BATCH_CAP` with the free
+            memory deciding below it (:meth:`capacity` says what it chose),
+            else :data:`DEFAULT_MAX_BATCH_SIZE`.
+        max_padding: share of a batch's prompt tokens that may be padding
+            before similar-length requests are batched apart.
+        static_cache: a static KV cache (REXLABEL_TRANSFORMERS_STATIC_CACHE):
+            on CUDA transformers then compiles the decoding step into CUDA
+            graphs, once per batch size and cache length (lengths are rounded
+            up to :data:`STATIC_CACHE_BUCKET`); the cache holds every row's
+            full ``max_new_tokens`` from the start.
         generate_kwargs: extra generation settings for every call
             (``GenerationConfig`` fields such as ``min_new_tokens``, which
             benches use to force lengths; other keys go to ``generate``).
@@ -175,16 +217,23 @@ class TransformersEngine(Engine):
         max_pixels: int = MAX_PIXELS,
         system_prompt: str = SYSTEM_PROMPT,
         quantization: str | None = None,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_batch_size: int | None = None,
+        max_padding: float = DEFAULT_MAX_PADDING,
+        static_cache: bool = False,
         generate_kwargs: dict[str, Any] | None = None,
         logits_processors: list[Any] | None = None,
         loaded: tuple[Any, Any] | None = None,
     ) -> None:
         self._model_id = model
         self.device = resolve_device(device)
-        if max_batch_size < 1:
+        if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        self.max_batch_size = max_batch_size
+        cuda = self.device.startswith("cuda")
+        self.max_batch_size = max_batch_size or (
+            MAX_BATCH_CAP if cuda else DEFAULT_MAX_BATCH_SIZE
+        )
+        self.max_padding = max_padding
+        self.static_cache = static_cache
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.system_prompt = system_prompt
         self.quantization = quantization
@@ -218,6 +267,56 @@ class TransformersEngine(Engine):
         self.grammar = GrammarTokens.from_tokenizer(
             tokenizer, vocab_size=self.model.config.get_text_config().vocab_size
         )
+        self.footprint: ModelFootprint | None = None
+        """The model's bytes per token (GPU only: None, no memory limit)."""
+        self.memory_budget: int | None = None
+        """A fixed byte budget for batches instead of the GPU's free memory."""
+        if cuda:
+            self.footprint = ModelFootprint.from_config(
+                self.model.config.to_dict(), self.model.dtype.itemsize
+            )
+
+    def free_memory(self) -> int | None:
+        """Bytes a batch may use now: the GPU's free memory plus what PyTorch
+        holds cached but unused (read at each call, so SAM or another model
+        loaded after this one is counted), or :attr:`memory_budget` when set;
+        None without a GPU."""
+        if self.memory_budget is not None or self.footprint is None:
+            return self.memory_budget
+        import torch
+
+        device = torch.device(self.device)
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(
+            device
+        )
+        return int(free + cached)
+
+    def capacity(self) -> str:
+        """The batch rule in words, for the worker's start-up line."""
+        budget = self.free_memory()
+        if budget is None or self.footprint is None:
+            return f"batches of up to {self.max_batch_size} requests"
+        largest = self.footprint.request_bytes(
+            visual_tokens(100_000, 100_000, self.min_pixels, self.max_pixels)
+            + PROMPT_TEXT_TOKENS,
+            visual_tokens(100_000, 100_000, self.min_pixels, self.max_pixels),
+            DEFAULT_MAX_NEW_TOKENS,
+        )
+        typical = self.footprint.request_bytes(
+            TYPICAL_VISUAL_TOKENS + PROMPT_TEXT_TOKENS,
+            TYPICAL_VISUAL_TOKENS,
+            TYPICAL_OUTPUT_TOKENS,
+        )
+        at = lambda size: batch_size_for_memory(  # noqa: E731
+            budget, size, cap=self.max_batch_size
+        )
+        return (
+            f"batches sized from memory: {budget / 2**30:.1f} GiB free "
+            f"now; {at(largest)} requests at max_pixels with "
+            f"{DEFAULT_MAX_NEW_TOKENS} output tokens, {at(typical)} at 640x480 "
+            f"with {TYPICAL_OUTPUT_TOKENS} (cap {self.max_batch_size})"
+        )
 
     @property
     def model_id(self) -> str:
@@ -226,24 +325,68 @@ class TransformersEngine(Engine):
     # Engine API -----------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         results: list[GenerationResult | None] = [None] * len(requests)
-        for indices in _group_by_settings(requests, self.max_batch_size):
-            batch = [requests[i] for i in indices]
-            for index, result in zip(indices, self._generate_batch(batch), strict=True):
-                results[index] = result
+        for group in _group_by_settings(requests):
+            texts = [self.chat_text(requests[i]) for i in group]
+            for batch in self.plan(group, requests, texts):
+                chosen = [requests[group[i]] for i in batch]
+                done = self._generate_batch(chosen, [texts[i] for i in batch])
+                for i, result in zip(batch, done, strict=True):
+                    results[group[i]] = result
         return results  # type: ignore[return-value]
 
-    # Stages ---------------------------------------------------------------
-    def preprocess(self, requests: Iterable[GenerationRequest]) -> dict[str, Any]:
-        """Chat template + image processor for a batch, left-padded, on device."""
-        requests = list(requests)
-        texts = [
-            self.processor.apply_chat_template(
-                build_messages(r.prompt, r.image, system_prompt=self.system_prompt),
-                tokenize=False,
-                add_generation_prompt=True,
-            )
-            for r in requests
+    def plan(
+        self,
+        group: list[int],
+        requests: list[GenerationRequest],
+        texts: list[str],
+    ) -> list[list[int]]:
+        """Batches of positions in ``group`` (requests sharing sampling
+        settings): similar prompt lengths together, within memory."""
+        visual = [
+            visual_tokens(*requests[i].image.size, self.min_pixels, self.max_pixels)
+            for i in group
         ]
+        tokenizer = self.processor.tokenizer
+        lengths = [
+            len(tokenizer(text, add_special_tokens=False)["input_ids"]) - 1 + v
+            for text, v in zip(texts, visual, strict=True)
+        ]
+        fits = None
+        budget, footprint = self.free_memory(), self.footprint
+        if budget is not None and footprint is not None:
+            max_new = requests[group[0]].sampling.max_new_tokens
+            most_visual = max(visual)
+
+            def fits(rows: int, longest: int) -> bool:
+                one = footprint.request_bytes(longest, most_visual, max_new)
+                return batch_size_for_memory(budget, one, cap=rows) >= rows
+
+        return plan_batches(
+            lengths,
+            max_batch_size=self.max_batch_size,
+            max_padding=self.max_padding,
+            fits=fits,
+        )
+
+    # Stages ---------------------------------------------------------------
+    def chat_text(self, request: GenerationRequest) -> str:
+        """The request's chat-template text (one image placeholder)."""
+        return self.processor.apply_chat_template(
+            build_messages(
+                request.prompt, request.image, system_prompt=self.system_prompt
+            ),
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+
+    def preprocess(
+        self, requests: Iterable[GenerationRequest], texts: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Chat template (unless ``texts`` has it) + image processor for a
+        batch, left-padded, on device."""
+        requests = list(requests)
+        if texts is None:
+            texts = [self.chat_text(r) for r in requests]
         images = [r.image.convert("RGB") for r in requests]
         inputs = self.processor(
             text=texts, images=images, padding=True, return_tensors="pt"
@@ -251,13 +394,13 @@ class TransformersEngine(Engine):
         return inputs.to(self.device)
 
     def _generate_batch(
-        self, requests: list[GenerationRequest]
+        self, requests: list[GenerationRequest], texts: list[str] | None = None
     ) -> list[GenerationResult]:
         import torch
 
         sampling = requests[0].sampling
         started = time.perf_counter()
-        inputs = self.preprocess(requests)
+        inputs = self.preprocess(requests, texts)
         prompt_len = inputs["input_ids"].shape[1]
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
         self._sync()
@@ -266,6 +409,12 @@ class TransformersEngine(Engine):
         guard, collector, processors, config = self._generation_setup(
             sampling, len(requests)
         )
+        if self.static_cache:
+            config.cache_implementation = "static"
+            if hasattr(config, "max_cache_len"):  # transformers >= 5.2x
+                config.max_cache_len = static_cache_length(
+                    prompt_len + sampling.max_new_tokens
+                )
         extra = config.update(**self.generate_kwargs)
         with torch.inference_mode():
             sequences = self.model.generate(

@@ -10,29 +10,31 @@ works without it. Smoke test from a venv that has vLLM::
 
     python -m worker.engines.vllm_engine MODEL --image a.jpg --prompt "Detect cat."
 
-The runaway guard's rules (``worker.engines.runaway_guard_text``, the request's
-``max_repeats`` and ``max_instances``) are applied to each finished output:
-``LLM.generate`` cannot be stopped per token from outside, so a looping output still
-runs to ``max_tokens``, then is cut after the token at which the transformers engine
-would have stopped, with finish reason ``runaway``. Cheaper ways to stop such requests
-inside vLLM 0.32, not built here: ``SamplingParams.repetition_detection``
-(``RepetitionDetectionParams``: ends a request whose last N-gram repeats ``min_count``
-times, finish ``repetition``; covers a repeated box, not the instance cap), or a v1
-``LogitsProcessor`` (``LLM(logits_processors=[...])``, per-request settings through
-``SamplingParams.extra_args``) that runs the scanner on each request's output ids and
-forces ``<|im_end|>`` on a trigger.
+The runaway guard (``worker.engines.runaway_guard_text``'s rules, the request's
+``max_repeats`` and ``max_instances``) runs inside vLLM as a logits processor
+(``worker.engines.vllm_guard``): a looping answer is ended one token after the
+trigger instead of running to ``max_tokens``. Each finished output is then cut
+after the token at which the transformers engine would have stopped, with
+finish reason ``runaway`` (the same rules on the token texts, so a vLLM that
+cannot load the processor still gets the same answers, only later).
+
+Throughput: the whole batch goes to vLLM at once (continuous batching), and
+prefix caching shares the KV cache of the system prompt and chat template
+across requests. ``capacity()`` says how many tokens vLLM's KV cache holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import sys
 import time
 import typing
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
@@ -66,6 +68,15 @@ UPSTREAM_TOKENIZER_MODE = "slow"
 FALLBACK_TOKENIZER_MODE = "auto"
 """Used where ``slow`` is gone (vLLM 0.32 measured here); the fast tokenizer
 decodes the added ``<0>``..``<999>`` tokens the same way."""
+GUARD_ARG = "rexlabel_guard"
+"""``SamplingParams.extra_args`` key of the in-engine runaway guard's limits
+(read by ``worker.engines.vllm_guard``, which imports vLLM)."""
+GUARD_LOGITS_PROCESSOR = "worker.engines.vllm_guard:RunawayLogitsProcessor"
+"""The in-engine runaway guard, as ``LLM(logits_processors=[...])`` takes it."""
+PREPROCESS_THREADS = 4
+"""Requests prepared at once: the resize to the model's size (PIL, a few ms
+for a 640x480 photo) releases the GIL, so this divides the worker's time per
+image before vLLM gets the batch."""
 LOGPROBS_PER_TOKEN = SCORE_TOP_LOGPROBS
 """Ask vLLM for the sampled token's log-probability plus the top alternatives,
 which ``worker.scoring`` weighs at coordinate tokens (vLLM's default
@@ -85,6 +96,22 @@ def supported_tokenizer_modes() -> set[str] | None:
     return None
 
 
+def supports_guard_processor() -> bool:
+    """Whether the installed vLLM takes v1 logits processors
+    (``LLM(logits_processors=...)``, vLLM 0.10.2 and later), which the
+    in-engine runaway guard is (imports vLLM's engine arguments)."""
+    import dataclasses
+
+    try:
+        from vllm.engine.arg_utils import EngineArgs
+    except ImportError:
+        return False
+    fields = {f.name for f in dataclasses.fields(EngineArgs)}
+    return "logits_processors" in fields and (
+        importlib.util.find_spec("vllm.v1.sample.logits_processor") is not None
+    )
+
+
 def choose_tokenizer_mode(modes: set[str] | None = None) -> str:
     """``slow`` (upstream's choice) where vLLM still has it, else ``auto``."""
     modes = supported_tokenizer_modes() if modes is None else modes
@@ -93,14 +120,25 @@ def choose_tokenizer_mode(modes: set[str] | None = None) -> str:
     return FALLBACK_TOKENIZER_MODE
 
 
-def sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
+def sampling_kwargs(
+    sampling: SamplingSettings, in_engine_guard: bool = True
+) -> dict[str, Any]:
     """``SamplingParams`` arguments for our settings, as upstream sets them, plus
-    exact grammar text (no spaces around special tokens) and log-probs."""
-    return {
+    exact grammar text (no spaces around special tokens), log-probs and the
+    in-engine runaway guard's limits (``worker.engines.vllm_guard``)."""
+    kwargs = {
         **vllm_sampling_fields(sampling),
         "stop": [IM_END],  # upstream's stop string (also the EOS token)
         "logprobs": LOGPROBS_PER_TOKEN,
     }
+    if in_engine_guard:
+        kwargs["extra_args"] = {
+            GUARD_ARG: {
+                "max_repeats": sampling.max_repeats,
+                "max_instances": sampling.max_instances,
+            }
+        }
+    return kwargs
 
 
 def _token_text(token_id: int, entry: Any, decode: Callable[[int], str]) -> str:
@@ -117,7 +155,13 @@ def _alternatives(
     per-position log-probs; empty for other tokens (scoring reads only those)."""
     if not entry or bin_value(text) is None:
         return {}
-    return {_token_text(i, entry, decode): float(v.logprob) for i, v in entry.items()}
+    alternatives = {}
+    for token_id, logprob in entry.items():
+        name = logprob.decoded_token
+        alternatives[decode(token_id) if name is None else name] = float(
+            logprob.logprob
+        )
+    return alternatives
 
 
 def result_from_output(
@@ -180,11 +224,16 @@ def result_from_output(
     )
 
 
-def sampling_params(sampling: SamplingSettings):
-    """vLLM ``SamplingParams`` for ``sampling`` (imports vLLM)."""
+def sampling_params(
+    sampling: SamplingSettings,
+    overrides: dict[str, Any] | None = None,
+    in_engine_guard: bool = True,
+):
+    """vLLM ``SamplingParams`` for ``sampling``, then ``overrides`` (imports vLLM)."""
     from vllm import SamplingParams
 
-    return SamplingParams(**sampling_kwargs(sampling))
+    kwargs = sampling_kwargs(sampling, in_engine_guard)
+    return SamplingParams(**{**kwargs, **(overrides or {})})
 
 
 class VLLMEngine(Engine):
@@ -205,6 +254,9 @@ class VLLMEngine(Engine):
         min_pixels / max_pixels: the area bounds images are resized within
             (REXLABEL_MIN_PIXELS / REXLABEL_MAX_PIXELS).
         system_prompt: the chat's system message (REXLABEL_SYSTEM_PROMPT).
+        sampling_overrides: ``SamplingParams`` fields set on every request
+            after ours (benches force lengths with ``min_tokens`` and
+            ``ignore_eos``).
         llm_kwargs: any other ``vllm.LLM`` argument (``dtype``,
             ``enforce_eager``, ``tensor_parallel_size`` ...).
         llm: an already built ``vllm.LLM`` to use instead of building one.
@@ -224,17 +276,21 @@ class VLLMEngine(Engine):
         min_pixels: int = MIN_PIXELS,
         max_pixels: int = MAX_PIXELS,
         system_prompt: str = SYSTEM_PROMPT,
+        sampling_overrides: dict[str, Any] | None = None,
         llm: Any = None,
         **llm_kwargs: Any,
     ) -> None:
+        self.sampling_overrides = dict(sampling_overrides or {})
         self._model_id = _merged_weights(model) if llm is None else model
         self.device = device
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.system_prompt = system_prompt
         self.max_model_len = max_model_len
         self.tokenizer_mode = tokenizer_mode or choose_tokenizer_mode()
+        self.in_engine_guard = True
         started = time.perf_counter()
         if llm is None:
+            self.in_engine_guard = supports_guard_processor()
             llm = self._build_llm(gpu_memory_utilization, quantization, llm_kwargs)
         self.llm = llm
         self.processor = self._load_processor()
@@ -245,6 +301,24 @@ class VLLMEngine(Engine):
             time.perf_counter() - started,
             self.tokenizer_mode,
             self.max_model_len,
+        )
+
+    def capacity(self) -> str:
+        """What bounds a batch: vLLM's KV cache, in tokens and in requests of
+        ``max_model_len`` tokens (more fit when shorter), when vLLM says."""
+        cache = getattr(
+            getattr(getattr(self.llm, "llm_engine", None), "vllm_config", None),
+            "cache_config",
+            None,
+        )
+        blocks = getattr(cache, "num_gpu_blocks", None)
+        if not blocks:
+            return "continuous batching (vLLM sizes its own KV cache)"
+        tokens = int(blocks) * int(cache.block_size)
+        return (
+            f"continuous batching; KV cache {tokens:,} tokens: "
+            f"{tokens // self.max_model_len} requests of max_model_len "
+            f"({self.max_model_len}) at once, more when shorter"
         )
 
     def _build_llm(
@@ -258,12 +332,21 @@ class VLLMEngine(Engine):
             max_model_len=self.max_model_len,
             gpu_memory_utilization=memory,
             limit_mm_per_prompt=dict(LIMIT_MM_PER_PROMPT),
+            # the system prompt and chat template open every request
+            enable_prefix_caching=True,
             tensor_parallel_size=1,
             trust_remote_code=True,
             quantization=quantization,
             # vLLM's own switch for its loading bar overrides TQDM_DISABLE
             use_tqdm_on_load=not json_logging(),
         )
+        if self.in_engine_guard:
+            kwargs["logits_processors"] = [GUARD_LOGITS_PROCESSOR]
+        else:
+            log.warning(
+                "this vLLM takes no v1 logits processors: the runaway guard cuts "
+                "looping answers after they end, not as they loop"
+            )
         kwargs.update(extra)
         try:
             return LLM(tokenizer_mode=self.tokenizer_mode, **kwargs)
@@ -305,8 +388,12 @@ class VLLMEngine(Engine):
         if not requests:
             return []
         started = time.perf_counter()
-        prompts = [self.preprocess(r) for r in requests]
-        params = [sampling_params(r.sampling) for r in requests]
+        with ThreadPoolExecutor(min(PREPROCESS_THREADS, len(requests))) as pool:
+            prompts = list(pool.map(self.preprocess, requests))
+        params = [
+            sampling_params(r.sampling, self.sampling_overrides, self.in_engine_guard)
+            for r in requests
+        ]
         preprocessed = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         generated = time.perf_counter()

@@ -24,8 +24,10 @@ def test_defaults_are_upstreams_and_bad_values_are_named() -> None:
         "max_pixels": MAX_PIXELS,
         "system_prompt": SYSTEM_PROMPT,
         "quantization": None,
+        "static_cache": False,
     }
     assert "quantization" not in engine_options("openai", {})
+    assert "static_cache" not in engine_options("vllm", {})
     with pytest.raises(settings.SettingsError, match="REXLABEL_QUANTIZATION"):
         engine_options("vllm", {"REXLABEL_QUANTIZATION": "gptq"})
     with pytest.raises(settings.SettingsError, match="REXLABEL_MAX_PIXELS"):

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from worker.engines.runaway_guard_text import (
     ContentScanner,
+    GuardTokenTexts,
+    IdStreamGuard,
     RunawayScanner,
     bin_value,
     is_whitespace,
@@ -275,6 +277,16 @@ def test_real_answers_stop_where_the_guard_stops(
     limits = dict(max_repeats=max_repeats, max_instances=max_instances)
     expected = _guard_stop(grammar, ids, **limits)
     assert RunawayScanner(**limits).feed_all(_decode(tokenizer, ids)) == expected
+    # vLLM's in-engine guard reads the ids as they arrive, a token at a time.
+    output: list[int] = []
+    guard = IdStreamGuard(GuardTokenTexts.from_grammar(grammar), output, **limits)
+    stopped = None
+    for step, token in enumerate(ids):
+        output.append(token)
+        if guard.advance():
+            stopped = step
+            break
+    assert stopped == expected
     if "ok" not in answer:
         assert expected is not None  # the cases exercise a trigger
     # The content cut into pieces stops inside the same token.
@@ -314,3 +326,17 @@ def test_random_sequences_stop_where_the_guard_stops(
     assert RunawayScanner(**limits).feed_all(_decode(tokenizer, ids)) == _guard_stop(
         grammar, ids, **limits
     )
+
+
+def test_the_id_guard_waits_for_placeholder_ids(grammar):
+    """vLLM's asynchronous scheduling appends -1 until a token is known."""
+    texts = GuardTokenTexts.from_grammar(grammar)
+    first = grammar.first_bin
+    item = [first + 1, first + 2, first + 3, first + 4, grammar.box_end]
+    output = [grammar.box_start, *item[:-1], -1]
+    guard = IdStreamGuard(texts, output, max_repeats=2, max_instances=1)
+    assert not guard.advance() and guard.scanner.tokens_seen == 5
+    output[-1] = grammar.box_end  # filled in: the first item ends here
+    assert guard.advance() and guard.scanner.triggered_at == 5
+    assert texts(first + 7) == "<7>" and texts(grammar.box_start) == BS
+    assert texts(next(iter(grammar.whitespace))) == " "

@@ -213,3 +213,81 @@ def test_registry_import_is_light_and_creates_engines(tiny_model_dir):
     assert engine.model_id == str(tiny_model_dir)
     with pytest.raises(UnknownEngineError, match="expected one of"):
         create_engine("tensorrt", str(tiny_model_dir), "cpu")
+
+
+def _planned_engine(tiny_engine, **kwargs):
+    from worker.engines.transformers_engine import TransformersEngine
+
+    return TransformersEngine(
+        tiny_engine.model_id,
+        device="cpu",
+        loaded=(tiny_engine.model, tiny_engine.processor),
+        **kwargs,
+    )
+
+
+def test_similar_prompt_lengths_are_batched_together(tiny_engine):
+    engine = _planned_engine(tiny_engine, max_padding=0.2)
+    assert engine.capacity() == "batches of up to 16 requests"
+    sampling = SamplingSettings(max_new_tokens=4)
+    sizes = [(112, 112), (448, 448), (112, 112), (448, 448)]
+    requests = [GenerationRequest(_image(w, h), DETECT, sampling) for w, h in sizes]
+    results = engine.generate(requests)
+    # 16 and 256 visual tokens: two calls of two, answers in request order
+    assert [r.timings["batch_size"] for r in results] == [2, 2, 2, 2]
+    assert [r.prompt_tokens for r in results] == [
+        tiny_engine.generate([request])[0].prompt_tokens for request in requests
+    ]
+    alone = [engine.generate([request])[0].token_ids for request in requests]
+    assert [r.token_ids for r in results] == alone
+
+
+def test_a_memory_budget_splits_batches(tiny_engine):
+    from worker.engines.batch_plan import ModelFootprint
+
+    engine = _planned_engine(tiny_engine)
+    engine.footprint = ModelFootprint.from_config(
+        engine.model.config.to_dict(), dtype_bytes=4
+    )
+    sampling = SamplingSettings(max_new_tokens=4)
+    requests = [GenerationRequest(_image(448, 448), DETECT, sampling)] * 5
+    prompt = tiny_engine.generate(requests[:1])[0].prompt_tokens
+    one = engine.footprint.request_bytes(prompt, 256, 4)
+    engine.memory_budget = 2 * 2**30 + 2 * one + 1  # the reserve, then two
+    results = engine.generate(requests)
+    assert [r.timings["batch_size"] for r in results] == [2, 2, 2, 2, 1]
+    assert "GiB free now" in engine.capacity()
+
+
+def test_a_static_cache_gives_the_same_tokens(tiny_engine):
+    from worker.engines.transformers_engine import static_cache_length
+
+    assert [static_cache_length(n) for n in (1, 1024, 1025)] == [1024, 1024, 2048]
+    engine = _planned_engine(tiny_engine, static_cache=True)
+    sampling = SamplingSettings(max_new_tokens=6)
+    requests = [GenerationRequest(_image(112, 112), DETECT, sampling)] * 2
+    static = engine.generate(requests)
+    dynamic = tiny_engine.generate(requests)
+    assert [r.token_ids for r in static] == [r.token_ids for r in dynamic]
+    for ours, theirs in zip(static, dynamic, strict=True):
+        assert ours.token_logprobs == pytest.approx(theirs.token_logprobs, abs=1e-4)
+
+
+def test_free_memory_on_a_gpu_counts_pytorchs_unused_cache(tiny_engine, monkeypatch):
+    import torch
+
+    from worker.engines.batch_plan import ModelFootprint
+
+    engine = _planned_engine(tiny_engine)
+    assert engine.free_memory() is None  # CPU: no limit
+    engine.footprint = ModelFootprint.from_config(
+        engine.model.config.to_dict(), dtype_bytes=2
+    )
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (5 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 3 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1 * gib)
+    assert engine.free_memory() == 7 * gib
+    assert "7.0 GiB free now" in engine.capacity()
+    engine.memory_budget = gib  # a fixed budget wins
+    assert engine.free_memory() == gib

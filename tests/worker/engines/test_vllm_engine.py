@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
@@ -31,11 +32,14 @@ from tests.worker.vllm_env import (
 )
 from worker.engines.base import GenerationRequest, SamplingSettings
 from worker.engines.vllm_engine import (
+    GUARD_LOGITS_PROCESSOR,
     VLLMEngine,
     choose_tokenizer_mode,
     result_from_output,
 )
+from worker.scoring import SCORE_TOP_LOGPROBS
 
+GUARD_CHECK = REPO_ROOT / "tests" / "worker" / "vllm_guard_check.py"
 SUBPROCESS_TIMEOUT_S = 600
 """Loading vLLM takes 5-60 s (more on a busy machine); the run is bounded."""
 # Plumbing (no vLLM needed) -------------------------------------------------------
@@ -82,6 +86,13 @@ class _RecordingLLM:
         return self.outputs
 
 
+def _kwargs_instead_of_params(sampling, overrides=None, in_engine_guard=True):
+    """``sampling_params`` without vLLM: the keyword arguments it would pass."""
+    from worker.engines.vllm_engine import sampling_kwargs
+
+    return {**sampling_kwargs(sampling, in_engine_guard), **(overrides or {})}
+
+
 def _logprob(value, text):
     return SimpleNamespace(logprob=value, rank=1, decoded_token=text)
 
@@ -91,7 +102,7 @@ def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
 
     from worker.engines import vllm_engine
 
-    monkeypatch.setattr(vllm_engine, "sampling_params", vllm_engine.sampling_kwargs)
+    monkeypatch.setattr(vllm_engine, "sampling_params", _kwargs_instead_of_params)
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     pieces = ["<|object_ref_start|>", "<|box_start|>", "<1>", "<|im_end|>"]
@@ -129,6 +140,7 @@ def test_prompts_and_outputs_are_mapped(tiny_model_dir, monkeypatch):
         "spaces_between_special_tokens": False,
         "stop": ["<|im_end|>"],
         "logprobs": vllm_engine.LOGPROBS_PER_TOKEN,
+        "extra_args": {"rexlabel_guard": {"max_repeats": 3, "max_instances": 300}},
     }
     assert prompt["prompt"].endswith(
         "<|vision_start|><|image_pad|><|vision_end|>Detect cat.<|im_end|>\n"
@@ -244,7 +256,80 @@ def test_a_cut_keeps_the_outputs_own_text_where_token_texts_split_a_character():
     assert result.text == "<|object_ref_start|>é" + "".join(texts[3:kept])
 
 
+def test_sampling_overrides_go_on_every_request(tiny_model_dir, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from worker.engines import vllm_engine
+
+    output, _ = _output(["<|im_end|>"], finish="stop", text="")
+    llm = _RecordingLLM(AutoTokenizer.from_pretrained(tiny_model_dir), [output])
+    monkeypatch.setattr(vllm_engine, "sampling_params", _kwargs_instead_of_params)
+    engine = VLLMEngine(
+        str(tiny_model_dir), llm=llm, sampling_overrides={"min_tokens": 5}
+    )
+    engine.generate([GenerationRequest(Image.new("RGB", (64, 64)), "Detect cat.")])
+    ((_,), (params,)) = llm.calls[0]
+    assert params["min_tokens"] == 5 and params["stop"] == ["<|im_end|>"]
+    assert engine.capacity().startswith("continuous batching")
+
+
+def test_without_v1_logits_processors_the_guard_limits_are_not_sent():
+    from worker.engines.vllm_engine import sampling_kwargs, supports_guard_processor
+
+    assert not supports_guard_processor()  # this venv has no vLLM
+    assert "extra_args" not in sampling_kwargs(SamplingSettings(), False)
+    assert "extra_args" in sampling_kwargs(SamplingSettings())
+
+
+def test_the_guard_processor_path_names_the_class():
+    module, _, name = GUARD_LOGITS_PROCESSOR.partition(":")
+    source = (REPO_ROOT / (module.replace(".", "/") + ".py")).read_text()
+    assert f"class {name}(LogitsProcessor)" in source
+
+
 # Real vLLM (slow) ------------------------------------------------------------------
+SCORE_TOLERANCE = 0.02
+"""Scores of the two engines from the same top-20 alternatives: float32 kernels
+differ a little between them (log-probs within 0.05)."""
+
+
+def _scores(result: dict, sample) -> list[float]:
+    """The detection scores ``worker.scoring`` gives a result (as a dict)."""
+    from converters.parser import parse_output
+    from worker.scoring import score_predictions
+
+    parsed = parse_output(result["text"], Task.DETECTION, *sample.image.size)
+    scored = score_predictions(
+        parsed.predictions,
+        result["token_texts"],
+        result["token_logprobs"],
+        result["token_top_logprobs"],
+    )
+    assert scored and all(p.score is not None for p in scored)
+    return [p.score for p in scored]
+
+
+@pytest.mark.slow
+@needs_vllm_venv
+def test_in_engine_guard_against_vllms_logits_processor_interface(tiny_model_dir):
+    """The runaway guard as vLLM runs it: rows, moves, placeholders, forcing."""
+    out = subprocess.run(
+        [str(VLLM_PYTHON), str(GUARD_CHECK), str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        env=vllm_env(),
+        cwd=REPO_ROOT,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    # the second identical box ends at its comma; from the next step on, the
+    # looping row may only end its answer, the other rows are untouched
+    assert found["forced_at"] == found["second_comma"]
+    assert found["rows_forced"] == [True, False, False]
+    assert found["allowed"] == [found["stop_id"]]
+    assert found["after_move"] == [False, False, True]
+    assert found["supported"]  # vLLM 0.32 takes v1 logits processors
 
 
 @pytest.mark.slow
@@ -289,11 +374,20 @@ def test_in_process_vllm_engine_on_the_trained_model(
             for s, p in zip(samples, prompts, strict=True)
         ]
     )
-    for ours, reference in zip(results, references, strict=True):
+    for ours, reference, sample in zip(results, references, samples, strict=True):
         assert ours["text"] == reference.text
         assert ours["token_ids"] == reference.token_ids
         assert ours["token_logprobs"] == pytest.approx(
             reference.token_logprobs, abs=0.05
+        )
+        # the same scores, given the same alternatives (vLLM returns the top 20)
+        top = [
+            dict(sorted(a.items(), key=lambda kv: -kv[1])[:SCORE_TOP_LOGPROBS])
+            for a in reference.token_top_logprobs
+        ]
+        same_view = {**asdict(reference), "token_top_logprobs": top}
+        assert _scores(ours, sample) == pytest.approx(
+            _scores(same_view, sample), abs=SCORE_TOLERANCE
         )
     with capsys.disabled():
         timing = results[0]["timings"]

@@ -178,7 +178,7 @@ def test_replay_requests_ask_unannotated_images_first_then_training_images(
     phrases) until there are enough."""
     annotated = [_task(t, "Car") for t in range(1, 9)]
     unannotated = [_task(t) for t in (101, 102, 103)]
-    prepared, _ = _prepare(
+    _prepare(
         tmp_path,
         [*annotated[:4], *unannotated, *annotated[4:]],
         val_split=0.25,

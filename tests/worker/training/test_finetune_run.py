@@ -24,7 +24,6 @@ from common.model_store import write_card
 from worker.training.finetune import (
     ADAPTER_SUBDIR,
     CHECKPOINT_DIR_NAME,
-    drop_checkpoint,
     CHECKPOINT_META,
     CHECKPOINT_STATE,
     FULL_SUBDIR,
@@ -33,6 +32,7 @@ from worker.training.finetune import (
     FinetuneInterrupted,
     FinetuneOutOfMemory,
     FinetuneSettings,
+    drop_checkpoint,
     load_base,
     run_finetune,
 )

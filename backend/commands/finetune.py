@@ -37,7 +37,7 @@ EXIT_INTERRUPTED = 130
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from backend.finetune.prepare import DEFAULT_VAL_SPLIT
+    from backend.finetune.prepare import DEFAULT_VAL_SPLIT, VISUAL_PROMPT_SHARE
 
     p = subparsers.add_parser(
         "finetune",
@@ -92,6 +92,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated phrases the base model answers on the project's images "
         "for replay (default: COCO's 80 categories less the project's labels; "
         "'' turns it off)",
+    )
+    p.add_argument(
+        "--visual-prompts",
+        type=float,
+        default=VISUAL_PROMPT_SHARE,
+        help="share of annotated images whose boxes also give visual-prompting "
+        "examples (default %(default)s; 0 for none)",
     )
     p.add_argument(
         "--replay-images",
@@ -302,6 +309,7 @@ def _prepare(args: argparse.Namespace, out: Path, progress: Any) -> dict[str, An
             focus=_phrases(args.focus) or (),
             replay_phrases=_phrases(args.replay_phrases),
             replay_images=args.replay_images,
+            visual_prompt_share=args.visual_prompts,
             task_ids=parse_task_ids(args.tasks),
             seed=args.seed,
         )
@@ -627,6 +635,7 @@ def _card(args, base, settings, manifest, result, metrics, seconds) -> dict[str,
             "annotations": manifest.get("annotations"),
             "annotation_ids_sha256": manifest.get("annotation_ids_sha256"),
             "examples": manifest.get("counts"),
+            "skipped": _skips(manifest),
             "replay_phrases": manifest.get("replay_phrases"),
         },
         "training": {

@@ -85,6 +85,10 @@ class PrepareOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_split < 1.0:
             raise ValueError(f"--val-split must be in [0, 1), got {self.val_split}")
+        if not 0.0 <= self.visual_prompt_share <= 1.0:
+            raise ValueError(
+                f"--visual-prompts must be in [0, 1], got {self.visual_prompt_share}"
+            )
         if self.replay_images is not None and self.replay_images < 0:
             raise ValueError(f"--replay-images must be >= 0, got {self.replay_images}")
 

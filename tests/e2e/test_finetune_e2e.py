@@ -191,6 +191,7 @@ def test_finetune_project_from_the_cli_learns_a_new_class_and_keeps_the_old(
     assert card is not None and card["method"] == "lora"
     assert card["base"] == str(trained_model_dir.resolve())
     assert card["data"]["annotations"] == ANNOTATED
+    assert card["data"]["skipped"]["skipped_no_image"] == 0, card["data"]
     ids = ",".join(str(i) for i in sorted(annotation_ids))
     assert (
         card["data"]["annotation_ids_sha256"]
@@ -276,6 +277,9 @@ def test_start_training_in_label_studio_runs_on_the_train_worker_and_publishes(
     card = read_card(run)
     assert card is not None and card["data"]["source"] == {"project": project}
     assert card["training"]["steps"] == STEPS
+    skipped = card["data"]["skipped"]  # every image came through the PAT's token
+    assert skipped["skipped_no_image"] == 0 and skipped["failed"] == 0, card["data"]
+    assert skipped["skipped_no_annotation"] == UNANNOTATED, card["data"]
 
     listed = subprocess.run(
         [str(REXLABEL_EXECUTABLE), "jobs", "list", "--json"],

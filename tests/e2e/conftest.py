@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -337,7 +337,7 @@ class Backend:
 
 def backend_env(
     ls: LabelStudio,
-    model_dir: Path,
+    model_dir: Path | str,
     api_key: str,
     redis_url: str | None,
     jobs_dir: Path,
@@ -388,19 +388,26 @@ def redis_url_for_tests() -> str:
 
 def start_backend(
     ls: LabelStudio,
-    model_dir: Path,
+    model_dir: Path | str,
     log_dir: Path,
     token_kind: str = "legacy",
     redis_url: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    name: str | None = None,
 ) -> Backend:
     """``rexlabel serve`` on a free port; with ``redis_url`` also a worker.
 
     The worker runs ``rexlabel worker`` through :mod:`tests.e2e.tiny_sam_rexlabel`
-    (a tiny random SAM installed), so Polygon/Brush projects get masks."""
+    (a tiny random SAM installed), so Polygon/Brush projects get masks.
+    ``extra_env`` is added to the backend's environment (another engine, for
+    example; ``model_dir`` is then what REXLABEL_MODEL names); ``name`` tells
+    this backend's logs and timings apart (default: ``token_kind``)."""
     if not REXLABEL_EXECUTABLE.exists():
         pytest.fail(f"{REXLABEL_EXECUTABLE} missing: pip install -e . into the venv")
+    name = name or token_kind
     api_key = ls.legacy_token if token_kind == "legacy" else ls.personal_access_token()
-    env = backend_env(ls, model_dir, api_key, redis_url, log_dir / f"jobs-{token_kind}")
+    env = backend_env(ls, model_dir, api_key, redis_url, log_dir / f"jobs-{name}")
+    env.update(extra_env or {})
     processes: list[ManagedProcess] = []
     backend = Backend("", token_kind, processes, env)
     try:
@@ -409,7 +416,7 @@ def start_backend(
                 "rexlabel worker (tiny SAM)",
                 [sys.executable, "-m", "tests.e2e.tiny_sam_rexlabel", "worker"],
                 env,
-                log_dir / f"worker-{token_kind}.log",
+                log_dir / f"worker-{name}.log",
                 cwd=REPO_ROOT,
             )
             processes.append(worker)
@@ -425,7 +432,7 @@ def start_backend(
                 str(port),
             ],
             env,
-            log_dir / f"serve-{token_kind}.log",
+            log_dir / f"serve-{name}.log",
             cwd=REPO_ROOT,
         )
         processes.append(serve)
@@ -436,7 +443,7 @@ def start_backend(
             f"rexlabel serve on {backend.url}",
             serve,
         )
-        E2E_TIMINGS[f"rexlabel serve start ({token_kind})"] = f"{seconds:.1f} s"
+        E2E_TIMINGS[f"rexlabel serve start ({name})"] = f"{seconds:.1f} s"
         if redis_url:
             seconds = wait_until(
                 lambda: _worker_up(backend.url),

@@ -62,6 +62,13 @@ IMAGE_READY = """() => Array.from(document.images).some(
     img => img.src.startsWith('blob:') && img.complete && img.naturalWidth > 0)"""
 """The task's image is decoded (the labeling UI loads it as a blob)."""
 
+STORE_REGION_COUNT = """() => window.Htx && window.Htx.annotationStore.selected
+    ? window.Htx.annotationStore.selected.regions.length : -1"""
+"""Regions of the annotation on screen (-1 before the labeling app is up)."""
+
+LISTED_REGION_COUNT = "() => document.querySelectorAll('.lsf-tree__node').length"
+"""Rows of the regions panel."""
+
 STORE_REGIONS = """() => window.Htx.annotationStore.selected.regions.map(r => ({
     id: r.id, type: r.type, origin: r.origin, score: r.score ?? null,
     label: r.labelName ?? null, parentID: r.parentID || null,
@@ -70,6 +77,9 @@ STORE_REGIONS = """() => window.Htx.annotationStore.selected.regions.map(r => ({
 """The selected annotation's regions as the UI holds them (ids get a
 ``#<suffix>`` per annotation; ``origin`` is prediction, prediction-changed
 or manual)."""
+
+AUTO_ANNOTATION = "() => Boolean(window.Htx._autoAnnotation)"
+"""The Auto-Annotation switch's state (the labeling app's own field)."""
 
 SUGGESTIONS = "() => window.Htx.annotationStore.selected.suggestions.size"
 """Suggestions on screen that are not accepted yet."""
@@ -197,20 +207,41 @@ class LabelStudioUI:
 
     def open_task(self, project_id: int, task_id: int, regions: int) -> None:
         """The labeling page of a task, ready: its image decoded, the canvas
-        drawn and ``regions`` regions listed."""
+        drawn, ``regions`` regions loaded and all of them listed (collapsed
+        instances expanded: Label Studio sometimes opens them collapsed)."""
         page = self.page
         page.goto(f"{self.url}/projects/{project_id}/data?task={task_id}")
         page.wait_for_function(IMAGE_READY, timeout=WAIT_MS)
         page.locator(".konvajs-content canvas").first.wait_for()
-        page.wait_for_function(
-            "n => document.querySelectorAll('.lsf-tree__node').length === n",
-            arg=regions,
-            timeout=WAIT_MS,
+        self._wait_for(
+            f"n => ({STORE_REGION_COUNT})() === n", regions, task_id, "loaded"
         )
-        page.wait_for_function(
-            "() => window.Htx && window.Htx.annotationStore.selected", timeout=WAIT_MS
+        for _ in range(regions):
+            collapsed = page.locator(".lsf-tree-switcher_close")
+            if not collapsed.count():
+                break
+            collapsed.first.click()
+        self._wait_for(
+            f"n => ({LISTED_REGION_COUNT})() === n", regions, task_id, "listed"
         )
         time.sleep(SETTLE_S)
+
+    def _wait_for(self, predicate: str, regions: int, task_id: int, what: str) -> None:
+        """Wait for ``predicate(regions)``; on timeout fail with a screenshot
+        and the count the page shows."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+        try:
+            self.page.wait_for_function(predicate, arg=regions, timeout=WAIT_MS)
+        except PlaywrightTimeoutError:
+            shot = self.screenshot(f"task-{task_id}-not-{what}")
+            counts = self.page.evaluate(
+                f"() => [({STORE_REGION_COUNT})(), ({LISTED_REGION_COUNT})()]"
+            )
+            raise AssertionError(
+                f"task {task_id}: expected {regions} regions {what} within "
+                f"{WAIT_MS} ms; loaded, listed: {counts} (screenshot {shot})"
+            ) from None
 
     def screenshot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
@@ -259,9 +290,12 @@ class LabelStudioUI:
 
     # -- interactive tools ---------------------------------------------------------
     def auto_annotation_on(self) -> None:
-        """The bottom bar's Auto-Annotation switch (smart tools, prompts)."""
-        self.page.get_by_text("Auto-Annotation", exact=True).click()
-        self.page.locator(".lsf-tool_smart").first.wait_for(state="attached")
+        """The bottom bar's Auto-Annotation switch (smart tools, prompts), on.
+        Label Studio keeps it between pages of a browser context, so it is
+        clicked only when off."""
+        if not self.page.evaluate(AUTO_ANNOTATION):
+            self.page.get_by_text("Auto-Annotation", exact=True).click()
+        self.page.wait_for_function(AUTO_ANNOTATION, timeout=WAIT_MS)
 
     def interactive(self, action: Callable[[], None]) -> tuple[dict, dict]:
         """Run ``action`` and return (the interactive request Label Studio

@@ -2,12 +2,14 @@
 
 The tiny test model was trained on detection only: on the README's keypoint
 config it answers nothing (0 of 4 images), on its OCR config nothing (0 of 16)
-and with a shape phrase as the OCR category one image in eight. To show what
-an annotator sees for keypoints and OCR, ``rexlabel serve`` runs its
-``openai`` engine against this server instead: every step after the model
-(the answer's grammar, parsing, scores from log-probabilities, labels,
-parent ids, Label Studio results) is the real one, only the answer is
-written here, in the exact form Rex-Omni writes it (docs/rex-omni-output.md).
+and with a shape phrase as the OCR category one image in eight; a drawn box
+(visual prompt) gets a suggestion for 2 of 16 boxes alone and 0 of 16 beside
+a pre-annotated box. To show what an annotator sees for these, ``rexlabel
+serve`` runs its ``openai`` engine against this server instead: every step
+after the model (the answer's grammar, parsing, scores from
+log-probabilities, labels, parent ids, Label Studio results) is the real
+one, only the answer is written here, in the exact form Rex-Omni writes it
+(docs/rex-omni-output.md).
 
 Answers are picked by the start of the prompt; a prompt with no answer gets
 HTTP 400 naming it, so a changed prompt fails loudly instead of predicting
@@ -31,12 +33,45 @@ TOKEN_PROBABILITY = 0.9
 """Every answer token's probability (its log-probability is sent): scores
 come out near this, below 1, so the UI shows a score that is not a default."""
 
-KEYPOINT_ANSWER = """```json
-{"person1": {"bbox": " <100> <125> <400> <958> ", "keypoints": {"nose": " <250> <208> ", "left eye": " <281> <183> ", "right eye": " <218> <183> ", "left ear": "unvisible", "right ear": "unvisible", "left shoulder": " <343> <375> ", "right shoulder": " <156> <375> ", "left hip": " <312> <708> ", "right hip": " <187> <708> "}},
- "person2": {"bbox": " <600> <83> <900> <916> ", "keypoints": {"nose": " <750> <166> ", "left eye": "unvisible", "right eye": " <718> <141> ", "left ear": "unvisible", "right ear": "unvisible", "left shoulder": " <843> <333> ", "right shoulder": " <656> <333> ", "left hip": " <812> <666> ", "right hip": " <687> <666> "}}}
-```"""  # noqa: E501 - one instance per line, as the model writes them
-"""Two people: the first with every joint of the README's config visible, the
-second without its left eye (a joint not shown must not be listed)."""
+KEYPOINT_PEOPLE = ((100, 125, 400, 958), (600, 83, 900, 916))
+"""The two people's boxes (bins)."""
+
+KEYPOINT_JOINTS = (
+    {
+        "nose": (250, 208), "left eye": (281, 183), "right eye": (218, 183),
+        "left ear": None, "right ear": None,
+        "left shoulder": (343, 375), "right shoulder": (156, 375),
+        "left hip": (312, 708), "right hip": (187, 708),
+    },
+    {
+        "nose": (750, 166), "left eye": None, "right eye": (718, 141),
+        "left ear": None, "right ear": None,
+        "left shoulder": (843, 333), "right shoulder": (656, 333),
+        "left hip": (812, 666), "right hip": (687, 666),
+    },
+)  # fmt: skip
+"""Each person's joints (bins; None: not visible, written ``unvisible``): the
+first has every joint of the README's config, the second no left eye (a
+joint not seen must not be listed)."""
+
+
+def _keypoint_answer() -> str:
+    """The keypoint answer as Rex-Omni writes it: a fenced JSON object."""
+    people = {}
+    for number, (box, joints) in enumerate(
+        zip(KEYPOINT_PEOPLE, KEYPOINT_JOINTS, strict=True), start=1
+    ):
+        people[f"person{number}"] = {
+            "bbox": " " + " ".join(f"<{v}>" for v in box) + " ",
+            "keypoints": {
+                joint: "unvisible" if xy is None else f" <{xy[0]}> <{xy[1]}> "
+                for joint, xy in joints.items()
+            },
+        }
+    return f"```json\n{json.dumps(people)}\n```"
+
+
+KEYPOINT_ANSWER = _keypoint_answer()
 
 OCR_LINES = {"OPEN 24 HOURS": (100, 150, 600, 300), "EXIT": (650, 600, 900, 750)}
 """Text lines and their boxes (bins) in the OCR answer."""
@@ -47,11 +82,22 @@ OCR_ANSWER = ", ".join(
     for text, (x0, y0, x1, y1) in OCR_LINES.items()
 )
 
+LOOK_ALIKES = ((100, 300, 350, 700), (600, 300, 850, 700))
+"""Two similar objects (bins): a visual prompt on one finds both."""
+
+VISUAL_PROMPT_ANSWER = (
+    "<|object_ref_start|>object_1<|object_ref_end|><|box_start|>"
+    + ",".join("".join(f"<{v}>" for v in box) for box in LOOK_ALIKES)
+    + "<|box_end|>"
+)
+
 ANSWERS = {
     "Can you detect each person in the image": KEYPOINT_ANSWER,
     "Detect all text line and recognize them.": OCR_ANSWER,
+    "Given reference boxes": VISUAL_PROMPT_ANSWER,
 }
-"""Prompt start -> the answer (the README's keypoint and OCR configs)."""
+"""Prompt start -> the answer (the README's keypoint and OCR configs, and a
+box drawn with a smart rectangle tool)."""
 
 TOKEN = re.compile(r"<\|[a-z_]+\|>|<\d+>|[^<]+|<")
 """How the answer is cut into tokens: special tokens and coordinate bins are

@@ -26,12 +26,10 @@ one-phrase detection of coloured shapes):
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageDraw
 
 from tests.e2e.conftest import Backend, LabelStudio
 from tests.e2e.lsclient import LabelStudioClient
@@ -51,30 +49,21 @@ from tests.ui.labelstudio_ui import (
     instances,
     rows_match,
 )
+from tests.ui.projects import (
+    people_image,
+    picture_project,
+    readme_config,
+    sign_image,
+)
 from tests.ui.scripted_rexomni import OCR_LINES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.ui]
-
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 IMAGES = 3
 """Tasks per project: each is opened in the browser (about 1-3 s each)."""
 
 GEOMETRY_SLACK = 1e-6
 """Percent: the UI keeps the stored floats (JSON round trip only)."""
-
-PICTURE_SIZE = (320, 240)
-"""The images the scripted model answers about (any size would do: its
-answers are in bins of the image's sides)."""
-
-
-def readme_config(heading: str) -> str:
-    """The README's XML block after the bold ``heading``."""
-    found = re.search(
-        rf"\*\*{re.escape(heading)}\*\*.*?```xml\n(.*?)```", README.read_text(), re.S
-    )
-    assert found, f"README.md has no **{heading}** config"
-    return found.group(1)
 
 
 def retrieve_in_ui(
@@ -169,51 +158,6 @@ def test_masks_regions_show_label_type_and_score(
     assert all(r.score is not None and 0 < r.score <= 1 for r in rows), rows
 
 
-def picture_project(
-    client: LabelStudioClient, title: str, config: str, image: Image.Image, folder
-) -> Project:
-    """A project of ``config`` with :data:`IMAGES` copies of ``image``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(IMAGES):
-        paths.append(folder / f"{title.replace(' ', '_')}_{index}.png")
-        image.save(paths[-1])
-    project = client.create_project(title, config)
-    report = client.import_files(project["id"], paths)
-    assert report["task_count"] == IMAGES, report
-    tasks = {t["id"]: None for t in client.tasks(project["id"])}
-    return Project(project["id"], folder, {}, tasks, ())
-
-
-def _bins_to_pixels(box: tuple[int, int, int, int]) -> tuple[float, ...]:
-    width, height = PICTURE_SIZE
-    x0, y0, x1, y1 = box
-    return (x0 / 999 * width, y0 / 999 * height, x1 / 999 * width, y1 / 999 * height)
-
-
-def sign_image() -> Image.Image:
-    """A sign with the scripted OCR answer's lines written in their boxes."""
-    image = Image.new("RGB", PICTURE_SIZE, (235, 235, 225))
-    draw = ImageDraw.Draw(image)
-    for text, box in OCR_LINES.items():
-        x0, y0, x1, y1 = _bins_to_pixels(box)
-        draw.rectangle((x0, y0, x1, y1), fill=(30, 90, 40))
-        draw.text((x0 + 6, (y0 + y1) / 2 - 6), text, fill=(255, 255, 255))
-    return image
-
-
-def people_image() -> Image.Image:
-    """Two figures where the scripted keypoint answer puts its two people."""
-    image = Image.new("RGB", PICTURE_SIZE, (210, 210, 210))
-    draw = ImageDraw.Draw(image)
-    for box, colour in (
-        ((100, 125, 400, 958), (80, 110, 190)),
-        ((600, 83, 900, 916), (190, 110, 80)),
-    ):
-        draw.rectangle(_bins_to_pixels(box), fill=colour)
-    return image
-
-
 def test_ocr_text_shows_in_its_regions_text_box(
     label_studio: LabelStudio,
     scripted_backend: Backend,
@@ -226,7 +170,7 @@ def test_ocr_text_shows_in_its_regions_text_box(
     client = label_studio.client
     config = readme_config("OCR with per-region text")
     project = picture_project(
-        client, "ui ocr", config, sign_image(), tmp_path / "images"
+        client, "ui ocr", config, sign_image(), tmp_path / "images", IMAGES
     )
     ml = connect(client, project, scripted_backend, "rexlabel (scripted)")
     stored = retrieve_in_ui(ui, client, project, ml)
@@ -249,7 +193,7 @@ def test_keypoints_hang_under_their_instance(
     client = label_studio.client
     config = readme_config("Person keypoints")
     project = picture_project(
-        client, "ui keypoints", config, people_image(), tmp_path / "images"
+        client, "ui keypoints", config, people_image(), tmp_path / "images", IMAGES
     )
     ml = connect(client, project, scripted_backend, "rexlabel (scripted)")
     stored = retrieve_in_ui(tall_ui, client, project, ml)

@@ -394,6 +394,7 @@ def start_backend(
     redis_url: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     name: str | None = None,
+    tiny_sam: bool = False,
 ) -> Backend:
     """``rexlabel serve`` on a free port; with ``redis_url`` also a worker.
 
@@ -401,7 +402,9 @@ def start_backend(
     (a tiny random SAM installed), so Polygon/Brush projects get masks.
     ``extra_env`` is added to the backend's environment (another engine, for
     example; ``model_dir`` is then what REXLABEL_MODEL names); ``name`` tells
-    this backend's logs and timings apart (default: ``token_kind``)."""
+    this backend's logs and timings apart (default: ``token_kind``).
+    ``tiny_sam`` (without ``redis_url``): the serve process itself runs the
+    model with the tiny SAM (masks without Redis)."""
     if not REXLABEL_EXECUTABLE.exists():
         pytest.fail(f"{REXLABEL_EXECUTABLE} missing: pip install -e . into the venv")
     name = name or token_kind
@@ -421,16 +424,14 @@ def start_backend(
             )
             processes.append(worker)
         port = free_port()
+        command = (
+            [sys.executable, "-m", "tests.e2e.tiny_sam_rexlabel"]
+            if tiny_sam
+            else [str(REXLABEL_EXECUTABLE)]
+        )
         serve = ManagedProcess.start(
             "rexlabel serve",
-            [
-                str(REXLABEL_EXECUTABLE),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            [*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
             env,
             log_dir / f"serve-{name}.log",
             cwd=REPO_ROOT,

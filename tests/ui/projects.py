@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from tests.e2e.lsclient import LabelStudioClient
 from tests.e2e.test_labelstudio_e2e import Project
@@ -23,6 +23,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 PICTURE_SIZE = (320, 240)
 """Width, height of the pictures (any size works: the scripted answers are in
 bins of the image's sides)."""
+
+SIGN_FONT_PX = 18
+"""Letters of the sign picture: readable at the labeling page's zoom."""
 
 BIN_MAX = 999
 """Rex-Omni's coordinate bins run 0..999 over each side."""
@@ -55,13 +58,17 @@ def bins_to_percent(box: tuple[int, ...]) -> tuple[float, ...]:
 
 
 def sign_image() -> Image.Image:
-    """A sign with the scripted OCR answer's lines written in their boxes."""
-    image = Image.new("RGB", PICTURE_SIZE, (235, 235, 225))
+    """White signs on a dark wall, the scripted OCR answer's lines written on
+    them in black where the answer reads them."""
+    image = Image.new("RGB", PICTURE_SIZE, (70, 80, 90))
     draw = ImageDraw.Draw(image)
     for text, box in OCR_LINES.items():
         x0, y0, x1, y1 = bins_to_pixels(box)
-        draw.rectangle((x0, y0, x1, y1), fill=(30, 90, 40))
-        draw.text((x0 + 6, (y0 + y1) / 2 - 6), text, fill=(255, 255, 255))
+        draw.rectangle((x0 - 4, y0 - 4, x1 + 4, y1 + 4), fill=(245, 245, 240))
+        font = ImageFont.load_default(size=SIGN_FONT_PX)
+        draw.text(
+            ((x0 + x1) / 2, (y0 + y1) / 2), text, fill="black", font=font, anchor="mm"
+        )
     return image
 
 

@@ -249,9 +249,9 @@ def test_accepting_a_suggestion_keeps_the_moved_box(
     )
     client.retrieve_predictions(project.id)
     stored = predictions_by_task(client, project)
-    task_id, prediction = next(
-        (t, p) for t, p in stored.items() if len(p["result"]) == 1
-    )
+    one_box = [(t, p) for t, p in stored.items() if len(p["result"]) == 1]
+    assert one_box, f"no task pre-annotated with one box: {stored}"
+    task_id, prediction = one_box[0]
     sample = project.tasks[task_id]
     ui.open_task(project.id, task_id, regions=1)
     (box,) = ui.store_regions()

@@ -5,6 +5,9 @@
   112x112 synthetic images, and to answer ``None`` on an image without any
   shape (tests that assert on what the model found).
 - ``tiny_engine`` / ``trained_engine``: a ``TransformersEngine`` on each.
+- from :mod:`tests.e2e.fixtures`: ``label_studio``, ``rexlabel_backend`` and
+  ``rexlabel_backend_queue`` (a real Label Studio and backends, for tests/e2e
+  and tests/ui).
 
 Model directories are built once and cached by a hash of the source files that
 make them, in ``$REXLABEL_TEST_CACHE`` or ``<repo>/.cache/test-models``
@@ -24,6 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ("tests.e2e.fixtures",)
+"""A real Label Studio and rexlabel backends, one of each per session, for
+tests/e2e and tests/ui alike (a fixture in a package's conftest would start
+one per package)."""
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

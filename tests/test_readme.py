@@ -1,5 +1,6 @@
 """The README opens with the two commands a newcomer pastes, and CI runs the second."""
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,3 +27,12 @@ def test_ci_runs_the_readme_test_command():
         if line.strip() and not line.strip().startswith("#")
     ]
     assert test_command in ci_lines
+
+
+def test_readme_pictures_exist():
+    """Every picture the README shows is in the repository."""
+    text = (ROOT / "README.md").read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", text)
+    assert len(pictures) >= 4, pictures  # draw, the evaluate report, Label Studio x3
+    missing = [p for p in pictures if not (ROOT / p).is_file()]
+    assert missing == [], missing

@@ -1,4 +1,9 @@
-"""Fixtures that run a real Label Studio and a real rexlabel backend.
+"""How the tests run a real Label Studio and a real rexlabel backend.
+
+The session fixtures built on this (``label_studio``, ``rexlabel_backend``,
+``rexlabel_backend_queue``) are in :mod:`tests.e2e.fixtures`, registered for
+the whole suite by ``tests/conftest.py``: ``tests/e2e`` and ``tests/ui`` share
+them, so one pytest session runs one Label Studio.
 
 One Label Studio 1.23.2 per test session (from ``.venv-ls``; create it with
 ``scripts/setup-labelstudio-venv.sh``), bound to 127.0.0.1 on a free port,
@@ -18,16 +23,14 @@ sessions instead.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -314,33 +317,6 @@ E2E_TIMINGS: dict[str, str] = {}
 """Figures printed in the terminal summary (never asserted on)."""
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudio]:
-    if not LS_EXECUTABLE.exists():
-        pytest.skip(
-            f"no Label Studio at {LS_EXECUTABLE}: run scripts/setup-labelstudio-venv.sh"
-        )
-    root = tmp_path_factory.mktemp("label-studio")
-    data_dir = Path(os.environ.get(DATA_DIR_ENV) or root / "data")
-    if not data_dir.exists() and LS_DATA_TEMPLATE_STAMP.exists():
-        shutil.copytree(LS_DATA_TEMPLATE, data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    files_root = root / "files"
-    files_root.mkdir()
-    ls = start_label_studio(data_dir, files_root, root / "logs")
-    if ls.fresh_data_dir:
-        kind = "cold: fresh data dir, migrations"
-    elif (data_dir / LS_DATA_TEMPLATE_STAMP.name).exists():
-        kind = "migrated template copied"
-    else:
-        kind = "reused data dir"
-    E2E_TIMINGS["Label Studio start"] = f"{ls.start_seconds:.1f} s ({kind})"
-    try:
-        yield ls
-    finally:
-        ls.process.stop()
-
-
 # -- rexlabel backend and worker --------------------------------------------
 @dataclass
 class Backend:
@@ -361,7 +337,7 @@ class Backend:
 
 def backend_env(
     ls: LabelStudio,
-    model_dir: Path,
+    model_dir: Path | str,
     api_key: str,
     redis_url: str | None,
     jobs_dir: Path,
@@ -391,35 +367,50 @@ def backend_env(
     return env
 
 
+REDIS_BASE_URL = os.environ.get("REXLABEL_TEST_REDIS", "redis://127.0.0.1:6379")
+"""Where the test Redis runs, without a database number (as in
+tests/backend/redis_helpers.py; override for CI services or a private one)."""
+
+
 def redis_url_for_tests() -> str:
     """The e2e Redis database, flushed; skips when Redis is not running."""
     import redis
 
-    url = f"redis://127.0.0.1:6379/{E2E_REDIS_DB}"
+    url = f"{REDIS_BASE_URL.rstrip('/')}/{E2E_REDIS_DB}"
     connection = redis.Redis.from_url(url, socket_timeout=5)
     try:
         connection.ping()
     except redis.RedisError as exc:
-        pytest.skip(f"no Redis on 127.0.0.1:6379 for the queue path: {exc}")
+        pytest.skip(f"no Redis at {url} for the queue path: {exc}")
     connection.flushdb()
     return url
 
 
 def start_backend(
     ls: LabelStudio,
-    model_dir: Path,
+    model_dir: Path | str,
     log_dir: Path,
     token_kind: str = "legacy",
     redis_url: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    name: str | None = None,
+    tiny_sam: bool = False,
 ) -> Backend:
     """``rexlabel serve`` on a free port; with ``redis_url`` also a worker.
 
     The worker runs ``rexlabel worker`` through :mod:`tests.e2e.tiny_sam_rexlabel`
-    (a tiny random SAM installed), so Polygon/Brush projects get masks."""
+    (a tiny random SAM installed), so Polygon/Brush projects get masks.
+    ``extra_env`` is added to the backend's environment (another engine, for
+    example; ``model_dir`` is then what REXLABEL_MODEL names); ``name`` tells
+    this backend's logs and timings apart (default: ``token_kind``).
+    ``tiny_sam`` (without ``redis_url``): the serve process itself runs the
+    model with the tiny SAM (masks without Redis)."""
     if not REXLABEL_EXECUTABLE.exists():
         pytest.fail(f"{REXLABEL_EXECUTABLE} missing: pip install -e . into the venv")
+    name = name or token_kind
     api_key = ls.legacy_token if token_kind == "legacy" else ls.personal_access_token()
-    env = backend_env(ls, model_dir, api_key, redis_url, log_dir / f"jobs-{token_kind}")
+    env = backend_env(ls, model_dir, api_key, redis_url, log_dir / f"jobs-{name}")
+    env.update(extra_env or {})
     processes: list[ManagedProcess] = []
     backend = Backend("", token_kind, processes, env)
     try:
@@ -428,23 +419,21 @@ def start_backend(
                 "rexlabel worker (tiny SAM)",
                 [sys.executable, "-m", "tests.e2e.tiny_sam_rexlabel", "worker"],
                 env,
-                log_dir / f"worker-{token_kind}.log",
+                log_dir / f"worker-{name}.log",
                 cwd=REPO_ROOT,
             )
             processes.append(worker)
         port = free_port()
+        command = (
+            [sys.executable, "-m", "tests.e2e.tiny_sam_rexlabel"]
+            if tiny_sam
+            else [str(REXLABEL_EXECUTABLE)]
+        )
         serve = ManagedProcess.start(
             "rexlabel serve",
-            [
-                str(REXLABEL_EXECUTABLE),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            [*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
             env,
-            log_dir / f"serve-{token_kind}.log",
+            log_dir / f"serve-{name}.log",
             cwd=REPO_ROOT,
         )
         processes.append(serve)
@@ -455,7 +444,7 @@ def start_backend(
             f"rexlabel serve on {backend.url}",
             serve,
         )
-        E2E_TIMINGS[f"rexlabel serve start ({token_kind})"] = f"{seconds:.1f} s"
+        E2E_TIMINGS[f"rexlabel serve start ({name})"] = f"{seconds:.1f} s"
         if redis_url:
             seconds = wait_until(
                 lambda: _worker_up(backend.url),
@@ -473,45 +462,3 @@ def start_backend(
 def _worker_up(url: str) -> bool:
     response = requests.get(f"{url}/health", timeout=2.0)
     return response.status_code == 200 and bool(response.json().get("workers_up"))
-
-
-@pytest.fixture(scope="session")
-def backend_logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("rexlabel-logs")
-
-
-@pytest.fixture(scope="session")
-def rexlabel_backend(
-    label_studio: LabelStudio, trained_model_dir: Path, backend_logs_dir: Path
-) -> Iterator[Backend]:
-    """The backend with Label Studio's legacy token, jobs run in-process."""
-    backend = start_backend(label_studio, trained_model_dir, backend_logs_dir)
-    try:
-        yield backend
-    finally:
-        backend.stop()
-
-
-@pytest.fixture(scope="session")
-def rexlabel_backend_queue(
-    label_studio: LabelStudio, trained_model_dir: Path, backend_logs_dir: Path
-) -> Iterator[Backend]:
-    """The backend with a personal access token, jobs through Redis + a worker."""
-    backend = start_backend(
-        label_studio,
-        trained_model_dir,
-        backend_logs_dir,
-        token_kind="pat",
-        redis_url=redis_url_for_tests(),
-    )
-    try:
-        yield backend
-    finally:
-        backend.stop()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if E2E_TIMINGS:
-        terminalreporter.section("rexlabel e2e timings")
-        for name, figure in E2E_TIMINGS.items():
-            terminalreporter.write_line(f"{name}: {figure}")

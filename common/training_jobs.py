@@ -153,6 +153,9 @@ TRAINING_OPTIONS: dict[str, OptionSpec] = {
         str, meaning="comma-separated phrases the base model answers for replay"
     ),
     "lora_rank": OptionSpec(int, 1, 256, meaning="LoRA rank"),
+    "replay_images": OptionSpec(
+        int, 0, 1_000_000, meaning="replay questions the base model answers"
+    ),
     "val_split": OptionSpec(float, 0.0, 0.9, meaning="share of tasks held out"),
     "merge": OptionSpec(
         bool, meaning="write merged weights (what the vllm engine serves)"

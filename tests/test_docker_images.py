@@ -399,8 +399,9 @@ def test_the_backend_image_install_serves_without_torch(tmp_path):
     assert refused.returncode != 0
     assert refused.stderr.strip().splitlines() == [
         "rexlabel backend: bad configuration: REDIS_URL is empty, so the model "
-        "would run in this process, but REXLABEL_ENGINE=transformers needs torch "
-        "and transformers, which are not installed here: set REDIS_URL and run "
+        "would run in this process, but REXLABEL_ENGINE=auto needs torch and "
+        "transformers, which are not installed here: set REDIS_URL and run "
         "`rexlabel worker` where the model runs (the backend image works so), or "
-        "install the engine here (pip install 'rexlabel[worker]')"
+        "install the engine here (pip install 'rexlabel[worker]' (and "
+        "'rexlabel[vllm]' on GPUs))"
     ]

@@ -484,6 +484,7 @@ def _train(args, out: Path, base: str, manifest: dict[str, Any], progress) -> in
         FinetuneOutOfMemory,
         ImageCache,
         drop_checkpoint,
+        is_out_of_memory,
         load_base,
         run_finetune,
     )
@@ -533,6 +534,15 @@ def _train(args, out: Path, base: str, manifest: dict[str, Any], progress) -> in
     except (FinetuneError, ValueError, OSError) as exc:
         _fail(progress, str(exc))
         return EXIT_FAILED
+    except RuntimeError as exc:  # out of memory while the base answers
+        if not is_out_of_memory(exc):
+            raise
+        _fail(
+            progress,
+            f"out of memory before training ({exc}); the prepared data is kept: "
+            "--resume on a GPU with more memory free",
+        )
+        return EXIT_OUT_OF_MEMORY
     metrics: dict[str, Any] = {"new": {"before": before, "after": None}, "kept": None}
     card = _card(
         args, base, settings, manifest, result, metrics, time.perf_counter() - started

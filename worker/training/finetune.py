@@ -220,7 +220,8 @@ class ImageCache:
         return image
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch running out of memory (CUDA, CPU, MPS)."""
     name = type(exc).__name__
     return name == "OutOfMemoryError" or any(m in str(exc).lower() for m in OOM_MARKERS)
 
@@ -372,7 +373,7 @@ def run_finetune(
                 finished,
             ) from None
         except Exception as exc:
-            if _is_oom(exc):
+            if is_out_of_memory(exc):
                 kept = (
                     f"the last checkpoint ({checkpoint}) is kept; --resume goes "
                     "on from it at the same batch size (on a GPU with more memory "

@@ -42,9 +42,14 @@ AGREEMENT = 1e-9
 numbers: any difference beyond float noise is a bug."""
 
 
-def box_result(region_id: str, box: tuple[float, ...], dx: float = 0.0) -> dict:
-    """What the labeling UI submits for a box drawn on the shape ``box``
-    (xyxy pixels), moved ``dx`` percent right and down."""
+def box_result(
+    region_id: str,
+    box: tuple[float, ...],
+    dx: float = 0.0,
+    labels: tuple[str, ...] = RED,
+) -> dict:
+    """What the labeling UI submits for a box labelled ``labels`` drawn on the
+    shape ``box`` (xyxy pixels), moved ``dx`` percent right and down."""
     x0, y0, x1, y1 = box
     scale = 100.0 / IMAGE_SIZE
     return {
@@ -62,7 +67,7 @@ def box_result(region_id: str, box: tuple[float, ...], dx: float = 0.0) -> dict:
             "width": (x1 - x0) * scale,
             "height": (y1 - y0) * scale,
             "rotation": 0,
-            "rectanglelabels": list(RED),
+            "rectanglelabels": list(labels),
         },
     }
 

@@ -20,7 +20,6 @@ import random
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +27,7 @@ from backend.model_version import model_version
 from common.model_store import read_card
 from tests.e2e.conftest import E2E_TIMINGS, REXLABEL_EXECUTABLE, Backend, LabelStudio
 from tests.e2e.lsclient import LabelStudioClient
+from tests.e2e.test_evaluate_e2e import box_result
 from tests.finetune_proof import (
     NEW_PHRASE,
     OLD_PHRASES,
@@ -35,7 +35,7 @@ from tests.finetune_proof import (
     render_new,
     write_images,
 )
-from worker.training.synthetic import IMAGE_SIZE, render_shape
+from worker.training.synthetic import render_shape
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -68,30 +68,6 @@ CONFIG = (
 )
 
 
-def box_result(region_id: str, box: tuple[float, ...]) -> dict[str, Any]:
-    """What the labeling UI submits for a box drawn on ``box`` (xyxy pixels)."""
-    x0, y0, x1, y1 = box
-    scale = 100.0 / IMAGE_SIZE
-    return {
-        "id": region_id,
-        "from_name": "label",
-        "to_name": "image",
-        "type": "rectanglelabels",
-        "origin": "manual",
-        "original_width": IMAGE_SIZE,
-        "original_height": IMAGE_SIZE,
-        "image_rotation": 0,
-        "value": {
-            "x": x0 * scale,
-            "y": y0 * scale,
-            "width": (x1 - x0) * scale,
-            "height": (y1 - y0) * scale,
-            "rotation": 0,
-            "rectanglelabels": [NEW_PHRASE],
-        },
-    }
-
-
 def annotated_project(
     client: LabelStudioClient, title: str, folder: Path, seed: int
 ) -> tuple[int, list[int]]:
@@ -119,7 +95,9 @@ def annotated_project(
             made = client.post_json(
                 f"/api/tasks/{task['id']}/annotations/",
                 {
-                    "result": [box_result(f"r{task['id']}", sample.box)],
+                    "result": [
+                        box_result(f"r{task['id']}", sample.box, labels=(NEW_PHRASE,))
+                    ],
                     "lead_time": 3.0,
                 },
             )

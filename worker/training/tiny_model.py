@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,9 +179,12 @@ def tokenizer_training_lines(count: int = TOKENIZER_TRAINING_LINES, seed: int = 
     return lines
 
 
-def build_tokenizer(seed: int = 0):
+def build_tokenizer(seed: int = 0, extra_lines: Sequence[str] = ()):
     """A byte-level BPE with Qwen2's normaliser/pre-tokenizer/decoder, then the
-    14 Qwen special tokens, then ``<0>``..``<999>``, as a ``Qwen2Tokenizer``."""
+    14 Qwen special tokens, then ``<0>``..``<999>``, as a ``Qwen2Tokenizer``.
+
+    ``extra_lines`` join the generated training lines (a model that writes
+    other text, such as keypoint JSON, gets merges for it: fewer tokens)."""
     from tokenizers import (
         AddedToken,
         Regex,
@@ -209,7 +213,8 @@ def build_tokenizer(seed: int = 0):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(tokenizer_training_lines(seed=seed), trainer)
+    lines = tokenizer_training_lines(seed=seed) + list(extra_lines)
+    tok.train_from_iterator(lines, trainer)
     tok.add_special_tokens(
         [AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS]
     )
@@ -246,7 +251,10 @@ def build_processor(tokenizer):
 
 
 def build_config(
-    tokenizer, sizes: TinyModelSizes = TINY_SIZES, vocab_size: int | None = None
+    tokenizer,
+    sizes: TinyModelSizes = TINY_SIZES,
+    vocab_size: int | None = None,
+    rope_theta: float = ROPE_THETA,
 ):
     """``Qwen2_5_VLConfig`` for the tiny sizes; token ids come from ``tokenizer``.
 
@@ -266,7 +274,7 @@ def build_config(
             "max_position_embeddings": sizes.max_position_embeddings,
             "rope_parameters": {
                 "rope_type": "default",
-                "rope_theta": ROPE_THETA,
+                "rope_theta": rope_theta,
                 "mrope_section": sizes.mrope_section,
             },
             "bos_token_id": None,
@@ -325,13 +333,18 @@ def init_bin_embeddings(model, tokenizer, std: float | None = None) -> None:
         head[first : first + NUM_BINS] = code.to(head.dtype)
 
 
-def build_model(tokenizer, sizes: TinyModelSizes = TINY_SIZES, seed: int = 0):
+def build_model(
+    tokenizer,
+    sizes: TinyModelSizes = TINY_SIZES,
+    seed: int = 0,
+    rope_theta: float = ROPE_THETA,
+):
     """A randomly initialised tiny ``Qwen2_5_VLForConditionalGeneration`` (fp32)."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
-    config = build_config(tokenizer, sizes)
+    config = build_config(tokenizer, sizes, rope_theta=rope_theta)
     model = Qwen2_5_VLForConditionalGeneration(config)
     init_bin_embeddings(model, tokenizer)
     model.generation_config = GenerationConfig(

@@ -53,3 +53,22 @@ def test_training_reports_held_out_metrics(tmp_path, capsys):
 def test_negative_steps_exit_2(tmp_path, capsys):
     assert main(["make-test-model", str(tmp_path / "m"), "--train-steps", "-1"]) == 2
     assert "--train-steps" in capsys.readouterr().err
+
+
+def test_readme_recipe_builds_its_own_architecture(tmp_path, capsys):
+    out_dir = tmp_path / "readme"
+    code = main(
+        ["make-test-model", str(out_dir), "--recipe", "readme", "--train-steps", "0"]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"directory": str(out_dir), "recipe": "readme", "train_steps": 0}
+    config = json.loads((out_dir / "config.json").read_text())
+    text = config.get("text_config", config)
+    assert text["num_hidden_layers"] == 4
+    assert text["rope_parameters"]["rope_theta"] == 10_000.0
+    tokenizer = json.loads((out_dir / "tokenizer.json").read_text())
+    merges = [
+        " ".join(m) if isinstance(m, list) else m for m in tokenizer["model"]["merges"]
+    ]
+    assert any('"' in m and ":" in m for m in merges), "no merge for the keypoint JSON"

@@ -74,7 +74,12 @@ def make_readme_model(
 ) -> Path:
     """Build and train the README model into ``out_dir``; returns it."""
     from worker.training.readme_tasks import readme_examples
-    from worker.training.tiny_model import build_model, build_processor, build_tokenizer
+    from worker.training.tiny_model import (
+        build_model,
+        build_processor,
+        build_tokenizer,
+        save_model,
+    )
     from worker.training.trainer import TrainConfig, train
 
     out = Path(out_dir)
@@ -91,10 +96,4 @@ def make_readme_model(
             config,
             log=log,
         )
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    if verify:
-        from worker.engines.transformers_loading import load_model
-
-        load_model(str(out), device="cpu")
-    return out
+    return save_model(model, processor, out, verify=verify)

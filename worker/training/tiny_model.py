@@ -386,6 +386,12 @@ def make_test_model(
             TrainConfig(steps=train_steps, seed=seed),
             log=log,
         )
+    return save_model(model, processor, out, verify=verify)
+
+
+def save_model(model, processor, out: Path, *, verify: bool = True) -> Path:
+    """Write ``model`` and ``processor`` to ``out``; with ``verify`` load it
+    back through the transformers engine's loader (the real model's path)."""
     model.save_pretrained(out)
     processor.save_pretrained(out)
     if verify:

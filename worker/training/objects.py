@@ -5,8 +5,9 @@ The README's copy-paste configs ask for ``person``, ``car`` (and its alias
 model learns these words on simple drawings, one colour and silhouette per
 word, so a prompt naming several of them has one right answer per object:
 
-- ``person``: a dark blue stick figure whose 17 COCO joints are all drawn
-  (head with eyes and ears, arms, legs), so keypoints have a place to be;
+- ``person``: a dark blue stick figure: a head (a disc, on which the nose,
+  eyes and ears are placed), shoulders, arms and legs whose joints are the
+  other COCO joints, so every keypoint has a place to be;
 - ``car``: a red body with a roof and two wheels;
 - ``truck``: a green cargo box with a cab and two wheels;
 - ``cat``: an orange round face with pointed ears;

@@ -21,13 +21,17 @@ phrase that is drawn against one that is not):
   until every scene carried a position code (``readme_tasks.POSITION_CODE``)
   on one grey; with the code clipped in dark colours boxes snapped to the
   top (y 20 px off), unclipped they are 2-3 px off (IoU 0.79).
-- This recipe (2500 steps, 20 minutes): of the boxes on an object, asked
-  three phrases, 0.82 carry that object's phrase (the goal: 0.9), but only
-  0.20 of the asked objects get a box: P(None) for a drawn phrase is 0.115 on
-  average, above the best single bin of a box spread over neighbouring bins,
-  so greedy decoding answers None. Visual prompts: recall 0.78, precision
-  0.79. Keypoints: 0.65 of lone people boxed, 0.28 of their joints within a
-  tenth of the box height.
+- This recipe (2500 steps, 17 to 20 minutes): of the boxes on an object,
+  asked three phrases, 0.79 carry that object's phrase (the goal: 0.9), but
+  only 0.20 of the asked objects get a box: P(None) for a drawn phrase is
+  0.115 on average, above the best single bin of a box spread over
+  neighbouring bins, so greedy decoding answers None
+  (bench/bench_readme_model.py prints these and the visual-prompt and
+  keypoint figures).
+
+Scenes carry a position code in their pixels: any image shown to this model
+(a test's upload, a README picture) must be drawn by
+``readme_tasks.render_scene`` for it to see where things are.
 """
 
 from __future__ import annotations

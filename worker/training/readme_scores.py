@@ -56,7 +56,8 @@ def phrase_binding(
     share labelled with that object's word: the binding asked for),
     ``recall`` (asked objects hit with their own word), ``stray`` (share of
     predictions hitting no object) and ``quiet_absent`` (share of asked words
-    not drawn that got no box).
+    not drawn that got no box). A share with nothing to count is 0, but
+    ``quiet_absent`` is 1 (no absent word asked: none was boxed).
     """
     rng = random.Random(seed + HELD_OUT_SEED_OFFSET)
     cases = []
@@ -102,8 +103,13 @@ def phrase_binding(
 
 
 def visual_prompt_recall(engine, *, count: int = 40, seed: int = 0) -> dict[str, float]:
-    """Two or three objects of one word, one of them the prompt box:
-    ``recall`` (objects hit) and ``precision`` (predictions that hit one)."""
+    """Two or three objects of one word, one of them the prompt box.
+
+    ``recall``: of the *other* objects (the look-alikes the prompt asks
+    for), the share hit; copying the prompt box back finds none of them.
+    ``precision``: of the predictions, the share that hit any object (the
+    prompt's own box is a right answer too; Label Studio drops it as drawn).
+    """
     rng = random.Random(seed + HELD_OUT_SEED_OFFSET + 1)
     cases = []
     for _ in range(count):
@@ -116,21 +122,22 @@ def visual_prompt_recall(engine, *, count: int = 40, seed: int = 0) -> dict[str,
             for s, box in cases
         ],
     )
-    objects = predictions = hit_objects = hit_predictions = 0
-    for (scene, _), result in zip(cases, results, strict=True):
+    others = predictions = hit_others = hit_predictions = 0
+    for (scene, reference), result in zip(cases, results, strict=True):
         boxes = [o.box for o in scene.objects]
-        objects += len(boxes)
         predictions += len(result.predictions)
         hit_predictions += sum(
             best_match(p.coords, boxes)[1] >= HIT_IOU for p in result.predictions
         )
-        hit_objects += sum(
+        wanted = [b for b in boxes if b != reference]
+        others += len(wanted)
+        hit_others += sum(
             any(best_match(p.coords, [b])[1] >= HIT_IOU for p in result.predictions)
-            for b in boxes
+            for b in wanted
         )
     return {
         "images": float(count),
-        "recall": hit_objects / objects,
+        "recall": hit_others / others,
         "precision": hit_predictions / predictions if predictions else 0.0,
     }
 
@@ -139,7 +146,8 @@ def keypoint_accuracy(engine, *, count: int = 20, seed: int = 0) -> dict[str, fl
     """One person per image: ``found`` (people whose box is hit by a keypoint
     instance), ``pck`` (of their joints, the share within PCK_FRACTION of the
     box height of the drawn joint, by name) and ``mean_error`` (joint
-    distance over box height)."""
+    distance over box height, each capped at 1; a joint not answered counts
+    1). With no person found, ``pck`` is 0 and ``mean_error`` 1."""
     rng = random.Random(seed + HELD_OUT_SEED_OFFSET + 2)
     scenes = [
         render_scene(rng, ["person"], [KEYPOINT_HEIGHTS[0]]) for _ in range(count)

@@ -49,16 +49,18 @@ MAX_PHRASES = 3
 asks three: person, car, truck)."""
 PRESENT_BIAS = 0.75
 """Chance that a prompt slot names a word on the image (while one is left):
-prompts then hold present and absent words in every mix."""
+prompts hold present and absent words in every mix, but present words
+tend to come first (slots are filled in order; the README's fixed order
+``person, car, truck`` does not follow that)."""
 ABSENT_WORD_SHARE = 0.25
 """Of the absent words asked, the share that no image ever shows."""
 EMPTY_IMAGE_SHARE = 0.05
 """Detection images with no object at all (every phrase answers None)."""
 OBJECT_HEIGHTS = {"person": (48, 80), "car": (24, 32), "truck": (22, 30)}
 """Pixel height ranges of a detection object (others: ``DEFAULT_HEIGHTS``):
-each object spans two or more of the model's 28 px image tokens. With
-objects of one token (22 to 34 px) the model placed a box's centre 14 to 40
-px off (measured, 2500 steps)."""
+every object is two or more of the model's 28 px image tokens wide or tall
+(cars and trucks: one tall, two wide). With objects of about one token (22
+to 34 px) the model placed a box's centre 14 to 40 px off (2500 steps)."""
 DEFAULT_HEIGHTS = (36, 52)
 KEYPOINT_HEIGHTS = ((60, 104), (44, 64))
 """A lone person's height range, and each of two people's."""
@@ -74,7 +76,8 @@ from left to right by twice this, green from top to bottom. The tiny model's
 text attention cannot tell image positions apart at the rotary base that lets
 it match a phrase to an object's colour at any distance (see
 ``worker.training.readme_model``), so each pixel shows where it is; the
-objects' colours stay far apart with the code added."""
+objects' colours stay 16 or more apart in RGB with the code added (cat and
+dog at the extremes; most pairs 30 or more)."""
 BACKGROUND = (128, 128, 128)
 """One grey for every scene: with the position code on it, a background
 pixel's red and green say where it is, with nothing else to subtract."""

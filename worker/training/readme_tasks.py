@@ -49,9 +49,9 @@ MAX_PHRASES = 3
 asks three: person, car, truck)."""
 PRESENT_BIAS = 0.75
 """Chance that a prompt slot names a word on the image (while one is left):
-prompts hold present and absent words in every mix, but present words
-tend to come first (slots are filled in order; the README's fixed order
-``person, car, truck`` does not follow that)."""
+prompts hold present and absent words in every mix, then the order is
+shuffled (filled in order, present words came first, and the model learnt
+that later phrases answer None)."""
 ABSENT_WORD_SHARE = 0.25
 """Of the absent words asked, the share that no image ever shows."""
 EMPTY_IMAGE_SHARE = 0.05
@@ -173,6 +173,7 @@ def ask_words(rng: random.Random, scene: Scene, count: int) -> list[str]:
         if word in absent:
             absent.remove(word)
         asked.append(word)
+    rng.shuffle(asked)
     return asked
 
 

@@ -127,3 +127,16 @@ def test_the_position_code_grows_red_to_the_right_and_green_downwards() -> None:
 def test_a_scene_that_cannot_fit_is_refused() -> None:
     with pytest.raises(ValueError, match="do not fit"):
         render_scene(random.Random(0), ["person"] * 12, [(100, 110)] * 12)
+
+
+def test_a_present_word_stands_in_any_slot_of_the_prompt() -> None:
+    """Filled slot by slot, present words came first and the model learnt
+    that later phrases answer None: the order is shuffled."""
+    rng = random.Random(6)
+    slots = [0, 0, 0]
+    for _ in range(300):
+        scene = render_scene(rng, ["cat"], [(20, 24)])
+        asked = ask_words(rng, scene, 3)
+        if "cat" in asked:
+            slots[asked.index("cat")] += 1
+    assert min(slots) > 0.2 * sum(slots), slots

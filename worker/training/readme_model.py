@@ -13,9 +13,10 @@ pipeline; "binding" is the area under the ROC curve of P(None) for an asked
 phrase that is drawn against one that is not):
 
 - At the shape model's rotary base of 10, every rotary pair turns by 0.1
-  radian or more per position, so a phrase cannot match an image token by
-  content at any distance: binding 0.55 (2 layers) and 0.43 (4 layers) after
-  1500 steps, every phrase answered None.
+  radian or more per position; our reading is that a phrase then cannot
+  match an image token by content, since the score turns with the token's
+  place: binding 0.55 (2 layers) and 0.43 (4 layers) after 1500 steps,
+  every phrase answered None.
 - At 10,000 binding is learnt (0.86 to 0.98), but boxes are no longer placed
   from rotary positions: one object asked by one phrase got IoU 0.05 to 0.10
   until every scene carried a position code (``readme_tasks.POSITION_CODE``)

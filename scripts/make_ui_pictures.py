@@ -5,23 +5,25 @@ Usage::
 
     python scripts/make_ui_pictures.py MODEL_DIR [--out docs/images]
 
-MODEL_DIR is the trained tiny test model (``rexlabel make-test-model DIR
---train-steps 1300``, or the tests' cache under .cache/test-models). The
+MODEL_DIR is the README model (``rexlabel make-test-model DIR --recipe
+readme``, or the tests' cache ``.cache/test-models/readme-model-*``). The
 script starts what the browser tests start (tests/e2e/conftest.py,
 tests/ui): a Label Studio 1.23.2 from ``.venv-ls`` on a free port with a
-throw-away data dir, and ``rexlabel serve`` three times: on MODEL_DIR
-(detection), on MODEL_DIR with a tiny random SAM (masks), and on the scripted
-Rex-Omni of tests/ui/scripted_rexomni.py (OCR: the tiny model reads no text).
-For each it makes a project with the config the tests use, presses "Retrieve
-Predictions" in the Data Manager, opens the first task with a prediction in
-Debian's chromium and saves the labeling page:
+throw-away data dir, and ``rexlabel serve`` twice: on MODEL_DIR with a tiny
+random SAM (detection and masks), and on the scripted Rex-Omni of
+tests/ui/scripted_rexomni.py (OCR: no tiny model reads text). For each it
+makes a project with the README's config as written, on drawn scenes the
+README model knows, presses "Retrieve Predictions" in the Data Manager,
+opens the first task with a prediction in Debian's chromium and saves the
+labeling page:
 
-- ``labelstudio-detection.png``: a box of the tiny model, label and score;
+- ``labelstudio-detection.png``: the README model's boxes on a person, a car
+  and a truck (labelled ``car``), labels and scores;
 - ``labelstudio-ocr.png``: the README's OCR config, each line's text in its
   region's text box;
-- ``labelstudio-masks.png``: a brush mask (the tiny SAM's random weights make
-  its shape meaningless: the picture shows where a mask appears, not a good
-  one).
+- ``labelstudio-masks.png``: brush masks of a cat and a dog (the tiny SAM's
+  random weights make their shapes meaningless: the picture shows where a
+  mask appears, not a good one).
 
 Nothing is downloaded; everything started is stopped at the end.
 """
@@ -50,26 +52,21 @@ from tests.e2e.conftest import (
     start_backend,
     start_label_studio,
 )
-from tests.e2e.test_labelstudio_e2e import (
-    BLUE,
-    RED,
-    Project,
-    connect,
-    make_project,
-    predictions_by_task,
-)
+from tests.e2e.scene_projects import SceneProject, readme_config, scene_project, scenes
+from tests.e2e.test_labelstudio_e2e import Project, connect, predictions_by_task
 from tests.ui.labelstudio_ui import LabelStudioUI, expected_rows
-from tests.ui.projects import picture_project, readme_config, sign_image
+from tests.ui.projects import picture_project, sign_image
 from tests.ui.scripted_rexomni import MODEL_ID, ScriptedRexOmni
 
 VIEWPORT = {"width": 1280, "height": 760}
 """The labeling page with its image, label buttons and regions panel."""
 
-IMAGES = 4
-"""Tasks per project: enough that the tiny model finds something in one."""
-
-SEEDS = {"detection": 41, "masks": 42}
-"""The shapes the tests use (tests/ui/test_predictions_ui.py)."""
+SCENES = {
+    "detection": (("person", "car", "truck"),),
+    "masks": (("cat", "dog"),),
+}
+"""What each picture's image shows (drawn as the README model learnt them)."""
+SCENE_SEED = 7
 
 MAX_BYTES = 200_000
 """Each picture stays under this size in the repository; colours are reduced
@@ -89,7 +86,9 @@ def shrink(path: Path) -> None:
     raise SystemExit(f"{path}: still {path.stat().st_size} bytes")
 
 
-def picture(ui: LabelStudioUI, ls: LabelStudio, project: Project, out: Path) -> None:
+def picture(
+    ui: LabelStudioUI, ls: LabelStudio, project: Project | SceneProject, out: Path
+) -> None:
     """Retrieve Predictions in the UI, open the first task with regions, save
     the page as ``out``."""
     ui.retrieve_predictions(project.id, len(project.tasks))
@@ -116,12 +115,10 @@ def make_pictures(model_dir: Path, out_dir: Path, work: Path) -> None:
     backends: list[Backend] = []
     try:
         with ScriptedRexOmni() as scripted, launch_chromium() as browser:
-            detector = start_backend(ls, model_dir, work / "logs", name="detection")
-            backends.append(detector)
-            masker = start_backend(
-                ls, model_dir, work / "logs", name="masks", tiny_sam=True
+            detector = start_backend(
+                ls, model_dir, work / "logs", name="README model", tiny_sam=True
             )
-            backends.append(masker)
+            backends.append(detector)
             reader = start_backend(
                 ls,
                 MODEL_ID,
@@ -138,14 +135,18 @@ def make_pictures(model_dir: Path, out_dir: Path, work: Path) -> None:
             ui.login(LS_USERNAME, LS_PASSWORD)
             client = ls.client
             jobs = (
-                ("detection", "rectangles", RED, detector),
-                ("masks", "brush", BLUE, masker),
+                ("detection", "Detection, with smart boxes and a text prompt"),
+                ("masks", "Masks"),
             )
-            for name, config, labels, backend in jobs:
-                project = make_project(
-                    client, name, config, work / name, SEEDS[name], IMAGES, labels
+            for name, heading in jobs:
+                project = scene_project(
+                    client,
+                    name,
+                    readme_config(heading),
+                    work / name,
+                    scenes(SCENE_SEED, SCENES[name]),
                 )
-                connect(client, project, backend, "rexlabel")
+                connect(client, project, detector, "rexlabel")
                 picture(ui, ls, project, out_dir / f"labelstudio-{name}.png")
             project = picture_project(
                 client,
@@ -167,7 +168,7 @@ def make_pictures(model_dir: Path, out_dir: Path, work: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model_dir", type=Path, help="the trained tiny model")
+    parser.add_argument("model_dir", type=Path, help="the README model")
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     args = parser.parse_args(argv)
     reason = missing_reason()

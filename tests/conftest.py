@@ -4,6 +4,11 @@
 - ``trained_model_dir``: the same model trained to find one coloured shape on
   112x112 synthetic images, and to answer ``None`` on an image without any
   shape (tests that assert on what the model found).
+- ``readme_model_dir``: the tiny model trained on drawn stand-ins for the
+  README configs' labels (``worker.training.readme_model``): prompts of one
+  to three phrases and visual prompts, for the browser and end-to-end tests
+  that run the README's configs as written (about 17 minutes to build on 2
+  cores, so tests using it get ``README_MODEL_TIMEOUT_S``).
 - ``tiny_engine`` / ``trained_engine``: a ``TransformersEngine`` on each.
 - from :mod:`tests.e2e.fixtures`: ``label_studio``, ``rexlabel_backend`` and
   ``rexlabel_backend_queue`` (a real Label Studio and backends, for tests/e2e
@@ -58,6 +63,16 @@ _TRAINED_SOURCES = (
     "converters/prompts.py",
     "converters/geometry.py",
 )
+_README_SOURCES = (
+    *_TRAINED_SOURCES,
+    "worker/training/readme_model.py",
+    "worker/training/readme_tasks.py",
+    "worker/training/objects.py",
+)
+
+README_MODEL_TIMEOUT_S = 3600
+"""pytest-timeout for a test that uses ``readme_model_dir``: the first one
+builds it (about 17 minutes on 2 cores, past the suite's 1200 s per test)."""
 
 
 def test_cache_dir() -> Path:
@@ -128,6 +143,21 @@ def trained_model_dir() -> Path:
             out, train_steps=TRAINED_MODEL_STEPS, task="detection", seed=0
         ),
     )
+
+
+@pytest.fixture(scope="session")
+def readme_model_dir() -> Path:
+    """The README model (``worker.training.readme_model``, its recipe)."""
+    from worker.training.readme_model import make_readme_model
+
+    return cached_model_dir("readme-model", _README_SOURCES, make_readme_model)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the README model may build it: a longer timeout."""
+    for item in items:
+        if "readme_model_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(README_MODEL_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,25 @@ def rexlabel_backend_queue(
         backend.stop()
 
 
+@pytest.fixture(scope="session")
+def readme_backend(
+    label_studio: LabelStudio, readme_model_dir: Path, backend_logs_dir: Path
+) -> Iterator[Backend]:
+    """The backend on the README model (``readme_model_dir``), jobs run
+    in-process with a tiny random SAM (masks without Redis)."""
+    backend = start_backend(
+        label_studio,
+        readme_model_dir,
+        backend_logs_dir,
+        name="README model",
+        tiny_sam=True,
+    )
+    try:
+        yield backend
+    finally:
+        backend.stop()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if E2E_TIMINGS:
         terminalreporter.section("rexlabel e2e timings")

@@ -1,10 +1,9 @@
 """Projects and pictures for the browser tests (and scripts/make_ui_pictures.py).
 
-The README's copy-paste configs are read from README.md itself, so the tests
-show what a user who pastes them gets. The pictures match the scripted
-Rex-Omni's answers (tests/ui/scripted_rexomni.py): its text lines are written
-where it reads them, its people and look-alike objects drawn where it finds
-them, so a screenshot makes sense to a reader.
+The pictures match the scripted Rex-Omni's answers
+(tests/ui/scripted_rexomni.py): its text lines are written where it reads
+them, its people drawn where it finds them, so a
+screenshot makes sense to a reader.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tests.e2e.lsclient import LabelStudioClient
 from tests.e2e.test_labelstudio_e2e import Project
-from tests.ui.scripted_rexomni import KEYPOINT_PEOPLE, LOOK_ALIKES, OCR_LINES
-
-README = Path(__file__).resolve().parents[2] / "README.md"
+from tests.ui.scripted_rexomni import KEYPOINT_PEOPLE, OCR_LINES
 
 PICTURE_SIZE = (320, 240)
 """Width, height of the pictures (any size works: the scripted answers are in
@@ -29,15 +26,6 @@ SIGN_FONT_PX = 18
 
 BIN_MAX = 999
 """Rex-Omni's coordinate bins run 0..999 over each side."""
-
-
-def readme_config(heading: str) -> str:
-    """The README's XML block after the bold ``heading``."""
-    found = re.search(
-        rf"\*\*{re.escape(heading)}\*\*.*?```xml\n(.*?)```", README.read_text(), re.S
-    )
-    assert found, f"README.md has no **{heading}** config"
-    return found.group(1)
 
 
 def bins_to_pixels(box: tuple[int, ...]) -> tuple[float, ...]:
@@ -80,17 +68,6 @@ def people_image() -> Image.Image:
         KEYPOINT_PEOPLE, ((80, 110, 190), (190, 110, 80)), strict=True
     ):
         draw.rectangle(bins_to_pixels(box), fill=colour)
-    return image
-
-
-def look_alikes_image() -> Image.Image:
-    """Two similar objects where the scripted visual-prompt answer finds them."""
-    image = Image.new("RGB", PICTURE_SIZE, (200, 215, 200))
-    draw = ImageDraw.Draw(image)
-    for box in LOOK_ALIKES:
-        x0, y0, x1, y1 = bins_to_pixels(box)
-        draw.rounded_rectangle((x0, y0, x1, y1), radius=8, fill=(60, 60, 160))
-        draw.rectangle((x0 + 8, y0 + 10, x1 - 8, (y0 + y1) / 2), fill=(170, 200, 230))
     return image
 
 

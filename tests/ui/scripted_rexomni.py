@@ -1,10 +1,9 @@
 """A scripted Rex-Omni: an OpenAI-compatible chat server with fixed answers.
 
-The tiny test model was trained on detection only: on the README's keypoint
-config it answers nothing (0 of 4 images), on its OCR config nothing (0 of 16)
-and with a shape phrase as the OCR category one image in eight; a drawn box
-(visual prompt) gets a suggestion for 2 of 16 boxes alone and 0 of 16 beside
-a pre-annotated box. To show what an annotator sees for these, ``rexlabel
+No tiny model here reads text, and the README model learnt no keypoints
+(``worker.training.readme_tasks.TASK_SHARES``): the shape model answers
+nothing on the README's keypoint config (0 of 4 images) and its OCR config
+(0 of 16). To show what an annotator sees for these, ``rexlabel
 serve`` runs its ``openai`` engine against this server instead: every step
 after the model (the answer's grammar, parsing, scores from
 log-probabilities, labels, parent ids, Label Studio results) is the real
@@ -82,22 +81,11 @@ OCR_ANSWER = ", ".join(
     for text, (x0, y0, x1, y1) in OCR_LINES.items()
 )
 
-LOOK_ALIKES = ((100, 300, 350, 700), (600, 300, 850, 700))
-"""Two similar objects (bins): a visual prompt on one finds both."""
-
-VISUAL_PROMPT_ANSWER = (
-    "<|object_ref_start|>object_1<|object_ref_end|><|box_start|>"
-    + ",".join("".join(f"<{v}>" for v in box) for box in LOOK_ALIKES)
-    + "<|box_end|>"
-)
-
 ANSWERS = {
     "Can you detect each person in the image": KEYPOINT_ANSWER,
     "Detect all text line and recognize them.": OCR_ANSWER,
-    "Given reference boxes": VISUAL_PROMPT_ANSWER,
 }
-"""Prompt start -> the answer (the README's keypoint and OCR configs, and a
-box drawn with a smart rectangle tool)."""
+"""Prompt start -> the answer (the README's keypoint and OCR configs)."""
 
 TOKEN = re.compile(r"<\|[a-z_]+\|>|<\d+>|[^<]+|<")
 """How the answer is cut into tokens: special tokens and coordinate bins are

@@ -9,14 +9,13 @@ mouse, wait for the suggestion, press the bottom bar's accept button, and for
 the regression also Submit. The request Label Studio sends is read from the
 network, so a test shows what the UI asked as well as what it got back.
 
-Who answers: the trained tiny model (one-phrase detection only) for the
-typed phrase and the regression (it finds its shape when asked one phrase),
-with a tiny random SAM for the click (it always gives a mask; its shape is
-meaningless, its format and label are checked). For the smart rectangle the
-scripted Rex-Omni (tests/ui/scripted_rexomni.py) answers: the tiny model
-never learnt visual prompting and suggested something for 2 of 16 boxes drawn
-on its shapes, 0 of 16 beside a pre-annotated box (measured through the API
-with the boxes the UI sends).
+Every project has one of the README's configs as written. Who answers: the
+README model (``readme_model_dir``: drawn people, cars, trucks, cats and
+dogs, prompts of one to three phrases, visual prompts) for the typed phrase,
+the smart rectangle and the regression, on scenes it was trained to read;
+each suggestion is checked against the object drawn under it. For the click
+a tiny random SAM answers (it always gives a mask; its shape is meaningless,
+its format and label are checked).
 
 The interactive tests but the regression switch Label Studio's "Use
 predictions to prelabel tasks" off: an empty task, so the request holds only
@@ -25,34 +24,28 @@ what the test typed, drew or clicked.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from backend.planner.interactive import DRAWN_BOX_IOU
 from tests.e2e.conftest import Backend, LabelStudio
-from tests.e2e.test_labelstudio_e2e import (
-    BLUE,
-    RED,
-    Project,
-    connect,
-    make_project,
-    predictions_by_task,
-)
-from tests.ui.labelstudio_ui import LabelStudioUI
-from tests.ui.projects import (
-    bins_to_percent,
-    look_alikes_image,
-    picture_project,
+from tests.e2e.scene_projects import (
+    HIT_IOU,
+    SceneProject,
     readme_config,
-    without_preannotation,
+    scene_project,
+    scenes,
 )
-from tests.ui.scripted_rexomni import LOOK_ALIKES
-from worker.training.synthetic import IMAGE_SIZE, ShapeSample
+from tests.e2e.test_labelstudio_e2e import connect, predictions_by_task
+from tests.ui.labelstudio_ui import LabelStudioUI
+from tests.ui.projects import without_preannotation
+from worker.training.objects import DrawnObject
+from worker.training.readme_tasks import Scene, best_match
+from worker.training.synthetic import IMAGE_SIZE, box_iou
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.ui]
-
-IMAGES = 2
-"""Tasks of the typed-phrase, click and regression projects."""
 
 MOVE_PERCENT = 10.0
 """How far the regression test drags the pre-annotated box (percent of the
@@ -67,9 +60,33 @@ GEOMETRY_SLACK = 1e-6
 """Percent: geometry kept as sent (JSON round trip only)."""
 
 
-def box_percent(sample: ShapeSample) -> tuple[float, float, float, float]:
-    """The shape's box as x0, y0, x1, y1 in percent of the image."""
-    return tuple(v / IMAGE_SIZE * 100 for v in sample.box)
+DETECTION = "Detection, with smart boxes and a text prompt"
+"""The README config of the typed phrase, smart rectangle and regression."""
+
+
+def box_percent(box: Sequence[float]) -> tuple[float, float, float, float]:
+    """An xyxy box in pixels of a scene as x0, y0, x1, y1 percent."""
+    return tuple(v / IMAGE_SIZE * 100 for v in box)
+
+
+def suggested_box(region: dict[str, Any]) -> tuple[float, float, float, float]:
+    """A suggested rectangle, xyxy in pixels of the scene (from percent)."""
+    value = region["value"]
+    return tuple(
+        v / 100 * IMAGE_SIZE
+        for v in (
+            value["x"],
+            value["y"],
+            value["x"] + value["width"],
+            value["y"] + value["height"],
+        )
+    )
+
+
+def on_object(region: dict[str, Any], scene: Scene) -> DrawnObject | None:
+    """The drawn object a suggested rectangle lies on (IoU >= HIT_IOU)."""
+    index, iou = best_match(suggested_box(region), [o.box for o in scene.objects])
+    return scene.objects[index] if index is not None and iou >= HIT_IOU else None
 
 
 def suggestions_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,21 +126,20 @@ def accept_and_check(
     return accepted
 
 
-def shapes_project(
+def readme_project(
     label_studio: LabelStudio,
     backend: Backend,
     title: str,
-    config: str,
+    heading: str,
+    drawn: list[Scene],
     tmp_path,
-    seed: int,
     prelabel: bool = False,
-) -> Project:
-    """A one-label shapes project (tests/e2e's config ``config``) with the
-    model connected; pre-annotation off unless ``prelabel``."""
-    labels = BLUE if config == "brush" else RED
+) -> SceneProject:
+    """A project of the README config under ``heading`` with one task per
+    scene and the model connected; pre-annotation off unless ``prelabel``."""
     client = label_studio.client
-    project = make_project(
-        client, title, config, tmp_path / "images", seed, IMAGES, labels
+    project = scene_project(
+        client, title, readme_config(heading), tmp_path / "images", drawn
     )
     connect(client, project, backend, "rexlabel")
     if not prelabel:
@@ -132,25 +148,29 @@ def shapes_project(
 
 
 def test_typed_phrase_suggestion_accepted(
-    label_studio: LabelStudio, rexlabel_backend: Backend, ui: LabelStudioUI, tmp_path
+    label_studio: LabelStudio, readme_backend: Backend, ui: LabelStudioUI, tmp_path
 ) -> None:
-    """Typing "red square" into the prompt box and pressing Enter: the UI asks
-    with the typed text, the backend suggests boxes labelled ``red square``,
-    and accepting them makes them the annotator's boxes where suggested."""
-    project = shapes_project(
-        label_studio, rexlabel_backend, "ui phrase", "rectangles", tmp_path, 51
+    """Typing "truck" into the prompt box of the README's detection config
+    and pressing Enter on a truck beside a person: the UI asks with the typed
+    text, the backend suggests a box on the truck labelled ``car`` (the
+    label whose ``predicted_values`` name trucks), and accepting it makes it
+    the annotator's box where suggested."""
+    drawn = scenes(71, [("truck", "person")])
+    project = readme_project(
+        label_studio, readme_backend, "ui phrase", DETECTION, drawn, tmp_path
     )
-    task_id, sample = next(iter(project.tasks.items()))
+    ((task_id, scene),) = project.scenes.items()
     ui.open_task(project.id, task_id, regions=0)
     ui.auto_annotation_on()
-    request, answer = ui.type_prompt(sample.phrase)
+    request, answer = ui.type_prompt("truck")
     asked = last_context_region(request)
-    assert (asked["type"], asked["value"]["text"]) == ("textarea", [sample.phrase])
+    assert (asked["type"], asked["value"]["text"]) == ("textarea", ["truck"])
     suggested = suggestions_of(answer)
-    assert suggested, f"no box for {sample.phrase!r}: {answer}"
-    accepted = accept_and_check(
-        ui, suggested, "rectangleregion", sample.phrase, "phrase"
-    )
+    assert suggested, f"no box for 'truck': {answer}"
+    for region in suggested:
+        found = on_object(region, scene)
+        assert found is not None and found.word == "truck", (region, scene.objects)
+    accepted = accept_and_check(ui, suggested, "rectangleregion", "car", "phrase")
     by_id = {s["id"]: s["value"] for s in suggested}
     for region in accepted:
         value = by_id[region["id"].split("#")[0]]
@@ -159,42 +179,40 @@ def test_typed_phrase_suggestion_accepted(
 
 
 def test_smart_rectangle_suggestion_accepted(
-    label_studio: LabelStudio, scripted_backend: Backend, ui: LabelStudioUI, tmp_path
+    label_studio: LabelStudio, readme_backend: Backend, ui: LabelStudioUI, tmp_path
 ) -> None:
     """The README's detection config: with the smart rectangle tool and the
-    label ``car``, a box drawn on one of two look-alike objects. The UI asks
-    with the drawn box (a visual prompt); of the two boxes the model finds,
-    the drawn one is dropped and the other is suggested with the drawn box's
-    label, where the model put it; accepting it makes it the annotator's."""
-    client = label_studio.client
-    project = picture_project(
-        client,
-        "ui visual prompt",
-        readme_config("Detection, with smart boxes and a text prompt"),
-        look_alikes_image(),
-        tmp_path / "images",
-        count=1,
+    label ``car``, a box drawn on one of three cars. The UI asks with the
+    drawn box (a visual prompt); the model finds the look-alikes and what
+    it finds of the drawn box is dropped (IoU ``DRAWN_BOX_IOU`` or more with
+    it): every suggestion lies on a car, at least one on another car, with
+    the drawn box's label; accepting them makes them the annotator's."""
+    drawn = scenes(72, [("car", "car", "car")])
+    assert len(drawn[0].objects) >= 2, drawn[0].objects
+    project = readme_project(
+        label_studio, readme_backend, "ui visual prompt", DETECTION, drawn, tmp_path
     )
-    connect(client, project, scripted_backend, "rexlabel (scripted)")
-    without_preannotation(client, project.id)
-    (task_id,) = project.tasks
+    ((task_id, scene),) = project.scenes.items()
     ui.open_task(project.id, task_id, regions=0)
     ui.auto_annotation_on()
     ui.choose_smart_tool("rectangle-tool")
     ui.choose_label("car")
-    drawn_box, other_box = (bins_to_percent(box) for box in LOOK_ALIKES)
-    x0, y0, x1, y1 = drawn_box
+    prompt_car = scene.objects[0]
+    x0, y0, x1, y1 = box_percent(prompt_car.box)
     request, answer = ui.interactive(lambda: ui.drag((x0, y0), (x1, y1)))
-    drawn = last_context_region(request)
-    assert drawn["type"] == "rectanglelabels", drawn
-    assert drawn["value"]["rectanglelabels"] == ["car"], drawn
-    assert abs(drawn["value"]["x"] - x0) < 1 and abs(drawn["value"]["y"] - y0) < 1
+    drawn_region = last_context_region(request)
+    assert drawn_region["type"] == "rectanglelabels", drawn_region
+    assert drawn_region["value"]["rectanglelabels"] == ["car"], drawn_region
+    value = drawn_region["value"]
+    assert abs(value["x"] - x0) < 1 and abs(value["y"] - y0) < 1, (value, x0, y0)
     suggested = suggestions_of(answer)
-    assert len(suggested) == 1, answer
-    (accepted,) = accept_and_check(ui, suggested, "rectangleregion", "car", "visual")
-    x0, y0, x1, y1 = other_box
-    found = (accepted["x"], accepted["y"], accepted["width"], accepted["height"])
-    assert found == pytest.approx((x0, y0, x1 - x0, y1 - y0), abs=1e-6), accepted
+    assert suggested, f"no look-alike suggested: {answer}"
+    cars = [on_object(region, scene) for region in suggested]
+    boxes = [suggested_box(r) for r in suggested]
+    assert None not in cars, (boxes, scene.objects)
+    assert any(c is not prompt_car for c in cars), (boxes, scene.objects)
+    assert all(box_iou(b, prompt_car.box) < DRAWN_BOX_IOU for b in boxes), boxes
+    accept_and_check(ui, suggested, "rectangleregion", "car", "visual")
 
 
 def test_smart_click_mask_suggestion_accepted(
@@ -203,34 +221,37 @@ def test_smart_click_mask_suggestion_accepted(
     ui: LabelStudioUI,
     tmp_path,
 ) -> None:
-    """A click with the smart keypoint tool (label ``blue triangle`` of the
-    clicks control) on the shape: the UI asks with the click as a positive
-    keypoint, the worker's SAM answers a brush mask labelled like the click,
-    and accepting it makes it the annotator's brush region."""
-    project = shapes_project(
-        label_studio, rexlabel_backend_queue, "ui click", "brush", tmp_path, 52
+    """The README's mask config on the queued backend: a click with the smart
+    keypoint tool (label ``cat`` of the clicks control) on a cat. The UI asks
+    with the click as a positive keypoint, the worker's SAM answers a brush
+    mask labelled like the click, and accepting it makes it the annotator's
+    brush region."""
+    drawn = scenes(73, [("cat", "dog")])
+    project = readme_project(
+        label_studio, rexlabel_backend_queue, "ui click", "Masks", drawn, tmp_path
     )
-    task_id, sample = next(iter(project.tasks.items()))
+    ((task_id, scene),) = project.scenes.items()
+    (cat,) = [o for o in scene.objects if o.word == "cat"]
     ui.open_task(project.id, task_id, regions=0)
     ui.auto_annotation_on()
-    ui.choose_label(sample.phrase, control_index=1)  # the clicks KeyPointLabels
+    ui.choose_label("cat", control_index=1)  # the clicks KeyPointLabels
     ui.choose_smart_tool("key-point-tool")
-    x0, y0, x1, y1 = box_percent(sample)
+    x0, y0, x1, y1 = box_percent(cat.box)
     centre = ((x0 + x1) / 2, (y0 + y1) / 2)
     request, answer = ui.interactive(lambda: ui.click_image(*centre))
     click = last_context_region(request)
     assert click["type"] == "keypointlabels", click
     assert click["from_name"] == "clicks", click
-    assert click["value"]["keypointlabels"] == [sample.phrase], click
+    assert click["value"]["keypointlabels"] == ["cat"], click
     suggested = suggestions_of(answer)
     assert [(r["type"], r["from_name"]) for r in suggested] == [
         ("brushlabels", "brush")
     ], answer
-    accept_and_check(ui, suggested, "brushregion", sample.phrase, "click")
+    accept_and_check(ui, suggested, "brushregion", "cat", "click")
 
 
 def test_accepting_a_suggestion_keeps_the_moved_box(
-    label_studio: LabelStudio, rexlabel_backend: Backend, ui: LabelStudioUI, tmp_path
+    label_studio: LabelStudio, readme_backend: Backend, ui: LabelStudioUI, tmp_path
 ) -> None:
     """The regression: the annotator moves a pre-annotated box, types a
     phrase, accepts the suggestion and submits. The moved box stays where it
@@ -238,13 +259,14 @@ def test_accepting_a_suggestion_keeps_the_moved_box(
     suggestion is a region of its own, and the submitted annotation holds
     both."""
     client = label_studio.client
-    project = shapes_project(
+    drawn = scenes(74, [("person",), ("car",)])
+    project = readme_project(
         label_studio,
-        rexlabel_backend,
+        readme_backend,
         "ui moved box",
-        "rectangles",
+        DETECTION,
+        drawn,
         tmp_path,
-        53,
         prelabel=True,
     )
     client.retrieve_predictions(project.id)
@@ -252,7 +274,8 @@ def test_accepting_a_suggestion_keeps_the_moved_box(
     one_box = [(t, p) for t, p in stored.items() if len(p["result"]) == 1]
     assert one_box, f"no task pre-annotated with one box: {stored}"
     task_id, prediction = one_box[0]
-    sample = project.tasks[task_id]
+    (drawn_object,) = project.scenes[task_id].objects
+    phrase = drawn_object.word
     ui.open_task(project.id, task_id, regions=1)
     (box,) = ui.store_regions()
     dx = MOVE_PERCENT if box["x"] + box["width"] / 2 < 50 else -MOVE_PERCENT
@@ -269,11 +292,11 @@ def test_accepting_a_suggestion_keeps_the_moved_box(
     assert abs(moved["y"] - (box["y"] + dy)) <= MOVED_SLACK, (moved_shot, box, moved)
 
     ui.auto_annotation_on()
-    _, answer = ui.type_prompt(sample.phrase)
+    _, answer = ui.type_prompt(phrase)
     suggested = suggestions_of(answer)
-    assert suggested, f"no box for {sample.phrase!r}: {answer}"
+    assert suggested, f"no box for {phrase!r}: {answer}"
     assert not {r["id"] for r in suggested} & {r["id"] for r in prediction["result"]}
-    accept_and_check(ui, suggested, "rectangleregion", sample.phrase, "moved")
+    accept_and_check(ui, suggested, "rectangleregion", phrase, "moved")
 
     boxes = [r for r in ui.store_regions() if r["type"] == "rectangleregion"]
     kept = [r for r in boxes if r["id"] == box["id"]]

@@ -14,7 +14,6 @@ from converters.tasks import Task
 from tests.ui.labelstudio_ui import Row, expected_rows, instances, rows_match
 from tests.ui.scripted_rexomni import (
     KEYPOINT_JOINTS,
-    LOOK_ALIKES,
     MODEL_ID,
     OCR_LINES,
     ScriptedRexOmni,
@@ -28,12 +27,6 @@ WIDTH, HEIGHT = 320, 240
 def test_scripted_answers_parse_into_what_the_tests_expect() -> None:
     keypoint = build_prompt(Task.KEYPOINT, ["person"], keypoint_type="person")
     ocr = build_prompt(Task.OCR_BOX, ["text line"])
-    visual = build_prompt(
-        Task.VISUAL_PROMPTING,
-        None,
-        visual_prompt_boxes=[[32, 72, 112, 168]],
-        image_size=(WIDTH, HEIGHT),
-    )
     people = parse_output(answer_for(keypoint), Task.KEYPOINT, WIDTH, HEIGHT)
     assert people.warnings == [] and len(people.predictions) == len(KEYPOINT_JOINTS)
     for found, joints in zip(people.predictions, KEYPOINT_JOINTS, strict=True):
@@ -41,8 +34,6 @@ def test_scripted_answers_parse_into_what_the_tests_expect() -> None:
         assert {n for n, xy in found.keypoints.items() if xy} == visible
     lines = parse_output(answer_for(ocr), Task.OCR_BOX, WIDTH, HEIGHT)
     assert [p.text for p in lines.predictions] == list(OCR_LINES)
-    boxes = parse_output(answer_for(visual), Task.VISUAL_PROMPTING, WIDTH, HEIGHT)
-    assert len(boxes.predictions) == len(LOOK_ALIKES)
     assert answer_for(build_prompt(Task.DETECTION, ["car"])) is None
 
 

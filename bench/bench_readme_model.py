@@ -5,19 +5,20 @@ Run::
     .venv/bin/python bench/bench_readme_model.py             # build, time, score
     .venv/bin/python bench/bench_readme_model.py --model DIR # score a built one
 
-The README model (``worker.training.readme_model``) is the tiny model meant
-to answer the README's configs in the browser and end-to-end tests (work in
-progress: its docstring has the figures so far). Without
-``--model`` it is built in a temporary directory, and the training's wall
-time and the step time of each task's batches are printed; then, on scenes
-training never drew (``worker.training.readme_scores``):
+The README model (``worker.training.readme_model``) is the tiny model that
+answers the README's configs in the browser and end-to-end tests (its
+docstring has every run's figures). Without ``--model`` it is built in a
+temporary directory, and the training's wall time and the step time of each
+task's batches are printed; then, on scenes training never drew
+(``worker.training.readme_scores``):
 
 - three-phrase detection prompts: ``right_phrase`` (of the boxes on an
   object, the share with that object's phrase; the issue's goal: 0.9),
   ``recall``, ``stray`` and ``quiet_absent``; one-phrase prompts likewise;
 - visual prompts: recall and precision of the look-alikes;
 - person keypoints: people found, PCK at a tenth of the box height, mean
-  joint error.
+  joint error (the landed recipe trains no keypoints, see
+  ``readme_tasks.TASK_SHARES``: these read 0 unless they are added back).
 
 Figures only, no assertions.
 """

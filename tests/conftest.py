@@ -7,12 +7,13 @@
 - ``readme_model_dir``: the tiny model trained on drawn stand-ins for the
   README configs' labels (``worker.training.readme_model``): prompts of one
   to three phrases and visual prompts, for the browser and end-to-end tests
-  that run the README's configs as written (about 17 minutes to build on 2
-  cores, so tests using it get ``README_MODEL_TIMEOUT_S``).
+  that run the README's configs as written (about 18 minutes to build on 2
+  cores, so while it is not cached the tests using it get
+  ``README_MODEL_TIMEOUT_S``).
 - ``tiny_engine`` / ``trained_engine``: a ``TransformersEngine`` on each.
-- from :mod:`tests.e2e.fixtures`: ``label_studio``, ``rexlabel_backend`` and
-  ``rexlabel_backend_queue`` (a real Label Studio and backends, for tests/e2e
-  and tests/ui).
+- from :mod:`tests.e2e.fixtures`: ``label_studio``, ``rexlabel_backend``,
+  ``rexlabel_backend_queue`` and ``readme_backend`` (a real Label Studio and
+  backends, for tests/e2e and tests/ui).
 
 Model directories are built once and cached by a hash of the source files that
 make them, in ``$REXLABEL_TEST_CACHE`` or ``<repo>/.cache/test-models``
@@ -54,7 +55,11 @@ of tests/worker/training/test_trainer.py; 1000 gave 0.82 / 0.94). Measured: mean
 0.85 / AP50 1.0 / phrase accuracy 1.0, None on 100% of 100 shapeless images,
 in 5 minutes on 2 cores (the old 1000 steps: 4)."""
 
-_TINY_SOURCES = ("worker/training/tiny_model.py", "converters/keypoint_sets.py")
+_TINY_SOURCES = (
+    "worker/training/tiny_model.py",
+    "converters/keypoint_sets.py",
+    "converters/grammar.py",
+)
 _TRAINED_SOURCES = (
     *_TINY_SOURCES,
     "worker/training/trainer.py",
@@ -62,7 +67,12 @@ _TRAINED_SOURCES = (
     "converters/answer.py",
     "converters/prompts.py",
     "converters/geometry.py",
+    "converters/tasks.py",
+    "converters/prediction.py",
+    "converters/parser",
 )
+"""What the models are built from: files, or folders of ``.py`` files (the
+answers' grammar, prompts and parser, the drawings, the trainer)."""
 _README_SOURCES = (
     *_TRAINED_SOURCES,
     "worker/training/readme_model.py",
@@ -71,8 +81,9 @@ _README_SOURCES = (
 )
 
 README_MODEL_TIMEOUT_S = 3600
-"""pytest-timeout for a test that uses ``readme_model_dir``: the first one
-builds it (about 17 minutes on 2 cores, past the suite's 1200 s per test)."""
+"""pytest-timeout for a test that uses ``readme_model_dir`` while it is not
+cached: the first one builds it (about 18 minutes on 2 cores, past the
+suite's 1200 s per test)."""
 
 
 def test_cache_dir() -> Path:
@@ -84,13 +95,18 @@ test_cache_dir.__test__ = False  # a helper, not a test
 
 
 def _source_hash(sources: tuple[str, ...], extra: str) -> str:
+    import PIL
+    import torch
     import transformers
 
-    digest = hashlib.sha256(f"{extra}|transformers={transformers.__version__}".encode())
+    versions = f"transformers={transformers.__version__}|torch={torch.__version__}"
+    digest = hashlib.sha256(f"{extra}|{versions}|pillow={PIL.__version__}".encode())
     for name in sources:
         path = REPO_ROOT / name
-        digest.update(name.encode())
-        digest.update(path.read_bytes() if path.exists() else b"<missing>")
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(REPO_ROOT)).encode())
+            digest.update(file.read_bytes() if file.exists() else b"<missing>")
     return digest.hexdigest()[:16]
 
 
@@ -153,10 +169,18 @@ def readme_model_dir() -> Path:
     return cached_model_dir("readme-model", _README_SOURCES, make_readme_model)
 
 
+def _readme_model_cached() -> bool:
+    name = f"readme-model-{_source_hash(_README_SOURCES, 'readme-model')}"
+    return (test_cache_dir() / name / "config.json").exists()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use the README model may build it: a longer timeout."""
-    for item in items:
-        if "readme_model_dir" in getattr(item, "fixturenames", ()):
+    """While the README model is not cached, the tests that use it (directly
+    or through a fixture) get README_MODEL_TIMEOUT_S: the first of them
+    builds it. Once cached, they keep the suite's timeout."""
+    users = [i for i in items if "readme_model_dir" in getattr(i, "fixturenames", ())]
+    if users and not _readme_model_cached():
+        for item in users:
             item.add_marker(pytest.mark.timeout(README_MODEL_TIMEOUT_S))
 
 

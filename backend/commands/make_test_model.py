@@ -5,17 +5,18 @@ Usage::
     rexlabel make-test-model DIR                       # random weights (~1 s)
     rexlabel make-test-model DIR --train-steps 1000    # trained: finds the shape
     rexlabel make-test-model DIR --train-steps 1000 --task pointing --seed 1
-    rexlabel make-test-model DIR --recipe readme       # README model, in progress
+    rexlabel make-test-model DIR --recipe readme       # README model (~18 min)
 
 The directory holds a tiny Qwen2.5-VL with Rex-Omni's vocabulary (Qwen's
 special tokens, ``<0>``..``<999>``), the Qwen2.5-VL chat template and a Qwen2-VL
 image processor. Point ``REXLABEL_MODEL`` at it to run everything offline.
 With ``--train-steps`` it is trained on synthetic 112x112 images with one
 coloured shape each, and the command reports how well it finds them on
-held-out images. ``--recipe readme`` builds the README model, work in
-progress (worker.training.readme_model: person, car, truck, cat and dog
-drawn, prompts of several phrases, visual prompts, person keypoints), and
-reports its scores on held-out scenes.
+held-out images. ``--recipe readme`` builds the README model that the
+browser and end-to-end tests run the README's configs on
+(worker.training.readme_model: person, car, truck, cat and dog drawn,
+prompts of one to three phrases, visual prompts), and reports its scores on
+held-out scenes.
 """
 
 from __future__ import annotations

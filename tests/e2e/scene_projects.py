@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.lsclient import LabelStudioClient
-from worker.training.readme_tasks import Scene, best_match, fitting_scene
+from worker.training.readme_tasks import Scene, best_match, render_scene
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -35,11 +36,32 @@ def readme_config(heading: str) -> str:
     return found.group(1)
 
 
+SCENE_DRAWS = 100
+"""Tries at drawing a scene's words apart before a test's scene list is
+called wrong (a 112 px image holds three objects with room to spare)."""
+
+
 def scenes(seed: int, word_lists: Iterable[Sequence[str]]) -> list[Scene]:
-    """One drawn scene per list of words (a word may repeat; words that do
-    not fit are dropped from the end), seeded."""
+    """One drawn scene per list of words (a word may repeat), seeded; every
+    word is drawn (ValueError when a list does not fit in SCENE_DRAWS tries)."""
     rng = random.Random(seed)
-    return [fitting_scene(rng, list(words)) for words in word_lists]
+    drawn = []
+    for words in word_lists:
+        for _ in range(SCENE_DRAWS):
+            try:
+                drawn.append(render_scene(rng, list(words)))
+                break
+            except ValueError:
+                continue
+        else:
+            raise ValueError(f"{list(words)} do not fit on one image")
+    return drawn
+
+
+def upload_name(task: dict[str, Any]) -> str:
+    """The file name a task's image was uploaded as:
+    ``/data/upload/3/1a2b3c4d-scene_00.png`` -> ``scene_00.png``."""
+    return task["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1]
 
 
 @dataclass
@@ -75,10 +97,7 @@ def scene_project(
     project = client.create_project(title, config)
     report = client.import_files(project["id"], [folder / n for n in by_name])
     assert report["task_count"] == len(drawn), report
-    tasks = {
-        t["id"]: by_name[t["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1]]
-        for t in client.tasks(project["id"])
-    }
+    tasks = {t["id"]: by_name[upload_name(t)] for t in client.tasks(project["id"])}
     assert len(tasks) == len(drawn), tasks
     return SceneProject(project["id"], tasks)
 
@@ -119,6 +138,11 @@ class LabelHits:
     """Drawn objects with a hit that carries their label."""
     wrong: list[tuple[str, str]] | None = None
     """(expected, stored) labels of the hits that are wrong."""
+
+    @property
+    def on_object_share(self) -> float:
+        """Of the regions, the share on a drawn object (the rest: stray)."""
+        return self.hits / self.regions if self.regions else 0.0
 
     @property
     def right_share(self) -> float:
@@ -165,19 +189,38 @@ def label_hits(
     return tally
 
 
-def drawn_labels(
-    stored: dict[int, dict[str, Any]],
-    project: SceneProject,
-    region_type: str,
-) -> tuple[int, int]:
-    """For regions without a box (brush masks): how many stored
-    ``region_type`` results there are, and how many carry a label whose word
-    is drawn on their task's image."""
-    regions = right = 0
+@dataclass
+class MaskLabels:
+    """Stored regions without a box (brush masks) against what is drawn."""
+
+    regions: int = 0
+    excess: int = 0
+    """Regions beyond one per drawn object of their label (a label not drawn
+    on the image: all of its regions)."""
+    details: list[str] | None = None
+
+    @property
+    def right(self) -> int:
+        """Regions that an object of their label on their image accounts for."""
+        return self.regions - self.excess
+
+
+def mask_labels(
+    stored: dict[int, dict[str, Any]], project: SceneProject, region_type: str
+) -> MaskLabels:
+    """Count the stored ``region_type`` results per task and label against
+    the objects of that word drawn on the task's image."""
+    tally = MaskLabels(details=[])
     for task_id, prediction in stored.items():
-        words = {o.word for o in project.scenes[task_id].objects}
-        for result in prediction["result"]:
-            if result["type"] == region_type:
-                regions += 1
-                right += region_label(result) in words
-    return regions, right
+        drawn = Counter(o.word for o in project.scenes[task_id].objects)
+        labels = Counter(
+            region_label(r) for r in prediction["result"] if r["type"] == region_type
+        )
+        tally.regions += sum(labels.values())
+        for label, count in labels.items():
+            if count > drawn[label]:
+                tally.excess += count - drawn[label]
+                tally.details.append(
+                    f"task {task_id}: {count} {label} (drawn: {drawn[label]})"
+                )
+    return tally

@@ -40,11 +40,6 @@ def bins_to_pixels(box: tuple[int, ...]) -> tuple[float, ...]:
     )
 
 
-def bins_to_percent(box: tuple[int, ...]) -> tuple[float, ...]:
-    """A box in bins as x0, y0, x1, y1 percent of the image."""
-    return tuple(v / BIN_MAX * 100 for v in box)
-
-
 def sign_image() -> Image.Image:
     """White signs on a dark wall, the scripted OCR answer's lines written on
     them in black where the answer reads them."""

@@ -35,6 +35,7 @@ from tests.e2e.scene_projects import (
     HIT_IOU,
     SceneProject,
     readme_config,
+    region_box,
     scene_project,
     scenes,
 )
@@ -69,23 +70,9 @@ def box_percent(box: Sequence[float]) -> tuple[float, float, float, float]:
     return tuple(v / IMAGE_SIZE * 100 for v in box)
 
 
-def suggested_box(region: dict[str, Any]) -> tuple[float, float, float, float]:
-    """A suggested rectangle, xyxy in pixels of the scene (from percent)."""
-    value = region["value"]
-    return tuple(
-        v / 100 * IMAGE_SIZE
-        for v in (
-            value["x"],
-            value["y"],
-            value["x"] + value["width"],
-            value["y"] + value["height"],
-        )
-    )
-
-
 def on_object(region: dict[str, Any], scene: Scene) -> DrawnObject | None:
     """The drawn object a suggested rectangle lies on (IoU >= HIT_IOU)."""
-    index, iou = best_match(suggested_box(region), [o.box for o in scene.objects])
+    index, iou = best_match(region_box(region), [o.box for o in scene.objects])
     return scene.objects[index] if index is not None and iou >= HIT_IOU else None
 
 
@@ -208,7 +195,7 @@ def test_smart_rectangle_suggestion_accepted(
     suggested = suggestions_of(answer)
     assert suggested, f"no look-alike suggested: {answer}"
     cars = [on_object(region, scene) for region in suggested]
-    boxes = [suggested_box(r) for r in suggested]
+    boxes = [region_box(r) for r in suggested]
     assert None not in cars, (boxes, scene.objects)
     assert any(c is not prompt_car for c in cars), (boxes, scene.objects)
     assert all(box_iou(b, prompt_car.box) < DRAWN_BOX_IOU for b in boxes), boxes
@@ -295,6 +282,11 @@ def test_accepting_a_suggestion_keeps_the_moved_box(
     _, answer = ui.type_prompt(phrase)
     suggested = suggestions_of(answer)
     assert suggested, f"no box for {phrase!r}: {answer}"
+    scene = project.scenes[task_id]
+    assert all(on_object(r, scene) is drawn_object for r in suggested), (
+        [region_box(r) for r in suggested],
+        drawn_object,
+    )
     assert not {r["id"] for r in suggested} & {r["id"] for r in prediction["result"]}
     accept_and_check(ui, suggested, "rectangleregion", phrase, "moved")
 

@@ -34,8 +34,8 @@ from tests.e2e.conftest import Backend, LabelStudio
 from tests.e2e.lsclient import LabelStudioClient
 from tests.e2e.scene_projects import (
     SceneProject,
-    drawn_labels,
     label_hits,
+    mask_labels,
     readme_config,
     scene_project,
     scenes,
@@ -57,6 +57,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.ui]
 IMAGES = 3
 """Tasks per project: each is opened in the browser (about 1-3 s each)."""
 
+MASK_SCENES = (("cat", "dog"), ("dog", "person"), ("cat", "car"), ("dog",), ("cat",))
+"""The mask project's images: a mask is checked only by its label, so more
+images than the detection project's (three), most with one animal."""
+MIN_ON_OBJECT = 0.8
+"""Of the boxes, the share that must lie on a drawn object (IoU >= 0.5; the
+README model: 0.96 on held-out three-phrase prompts)."""
 MIN_RIGHT_LABEL = 0.8
 """Of the boxes on a drawn object, the share that must carry its label. The
 README model: 0.94 on held-out three-phrase prompts (bench_readme_model);
@@ -137,6 +143,7 @@ def test_detection_regions_show_label_type_and_score(
     score, at its place, and lies on a drawn object of its label."""
     client = label_studio.client
     drawn = scenes(61, [("person", "car", "truck"), ("truck", "person"), ("car",)])
+
     project = scene_project(
         client,
         "ui detection",
@@ -150,9 +157,8 @@ def test_detection_regions_show_label_type_and_score(
     rows = [row for task_rows in shown.values() for row in task_rows]
     assert {r.kind for r in rows} == {"rectangleregion"}, rows
     assert all(r.score is not None and 0 < r.score <= 1 for r in rows), rows
-    hits = label_hits(
-        stored, project, {"person": "person", "car": "car", "truck": "car"}
-    )
+    hits = label_hits(stored, project, DETECTION_LABELS)
+    assert hits.on_object_share >= MIN_ON_OBJECT, (hits, tmp_path)
     assert hits.right_share >= MIN_RIGHT_LABEL, (hits, tmp_path)
     assert hits.found_share >= MIN_FOUND, (hits, tmp_path)
 
@@ -161,11 +167,15 @@ def test_masks_regions_show_label_type_and_score(
     label_studio: LabelStudio, readme_backend: Backend, ui: LabelStudioUI, tmp_path
 ) -> None:
     """The README's mask config (BrushLabels cat and dog, smart click
-    KeyPointLabels skipped by the model) on scenes of cats and dogs: each
-    mask is listed as a brush region with its label and score, and its label
-    names an animal drawn on that image."""
+    KeyPointLabels skipped by the model: two phrases in one prompt) on scenes
+    of cats and dogs: each mask is listed as a brush region with its label
+    and score. A mask has no box to match (and the tiny SAM's shapes mean
+    nothing), so labels are counted per image: nearly all masks are
+    accounted for by an animal of their label drawn on that image (one mask
+    each), and at least half the animals get one. The single-animal images
+    are where a wrong label shows."""
     client = label_studio.client
-    drawn = scenes(62, [("cat", "dog"), ("dog",), ("cat", "person")])
+    drawn = scenes(62, MASK_SCENES)
     project = scene_project(
         client, "ui masks", readme_config("Masks"), tmp_path / "images", drawn
     )
@@ -175,10 +185,10 @@ def test_masks_regions_show_label_type_and_score(
     rows = [row for task_rows in shown.values() for row in task_rows]
     assert {r.kind for r in rows} == {"brushregion"}, rows
     assert all(r.score is not None and 0 < r.score <= 1 for r in rows), rows
-    regions, right = drawn_labels(stored, project, "brushlabels")
+    masks = mask_labels(stored, project, "brushlabels")
+    assert masks.right >= MIN_RIGHT_LABEL * masks.regions, (masks, tmp_path)
     animals = sum(o.word in ("cat", "dog") for s in drawn for o in s.objects)
-    assert regions >= MIN_FOUND * animals, (regions, animals, tmp_path)
-    assert right >= MIN_RIGHT_LABEL * regions, (right, regions, tmp_path)
+    assert masks.right >= MIN_FOUND * animals, (masks, animals, tmp_path)
 
 
 def test_ocr_text_shows_in_its_regions_text_box(

@@ -3,11 +3,11 @@
 ``worker.training.tiny_model`` builds the architecture; this module is the
 recipe that teaches it ``worker.training.readme_tasks``: prompts with one to
 three phrases and visual prompts on drawn stand-ins for the README configs'
-labels (person, car, truck, cat, dog). The browser and end-to-end tests run
-the README's detection and mask configs as written on it
-(``tests/conftest.py`` builds it once and caches it). Build it with
-``rexlabel make-test-model DIR --recipe readme`` (about 18 minutes on 2
-cores) and measure it with ``bench/bench_readme_model.py``.
+labels (person, car, truck, cat, dog). The browser tests run the README's
+detection and mask configs as written on it, the end-to-end rectangles
+tests its detection config (``tests/conftest.py`` builds it once and caches
+it). Build it with ``rexlabel make-test-model DIR --recipe readme`` (about
+18 minutes on 2 cores) and measure it with ``bench/bench_readme_model.py``.
 
 What was measured (held-out scenes, greedy decoding through the real
 pipeline; "binding" is the area under the ROC curve of P(None) for an asked

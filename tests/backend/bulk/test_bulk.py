@@ -560,22 +560,14 @@ def test_job_survives_a_worker_killed_mid_chunk(
     _check_exact(out, sorted(images, key=lambda p: (p.parent.name == "sub", p.name)))
 
 
-INTERRUPTED_IMAGES = 120
-INTERRUPTED_CHUNK = 2
-"""The interrupted job: 60 chunks, so Ctrl-C after the first one lands while
-most are still to run. With 10 chunks of 4 the whole job finished before
-the interrupt in two fresh-clone CI runs (2026-12-06), though it passed when
-run alone."""
-
-
 @pytest.mark.slow
 def test_interrupted_cli_resumes_where_it_stopped(
     redis_conn, workers, cli_env, jobs_dir, tmp_path
 ):
-    images = make_images(tmp_path / "photos", INTERRUPTED_IMAGES)
+    images = make_images(tmp_path / "photos", 40)
     workers.start("steady")
     out = tmp_path / "out.json"
-    args = _folder_job_args(tmp_path / "photos", out, chunk_size=INTERRUPTED_CHUNK)
+    args = _folder_job_args(tmp_path / "photos", out)
     first = cli(*args, env=cli_env, wait=False, log=tmp_path / "cli1.log")
     _wait_for_first_chunk(jobs_dir)
     first.send_signal(signal.SIGINT)  # Ctrl-C
@@ -583,7 +575,7 @@ def test_interrupted_cli_resumes_where_it_stopped(
     job = _only_job(jobs_dir)
     assert job.read_status().status == "interrupted"
     done_before = {c: job.part_path(c).stat().st_mtime_ns for c in job.done_chunks()}
-    assert 0 < len(done_before) < INTERRUPTED_IMAGES // INTERRUPTED_CHUNK
+    assert 0 < len(done_before) < 10
     second = cli(*args, env=cli_env, log=tmp_path / "cli2.log")
     assert second.returncode == 0, (tmp_path / "cli2.log").read_text()
     for chunk, mtime in done_before.items():  # continued, not redone

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,14 @@ def raw_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child, before exec: SIGINT at its default, as a command typed in
+    a terminal has it. A test suite started in the background of a script
+    (``bash .ci/run &``) hands its children SIGINT ignored, and Python then
+    raises no KeyboardInterrupt: the Ctrl-C test's job ran to the end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(
     *args: str,
     env: dict[str, str] | None = None,
@@ -79,6 +88,7 @@ def cli(
         env={**os.environ, **(env or {})},
         stdout=out,
         stderr=subprocess.STDOUT,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     process.output = b""
     if wait:
